@@ -1,0 +1,3 @@
+from cull.cli import app
+
+app(prog_name="cull")

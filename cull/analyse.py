@@ -1,0 +1,85 @@
+"""One photo's path to a PhotoScore: decode -> patches -> score -> aggregate (no decision, no I/O out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cull.card import ModelCard
+from cull.decode import decode_gray
+from cull.errors import UnreadableImage
+from cull.patches import network_input, select_patches
+from cull.score import PatchScores, PhotoScore, Scorer, aggregate
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What was learnt about one file: a score, or the one-line reason it could not be scored."""
+
+    path: Path
+    photo: PhotoScore | None = None
+    error: str | None = None
+    laplacian_var: float | None = None  # the baseline's statistic, when asked for
+
+
+def laplacian_variance(gray: NDArray[np.float32]) -> float:
+    """Variance of the 4-neighbour Laplacian on the 0-255 scale (the classic blur baseline)."""
+    if min(gray.shape) < 3:
+        return 0.0
+    g = gray.astype(np.float32) * 255.0
+    lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4.0 * g[1:-1, 1:-1]
+    return float(lap.var())
+
+
+def analyse_chunk(
+    paths: Sequence[Path],
+    card: ModelCard,
+    scorer: Scorer,
+    batch_size: int = 64,
+    with_laplacian: bool = False,
+) -> list[Analysis]:
+    """Analyse several photos, batching their patches together through the network."""
+    spec = card.analysis
+    errors: dict[int, str] = {}
+    inputs: list[NDArray[np.float32]] = []
+    counts: list[int] = []
+    laplacians: dict[int, float] = {}
+    for index, path in enumerate(paths):
+        try:
+            gray = decode_gray(path, spec.long_side)
+        except UnreadableImage as exc:
+            errors[index] = str(exc)
+            counts.append(0)
+            continue
+        if with_laplacian:
+            laplacians[index] = laplacian_variance(gray)
+        patches = select_patches(gray, spec)
+        inputs.append(network_input(patches.pixels))
+        counts.append(len(patches))
+    scores = _score_in_batches(scorer, inputs, batch_size)
+    results: list[Analysis] = []
+    start = 0
+    for index, path in enumerate(paths):
+        if index in errors:
+            results.append(Analysis(path, error=errors[index]))
+            continue
+        end = start + counts[index]
+        kind = scores.kind[start:end] if scores.kind is not None else None
+        photo = aggregate(PatchScores(scores.sharp[start:end], kind), card.aggregate_k, scorer.kind_labels)
+        results.append(Analysis(path, photo, laplacian_var=laplacians.get(index)))
+        start = end
+    return results
+
+
+def _score_in_batches(scorer: Scorer, inputs: list[NDArray[np.float32]], batch_size: int) -> PatchScores:
+    if not inputs or sum(len(x) for x in inputs) == 0:
+        return PatchScores(np.zeros(0, np.float32), None)
+    batch = np.concatenate(inputs)
+    parts = [scorer.score(batch[i : i + batch_size]) for i in range(0, len(batch), max(1, batch_size))]
+    sharp = np.concatenate([p.sharp for p in parts])
+    kinds = [p.kind for p in parts if p.kind is not None]
+    return PatchScores(sharp, np.concatenate(kinds) if len(kinds) == len(parts) else None)

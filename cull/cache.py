@@ -1,0 +1,113 @@
+"""Score cache in SQLite under the user cache folder: a rescan of an unchanged library decodes nothing.
+
+Keyed by absolute path, size, mtime_ns and the model's sha256, so an edited file or a new model is
+always rescored.  Only successful scores are cached (errors may be transient, e.g. permissions).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+
+from cull.score import PhotoScore
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scores (
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    score REAL,
+    patches INTEGER NOT NULL,
+    kind TEXT,
+    sharp_share REAL NOT NULL,
+    PRIMARY KEY (path, model)
+)
+"""
+
+
+def default_cache_path() -> Path:
+    """$CULL_CACHE_DIR/scores.sqlite, else the platform's user cache folder."""
+    folder = os.environ.get("CULL_CACHE_DIR") or user_cache_dir("cull")
+    return Path(folder) / "scores.sqlite"
+
+
+FileKey = tuple[int, int]  # (size, mtime_ns)
+
+
+def file_key(path: Path) -> FileKey | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+class ScoreCache:
+    """A small wrapper over one SQLite file. ``readonly`` never creates or writes anything."""
+
+    def __init__(self, path: Path, model_sha256: str, readonly: bool = False) -> None:
+        self.model = model_sha256
+        self.readonly = readonly
+        self._pending: list[tuple[object, ...]] = []
+        self._db: sqlite3.Connection | None = None
+        try:
+            if readonly:
+                if path.exists():
+                    self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(SCHEMA)
+        except sqlite3.Error as exc:  # a broken cache only costs speed
+            log.warning("score cache %s unusable (%s); scanning without it", path, exc)
+            self._db = None
+
+    def get(self, path: Path, key: FileKey) -> PhotoScore | None:
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute(
+                "SELECT score, patches, kind, sharp_share FROM scores "
+                "WHERE path = ? AND model = ? AND size = ? AND mtime_ns = ?",
+                (str(path), self.model, key[0], key[1]),
+            ).fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None else PhotoScore(row[0], row[1], row[2], row[3])
+
+    def put(self, path: Path, key: FileKey, photo: PhotoScore) -> None:
+        if self._db is None or self.readonly:
+            return
+        self._pending.append((str(path), key[0], key[1], self.model, photo.score, photo.patches, photo.kind, photo.sharp_share))
+        if len(self._pending) >= 256:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._db is None or not self._pending:
+            return
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
+        except sqlite3.Error as exc:
+            log.warning("could not update the score cache: %s", exc)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> "ScoreCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

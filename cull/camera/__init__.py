@@ -1,0 +1,1 @@
+"""Live focus assist and shot screening (see cull.camera.run)."""

@@ -1,0 +1,142 @@
+"""The model card: everything cull needs to know about a model, read from the JSON next to the .onnx.
+
+The card carries the analysis scale, the patch logic, the aggregation and the decision
+thresholds, so that the product never hard-codes them: a retrained model ships its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cull.errors import ModelError
+
+CARD_FORMAT = 1
+STRICTNESS_LEVELS = ("lenient", "normal", "strict")
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """How a photo is reduced and cut into patches before the network sees it."""
+
+    long_side: int = 1440  # photos are reduced so their long side is at most this (never enlarged)
+    patch_size: int = 64
+    max_patches: int = 64
+    min_patches: int = 4  # fewer textured patches than this: too little evidence -> uncertain
+    min_std: float = 0.025  # a patch flatter than this (gray 0..1) is sky / wall: skipped
+    dark_mean: float = 0.04  # a patch darker than this on average is skipped
+    bright_mean: float = 0.97  # ... or brighter
+    max_clipped: float = 0.3  # a patch with more than this share of clipped pixels is skipped
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Photo score (P(in focus)) cut points: >= keep -> keep, < reject -> reject, else uncertain."""
+
+    keep: float
+    reject: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.reject <= self.keep <= 1.0:
+            raise ModelError(f"thresholds must satisfy 0 <= reject <= keep <= 1, got {self}")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Parsed focus.json (see models/README or train/export.py for how it is written)."""
+
+    model_path: Path
+    sha256: str
+    version: str
+    analysis: AnalysisSpec
+    aggregate_k: int
+    thresholds: dict[str, Thresholds]
+    input_name: str = "patches"
+    score_output: str = "p_sharp"
+    kind_output: str | None = None
+    kind_labels: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def thresholds_for(self, strictness: str) -> Thresholds:
+        try:
+            return self.thresholds[strictness]
+        except KeyError:
+            raise ModelError(
+                f"model card has no thresholds for strictness {strictness!r} "
+                f"(has: {', '.join(self.thresholds)})"
+            ) from None
+
+
+def default_card_path() -> Path:
+    """The shipped card: models/focus.json (installed as the data package cull._models)."""
+    return Path(str(resources.files("cull._models").joinpath("focus.json")))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
+    """Read a model card. ``path`` may be the .json card or the .onnx beside it.
+
+    Raises ModelError when the card or model is missing, malformed, or (with ``verify``)
+    the model file's sha256 differs from the one the card records.
+    """
+    path = default_card_path() if path is None else Path(path)
+    if path.suffix.lower() == ".onnx":
+        path = path.with_suffix(".json")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(
+            f"no model card at {path}; build the model with `python -m train` (needs the [train] extra)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model card {path}: {exc}") from None
+    try:
+        if raw.get("format") != CARD_FORMAT:
+            raise ModelError(f"{path}: unsupported card format {raw.get('format')!r}")
+        model_path = path.parent / raw["model_file"]
+        analysis = AnalysisSpec(**raw["analysis"])
+        thresholds = {name: Thresholds(**t) for name, t in raw["thresholds"].items()}
+        kind = raw.get("kind") or {}
+        card = ModelCard(
+            model_path=model_path,
+            sha256=raw["sha256"],
+            version=raw["version"],
+            analysis=analysis,
+            aggregate_k=int(raw["aggregate"]["k"]),
+            thresholds=thresholds,
+            input_name=raw["input"]["name"],
+            score_output=raw["outputs"]["score"],
+            kind_output=kind.get("output"),
+            kind_labels=tuple(kind.get("labels", ())),
+            extra={k: v for k, v in raw.items() if k not in _PARSED_KEYS},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ModelError):
+            raise
+        raise ModelError(f"{path}: malformed model card ({type(exc).__name__}: {exc})") from None
+    missing = [s for s in STRICTNESS_LEVELS if s not in card.thresholds]
+    if missing:
+        raise ModelError(f"{path}: thresholds missing for {', '.join(missing)}")
+    if not model_path.is_file():
+        raise ModelError(f"model file {model_path} named by {path} does not exist")
+    if verify and file_sha256(model_path) != card.sha256:
+        raise ModelError(f"{model_path} does not match the sha256 in its card {path}; rebuild or re-export")
+    return card
+
+
+_PARSED_KEYS = {"format", "model_file", "sha256", "version", "analysis", "thresholds", "aggregate", "input", "outputs", "kind"}
+
+
+def analysis_dict(spec: AnalysisSpec) -> dict[str, Any]:
+    return asdict(spec)

@@ -1,0 +1,153 @@
+"""The `cull` command line (Typer). Each command parses, calls one core function, renders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from tqdm import tqdm
+
+from cull import __version__
+from cull.card import ModelCard, load_card
+from cull.decide import Strictness
+from cull.errors import CullError
+from cull.runner import default_workers
+
+app = typer.Typer(
+    help="Find the out-of-focus photos in a photo library. Nothing is ever deleted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOption = Annotated[
+    Optional[Path],
+    typer.Option("--model", help="model card (.json) or .onnx beside its card; default: the shipped model"),
+]
+WorkersOption = Annotated[int, typer.Option("--workers", "-j", min=1, help="worker processes (default: all cores)")]
+StrictnessOption = Annotated[
+    Strictness,
+    typer.Option(help="how readily to reject: lenient (default, in-focus priority), normal, strict"),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"cull: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _card(model: Path | None) -> ModelCard:
+    try:
+        return load_card(model)
+    except CullError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log details to stderr")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if version:
+        typer.echo(f"cull {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def scan(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="folders or photos to scan")],
+    report: Annotated[Optional[Path], typer.Option(help="write one row per photo to FILE.jsonl or FILE.csv")] = None,
+    workers: WorkersOption = default_workers(),
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="patches per inference batch")] = 64,
+    model: ModelOption = None,
+    strictness: StrictnessOption = Strictness.LENIENT,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore and do not update the score cache")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="score and report on screen only; write nothing")] = False,
+    show: Annotated[str, typer.Option(help="which photos to list: rejects (reject + uncertain), all, none")] = "rejects",
+) -> None:
+    """Score every photo's focus and decide keep / uncertain / reject.
+
+    Example: cull scan ~/Photos/2026 --report scan.jsonl
+    """
+    from cull.report import write_report
+    from cull.scan import ScanOptions, scan as run_scan, validate_options
+
+    if show not in ("rejects", "all", "none"):
+        raise _fail("--show must be rejects, all or none")
+    if report is not None and report.suffix.lower() not in (".jsonl", ".csv"):
+        raise _fail(f"--report must end in .jsonl or .csv, not {report.name!r}")
+    options = ScanOptions(workers=workers, batch_size=batch_size, strictness=strictness,
+                          use_cache=not no_cache, dry_run=dry_run)
+    try:
+        validate_options(options)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    card = _card(model)
+    bar = tqdm(unit="photo", file=sys.stderr, disable=None, dynamic_ncols=True, desc="scanning")
+    try:
+        result = run_scan(paths, card, options, on_total=lambda n: setattr(bar, "total", n) or bar.refresh(),
+                          on_result=lambda r: bar.update(1))
+    except CullError as exc:
+        bar.close()
+        raise _fail(str(exc)) from None
+    bar.close()
+    for item in result.results:
+        if show == "all" or (show == "rejects" and item.verdict is not None and item.verdict.value != "keep"):
+            score = "  -  " if item.photo is None or item.photo.score is None else f"{item.photo.score:.3f}"
+            typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {item.path}  ({item.decision.reason if item.decision else ''})")
+    for path, reason in result.failures:
+        typer.echo(f"error: {path}: {reason}", err=True)
+    for skipped in result.skipped:
+        if not skipped.error:
+            typer.echo(f"note: {skipped.path}: {skipped.reason}", err=True)
+    if report is not None and not dry_run:
+        rows = [r.row() for r in result.results] + [
+            {"path": str(s.path), "error": s.reason} for s in result.skipped if s.error
+        ]
+        try:
+            write_report(rows, report)
+        except OSError as exc:
+            raise _fail(f"cannot write report {report}: {exc.strerror or exc}", 1) from None
+    counts = result.counts()
+    rate = len(result.results) / result.seconds if result.seconds > 0 else 0.0
+    where = f"report: {report}" if report is not None and not dry_run else "no files written" if dry_run else "results on screen only"
+    typer.echo(
+        f"{len(result.results)} photos: {counts['keep']} keep, {counts['uncertain']} uncertain, "
+        f"{counts['reject']} reject, {counts['errors']} errors ({counts['cached']} from cache) "
+        f"in {result.seconds:.1f} s ({rate:.1f} files/s); {where}; strictness {options.strictness.value}"
+    )
+    raise typer.Exit(1 if result.failures else 0)
+
+
+@app.command("eval")
+def eval_command(
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="labelled folder: sharp/ and *blur*/ sub-folders")],
+    strictness: StrictnessOption = Strictness.LENIENT,
+    workers: WorkersOption = default_workers(),
+    model: ModelOption = None,
+    laplacian_threshold: Annotated[float, typer.Option(help="the baseline's cut-off on variance of the Laplacian")] = 100.0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the full report (with per-photo rows) as JSON")] = None,
+) -> None:
+    """Measure the model (and a Laplacian-variance baseline) on labelled folders.
+
+    Example: cull eval ../shared/data/real-blur-dev
+    """
+    from cull.evaluate import evaluate_folder, format_report
+    from cull.report import atomic_write_text
+
+    card = _card(model)
+    try:
+        with tqdm(unit="photo", file=sys.stderr, disable=None, desc="evaluating") as bar:
+            result = evaluate_folder(folder, card, strictness.value, workers=workers,
+                                     laplacian_threshold=laplacian_threshold, progress=bar)
+    except CullError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(format_report(result))
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(result, indent=2, default=str) + "\n")
+    raise typer.Exit(1 if result["errors"] else 0)

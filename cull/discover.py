@@ -1,0 +1,150 @@
+"""Find the photos under some folders: deterministic order, RAW+JPEG pairs as one shot, loop-safe.
+
+Hidden and system folders (.git, @eaDir, .thumbnails, recycle bins) and cull's own move target
+are skipped; directory symlinks are followed once each, so a symlink loop cannot trap the walk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cull.formats import JPEG_EXTENSIONS, RAW_EXTENSIONS, is_photo, is_raw
+
+log = logging.getLogger(__name__)
+
+CULLED_DIR = "_culled"  # the default target of `cull move`; never scanned
+SYSTEM_DIRS = frozenset(
+    {"@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information", "lost+found",
+     "__macosx", CULLED_DIR}
+)
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One photograph: the file that is scored, and its RAW or JPEG partner (same folder and stem)."""
+
+    path: Path
+    partner: Path | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Something that looked like a photo or folder but could not be walked or read."""
+
+    path: Path
+    reason: str
+    error: bool = True  # False: a notice only (e.g. a folder named like a photo, walked as a folder)
+
+
+def is_hidden_or_system(name: str) -> bool:
+    lowered = name.lower()
+    return name.startswith(".") or lowered in SYSTEM_DIRS or lowered.startswith(".trash")
+
+
+def discover(roots: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[Shot | Skipped]:
+    """Yield every Shot (and every Skipped problem) under ``roots`` in a stable, sorted order.
+
+    A root may also be a single photo file.  ``exclude`` folders (e.g. a move target) are not entered.
+    """
+    excluded = {_real(p) for p in exclude}
+    visited: set[tuple[int, int]] = set()
+    seen_files: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            if root.resolve() not in seen_files:
+                seen_files.add(root.resolve())
+                yield Shot(root)
+            continue
+        if not root.exists():
+            yield Skipped(root, "does not exist" if not root.is_symlink() else "broken symbolic link")
+            continue
+        yield from _walk(root, visited, excluded, seen_files)
+
+
+def _real(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(os.path.abspath(path))
+
+
+def _walk(
+    folder: Path, visited: set[tuple[int, int]], excluded: set[Path], seen_files: set[Path]
+) -> Iterator[Shot | Skipped]:
+    try:
+        info = folder.stat()
+    except OSError as exc:
+        yield Skipped(folder, f"cannot open folder: {exc.strerror or exc}")
+        return
+    key = (info.st_dev, info.st_ino)
+    if key in visited:
+        yield Skipped(folder, "symbolic link loop (folder already scanned)", error=False)
+        return
+    visited.add(key)
+    if _real(folder) in excluded:
+        return
+    try:
+        with os.scandir(folder) as entries:
+            items = sorted(entries, key=lambda e: e.name)
+    except OSError as exc:
+        yield Skipped(folder, f"cannot list folder: {exc.strerror or exc}")
+        return
+    photos: list[Path] = []
+    subfolders: list[Path] = []
+    for entry in items:
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir()  # follows symlinks
+            is_file = entry.is_file()
+        except OSError as exc:  # e.g. ELOOP on a self-referencing link
+            yield Skipped(path, f"cannot read entry: {exc.strerror or exc}")
+            continue
+        if is_dir:
+            if is_hidden_or_system(entry.name):
+                continue
+            if is_photo(path):
+                yield Skipped(path, "a folder named like a photo (its contents are scanned)", error=False)
+            subfolders.append(path)
+        elif is_file:
+            if is_photo(path) and not entry.name.startswith("."):
+                photos.append(path)
+        elif entry.is_symlink() and is_photo(path):
+            yield Skipped(path, "broken symbolic link (its target is missing)")
+        elif is_photo(path) and not entry.name.startswith("."):
+            yield Skipped(path, "not a regular file")
+    for shot in pair_shots(photos):
+        real = _real(shot.path)
+        if real in seen_files:
+            continue
+        seen_files.add(real)
+        yield shot
+    for sub in subfolders:
+        yield from _walk(sub, visited, excluded, seen_files)
+
+
+def pair_shots(photos: list[Path]) -> list[Shot]:
+    """Group files of one folder into shots: a RAW and a JPEG (or other raster) sharing a stem are one
+    shot, scored through the raster (cheaper to decode, same moment)."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in photos:
+        by_stem.setdefault(path.stem.lower(), []).append(path)
+    shots: list[Shot] = []
+    for stem in sorted(by_stem):
+        group = by_stem[stem]
+        raws = [p for p in group if is_raw(p)]
+        rasters = sorted((p for p in group if not is_raw(p)), key=lambda p: (p.suffix.lower() not in JPEG_EXTENSIONS, p.name))
+        if raws and rasters:
+            shots.append(Shot(rasters[0], raws[0]))
+            rest = raws[1:] + rasters[1:]
+        else:
+            rest = group
+        shots.extend(Shot(p) for p in rest)
+    return sorted(shots, key=lambda s: s.path.name)
+
+
+__all__ = ["CULLED_DIR", "RAW_EXTENSIONS", "Shot", "Skipped", "discover", "pair_shots"]

@@ -1,0 +1,152 @@
+"""`cull scan`: discover -> (cache | decode -> patches -> score) -> decide. Returns results, writes nothing.
+
+Writers (report, XMP, move) act on the returned results; this module only reads files and,
+unless told otherwise, the score cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cull.cache import ScoreCache, default_cache_path, file_key
+from cull.card import ModelCard
+from cull.decide import Decision, Strictness, Verdict, decide
+from cull.discover import Shot, Skipped, discover
+from cull.runner import analyse_paths
+from cull.score import PhotoScore, Scorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    workers: int = 1
+    batch_size: int = 64
+    strictness: Strictness = Strictness.LENIENT
+    use_cache: bool = True
+    dry_run: bool = False  # read the cache, write nothing (not even the cache)
+    cache_path: Path | None = None
+    exclude: tuple[Path, ...] = ()
+
+
+def validate_options(options: ScanOptions) -> None:
+    """Rules across options; raises ValueError with a one-line message."""
+    if options.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if not 1 <= options.batch_size <= 4096:
+        raise ValueError("--batch-size must be between 1 and 4096")
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    path: Path
+    partner: Path | None = None
+    photo: PhotoScore | None = None
+    decision: Decision | None = None
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.decision.verdict if self.decision else None
+
+    def row(self) -> dict[str, Any]:
+        """The report row (see cull.report.FIELDS)."""
+        return {
+            "path": str(self.path),
+            "score": None if self.photo is None or self.photo.score is None else round(self.photo.score, 4),
+            "verdict": self.verdict.value if self.verdict else None,
+            "kind": self.photo.kind if self.photo else None,
+            "partner": str(self.partner) if self.partner else None,
+            "error": self.error,
+            "reason": self.decision.reason if self.decision else None,
+        }
+
+
+@dataclass
+class ScanResult:
+    results: list[PhotoResult] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[tuple[Path, str]]:
+        return [(r.path, r.error) for r in self.results if r.error] + [
+            (s.path, s.reason) for s in self.skipped if s.error
+        ]
+
+    def counts(self) -> Counter[str]:
+        counts: Counter[str] = Counter(r.verdict.value for r in self.results if r.verdict)
+        counts["errors"] = len(self.failures)
+        counts["cached"] = sum(r.cached for r in self.results)
+        return counts
+
+
+def scan(
+    roots: Iterable[Path],
+    card: ModelCard,
+    options: ScanOptions,
+    *,
+    on_total: Callable[[int], None] | None = None,
+    on_result: Callable[[PhotoResult], None] | None = None,
+    scorer_factory: Callable[[ModelCard], Scorer] | None = None,
+) -> ScanResult:
+    """Score and decide every photo under ``roots``; results sorted by path."""
+    validate_options(options)
+    started = time.monotonic()
+    outcome = ScanResult()
+    shots: list[Shot] = []
+    for item in discover(roots, options.exclude):
+        (shots if isinstance(item, Shot) else outcome.skipped).append(item)  # type: ignore[arg-type]
+    if on_total:
+        on_total(len(shots))
+    thresholds = card.thresholds_for(Strictness(options.strictness).value)
+
+    def finish(result: PhotoResult) -> None:
+        outcome.results.append(result)
+        if on_result:
+            on_result(result)
+
+    cache = None
+    if options.use_cache:
+        cache = ScoreCache(options.cache_path or default_cache_path(), card.sha256, readonly=options.dry_run)
+    try:
+        partners = {shot.path: shot.partner for shot in shots}
+        keys = {}
+        todo: list[Path] = []
+        for shot in shots:
+            key = file_key(shot.path)
+            hit = cache.get(shot.path.absolute(), key) if cache is not None and key is not None else None
+            if hit is not None:
+                finish(_decided(shot.path, shot.partner, hit, card, thresholds, cached=True))
+            else:
+                keys[shot.path] = key
+                todo.append(shot.path)
+        for analysis in analyse_paths(
+            todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
+            scorer_factory=scorer_factory,
+        ):
+            partner = partners[analysis.path]
+            if analysis.photo is None:
+                finish(PhotoResult(analysis.path, partner, error=analysis.error))
+                continue
+            key = keys.get(analysis.path)
+            if cache is not None and key is not None and file_key(analysis.path) == key:
+                cache.put(analysis.path.absolute(), key, analysis.photo)
+            finish(_decided(analysis.path, partner, analysis.photo, card, thresholds))
+    finally:
+        if cache is not None:
+            cache.close()
+    outcome.results.sort(key=lambda r: str(r.path))
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _decided(path: Path, partner: Path | None, photo: PhotoScore, card: ModelCard, thresholds: Any, cached: bool = False) -> PhotoResult:
+    return PhotoResult(path, partner, photo, decide(photo, thresholds, card.analysis.min_patches), cached=cached)

@@ -1,0 +1,1 @@
+"""Data package: the shipped focus model (focus.onnx) and its card (focus.json)."""

@@ -1,0 +1,66 @@
+"""Shared fixtures: photos made on the fly from the bundled Kodak examples (no network, no working tree writes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "photos"
+SHARED_DATA = REPO.parent / "shared" / "data"
+SHARP_EXAMPLES = ["kodim03.jpg", "kodim05.jpg", "kodim14.jpg", "kodim23.jpg"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own score cache, never the user's."""
+    monkeypatch.setenv("CULL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def card():
+    from cull.card import load_card
+
+    return load_card()
+
+
+def sharp_image(index: int = 0, scale: float = 1.0) -> Image.Image:
+    image = Image.open(EXAMPLES / SHARP_EXAMPLES[index % len(SHARP_EXAMPLES)]).convert("RGB")
+    if scale != 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    return image
+
+
+def blurred_image(index: int = 0, radius: float = 5.0) -> Image.Image:
+    return sharp_image(index).filter(ImageFilter.GaussianBlur(radius))
+
+
+def save(image: Image.Image, path: Path, **kwargs: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+    return path
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Names, sizes, mtimes and contents of every regular file under root (for 'nothing changed')."""
+    snap = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                snap[str(path.relative_to(root))] = (0, 0, os.readlink(path).encode())
+                continue
+            try:
+                info = path.stat()
+                snap[str(path.relative_to(root))] = (info.st_size, info.st_mtime_ns, path.read_bytes())
+            except OSError:
+                snap[str(path.relative_to(root))] = (-1, -1, b"")
+    return snap
+
+
+def gray_noise(size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(size).astype(np.float32)

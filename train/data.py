@@ -1,0 +1,208 @@
+"""Training data: find source photos, split them by photo, and build patch sets and photo folders.
+
+Splits are by source photo (or by scene for the study's own layout), never by patch, so no scene
+leaks between train, validation and test.  Everything is derived from files on disk and a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from cull.card import AnalysisSpec
+from cull.decode import decode_gray
+from cull.errors import UnreadableImage
+from cull.evaluate import folder_label
+from cull.formats import is_photo
+from cull.patches import select_patches
+from train.degrade import KINDS, degrade, resize
+
+log = logging.getLogger(__name__)
+
+SOURCE_LONG_SIDE = 1024  # training photos are read through cull's own decoder, capped here
+SPLITS = ("train", "val", "test")
+KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
+# Each training photo yields these variants (composite = sharp subject, blurred background).
+TRAIN_VARIANTS = ("sharp", "sharp", "sharp", "defocus", "defocus", "motion", "motion", "composite")
+_SCENE = re.compile(r"^(\d+)_")
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    split: str
+    label: str  # sharp | defocus | motion (real labelled photos keep their label; sources are sharp)
+    group: str  # the split key: one photo, or one scene of the study's layout
+
+
+def split_of(group: str, held_out_test: bool = False) -> str:
+    """Deterministic split by group: ~10 % test, ~10 % validation, the rest train."""
+    if held_out_test:
+        return "test"
+    bucket = int(hashlib.sha1(group.encode()).hexdigest(), 16) % 100
+    return "test" if bucket < 10 else "val" if bucket < 20 else "train"
+
+
+def find_sources(data_dirs: list[Path]) -> list[Source]:
+    """Photos to learn from. A folder in the study's layout (sharp/, *blur*/ with names like
+    12_NIKON_S.jpg) gives labelled real photos split by scene; any other folder gives sharp photos
+    to degrade.  Kodak24 is always held out for test (examples/ are made from it)."""
+    sources: list[Source] = []
+    for root in data_dirs:
+        root = Path(root)
+        subdirs = {p.name: p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
+        labelled = [n for n in subdirs if folder_label(n) is False] and "sharp" in subdirs
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and is_photo(p)):
+            rel = path.relative_to(root)
+            if labelled:
+                folder = rel.parts[0]
+                label = folder_label(folder)
+                if label is None:
+                    continue
+                scene = _SCENE.match(path.name)
+                group = f"{root.name}/{scene.group(1) if scene else path.stem}"
+                kind = "sharp" if label else ("motion" if "motion" in folder.lower() else "defocus")
+            else:
+                group, kind = f"{root.name}/{rel.as_posix()}", "sharp"
+            sources.append(Source(path, split_of(group, "kodak" in rel.as_posix().lower()), kind, group))
+    if not sources:
+        raise SystemExit(f"no photos found under {', '.join(map(str, data_dirs))}")
+    return sources
+
+
+def load_source(path: Path) -> NDArray[np.float32]:
+    return decode_gray(path, SOURCE_LONG_SIDE)
+
+
+# --- patch sets ---------------------------------------------------------------------------------
+
+def _photo_patches(args: tuple[Source, int, AnalysisSpec, int]) -> tuple[NDArray[np.uint8], NDArray[np.int8], NDArray[np.int8]]:
+    source, seed, spec, per_variant = args
+    rng = np.random.default_rng(seed)
+    empty = (np.zeros((0, spec.patch_size, spec.patch_size), np.uint8), np.zeros(0, np.int8), np.zeros(0, np.int8))
+    try:
+        gray = load_source(source.path)
+    except UnreadableImage as exc:
+        log.warning("skipping %s: %s", source.path, exc)
+        return empty
+    pick = replace(spec, max_patches=per_variant * 2)
+    xs, sharp, kind = [], [], []
+    if source.label != "sharp":  # a real blurred photo: learn from it as it is
+        variants: tuple[str, ...] = ("as-is",)
+    else:
+        variants = TRAIN_VARIANTS
+        if rng.random() < 0.5:  # downscaling, as from a bigger camera file
+            gray = resize(gray, rng.uniform(0.5, 1.0))
+    for variant in variants:
+        if variant == "as-is":
+            image, mask, label = gray, None, source.label
+        else:
+            d = degrade(gray, "sharp" if variant == "composite" else variant, rng, composite=variant == "composite")
+            image, mask, label = d.image, d.sharp_mask, d.kind
+        dy, dx = rng.integers(0, spec.patch_size, size=2)  # vary the tile grid
+        image = image[dy:, dx:]
+        patches = select_patches(image, pick)
+        if len(patches) == 0:
+            continue
+        chosen = rng.permutation(len(patches))[:per_variant]
+        for i in chosen:
+            patch_label = label
+            if mask is not None:
+                y, x = patches.origins[i]
+                cover = mask[dy + y : dy + y + spec.patch_size, dx + x : dx + x + spec.patch_size].mean()
+                if cover >= 0.85:
+                    patch_label = "sharp"
+                elif cover <= 0.1:
+                    patch_label = "defocus"
+                else:
+                    continue  # straddles the subject edge: ambiguous
+            xs.append(np.clip(patches.pixels[i] * 255 + 0.5, 0, 255).astype(np.uint8))
+            sharp.append(1 if patch_label == "sharp" else 0)
+            kind.append(KIND_INDEX[patch_label])
+    if not xs:
+        return empty
+    return np.stack(xs), np.array(sharp, np.int8), np.array(kind, np.int8)
+
+
+def build_patches(
+    sources: list[Source], split: str, spec: AnalysisSpec, seed: int, per_variant: int, workers: int
+) -> dict[str, NDArray]:
+    """Patch set of one split: x (N, P, P) uint8, sharp (N,) 0/1, kind (N,) index into KINDS."""
+    chosen = [s for s in sources if s.split == split]
+    jobs = [(s, seed * 1_000_003 + i, spec, per_variant) for i, s in enumerate(chosen)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        parts = list(pool.map(_photo_patches, jobs, chunksize=4))
+    x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, spec.patch_size, spec.patch_size), np.uint8)
+    return {
+        "x": x,
+        "sharp": np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int8),
+        "kind": np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int8),
+    }
+
+
+# --- photo folders for evaluation -----------------------------------------------------------------
+
+PHOTO_FOLDERS = {
+    "sharp": "sharp",
+    "composite": "sharp_shallow_dof",
+    "defocus": "defocused_blurred",
+    "motion": "motion_blurred",
+}
+
+
+def _write_photo_variants(args: tuple[Source, int, Path]) -> int:
+    source, seed, out = args
+    rng = np.random.default_rng(seed)
+    stem = f"{source.group.replace('/', '_')}_{source.path.stem}"
+    if source.label != "sharp":  # a real labelled photo: copy as it is
+        folder = out / ("motion_blurred" if source.label == "motion" else "defocused_blurred")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / source.path.name).write_bytes(source.path.read_bytes())
+        return 1
+    try:
+        gray = load_source(source.path)
+    except UnreadableImage:
+        return 0
+    written = 0
+    for variant, count in (("sharp", 2), ("composite", 1), ("defocus", 1), ("motion", 1)):
+        for n in range(count):
+            d = degrade(gray, "sharp" if variant == "composite" else variant, rng, composite=variant == "composite")
+            folder = out / PHOTO_FOLDERS[variant]
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = np.clip(d.image * 255 + 0.5, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, mode="L").save(folder / f"{stem}_{n}.png")
+            written += 1
+    return written
+
+
+def build_photo_folder(sources: list[Source], split: str, out: Path, seed: int, workers: int) -> Path:
+    """A labelled folder (cull eval layout) of whole degraded photos for one split."""
+    chosen = [s for s in sources if s.split == split]
+    jobs = [(s, seed * 7_919 + i, out) for i, s in enumerate(chosen)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        total = sum(pool.map(_write_photo_variants, jobs, chunksize=2))
+    (out / "MANIFEST.json").write_text(json.dumps({"split": split, "photos": total, "sources": len(chosen)}))
+    return out
+
+
+def summarise_sources(sources: list[Source]) -> dict[str, dict[str, int]]:
+    summary: dict[str, dict[str, int]] = {}
+    for s in sources:
+        summary.setdefault(s.split, {}).setdefault(s.label, 0)
+        summary[s.split][s.label] += 1
+    return summary
+
+
+def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Source]) -> str:
+    blob = json.dumps([asdict(spec), seed, per_variant, TRAIN_VARIANTS, [str(s.path) for s in sources]])
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
