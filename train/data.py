@@ -77,6 +77,19 @@ def find_sources(data_dirs: list[Path]) -> list[Source]:
             sources.append(Source(path, split_of(group, "kodak" in rel.as_posix().lower()), kind, group))
     if not sources:
         raise SystemExit(f"no photos found under {', '.join(map(str, data_dirs))}")
+    return ensure_every_split(sources)
+
+
+def ensure_every_split(sources: list[Source]) -> list[Source]:
+    """Small data sets may hash no group into val or test: move whole train groups there."""
+    for split in ("val", "test"):
+        if any(s.split == split for s in sources):
+            continue
+        groups = sorted({s.group for s in sources if s.split == "train"})
+        if len(groups) < 3:
+            continue
+        moved = groups[0] if split == "val" else groups[-1]
+        sources = [replace(s, split=split) if s.group == moved else s for s in sources]
     return sources
 
 

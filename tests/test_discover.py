@@ -1,0 +1,66 @@
+import os
+
+from cull.discover import Shot, Skipped, discover, pair_shots
+
+
+def touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def shots_and_skips(*roots, **kw):
+    items = list(discover(roots, **kw))
+    return [i for i in items if isinstance(i, Shot)], [i for i in items if isinstance(i, Skipped)]
+
+
+def test_walk_is_recursive_sorted_and_skips_hidden_system_and_target_folders(tmp_path):
+    for rel in ["b/2.jpg", "a/1.JPG", "a/z.png", "c.tiff", "notes.txt", "a/.hidden.jpg",
+                ".git/x.jpg", "@eaDir/t.jpg", ".thumbnails/t.jpg", "_culled/old.jpg", "d/e/f.webp"]:
+        touch(tmp_path / rel)
+    shots, skipped = shots_and_skips(tmp_path)
+    names = [s.path.relative_to(tmp_path).as_posix() for s in shots]
+    assert names == ["c.tiff", "a/1.JPG", "a/z.png", "b/2.jpg", "d/e/f.webp"]
+    assert not skipped
+    assert names == [s.path.relative_to(tmp_path).as_posix() for s in shots_and_skips(tmp_path)[0]]
+
+
+def test_raw_and_jpeg_with_the_same_stem_are_one_shot(tmp_path):
+    for name in ["IMG_0001.CR2", "IMG_0001.JPG", "IMG_0002.NEF", "IMG_0003.jpg", "DSC_9.ARW", "dsc_9.jpeg"]:
+        touch(tmp_path / name)
+    shots, _ = shots_and_skips(tmp_path)
+    pairs = {s.path.name: (s.partner.name if s.partner else None) for s in shots}
+    assert pairs == {"IMG_0001.JPG": "IMG_0001.CR2", "IMG_0002.NEF": None, "IMG_0003.jpg": None, "dsc_9.jpeg": "DSC_9.ARW"}
+
+
+def test_pairing_keeps_extra_files_of_a_stem_as_their_own_shots(tmp_path):
+    files = [touch(tmp_path / n) for n in ["a.CR2", "a.jpg", "a.png"]]
+    shots = pair_shots(files)
+    assert Shot(tmp_path / "a.jpg", tmp_path / "a.CR2") in shots and Shot(tmp_path / "a.png") in shots
+
+
+def test_symlink_loops_and_broken_links_are_reported_not_followed_forever(tmp_path):
+    touch(tmp_path / "a" / "1.jpg")
+    os.symlink(tmp_path, tmp_path / "a" / "loop")  # a -> root -> a -> ...
+    os.symlink(tmp_path / "missing.jpg", tmp_path / "a" / "dangling.jpg")
+    os.symlink("self.jpg", tmp_path / "a" / "self.jpg")  # a link to itself: ELOOP
+    shots, skipped = shots_and_skips(tmp_path)
+    assert [s.path.name for s in shots] == ["1.jpg"]
+    reasons = {s.path.name: s.reason for s in skipped}
+    assert "broken symbolic link" in reasons["dangling.jpg"]
+    assert "self.jpg" in reasons
+    assert "loop" in reasons["loop"] and not [s for s in skipped if s.path.name == "loop"][0].error
+
+
+def test_a_folder_named_like_a_photo_is_walked_and_noted(tmp_path):
+    touch(tmp_path / "x.jpg" / "inside.jpg")
+    shots, skipped = shots_and_skips(tmp_path)
+    assert [s.path.name for s in shots] == ["inside.jpg"]
+    assert skipped[0].path.name == "x.jpg" and not skipped[0].error
+
+
+def test_explicit_files_and_exclusions(tmp_path):
+    photo = touch(tmp_path / "one.jpg")
+    touch(tmp_path / "target" / "moved.jpg")
+    shots, _ = shots_and_skips(photo, tmp_path, exclude=[tmp_path / "target"])
+    assert [s.path.name for s in shots] == ["one.jpg"]  # listed once, target folder not entered

@@ -1,0 +1,178 @@
+"""`cull scan` end to end: verdicts, reports, exit codes, bad input, cache, dry run."""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import cull.analyse
+from cull.cache import default_cache_path
+from cull.cli import app
+from cull.decide import Verdict
+from cull.scan import ScanOptions, scan
+from tests.conftest import EXAMPLES, SHARED_DATA, blurred_image, save, sharp_image, tree_snapshot
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_examples_folder_sharp_kept_blurred_flagged(tmp_path):
+    report = tmp_path / "scan.jsonl"
+    result = run("scan", EXAMPLES, "--report", report, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    assert len(rows) == 8
+    assert all(set(r) == {"path", "score", "verdict", "kind", "partner", "error"} for r in rows)
+    for row in rows:
+        blurred = "_defocus" in row["path"] or "_motion" in row["path"]
+        assert 0.0 <= row["score"] <= 1.0 and row["error"] is None
+        assert row["verdict"] in ("reject", "uncertain") if blurred else row["verdict"] == "keep", row
+    assert "8 photos" in result.stdout and "files/s" in result.stdout
+
+
+def test_csv_report_and_raw_jpeg_pair_scored_once(tmp_path):
+    photos = tmp_path / "photos"
+    save(sharp_image(1), photos / "IMG_0001.JPG")
+    (photos / "IMG_0001.CR2").write_bytes(b"not really raw")  # partner: never decoded
+    report = tmp_path / "r.csv"
+    result = run("scan", photos, "--report", report, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(report.read_text())))
+    assert len(rows) == 1
+    assert rows[0]["path"].endswith("IMG_0001.JPG") and rows[0]["partner"].endswith("IMG_0001.CR2")
+    assert rows[0]["verdict"] == "keep" and rows[0]["error"] == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["scan", "{tmp}/missing"], ["scan", "{tmp}", "--strictness", "harsh"], ["scan", "{tmp}", "--report", "{tmp}/r.txt"],
+     ["scan", "{tmp}", "--workers", "0"], ["scan"], ["eval", "{tmp}"], ["nonsense"]],
+)
+def test_usage_errors_exit_2(tmp_path, args):
+    result = run(*[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2, result.output
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    result = run("scan", EXAMPLES, "--model", tmp_path / "nope.json")
+    assert result.exit_code == 2 and "no model card" in result.stderr
+
+
+def _drop_dac_override() -> None:
+    """In the child: give up root's power to read anything, so chmod 000 really means unreadable."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP (takes effect at exec)
+
+
+def make_bad_tree(root: Path) -> None:
+    save(sharp_image(0), root / "good.jpg")
+    (root / "zero.jpg").write_bytes(b"")
+    whole = io.BytesIO()
+    sharp_image(1).save(whole, "JPEG")
+    (root / "truncated.jpg").write_bytes(whole.getvalue()[:4000])
+    (root / "random.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (root / "folder.jpg").mkdir()
+    save(sharp_image(2), root / "folder.jpg" / "inside.jpg")
+    save(sharp_image(3), root / "locked.jpg")
+    os.chmod(root / "locked.jpg", 0)
+    os.symlink(root / "gone.jpg", root / "broken.jpg")
+    os.symlink(root, root / "loop")
+    (root / "bad.CR2").write_bytes(b"II*\x00" + bytes(5000))
+    save(Image.new("RGB", (1, 1), "white"), root / "dot.png")
+    save(Image.new("L", (10000, 10000), 90), root / "huge.jpg", quality=40)
+
+
+def test_bad_input_is_reported_per_file_scan_goes_on_nothing_changes(tmp_path):
+    root = tmp_path / "bad"
+    root.mkdir()
+    make_bad_tree(root)
+    before = tree_snapshot(root)
+    report = tmp_path / "r.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cull", "scan", str(root), "--workers", "2", "--report", str(report)],
+        capture_output=True, text=True, preexec_fn=_drop_dac_override, timeout=300,
+        env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 1, proc.stderr
+    rows = {Path(r["path"]).name: r for r in map(json.loads, report.read_text().splitlines())}
+    expected_errors = {
+        "zero.jpg": "empty file",
+        "truncated.jpg": "truncated",
+        "random.jpg": "not an image",
+        "locked.jpg": "permission denied",
+        "broken.jpg": "broken symbolic link",
+        "bad.CR2": "LibRaw cannot read",
+    }
+    for name, reason in expected_errors.items():
+        assert reason in (rows[name]["error"] or ""), (name, rows[name])
+        assert f"{name}: " in proc.stderr  # one line per failure on stderr
+    assert rows["good.jpg"]["verdict"] == "keep" and rows["inside.jpg"]["verdict"] == "keep"
+    assert rows["dot.png"]["verdict"] == "uncertain"  # 1x1: too little to judge, never reject
+    assert rows["huge.jpg"]["error"] is None and rows["huge.jpg"]["verdict"] == "uncertain"  # flat 100 MP
+    assert "folder named like a photo" in proc.stderr and "loop" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    os.chmod(root / "locked.jpg", 0o644)
+    after = tree_snapshot(root)
+    assert {k: v for k, v in after.items() if k != "locked.jpg"} == {k: v for k, v in before.items() if k != "locked.jpg"}
+
+
+def test_rescan_of_unchanged_files_decodes_nothing(tmp_path, card, monkeypatch):
+    photos = tmp_path / "p"
+    for i in range(3):
+        save(sharp_image(i), photos / f"{i}.jpg")
+    first = scan([photos], card, ScanOptions(workers=1))
+    assert not any(r.cached for r in first.results)
+
+    def no_decode(*a, **k):
+        raise AssertionError("a cached rescan must not decode")
+
+    monkeypatch.setattr(cull.analyse, "decode_gray", no_decode)
+    second = scan([photos], card, ScanOptions(workers=1))
+    assert all(r.cached for r in second.results)
+    assert [r.photo.score for r in second.results] == pytest.approx([r.photo.score for r in first.results], abs=1e-6)
+    monkeypatch.undo()
+    os.utime(photos / "1.jpg", ns=(1, 1))  # a changed file is rescored
+    third = scan([photos], card, ScanOptions(workers=1))
+    assert [r.cached for r in third.results] == [True, False, True]
+    assert not any(r.cached for r in scan([photos], card, ScanOptions(workers=1, use_cache=False)).results)
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    photos = tmp_path / "p"
+    save(blurred_image(0), photos / "soft.jpg")
+    before = tree_snapshot(tmp_path)
+    result = run("scan", photos, "--dry-run", "--report", tmp_path / "r.jsonl", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert tree_snapshot(tmp_path) == before
+    assert not default_cache_path().exists()
+    assert "no files written" in result.stdout
+
+
+def test_parallel_workers_agree_with_one_worker(tmp_path, card):
+    photos = tmp_path / "p"
+    for i in range(4):
+        save(sharp_image(i), photos / f"s{i}.jpg")
+        save(blurred_image(i, 4), photos / f"b{i}.jpg")
+    one = scan([photos], card, ScanOptions(workers=1, use_cache=False))
+    two = scan([photos], card, ScanOptions(workers=2, batch_size=16, use_cache=False))
+    assert [r.path for r in one.results] == [r.path for r in two.results]
+    assert [r.photo.score for r in two.results] == pytest.approx([r.photo.score for r in one.results], abs=1e-5)
+    verdicts = {r.path.name[0]: set() for r in one.results}
+    for r in one.results:
+        verdicts[r.path.name[0]].add(r.verdict)
+    assert verdicts["s"] == {Verdict.KEEP} and Verdict.KEEP not in verdicts["b"]
