@@ -16,6 +16,7 @@ from cull.card import ModelCard, load_card
 from cull.decide import Strictness
 from cull.errors import CullError
 from cull.runner import default_workers
+from cull.sidecars import SidecarStyle, XmpOptions, clear_photo, write_results
 
 app = typer.Typer(
     help="Find the out-of-focus photos in a photo library. Nothing is ever deleted.",
@@ -69,6 +70,10 @@ def scan(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore and do not update the score cache")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="score and report on screen only; write nothing")] = False,
     show: Annotated[str, typer.Option(help="which photos to list: rejects (reject + uncertain), all, none")] = "rejects",
+    no_xmp: Annotated[bool, typer.Option("--no-xmp", help="do not write verdicts to XMP")] = False,
+    embed: Annotated[bool, typer.Option("--embed", help="write XMP inside JPEG/TIFF/DNG/PNG/WebP files (losslessly) instead of a sidecar")] = False,
+    sidecar_style: Annotated[SidecarStyle, typer.Option(help="RAW sidecar naming: adobe (IMG_1.xmp), darktable (IMG_1.CR2.xmp), both")] = SidecarStyle.ADOBE,
+    label: Annotated[str, typer.Option(help="colour label word for uncertain photos (Lightroom matches the word)")] = "Yellow",
 ) -> None:
     """Score every photo's focus and decide keep / uncertain / reject.
 
@@ -100,7 +105,18 @@ def scan(
         if show == "all" or (show == "rejects" and item.verdict is not None and item.verdict.value != "keep"):
             score = "  -  " if item.photo is None or item.photo.score is None else f"{item.photo.score:.3f}"
             typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {item.path}  ({item.decision.reason if item.decision else ''})")
-    for path, reason in result.failures:
+    failures = list(result.failures)
+    xmp_note = ""
+    if not no_xmp and not dry_run:
+        try:
+            written = write_results(result.results, XmpOptions(embed, sidecar_style, label), card.version)
+        except CullError as exc:
+            raise _fail(str(exc)) from None
+        failures += written.errors or []
+        for path, conflict in written.conflicts or []:
+            typer.echo(f"conflict: {path}: {conflict}", err=True)
+        xmp_note = f"; XMP: {written.written} written, {written.unchanged} unchanged"
+    for path, reason in failures:
         typer.echo(f"error: {path}: {reason}", err=True)
     for skipped in result.skipped:
         if not skipped.error:
@@ -118,10 +134,10 @@ def scan(
     where = f"report: {report}" if report is not None and not dry_run else "no files written" if dry_run else "results on screen only"
     typer.echo(
         f"{len(result.results)} photos: {counts['keep']} keep, {counts['uncertain']} uncertain, "
-        f"{counts['reject']} reject, {counts['errors']} errors ({counts['cached']} from cache) "
-        f"in {result.seconds:.1f} s ({rate:.1f} files/s); {where}; strictness {options.strictness.value}"
+        f"{counts['reject']} reject, {len(failures)} errors ({counts['cached']} from cache) "
+        f"in {result.seconds:.1f} s ({rate:.1f} files/s); {where}{xmp_note}; strictness {options.strictness.value}"
     )
-    raise typer.Exit(1 if result.failures else 0)
+    raise typer.Exit(1 if failures else 0)
 
 
 @app.command("eval")
@@ -151,3 +167,38 @@ def eval_command(
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(result, indent=2, default=str) + "\n")
     raise typer.Exit(1 if result["errors"] else 0)
+
+
+xmp_app = typer.Typer(help="Manage the XMP metadata cull writes.", no_args_is_help=True)
+app.add_typer(xmp_app, name="xmp")
+
+
+@xmp_app.command("clear")
+def xmp_clear(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="folders or photos")],
+) -> None:
+    """Remove exactly what cull wrote to XMP and restore the values it replaced.
+
+    Sidecars that existed before cull come back byte for byte (unless you edited them since, in
+    which case your edits are kept); sidecars cull created are removed.
+
+    Example: cull xmp clear ~/Photos/2026
+    """
+    from cull.discover import Shot, discover
+
+    changed = errors = 0
+    for item in discover(paths):
+        if not isinstance(item, Shot):
+            continue
+        for photo in (item.path, item.partner):
+            if photo is None:
+                continue
+            for outcome in clear_photo(photo):
+                if outcome.action == "error":
+                    errors += 1
+                    typer.echo(f"error: {outcome.target}: {outcome.detail}", err=True)
+                else:
+                    changed += 1
+                    typer.echo(f"{outcome.action:8} {outcome.target}")
+    typer.echo(f"{changed} XMP files restored or removed, {errors} errors")
+    raise typer.Exit(1 if errors else 0)

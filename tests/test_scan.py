@@ -7,6 +7,7 @@ import ctypes
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,10 @@ def run(*args: str):
 
 
 def test_examples_folder_sharp_kept_blurred_flagged(tmp_path):
+    photos = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, photos)
     report = tmp_path / "scan.jsonl"
-    result = run("scan", EXAMPLES, "--report", report, "--workers", "1")
+    result = run("scan", photos, "--report", report, "--workers", "1")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     assert len(rows) == 8
@@ -68,7 +71,7 @@ def test_usage_errors_exit_2(tmp_path, args):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    result = run("scan", EXAMPLES, "--model", tmp_path / "nope.json")
+    result = run("scan", EXAMPLES, "--model", tmp_path / "nope.json", "--dry-run")
     assert result.exit_code == 2 and "no model card" in result.stderr
 
 
@@ -104,7 +107,7 @@ def test_bad_input_is_reported_per_file_scan_goes_on_nothing_changes(tmp_path):
     before = tree_snapshot(root)
     report = tmp_path / "r.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "cull", "scan", str(root), "--workers", "2", "--report", str(report)],
+        [sys.executable, "-m", "cull", "scan", str(root), "--workers", "2", "--report", str(report), "--no-xmp"],
         capture_output=True, text=True, preexec_fn=_drop_dac_override, timeout=300,
         env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")},
     )

@@ -1,0 +1,186 @@
+"""Scan throughput against references measured in the same run, on the same files and cores.
+
+    python benchmarks/scan_throughput.py [--dir DIR] [--files 100] [--rss-files 10000]
+
+Makes (once, cached) a folder of 24 MP JPEGs from the bundled Kodak examples, then times:
+  1. decode-only floor: the same reduced (DCT-scaled) decode in the same spawn process pool, no scoring
+  2. `cull scan` cold (fresh cache), 3. `cull scan` cached rescan,
+  4. a naive full-resolution Laplacian-variance script (one process, as such scripts are written),
+and peak RSS (the whole process tree) of a cold scan over --rss-files small photos.
+Prints ratios; targets: cold >= 0.8x floor, >= 3x Laplacian, rescan >= 2000 files/s, RSS < 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cull.card import load_card  # noqa: E402
+from cull.decode import decode_gray  # noqa: E402
+from cull.runner import default_workers  # noqa: E402
+
+EXAMPLES = sorted((REPO / "examples" / "photos").glob("*.jpg"))
+
+
+def make_large_jpegs(folder: Path, count: int, size: tuple[int, int] = (6000, 4000)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"big_{i:04d}.jpg"
+        if not path.exists():
+            base = Image.open(EXAMPLES[i % len(EXAMPLES)]).convert("RGB")
+            crop = base.rotate(90 * (i % 4), expand=True).resize(size, Image.Resampling.BICUBIC)
+            noise = np.random.default_rng(i).normal(0, 4, (size[1], size[0], 1))  # sensor grain
+            pixels = np.clip(np.asarray(crop, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(path.with_suffix(".tmp"), "JPEG", quality=90)
+            os.replace(path.with_suffix(".tmp"), path)
+        paths.append(path)
+    return paths
+
+
+def make_small_jpegs(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    base = Image.open(EXAMPLES[0]).convert("RGB").resize((320, 240))
+    data = None
+    for i in range(count):
+        path = folder / f"{i // 1000:02d}" / f"small_{i:05d}.jpg"
+        if path.exists():
+            continue
+        path.parent.mkdir(exist_ok=True)
+        if data is None:
+            tmp = folder / "proto.jpg"
+            base.save(tmp, "JPEG", quality=85)
+            data = tmp.read_bytes()
+            tmp.unlink()
+        path.write_bytes(data)
+
+
+def _decode(path: Path, long_side: int) -> tuple[int, int]:
+    return decode_gray(path, long_side).shape
+
+
+def decode_floor(paths: list[Path], workers: int, long_side: int) -> float:
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        list(pool.map(_decode, paths, [long_side] * len(paths), chunksize=2))
+    return time.perf_counter() - started
+
+
+def naive_laplacian(paths: list[Path]) -> float:
+    script = (
+        "import sys, numpy as np\nfrom PIL import Image\n"
+        "for p in sys.argv[1:]:\n"
+        "    g = np.asarray(Image.open(p).convert('L'), dtype=np.float32)\n"
+        "    lap = g[1:-1,:-2] + g[1:-1,2:] + g[:-2,1:-1] + g[2:,1:-1] - 4*g[1:-1,1:-1]\n"
+        "    print(p, float(lap.var()) < 100)\n"
+    )
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script, *map(str, paths)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def _tree_rss_kb(root_pid: int) -> int:
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        rss[int(entry)] = int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+def run_cull(args: list[str], cache: Path) -> tuple[float, int]:
+    """Wall time and peak RSS (kB, whole process tree) of one cull command."""
+    env = {**os.environ, "CULL_CACHE_DIR": str(cache)}
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "cull", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    peak = 0
+
+    def watch() -> None:
+        nonlocal peak
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss_kb(proc.pid))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    code = proc.wait()
+    elapsed = time.perf_counter() - started
+    watcher.join()
+    if code not in (0, 1):
+        raise SystemExit(f"cull {' '.join(args)} failed with exit code {code}")
+    return elapsed, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "cull-bench")
+    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--rss-files", type=int, default=10000)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    args = parser.parse_args()
+    card = load_card()
+    print(f"preparing {args.files} JPEGs of 24 MP in {args.dir} (cached between runs) ...", flush=True)
+    paths = make_large_jpegs(args.dir / "large", args.files)
+    n = len(paths)
+    workers = args.workers
+    print(f"{n} files, {workers} workers, analysis long side {card.analysis.long_side} px\n", flush=True)
+
+    floor = decode_floor(paths, workers, card.analysis.long_side)
+    with tempfile.TemporaryDirectory() as cache:
+        cold, cold_rss = run_cull(["scan", str(args.dir / "large"), "--workers", str(workers)], Path(cache))
+        cached, _ = run_cull(["scan", str(args.dir / "large"), "--workers", str(workers)], Path(cache))
+    laplacian = naive_laplacian(paths)
+
+    rate = lambda seconds: n / seconds  # noqa: E731
+    print(f"{'decode-only floor':34} {floor:7.2f} s  {rate(floor):7.1f} files/s")
+    print(f"{'cull scan, cold':34} {cold:7.2f} s  {rate(cold):7.1f} files/s   peak RSS {cold_rss / 1024:.0f} MB")
+    print(f"{'cull scan, cached rescan':34} {cached:7.2f} s  {rate(cached):7.1f} files/s (incl. start-up)")
+    print(f"{'naive full-res Laplacian (1 proc)':34} {laplacian:7.2f} s  {rate(laplacian):7.1f} files/s")
+    print()
+    print(f"cold scan / decode floor      = {floor / cold:5.2f}x   (target >= 0.8)")
+    print(f"cold scan / Laplacian script  = {laplacian / cold:5.2f}x   (target >= 3)")
+
+    if args.rss_files:
+        small = args.dir / f"small{args.rss_files}"
+        make_small_jpegs(small, args.rss_files)
+        with tempfile.TemporaryDirectory() as cache:
+            t_cold, rss = run_cull(["scan", str(small), "--workers", str(workers)], Path(cache))
+            t_rescan, rss2 = run_cull(["scan", str(small), "--workers", str(workers)], Path(cache))
+        print(f"{args.rss_files} small photos: cold {t_cold:.1f} s, peak RSS {rss / 1024:.0f} MB (target < 1024); "
+              f"cached rescan {t_rescan:.2f} s = {args.rss_files / t_rescan:.0f} files/s (target >= 2000), "
+              f"peak RSS {rss2 / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Merge cull's verdict into an XMP packet without losing anything the user or another program wrote.
+
+Pure: bytes in, bytes out.  Conventions (researched; see README "Where the verdicts show"):
+
+- Reject: ``xmp:Rating = -1`` (XMP spec, part 2, xmp:Rating: "-1 = rejected"; darktable, Bridge and
+  exiftool follow it); Lightroom Classic 13.2+ writes its own reject flag as ``xmpDM:pick = -1`` with
+  ``xmpDM:good = False`` (exiftool knows both tags since 12.80); digiKam's ``digiKam:PickLabel = 1``
+  (digiKam never writes rating -1; PickLabel 0 none, 1 rejected, 2 pending, 3 accepted).
+- Uncertain: ``digiKam:PickLabel = 2`` and ``xmp:Label`` = a colour word (default "Yellow";
+  Lightroom matches colour labels by that word).
+- cull's own fields live in the cull namespace: score, verdict, kind, model, what cull changed
+  and the values it replaced (so ``cull xmp clear`` can restore them), and the original packet.
+
+A user's rating >= 1, pick = 1 or PickLabel = 3 (accepted) is never overridden by a reject: the
+conflict is recorded and reported instead.  Existing values are never replaced, only empty ones filled.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from cull.errors import CullError
+
+NS = {
+    "x": "adobe:ns:meta/",
+    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+    "xmp": "http://ns.adobe.com/xap/1.0/",
+    "xmpDM": "http://ns.adobe.com/xmp/1.0/DynamicMedia/",
+    "digiKam": "http://www.digikam.org/ns/1.0/",
+    "cull": "https://github.com/cull-photo/cull/ns/1.0/",
+}
+RATING, LABEL = ("xmp", "Rating"), ("xmp", "Label")
+PICK, GOOD = ("xmpDM", "pick"), ("xmpDM", "good")
+PICK_LABEL = ("digiKam", "PickLabel")
+CULL_FIELDS = ("Score", "Verdict", "Kind", "Model", "Changed", "Prior", "Conflict", "Original")
+DEFAULT_LABEL = "Yellow"
+
+
+class XmpError(CullError):
+    """An existing XMP packet is malformed or unsafe; it is left untouched."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What cull has to say about one photo."""
+
+    verdict: str  # keep | uncertain | reject
+    score: float | None
+    kind: str | None
+    model: str
+    label: str = DEFAULT_LABEL
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    packet: bytes
+    conflict: str | None = None
+
+
+def _q(prefix: str, name: str) -> str:
+    return f"{{{NS[prefix]}}}{name}"
+
+
+def _key(prop: tuple[str, str]) -> str:
+    return f"{prop[0]}:{prop[1]}"
+
+
+class Packet:
+    """A parsed XMP packet: find, set and remove simple properties wherever they are written."""
+
+    def __init__(self, data: bytes | None) -> None:
+        self.prefixes: dict[str, str] = {}
+        if data is None or not data.strip():
+            self.root = ET.Element(_q("x", "xmpmeta"))
+            ET.SubElement(ET.SubElement(self.root, _q("rdf", "RDF")), _q("rdf", "Description"), {_q("rdf", "about"): ""})
+            return
+        try:
+            for _event, (prefix, uri) in SafeET.iterparse(io.BytesIO(data), events=("start-ns",)):
+                self.prefixes.setdefault(prefix, uri)
+            root = SafeET.fromstring(data)
+        except (ET.ParseError, DefusedXmlException, ValueError) as exc:
+            raise XmpError(f"malformed or unsafe XMP ({type(exc).__name__}: {exc})") from None
+        if root.tag == _q("rdf", "RDF"):  # a bare rdf:RDF packet: wrap it
+            wrapper = ET.Element(_q("x", "xmpmeta"))
+            wrapper.append(root)
+            root = wrapper
+        if root.tag != _q("x", "xmpmeta") or root.find(_q("rdf", "RDF")) is None:
+            raise XmpError("not an XMP packet (no x:xmpmeta / rdf:RDF)")
+        self.root = root
+
+    # -- access ---------------------------------------------------------------------------------
+    def descriptions(self) -> list[ET.Element]:
+        rdf = self.root.find(_q("rdf", "RDF"))
+        assert rdf is not None
+        found = rdf.findall(_q("rdf", "Description"))
+        if not found:
+            found = [ET.SubElement(rdf, _q("rdf", "Description"), {_q("rdf", "about"): ""})]
+        return found
+
+    def get(self, prop: tuple[str, str]) -> str | None:
+        tag = _q(*prop)
+        for desc in self.descriptions():
+            if tag in desc.attrib:
+                return desc.attrib[tag]
+            child = desc.find(tag)
+            if child is not None:
+                return (child.text or "").strip()
+        return None
+
+    def set(self, prop: tuple[str, str], value: str) -> None:
+        tag = _q(*prop)
+        for desc in self.descriptions():
+            if tag in desc.attrib:
+                desc.attrib[tag] = value
+                return
+            child = desc.find(tag)
+            if child is not None and len(child) == 0:
+                child.text = value
+                return
+        self.descriptions()[0].set(tag, value)
+
+    def remove(self, prop: tuple[str, str]) -> None:
+        tag = _q(*prop)
+        for desc in self.descriptions():
+            desc.attrib.pop(tag, None)
+            for child in desc.findall(tag):
+                desc.remove(child)
+
+    def restore(self, prop: tuple[str, str], value: str | None) -> None:
+        if value is None:
+            self.remove(prop)
+        else:
+            self.set(prop, value)
+
+    def serialize(self) -> bytes:
+        """Deterministic bytes (same packet in, same bytes out), prefixes as the source wrote them."""
+        for prefix, uri in {**self.prefixes, **NS}.items():
+            if prefix and not prefix.startswith("ns"):
+                try:
+                    ET.register_namespace(prefix, uri)
+                except ValueError:
+                    pass
+        ET.indent(self.root, space=" ")
+        body = ET.tostring(self.root, encoding="unicode")
+        return (
+            '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n' + body + '\n<?xpacket end="w"?>\n'
+        ).encode("utf-8")
+
+
+def canonical(element: ET.Element) -> Any:
+    """Structure and values only (namespace prefixes, declarations and whitespace ignored)."""
+    return (
+        element.tag,
+        tuple(sorted(element.attrib.items())),
+        (element.text or "").strip(),
+        tuple(canonical(child) for child in element),
+    )
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _undo(packet: Packet) -> None:
+    """Put back the values cull replaced, where the user has not changed them since."""
+    changed = json.loads(packet.get(("cull", "Changed")) or "{}")
+    prior = json.loads(packet.get(("cull", "Prior")) or "{}")
+    for key, wrote in changed.items():
+        prop = tuple(key.split(":", 1))
+        if packet.get(prop) == wrote:  # type: ignore[arg-type]
+            packet.restore(prop, prior.get(key))  # type: ignore[arg-type]
+
+
+def user_protection(packet: Packet) -> str | None:
+    """Why a photo must not be marked rejected (the user rated, picked or accepted it), or None."""
+    rating = _int(packet.get(RATING))
+    if rating is not None and rating >= 1:
+        return f"user rated it {rating} star{'s' if rating > 1 else ''}"
+    if _int(packet.get(PICK)) == 1:
+        return "user picked it (flagged)"
+    if _int(packet.get(PICK_LABEL)) == 3:
+        return "user accepted it (digiKam pick label)"
+    return None
+
+
+def merge(existing: bytes | None, verdict: Verdict) -> MergeResult:
+    """Return the packet with ``verdict`` applied. Raises XmpError for a malformed packet."""
+    packet = Packet(existing)
+    original = packet.get(("cull", "Original"))
+    if original is None and existing is not None and existing.strip() and not has_cull_fields(existing):
+        original = base64.b64encode(zlib.compress(existing, 9)).decode("ascii")
+    _undo(packet)
+    for field in CULL_FIELDS:
+        packet.remove(("cull", field))
+    wanted: dict[tuple[str, str], str] = {}
+    conflict = None
+    if verdict.verdict == "reject":
+        conflict = user_protection(packet)
+        if conflict is None:
+            wanted = {RATING: "-1", PICK: "-1", GOOD: "False", PICK_LABEL: "1"}
+    elif verdict.verdict == "uncertain":
+        wanted = {PICK_LABEL: "2", LABEL: verdict.label}
+    changed: dict[str, str] = {}
+    prior: dict[str, str | None] = {}
+    for prop, value in wanted.items():
+        current = packet.get(prop)
+        empty = current in (None, "") or (prop in (RATING, PICK, PICK_LABEL) and _int(current) == 0)
+        if empty and current != value:
+            prior[_key(prop)] = current
+            changed[_key(prop)] = value
+            packet.set(prop, value)
+    packet.set(("cull", "Verdict"), verdict.verdict)
+    if verdict.score is not None:
+        packet.set(("cull", "Score"), f"{verdict.score:.4f}")
+    if verdict.kind:
+        packet.set(("cull", "Kind"), verdict.kind)
+    packet.set(("cull", "Model"), verdict.model)
+    if changed:
+        packet.set(("cull", "Changed"), json.dumps(changed, sort_keys=True))
+        packet.set(("cull", "Prior"), json.dumps(prior, sort_keys=True))
+    if conflict:
+        packet.set(("cull", "Conflict"), conflict)
+    if original is not None:
+        packet.set(("cull", "Original"), original)
+    return MergeResult(packet.serialize(), conflict)
+
+
+def same_content(a: bytes, b: bytes) -> bool:
+    """Equal bytes, or the same XMP content however it is formatted (exiv2 reformats embedded packets)."""
+    return a == b or canonical(Packet(a).root) == canonical(Packet(b).root)
+
+
+def has_cull_fields(data: bytes | None) -> bool:
+    """Whether cull has written into this packet before (cheap text check, no parse)."""
+    return data is not None and NS["cull"].encode() in data
+
+
+def clear(existing: bytes) -> bytes | None:
+    """Remove exactly what cull wrote. Returns the bytes to keep, ``existing`` itself if cull never
+    wrote here, the original bytes when nothing else changed since, or None when cull created the
+    packet and nothing else is in it (the sidecar can go)."""
+    packet = Packet(existing)
+    if all(packet.get(("cull", f)) is None for f in CULL_FIELDS):
+        return existing
+    original_b64 = packet.get(("cull", "Original"))
+    _undo(packet)
+    for field in CULL_FIELDS:
+        packet.remove(("cull", field))
+    if original_b64:
+        original = zlib.decompress(base64.b64decode(original_b64))
+        if canonical(Packet(original).root) == canonical(packet.root):
+            return original  # byte for byte what was there before cull
+        return packet.serialize()  # the user edited since: keep their edits, drop ours
+    if all(not d.attrib.keys() - {_q("rdf", "about")} and len(d) == 0 for d in packet.descriptions()):
+        return None
+    return packet.serialize()
+
+
+def read_fields(data: bytes) -> dict[str, str | None]:
+    """The fields cull reads and writes, for reports and tests."""
+    packet = Packet(data)
+    fields = {_key(p): packet.get(p) for p in (RATING, LABEL, PICK, GOOD, PICK_LABEL)}
+    fields.update({f"cull:{f}": packet.get(("cull", f)) for f in ("Score", "Verdict", "Kind", "Conflict")})
+    return fields

@@ -1,0 +1,228 @@
+"""XMP: conventions read back by exiftool, merges that keep every foreign field, clear, safety."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cull.cli import app
+from cull.sidecars import SidecarStyle, XmpOptions, clear_photo, targets_for, write_verdict
+from cull.xmp import Packet, Verdict, XmpError, canonical, clear, merge, read_fields
+from tests.conftest import blurred_image, save, sharp_image
+
+DATA = Path(__file__).parent / "data" / "xmp"
+REJECT = Verdict("reject", 0.02, "defocus", "test-model")
+UNCERTAIN = Verdict("uncertain", 0.4, "motion", "test-model")
+OWNED = {"Rating", "Label", "pick", "good", "PickLabel"}
+needs_exiftool = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed (.ci/run installs it)")
+
+
+def exiftool(path: Path, *tags: str) -> dict[str, object]:
+    out = subprocess.run(["exiftool", "-j", "-n", *[f"-{t}" for t in tags], str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return {k: v for k, v in json.loads(out)[0].items() if k != "SourceFile"}
+
+
+def foreign(packet: bytes) -> list:
+    """Every element and attribute not owned by cull or by the fields cull may fill."""
+    root = Packet(packet).root
+
+    def strip(element):
+        attrs = tuple(sorted((k, v) for k, v in element.attrib.items()
+                             if "cull" not in k and k.rsplit("}", 1)[-1] not in OWNED))
+        children = tuple(strip(c) for c in element if c.tag.rsplit("}", 1)[-1] not in OWNED and "cull" not in c.tag)
+        return (element.tag, attrs, (element.text or "").strip(), children)
+
+    return strip(root)
+
+
+@pytest.mark.parametrize("name", ["lightroom.xmp", "darktable.xmp", "digikam.xmp"])
+def test_merge_keeps_every_foreign_field_and_clear_restores_bytes(name):
+    before = (DATA / name).read_bytes()
+    for verdict in (REJECT, UNCERTAIN):
+        after = merge(before, verdict).packet
+        assert foreign(after) == foreign(before)  # field by field, nothing else touched
+        assert merge(after, verdict).packet == after  # idempotent: same bytes
+        assert clear(after) == before  # byte for byte
+
+
+def test_reject_and_uncertain_conventions():
+    fields = read_fields(merge(None, REJECT).packet)
+    assert fields["xmp:Rating"] == "-1" and fields["xmpDM:pick"] == "-1" and fields["xmpDM:good"] == "False"
+    assert fields["digiKam:PickLabel"] == "1" and fields["cull:Verdict"] == "reject" and fields["cull:Kind"] == "defocus"
+    fields = read_fields(merge(None, Verdict("uncertain", 0.4, None, "m", label="Purple")).packet)
+    assert fields["digiKam:PickLabel"] == "2" and fields["xmp:Label"] == "Purple" and fields["xmp:Rating"] is None
+
+
+def test_user_values_are_never_replaced_and_a_rated_photo_is_never_rejected():
+    digikam = (DATA / "digikam.xmp").read_bytes()  # has xmp:Label="Holiday"
+    assert read_fields(merge(digikam, UNCERTAIN).packet)["xmp:Label"] == "Holiday"
+    rated = (DATA / "darktable.xmp").read_bytes().replace(b'xmp:Rating="0"', b'xmp:Rating="3"')
+    result = merge(rated, REJECT)
+    fields = read_fields(result.packet)
+    assert result.conflict == "user rated it 3 stars"
+    assert fields["xmp:Rating"] == "3" and fields["xmpDM:pick"] is None and fields["digiKam:PickLabel"] is None
+    user = Packet(None)
+    user.set(("xmpDM", "pick"), "1")
+    picked = merge(user.serialize(), REJECT)
+    assert picked.conflict and read_fields(picked.packet)["xmpDM:pick"] == "1"
+
+
+def test_a_new_verdict_undoes_the_old_one_but_not_user_edits():
+    rejected = merge(None, REJECT).packet
+    kept = merge(rejected, Verdict("keep", 0.95, "sharp", "m")).packet
+    assert read_fields(kept)["xmp:Rating"] is None and read_fields(kept)["digiKam:PickLabel"] is None
+    user_edit = rejected.replace(b'xmp:Rating="-1"', b'xmp:Rating="2"')  # the user re-rated it since
+    assert read_fields(clear(user_edit))["xmp:Rating"] == "2"
+
+
+@pytest.mark.parametrize("payload", [
+    b"<x:xmpmeta",  # truncated
+    b"not xml at all",
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><x>&b;</x>',  # entity expansion
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>',  # external entity
+    b"<html><body>hello</body></html>",
+])
+def test_malformed_or_hostile_packets_are_refused(payload):
+    with pytest.raises(XmpError):
+        merge(payload, REJECT)
+
+
+def test_sidecar_naming(tmp_path):
+    raw, jpg, dng = tmp_path / "IMG_0001.CR2", tmp_path / "IMG_0001.JPG", tmp_path / "IMG_0003.DNG"
+    adobe = XmpOptions()
+    assert [t.path.name for t in targets_for(raw, adobe)] == ["IMG_0001.xmp"]
+    assert [t.path.name for t in targets_for(raw, XmpOptions(sidecar_style=SidecarStyle.DARKTABLE))] == ["IMG_0001.CR2.xmp"]
+    assert [t.path.name for t in targets_for(raw, XmpOptions(sidecar_style=SidecarStyle.BOTH))] == ["IMG_0001.xmp", "IMG_0001.CR2.xmp"]
+    (tmp_path / "IMG_0001.CR2.xmp").write_bytes(b"")  # an existing darktable sidecar is updated too
+    assert [t.path.name for t in targets_for(raw, adobe)] == ["IMG_0001.xmp", "IMG_0001.CR2.xmp"]
+    assert [t.path.name for t in targets_for(jpg, adobe)] == ["IMG_0001.JPG.xmp"]
+    assert targets_for(jpg, XmpOptions(embed=True))[0].embedded
+    assert targets_for(dng, XmpOptions(embed=True))[0].embedded
+    assert [t.path.name for t in targets_for(tmp_path / "no extension", adobe)] == ["no extension.xmp"]
+
+
+@needs_exiftool
+def test_scan_of_raw_jpeg_shots_marks_rejects_for_exiftool_and_clear_restores(tmp_path):
+    shots = tmp_path / "shoot day ünïcode"
+    save(sharp_image(0), shots / "IMG_0001.JPG")
+    (shots / "IMG_0001.CR2").write_bytes(b"raw data")
+    save(blurred_image(1, 9), shots / "IMG_0002.JPG")
+    (shots / "IMG_0002.CR2").write_bytes(b"raw data")
+    shutil.copy(DATA / "lightroom.xmp", shots / "IMG_0002.xmp")  # Lightroom had been here
+    save(blurred_image(2, 9), shots / "IMG_0003.JPG")
+    (shots / "IMG_0003.CR2").write_bytes(b"raw data")
+    shutil.copy(DATA / "darktable.xmp", shots / "IMG_0003.CR2.xmp")
+    before = {p.name: p.read_bytes() for p in shots.iterdir()}
+    result = CliRunner().invoke(app, ["scan", str(shots), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    for name in ("IMG_0002.xmp", "IMG_0002.JPG.xmp", "IMG_0003.xmp", "IMG_0003.CR2.xmp", "IMG_0003.JPG.xmp"):
+        tags = exiftool(shots / name, "XMP-xmp:Rating", "XMP-xmpDM:Pick", "XMP-xmpDM:Good", "XMP-digiKam:PickLabel")
+        assert tags == {"Rating": -1, "Pick": -1, "Good": False, "PickLabel": 1}, name
+    assert not (shots / "IMG_0001.xmp").exists() and not (shots / "IMG_0001.JPG.xmp").exists()  # keep: no clutter
+    lr = exiftool(shots / "IMG_0002.xmp", "XMP-crs:all", "XMP-dc:Subject", "XMP-exif:GPSLatitude")
+    assert lr["Exposure2012"] == 0.35 and lr["Subject"] == ["Paris", "street"] and lr["GPSLatitude"]
+    dt = exiftool(shots / "IMG_0003.CR2.xmp", "XMP-darktable:all")
+    assert dt and any("filmicrgb" in str(v) for v in dt.values())
+    written = {p.name: p.read_bytes() for p in shots.iterdir()}
+    assert CliRunner().invoke(app, ["scan", str(shots), "--workers", "1"]).exit_code == 0
+    assert {p.name: p.read_bytes() for p in shots.iterdir()} == written  # idempotent
+    cleared = CliRunner().invoke(app, ["xmp", "clear", str(shots)])
+    assert cleared.exit_code == 0, cleared.output
+    assert {p.name: p.read_bytes() for p in shots.iterdir()} == before  # every byte back, created ones gone
+
+
+@needs_exiftool
+def test_uncertain_label_and_picklabel_read_by_exiftool(tmp_path):
+    photo = save(sharp_image(), tmp_path / "a b.jpg")
+    outcomes, conflict = write_verdict(photo, UNCERTAIN, XmpOptions())
+    assert [o.action for o in outcomes] == ["written"] and conflict is None
+    assert exiftool(tmp_path / "a b.jpg.xmp", "XMP-xmp:Label", "XMP-digiKam:PickLabel") == {"Label": "Yellow", "PickLabel": 2}
+
+
+@needs_exiftool
+def test_embedded_xmp_is_lossless_and_clear_restores(tmp_path):
+    photo = save(sharp_image(), tmp_path / "IMG_0009.jpg", quality=90)
+    original = photo.read_bytes()
+    outcomes, _ = write_verdict(photo, REJECT, XmpOptions(embed=True))
+    assert [o.action for o in outcomes] == ["written"] and not list(tmp_path.glob("*.xmp"))
+    tags = exiftool(photo, "XMP-xmp:Rating", "XMP-xmpDM:Pick", "XMP-digiKam:PickLabel")
+    assert tags == {"Rating": -1, "Pick": -1, "PickLabel": 1}
+    after = photo.read_bytes()
+    sos = lambda data: data[data.index(b"\xff\xda"):]  # noqa: E731 - compressed image data from start of scan
+    assert sos(after) == sos(original)
+    assert write_verdict(photo, REJECT, XmpOptions(embed=True))[0][0].action == "unchanged"
+    assert [o.action for o in clear_photo(photo)] == ["removed"]
+    assert sos(photo.read_bytes()) == sos(original)
+    assert exiftool(photo, "XMP-xmp:Rating") == {}
+
+
+def test_atomic_write_keeps_permissions_and_survives_a_crash(tmp_path, monkeypatch):
+    photo = tmp_path / "IMG_1.CR2"
+    photo.write_bytes(b"raw")
+    sidecar = tmp_path / "IMG_1.xmp"
+    shutil.copy(DATA / "lightroom.xmp", sidecar)
+    os.chmod(sidecar, 0o640)
+    original = sidecar.read_bytes()
+
+    def crash(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    outcomes, _ = write_verdict(photo, REJECT, XmpOptions())
+    assert outcomes[0].action == "error" and "No space" in outcomes[0].detail
+    assert sidecar.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ["IMG_1.CR2", "IMG_1.xmp"]
+    monkeypatch.undo()
+    assert write_verdict(photo, REJECT, XmpOptions())[0][0].action == "written"
+    assert os.stat(sidecar).st_mode & 0o777 == 0o640
+
+
+def test_malformed_existing_sidecar_is_reported_and_untouched(tmp_path):
+    photo = tmp_path / "IMG_2.NEF"
+    photo.write_bytes(b"raw")
+    (tmp_path / "IMG_2.xmp").write_bytes(b"<x:xmpmeta><broken")
+    outcomes, _ = write_verdict(photo, REJECT, XmpOptions())
+    assert outcomes[0].action == "error" and "untouched" in outcomes[0].detail
+    assert (tmp_path / "IMG_2.xmp").read_bytes() == b"<x:xmpmeta><broken"
+
+
+def _drop_dac_override() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        libc.prctl(24, capability, 0, 0, 0)
+
+
+def test_read_only_folder_gives_a_clear_error_and_exit_1(tmp_path):
+    folder = tmp_path / "ro"
+    save(blurred_image(0, 9), folder / "soft.jpg")
+    os.chmod(folder, 0o555)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cull", "scan", str(folder), "--workers", "1"],
+                              capture_output=True, text=True, preexec_fn=_drop_dac_override,
+                              env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")}, timeout=120)
+    finally:
+        os.chmod(folder, 0o755)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "permission denied" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["soft.jpg"]
+
+
+def test_canonical_ignores_prefixes_and_whitespace():
+    a = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:p="http://ns.adobe.com/xap/1.0/" p:Rating="1"/></rdf:RDF></x:xmpmeta>'
+    b = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">\n <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n  <rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="1"/>\n </rdf:RDF>\n</x:xmpmeta>'
+    assert canonical(Packet(a).root) == canonical(Packet(b).root)
+
+
+def test_a_packet_cull_created_is_never_mistaken_for_an_original():
+    once = merge(None, REJECT).packet
+    twice = merge(once, Verdict("reject", 0.01, "motion", "test-model")).packet
+    assert read_fields(twice)["cull:Kind"] == "motion"
+    assert clear(twice) is None  # cull created it: clearing removes it entirely
