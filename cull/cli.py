@@ -202,3 +202,95 @@ def xmp_clear(
                     typer.echo(f"{outcome.action:8} {outcome.target}")
     typer.echo(f"{changed} XMP files restored or removed, {errors} errors")
     raise typer.Exit(1 if errors else 0)
+
+
+@app.command()
+def move(
+    path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="the scanned folder")],
+    rejects: Annotated[bool, typer.Option("--rejects", help="move the photos judged out of focus")] = False,
+    uncertain: Annotated[bool, typer.Option("--uncertain", help="also move the uncertain ones")] = False,
+    to: Annotated[Optional[Path], typer.Option("--to", help="target folder (default: PATH/_culled, keeping sub-folders)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would move; move nothing")] = False,
+    strictness: StrictnessOption = Strictness.LENIENT,
+    workers: WorkersOption = default_workers(),
+    model: ModelOption = None,
+) -> None:
+    """Move rejected shots (RAW + JPEG + sidecars) aside. Undo with `cull undo PATH`.
+
+    Scans first (unchanged files come from the cache). Nothing is ever deleted.
+
+    Example: cull move ~/Photos/2026 --rejects
+    """
+    from cull.decide import Verdict
+    from cull.discover import Shot
+    from cull.move import MoveError, default_target, execute, finish_interrupted, plan_moves, validate_target
+    from cull.scan import ScanOptions, scan as run_scan
+
+    if not rejects and not uncertain:
+        raise _fail("say what to move: --rejects, and optionally --uncertain")
+    target = to if to is not None else default_target(path)
+    try:
+        validate_target(path, target)
+    except MoveError as exc:
+        raise _fail(str(exc)) from None
+    if not dry_run:
+        try:
+            recovered = finish_interrupted(target) if target.is_dir() else 0
+        except OSError as exc:
+            raise _fail(f"cannot finish the interrupted move in {target}: {exc}", 1) from None
+        if recovered:
+            typer.echo(f"finished {recovered} file moves of an interrupted earlier run", err=True)
+    card = _card(model)
+    options = ScanOptions(workers=workers, strictness=strictness, dry_run=dry_run, exclude=(target,))
+    bar = tqdm(unit="photo", file=sys.stderr, disable=None, desc="checking")
+    result = run_scan([path], card, options, on_total=lambda n: setattr(bar, "total", n) or bar.refresh(),
+                      on_result=lambda r: bar.update(1))
+    bar.close()
+    wanted = {Verdict.REJECT} | ({Verdict.UNCERTAIN} if uncertain else set())
+    shots = [Shot(r.path, r.partner) for r in result.results if r.verdict in wanted]
+    plan = plan_moves(shots, path, target)
+    for src, reason in plan.refused:
+        typer.echo(f"refused: {src}: {reason}", err=True)
+    if dry_run:
+        for planned in plan.moves:
+            typer.echo(f"would move {planned.src} -> {planned.dst}")
+        typer.echo(f"{plan.shots} shots, {len(plan.moves)} files would move to {target}; nothing moved (dry run)")
+        raise typer.Exit(0)
+    try:
+        moved = execute(plan, path, target)
+    except OSError as exc:
+        from cull.move import describe_os_error
+
+        raise _fail(f"cannot move into {target}: {describe_os_error(exc)}", 1) from None
+    for src, reason in moved.failed:
+        typer.echo(f"error: {src}: {reason}", err=True)
+    typer.echo(
+        f"moved {moved.shots} shots ({len(moved.moved)} files, {moved.bytes / 1e6:.1f} MB) to {target}"
+        + (f"; journal: {moved.journal}" if moved.journal else "")
+        + (f"; {len(moved.failed)} failed" if moved.failed else "")
+    )
+    raise typer.Exit(1 if moved.failed or plan.refused else 0)
+
+
+@app.command()
+def undo(
+    path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="the folder given to `cull move`")],
+    to: Annotated[Optional[Path], typer.Option("--to", help="the target given to `cull move --to`")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="undo every move into the target, not only the last")] = False,
+) -> None:
+    """Put back what `cull move` moved (names, contents and modification times).
+
+    Example: cull undo ~/Photos/2026
+    """
+    from cull.move import MoveError, default_target, undo as run_undo
+
+    target = to if to is not None else default_target(path)
+    try:
+        result = run_undo(target, everything)
+    except MoveError as exc:
+        raise _fail(str(exc), 1) from None
+    for dst, reason in result.left:
+        typer.echo(f"left in place: {dst}: {reason}", err=True)
+    typer.echo(f"put back {result.restored} files ({result.bytes / 1e6:.1f} MB) from {len(result.journals)} move(s)"
+               + (f"; {len(result.left)} left in {target}" if result.left else ""))
+    raise typer.Exit(1 if result.left else 0)
