@@ -294,3 +294,52 @@ def undo(
     typer.echo(f"put back {result.restored} files ({result.bytes / 1e6:.1f} MB) from {len(result.journals)} move(s)"
                + (f"; {len(result.left)} left in {target}" if result.left else ""))
     raise typer.Exit(1 if result.left else 0)
+
+
+@app.command()
+def camera(
+    source: Annotated[str, typer.Option(help="picamera2 (Raspberry Pi), opencv:N (webcam N), or folder:PATH (replay images or a video)")] = "picamera2",
+    out: Annotated[Path, typer.Option(help="where captured stills go")] = Path("captures"),
+    capture_on_keypress: Annotated[bool, typer.Option("--capture-on-keypress", help="space / enter / c takes a shot")] = False,
+    interval: Annotated[Optional[float], typer.Option(min=0.1, help="take a shot every SECONDS")] = None,
+    auto: Annotated[bool, typer.Option("--auto", help="take the shot once the frame has been in focus for --auto-frames frames")] = False,
+    auto_frames: Annotated[int, typer.Option(min=1, help="in-focus frames in a row before --auto fires")] = 5,
+    preview: Annotated[bool, typer.Option("--preview", help="show a window with the score and the sharp regions")] = False,
+    move_rejects: Annotated[bool, typer.Option("--move-rejects", help="move rejected shots into OUT/_culled (journalled, undoable)")] = False,
+    no_xmp: Annotated[bool, typer.Option("--no-xmp", help="do not write verdicts to XMP")] = False,
+    dng: Annotated[bool, typer.Option("--dng", help="also save a DNG of each shot (Raspberry Pi camera)")] = False,
+    strictness: StrictnessOption = Strictness.LENIENT,
+    preview_size: Annotated[str, typer.Option(help="size of the scored preview stream, WxH")] = "640x480",
+    fps: Annotated[float, typer.Option(help="replay speed for folder: sources (0: as fast as scored)")] = 0.0,
+    max_frames: Annotated[int, typer.Option(min=0, help="stop after this many frames (0: run until Ctrl-C)")] = 0,
+    model: ModelOption = None,
+) -> None:
+    """Live focus assist and shot screening (Raspberry Pi camera, webcam, or a replay).
+
+    Example: cull camera --source opencv:0 --auto --out ~/Pictures/shots
+    """
+    from cull.camera.run import CameraOptions, Trigger, run_camera
+    from cull.camera.sources import CameraError, open_source
+
+    triggers = [t for t, on in ((Trigger.KEYPRESS, capture_on_keypress), (Trigger.INTERVAL, interval is not None),
+                                (Trigger.AUTO, auto)) if on]
+    if len(triggers) > 1:
+        raise _fail("choose one of --capture-on-keypress, --interval and --auto")
+    try:
+        width, height = (int(v) for v in preview_size.lower().split("x"))
+    except ValueError:
+        raise _fail(f"--preview-size takes WxH, e.g. 640x480, not {preview_size!r}") from None
+    card = _card(model)
+    options = CameraOptions(out=out, trigger=triggers[0] if triggers else Trigger.NONE, interval=interval or 5.0,
+                            auto_frames=auto_frames, strictness=strictness.value, preview=preview, xmp=not no_xmp,
+                            move_rejects=move_rejects, dng=dng, max_frames=max_frames)
+    try:
+        summary = run_camera(open_source(source, (width, height), fps), card, options)
+    except CameraError as exc:
+        raise _fail(str(exc), 1) from None
+    verdicts = [s.verdict.value for s in summary.shots if s.verdict]
+    typer.echo(f"{len(summary.frames)} frames in {summary.seconds:.1f} s "
+               f"({len(summary.frames) / max(summary.seconds, 1e-6):.1f} fps); {len(summary.shots)} shots "
+               f"({verdicts.count('keep')} keep, {verdicts.count('uncertain')} uncertain, {verdicts.count('reject')} reject) "
+               f"in {out}; stopped by {summary.stopped_by}")
+    raise typer.Exit(1 if any(s.error for s in summary.shots) else 0)

@@ -194,10 +194,11 @@ def build(args: argparse.Namespace, data: dict[str, Any]) -> None:
             "sources_per_split": data["summary"],
             "patches": {k: {"n": int(len(v["x"])), "sharp_share": round(float(v["sharp"].mean()), 3)}
                         for k, v in data["patches"].items()},
-            "degradations": "defocus (disk / rimmed / soft / cat's-eye PSFs, radius 2-9 px, highlight bokeh), "
-            "camera shake (straight, curved and tremor trajectories, 5-26 px), sharp subject on a defocused "
+            "degradations": "defocus (disk / rimmed / soft / cat's-eye PSFs, radius 1.5-9 px, highlight bokeh), "
+            "camera shake (straight, curved and tremor trajectories, 4-26 px), sharp subject on a defocused "
             "background (labelled sharp), lens softness <= 0.6 px on sharp, exposure -1.2..+0.6 EV, "
-            "Poisson-Gaussian noise at 5 ISO-like levels, JPEG quality 55-98, downscaling 0.5-1x",
+            "Poisson-Gaussian noise at 5 ISO-like levels, in-camera sharpening (unsharp mask), "
+            "JPEG quality 55-98, downscaling 0.5-1x",
             "epochs": args.epochs,
             "epochs_run": result["history"]["epochs_run"],
             "seconds": result["history"]["seconds"],

@@ -25,7 +25,7 @@ from cull.errors import UnreadableImage
 from cull.evaluate import folder_label
 from cull.formats import is_photo
 from cull.patches import select_patches
-from train.degrade import KINDS, degrade, resize
+from train.degrade import KINDS, VERSION as DEGRADE_VERSION, degrade, resize
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ SOURCE_LONG_SIDE = 1024  # training photos are read through cull's own decoder, 
 SPLITS = ("train", "val", "test")
 KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 # Each training photo yields these variants (composite = sharp subject, blurred background).
-TRAIN_VARIANTS = ("sharp", "sharp", "sharp", "defocus", "defocus", "motion", "motion", "composite")
+TRAIN_VARIANTS = ("sharp", "sharp", "sharp", "defocus", "defocus", "motion", "motion", "motion", "composite")
 _SCENE = re.compile(r"^(\d+)_")
 
 
@@ -217,5 +217,5 @@ def summarise_sources(sources: list[Source]) -> dict[str, dict[str, int]]:
 
 
 def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Source]) -> str:
-    blob = json.dumps([asdict(spec), seed, per_variant, TRAIN_VARIANTS, [str(s.path) for s in sources]])
+    blob = json.dumps([asdict(spec), seed, per_variant, TRAIN_VARIANTS, DEGRADE_VERSION, [str(s.path) for s in sources]])
     return hashlib.sha1(blob.encode()).hexdigest()[:12]

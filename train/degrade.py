@@ -22,8 +22,9 @@ GAMMA = 2.2
 # Blur sizes in pixels at the analysis scale (the training photos are used at their own size,
 # which is about the analysis scale of a real camera file reduced to <= 1440 px).
 SHARP_SOFTNESS = (0.0, 0.6)  # residual lens softness still counted as in focus (gaussian sigma)
-DEFOCUS_RADIUS = (2.0, 9.0)
-MOTION_LENGTH = (5.0, 26.0)
+DEFOCUS_RADIUS = (1.5, 9.0)
+MOTION_LENGTH = (4.0, 26.0)
+VERSION = 2  # bump when a recipe changes, so cached training data is rebuilt
 
 
 # --- point spread functions -------------------------------------------------------------------
@@ -122,6 +123,13 @@ def jpeg_roundtrip(gray: Gray, quality: int) -> Gray:
     return np.asarray(Image.open(buffer), dtype=np.float32) / 255.0
 
 
+def in_camera_sharpen(gray: Gray, rng: np.random.Generator) -> Gray:
+    """Unsharp masking as phones and camera JPEG engines apply it: halos on blurred edges too."""
+    sigma = rng.uniform(0.6, 2.0)
+    amount = rng.uniform(0.3, 1.5)
+    return np.clip(gray + amount * (gray - gaussian_filter(gray, sigma)), 0, 1).astype(np.float32)
+
+
 def resize(gray: Gray, scale: float) -> Gray:
     """Antialiased resize by ``scale`` (as a camera or editor would downscale)."""
     if abs(scale - 1.0) < 1e-3:
@@ -171,6 +179,8 @@ def degrade(gray: Gray, kind: str, rng: np.random.Generator, *, composite: bool 
     linear = linear * np.float32(2.0 ** rng.uniform(-1.2, 0.6))  # exposure shift
     linear = sensor_noise(linear, rng)
     out = to_gamma(linear)
+    if rng.random() < 0.5:
+        out = in_camera_sharpen(out, rng)
     if rng.random() < 0.75:
         out = jpeg_roundtrip(out, int(rng.integers(55, 99)))
     return Degraded(out, kind, mask, amount)
