@@ -81,6 +81,10 @@ class Journal:
                 steps[r["dst"]].undo_failed = r.get("reason")
         return list(steps.values())
 
+    def shot_plans(self) -> dict[str, list[tuple[Path, Path]]]:
+        """Every shot's full plan (src, dst), journalled before its first file moved."""
+        return {r["shot"]: [(Path(a), Path(b)) for a, b in r["moves"]] for r in self.records() if r.get("op") == "shot"}
+
     def finished(self) -> bool:
         return any(r.get("op") == "end" for r in self.records())
 

@@ -228,16 +228,11 @@ def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[Planned
         by_shot.setdefault(move.shot, []).append(move)
     for shot, moves in by_shot.items():
         done: list[tuple[PlannedMove, Step]] = []
+        # the whole shot's plan first: after a crash, recovery can finish (or undo) the shot as a whole
+        journal.append({"op": "shot", "shot": shot, "moves": [[str(m.src), str(m.dst)] for m in moves]})
         try:
             for move in moves:
-                info = move.src.stat()
-                step = Step(move.src, move.dst, info.st_size, sha256_of(move.src), info.st_mtime_ns, shot)
-                journal.append({"op": "intent", "src": str(step.src), "dst": str(step.dst), "size": step.size,
-                                "sha256": step.sha256, "mtime_ns": step.mtime_ns, "shot": shot})
-                if delay:
-                    time.sleep(delay)
-                _place(move.src, move.dst, step.sha256, step.size, step.mtime_ns)
-                journal.append({"op": "done", "dst": str(move.dst)})
+                step = _move_one(journal, move.src, move.dst, shot, delay)
                 done.append((move, step))
                 if on_file:
                     on_file(move)
@@ -256,6 +251,19 @@ def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[Planned
         result.bytes += sum(s.size for _, s in done)
     journal.append({"op": "end", "time": time.time()})
     return result
+
+
+def _move_one(journal: Journal, src: Path, dst: Path, shot: str, delay: float = 0.0) -> Step:
+    """Journal the intent (fsynced), move, verify, journal done."""
+    info = src.stat()
+    step = Step(src, dst, info.st_size, sha256_of(src), info.st_mtime_ns, shot)
+    journal.append({"op": "intent", "src": str(src), "dst": str(dst), "size": step.size,
+                    "sha256": step.sha256, "mtime_ns": step.mtime_ns, "shot": shot})
+    if delay:
+        time.sleep(delay)
+    _place(src, dst, step.sha256, step.size, step.mtime_ns)
+    journal.append({"op": "done", "dst": str(dst)})
+    return step
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -305,6 +313,12 @@ def finish_interrupted(target: Path) -> int:
                 _place(step.src, step.dst, step.sha256, step.size, step.mtime_ns)
             journal.append({"op": "done", "dst": str(step.dst), "recovered": True})
             completed += 1
+        journalled = {step.dst for step in journal.steps()}
+        for shot, moves in journal.shot_plans().items():  # files of a cut-off shot not yet started
+            for src, dst in moves:
+                if dst not in journalled and src.is_file() and not os.path.lexists(dst):
+                    _move_one(journal, src, dst, shot)
+                    completed += 1
         journal.append({"op": "end", "time": time.time(), "recovered": True})
     return completed
 

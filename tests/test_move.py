@@ -117,7 +117,7 @@ def test_cli_move_dry_run_then_move_and_undo(tmp_path):
     runner = CliRunner()
     dry = runner.invoke(app, ["move", str(root), "--rejects", "--dry-run", "--workers", "1"])
     assert dry.exit_code == 0, dry.output
-    assert dry.stdout.count("would move") == 6 and snapshot(root) == before
+    assert sum(line.startswith("would move") for line in dry.stdout.splitlines()) == 6 and snapshot(root) == before
     moved = runner.invoke(app, ["move", str(root), "--rejects", "--workers", "1"])
     assert moved.exit_code == 0, moved.output
     assert "moved 2 shots (6 files" in moved.stdout and "journal:" in moved.stdout

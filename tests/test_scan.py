@@ -144,11 +144,11 @@ def test_rescan_of_unchanged_files_decodes_nothing(tmp_path, card, monkeypatch):
     def no_decode(*a, **k):
         raise AssertionError("a cached rescan must not decode")
 
-    monkeypatch.setattr(cull.analyse, "decode_gray", no_decode)
-    second = scan([photos], card, ScanOptions(workers=1))
+    with monkeypatch.context() as patched:
+        patched.setattr(cull.analyse, "decode_gray", no_decode)
+        second = scan([photos], card, ScanOptions(workers=1))
     assert all(r.cached for r in second.results)
     assert [r.photo.score for r in second.results] == pytest.approx([r.photo.score for r in first.results], abs=1e-6)
-    monkeypatch.undo()
     os.utime(photos / "1.jpg", ns=(1, 1))  # a changed file is rescored
     third = scan([photos], card, ScanOptions(workers=1))
     assert [r.cached for r in third.results] == [True, False, True]

@@ -48,8 +48,11 @@ def train_model(
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow was already initialised in this process (e.g. by a test)
+        log.info("keeping TensorFlow's existing thread settings")
     keras.utils.set_random_seed(seed)
     x_train, y_train = prepare(train, variant)
     x_val, y_val = prepare(val, variant)
