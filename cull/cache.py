@@ -106,7 +106,7 @@ class ScoreCache:
             self._db.close()
             self._db = None
 
-    def __enter__(self) -> "ScoreCache":
+    def __enter__(self) -> ScoreCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

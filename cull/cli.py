@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from tqdm import tqdm
@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 ModelOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--model", help="model card (.json) or .onnx beside its card; default: the shipped model"),
 ]
 WorkersOption = Annotated[int, typer.Option("--workers", "-j", min=1, help="worker processes (default: all cores)")]
@@ -62,7 +62,7 @@ def main(
 @app.command()
 def scan(
     paths: Annotated[list[Path], typer.Argument(exists=True, help="folders or photos to scan")],
-    report: Annotated[Optional[Path], typer.Option(help="write one row per photo to FILE.jsonl or FILE.csv")] = None,
+    report: Annotated[Path | None, typer.Option(help="write one row per photo to FILE.jsonl or FILE.csv")] = None,
     workers: WorkersOption = default_workers(),
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="patches per inference batch")] = 64,
     model: ModelOption = None,
@@ -147,7 +147,7 @@ def eval_command(
     workers: WorkersOption = default_workers(),
     model: ModelOption = None,
     laplacian_threshold: Annotated[float, typer.Option(help="the baseline's cut-off on variance of the Laplacian")] = 100.0,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the full report (with per-photo rows) as JSON")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the full report (with per-photo rows) as JSON")] = None,
 ) -> None:
     """Measure the model (and a Laplacian-variance baseline) on labelled folders.
 
@@ -209,7 +209,7 @@ def move(
     path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="the scanned folder")],
     rejects: Annotated[bool, typer.Option("--rejects", help="move the photos judged out of focus")] = False,
     uncertain: Annotated[bool, typer.Option("--uncertain", help="also move the uncertain ones")] = False,
-    to: Annotated[Optional[Path], typer.Option("--to", help="target folder (default: PATH/_culled, keeping sub-folders)")] = None,
+    to: Annotated[Path | None, typer.Option("--to", help="target folder (default: PATH/_culled, keeping sub-folders)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would move; move nothing")] = False,
     strictness: StrictnessOption = Strictness.LENIENT,
     workers: WorkersOption = default_workers(),
@@ -275,7 +275,7 @@ def move(
 @app.command()
 def undo(
     path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="the folder given to `cull move`")],
-    to: Annotated[Optional[Path], typer.Option("--to", help="the target given to `cull move --to`")] = None,
+    to: Annotated[Path | None, typer.Option("--to", help="the target given to `cull move --to`")] = None,
     everything: Annotated[bool, typer.Option("--all", help="undo every move into the target, not only the last")] = False,
 ) -> None:
     """Put back what `cull move` moved (names, contents and modification times).
@@ -301,7 +301,7 @@ def camera(
     source: Annotated[str, typer.Option(help="picamera2 (Raspberry Pi), opencv:N (webcam N), or folder:PATH (replay images or a video)")] = "picamera2",
     out: Annotated[Path, typer.Option(help="where captured stills go")] = Path("captures"),
     capture_on_keypress: Annotated[bool, typer.Option("--capture-on-keypress", help="space / enter / c takes a shot")] = False,
-    interval: Annotated[Optional[float], typer.Option(min=0.1, help="take a shot every SECONDS")] = None,
+    interval: Annotated[float | None, typer.Option(min=0.1, help="take a shot every SECONDS")] = None,
     auto: Annotated[bool, typer.Option("--auto", help="take the shot once the frame has been in focus for --auto-frames frames")] = False,
     auto_frames: Annotated[int, typer.Option(min=1, help="in-focus frames in a row before --auto fires")] = 5,
     preview: Annotated[bool, typer.Option("--preview", help="show a window with the score and the sharp regions")] = False,

@@ -36,7 +36,7 @@ class Journal:
         self.path = path
 
     @classmethod
-    def create(cls, target: Path, root: Path) -> "Journal":
+    def create(cls, target: Path, root: Path) -> Journal:
         folder = target / JOURNAL_DIR
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")

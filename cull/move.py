@@ -240,7 +240,7 @@ def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[Planned
             reason = describe_os_error(exc)
             result.failed.append((moves[len(done)].src, reason))
             journal.append({"op": "failed", "dst": str(moves[len(done)].dst), "reason": reason})
-            for move, step in reversed(done):  # never leave half a shot behind
+            for _move, step in reversed(done):  # never leave half a shot behind
                 try:
                     _place(step.dst, step.src, step.sha256, step.size, step.mtime_ns)
                     journal.append({"op": "undo-done", "dst": str(step.dst)})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,14 +14,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cull.camera.assist import AutoCapture, render_line, score_frame
+from cull.camera.assist import AutoCapture, render_line
 from cull.camera.run import CameraOptions, Trigger, run_camera
 from cull.camera.sources import CameraError, ReplaySource, open_source
 from cull.cli import app
 from cull.decide import Verdict
-from cull.score import OnnxScorer
 from cull.xmp import read_fields
-from tests.conftest import blurred_image, save, sharp_image
+from tests.conftest import blurred_image, sharp_image
 
 
 def frames(folder: Path, pattern: str) -> Path:

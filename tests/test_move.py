@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ import cull.move
 from cull.cli import app
 from cull.discover import Shot, discover
 from cull.journal import journals
-from cull.move import MoveError, execute, finish_interrupted, plan_moves, undo, validate_target
+from cull.move import MoveError, execute, plan_moves, undo, validate_target
 from tests.conftest import blurred_image, save, sharp_image
 
 

@@ -22,7 +22,7 @@ from cull.cache import default_cache_path
 from cull.cli import app
 from cull.decide import Verdict
 from cull.scan import ScanOptions, scan
-from tests.conftest import EXAMPLES, SHARED_DATA, blurred_image, save, sharp_image, tree_snapshot
+from tests.conftest import EXAMPLES, blurred_image, save, sharp_image, tree_snapshot
 
 runner = CliRunner()
 
