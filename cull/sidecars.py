@@ -172,6 +172,16 @@ def write_embedded(photo: Path, packet: bytes | None) -> None:
         raise
 
 
+def _refuse_read_only(path: Path) -> None:
+    """A file without write permission was locked on purpose: never replace it (rename would)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if not mode & 0o222:
+        raise PermissionError(13, "read-only file; not modified", str(path))
+
+
 def _read(target: Target) -> bytes | None:
     if target.embedded:
         return read_embedded(target.path)
@@ -197,6 +207,7 @@ def write_verdict(photo: Path, verdict: Verdict, options: XmpOptions) -> tuple[l
             if existing is not None and same_content(existing, result.packet):
                 outcomes.append(WriteOutcome(target.path, "unchanged"))
                 continue
+            _refuse_read_only(target.path)
             if target.embedded:
                 write_embedded(target.path, result.packet)
             else:
@@ -220,6 +231,7 @@ def clear_photo(photo: Path) -> list[WriteOutcome]:
             kept = clear(existing)
             if kept is existing or kept == existing:
                 continue
+            _refuse_read_only(target.path)
             if kept is None:
                 if target.embedded:
                     write_embedded(target.path, None)
@@ -241,6 +253,8 @@ def clear_photo(photo: Path) -> list[WriteOutcome]:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
+        if exc.strerror and "read-only file" in exc.strerror:
+            return exc.strerror
         return f"permission denied ({exc.filename or 'read-only file or folder'})"
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}"

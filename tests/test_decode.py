@@ -148,3 +148,16 @@ def test_raw_with_embedded_jpeg_preview_uses_the_preview(tmp_path, monkeypatch):
     path = tmp_path / "IMG_0001.CR2"
     path.write_bytes(b"raw")
     assert decode_gray(path, LONG).shape == (1080, 1440)
+
+
+def test_heic_needs_pillow_heif_or_decodes_with_it(tmp_path):
+    from cull import decode
+
+    path = tmp_path / "IMG_1.HEIC"
+    if not decode.HEIF_AVAILABLE:
+        path.write_bytes(b"\x00\x00\x00\x18ftypheic")
+        with pytest.raises(UnreadableImage, match="pillow-heif"):
+            decode_gray(path, LONG)
+    else:  # pragma: no cover - with the [heic] extra
+        sharp_image().save(path, format="HEIF")
+        assert decode_gray(path, LONG).shape == (500, 500)

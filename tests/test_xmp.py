@@ -239,3 +239,19 @@ def test_a_packet_cull_created_is_never_mistaken_for_an_original():
     twice = merge(once, Verdict("reject", 0.01, "motion", "test-model")).packet
     assert read_fields(twice)["cull:Kind"] == "motion"
     assert clear(twice) is None  # cull created it: clearing removes it entirely
+
+
+def test_read_only_sidecar_and_photo_are_refused_not_replaced(tmp_path):
+    raw = tmp_path / "IMG_7.ARW"
+    raw.write_bytes(b"raw")
+    sidecar = tmp_path / "IMG_7.xmp"
+    shutil.copy(DATA / "lightroom.xmp", sidecar)
+    os.chmod(sidecar, 0o444)
+    outcomes, _ = write_verdict(raw, REJECT, XmpOptions())
+    assert outcomes[0].action == "error" and "read-only file" in outcomes[0].detail
+    assert sidecar.read_bytes() == (DATA / "lightroom.xmp").read_bytes()
+    photo = save(sharp_image(), tmp_path / "locked.jpg")
+    os.chmod(photo, 0o444)
+    before = photo.read_bytes()
+    outcomes, _ = write_verdict(photo, REJECT, XmpOptions(embed=True))
+    assert outcomes[0].action == "error" and photo.read_bytes() == before
