@@ -9,7 +9,6 @@ at the target get a per-shot suffix (IMG_0001_1.CR2 with IMG_0001_1.xmp ...), ne
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import shutil
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cull.card import file_sha256 as sha256_of
 from cull.discover import CULLED_DIR, Shot, is_hidden_or_system
 from cull.errors import CullError
 from cull.journal import JOURNAL_DIR, Journal, Step, journals
@@ -156,14 +156,6 @@ def _refusal(path: Path, root: Path, root_real: Path) -> str | None:
 
 
 # --- moving -------------------------------------------------------------------------------------
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def same_device(src: Path, dst_folder: Path) -> bool:
     return src.stat().st_dev == dst_folder.stat().st_dev

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -64,3 +65,11 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
 
 def gray_noise(size: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random(size).astype(np.float32)
+
+
+def drop_dac_override() -> None:
+    """For a child process (preexec_fn): give up root's power to bypass file permissions, so that
+    chmod 000 / read-only folders really refuse access even when the tests run as root."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP: takes effect at exec

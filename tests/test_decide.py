@@ -1,11 +1,10 @@
+import numpy as np
 import pytest
 
 from cull.card import Thresholds
 from cull.decide import Verdict, decide
 from cull.errors import ModelError
 from cull.score import PatchScores, PhotoScore, aggregate
-
-import numpy as np
 
 T = Thresholds(keep=0.8, reject=0.2)
 

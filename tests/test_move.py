@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import shutil
@@ -22,7 +21,7 @@ from cull.cli import app
 from cull.discover import Shot, discover
 from cull.journal import journals
 from cull.move import MoveError, execute, plan_moves, undo, validate_target
-from tests.conftest import blurred_image, save, sharp_image
+from tests.conftest import blurred_image, drop_dac_override, save, sharp_image
 
 
 def snapshot(root: Path, skip: str = "_culled") -> dict[str, tuple[int, int, bytes]]:
@@ -222,10 +221,6 @@ def test_refusals(tmp_path):
     assert [m.src.name for m in plan.moves] == ["IMG_0001.CR2"]
 
 
-def _drop_dac_override() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):
-        libc.prctl(24, capability, 0, 0, 0)
 
 
 def test_read_only_target_gives_a_clear_message_and_moves_nothing(tmp_path):
@@ -237,7 +232,7 @@ def test_read_only_target_gives_a_clear_message_and_moves_nothing(tmp_path):
     before = snapshot(root)
     try:
         proc = subprocess.run([sys.executable, "-m", "cull", "move", str(root), "--rejects", "--to", str(target),
-                               "--workers", "1"], capture_output=True, text=True, preexec_fn=_drop_dac_override,
+                               "--workers", "1"], capture_output=True, text=True, preexec_fn=drop_dac_override,
                               env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")}, timeout=120)
     finally:
         os.chmod(target, 0o755)

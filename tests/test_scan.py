@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import ctypes
 import io
 import json
 import os
@@ -22,7 +21,14 @@ from cull.cache import default_cache_path
 from cull.cli import app
 from cull.decide import Verdict
 from cull.scan import ScanOptions, scan
-from tests.conftest import EXAMPLES, blurred_image, save, sharp_image, tree_snapshot
+from tests.conftest import (
+    EXAMPLES,
+    blurred_image,
+    drop_dac_override,
+    save,
+    sharp_image,
+    tree_snapshot,
+)
 
 runner = CliRunner()
 
@@ -75,11 +81,6 @@ def test_missing_model_is_a_clear_error(tmp_path):
     assert result.exit_code == 2 and "no model card" in result.stderr
 
 
-def _drop_dac_override() -> None:
-    """In the child: give up root's power to read anything, so chmod 000 really means unreadable."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-        libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP (takes effect at exec)
 
 
 def make_bad_tree(root: Path) -> None:
@@ -108,7 +109,7 @@ def test_bad_input_is_reported_per_file_scan_goes_on_nothing_changes(tmp_path):
     report = tmp_path / "r.jsonl"
     proc = subprocess.run(
         [sys.executable, "-m", "cull", "scan", str(root), "--workers", "2", "--report", str(report), "--no-xmp"],
-        capture_output=True, text=True, preexec_fn=_drop_dac_override, timeout=300,
+        capture_output=True, text=True, preexec_fn=drop_dac_override, timeout=300,
         env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")},
     )
     assert proc.returncode == 1, proc.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -14,9 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from cull.cli import app
-from cull.sidecars import SidecarStyle, XmpOptions, clear_photo, targets_for, write_verdict
+from cull.sidecars import (
+    SidecarStyle,
+    XmpOptions,
+    clear_photo,
+    targets_for,
+    write_verdict,
+)
 from cull.xmp import Packet, Verdict, XmpError, canonical, clear, merge, read_fields
-from tests.conftest import blurred_image, save, sharp_image
+from tests.conftest import blurred_image, drop_dac_override, save, sharp_image
 
 DATA = Path(__file__).parent / "data" / "xmp"
 REJECT = Verdict("reject", 0.02, "defocus", "test-model")
@@ -207,10 +212,6 @@ def test_malformed_existing_sidecar_is_reported_and_untouched(tmp_path):
     assert (tmp_path / "IMG_2.xmp").read_bytes() == b"<x:xmpmeta><broken"
 
 
-def _drop_dac_override() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):
-        libc.prctl(24, capability, 0, 0, 0)
 
 
 def test_read_only_folder_gives_a_clear_error_and_exit_1(tmp_path):
@@ -219,7 +220,7 @@ def test_read_only_folder_gives_a_clear_error_and_exit_1(tmp_path):
     os.chmod(folder, 0o555)
     try:
         proc = subprocess.run([sys.executable, "-m", "cull", "scan", str(folder), "--workers", "1"],
-                              capture_output=True, text=True, preexec_fn=_drop_dac_override,
+                              capture_output=True, text=True, preexec_fn=drop_dac_override,
                               env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")}, timeout=120)
     finally:
         os.chmod(folder, 0o755)
