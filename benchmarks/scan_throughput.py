@@ -3,7 +3,8 @@
     python benchmarks/scan_throughput.py [--dir DIR] [--files 100] [--rss-files 10000]
 
 Makes (once, cached) a folder of 24 MP JPEGs from the bundled Kodak examples, then times:
-  1. decode-only floor: the same reduced (DCT-scaled) decode in the same spawn process pool, no scoring
+  1. decode-only floor: the same reduced (DCT-scaled) decode in the same spawn process pool, no
+     scoring, started as a fresh process like `cull scan` (so start-up costs count on both sides)
   2. `cull scan` cold (fresh cache), 3. `cull scan` cached rescan,
   4. a naive full-resolution Laplacian-variance script (one process, as such scripts are written),
 and peak RSS (the whole process tree) of a cold scan over --rss-files small photos.
@@ -19,8 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from cull.card import load_card  # noqa: E402
-from cull.decode import decode_gray  # noqa: E402
 from cull.runner import default_workers  # noqa: E402
 
 EXAMPLES = sorted((REPO / "examples" / "photos").glob("*.jpg"))
@@ -69,15 +67,29 @@ def make_small_jpegs(folder: Path, count: int) -> None:
         path.write_bytes(data)
 
 
-def _decode(path: Path, long_side: int) -> tuple[int, int]:
-    return decode_gray(path, long_side).shape
+FLOOR_SCRIPT = """
+import sys
+from pathlib import Path
+from cull.decode import decode_gray
+
+def decode(path):
+    return decode_gray(Path(path), LONG).shape
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(WORKERS, mp_context=get_context("spawn")) as pool:
+        list(pool.map(decode, sorted(Path(sys.argv[1]).glob("*.jpg")), chunksize=2))
+"""
 
 
-def decode_floor(paths: list[Path], workers: int, long_side: int) -> float:
-    started = time.perf_counter()
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        list(pool.map(_decode, paths, [long_side] * len(paths), chunksize=2))
-    return time.perf_counter() - started
+def decode_floor(folder: Path, workers: int, long_side: int) -> float:
+    """The same reduced decode in the same spawn pool, as a fresh process like `cull scan`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "floor.py"
+        script.write_text(FLOOR_SCRIPT.replace("LONG", str(long_side)).replace("WORKERS", str(workers)))
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(script), str(folder)], check=True, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+        return time.perf_counter() - started
 
 
 def naive_laplacian(paths: list[Path]) -> float:
@@ -156,7 +168,7 @@ def main() -> None:
     workers = args.workers
     print(f"{n} files, {workers} workers, analysis long side {card.analysis.long_side} px\n", flush=True)
 
-    floor = decode_floor(paths, workers, card.analysis.long_side)
+    floor = decode_floor(args.dir / "large", workers, card.analysis.long_side)
     with tempfile.TemporaryDirectory() as cache:
         cold, cold_rss = run_cull(["scan", str(args.dir / "large"), "--workers", str(workers)], Path(cache))
         cached, _ = run_cull(["scan", str(args.dir / "large"), "--workers", str(workers)], Path(cache))

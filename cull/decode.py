@@ -49,7 +49,7 @@ def decode_gray(path: Path, long_side: int) -> GrayImage:
             if path.suffix.lower() in HEIF_EXTENSIONS and not HEIF_AVAILABLE:
                 raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull[heic]'")
             image = _open_raster(path, long_side)
-        return to_gray_array(reduce_long_side(image, long_side))
+        return to_gray_array(reduce_long_side(image, long_side, SCALE_TOLERANCE))
     except UnreadableImage:
         raise
     except MemoryError:
@@ -101,6 +101,8 @@ def draft_request(size: tuple[int, int], long_side: int) -> tuple[int, int]:
 
 def _orient(image: Image.Image) -> Image.Image:
     try:
+        if image.getexif().get(0x0112, 1) in (0, 1):  # upright: no copy
+            return image
         return ImageOps.exif_transpose(image) or image
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
         log.debug("ignoring unreadable EXIF orientation", exc_info=True)
@@ -151,11 +153,14 @@ def _raw_preview(raw: object, long_side: int) -> Image.Image | None:
     return None
 
 
-def reduce_long_side(image: Image.Image, long_side: int) -> Image.Image:
-    """Shrink (never enlarge) so that max(width, height) <= long_side, antialiased."""
+SCALE_TOLERANCE = 1.1  # DCT scaling landing within 10 % of the analysis scale is used as is
+
+
+def reduce_long_side(image: Image.Image, long_side: int, tolerance: float = 1.0) -> Image.Image:
+    """Shrink (never enlarge) so that max(width, height) <= long_side * tolerance, antialiased."""
     image = _flatten(image)
     width, height = image.size
-    if max(width, height) <= long_side:
+    if max(width, height) <= long_side * tolerance:
         return image
     scale = long_side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
