@@ -48,6 +48,16 @@ def _card(model: Path | None) -> ModelCard:
         raise _fail(str(exc)) from None
 
 
+def progress_bar(description: str) -> tqdm:  # type: ignore[type-arg]
+    """A bar on stderr (hidden when stderr is not a terminal)."""
+    return tqdm(unit="photo", file=sys.stderr, disable=None, dynamic_ncols=True, desc=description)
+
+
+def set_total(bar: tqdm, total: int) -> None:  # type: ignore[type-arg]
+    bar.total = total
+    bar.refresh()
+
+
 @app.callback()
 def main(
     version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
@@ -93,10 +103,9 @@ def scan(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     card = _card(model)
-    bar = tqdm(unit="photo", file=sys.stderr, disable=None, dynamic_ncols=True, desc="scanning")
+    bar = progress_bar("scanning")
     try:
-        result = run_scan(paths, card, options, on_total=lambda n: setattr(bar, "total", n) or bar.refresh(),
-                          on_result=lambda r: bar.update(1))
+        result = run_scan(paths, card, options, on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1))
     except CullError as exc:
         bar.close()
         raise _fail(str(exc)) from None
@@ -242,9 +251,8 @@ def move(
             typer.echo(f"finished {recovered} file moves of an interrupted earlier run", err=True)
     card = _card(model)
     options = ScanOptions(workers=workers, strictness=strictness, dry_run=dry_run, exclude=(target,))
-    bar = tqdm(unit="photo", file=sys.stderr, disable=None, desc="checking")
-    result = run_scan([path], card, options, on_total=lambda n: setattr(bar, "total", n) or bar.refresh(),
-                      on_result=lambda r: bar.update(1))
+    bar = progress_bar("checking")
+    result = run_scan([path], card, options, on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1))
     bar.close()
     wanted = {Verdict.REJECT} | ({Verdict.UNCERTAIN} if uncertain else set())
     shots = [Shot(r.path, r.partner) for r in result.results if r.verdict in wanted]

@@ -125,7 +125,8 @@ def summarise_folder(
 ) -> dict[str, Any]:
     """The model and the baseline side by side, overall and per folder, at one strictness."""
     thresholds = card.thresholds_for(strictness)
-    rows, failed = [], []
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     for item in scored:
         photo, analysis = item.photo, item.analysis
         if analysis.photo is None:

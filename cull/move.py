@@ -124,8 +124,7 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
     claimed: set[Path] = set()
     for shot in shots:
         files = shot_files(shot)
-        bad = [(f, _refusal(f, root, root_real)) for f in files]
-        bad = [(f, reason) for f, reason in bad if reason]
+        bad = [(f, reason) for f in files if (reason := _refusal(f, root, root_real))]
         if bad:
             plan.refused += bad
             continue

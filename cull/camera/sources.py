@@ -101,7 +101,7 @@ class ReplaySource:
                 ok, bgr = capture.read()
                 if not ok:
                     return
-                yield bgr[:, :, ::-1].copy()
+                yield np.ascontiguousarray(bgr[:, :, ::-1], dtype=np.uint8)
         finally:
             capture.release()
 
@@ -147,8 +147,9 @@ class OpenCVSource:
                     raise CameraError(f"camera {self.name} opened but delivers no frames")
                 raise CameraError(f"camera {self.name} stopped delivering frames after {self._count} (disconnected?)")
             self._count += 1
-            self._current = bgr[:, :, ::-1].copy()
-            yield _resize_to(self._current, self.preview_size)
+            current = np.ascontiguousarray(bgr[:, :, ::-1], dtype=np.uint8)
+            self._current = current
+            yield _resize_to(current, self.preview_size)
 
     def capture(self, path: Path, dng: bool = False) -> list[Path]:
         if self._current is None:
