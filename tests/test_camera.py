@@ -20,14 +20,14 @@ from cull.camera.sources import CameraError, ReplaySource, open_source
 from cull.cli import app
 from cull.decide import Verdict
 from cull.xmp import read_fields
-from tests.conftest import blurred_image, sharp_image
+from tests.conftest import CLEARLY_SHARP, blurred_image, sharp_image
 
 
 def frames(folder: Path, pattern: str) -> Path:
     """Write a frame sequence: 's' = in-focus frame, 'b' = blurred frame."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, kind in enumerate(pattern):
-        image = sharp_image(i % 4) if kind == "s" else blurred_image(i % 4, 6)
+        image = sharp_image(i % CLEARLY_SHARP) if kind == "s" else blurred_image(i % 4, 6)
         image.save(folder / f"frame_{i:03d}.png")
     return folder
 
