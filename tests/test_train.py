@@ -130,3 +130,12 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path):
     assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}
     assert card.kind_labels == ("sharp", "defocus", "motion")
     assert (out / "CARD.md").read_text().startswith("# Model card")
+    # the kernel sweep writes its table and puts the seed comparison into the existing card
+    code = main(["sweep", "--kernels", "3", "--data", str(data), "--real", str(real), "--out", str(out),
+                 "--work", str(tmp_path / "work"), "--epochs", "1", "--per-variant", "4", "--workers", "2", "--quiet"])
+    assert code == 0
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [row["kernel"] for row in sweep["rows"]] == [3] and "accuracy_sharp" in sweep["rows"][0]["patch_level_test"]
+    assert "| seed | 3×3 |" in (out / "SWEEP.md").read_text()
+    assert json.loads((out / "focus.json").read_text())["seed_comparison"] == sweep
+    load_card(out / "focus.json")  # the model file and its hash are untouched
