@@ -51,20 +51,23 @@ def make_large_jpegs(folder: Path, count: int, size: tuple[int, int] = (6000, 40
 
 
 def make_small_jpegs(folder: Path, count: int) -> None:
+    """``count`` small photos in folders of 1000; every 10th is blurred, so a realistic share of the
+    library gets verdicts written to XMP sidecars (and checked again on a rescan)."""
+    from PIL import ImageFilter
+
     folder.mkdir(parents=True, exist_ok=True)
     base = Image.open(EXAMPLES[0]).convert("RGB").resize((320, 240))
-    data = None
+    prototypes = {}
+    for name, image in (("sharp", base), ("blurred", base.filter(ImageFilter.GaussianBlur(4)))):
+        tmp = folder / f"proto_{name}.jpg"
+        image.save(tmp, "JPEG", quality=85)
+        prototypes[name] = tmp.read_bytes()
+        tmp.unlink()
     for i in range(count):
         path = folder / f"{i // 1000:02d}" / f"small_{i:05d}.jpg"
-        if path.exists():
-            continue
-        path.parent.mkdir(exist_ok=True)
-        if data is None:
-            tmp = folder / "proto.jpg"
-            base.save(tmp, "JPEG", quality=85)
-            data = tmp.read_bytes()
-            tmp.unlink()
-        path.write_bytes(data)
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(prototypes["blurred" if i % 10 == 0 else "sharp"])
 
 
 FLOOR_SCRIPT = """
@@ -184,7 +187,7 @@ def main() -> None:
     print(f"cold scan / Laplacian script  = {laplacian / cold:5.2f}x   (target >= 3)")
 
     if args.rss_files:
-        small = args.dir / f"small{args.rss_files}"
+        small = args.dir / f"mixed{args.rss_files}"
         make_small_jpegs(small, args.rss_files)
         with tempfile.TemporaryDirectory() as cache:
             t_cold, rss = run_cull(["scan", str(small), "--workers", str(workers)], Path(cache))

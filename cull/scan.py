@@ -128,18 +128,33 @@ def scan(
             else:
                 keys[shot.path] = key
                 todo.append(shot.path)
-        for analysis in analyse_paths(
-            todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
-            scorer_factory=scorer_factory,
-        ):
-            partner = partners[analysis.path]
-            if analysis.photo is None:
-                finish(PhotoResult(analysis.path, partner, error=analysis.error))
-                continue
-            key = keys.get(analysis.path)
-            if cache is not None and key is not None and file_key(analysis.path) == key:
-                cache.put(analysis.path.absolute(), key, analysis.photo)
-            finish(_decided(analysis.path, partner, analysis.photo, card, thresholds))
+        retry: dict[Path, tuple[Path, str]] = {}  # partner -> (primary that failed, its error)
+        for attempt in (1, 2):
+            for analysis in analyse_paths(
+                todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
+                scorer_factory=scorer_factory,
+            ):
+                partner = partners.get(analysis.path)
+                if analysis.photo is None:
+                    if attempt == 1 and partner is not None:  # e.g. a corrupt JPEG: judge the shot by its RAW
+                        retry[partner] = (analysis.path, analysis.error or "unreadable")
+                        continue
+                    if analysis.path in retry:
+                        primary, first_error = retry[analysis.path]
+                        finish(PhotoResult(primary, analysis.path, error=f"{first_error}; partner: {analysis.error}"))
+                    else:
+                        finish(PhotoResult(analysis.path, partner, error=analysis.error))
+                    continue
+                if analysis.path in retry:  # the partner was scored instead: it becomes the shot's path
+                    partner = retry[analysis.path][0]
+                    log.info("%s unreadable (%s); scored its partner %s", partner, retry[analysis.path][1], analysis.path)
+                key = keys.get(analysis.path) or file_key(analysis.path)
+                if cache is not None and key is not None and file_key(analysis.path) == key:
+                    cache.put(analysis.path.absolute(), key, analysis.photo)
+                finish(_decided(analysis.path, partner, analysis.photo, card, thresholds))
+            todo = list(retry)
+            if not todo:
+                break
     finally:
         if cache is not None:
             cache.close()

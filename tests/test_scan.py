@@ -23,6 +23,7 @@ from cull.decide import Verdict
 from cull.scan import ScanOptions, scan
 from tests.conftest import (
     EXAMPLES,
+    SHARED_DATA,
     blurred_image,
     drop_dac_override,
     save,
@@ -185,3 +186,17 @@ def test_parallel_workers_agree_with_one_worker(tmp_path, card):
     for r in one.results:
         verdicts[r.path.name[0]].add(r.verdict)
     assert verdicts["s"] == {Verdict.KEEP} and Verdict.KEEP not in verdicts["b"]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "raw").is_dir(), reason="needs ../shared/data/raw")
+def test_a_corrupt_jpeg_is_judged_by_its_raw_partner(tmp_path, card):
+    photos = tmp_path / "p"
+    photos.mkdir()
+    (photos / "DC50.jpg").write_bytes(b"\xff\xd8\xff broken")
+    shutil.copy(SHARED_DATA / "raw" / "RAW_KODAK_DC50.KDC", photos / "DC50.KDC")
+    (photos / "other.jpg").write_bytes(b"")
+    (photos / "other.NEF").write_bytes(b"not raw either")
+    result = scan([photos], card, ScanOptions(workers=1, use_cache=False))
+    by_name = {r.path.name: r for r in result.results}
+    assert by_name["DC50.KDC"].photo is not None and by_name["DC50.KDC"].partner.name == "DC50.jpg"
+    assert by_name["other.jpg"].error.startswith("empty file") and "partner: LibRaw" in by_name["other.jpg"].error
