@@ -254,6 +254,8 @@ def move(
     bar = progress_bar("checking")
     result = run_scan([path], card, options, on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1))
     bar.close()
+    for failed_path, reason in result.failures:
+        typer.echo(f"not judged (left in place): {failed_path}: {reason}", err=True)
     wanted = {Verdict.REJECT} | ({Verdict.UNCERTAIN} if uncertain else set())
     shots = [Shot(r.path, r.partner) for r in result.results if r.verdict in wanted]
     plan = plan_moves(shots, path, target)
