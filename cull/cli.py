@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+class Show(str, Enum):
+    REJECTS = "rejects"
+    ALL = "all"
+    NONE = "none"
+
 
 ModelOption = Annotated[
     Path | None,
@@ -79,7 +86,7 @@ def scan(
     strictness: StrictnessOption = Strictness.LENIENT,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore and do not update the score cache")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="score and report on screen only; write nothing")] = False,
-    show: Annotated[str, typer.Option(help="which photos to list: rejects (reject + uncertain), all, none")] = "rejects",
+    show: Annotated[Show, typer.Option(help="which photos to list: rejects (reject + uncertain), all, none")] = Show.REJECTS,
     no_xmp: Annotated[bool, typer.Option("--no-xmp", help="do not write verdicts to XMP")] = False,
     embed: Annotated[bool, typer.Option("--embed", help="write XMP inside JPEG/TIFF/DNG/PNG/WebP files (losslessly) instead of a sidecar")] = False,
     sidecar_style: Annotated[SidecarStyle, typer.Option(help="RAW sidecar naming: adobe (IMG_1.xmp), darktable (IMG_1.CR2.xmp), both")] = SidecarStyle.ADOBE,
@@ -92,8 +99,6 @@ def scan(
     from cull.report import write_report
     from cull.scan import ScanOptions, scan as run_scan, validate_options
 
-    if show not in ("rejects", "all", "none"):
-        raise _fail("--show must be rejects, all or none")
     if report is not None and report.suffix.lower() not in (".jsonl", ".csv"):
         raise _fail(f"--report must end in .jsonl or .csv, not {report.name!r}")
     options = ScanOptions(workers=workers, batch_size=batch_size, strictness=strictness,
@@ -111,7 +116,7 @@ def scan(
         raise _fail(str(exc)) from None
     bar.close()
     for item in result.results:
-        if show == "all" or (show == "rejects" and item.verdict is not None and item.verdict.value != "keep"):
+        if show is Show.ALL or (show is Show.REJECTS and item.verdict is not None and item.verdict.value != "keep"):
             score = "  -  " if item.photo is None or item.photo.score is None else f"{item.photo.score:.3f}"
             typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {item.path}  ({item.decision.reason if item.decision else ''})")
     failures = list(result.failures)
