@@ -2,7 +2,8 @@
 
     python benchmarks/scan_throughput.py [--dir DIR] [--files 100] [--rss-files 10000]
 
-Makes (once, cached) a folder of 24 MP JPEGs from the bundled Kodak examples, then times:
+Makes (once, cached) a folder of sharp 24 MP JPEGs (mosaics of the bundled Kodak photos at native
+resolution; every 10th defocused), then times:
   1. decode-only floor: the same reduced (DCT-scaled) decode in the same spawn process pool, no
      scoring, started as a fresh process like `cull scan` (so start-up costs count on both sides)
   2. `cull scan` cold (fresh cache), 3. `cull scan` cached rescan,
@@ -35,16 +36,28 @@ EXAMPLES = sorted((REPO / "examples" / "photos").glob("*.jpg"))
 
 
 def make_large_jpegs(folder: Path, count: int, size: tuple[int, int] = (6000, 4000)) -> list[Path]:
+    """24 MP photos that are sharp at full resolution (mosaics of native-resolution Kodak tiles with
+    a little sensor grain), like a real library; every 10th is defocused."""
+    from PIL import ImageFilter
+
     folder.mkdir(parents=True, exist_ok=True)
+    tiles = [Image.open(p).convert("RGB") for p in EXAMPLES if "_" not in p.stem]
     paths = []
     for i in range(count):
         path = folder / f"big_{i:04d}.jpg"
         if not path.exists():
-            base = Image.open(EXAMPLES[i % len(EXAMPLES)]).convert("RGB")
-            crop = base.rotate(90 * (i % 4), expand=True).resize(size, Image.Resampling.BICUBIC)
-            noise = np.random.default_rng(i).normal(0, 4, (size[1], size[0], 1))  # sensor grain
-            pixels = np.clip(np.asarray(crop, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(path.with_suffix(".tmp"), "JPEG", quality=90)
+            rng = np.random.default_rng(i)
+            canvas = Image.new("RGB", size)
+            for y in range(0, size[1], 500):
+                for x in range(0, size[0], 500):
+                    tile = tiles[int(rng.integers(len(tiles)))].rotate(90 * int(rng.integers(4)))
+                    canvas.paste(tile, (x, y))
+            grain = rng.normal(0, 2.0, (size[1], size[0], 1)).astype(np.float32)
+            pixels = np.clip(np.asarray(canvas, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels)
+            if i % 10 == 0:
+                image = image.filter(ImageFilter.GaussianBlur(8))
+            image.save(path.with_suffix(".tmp"), "JPEG", quality=90)
             os.replace(path.with_suffix(".tmp"), path)
         paths.append(path)
     return paths
@@ -72,14 +85,16 @@ def make_small_jpegs(folder: Path, count: int) -> None:
 
 FLOOR_SCRIPT = """
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from cull.decode import decode_gray
 
 def decode(path):
-    return decode_gray(Path(path), LONG).shape
+    return decode_gray(Path(path), __LONG_SIDE__).shape
 
 if __name__ == "__main__":
-    with ProcessPoolExecutor(WORKERS, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(__WORKERS__, mp_context=get_context("spawn")) as pool:
         list(pool.map(decode, sorted(Path(sys.argv[1]).glob("*.jpg")), chunksize=2))
 """
 
@@ -88,7 +103,7 @@ def decode_floor(folder: Path, workers: int, long_side: int) -> float:
     """The same reduced decode in the same spawn pool, as a fresh process like `cull scan`."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "floor.py"
-        script.write_text(FLOOR_SCRIPT.replace("LONG", str(long_side)).replace("WORKERS", str(workers)))
+        script.write_text(FLOOR_SCRIPT.replace("__LONG_SIDE__", str(long_side)).replace("__WORKERS__", str(workers)))
         started = time.perf_counter()
         subprocess.run([sys.executable, str(script), str(folder)], check=True, cwd=REPO,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -166,15 +181,15 @@ def main() -> None:
     args = parser.parse_args()
     card = load_card()
     print(f"preparing {args.files} JPEGs of 24 MP in {args.dir} (cached between runs) ...", flush=True)
-    paths = make_large_jpegs(args.dir / "large", args.files)
+    paths = make_large_jpegs(args.dir / "mosaic", args.files)
     n = len(paths)
     workers = args.workers
     print(f"{n} files, {workers} workers, analysis long side {card.analysis.long_side} px\n", flush=True)
 
-    floor = decode_floor(args.dir / "large", workers, card.analysis.long_side)
+    floor = decode_floor(args.dir / "mosaic", workers, card.analysis.long_side)
     with tempfile.TemporaryDirectory() as cache:
-        cold, cold_rss = run_cull(["scan", str(args.dir / "large"), "--workers", str(workers)], Path(cache))
-        cached, _ = run_cull(["scan", str(args.dir / "large"), "--workers", str(workers)], Path(cache))
+        cold, cold_rss = run_cull(["scan", str(args.dir / "mosaic"), "--workers", str(workers)], Path(cache))
+        cached, _ = run_cull(["scan", str(args.dir / "mosaic"), "--workers", str(workers)], Path(cache))
     laplacian = naive_laplacian(paths)
 
     rate = lambda seconds: n / seconds  # noqa: E731

@@ -42,37 +42,60 @@ def analyse_chunk(
     batch_size: int = 64,
     with_laplacian: bool = False,
 ) -> list[Analysis]:
-    """Analyse several photos, batching their patches together through the network."""
+    """Analyse several photos, batching their patches together through the network.
+
+    Two passes: every photo's ``first_pass`` most textured patches are scored first; a photo whose
+    best patches already reach ``card.sure_keep`` is "keep" at any strictness (scoring more patches
+    can only raise the mean of the best k), so only the other photos have their remaining patches
+    scored.  The verdict is the same as scoring every patch; sharp photos cost a quarter of the model.
+    """
     spec = card.analysis
     errors: dict[int, str] = {}
-    inputs: list[NDArray[np.float32]] = []
-    counts: list[int] = []
+    inputs: dict[int, NDArray[np.float32]] = {}
     laplacians: dict[int, float] = {}
     for index, path in enumerate(paths):
         try:
             gray = decode_gray(path, spec.long_side)
         except UnreadableImage as exc:
             errors[index] = str(exc)
-            counts.append(0)
             continue
         if with_laplacian:
             laplacians[index] = laplacian_variance(gray)
-        patches = select_patches(gray, spec)
-        inputs.append(network_input(patches.pixels))
-        counts.append(len(patches))
-    scores = _score_in_batches(scorer, inputs, batch_size)
+        inputs[index] = network_input(select_patches(gray, spec).pixels)
+    first = max(card.aggregate_k, spec.first_pass)
+    scored = _score_in_batches(scorer, [x[:first] for x in inputs.values()], batch_size)
+    per_photo = dict(zip(inputs, _split(scored, [min(first, len(x)) for x in inputs.values()])))
+    pending = [i for i, x in inputs.items() if len(x) > first and not _sure_keep(per_photo[i], card)]
+    rest = _score_in_batches(scorer, [inputs[i][first:] for i in pending], batch_size)
+    for i, more in zip(pending, _split(rest, [len(inputs[i]) - first for i in pending])):
+        per_photo[i] = _join(per_photo[i], more)
     results: list[Analysis] = []
-    start = 0
     for index, path in enumerate(paths):
         if index in errors:
             results.append(Analysis(path, error=errors[index]))
             continue
-        end = start + counts[index]
-        kind = scores.kind[start:end] if scores.kind is not None else None
-        photo = aggregate(PatchScores(scores.sharp[start:end], kind), card.aggregate_k, scorer.kind_labels)
+        photo = aggregate(per_photo[index], card.aggregate_k, scorer.kind_labels)
         results.append(Analysis(path, photo, laplacian_var=laplacians.get(index)))
-        start = end
     return results
+
+
+def _sure_keep(scores: PatchScores, card: ModelCard) -> bool:
+    photo = aggregate(scores, card.aggregate_k)
+    return photo.score is not None and photo.score >= card.sure_keep
+
+
+def _split(scores: PatchScores, counts: list[int]) -> list[PatchScores]:
+    out, start = [], 0
+    for count in counts:
+        kind = scores.kind[start : start + count] if scores.kind is not None else None
+        out.append(PatchScores(scores.sharp[start : start + count], kind))
+        start += count
+    return out
+
+
+def _join(a: PatchScores, b: PatchScores) -> PatchScores:
+    kind = np.concatenate([a.kind, b.kind]) if a.kind is not None and b.kind is not None else None
+    return PatchScores(np.concatenate([a.sharp, b.sharp]), kind)
 
 
 def _score_in_batches(scorer: Scorer, inputs: list[NDArray[np.float32]], batch_size: int) -> PatchScores:

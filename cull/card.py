@@ -31,6 +31,7 @@ class AnalysisSpec:
     dark_mean: float = 0.04  # a patch darker than this on average is skipped
     bright_mean: float = 0.97  # ... or brighter
     max_clipped: float = 0.3  # a patch with more than this share of clipped pixels is skipped
+    first_pass: int = 16  # score this many best patches first; if they already prove "keep", stop there
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class ModelCard:
     kind_output: str | None = None
     kind_labels: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def sure_keep(self) -> float:
+        """A score at or above this is "keep" at every strictness: more patches cannot change that."""
+        return max(t.keep for t in self.thresholds.values())
 
     def thresholds_for(self, strictness: str) -> Thresholds:
         try:

@@ -200,3 +200,29 @@ def test_a_corrupt_jpeg_is_judged_by_its_raw_partner(tmp_path, card):
     by_name = {r.path.name: r for r in result.results}
     assert by_name["DC50.KDC"].photo is not None and by_name["DC50.KDC"].partner.name == "DC50.jpg"
     assert by_name["other.jpg"].error.startswith("empty file") and "partner: LibRaw" in by_name["other.jpg"].error
+
+
+def test_first_pass_gives_the_same_verdicts_as_scoring_every_patch(tmp_path, card):
+    from dataclasses import replace
+
+    from cull.analyse import analyse_chunk
+    from cull.decide import decide
+    from cull.score import OnnxScorer
+
+    paths = [save(sharp_image(i), tmp_path / f"s{i}.jpg") for i in range(4)]
+    paths += [save(blurred_image(i, r), tmp_path / f"b{i}_{r}.jpg") for i in range(4) for r in (1, 3, 8)]
+    full_card = replace(card, analysis=replace(card.analysis, first_pass=card.analysis.max_patches))
+    scorer = OnnxScorer(card)
+    quick = analyse_chunk(paths, card, scorer)
+    full = analyse_chunk(paths, full_card, scorer)
+    shortcuts = 0
+    for q, f in zip(quick, full):
+        for level in ("lenient", "normal", "strict"):
+            t = card.thresholds_for(level)
+            assert decide(q.photo, t, 4).verdict == decide(f.photo, t, 4).verdict, (q.path, level)
+        if q.photo.patches < f.photo.patches:  # stopped early: only ever for a sure keep
+            shortcuts += 1
+            assert card.sure_keep <= q.photo.score <= f.photo.score
+        else:
+            assert q.photo.score == pytest.approx(f.photo.score, abs=1e-6)
+    assert shortcuts >= 3  # the clearly sharp photos took the shortcut

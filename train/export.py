@@ -72,7 +72,9 @@ def write_card(
         "analysis": analysis_dict(spec),
         "patch_logic": "centred grid of non-overlapping patch_size tiles at the analysis scale; tiles "
         "with std < min_std, mean outside [dark_mean, bright_mean] or > max_clipped clipped pixels are "
-        "skipped; the rest are ranked by gradient energy and the first max_patches scored",
+        "skipped; the rest are ranked by gradient energy and the first max_patches scored; the first_pass "
+        "best patches are scored first and a photo whose best k already reach the highest keep threshold "
+        "is not scored further (same verdict, less work)",
         "aggregate": {"method": "mean of the k best patch scores (any sharp region keeps)", "k": aggregate_k},
         "outputs": {"score": "p_sharp"},
         "thresholds": thresholds,
