@@ -31,7 +31,7 @@ class AnalysisSpec:
     dark_mean: float = 0.04  # a patch darker than this on average is skipped
     bright_mean: float = 0.97  # ... or brighter
     max_clipped: float = 0.3  # a patch with more than this share of clipped pixels is skipped
-    first_pass: int = 16  # score this many best patches first; if they already prove "keep", stop there
+    first_pass: int = 8  # score this many best patches first; if they already prove "keep", stop there
 
 
 @dataclass(frozen=True)

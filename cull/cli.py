@@ -65,8 +65,9 @@ def set_total(bar: tqdm, total: int) -> None:  # type: ignore[type-arg]
     bar.refresh()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def main(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log details to stderr")] = False,
 ) -> None:
@@ -74,6 +75,9 @@ def main(
     if version:
         typer.echo(f"cull {__version__}")
         raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -226,3 +226,10 @@ def test_first_pass_gives_the_same_verdicts_as_scoring_every_patch(tmp_path, car
         else:
             assert q.photo.score == pytest.approx(f.photo.score, abs=1e-6)
     assert shortcuts >= 3  # the clearly sharp photos took the shortcut
+
+
+def test_version_and_bare_command():
+    from cull import __version__
+
+    assert run("--version").stdout.strip() == f"cull {__version__}"
+    assert run().exit_code in (0, 2)  # no command: help
