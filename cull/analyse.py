@@ -44,10 +44,9 @@ def analyse_chunk(
 ) -> list[Analysis]:
     """Analyse several photos, batching their patches together through the network.
 
-    Two passes: every photo's ``first_pass`` most textured patches are scored first; a photo whose
-    best patches already reach ``card.sure_keep`` is "keep" at any strictness (scoring more patches
-    can only raise the mean of the best k), so only the other photos have their remaining patches
-    scored.  The verdict is the same as scoring every patch; sharp photos cost a quarter of the model.
+    Two passes (score_two_pass): a photo whose most textured patches already reach
+    ``card.sure_keep`` is "keep" at any strictness (more patches can only raise the mean of the best
+    k), so only the other photos have their remaining patches scored: same verdicts, less work.
     """
     spec = card.analysis
     errors: dict[int, str] = {}
@@ -62,13 +61,7 @@ def analyse_chunk(
         if with_laplacian:
             laplacians[index] = laplacian_variance(gray)
         inputs[index] = network_input(select_patches(gray, spec).pixels)
-    first = max(card.aggregate_k, spec.first_pass)
-    scored = _score_in_batches(scorer, [x[:first] for x in inputs.values()], batch_size)
-    per_photo = dict(zip(inputs, _split(scored, [min(first, len(x)) for x in inputs.values()])))
-    pending = [i for i, x in inputs.items() if len(x) > first and not _sure_keep(per_photo[i], card)]
-    rest = _score_in_batches(scorer, [inputs[i][first:] for i in pending], batch_size)
-    for i, more in zip(pending, _split(rest, [len(inputs[i]) - first for i in pending])):
-        per_photo[i] = _join(per_photo[i], more)
+    per_photo = dict(zip(inputs, score_two_pass(list(inputs.values()), card, scorer, batch_size)))
     results: list[Analysis] = []
     for index, path in enumerate(paths):
         if index in errors:
@@ -77,6 +70,24 @@ def analyse_chunk(
         photo = aggregate(per_photo[index], card.aggregate_k, scorer.kind_labels)
         results.append(Analysis(path, photo, laplacian_var=laplacians.get(index)))
     return results
+
+
+def score_two_pass(
+    inputs: list[NDArray[np.float32]], card: ModelCard, scorer: Scorer, batch_size: int = 64
+) -> list[PatchScores]:
+    """Patch scores for each photo's network inputs (most textured first), batched across photos.
+
+    The first ``card.analysis.first_pass`` patches of every photo are scored; only photos whose best
+    patches do not already prove "keep" at every strictness get the rest scored.
+    """
+    first = max(card.aggregate_k, card.analysis.first_pass)
+    scored = _score_in_batches(scorer, [x[:first] for x in inputs], batch_size)
+    per_photo = _split(scored, [min(first, len(x)) for x in inputs])
+    pending = [i for i, x in enumerate(inputs) if len(x) > first and not _sure_keep(per_photo[i], card)]
+    rest = _score_in_batches(scorer, [inputs[i][first:] for i in pending], batch_size)
+    for i, more in zip(pending, _split(rest, [len(inputs[i]) - first for i in pending])):
+        per_photo[i] = _join(per_photo[i], more)
+    return per_photo
 
 
 def _sure_keep(scores: PatchScores, card: ModelCard) -> bool:

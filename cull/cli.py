@@ -101,7 +101,8 @@ def scan(
     Example: cull scan ~/Photos/2026 --report scan.jsonl
     """
     from cull.report import write_report
-    from cull.scan import ScanOptions, scan as run_scan, validate_options
+    from cull.scan import ScanOptions, validate_options
+    from cull.scan import scan as run_scan
 
     if report is not None and report.suffix.lower() not in (".jsonl", ".csv"):
         raise _fail(f"--report must end in .jsonl or .csv, not {report.name!r}")
@@ -241,8 +242,16 @@ def move(
     """
     from cull.decide import Verdict
     from cull.discover import Shot
-    from cull.move import MoveError, default_target, execute, finish_interrupted, plan_moves, validate_target
-    from cull.scan import ScanOptions, scan as run_scan
+    from cull.move import (
+        MoveError,
+        default_target,
+        execute,
+        finish_interrupted,
+        plan_moves,
+        validate_target,
+    )
+    from cull.scan import ScanOptions
+    from cull.scan import scan as run_scan
 
     if not rejects and not uncertain:
         raise _fail("say what to move: --rejects, and optionally --uncertain")
@@ -301,7 +310,8 @@ def undo(
 
     Example: cull undo ~/Photos/2026
     """
-    from cull.move import MoveError, default_target, undo as run_undo
+    from cull.move import MoveError, default_target
+    from cull.move import undo as run_undo
 
     target = to if to is not None else default_target(path)
     try:

@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
+from cull.analyse import score_two_pass
 from cull.card import ModelCard, Thresholds
 from cull.decide import Verdict, decide
 from cull.decode import reduce_long_side, to_gray_array
 from cull.patches import network_input, select_patches
 from cull.score import PhotoScore, Scorer, aggregate
-
-from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def score_frame(rgb: NDArray[np.uint8], card: ModelCard, scorer: Scorer, thresho
     scale = rgb.shape[1] / gray.shape[1]
     patches = select_patches(gray, card.analysis)
     started = time.perf_counter()
-    scores = scorer.score(network_input(patches.pixels)) if len(patches) else None
+    scores = score_two_pass([network_input(patches.pixels)], card, scorer)[0] if len(patches) else None
     model_seconds = time.perf_counter() - started
     if scores is None:
         photo = PhotoScore(None, 0)
@@ -46,7 +46,7 @@ def score_frame(rgb: NDArray[np.uint8], card: ModelCard, scorer: Scorer, thresho
     boxes = []
     if scores is not None:
         size = int(card.analysis.patch_size * scale)
-        for (y, x), p in zip(patches.origins, scores.sharp):
+        for (y, x), p in zip(patches.origins, scores.sharp):  # the patches that were scored
             if p >= 0.5:
                 boxes.append((int(y * scale), int(x * scale), size))
     return FrameScore(photo, verdict, boxes, model_seconds)
