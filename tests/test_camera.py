@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -143,3 +144,106 @@ def test_sigterm_stops_cleanly_without_half_written_files(tmp_path):
     assert list(out.glob("*.jpg")) and not list(out.rglob("*.partial"))
     for still in out.glob("*.jpg"):
         Image.open(still).verify()  # complete files only
+
+
+def test_capture_on_keypress_through_a_real_terminal(tmp_path):
+    """Drive `cull camera --capture-on-keypress` in a pseudo-terminal: a space takes a shot, q quits."""
+    import pty
+
+    source = frames(tmp_path / "f", "s" * 60)
+    out = tmp_path / "out"
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the real command, its stdin a terminal
+        os.environ["CULL_CACHE_DIR"] = str(tmp_path / "c")
+        os.execv(sys.executable, [sys.executable, "-m", "cull", "camera", "--source", f"folder:{source}",
+                                  "--fps", "10", "--capture-on-keypress", "--out", str(out)])
+    output = b""
+    deadline = time.monotonic() + 60
+    sent_space = sent_q = False
+    while time.monotonic() < deadline:
+        ready = select.select([fd], [], [], 0.1)[0]
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        if not sent_space and b"fps" in output:
+            os.write(fd, b" ")
+            sent_space = True
+        elif sent_space and not sent_q and b"shot " in output:
+            os.write(fd, b"q")
+            sent_q = True
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.WEXITSTATUS(status) == 0, text
+    assert "shot cull_" in text and "stopped by q pressed" in text
+    assert len(list(out.glob("*.jpg"))) == 1
+
+
+class FakePicamera2:
+    """A stand-in for picamera2.Picamera2 with the calls cull makes (configure, lores frames,
+    capture requests saved as JPEG and DNG)."""
+
+    instances: list = []
+
+    def __init__(self):
+        self.started = self.closed = False
+        self.frames = [np.asarray(sharp_image(i).convert("L").resize((640, 480))) for i in range(3)]
+        self.n = 0
+        FakePicamera2.instances.append(self)
+
+    def create_still_configuration(self, **kw):
+        assert kw["lores"]["size"] == (640, 480) and kw["lores"]["format"] == "YUV420"
+        return kw
+
+    def configure(self, config):
+        self.config = config
+
+    def start(self):
+        self.started = True
+
+    def capture_array(self, stream):
+        assert stream == "lores"
+        y = self.frames[self.n % 3]
+        self.n += 1
+        return np.concatenate([y, np.full((240, 640), 128, np.uint8)])  # Y plane then chroma (YUV420)
+
+    def capture_request(self):
+        camera = self
+
+        class Request:
+            def save(self, stream, path):
+                assert stream == "main"
+                sharp_image(camera.n % 3).save(path, "JPEG")
+
+            def save_dng(self, path):
+                Path(path).write_bytes(b"II*\x00fake dng")
+
+            def release(self):
+                pass
+
+        return Request()
+
+    def stop(self):
+        self.started = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_pi_camera_source_scores_lores_frames_and_saves_jpeg_and_dng(tmp_path, monkeypatch, card):
+    import types
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    out = tmp_path / "out"
+    summary = run_camera(open_source("picamera2"), card,
+                         CameraOptions(out=out, trigger=Trigger.AUTO, auto_frames=2, dng=True, max_frames=4),
+                         stream=open(os.devnull, "w"))
+    assert [f.verdict for f in summary.frames[:2]] == [Verdict.KEEP, Verdict.KEEP]
+    assert len(summary.shots) == 1 and summary.shots[0].verdict is Verdict.KEEP
+    names = sorted(p.name for p in out.iterdir())
+    assert [n.rsplit(".", 1)[1] for n in names] == ["dng", "jpg"] and not list(out.glob(".*partial"))
+    assert FakePicamera2.instances[-1].closed
