@@ -256,3 +256,23 @@ def test_read_only_sidecar_and_photo_are_refused_not_replaced(tmp_path):
     before = photo.read_bytes()
     outcomes, _ = write_verdict(photo, REJECT, XmpOptions(embed=True))
     assert outcomes[0].action == "error" and photo.read_bytes() == before
+
+
+def exiv2_values(path: Path, *keys: str) -> dict[str, str]:
+    out = subprocess.run(["exiv2", *[a for k in keys for a in ("-g", k)], "-Pkv", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split()[0]: line.split(None, 1)[1].strip() for line in out.splitlines() if line.strip()}
+
+
+@pytest.mark.skipif(shutil.which("exiv2") is None, reason="exiv2 not installed (.ci/run installs it)")
+def test_exiv2_reads_the_same_conventions_and_foreign_fields(tmp_path):
+    rejected = tmp_path / "IMG_0002.xmp"
+    rejected.write_bytes(merge((DATA / "lightroom.xmp").read_bytes(), REJECT).packet)
+    assert exiv2_values(rejected, "Xmp.xmp.Rating", "Xmp.xmpDM.pick", "Xmp.xmpDM.good", "Xmp.digiKam.PickLabel",
+                        "Xmp.crs.Exposure2012", "Xmp.dc.subject") == {
+        "Xmp.xmp.Rating": "-1", "Xmp.xmpDM.pick": "-1", "Xmp.xmpDM.good": "False", "Xmp.digiKam.PickLabel": "1",
+        "Xmp.crs.Exposure2012": "+0.35", "Xmp.dc.subject": "Paris, street"}
+    uncertain = tmp_path / "IMG_0003.CR2.xmp"
+    uncertain.write_bytes(merge((DATA / "darktable.xmp").read_bytes(), UNCERTAIN).packet)
+    assert exiv2_values(uncertain, "Xmp.xmp.Label", "Xmp.digiKam.PickLabel", "Xmp.darktable.history_end") == {
+        "Xmp.xmp.Label": "Yellow", "Xmp.digiKam.PickLabel": "2", "Xmp.darktable.history_end": "2"}
