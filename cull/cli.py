@@ -101,7 +101,7 @@ def scan(
     Example: cull scan ~/Photos/2026 --report scan.jsonl
     """
     from cull.report import write_report
-    from cull.scan import ScanOptions, validate_options
+    from cull.scan import ScanOptions, refresh_cache, validate_options
     from cull.scan import scan as run_scan
 
     if report is not None and report.suffix.lower() not in (".jsonl", ".csv"):
@@ -132,6 +132,7 @@ def scan(
         except CullError as exc:
             raise _fail(str(exc)) from None
         failures += written.errors or []
+        refresh_cache(result, written.embedded or [], card, options)
         for path, conflict in written.conflicts or []:
             typer.echo(f"conflict: {path}: {conflict}", err=True)
         xmp_note = f"; XMP: {written.written} written, {written.unchanged} unchanged"

@@ -163,5 +163,19 @@ def scan(
     return outcome
 
 
+def refresh_cache(result: ScanResult, photos: list[Path], card: ModelCard, options: ScanOptions) -> None:
+    """Re-key the cached scores of photos whose XMP block was rewritten in place (image data is
+    untouched, so the score stands): the next scan still decodes nothing."""
+    if not options.use_cache or options.dry_run or not photos:
+        return
+    scores = {r.path: r.photo for r in result.results if r.photo is not None}
+    scores.update({r.partner: r.photo for r in result.results if r.photo is not None and r.partner})
+    with ScoreCache(options.cache_path or default_cache_path(), card.sha256) as cache:
+        for photo in photos:
+            key = file_key(photo)
+            if key is not None and photo in scores:
+                cache.put(photo.absolute(), key, scores[photo])  # type: ignore[arg-type]
+
+
 def _decided(path: Path, partner: Path | None, photo: PhotoScore, card: ModelCard, thresholds: Any, cached: bool = False) -> PhotoResult:
     return PhotoResult(path, partner, photo, decide(photo, thresholds, card.analysis.min_patches), cached=cached)

@@ -267,10 +267,12 @@ class XmpSummary:
     unchanged: int = 0
     errors: list[tuple[Path, str]] | None = None
     conflicts: list[tuple[Path, str]] | None = None
+    embedded: list[Path] | None = None  # photos whose own XMP block was rewritten (image data untouched)
 
     def __post_init__(self) -> None:
         self.errors = self.errors or []
         self.conflicts = self.conflicts or []
+        self.embedded = self.embedded or []
 
 
 def write_results(results: list, options: XmpOptions, model_version: str) -> XmpSummary:  # type: ignore[type-arg]
@@ -291,6 +293,8 @@ def write_results(results: list, options: XmpOptions, model_version: str) -> Xmp
                     summary.errors.append((outcome.target, outcome.detail or "error"))  # type: ignore[union-attr]
                 elif outcome.action == "written":
                     summary.written += 1
+                    if outcome.target == photo:
+                        summary.embedded.append(photo)  # type: ignore[union-attr]
                 else:
                     summary.unchanged += 1
     return summary

@@ -276,3 +276,28 @@ def test_exiv2_reads_the_same_conventions_and_foreign_fields(tmp_path):
     uncertain.write_bytes(merge((DATA / "darktable.xmp").read_bytes(), UNCERTAIN).packet)
     assert exiv2_values(uncertain, "Xmp.xmp.Label", "Xmp.digiKam.PickLabel", "Xmp.darktable.history_end") == {
         "Xmp.xmp.Label": "Yellow", "Xmp.digiKam.PickLabel": "2", "Xmp.darktable.history_end": "2"}
+
+
+def test_embedding_keeps_the_cache_valid_so_a_rescan_decodes_nothing(tmp_path, monkeypatch):
+    import cull.analyse
+
+    photo = save(blurred_image(0, 9), tmp_path / "p" / "soft.jpg", quality=90)
+    first = CliRunner().invoke(app, ["scan", str(photo.parent), "--embed", "--workers", "1", "--report", str(tmp_path / "r.jsonl")])
+    assert first.exit_code == 0, first.output
+    assert "XMP: 1 written" in first.stdout and read_fields(read_embedded_bytes(photo))["xmp:Rating"] == "-1"
+
+    def no_decode(*a, **k):
+        raise AssertionError("the embedded photo's score must still be cached")
+
+    monkeypatch.setattr(cull.analyse, "decode_gray", no_decode)
+    again = CliRunner().invoke(app, ["scan", str(photo.parent), "--embed", "--workers", "1"])
+    assert again.exit_code == 0, again.output
+    assert "(1 from cache)" in again.stdout and "XMP: 0 written, 1 unchanged" in again.stdout
+
+
+def read_embedded_bytes(photo: Path) -> bytes:
+    from cull.sidecars import read_embedded
+
+    data = read_embedded(photo)
+    assert data is not None
+    return data
