@@ -174,7 +174,7 @@ def eval_command(
     Example: cull eval ../shared/data/real-blur-dev
     """
     from cull.evaluate import evaluate_folder, format_report
-    from cull.report import atomic_write_text
+    from cull.fsutil import atomic_write_text
 
     card = _card(model)
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from cull.card import file_sha256 as sha256_of
 from cull.discover import CULLED_DIR, Shot, is_hidden_or_system
 from cull.errors import CullError
+from cull.fsutil import fsync_dir
 from cull.journal import JOURNAL_DIR, Journal, Step, journals
 
 log = logging.getLogger(__name__)
@@ -160,17 +161,6 @@ def same_device(src: Path, dst_folder: Path) -> bool:
     return src.stat().st_dev == dst_folder.stat().st_dev
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def _place(src: Path, dst: Path, sha256: str, size: int, mtime_ns: int) -> None:
     """Move one file without ever overwriting: rename, or copy + fsync + verify + remove across devices."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -199,10 +189,10 @@ def _place(src: Path, dst: Path, sha256: str, size: int, mtime_ns: int) -> None:
             if partial.exists():
                 partial.unlink()
             raise
-        _fsync_dir(dst.parent)
+        fsync_dir(dst.parent)
         os.unlink(src)
-    _fsync_dir(dst.parent)
-    _fsync_dir(src.parent)
+    fsync_dir(dst.parent)
+    fsync_dir(src.parent)
 
 
 def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[PlannedMove], None] | None = None) -> MoveResult:
@@ -279,9 +269,9 @@ class UndoResult:
 
 def _settle(step: Step) -> str:
     """Where an interrupted step's file really is: 'src', 'dst' or 'both' (copy not yet removed)."""
-    for partial in (step.dst.with_name(f".{step.dst.name}{PARTIAL}"),):
-        if partial.exists():
-            partial.unlink()  # our own incomplete copy; the source is intact
+    partial = step.dst.with_name(f".{step.dst.name}{PARTIAL}")
+    if partial.exists():
+        partial.unlink()  # our own incomplete copy; the source is intact
     at_src, at_dst = step.src.exists(), step.dst.exists()
     if at_src and at_dst:
         return "both"

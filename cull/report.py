@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from cull.fsutil import atomic_write_text
 
 FIELDS = ("path", "score", "verdict", "kind", "partner", "error")
 
@@ -29,21 +29,3 @@ def write_report(rows: Iterable[dict[str, Any]], out: Path) -> None:
         for row in rows:
             writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in FIELDS})
     atomic_write_text(out, buffer.getvalue())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: readers never see a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

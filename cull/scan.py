@@ -148,7 +148,7 @@ def scan(
                 if analysis.path in retry:  # the partner was scored instead: it becomes the shot's path
                     partner = retry[analysis.path][0]
                     log.info("%s unreadable (%s); scored its partner %s", partner, retry[analysis.path][1], analysis.path)
-                key = keys.get(analysis.path) or file_key(analysis.path)
+                key = keys.get(analysis.path)  # a partner scored instead is not cached: lookups go by the shot's path
                 if cache is not None and key is not None and file_key(analysis.path) == key:
                     cache.put(analysis.path.absolute(), key, analysis.photo)
                 finish(_decided(analysis.path, partner, analysis.photo, card, thresholds))
@@ -168,8 +168,7 @@ def refresh_cache(result: ScanResult, photos: list[Path], card: ModelCard, optio
     untouched, so the score stands): the next scan still decodes nothing."""
     if not options.use_cache or options.dry_run or not photos:
         return
-    scores = {r.path: r.photo for r in result.results if r.photo is not None}
-    scores.update({r.partner: r.photo for r in result.results if r.photo is not None and r.partner})
+    scores = {r.path: r.photo for r in result.results if r.photo is not None}  # lookups go by the shot's path
     with ScoreCache(options.cache_path or default_cache_path(), card.sha256) as cache:
         for photo in photos:
             key = file_key(photo)

@@ -19,6 +19,7 @@ from enum import Enum
 from pathlib import Path
 
 from cull.errors import CullError
+from cull.fsutil import atomic_write_bytes, fsync_dir, unlink_quietly
 from cull.formats import is_raw
 from cull.xmp import Verdict, XmpError, clear, has_cull_fields, merge, same_content
 
@@ -89,45 +90,6 @@ def existing_targets(photo: Path) -> list[Target]:
 
 # --- I/O -------------------------------------------------------------------------------------
 
-def atomic_write_bytes(path: Path, data: bytes, like: Path | None = None) -> None:
-    """Temp file in the same folder, fsync, rename; permissions copied from ``like`` (or ``path``)."""
-    reference = like if like is not None else path
-    mode = reference.stat().st_mode & 0o7777 if reference.exists() else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".cull-tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        _unlink_quietly(Path(tmp))
-        raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass
-
-
 def _pyexiv2():  # type: ignore[no-untyped-def]
     try:
         import pyexiv2
@@ -162,9 +124,9 @@ def write_embedded(photo: Path, packet: bytes | None) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, photo)
-        _fsync_dir(photo.parent)
+        fsync_dir(photo.parent)
     except BaseException as exc:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         if isinstance(exc, (OSError, CullError)):
             raise
         if isinstance(exc, Exception):
