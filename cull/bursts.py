@@ -1,0 +1,205 @@
+"""Bursts: group the frames of one moment and rank them by how sharp the *same* scene content is.
+
+Pure functions on what the analysis already computed, so grouping and ranking cost no decoding:
+
+- a **signature** per photo: its analysis-scale gray image shrunk to a small, contrast-normalised
+  thumbnail (insensitive to blur, so a soft and a sharp frame of one scene still look alike);
+- the **patch map** per photo: where its scored patches lie (analysis-scale origins) and their scores.
+
+Grouping: frames of the same camera whose capture times lie within ``gap`` seconds and whose
+signatures match (normalised correlation after the best small shift) form a burst; a frame joins the
+most similar open burst, so interleaved scenes stay apart and a burst never spans two scenes.
+
+Ranking: every frame is aligned to the burst's reference frame (phase correlation of signatures),
+its patches are mapped to the reference's tile grid, and frames are compared on the tiles that all of
+them scored: the same places of the same scene. Ties go to the frame with the larger share of its
+scene in focus. Ranking never rejects anything by itself (see ``soften_verdicts``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+SIGNATURE_SIDE = 96  # long side of the signature thumbnail, pixels
+MAX_SHIFT = 0.2  # largest camera shift between frames of one burst, as a share of the image
+DEFAULT_GAP = 2.0  # seconds between consecutive frames of one burst
+MIN_SIMILARITY = 0.5  # normalised correlation of aligned signatures for "the same scene"
+TIE = 0.02  # common-region scores closer than this are a tie (broken by the share in focus)
+CLEARLY_SOFTER = 0.15  # --keep-best: this much below the best frame's common score means "softer"
+SOFTER_REASON = "a sharper frame exists in this burst"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the burst stages need to know about one photo (all cheap, all cacheable)."""
+
+    key: str  # the photo's path, as reported
+    camera: str | None
+    time: float | None  # seconds; None: no usable capture time (never grouped)
+    time_source: str  # "exif" or "mtime": frames are only grouped with frames of the same source
+    signature: NDArray[np.float32]  # see signature()
+    scale: float  # analysis-scale pixels per signature pixel
+    origins: NDArray[np.int32]  # (N, 2) analysis-scale top-left (y, x) of the scored patches
+    scores: NDArray[np.float32]  # (N,) P(in focus) of those patches
+    patch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One frame's place in its burst."""
+
+    key: str
+    burst: str
+    rank: int  # 1 = sharpest
+    size: int
+    common_score: float  # mean patch score on the regions every frame of the burst shows
+    in_focus_share: float  # share of its scored patches at P(in focus) >= 0.5
+    common_patches: int
+
+
+def signature(gray: NDArray[np.float32], side: int = SIGNATURE_SIDE) -> tuple[NDArray[np.float32], float]:
+    """(thumbnail, scale): ``gray`` box-averaged to ``side`` px on its long side, zero mean, unit std."""
+    height, width = gray.shape
+    factor = max(1, math.ceil(max(height, width) / side))
+    h, w = height // factor, width // factor
+    if h == 0 or w == 0:
+        return np.zeros((1, 1), np.float32), float(factor)
+    small = gray[: h * factor, : w * factor].reshape(h, factor, w, factor).mean(axis=(1, 3))
+    small = small - small.mean()
+    return (small / max(float(small.std()), 1e-6)).astype(np.float32), float(factor)
+
+
+def align(reference: NDArray[np.float32], other: NDArray[np.float32]) -> tuple[int, int, float]:
+    """(dy, dx, similarity): ``other`` shows ``reference``'s content moved by (dy, dx) signature pixels.
+
+    Phase correlation finds the shift (within MAX_SHIFT); similarity is the normalised correlation
+    of the overlapping parts after that shift (1.0 = identical, about 0 = unrelated). Signatures of
+    different shapes (another orientation or aspect) are not the same scene: similarity 0.
+    """
+    if reference.shape != other.shape or min(reference.shape) < 4:
+        return 0, 0, 0.0
+    cross = np.fft.fft2(other) * np.conj(np.fft.fft2(reference))
+    cross /= np.maximum(np.abs(cross), 1e-9)
+    surface = np.real(np.fft.ifft2(cross))
+    height, width = reference.shape
+    limit_y, limit_x = max(1, int(height * MAX_SHIFT)), max(1, int(width * MAX_SHIFT))
+    best = (0, 0, -2.0)
+    for dy, dx in _peak_candidates(surface, limit_y, limit_x):
+        ncc = _overlap_correlation(reference, other, dy, dx)
+        if ncc > best[2]:
+            best = (dy, dx, ncc)
+    return best[0], best[1], max(best[2], 0.0)
+
+
+def _peak_candidates(surface: NDArray[np.float64], limit_y: int, limit_x: int, count: int = 3) -> list[tuple[int, int]]:
+    height, width = surface.shape
+    ys = np.arange(height)
+    xs = np.arange(width)
+    ys = np.where(ys > height // 2, ys - height, ys)
+    xs = np.where(xs > width // 2, xs - width, xs)
+    allowed = (np.abs(ys)[:, None] <= limit_y) & (np.abs(xs)[None, :] <= limit_x)
+    masked = np.where(allowed, surface, -np.inf)
+    flat = np.argsort(masked, axis=None)[::-1][:count]
+    return [(int(ys[i // width]), int(xs[i % width])) for i in flat if np.isfinite(masked.flat[i])] or [(0, 0)]
+
+
+def _overlap_correlation(reference: NDArray[np.float32], other: NDArray[np.float32], dy: int, dx: int) -> float:
+    height, width = reference.shape
+    ref = reference[max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)]
+    oth = other[max(0, dy) : height - max(0, -dy), max(0, dx) : width - max(0, -dx)]
+    if ref.size < 16:
+        return 0.0
+    a = ref - ref.mean()
+    b = oth - oth.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / denominator) if denominator > 0 else 0.0
+
+
+def group_bursts(frames: Sequence[Frame], gap: float = DEFAULT_GAP, min_similarity: float = MIN_SIMILARITY) -> list[list[int]]:
+    """Indices of ``frames`` grouped into bursts of two or more, each in capture order.
+
+    A frame joins the most similar burst of the same camera (and time source) whose latest frame is
+    at most ``gap`` seconds older and looks like it; otherwise it starts a new one. Frames without a
+    capture time are never grouped.
+    """
+    if gap < 0:
+        raise ValueError("the burst gap must be zero or more seconds")
+    order = sorted((i for i, f in enumerate(frames) if f.time is not None), key=lambda i: (frames[i].time, frames[i].key))
+    bursts: list[list[int]] = []
+    for index in order:
+        frame = frames[index]
+        best, best_similarity = None, min_similarity
+        for burst in bursts:
+            last = frames[burst[-1]]
+            if (last.camera, last.time_source) != (frame.camera, frame.time_source):
+                continue
+            if frame.time - last.time > gap:  # type: ignore[operator]  # both have times (filtered above)
+                continue
+            similarity = min(align(frames[b].signature, frame.signature)[2] for b in (burst[0], burst[-1]))
+            if similarity >= best_similarity:
+                best, best_similarity = burst, similarity
+        if best is None:
+            bursts.append([index])
+        else:
+            best.append(index)
+    return [b for b in bursts if len(b) > 1]
+
+
+def rank_burst(frames: Sequence[Frame], burst_id: str) -> list[Ranked]:
+    """Rank the frames of one burst (rank 1 = sharpest), comparing the same regions in each."""
+    reference = max(range(len(frames)), key=lambda i: (len(frames[i].scores), -i))
+    ref = frames[reference]
+    maps: list[dict[tuple[int, int], float]] = []
+    for frame in frames:
+        dy, dx, _ = align(ref.signature, frame.signature)
+        shift = np.array([dy * frame.scale, dx * frame.scale])
+        cells: dict[tuple[int, int], float] = {}
+        for (y, x), score in zip(frame.origins, frame.scores):
+            cell = (int(round((y - shift[0]) / frame.patch_size)), int(round((x - shift[1]) / frame.patch_size)))
+            cells[cell] = max(score, cells.get(cell, 0.0))
+        maps.append(cells)
+    common = set.intersection(*(set(m) for m in maps)) if maps else set()
+    rows = []
+    for frame, cells in zip(frames, maps):
+        if len(common) >= 3:
+            value = float(np.mean([cells[c] for c in common]))
+        else:  # too little shared texture to compare regions: fall back to each frame's best patches
+            value = float(np.mean(np.sort(frame.scores)[-3:])) if len(frame.scores) else 0.0
+        share = float(np.mean(frame.scores >= 0.5)) if len(frame.scores) else 0.0
+        rows.append((frame.key, value, share))
+    order = _order_with_ties([(value, share, key) for key, value, share in rows])
+    return [
+        Ranked(rows[i][0], burst_id, rank + 1, len(frames), rows[i][1], rows[i][2], len(common))
+        for rank, i in enumerate(order)
+    ]
+
+
+def _order_with_ties(rows: list[tuple[float, float, str]]) -> list[int]:
+    """Indices by common score, best first; frames within TIE of a group's best are ordered by share in focus."""
+    by_score = sorted(range(len(rows)), key=lambda i: (-rows[i][0], rows[i][2]))
+    order: list[int] = []
+    while by_score:
+        top = rows[by_score[0]][0]
+        tied = [i for i in by_score if top - rows[i][0] < TIE]
+        order += sorted(tied, key=lambda i: (-rows[i][1], -rows[i][0], rows[i][2]))
+        by_score = [i for i in by_score if i not in tied]
+    return order
+
+
+def find_bursts(frames: Sequence[Frame], gap: float = DEFAULT_GAP, min_similarity: float = MIN_SIMILARITY) -> dict[str, Ranked]:
+    """Group and rank: ``{frame key: Ranked}`` for every frame that belongs to a burst."""
+    ranked: dict[str, Ranked] = {}
+    for number, members in enumerate(group_bursts(frames, gap, min_similarity), start=1):
+        for row in rank_burst([frames[i] for i in members], f"burst-{number:04d}"):
+            ranked[row.key] = row
+    return ranked
+
+
+def clearly_softer(row: Ranked, best: Ranked) -> bool:
+    """True when ``row`` is clearly softer than its burst's best frame (for --keep-best)."""
+    return row.rank > 1 and best.common_score - row.common_score >= CLEARLY_SOFTER

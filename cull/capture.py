@@ -1,0 +1,68 @@
+"""When and with which camera a photo was taken (EXIF via exifread), for grouping bursts.
+
+exifread reads EXIF from JPEG, TIFF, HEIC/WebP/PNG and the TIFF-based RAW formats (CR2, NEF, ARW,
+DNG, ORF, RW2, PEF…). Where no capture time can be read the file's modification time stands in,
+and the result says so (``time_source == "mtime"``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SERIAL_TAGS = ("EXIF BodySerialNumber", "MakerNote SerialNumber", "Image CameraSerialNumber", "MakerNote InternalSerialNumber")
+_MAX_EXIF_READ = 64 * 1024 * 1024  # never read EXIF from a file larger than this (a RAW is well below)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """``camera``: make/model/serial when known (None: unknown camera); ``time``: seconds since the epoch."""
+
+    camera: str | None
+    time: float | None
+    time_source: str  # "exif" or "mtime" (or "none" when even stat failed)
+
+
+def parse_exif_time(value: str, subsec: str | None = None) -> float | None:
+    """'2024:05:01 10:11:12' (+ sub-second digits '25' = .25 s) -> seconds (naive local time as UTC)."""
+    try:
+        stamp = dt.datetime.strptime(value.strip().rstrip("\x00"), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    seconds = stamp.replace(tzinfo=dt.timezone.utc).timestamp()
+    digits = (subsec or "").strip().rstrip("\x00")
+    if digits.isdigit():
+        seconds += int(digits) / 10 ** len(digits)
+    return seconds
+
+
+def read_capture(path: Path) -> Capture:
+    """Camera identity and capture time of ``path``; never raises (falls back to mtime)."""
+    tags: dict[str, object] = {}
+    try:
+        if path.stat().st_size <= _MAX_EXIF_READ:
+            import exifread
+
+            with open(path, "rb") as handle:
+                tags = exifread.process_file(handle, details=False, extract_thumbnail=False)
+    except Exception as exc:  # noqa: BLE001 - exifread raises many kinds on odd files; EXIF is optional here
+        log.debug("no EXIF from %s: %s", path, exc)
+    camera_parts = [str(tags[t]).strip() for t in ("Image Make", "Image Model") if t in tags]
+    serial = next((str(tags[t]).strip() for t in _SERIAL_TAGS if t in tags), None)
+    if serial:
+        camera_parts.append(serial)
+    camera = " ".join(p for p in camera_parts if p) or None
+    original = tags.get("EXIF DateTimeOriginal") or tags.get("Image DateTime")
+    subsec = tags.get("EXIF SubSecTimeOriginal") or tags.get("EXIF SubSecTime")
+    when = parse_exif_time(str(original), str(subsec) if subsec is not None else None) if original else None
+    if when is not None:
+        return Capture(camera, when, "exif")
+    try:
+        return Capture(camera, os.stat(path).st_mtime, "mtime")
+    except OSError:
+        return Capture(camera, None, "none")
