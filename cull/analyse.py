@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +15,8 @@ from cull.decode import decode_gray
 from cull.errors import UnreadableImage
 from cull.patches import network_input, select_patches
 from cull.score import PatchScores, PhotoScore, Scorer, aggregate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,16 @@ def analyse_chunk(
     for index, path in enumerate(paths):
         try:
             gray = decode_gray(path, spec.long_side)
+            if with_laplacian:
+                laplacians[index] = laplacian_variance(gray)
+            inputs[index] = network_input(select_patches(gray, spec).pixels)
         except UnreadableImage as exc:
             errors[index] = str(exc)
-            continue
-        if with_laplacian:
-            laplacians[index] = laplacian_variance(gray)
-        inputs[index] = network_input(select_patches(gray, spec).pixels)
+        except MemoryError:
+            errors[index] = "not enough memory to analyse this image"
+        except Exception as exc:  # noqa: BLE001 - one odd file must not fail the others
+            log.debug("analysis of %s failed", path, exc_info=True)
+            errors[index] = f"analysis failed: {type(exc).__name__}: {exc}"
     per_photo = dict(zip(inputs, score_two_pass(list(inputs.values()), card, scorer, batch_size)))
     results: list[Analysis] = []
     for index, path in enumerate(paths):

@@ -1,7 +1,10 @@
 """Score cache in SQLite under the user cache folder: a rescan of an unchanged library decodes nothing.
 
-Keyed by absolute path, size, mtime_ns and the model's sha256, so an edited file or a new model is
-always rescored.  Only successful scores are cached (errors may be transient, e.g. permissions).
+Keyed by absolute path (as bytes: ``os.fsencode``, so names that are not valid UTF-8 work), size,
+mtime_ns and the model card's fingerprint (ONNX hash + analysis + aggregation), so an edited file, a
+new model or a card that scores differently is always rescored.  Only successful scores are cached
+(errors may be transient, e.g. permissions).  A cache that cannot be opened only costs speed: one
+warning, and the scan goes on without it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from cull.score import PhotoScore
 log = logging.getLogger(__name__)
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS scores (
-    path TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS scores_v2 (
+    path BLOB NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     model TEXT NOT NULL,
@@ -38,6 +41,8 @@ def default_cache_path() -> Path:
     return Path(folder) / "scores.sqlite"
 
 
+_warned: set[str] = set()  # one warning per unusable cache file and process
+
 FileKey = tuple[int, int]  # (size, mtime_ns)
 
 
@@ -52,22 +57,28 @@ def file_key(path: Path) -> FileKey | None:
 class ScoreCache:
     """A small wrapper over one SQLite file. ``readonly`` never creates or writes anything."""
 
-    def __init__(self, path: Path, model_sha256: str, readonly: bool = False) -> None:
-        self.model = model_sha256
+    def __init__(self, path: Path, model: str, readonly: bool = False) -> None:
+        """``model``: the card's fingerprint (cull.card.ModelCard.fingerprint)."""
+        self.model = model
         self.readonly = readonly
         self._pending: list[tuple[object, ...]] = []
         self._db: sqlite3.Connection | None = None
         try:
             if readonly:
-                if path.exists():
-                    self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                if path.is_file():
+                    self._db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(path)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(SCHEMA)
-        except sqlite3.Error as exc:  # a broken cache only costs speed
-            log.warning("score cache %s unusable (%s); scanning without it", path, exc)
+        except (sqlite3.Error, OSError) as exc:  # a broken cache only costs speed
+            if str(path) not in _warned:
+                _warned.add(str(path))
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                log.warning("score cache %s unusable (%s); scanning without it", path, reason)
+            if self._db is not None:
+                self._db.close()
             self._db = None
 
     def get(self, path: Path, key: FileKey) -> PhotoScore | None:
@@ -75,9 +86,9 @@ class ScoreCache:
             return None
         try:
             row = self._db.execute(
-                "SELECT score, patches, kind, sharp_share FROM scores "
+                "SELECT score, patches, kind, sharp_share FROM scores_v2 "
                 "WHERE path = ? AND model = ? AND size = ? AND mtime_ns = ?",
-                (str(path), self.model, key[0], key[1]),
+                (os.fsencode(path), self.model, key[0], key[1]),
             ).fetchone()
         except sqlite3.Error:
             return None
@@ -86,7 +97,7 @@ class ScoreCache:
     def put(self, path: Path, key: FileKey, photo: PhotoScore) -> None:
         if self._db is None or self.readonly:
             return
-        self._pending.append((str(path), key[0], key[1], self.model, photo.score, photo.patches, photo.kind, photo.sharp_share))
+        self._pending.append((os.fsencode(path), key[0], key[1], self.model, photo.score, photo.patches, photo.kind, photo.sharp_share))
         if len(self._pending) >= 256:
             self.flush()
 
@@ -95,7 +106,7 @@ class ScoreCache:
             return
         try:
             with self._db:
-                self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
+                self._db.executemany("INSERT OR REPLACE INTO scores_v2 VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
         except sqlite3.Error as exc:
             log.warning("could not update the score cache: %s", exc)
         self._pending.clear()

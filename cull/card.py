@@ -63,6 +63,18 @@ class ModelCard:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def fingerprint(self) -> str:
+        """sha256 over everything that shapes a photo's score: the ONNX file's hash, the analysis
+        (scale, patch logic, first pass), the aggregation and the input/output names.  Thresholds
+        are left out (they only turn a score into a verdict), so the score cache keys on this."""
+        scoring = {
+            "model": self.sha256, "analysis": asdict(self.analysis), "aggregate_k": self.aggregate_k,
+            "input": self.input_name, "score": self.score_output, "kind": self.kind_output,
+            "kind_labels": list(self.kind_labels),
+        }
+        return hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()
+
+    @property
     def sure_keep(self) -> float:
         """A score at or above this is "keep" at every strictness: more patches cannot change that."""
         return max(t.keep for t in self.thresholds.values())
@@ -131,6 +143,7 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
         if isinstance(exc, ModelError):
             raise
         raise ModelError(f"{path}: malformed model card ({type(exc).__name__}: {exc})") from None
+    validate_analysis(card.analysis, card.aggregate_k, path)
     missing = [s for s in STRICTNESS_LEVELS if s not in card.thresholds]
     if missing:
         raise ModelError(f"{path}: thresholds missing for {', '.join(missing)}")
@@ -139,6 +152,30 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     if verify and file_sha256(model_path) != card.sha256:
         raise ModelError(f"{model_path} does not match the sha256 in its card {path}; rebuild or re-export")
     return card
+
+
+def validate_analysis(spec: AnalysisSpec, k: int, source: Path | str = "model card") -> None:
+    """Raise ModelError when the analysis settings contradict each other.
+
+    ``first_pass`` must cover both ``k`` and ``min_patches``: otherwise the early stop of the two-pass
+    scoring would leave a sure keep with too few patches, i.e. *uncertain*.
+    """
+    problems = []
+    if spec.long_side < 1 or spec.patch_size < 1:
+        problems.append("long_side and patch_size must be positive")
+    if k < 1:
+        problems.append(f"aggregate.k must be at least 1, got {k}")
+    if not 1 <= spec.min_patches <= spec.max_patches:
+        problems.append(f"need 1 <= min_patches <= max_patches, got {spec.min_patches} and {spec.max_patches}")
+    if spec.first_pass < max(k, spec.min_patches):
+        problems.append(f"first_pass ({spec.first_pass}) must be at least max(aggregate.k, min_patches) "
+                        f"= {max(k, spec.min_patches)}")
+    if not 0.0 <= spec.dark_mean < spec.bright_mean <= 1.0:
+        problems.append("need 0 <= dark_mean < bright_mean <= 1")
+    if not 0.0 <= spec.max_clipped <= 1.0 or spec.min_std < 0.0:
+        problems.append("need 0 <= max_clipped <= 1 and min_std >= 0")
+    if problems:
+        raise ModelError(f"{source}: invalid analysis settings: {'; '.join(problems)}")
 
 
 _PARSED_KEYS = {"format", "model_file", "sha256", "version", "analysis", "thresholds", "aggregate", "input", "outputs", "kind"}

@@ -15,3 +15,7 @@ class ModelError(CullError):
 
 class DatasetError(CullError):
     """A labelled folder for evaluation or training is missing or malformed."""
+
+
+class WorkerError(CullError):
+    """Worker processes cannot run at all (they die while starting)."""

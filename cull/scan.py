@@ -96,8 +96,13 @@ def scan(
     on_total: Callable[[int], None] | None = None,
     on_result: Callable[[PhotoResult], None] | None = None,
     scorer_factory: Callable[[ModelCard], Scorer] | None = None,
+    worker_setup: Callable[[], None] | None = None,
 ) -> ScanResult:
-    """Score and decide every photo under ``roots``; results sorted by path."""
+    """Score and decide every photo under ``roots``; results sorted by path.
+
+    ``scorer_factory`` and ``worker_setup`` are passed to cull.runner.analyse_paths (tests).
+    Raises ModelError when the model cannot be loaded (also inside a worker).
+    """
     validate_options(options)
     started = time.monotonic()
     outcome = ScanResult()
@@ -115,7 +120,7 @@ def scan(
 
     cache = None
     if options.use_cache:
-        cache = ScoreCache(options.cache_path or default_cache_path(), card.sha256, readonly=options.dry_run)
+        cache = ScoreCache(options.cache_path or default_cache_path(), card.fingerprint, readonly=options.dry_run)
     try:
         partners = {shot.path: shot.partner for shot in shots}
         keys = {}
@@ -132,7 +137,7 @@ def scan(
         for attempt in (1, 2):
             for analysis in analyse_paths(
                 todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
-                scorer_factory=scorer_factory,
+                scorer_factory=scorer_factory, worker_setup=worker_setup,
             ):
                 partner = partners.get(analysis.path)
                 if analysis.photo is None:
@@ -169,7 +174,7 @@ def refresh_cache(result: ScanResult, photos: list[Path], card: ModelCard, optio
     if not options.use_cache or options.dry_run or not photos:
         return
     scores = {r.path: r.photo for r in result.results if r.photo is not None}  # lookups go by the shot's path
-    with ScoreCache(options.cache_path or default_cache_path(), card.sha256) as cache:
+    with ScoreCache(options.cache_path or default_cache_path(), card.fingerprint) as cache:
         for photo in photos:
             key = file_key(photo)
             if key is not None and photo in scores:
