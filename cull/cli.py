@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -16,6 +17,7 @@ from cull import __version__
 from cull.card import ModelCard, load_card
 from cull.decide import Strictness
 from cull.errors import CullError
+from cull.review.items import Show as ReviewShow
 from cull.runner import default_workers
 from cull.sidecars import SidecarStyle, XmpOptions, clear_photo, write_results
 
@@ -46,6 +48,14 @@ StrictnessOption = Annotated[
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"cull: {message}", err=True)
     return typer.Exit(code)
+
+
+def _shown(value: object) -> str:
+    """A path (or message) safe to print: bytes that are not UTF-8 shown as \\xNN escapes."""
+    try:
+        return os.fsencode(str(value)).decode("utf-8", "backslashreplace")
+    except UnicodeError:
+        return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _card(model: Path | None) -> ModelCard:
@@ -242,63 +252,50 @@ def move(
     Example: cull move ~/Photos/2026 --rejects
     """
     from cull.decide import Verdict
-    from cull.discover import Shot
-    from cull.move import (
-        MoveError,
-        default_target,
-        execute,
-        finish_interrupted,
-        plan_moves,
-        validate_target,
-    )
+    from cull.move import MoveError, default_target, describe_os_error, move_rejects
     from cull.scan import ScanOptions
-    from cull.scan import scan as run_scan
 
     if not rejects and not uncertain:
         raise _fail("say what to move: --rejects, and optionally --uncertain")
     target = to if to is not None else default_target(path)
+    wanted = frozenset({Verdict.REJECT} | ({Verdict.UNCERTAIN} if uncertain else set()))
+    card = _card(model)
+    options = ScanOptions(workers=workers, strictness=strictness, dry_run=dry_run)
+    bar = progress_bar("checking")
     try:
-        validate_target(path, target)
+        outcome = move_rejects(path, target, card, options, wanted,
+                               on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1))
     except MoveError as exc:
         raise _fail(str(exc)) from None
-    if not dry_run:
-        try:
-            recovered = finish_interrupted(target) if target.is_dir() else 0
-        except OSError as exc:
-            raise _fail(f"cannot finish the interrupted move in {target}: {exc}", 1) from None
-        if recovered:
-            typer.echo(f"finished {recovered} file moves of an interrupted earlier run", err=True)
-    card = _card(model)
-    options = ScanOptions(workers=workers, strictness=strictness, dry_run=dry_run, exclude=(target,))
-    bar = progress_bar("checking")
-    result = run_scan([path], card, options, on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1))
-    bar.close()
-    for failed_path, reason in result.failures:
-        typer.echo(f"not judged (left in place): {failed_path}: {reason}", err=True)
-    wanted = {Verdict.REJECT} | ({Verdict.UNCERTAIN} if uncertain else set())
-    shots = [Shot(r.path, r.partner) for r in result.results if r.verdict in wanted]
-    plan = plan_moves(shots, path, target)
-    for src, reason in plan.refused:
-        typer.echo(f"refused: {src}: {reason}", err=True)
-    if dry_run:
-        for planned in plan.moves:
-            typer.echo(f"would move {planned.src} -> {planned.dst}")
-        typer.echo(f"{plan.shots} shots, {len(plan.moves)} files would move to {target}; nothing moved (dry run)")
-        raise typer.Exit(0)
-    try:
-        moved = execute(plan, path, target)
+    except CullError as exc:
+        raise _fail(str(exc), 1) from None
     except OSError as exc:
-        from cull.move import describe_os_error
-
-        raise _fail(f"cannot move into {target}: {describe_os_error(exc)}", 1) from None
+        raise _fail(f"cannot move into {_shown(target)}: {describe_os_error(exc)}", 1) from None
+    finally:
+        bar.close()
+    if outcome.recovery.completed:
+        typer.echo(f"finished {outcome.recovery.completed} file moves of an interrupted earlier run", err=True)
+    for missing in outcome.recovery.missing:
+        typer.echo(f"error: an interrupted earlier move lost track of {_shown(missing)} (in neither place)", err=True)
+    for failed_path, reason in outcome.not_judged:
+        typer.echo(f"not judged (left in place): {_shown(failed_path)}: {_shown(reason)}", err=True)
+    for src, reason in outcome.plan.refused:
+        typer.echo(f"refused: {_shown(src)}: {_shown(reason)}", err=True)
+    moved = outcome.result
+    if moved is None:
+        for planned in outcome.plan.moves:
+            typer.echo(f"would move {_shown(planned.src)} -> {_shown(planned.dst)}")
+        typer.echo(f"{outcome.plan.shots} shots, {len(outcome.plan.moves)} files would move to {_shown(target)}; "
+                   "nothing moved (dry run)")
+        raise typer.Exit(1 if outcome.failed else 0)
     for src, reason in moved.failed:
-        typer.echo(f"error: {src}: {reason}", err=True)
+        typer.echo(f"error: {_shown(src)}: {_shown(reason)}", err=True)
     typer.echo(
-        f"moved {moved.shots} shots ({len(moved.moved)} files, {moved.bytes / 1e6:.1f} MB) to {target}"
-        + (f"; journal: {moved.journal}" if moved.journal else "")
+        f"moved {moved.shots} shots ({len(moved.moved)} files, {moved.bytes / 1e6:.1f} MB) to {_shown(target)}"
+        + (f"; journal: {_shown(moved.journal)}" if moved.journal else "")
         + (f"; {len(moved.failed)} failed" if moved.failed else "")
     )
-    raise typer.Exit(1 if moved.failed or plan.refused else 0)
+    raise typer.Exit(1 if outcome.failed else 0)
 
 
 @app.command()
@@ -319,10 +316,16 @@ def undo(
         result = run_undo(target, everything)
     except MoveError as exc:
         raise _fail(str(exc), 1) from None
+    except OSError as exc:
+        raise _fail(f"cannot undo in {_shown(target)}: {exc.strerror or exc}", 1) from None
     for dst, reason in result.left:
-        typer.echo(f"left in place: {dst}: {reason}", err=True)
+        typer.echo(f"left in place: {_shown(dst)}: {_shown(reason)}", err=True)
     typer.echo(f"put back {result.restored} files ({result.bytes / 1e6:.1f} MB) from {len(result.journals)} move(s)"
-               + (f"; {len(result.left)} left in {target}" if result.left else ""))
+               + (f"; {len(result.left)} left in {_shown(target)}" if result.left else ""))
+    if result.earlier:
+        again = f"cull undo {_shown(path)}" + (f" --to {_shown(to)}" if to is not None else "") + " --all"
+        typer.echo(f"note: {result.earlier} files from an earlier move are still in {_shown(target)}: "
+                   f"run `{again}` to put them back too", err=True)
     raise typer.Exit(1 if result.left else 0)
 
 
@@ -373,3 +376,61 @@ def camera(
                f"({verdicts.count('keep')} keep, {verdicts.count('uncertain')} uncertain, {verdicts.count('reject')} reject) "
                f"in {out}; stopped by {summary.stopped_by}")
     raise typer.Exit(1 if any(s.error for s in summary.shots) else 0)
+
+
+@app.command()
+def review(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="folders or photos to review")],
+    show: Annotated[ReviewShow, typer.Option(help="which photos: flagged (rejects + uncertain), rejects, uncertain, all")] = ReviewShow.FLAGGED,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 0,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="only print the address; do not open a browser")] = False,
+    idle_timeout: Annotated[float, typer.Option(min=0, help="stop after this many minutes without a request (0: never)")] = 30.0,
+    html: Annotated[Path | None, typer.Option("--html", help="write a self-contained contact sheet to FILE.html instead of serving")] = None,
+    strictness: StrictnessOption = Strictness.LENIENT,
+    workers: WorkersOption = default_workers(),
+    model: ModelOption = None,
+    sidecar_style: Annotated[SidecarStyle, typer.Option(help="RAW sidecar naming for your decisions: adobe, darktable, both")] = SidecarStyle.ADOBE,
+    label: Annotated[str, typer.Option(help="colour label word for photos you leave uncertain")] = "Yellow",
+) -> None:
+    """Check and overrule cull's verdicts in the browser: X reject, P keep, U uncertain, Z undo.
+
+    Scans first (unchanged files come from the cache), then serves a page on 127.0.0.1 and prints
+    its address (with a one-time token) as the first line. Your decisions go to XMP as your own.
+
+    Example: cull review ~/Photos/2026
+    """
+    from cull.review import ReviewOptions, load_session
+    from cull.review.run import serve_review
+    from cull.review.sheet import write_sheet
+    from cull.scan import ScanOptions
+
+    if html is not None and html.suffix.lower() not in (".html", ".htm"):
+        raise _fail(f"--html must end in .html, not {html.name!r}")
+    card = _card(model)
+    bar = progress_bar("checking")
+    try:
+        session, failures = load_session(
+            paths, card, ScanOptions(workers=workers, strictness=strictness),
+            ReviewOptions(show=show, xmp=XmpOptions(False, sidecar_style, label)),
+            on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1),
+        )
+    except CullError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        bar.close()
+    for path, reason in failures:
+        typer.echo(f"not judged: {path}: {reason}", err=True)
+    if html is not None:
+        try:
+            size = write_sheet(session, html)
+        except OSError as exc:
+            raise _fail(f"cannot write {html}: {exc.strerror or exc}", 1) from None
+        typer.echo(f"{len(session.items)} photos in {html} ({size / 1e6:.1f} MB)")
+        raise typer.Exit(1 if failures else 0)
+    try:
+        stopped = serve_review(session, port, idle_minutes=idle_timeout or None, open_browser=not no_browser,
+                               on_url=lambda url: typer.echo(url))
+    except OSError as exc:
+        raise _fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}", 1) from None
+    typer.echo(f"stopped ({'idle' if stopped == 'idle' else 'Ctrl-C'}); decisions are in XMP", err=True)
+    raise typer.Exit(0)

@@ -1,0 +1,167 @@
+"""The user's own decisions from `cull review`, written into XMP as *user* values.
+
+A decision is not one of cull's verdicts: cull's fields are first removed exactly as ``cull xmp
+clear`` would (``cull.xmp.clear``), then the user's values are set in the standard fields and
+recorded as ``cull:UserVerdict``.  They are not listed in ``cull:Changed``, so a later ``cull scan``
+(whose merge only fills empty fields and only undoes what it wrote itself) keeps them, and
+``cull xmp clear`` leaves them alone:
+
+- reject (X): ``xmp:Rating`` -1, ``xmpDM:pick`` -1 with ``xmpDM:good`` False, ``digiKam:PickLabel`` 1.
+- keep (P): ``xmpDM:pick`` 1 with ``xmpDM:good`` True, ``digiKam:PickLabel`` 3 (accepted); a -1 rating
+  goes.  cull's merge never marks a picked or accepted photo rejected.
+- uncertain (U): ``digiKam:PickLabel`` 2 (pending) and the colour label; reject / pick marks go.
+
+Writes are atomic (``cull.fsutil``), keep permissions, never replace a read-only file, and every
+foreign field of an existing sidecar is kept.  Each decision remembers the bytes it replaced, so
+Z (undo) puts them back exactly, unless the file was changed in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cull.fsutil import atomic_write_bytes, unlink_quietly
+from cull.sidecars import XmpOptions, adobe_sidecar, darktable_sidecar, targets_for
+from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear
+
+log = logging.getLogger(__name__)
+
+USER_VERDICT = ("cull", "UserVerdict")
+DECISIONS = ("reject", "keep", "uncertain")
+
+
+class DecisionError(Exception):
+    """A decision could not be written (the message says which file and why)."""
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def user_packet(existing: bytes | None, decision: str, label: str = "Yellow") -> bytes:
+    """``existing`` (or a new packet) with cull's fields removed and the user's ``decision`` set.
+
+    Pure. Raises XmpError for a malformed packet, ValueError for an unknown decision.
+    """
+    if decision not in DECISIONS:
+        raise ValueError(f"unknown decision {decision!r}")
+    packet = Packet(clear(existing) if existing is not None and existing.strip() else None)
+    if decision == "reject":
+        for prop, value in ((RATING, "-1"), (PICK, "-1"), (GOOD, "False"), (PICK_LABEL, "1")):
+            packet.set(prop, value)
+    elif decision == "keep":
+        for prop, value in ((PICK, "1"), (GOOD, "True"), (PICK_LABEL, "3")):
+            packet.set(prop, value)
+        if _int(packet.get(RATING)) == -1:
+            packet.remove(RATING)
+    else:
+        if _int(packet.get(RATING)) == -1:
+            packet.remove(RATING)
+        packet.remove(PICK)
+        packet.remove(GOOD)
+        packet.set(PICK_LABEL, "2")
+        if not packet.get(LABEL):
+            packet.set(LABEL, label)
+    packet.set(USER_VERDICT, decision)
+    return packet.serialize()
+
+
+def read_user_verdict(photo: Path) -> str | None:
+    """The decision recorded in ``photo``'s sidecars by an earlier review, or None."""
+    for sidecar in dict.fromkeys([adobe_sidecar(photo), darktable_sidecar(photo)]):
+        try:
+            data = sidecar.read_bytes()
+        except OSError:
+            continue
+        if b"UserVerdict" not in data:
+            continue
+        try:
+            value = Packet(data).get(USER_VERDICT)
+        except XmpError:
+            continue
+        if value in DECISIONS:
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class Write:
+    target: Path
+    before: bytes | None  # None: the sidecar did not exist
+    after: bytes
+
+
+@dataclass
+class Change:
+    """One decision: which item, what the user had decided before, and the files it wrote."""
+
+    item: int
+    previous: str | None
+    decision: str
+    writes: list[Write] = field(default_factory=list)
+
+
+def _refuse_unwritable(path: Path) -> None:
+    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+        raise PermissionError(13, "read-only file; not modified", str(path))
+
+
+def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> list[Write]:
+    """Write ``decision`` into the sidecars of every file of one shot (photo and partner).
+
+    All packets are computed before anything is written; a failure part-way puts back what was
+    already written. Raises DecisionError.
+    """
+    planned: list[Write] = []
+    for photo in photos:
+        for target in targets_for(photo, XmpOptions(False, options.sidecar_style, options.label)):
+            path = target.path
+            try:
+                before = path.read_bytes() if path.exists() else None
+                _refuse_unwritable(path)
+                after = user_packet(before, decision, options.label)
+            except XmpError as exc:
+                raise DecisionError(f"{path.name}: existing XMP left untouched: {exc}") from None
+            except OSError as exc:
+                raise DecisionError(f"{path.name}: {exc.strerror or exc}") from None
+            if before != after:
+                planned.append(Write(path, before, after))
+    done: list[Write] = []
+    try:
+        for write in planned:
+            atomic_write_bytes(write.target, write.after, like=None if write.before is not None else _photo_of(write.target, photos))
+            done.append(write)
+    except OSError as exc:
+        restore(done)
+        raise DecisionError(f"cannot write {exc.filename or 'sidecar'}: {exc.strerror or exc}") from None
+    return planned
+
+
+def _photo_of(sidecar: Path, photos: list[Path]) -> Path | None:
+    return next((p for p in photos if sidecar in (adobe_sidecar(p), darktable_sidecar(p))), None)
+
+
+def restore(writes: list[Write]) -> list[str]:
+    """Put back what ``writes`` replaced, newest first; a file changed since is left as it is.
+
+    Returns one message per file that could not be restored."""
+    problems = []
+    for write in reversed(writes):
+        try:
+            current = write.target.read_bytes() if write.target.exists() else None
+            if current != write.after:
+                problems.append(f"{write.target.name} changed since; left as it is")
+                continue
+            if write.before is None:
+                unlink_quietly(write.target)
+            else:
+                atomic_write_bytes(write.target, write.before)
+        except OSError as exc:
+            problems.append(f"{write.target.name}: {exc.strerror or exc}")
+    return problems

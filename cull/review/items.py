@@ -1,0 +1,127 @@
+"""The photos a review shows: scan results turned into numbered items, filtered and worst first.
+
+Items are addressed by their number only; a client never names a path.  An item whose real path
+lies outside the real paths of the scanned roots (a file reached through a symbolic link that
+leads elsewhere) is dropped, so nothing outside the roots can ever be served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cull.scan import PhotoResult
+
+log = logging.getLogger(__name__)
+
+
+class Show(str, Enum):
+    REJECTS = "rejects"
+    UNCERTAIN = "uncertain"
+    FLAGGED = "flagged"  # rejects + uncertain
+    ALL = "all"
+
+
+_WANTED = {
+    Show.REJECTS: {"reject"},
+    Show.UNCERTAIN: {"uncertain"},
+    Show.FLAGGED: {"reject", "uncertain"},
+    Show.ALL: {"reject", "uncertain", "keep"},
+}
+_RANK = {"reject": 0, "uncertain": 1, "keep": 2}
+
+
+@dataclass
+class Item:
+    """One shot under review. ``user`` is the user's own verdict (None: not decided yet)."""
+
+    id: int
+    path: Path
+    root: Path
+    partner: Path | None
+    verdict: str  # cull's verdict: keep | uncertain | reject
+    score: float | None
+    kind: str | None
+    reason: str
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def effective(self) -> str:
+        return self.user or self.verdict
+
+    def public(self) -> dict[str, Any]:
+        """What the page may know: names relative to the scanned root, never an absolute path."""
+        return {
+            "id": self.id,
+            "name": self.path.name,
+            "where": _relative(self.path.parent, self.root),
+            "partner": self.partner.name if self.partner else None,
+            "verdict": self.verdict,
+            "score": None if self.score is None else round(self.score, 3),
+            "kind": self.kind,
+            "reason": self.reason,
+            "user": self.user,
+        }
+
+
+def _relative(folder: Path, root: Path) -> str:
+    try:
+        rel = folder.relative_to(root if root.is_dir() else root.parent)
+    except ValueError:
+        return folder.name
+    return "" if str(rel) == "." else str(rel)
+
+
+def real_roots(roots: Iterable[Path]) -> list[Path]:
+    """The scanned roots with every link resolved (a single photo stands for its folder)."""
+    out = []
+    for root in roots:
+        real = Path(os.path.realpath(root))
+        out.append(real if real.is_dir() else real.parent)
+    return out
+
+
+def inside(path: Path, roots: Sequence[Path]) -> bool:
+    """Whether ``path``'s real location (links resolved) is under one of ``roots`` (already real)."""
+    real = Path(os.path.realpath(path))
+    return any(real == root or root in real.parents for root in roots)
+
+
+def build_items(results: Iterable[PhotoResult], roots: Sequence[Path]) -> list[Item]:
+    """Every decided result as an Item (errors and files escaping the roots are left out), in path order."""
+    real = real_roots(roots)
+    items: list[Item] = []
+    for result in results:
+        if result.decision is None or result.photo is None:
+            continue
+        if not inside(result.path, real) or (result.partner is not None and not inside(result.partner, real)):
+            log.warning("%s leads outside the scanned folders; not shown", result.path)
+            continue
+        root = next((Path(r) for r in roots if _under(result.path, Path(r))), Path(result.path).parent)
+        items.append(Item(
+            id=len(items), path=result.path, root=root, partner=result.partner,
+            verdict=result.decision.verdict.value, score=result.photo.score, kind=result.photo.kind,
+            reason=result.decision.reason,
+        ))
+    return items
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def shown(items: Iterable[Item], show: Show) -> list[Item]:
+    """The items to list for ``show``, worst first (reject, uncertain, keep; lowest score first).
+
+    The user's own verdict counts over cull's: a photo the user kept is never flagged again.
+    """
+    wanted = _WANTED[Show(show)]
+    picked = [i for i in items if i.effective in wanted]
+    return sorted(picked, key=lambda i: (_RANK[i.effective], -1.0 if i.score is None else i.score, str(i.path)))

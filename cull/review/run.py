@@ -1,0 +1,47 @@
+"""Serve one review: bind 127.0.0.1, announce the address, open the browser, run until stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import webbrowser
+from collections.abc import Callable
+
+from cull.review.server import bind, create_app, new_token, serve
+from cull.review.session import ReviewSession
+
+log = logging.getLogger(__name__)
+
+
+def serve_review(
+    session: ReviewSession,
+    port: int = 0,
+    *,
+    idle_minutes: float | None = 30.0,
+    open_browser: bool = True,
+    on_url: Callable[[str], None] | None = None,
+) -> str:
+    """Serve ``session`` until Ctrl-C / SIGTERM or ``idle_minutes`` without a request.
+
+    ``on_url`` gets the address with its token before the first request can arrive.
+    Returns why it stopped ("interrupted" or "idle"). Raises OSError when the port is taken.
+    """
+    token = new_token()
+    sock = bind(port)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/?token={token}"
+    if on_url:
+        on_url(url)
+    if open_browser:
+        threading.Thread(target=_open, args=(url,), daemon=True).start()
+    app = create_app(session, token)
+    try:
+        return serve(app, sock, None if idle_minutes is None or idle_minutes <= 0 else idle_minutes * 60.0)
+    finally:
+        sock.close()
+
+
+def _open(url: str) -> None:
+    try:
+        webbrowser.open(url)
+    except Exception:  # noqa: BLE001 - no browser is fine: the address is printed
+        log.debug("could not open a browser", exc_info=True)

@@ -1,0 +1,128 @@
+"""One review: the scanned items, their pictures (computed lazily, cached) and the user's decisions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cull.card import ModelCard
+from cull.errors import CullError
+from cull.review.decisions import Change, DecisionError, read_user_verdict, restore, write_decision
+from cull.review.imaging import Detail, LruCache, compute_detail, thumbnail
+from cull.review.items import Item, Show, build_items, real_roots, shown
+from cull.scan import PhotoResult, ScanOptions, scan
+from cull.score import Scorer
+from cull.sidecars import XmpOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReviewOptions:
+    show: Show = Show.FLAGGED
+    xmp: XmpOptions = XmpOptions()
+    thumb_cache: int = 4096
+    detail_cache: int = 48
+
+
+class ReviewSession:
+    """The state behind the page. Thread-safe: the server calls it from its worker threads."""
+
+    def __init__(self, roots: Sequence[Path], items: list[Item], card: ModelCard, options: ReviewOptions,
+                 scorer_factory: Callable[[ModelCard], Scorer] | None = None) -> None:
+        self.roots = [Path(r) for r in roots]
+        self.real_roots = real_roots(self.roots)
+        self.all_items = items
+        self.items = shown(items, options.show)
+        self.by_id = {item.id: item for item in self.items}
+        self.card = card
+        self.options = options
+        self._scorer_factory = scorer_factory
+        self._scorer: Scorer | None = None
+        self._lock = threading.Lock()
+        self._history: list[Change] = []
+        self._thumbs = LruCache(options.thumb_cache)
+        self._details = LruCache(options.detail_cache)
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def item(self, item_id: int) -> Item:
+        """The shown item with this id. Raises KeyError (the server answers 404)."""
+        return self.by_id[item_id]
+
+    def listing(self) -> dict[str, Any]:
+        return {
+            "items": [item.public() for item in self.items],
+            "show": self.options.show.value,
+            "model": self.card.version,
+            "total": len(self.all_items),
+            "undo": len(self._history),
+        }
+
+    # -- pictures --------------------------------------------------------------------------------
+    def scorer(self) -> Scorer:
+        with self._lock:
+            if self._scorer is None:
+                if self._scorer_factory is not None:
+                    self._scorer = self._scorer_factory(self.card)
+                else:
+                    from cull.score import OnnxScorer
+
+                    self._scorer = OnnxScorer(self.card)
+            return self._scorer
+
+    def thumbnail(self, item_id: int) -> bytes:
+        item = self.item(item_id)
+        return self._thumbs.get_or_build(item_id, lambda: thumbnail(item.path))  # type: ignore[return-value]
+
+    def detail(self, item_id: int) -> Detail:
+        item = self.item(item_id)
+        return self._details.get_or_build(item_id, lambda: compute_detail(item.path, self.card, self.scorer()))  # type: ignore[return-value]
+
+    # -- decisions -------------------------------------------------------------------------------
+    def decide(self, item_id: int, decision: str) -> Item:
+        """Record the user's ``decision`` in XMP. Raises KeyError, ValueError or DecisionError."""
+        item = self.item(item_id)
+        with self._lock:
+            photos = [p for p in (item.path, item.partner) if p is not None]
+            writes = write_decision(photos, decision, self.options.xmp)
+            self._history.append(Change(item.id, item.user, decision, writes))
+            item.user = decision
+        log.info("%s: %s", item.path, decision)
+        return item
+
+    def undo(self) -> tuple[Item | None, list[str]]:
+        """Undo the last decision: the sidecars as they were before it. Returns the item and problems."""
+        with self._lock:
+            if not self._history:
+                return None, []
+            change = self._history.pop()
+            problems = restore(change.writes)
+            item = self.by_id[change.item]
+            item.user = change.previous
+        return item, problems
+
+
+def load_session(
+    roots: Sequence[Path],
+    card: ModelCard,
+    scan_options: ScanOptions,
+    options: ReviewOptions,
+    *,
+    on_total: Callable[[int], None] | None = None,
+    on_result: Callable[[PhotoResult], None] | None = None,
+    scorer_factory: Callable[[ModelCard], Scorer] | None = None,
+) -> tuple[ReviewSession, list[tuple[Path, str]]]:
+    """Scan ``roots`` (from the cache when unchanged) and build the review. Returns it and the
+    files that could not be judged. Raises CullError."""
+    result = scan(roots, card, scan_options, on_total=on_total, on_result=on_result, scorer_factory=scorer_factory)
+    items = build_items(result.results, roots)
+    for item in items:
+        item.user = read_user_verdict(item.path) or (read_user_verdict(item.partner) if item.partner else None)
+    return ReviewSession(roots, items, card, options, scorer_factory), list(result.failures)
+
+
+__all__ = ["CullError", "DecisionError", "ReviewOptions", "ReviewSession", "load_session"]

@@ -1,0 +1,100 @@
+"""`cull review PATH --html sheet.html`: a self-contained contact sheet, no server, no script.
+
+Thumbnails, heat maps (drawn onto a reduced view) and the 100 % crops are embedded as ``data:``
+URIs; a ``<meta>`` Content-Security-Policy forbids anything else (no script, no remote loads).
+The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from cull.errors import CullError
+from cull.fsutil import atomic_write_text
+from cull.review.imaging import Detail, encode
+from cull.review.session import ReviewSession
+
+log = logging.getLogger(__name__)
+
+SHEET_VIEW = 640  # long side of the heat-map picture in the sheet
+CSS = """
+body{margin:0;background:#16181c;color:#e6e6e6;font:14px/1.35 system-ui,sans-serif}
+header{padding:.6em 1em;border-bottom:1px solid #333}h1{font-size:1.1em;margin:0}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:10px;padding:10px}
+.card{background:#23262c;border-radius:6px;overflow:hidden}.card>img{display:block;width:100%;height:180px;object-fit:contain;background:#111}
+.meta{padding:.35em .5em}.badge{border-radius:3px;padding:0 .35em;font-weight:600;color:#111}
+.reject{background:#e0463c}.uncertain{background:#e6b422}.keep{background:#3fb950}.dim{color:#9aa0a6}
+details{padding:0 .5em .5em}details img{display:block;max-width:100%;margin:.4em 0}
+details img.crop{max-width:none;image-rendering:pixelated}.crops{overflow:auto}
+"""
+
+
+def data_uri(data: bytes, media: str) -> str:
+    return f"data:{media};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def heat_view(detail: Detail, side: int = SHEET_VIEW) -> bytes:
+    """The view with its heat map drawn on, reduced to ``side``: one JPEG for the sheet."""
+    view = Image.open(io.BytesIO(detail.view_jpeg)).convert("RGBA")
+    layer = Image.open(io.BytesIO(detail.overlay_png)).convert("RGBA")
+    merged = Image.alpha_composite(view, layer).convert("RGB")
+    merged.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return encode(merged, quality=82)
+
+
+def render_sheet(session: ReviewSession, progress: Callable[[], None] | None = None) -> str:
+    """The contact sheet's HTML for the session's shown items (worst first)."""
+    esc = html.escape
+    cards = []
+    for item in session.items:
+        facts = item.public()
+        score = "no score" if item.score is None else f"score {item.score:.3f}"
+        parts = [f'<span class="badge {esc(item.verdict)}">{esc(item.verdict)}</span>']
+        if item.user:
+            parts.append(f'<span class="badge {esc(item.user)}">you: {esc(item.user)}</span>')
+        parts.append(f'<span class="dim">{esc(score)}{" · " + esc(item.kind) if item.kind else ""}'
+                     f'{" · + " + esc(item.partner.name) if item.partner else ""}</span>')
+        name = (facts["where"] + "/" if facts["where"] else "") + item.path.name
+        try:
+            thumb = f'<img src="{data_uri(session.thumbnail(item.id), "image/jpeg")}" alt="{esc(name)}">'
+            detail = session.detail(item.id)
+            crops = "".join(
+                f'<figure><img class="crop" src="{data_uri(encode(_png(c.png), quality=90), "image/jpeg")}" '
+                f'width="{c.box[2] - c.box[0]}" height="{c.box[3] - c.box[1]}" alt="{c.which} region at 100 %">'
+                f'<figcaption class="dim">{c.which} region, 100 %, patch score {c.score:.3f}</figcaption></figure>'
+                for c in detail.crops
+            )
+            more = (f'<details><summary>heat map and 100 % crops</summary>'
+                    f'<img src="{data_uri(heat_view(detail), "image/jpeg")}" alt="focus heat map: green sharp, red soft">'
+                    f'<div class="crops">{crops}</div></details>')
+        except CullError as exc:
+            thumb, more = "", f'<p class="dim">cannot show: {esc(str(exc))}</p>'
+        cards.append(f'<div class="card" data-verdict="{esc(item.verdict)}">{thumb}<div class="meta">'
+                     f'<div>{esc(name)}</div>{" ".join(parts)}<div class="dim">{esc(item.reason)}</div></div>{more}</div>')
+        if progress:
+            progress()
+    title = f"cull review: {len(session.items)} photos ({session.options.show.value}), model {session.card.version}"
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body><header><h1>{esc(title)}</h1></header>"
+        f"<main class=\"grid\">{''.join(cards) or '<p>Nothing to review.</p>'}</main></body></html>\n"
+    )
+
+
+def _png(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def write_sheet(session: ReviewSession, out: Path, progress: Callable[[], None] | None = None) -> int:
+    """Write the sheet to ``out`` atomically. Returns its size in bytes. Raises OSError."""
+    text = render_sheet(session, progress)
+    atomic_write_text(out, text)
+    return len(text.encode("utf-8"))
