@@ -19,3 +19,15 @@ class DatasetError(CullError):
 
 class WorkerError(CullError):
     """Worker processes cannot run at all (they die while starting)."""
+
+
+class MoveError(CullError):
+    """A move or undo cannot start (bad target, nothing to undo ...)."""
+
+
+class NotWritable(CullError):
+    """A file cull would rewrite is not ours to change (read-only, another user's, folder locked)."""
+
+
+class SidecarRefused(CullError):
+    """Something named like an XMP sidecar is not a regular file or is too large to read safely."""

@@ -3,29 +3,60 @@
 Which application reads what (README, "Where the verdicts show"):
 - Lightroom reads ``IMG_0001.xmp`` beside a proprietary RAW, and the XMP *inside* JPEG/TIFF/DNG/HEIC
   files (never a sidecar for those).  darktable and digiKam read ``IMG_0001.CR2.xmp`` /
-  ``IMG_0001.JPG.xmp`` sidecars (and embedded XMP on import).
-Every write is atomic (temp file in the same folder, fsync, rename) and keeps permissions; a
-malformed existing packet is reported and never overwritten.
+  ``IMG_0001.JPG.xmp`` sidecars (and embedded XMP on import).  An existing ``IMG_0001.xmp`` beside a
+  JPEG (Capture One's naming) is updated rather than shadowed by a second sidecar.
+
+One shot, one verdict: a reject is written nowhere when the user rated, picked or accepted the
+shot in *any* of its places (``cull.protect``); the conflict is reported once per shot, and no new
+sidecar is created for it.  Every write is atomic (temp file in the same folder, fsync, rename) and
+keeps the file's mode and owner; a sidecar cull creates gets the ordinary mode (umask).  A file
+the user cannot write, locked read-only, or owned by another user is never replaced; a malformed
+existing packet is reported and never overwritten.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cull.errors import CullError
-from cull.fsutil import atomic_write_bytes, fsync_dir, unlink_quietly
+from cull.errors import CullError, NotWritable, SidecarRefused
 from cull.formats import is_raw
-from cull.xmp import Verdict, XmpError, clear, has_cull_fields, merge, same_content
+from cull.fsutil import atomic_write_bytes, fsync_dir, unlink_quietly
+from cull.protect import (
+    EMBEDDABLE,
+    adobe_sidecar,
+    darktable_sidecar,
+    load_pyexiv2,
+    read_embedded,
+    read_sidecar,
+    shot_protection,
+    sidecar_places,
+)
+from cull.xmp import Packet, Verdict, XmpError, clear, has_cull_fields, merge, same_content
+
+if TYPE_CHECKING:
+    from cull.scan import PhotoResult
+
+__all__ = [
+    "EMBEDDABLE", "SidecarStyle", "Target", "WriteOutcome", "XmpOptions", "XmpSummary", "adobe_sidecar",
+    "clear_photo", "darktable_sidecar", "embedding_available", "existing_targets", "read_embedded",
+    "remove_stale_temps", "targets_for", "write_embedded", "write_results", "write_verdict",
+]
 
 log = logging.getLogger(__name__)
 
-EMBEDDABLE = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".dng", ".png", ".webp"})
+# cull's own temporary names: fsutil's ".NAME.XXXXXXXX.cull-tmp" and write_embedded's ".NAME.XXXXXXXX.cull-tmp.EXT"
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.cull-tmp(\.[A-Za-z0-9]{1,10})?$")
 
 
 class SidecarStyle(str, Enum):
@@ -52,17 +83,24 @@ class WriteOutcome:
     target: Path
     action: str  # written | unchanged | removed | restored | error
     detail: str | None = None
+    embedded: bool = False  # the XMP block inside the photo, not a sidecar
+
+    def describe(self) -> str:
+        """One line for the user: "removed XMP from PHOTO" for an embedded block, "removed SIDECAR"."""
+        if self.action == "error":
+            return f"error: {self.target}: {self.detail}"
+        if self.embedded:
+            verb = {"removed": "removed XMP from", "restored": "restored XMP in", "written": "wrote XMP into"}
+            return f"{verb.get(self.action, self.action)} {self.target}"
+        return f"{self.action:8} {self.target}"
 
 
-def adobe_sidecar(photo: Path) -> Path:
-    return photo.with_suffix(".xmp")
+def embedding_available() -> bool:
+    """Whether ``--embed`` can work (the ``[embed]`` extra, pyexiv2, is installed)."""
+    return load_pyexiv2() is not None
 
 
-def darktable_sidecar(photo: Path) -> Path:
-    return photo.with_name(photo.name + ".xmp")
-
-
-def targets_for(photo: Path, options: XmpOptions) -> list[Target]:
+def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None) -> list[Target]:
     """Where the verdict of ``photo`` goes (see the module docstring)."""
     suffix = photo.suffix.lower()
     if is_raw(photo) and suffix != ".dng":
@@ -73,44 +111,35 @@ def targets_for(photo: Path, options: XmpOptions) -> list[Target]:
         if style in (SidecarStyle.DARKTABLE, SidecarStyle.BOTH) or darktable_sidecar(photo).exists():
             paths.append(darktable_sidecar(photo))
         if style == SidecarStyle.DARKTABLE and adobe_sidecar(photo).exists():
-            paths.append(adobe_sidecar(photo))
+            paths.append(adobe_sidecar(photo))  # an existing Lightroom sidecar is kept in step
         return [Target(p) for p in dict.fromkeys(paths)]
     if options.embed and suffix in EMBEDDABLE:
         return [Target(photo, embedded=True)]
-    return [Target(darktable_sidecar(photo))]
+    existing = [p for p in sidecar_places(photo, partner) if os.path.lexists(p)]
+    return [Target(p) for p in existing] or [Target(darktable_sidecar(photo))]
 
 
 def existing_targets(photo: Path) -> list[Target]:
-    """Every place cull may have written for ``photo`` (for clearing)."""
+    """Every place cull may have written for ``photo`` (for clearing). The photo's own XMP block
+    only when pyexiv2 is installed (without it cull cannot have embedded anything)."""
     found = [Target(p) for p in dict.fromkeys([adobe_sidecar(photo), darktable_sidecar(photo)]) if p.is_file()]
-    if photo.suffix.lower() in EMBEDDABLE and photo.is_file():
+    if photo.suffix.lower() in EMBEDDABLE and photo.is_file() and embedding_available():
         found.append(Target(photo, embedded=True))
     return found
 
 
 # --- I/O -------------------------------------------------------------------------------------
 
-def _pyexiv2():  # type: ignore[no-untyped-def]
-    try:
-        import pyexiv2
-    except ImportError:
-        raise CullError("--embed needs pyexiv2: pip install 'cull[embed]'") from None
-    return pyexiv2
-
-
-def read_embedded(photo: Path) -> bytes | None:
-    pyexiv2 = _pyexiv2()
-    try:
-        with pyexiv2.Image(str(photo)) as image:
-            text = image.read_raw_xmp()
-    except Exception as exc:  # noqa: BLE001 - exiv2 raises RuntimeError with its own message
-        raise CullError(f"cannot read embedded XMP: {exc}") from None
-    return text.encode("utf-8") if text and text.strip() else None
-
-
 def write_embedded(photo: Path, packet: bytes | None) -> None:
-    """Rewrite only the XMP block of ``photo`` (image data untouched), on a copy, then rename."""
-    pyexiv2 = _pyexiv2()
+    """Rewrite only the XMP block of ``photo`` (image data untouched), on a copy, then rename.
+    ``packet`` None removes the block."""
+    if packet is None and photo.suffix.lower() == ".webp":
+        # exiv2's clear_xmp leaves a WebP's XMP chunk in place: drop the chunk ourselves
+        atomic_write_bytes(photo, strip_webp_xmp(photo.read_bytes()))
+        return
+    pyexiv2 = load_pyexiv2()
+    if pyexiv2 is None:
+        raise CullError("--embed needs pyexiv2: pip install 'cull-focus[embed]'")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{photo.name}.", suffix=".cull-tmp" + photo.suffix, dir=photo.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -134,56 +163,165 @@ def write_embedded(photo: Path, packet: bytes | None) -> None:
         raise
 
 
-def _refuse_read_only(path: Path) -> None:
-    """A file without write permission was locked on purpose: never replace it (rename would)."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return
-    if not mode & 0o222:
-        raise PermissionError(13, "read-only file; not modified", str(path))
+def strip_webp_xmp(data: bytes) -> bytes:
+    """A WebP file without its ``XMP `` chunk (and the XMP flag of ``VP8X`` cleared). A ``VP8X``
+    header left with no flag and one image chunk is dropped too, giving back the simple format.
+    Raises CullError for a file that is not a well-formed RIFF WebP."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise CullError("not a RIFF WebP file; XMP left in place")
+    chunks: list[tuple[bytes, bytes]] = []
+    at = 12
+    while at + 8 <= len(data):
+        kind, size = data[at:at + 4], int.from_bytes(data[at + 4:at + 8], "little")
+        body = data[at + 8:at + 8 + size]
+        if len(body) != size:
+            raise CullError("truncated WebP chunk; XMP left in place")
+        chunks.append((kind, body))
+        at += 8 + size + (size & 1)
+    kept = [(k, b) for k, b in chunks if k != b"XMP "]
+    for i, (kind, body) in enumerate(kept):
+        if kind == b"VP8X" and body:
+            kept[i] = (kind, bytes([body[0] & ~0x04]) + body[1:])
+    if kept and kept[0][0] == b"VP8X" and kept[0][1][:1] == b"\x00" and len(kept) == 2 and kept[1][0] in (b"VP8 ", b"VP8L"):
+        kept = kept[1:]
+    out = b"".join(k + len(b).to_bytes(4, "little") + b + (b"\x00" if len(b) & 1 else b"") for k, b in kept)
+    return b"RIFF" + (len(out) + 4).to_bytes(4, "little") + b"WEBP" + out
 
 
 def _read(target: Target) -> bytes | None:
-    if target.embedded:
-        return read_embedded(target.path)
+    return read_embedded(target.path) if target.embedded else read_sidecar(target.path)
+
+
+def created_by_cull(data: bytes | None) -> bool:
+    """A packet cull wrote from nothing (cull's fields, no user original kept inside)."""
+    if data is None or not has_cull_fields(data):
+        return False
     try:
-        return target.path.read_bytes()
+        packet = Packet(data)
+    except XmpError:
+        return False
+    return packet.get(("cull", "Verdict")) is not None and packet.get(("cull", "Original")) is None
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_writable(path: Path, ours: bool = False) -> os.stat_result | None:
+    """Refuse (NotWritable) a file this user must not replace: no write permission for this user
+    (``os.access``), no write bit at all (locked on purpose, even for root), owned by another user
+    (a rename would take it over), or in a folder this user cannot write. ``ours``: a sidecar cull
+    created itself, whose mode never locks cull out. Returns the file's stat (None: no file yet)."""
+    folder = path.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise NotWritable(f"permission denied (folder {folder} is not writable); not modified")
+    try:
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
+    if info.st_uid != os.geteuid() and os.geteuid() != 0:
+        raise NotWritable(f"belongs to another user (uid {info.st_uid}); replacing it would take it over; not modified")
+    if ours and info.st_uid == os.geteuid():
+        return info
+    if not info.st_mode & 0o222:
+        raise NotWritable("read-only file; not modified")
+    if not os.access(path, os.W_OK):
+        raise NotWritable("no write permission for this user; not modified")
+    return info
 
 
-def write_verdict(photo: Path, verdict: Verdict, options: XmpOptions) -> tuple[list[WriteOutcome], str | None]:
-    """Merge ``verdict`` into every XMP target of ``photo``. Returns outcomes and any rating conflict."""
+def _restore_owner(path: Path, before: os.stat_result) -> None:
+    """After a rename: give the file back its owner and group (root may; a group we belong to)."""
+    try:
+        now = os.stat(path)
+        if (now.st_uid, now.st_gid) != (before.st_uid, before.st_gid):
+            os.chown(path, before.st_uid if os.geteuid() == 0 else -1, before.st_gid)
+    except OSError as exc:
+        log.warning("%s: could not keep its owner/group: %s", path, exc.strerror or exc)
+
+
+def _put(target: Target, data: bytes | None, ours: bool = False) -> str:
+    """Write ``data`` to ``target`` (None: remove the sidecar, or the photo's XMP block), after
+    ``check_writable``. Returns the action: written, restored or removed."""
+    before = check_writable(target.path, ours)
+    if target.embedded:
+        write_embedded(target.path, data)
+    elif data is None:
+        target.path.unlink()
+        fsync_dir(target.path.parent)
+    else:
+        atomic_write_bytes(target.path, data)
+        if before is None or ours:
+            os.chmod(target.path, 0o666 & ~_umask())  # a sidecar of ours: the ordinary mode, never the photo's
+    if before is not None and data is not None:
+        _restore_owner(target.path, before)
+    return "written" if data is not None else "removed"
+
+
+def _verify_cleared(target: Target) -> None:
+    """After removing cull's XMP: read it back, never claim a removal that did not happen."""
+    left = _read(target)
+    if left is not None and has_cull_fields(left):
+        raise CullError("cull's XMP is still in the file after removing it (this format keeps it); left as is")
+
+
+class _Read(Enum):
+    SHOT = "read the shot's places"
+
+
+READ_SHOT = _Read.SHOT
+
+
+def write_verdict(
+    photo: Path, verdict: Verdict, options: XmpOptions, *, partner: Path | None = None,
+    protection: str | None | _Read = READ_SHOT,
+) -> tuple[list[WriteOutcome], str | None]:
+    """Merge ``verdict`` into every XMP target of ``photo``. Returns outcomes and the reason the
+    shot was not marked rejected (the user's rating, pick or accept), if any.
+
+    ``protection``: READ_SHOT (default) reads every place of the shot (``cull.protect.shot_protection``
+    of ``photo`` and ``partner``); a string or None passes what was already found for the shot."""
+    if verdict.verdict == "reject" and protection is READ_SHOT:
+        protection = shot_protection(photo, partner)
+    reason = protection if isinstance(protection, str) and verdict.verdict == "reject" else None
     outcomes: list[WriteOutcome] = []
-    conflict = None
-    for target in targets_for(photo, options):
+    conflict = reason
+    for target in targets_for(photo, options, partner):
         try:
             existing = _read(target)
-            if verdict.verdict == "keep" and not has_cull_fields(existing):
-                # a kept photo gets no new sidecar (no clutter); only an earlier cull verdict is undone
-                outcomes.append(WriteOutcome(target.path, "unchanged"))
+            if existing is None and (verdict.verdict == "keep" or reason):
+                # no new sidecar for a kept or protected photo (no clutter, nothing that could shadow the user's)
+                outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
-            result = merge(existing, verdict)
+            if verdict.verdict == "keep" and not has_cull_fields(existing):
+                outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
+                continue
+            result = merge(existing, verdict, protected=reason)
             conflict = conflict or result.conflict
             if existing is not None and same_content(existing, result.packet):
-                outcomes.append(WriteOutcome(target.path, "unchanged"))
+                outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
-            _refuse_read_only(target.path)
-            if target.embedded:
-                write_embedded(target.path, result.packet)
-            else:
-                atomic_write_bytes(target.path, result.packet, like=None if existing is not None else photo)
-            outcomes.append(WriteOutcome(target.path, "written"))
+            action = _put(target, result.packet, ours=not target.embedded and created_by_cull(existing))
+            outcomes.append(WriteOutcome(target.path, action, embedded=target.embedded))
         except XmpError as exc:
-            outcomes.append(WriteOutcome(target.path, "error", f"existing XMP left untouched: {exc}"))
+            outcomes.append(WriteOutcome(target.path, "error", f"existing XMP left untouched: {exc}", target.embedded))
         except (OSError, CullError) as exc:
-            outcomes.append(WriteOutcome(target.path, "error", _describe(exc)))
+            outcomes.append(WriteOutcome(target.path, "error", _describe(exc), target.embedded))
     return outcomes, conflict
 
 
 def clear_photo(photo: Path) -> list[WriteOutcome]:
-    """Remove what cull wrote for ``photo``: restore replaced values, drop sidecars cull created."""
+    """Remove what cull wrote for ``photo``: restore replaced values, drop sidecars cull created,
+    remove the XMP block cull embedded (checked by reading it back)."""
     outcomes = []
     for target in existing_targets(photo):
         try:
@@ -193,70 +331,85 @@ def clear_photo(photo: Path) -> list[WriteOutcome]:
             kept = clear(existing)
             if kept is existing or kept == existing:
                 continue
-            _refuse_read_only(target.path)
-            if kept is None:
-                if target.embedded:
-                    write_embedded(target.path, None)
-                else:
-                    target.path.unlink()
-                outcomes.append(WriteOutcome(target.path, "removed"))
-            else:
-                if target.embedded:
-                    write_embedded(target.path, kept)
-                else:
-                    atomic_write_bytes(target.path, kept)
-                outcomes.append(WriteOutcome(target.path, "restored"))
+            _put(target, kept, ours=not target.embedded and created_by_cull(existing))
+            if target.embedded:
+                _verify_cleared(target)
+            outcomes.append(WriteOutcome(target.path, "removed" if kept is None else "restored", embedded=target.embedded))
         except XmpError as exc:
-            outcomes.append(WriteOutcome(target.path, "error", f"existing XMP left untouched: {exc}"))
+            outcomes.append(WriteOutcome(target.path, "error", f"existing XMP left untouched: {exc}", target.embedded))
         except (OSError, CullError) as exc:
-            outcomes.append(WriteOutcome(target.path, "error", _describe(exc)))
+            outcomes.append(WriteOutcome(target.path, "error", _describe(exc), target.embedded))
     return outcomes
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
-        if exc.strerror and "read-only file" in exc.strerror:
-            return exc.strerror
         return f"permission denied ({exc.filename or 'read-only file or folder'})"
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}"
     return str(exc)
 
 
+def remove_stale_temps(folders: Iterable[Path], started: float) -> list[Path]:
+    """Remove cull's own temporary files (``.NAME.XXXXXXXX.cull-tmp[.EXT]``) left in ``folders`` by a
+    run that was killed, and only those made before ``started`` (this run's start: a time.time()).
+    Returns what was removed."""
+    removed = []
+    for folder in dict.fromkeys(folders):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if not TEMP_NAME.match(name):
+                continue
+            path = folder / name
+            try:
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode) and info.st_ctime < started:
+                    path.unlink()
+                    removed.append(path)
+                    log.info("removed %s, left by an interrupted cull run", path)
+            except OSError:
+                continue
+    return removed
+
+
 @dataclass
 class XmpSummary:
     written: int = 0
     unchanged: int = 0
-    errors: list[tuple[Path, str]] | None = None
-    conflicts: list[tuple[Path, str]] | None = None
-    embedded: list[Path] | None = None  # photos whose own XMP block was rewritten (image data untouched)
-
-    def __post_init__(self) -> None:
-        self.errors = self.errors or []
-        self.conflicts = self.conflicts or []
-        self.embedded = self.embedded or []
+    errors: list[tuple[Path, str]] = field(default_factory=list)
+    conflicts: list[tuple[Path, str]] = field(default_factory=list)  # one per protected shot
+    embedded: list[Path] = field(default_factory=list)  # photos whose own XMP block was rewritten (image data untouched)
+    stale_removed: list[Path] = field(default_factory=list)  # temp files of an interrupted run, removed
 
 
-def write_results(results: list, options: XmpOptions, model_version: str) -> XmpSummary:  # type: ignore[type-arg]
-    """Write every decided photo's verdict (and its partner's) into XMP; errors are per file."""
+def write_results(results: Sequence[PhotoResult], options: XmpOptions, model_version: str) -> XmpSummary:
+    """Write every decided shot's verdict into the XMP of its photo and partner; errors are per file.
+    A protected shot (``cull.protect``) gets no reject anywhere and one conflict line."""
     summary = XmpSummary()
+    started = time.time()
+    summary.stale_removed = remove_stale_temps((r.path.parent for r in results), started)
     for result in results:
         if result.decision is None:
             continue
-        verdict = Verdict(result.verdict.value, result.photo.score, result.photo.kind, model_version, options.label)
-        for photo in (result.path, result.partner):
+        score, kind = (result.photo.score, result.photo.kind) if result.photo is not None else (None, None)
+        verdict = Verdict(result.decision.verdict.value, score, kind, model_version, options.label)
+        protection = shot_protection(result.path, result.partner) if verdict.verdict == "reject" else None
+        if protection:
+            summary.conflicts.append((result.path, f"{protection}: not marked rejected"))
+        for photo, partner in ((result.path, result.partner), (result.partner, result.path)):
             if photo is None:
                 continue
-            outcomes, conflict = write_verdict(photo, verdict, options)
-            if conflict:
-                summary.conflicts.append((photo, f"{conflict}: not marked rejected"))  # type: ignore[union-attr]
+            outcomes, _conflict = write_verdict(photo, verdict, options, partner=partner, protection=protection)
             for outcome in outcomes:
                 if outcome.action == "error":
-                    summary.errors.append((outcome.target, outcome.detail or "error"))  # type: ignore[union-attr]
+                    summary.errors.append((outcome.target, outcome.detail or "error"))
                 elif outcome.action == "written":
                     summary.written += 1
-                    if outcome.target == photo:
-                        summary.embedded.append(photo)  # type: ignore[union-attr]
+                    if outcome.embedded:
+                        summary.embedded.append(photo)
                 else:
                     summary.unchanged += 1
     return summary

@@ -18,6 +18,7 @@ conflict is recorded and reported instead.  Existing values are never replaced, 
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 import zlib
@@ -142,18 +143,70 @@ class Packet:
             self.set(prop, value)
 
     def serialize(self) -> bytes:
-        """Deterministic bytes (same packet in, same bytes out), prefixes as the source wrote them."""
-        for prefix, uri in {**self.prefixes, **NS}.items():
-            if prefix and not prefix.startswith("ns"):
-                try:
-                    ET.register_namespace(prefix, uri)
-                except ValueError:
-                    pass
-        ET.indent(self.root, space=" ")
-        body = ET.tostring(self.root, encoding="unicode")
+        """Deterministic bytes (same packet in, same bytes out), prefixes as the source wrote them.
+
+        The prefixes come from this packet alone (cull's own for its namespaces, then the source's,
+        then ns0, ns1 ...): ElementTree's process-wide prefix registry is never touched, so one
+        packet's output never depends on which packets were serialised before it."""
+        root = copy.deepcopy(self.root)
+        ET.indent(root, space=" ")
+        prefix_of = _prefix_map(root, self.prefixes)
+        _qualify(root, prefix_of)
+        declared = {f"xmlns:{p}": uri for uri, p in sorted(prefix_of.items(), key=lambda item: item[1]) if p != "xml"}
+        root.attrib = {**declared, **root.attrib}
+        body = ET.tostring(root, encoding="unicode")
         return (
             '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n' + body + '\n<?xpacket end="w"?>\n'
         ).encode("utf-8")
+
+
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+
+def _split(name: str) -> tuple[str | None, str]:
+    if name.startswith("{"):
+        uri, local = name[1:].split("}", 1)
+        return uri, local
+    return None, name
+
+
+def _prefix_map(root: ET.Element, source: dict[str, str]) -> dict[str, str]:
+    """URI -> prefix for every namespace used under ``root``, decided from this packet alone."""
+    used: list[str] = []
+    for element in root.iter():
+        for name in (element.tag, *element.attrib):
+            uri, _local = _split(name)
+            if uri is not None and uri not in used:
+                used.append(uri)
+    prefix_of: dict[str, str] = {XML_NS: "xml"}
+    taken = {"xml"}
+    wanted = [(p, uri) for p, uri in NS.items()] + [(p, uri) for p, uri in source.items()]
+    for prefix, uri in wanted:
+        if uri in used and uri not in prefix_of and prefix and prefix not in taken and not prefix.lower().startswith("xml"):
+            prefix_of[uri] = prefix
+            taken.add(prefix)
+    counter = 0
+    for uri in used:
+        while uri not in prefix_of:
+            if f"ns{counter}" not in taken:
+                prefix_of[uri] = f"ns{counter}"
+                taken.add(prefix_of[uri])
+            counter += 1
+    return {uri: p for uri, p in prefix_of.items() if uri in used or uri == XML_NS}
+
+
+def _qualify(root: ET.Element, prefix_of: dict[str, str]) -> None:
+    """Rewrite ``{uri}name`` tags and attributes as literal ``prefix:name`` (in place)."""
+
+    def qname(name: str) -> str:
+        uri, local = _split(name)
+        return local if uri is None else f"{prefix_of[uri]}:{local}"
+
+    for element in root.iter():
+        if isinstance(element.tag, str):
+            element.tag = qname(element.tag)
+        if element.attrib:
+            element.attrib = {qname(k): v for k, v in element.attrib.items()}
 
 
 def canonical(element: ET.Element) -> Any:
@@ -184,7 +237,9 @@ def _undo(packet: Packet) -> None:
 
 
 def user_protection(packet: Packet) -> str | None:
-    """Why a photo must not be marked rejected (the user rated, picked or accepted it), or None."""
+    """Why a photo must not be marked rejected (the user rated, picked or accepted it), or None.
+
+    ``xmp:Rating`` 0 means unrated (XMP spec), -1 rejected: neither protects."""
     rating = _int(packet.get(RATING))
     if rating is not None and rating >= 1:
         return f"user rated it {rating} star{'s' if rating > 1 else ''}"
@@ -192,11 +247,16 @@ def user_protection(packet: Packet) -> str | None:
         return "user picked it (flagged)"
     if _int(packet.get(PICK_LABEL)) == 3:
         return "user accepted it (digiKam pick label)"
+    if packet.get(("cull", "UserVerdict")) == "keep":
+        return "user kept it (cull review)"
     return None
 
 
-def merge(existing: bytes | None, verdict: Verdict) -> MergeResult:
-    """Return the packet with ``verdict`` applied. Raises XmpError for a malformed packet."""
+def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None) -> MergeResult:
+    """Return the packet with ``verdict`` applied. Raises XmpError for a malformed packet.
+
+    ``protected``: why the shot must not be marked rejected although this packet does not say so
+    (the user's value lives elsewhere: the partner, the other sidecar, the embedded XMP)."""
     packet = Packet(existing)
     original = packet.get(("cull", "Original"))
     if original is None and existing is not None and existing.strip() and not has_cull_fields(existing):
@@ -207,7 +267,7 @@ def merge(existing: bytes | None, verdict: Verdict) -> MergeResult:
     wanted: dict[tuple[str, str], str] = {}
     conflict = None
     if verdict.verdict == "reject":
-        conflict = user_protection(packet)
+        conflict = user_protection(packet) or protected
         if conflict is None:
             wanted = {RATING: "-1", PICK: "-1", GOOD: "False", PICK_LABEL: "1"}
     elif verdict.verdict == "uncertain":
@@ -235,6 +295,25 @@ def merge(existing: bytes | None, verdict: Verdict) -> MergeResult:
     if original is not None:
         packet.set(("cull", "Original"), original)
     return MergeResult(packet.serialize(), conflict)
+
+
+COLOUR_LABELS = ("Red", "Yellow", "Green", "Blue", "Purple")
+MAX_LABEL = 64
+
+
+def validate_label(label: str) -> str:
+    """The label to write: a colour word in its usual spelling (any case accepted), or any other
+    printable text up to 64 characters. Raises ValueError (control characters, empty, too long)."""
+    for colour in COLOUR_LABELS:
+        if label.strip().lower() == colour.lower():
+            return colour
+    if not label.strip():
+        raise ValueError("--label must not be empty (one of Red, Yellow, Green, Blue, Purple, or your own word)")
+    if len(label) > MAX_LABEL:
+        raise ValueError(f"--label is longer than {MAX_LABEL} characters")
+    if not label.isprintable():
+        raise ValueError(f"--label contains a control or non-printable character: {label!r}")
+    return label
 
 
 def same_content(a: bytes, b: bytes) -> bool:
