@@ -3,19 +3,36 @@
 One JSON object per line.  ``intent`` is written (and fsynced) before a file moves, ``done`` after
 it has arrived and been verified; ``undo-done`` after it has been put back.  Reading tolerates a
 torn last line (a crash mid-write).
+
+Paths are journalled absolute, so ``cull undo`` works from any working directory.  Journals are
+named ``move-<sequence>-<time>.jsonl``; the sequence is taken under the target's lock, so "the last
+move" is well defined even for many moves within one second.  ``target_lock`` is an exclusive
+``flock`` on ``<target>/.cull-journal/lock`` that ``move``, ``undo`` and recovery hold while they
+work, so two runs into one target never interleave.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
+import re
+import threading
 import time
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 JOURNAL_DIR = ".cull-journal"
+LOCK_NAME = "lock"
+_NEW_NAME = re.compile(r"^move-(\d{6,})-\d{8}-\d{6}\.jsonl$")
+_OLD_NAME = re.compile(r"^move-\d{8}-\d{6}-[0-9a-f]{6}\.jsonl$")  # before sequence numbers: older than any new one
 
 
 @dataclass
@@ -31,48 +48,71 @@ class Step:
     undo_failed: str | None = None
 
 
+def _dumps(record: dict[str, Any]) -> str:
+    # ensure_ascii escapes lone surrogates (names that are not valid UTF-8, surrogate-escaped by
+    # os.fsdecode) as \udcXX, which json.loads gives back unchanged: such names round-trip exactly
+    return json.dumps(record, ensure_ascii=True)
+
+
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, base: Path | None = None) -> None:
         self.path = path
+        self.base = base  # folder that relative paths of an old (pre-absolute) journal are relative to
 
     @classmethod
     def create(cls, target: Path, root: Path) -> Journal:
+        """A new journal with the next sequence number. Call with ``target_lock(target)`` held."""
         folder = target / JOURNAL_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        journal = cls(folder / f"move-{stamp}-{uuid.uuid4().hex[:6]}.jsonl")
-        journal.append({"op": "begin", "root": str(root), "target": str(target), "time": time.time()})
+        seq = max((sequence(p) for p in folder.glob("move-*.jsonl")), default=0) + 1
+        while True:
+            path = folder / f"move-{seq:06d}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                break
+            except FileExistsError:
+                seq += 1
+        journal = cls(path)
+        journal.append({"op": "begin", "seq": seq, "root": str(root), "target": str(target), "time": time.time()})
         return journal
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        line = _dumps(record) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode("utf-8"))
+            os.write(fd, line.encode("ascii"))
             os.fsync(fd)
         finally:
             os.close(fd)
 
     def records(self) -> list[dict[str, Any]]:
         out = []
-        with open(self.path, encoding="utf-8") as fh:
+        with open(self.path, encoding="utf-8", errors="surrogateescape") as fh:
             for line in fh:
                 try:
-                    out.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     break  # a torn last line from a crash: everything before it stands
+                if not isinstance(record, dict):
+                    break
+                out.append(record)
         return out
 
     def header(self) -> dict[str, Any]:
         records = self.records()
         return records[0] if records else {}
 
+    def _path(self, text: str) -> Path:
+        path = Path(text)
+        return path if path.is_absolute() or self.base is None else self.base / path
+
     def steps(self) -> list[Step]:
         steps: dict[str, Step] = {}
         for r in self.records():
             op = r.get("op")
             if op == "intent":
-                steps[r["dst"]] = Step(Path(r["src"]), Path(r["dst"]), r["size"], r["sha256"], r["mtime_ns"], r["shot"])
+                steps[r["dst"]] = Step(self._path(r["src"]), self._path(r["dst"]), r["size"], r["sha256"],
+                                       r["mtime_ns"], r["shot"])
             elif op == "done" and r["dst"] in steps:
                 steps[r["dst"]].done = True
             elif op == "undo-done" and r["dst"] in steps:
@@ -83,7 +123,8 @@ class Journal:
 
     def shot_plans(self) -> dict[str, list[tuple[Path, Path]]]:
         """Every shot's full plan (src, dst), journalled before its first file moved."""
-        return {r["shot"]: [(Path(a), Path(b)) for a, b in r["moves"]] for r in self.records() if r.get("op") == "shot"}
+        return {r["shot"]: [(self._path(a), self._path(b)) for a, b in r["moves"]]
+                for r in self.records() if r.get("op") == "shot"}
 
     def finished(self) -> bool:
         return any(r.get("op") == "end" for r in self.records())
@@ -92,9 +133,113 @@ class Journal:
         return any(r.get("op") == "undo-end" for r in self.records())
 
 
+def sequence(path: Path) -> int:
+    """A journal's place in the order of moves (0 for journals older than sequence numbers)."""
+    match = _NEW_NAME.match(path.name)
+    return int(match.group(1)) if match else 0
+
+
+def _old_base(header: dict[str, Any], target: Path) -> Path | None:
+    """Where an old journal's relative paths started: its target as typed, matched against ``target``."""
+    typed = Path(str(header.get("target", "")))
+    if not header or typed.is_absolute() or ".." in typed.parts or not typed.parts:
+        return None
+    parts = Path(os.path.normpath(typed)).parts
+    if parts == (".",):
+        return target
+    if target.parts[-len(parts):] != parts:
+        return None
+    return Path(*target.parts[: -len(parts)]) if len(target.parts) > len(parts) else Path("/")
+
+
 def journals(target: Path) -> list[Journal]:
-    """Journals under a move target, oldest first."""
+    """Journals under a move target, oldest first (by sequence number)."""
     folder = target / JOURNAL_DIR
     if not folder.is_dir():
         return []
-    return [Journal(p) for p in sorted(folder.glob("move-*.jsonl"))]
+    found = [p for p in folder.glob("move-*.jsonl") if _NEW_NAME.match(p.name) or _OLD_NAME.match(p.name)]
+    absolute = Path(os.path.abspath(target))
+    out = []
+    for path in sorted(found, key=lambda p: (sequence(p), p.name)):
+        journal = Journal(path)
+        if sequence(path) == 0:
+            journal.base = _old_base(journal.header(), absolute)
+        out.append(journal)
+    return out
+
+
+# --- the target lock ----------------------------------------------------------------------------
+
+_held: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth): re-entrant within one process
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def target_lock(target: Path) -> Iterator[None]:
+    """Hold the exclusive lock of a move target (created if needed); wait while another process has it.
+
+    Re-entrant within a process.  On release the lock file (and the folders it needed, when empty)
+    is removed again, so a move that moved nothing leaves no trace.
+    """
+    key = os.path.abspath(target / JOURNAL_DIR / LOCK_NAME)
+    with _held_guard:
+        if key in _held:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth + 1)
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                fd, depth = _held[key]
+                _held[key] = (fd, depth - 1)
+        return
+    created = [p for p in (target, target / JOURNAL_DIR) if not p.exists()]
+    fd = _acquire(Path(key))
+    with _held_guard:
+        _held[key] = (fd, 1)
+    try:
+        yield
+    finally:
+        with _held_guard:
+            del _held[key]
+        try:
+            os.unlink(key)  # still holding the lock: a waiter on this file notices and retries
+            for folder in [target / JOURNAL_DIR] + [p for p in created if p == target]:
+                folder.rmdir()  # only when empty
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _acquire(path: Path) -> int:
+    waited = False
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            continue  # the folder was removed by a releasing holder: make it again
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                if not waited:
+                    waited = True
+                    log.warning("waiting for another cull move or undo into %s to finish", path.parent.parent)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # the holder removed the file as it let go: lock the current one

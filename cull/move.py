@@ -14,14 +14,21 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cull.card import file_sha256 as sha256_of
 from cull.discover import CULLED_DIR, Shot, is_hidden_or_system
-from cull.errors import CullError
+from cull.errors import MoveError
+from cull.formats import is_photo, is_raw
+from cull.fsutil import file_sha256 as sha256_of
 from cull.fsutil import fsync_dir
-from cull.journal import JOURNAL_DIR, Journal, Step, journals
+from cull.journal import JOURNAL_DIR, Journal, Step, journals, target_lock
+
+if TYPE_CHECKING:
+    from cull.card import ModelCard
+    from cull.decide import Verdict
+    from cull.scan import PhotoResult, ScanOptions
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +37,8 @@ BY_NAME = (".xmp", ".dop", ".pp3", ".on1", ".acr")
 BY_STEM = (".xmp", ".thm", ".aae", ".dop", ".pp3", ".cos")
 PARTIAL = ".cull-partial"
 
-
-class MoveError(CullError):
-    """A move cannot start (bad target, nothing to undo ...)."""
+__all__ = ["MoveError", "MoveOutcome", "MovePlan", "MoveResult", "PlannedMove", "Recovery", "UndoResult", "execute",
+           "finish_interrupted", "move_rejects", "plan_moves", "undo", "validate_target"]
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,12 @@ def default_target(root: Path) -> Path:
 
 
 def validate_target(root: Path, target: Path) -> None:
-    """Refuse targets that would be rescanned, that contain the library, or that are symlinks."""
+    """Refuse targets that would be rescanned, that contain the library, that are symlinks or files."""
     root_real, target_real = root.resolve(), target.resolve()
     if target.is_symlink():
         raise MoveError(f"target {target} is a symbolic link; refusing to move files through it")
+    if os.path.lexists(target) and not target.is_dir():
+        raise MoveError(f"target {target} exists and is not a folder; give a folder for --to")
     if root_real == target_real or root_real.is_relative_to(target_real):
         raise MoveError(f"target {target} contains the folder being culled; choose another")
     if target_real.is_relative_to(root_real):
@@ -86,14 +94,27 @@ def validate_target(root: Path, target: Path) -> None:
             )
 
 
-def companions(photo: Path, listing: dict[str, str]) -> list[Path]:
-    """Sidecars and companions of ``photo`` present in its folder (``listing``: lower name -> name)."""
-    found = []
-    wanted = [photo.name.lower() + ext for ext in BY_NAME] + [photo.stem.lower() + ext for ext in BY_STEM]
-    for lower in wanted:
-        if lower in listing and lower != photo.name.lower():
-            found.append(photo.parent / listing[lower])
-    return found
+def companions(photo: Path, listing: dict[str, str], shot: Iterable[Path] = ()) -> list[Path]:
+    """Sidecars and companions of ``photo`` present in its folder (``listing``: lower name -> name).
+
+    Companions named after the whole file (IMG_7.CR2.xmp) always belong to it.  Those named after
+    the stem (IMG_7.xmp) are shared by every photo with that stem, so they go with ``photo`` only
+    when its shot (``shot``: all the shot's files) holds every such photo, or holds the one RAW
+    among them (an Adobe sidecar belongs to the RAW).
+    """
+    found = [photo.name.lower() + ext for ext in BY_NAME]
+    if _owns_stem(photo, listing, {p.name.lower() for p in shot} | {photo.name.lower()}):
+        found += [photo.stem.lower() + ext for ext in BY_STEM]
+    return [photo.parent / listing[lower] for lower in found if lower in listing and lower != photo.name.lower()]
+
+
+def _owns_stem(photo: Path, listing: dict[str, str], members: set[str]) -> bool:
+    stem = photo.stem.lower()
+    sharing = {lower for lower in listing if Path(lower).stem == stem and is_photo(Path(lower))}
+    if sharing <= members:
+        return True
+    raws = [lower for lower in sharing if is_raw(Path(lower))]
+    return len(raws) == 1 and raws[0] in members
 
 
 def shot_files(shot: Shot) -> list[Path]:
@@ -105,7 +126,7 @@ def shot_files(shot: Shot) -> list[Path]:
     files: list[Path] = []
     for member in members:
         files.append(member)
-        files += companions(member, listing)
+        files += companions(member, listing, members)
     return list(dict.fromkeys(files))
 
 
@@ -118,12 +139,21 @@ def _suffixed(name: str, stem: str, n: int) -> str:
     return f"{base}_{n}{dot}{ext}"
 
 
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
 def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
-    """Where each file of each shot goes; collisions get the smallest free per-shot suffix."""
+    """Where each file of each shot goes; collisions get the smallest free per-shot suffix.
+
+    Planned paths are absolute, so the journal (and ``undo``) does not depend on the working folder.
+    """
     plan = MovePlan()
+    root, target = _absolute(root), _absolute(target)
     root_real = root.resolve()
     claimed: set[Path] = set()
-    for shot in shots:
+    for given in shots:
+        shot = Shot(_absolute(given.path), _absolute(given.partner) if given.partner else None)
         files = shot_files(shot)
         bad = [(f, reason) for f in files if (reason := _refusal(f, root, root_real))]
         if bad:
@@ -196,52 +226,56 @@ def _place(src: Path, dst: Path, sha256: str, size: int, mtime_ns: int) -> None:
 
 
 def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[PlannedMove], None] | None = None) -> MoveResult:
-    """Carry out a plan, journalling every step. A shot that fails part-way is put back whole."""
+    """Carry out a plan, journalling every step, holding the target's lock. A shot that fails
+    part-way is put back whole."""
     result = MoveResult()
     if not plan.moves:
         return result
-    target.mkdir(parents=True, exist_ok=True)
-    journal = Journal.create(target, root)
-    result.journal = journal.path
-    delay = float(os.environ.get("CULL_MOVE_STEP_DELAY", "0") or 0)  # tests use it to kill mid-move
-    by_shot: dict[str, list[PlannedMove]] = {}
-    for move in plan.moves:
-        by_shot.setdefault(move.shot, []).append(move)
-    for shot, moves in by_shot.items():
-        done: list[tuple[PlannedMove, Step]] = []
-        # the whole shot's plan first: after a crash, recovery can finish (or undo) the shot as a whole
-        journal.append({"op": "shot", "shot": shot, "moves": [[str(m.src), str(m.dst)] for m in moves]})
-        try:
-            for move in moves:
-                step = _move_one(journal, move.src, move.dst, shot, delay)
-                done.append((move, step))
-                if on_file:
-                    on_file(move)
-        except OSError as exc:
-            reason = describe_os_error(exc)
-            result.failed.append((moves[len(done)].src, reason))
-            journal.append({"op": "failed", "dst": str(moves[len(done)].dst), "reason": reason})
-            for _move, step in reversed(done):  # never leave half a shot behind
-                try:
-                    _place(step.dst, step.src, step.sha256, step.size, step.mtime_ns)
-                    journal.append({"op": "undo-done", "dst": str(step.dst)})
-                except OSError as back:
-                    result.failed.append((step.dst, f"could not be put back: {describe_os_error(back)}"))
-            continue
-        result.moved += [m for m, _ in done]
-        result.bytes += sum(s.size for _, s in done)
-    journal.append({"op": "end", "time": time.time()})
+    root, target = _absolute(root), _absolute(target)
+    with target_lock(target):
+        journal = Journal.create(target, root)
+        result.journal = journal.path
+        by_shot: dict[str, list[PlannedMove]] = {}
+        for move in plan.moves:
+            by_shot.setdefault(move.shot, []).append(move)
+        for shot, moves in by_shot.items():
+            _execute_shot(journal, shot, moves, result, on_file)
+        journal.append({"op": "end", "time": time.time()})
     return result
 
 
-def _move_one(journal: Journal, src: Path, dst: Path, shot: str, delay: float = 0.0) -> Step:
+def _execute_shot(journal: Journal, shot: str, moves: list[PlannedMove], result: MoveResult,
+                  on_file: Callable[[PlannedMove], None] | None) -> None:
+    done: list[tuple[PlannedMove, Step]] = []
+    # the whole shot's plan first: after a crash, recovery can finish (or undo) the shot as a whole
+    journal.append({"op": "shot", "shot": shot, "moves": [[str(m.src), str(m.dst)] for m in moves]})
+    try:
+        for move in moves:
+            step = _move_one(journal, move.src, move.dst, shot)
+            done.append((move, step))
+            if on_file:
+                on_file(move)
+    except OSError as exc:
+        reason = describe_os_error(exc)
+        result.failed.append((moves[len(done)].src, reason))
+        journal.append({"op": "failed", "dst": str(moves[len(done)].dst), "reason": reason})
+        for _move, step in reversed(done):  # never leave half a shot behind
+            try:
+                _place(step.dst, step.src, step.sha256, step.size, step.mtime_ns)
+                journal.append({"op": "undo-done", "dst": str(step.dst)})
+            except OSError as back:
+                result.failed.append((step.dst, f"could not be put back: {describe_os_error(back)}"))
+        return
+    result.moved += [m for m, _ in done]
+    result.bytes += sum(s.size for _, s in done)
+
+
+def _move_one(journal: Journal, src: Path, dst: Path, shot: str) -> Step:
     """Journal the intent (fsynced), move, verify, journal done."""
     info = src.stat()
     step = Step(src, dst, info.st_size, sha256_of(src), info.st_mtime_ns, shot)
     journal.append({"op": "intent", "src": str(src), "dst": str(dst), "size": step.size,
                     "sha256": step.sha256, "mtime_ns": step.mtime_ns, "shot": shot})
-    if delay:
-        time.sleep(delay)
     _place(src, dst, step.sha256, step.size, step.mtime_ns)
     journal.append({"op": "done", "dst": str(dst)})
     return step
@@ -260,92 +294,144 @@ def describe_os_error(exc: OSError) -> str:
 # --- recovery and undo --------------------------------------------------------------------------
 
 @dataclass
+class Recovery:
+    """What ``finish_interrupted`` did: file moves completed, and journalled files found nowhere."""
+
+    completed: int = 0
+    missing: list[Path] = field(default_factory=list)
+
+
+@dataclass
 class UndoResult:
     restored: int = 0
     bytes: int = 0
     left: list[tuple[Path, str]] = field(default_factory=list)
     journals: list[Path] = field(default_factory=list)
+    earlier: int = 0  # files of older, not undone moves still in the target (plain undo takes only the last)
 
 
 def _settle(step: Step) -> str:
-    """Where an interrupted step's file really is: 'src', 'dst' or 'both' (copy not yet removed)."""
+    """Where an interrupted step's file really is: 'src', 'dst', 'both' (copy not yet removed) or
+    'neither' (moved or deleted by someone else, or an old journal's relative path)."""
     partial = step.dst.with_name(f".{step.dst.name}{PARTIAL}")
     if partial.exists():
         partial.unlink()  # our own incomplete copy; the source is intact
     at_src, at_dst = step.src.exists(), step.dst.exists()
     if at_src and at_dst:
         return "both"
-    return "dst" if at_dst else "src"
+    return "dst" if at_dst else "src" if at_src else "neither"
 
 
-def finish_interrupted(target: Path) -> int:
-    """Roll forward any move that was cut off (crash, kill -9): complete its journalled steps."""
-    completed = 0
-    for journal in journals(target):
-        if journal.finished() or journal.undone():
+def _nowhere(step: Step) -> str:
+    reason = f"neither at {step.src} nor at {step.dst}"
+    if not step.src.is_absolute():
+        reason += " (an old journal with relative paths: run undo from the folder `cull move` ran in)"
+    return reason
+
+
+def finish_interrupted(target: Path) -> Recovery:
+    """Roll forward any move that was cut off (crash, kill -9): complete its journalled steps.
+
+    Holds the target's lock, so the journal of a move that is still running is never touched.
+    """
+    recovery = Recovery()
+    if not (target / JOURNAL_DIR).is_dir():
+        return recovery
+    with target_lock(target):
+        for journal in journals(target):
+            if not (journal.finished() or journal.undone()):
+                _roll_forward(journal, recovery)
+    return recovery
+
+
+def _roll_forward(journal: Journal, recovery: Recovery) -> None:
+    for step in journal.steps():
+        if step.done or step.undone:
             continue
-        for step in journal.steps():
-            if step.done or step.undone:
-                continue
-            where = _settle(step)
-            if where == "both" and sha256_of(step.dst) == step.sha256 == sha256_of(step.src):
-                step.src.unlink()  # the verified copy arrived; only the source removal was missing
-            elif where == "src":
-                _place(step.src, step.dst, step.sha256, step.size, step.mtime_ns)
-            journal.append({"op": "done", "dst": str(step.dst), "recovered": True})
-            completed += 1
-        journalled = {step.dst for step in journal.steps()}
-        for shot, moves in journal.shot_plans().items():  # files of a cut-off shot not yet started
-            for src, dst in moves:
-                if dst not in journalled and src.is_file() and not os.path.lexists(dst):
-                    _move_one(journal, src, dst, shot)
-                    completed += 1
-        journal.append({"op": "end", "time": time.time(), "recovered": True})
-    return completed
+        where = _settle(step)
+        if where == "neither":
+            log.warning("cannot finish moving %s: %s", step.src, _nowhere(step))
+            recovery.missing.append(step.dst)
+            journal.append({"op": "missing", "dst": str(step.dst)})
+            continue
+        if where == "both" and sha256_of(step.dst) == step.sha256 == sha256_of(step.src):
+            step.src.unlink()  # the verified copy arrived; only the source removal was missing
+        elif where == "src":
+            _place(step.src, step.dst, step.sha256, step.size, step.mtime_ns)
+        journal.append({"op": "done", "dst": str(step.dst), "recovered": True})
+        recovery.completed += 1
+    journalled = {step.dst for step in journal.steps()}
+    for shot, moves in journal.shot_plans().items():  # files of a cut-off shot not yet started
+        for src, dst in moves:
+            if dst not in journalled and src.is_file() and not os.path.lexists(dst):
+                _move_one(journal, src, dst, shot)
+                recovery.completed += 1
+    journal.append({"op": "end", "time": time.time(), "recovered": True})
 
 
 def undo(target: Path, everything: bool = False) -> UndoResult:
-    """Put back what the last move (or every move) took. A taken original place is reported, and
-    the file stays in the target."""
-    pending = [j for j in journals(target) if not j.undone()]
-    if not pending:
-        raise MoveError(f"nothing to undo in {target}")
+    """Put back what the last move (or every move) took, holding the target's lock.
+
+    A file whose original place is taken stays in the target; a file found in neither place is an
+    error.  Either leaves the move open (undoable again) and is listed in ``left``.
+    Raises MoveError when there is nothing to undo.
+    """
+    if not [j for j in journals(target) if not j.undone()]:
+        raise MoveError(f"nothing to undo in {target} (no cull move into it, or every move already undone)")
     result = UndoResult()
-    for journal in reversed(pending if everything else pending[-1:]):
-        result.journals.append(journal.path)
-        for step in reversed(journal.steps()):
-            if step.undone:
-                continue
-            where = _settle(step)
-            if where == "src":
+    with target_lock(target):
+        pending = [j for j in journals(target) if not j.undone()]
+        chosen = pending if everything else pending[-1:]
+        for journal in reversed(chosen):
+            result.journals.append(journal.path)
+            _undo_journal(journal, _absolute(target), result)
+        older = [] if everything else pending[:-1]
+        result.earlier = sum(1 for journal in older for step in journal.steps() if not step.undone and step.dst.exists())
+    return result
+
+
+def _undo_journal(journal: Journal, target: Path, result: UndoResult) -> None:
+    failures = len(result.left)
+    for step in reversed(journal.steps()):
+        if step.undone:
+            continue
+        where = _settle(step)
+        if where == "neither":
+            reason = _nowhere(step)
+            result.left.append((step.dst, reason))
+            journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
+            continue
+        if where == "src":
+            if step.done:  # it arrived once, and is back at its place now: someone moved it back
+                journal.append({"op": "undo-done", "dst": str(step.dst), "note": "already back in place"})
+            else:
                 journal.append({"op": "undo-done", "dst": str(step.dst), "note": "had not moved"})
-                continue
-            if where == "both":
-                if sha256_of(step.dst) == step.sha256 == sha256_of(step.src):
-                    step.dst.unlink()  # an identical verified copy of a source that never left
-                    journal.append({"op": "undo-done", "dst": str(step.dst)})
-                else:
-                    reason = f"{step.src} is taken by another file; left at {step.dst}"
-                    result.left.append((step.dst, reason))
-                    journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
-                continue
-            try:
-                _place(step.dst, step.src, step.sha256, step.size, step.mtime_ns)
-                os.utime(step.src, ns=(time.time_ns(), step.mtime_ns))
-                if sha256_of(step.src) != step.sha256:
-                    raise OSError(errno.EIO, "restored file does not match its journalled sha256", str(step.src))
-            except OSError as exc:
-                reason = describe_os_error(exc)
+            continue
+        if where == "both":
+            if sha256_of(step.dst) == step.sha256 == sha256_of(step.src):
+                step.dst.unlink()  # an identical verified copy of a source that never left
+                journal.append({"op": "undo-done", "dst": str(step.dst)})
+            else:
+                reason = f"{step.src} is taken by another file; left at {step.dst}"
                 result.left.append((step.dst, reason))
                 journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
-                continue
-            journal.append({"op": "undo-done", "dst": str(step.dst)})
-            result.restored += 1
-            result.bytes += step.size
-        _prune_empty(target, journal)
-        if not any(r.get("op") == "undo-failed" for r in journal.records()):
-            journal.append({"op": "undo-end", "time": time.time()})
-    return result
+            continue
+        try:
+            _place(step.dst, step.src, step.sha256, step.size, step.mtime_ns)
+            os.utime(step.src, ns=(time.time_ns(), step.mtime_ns))
+            if sha256_of(step.src) != step.sha256:
+                raise OSError(errno.EIO, "restored file does not match its journalled sha256", str(step.src))
+        except OSError as exc:
+            reason = describe_os_error(exc)
+            result.left.append((step.dst, reason))
+            journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
+            continue
+        journal.append({"op": "undo-done", "dst": str(step.dst)})
+        result.restored += 1
+        result.bytes += step.size
+    _prune_empty(target, journal)
+    if len(result.left) == failures:  # everything of this move is back (or had never left)
+        journal.append({"op": "undo-end", "time": time.time()})
 
 
 def _prune_empty(target: Path, journal: Journal) -> None:
@@ -358,3 +444,57 @@ def _prune_empty(target: Path, journal: Journal) -> None:
             except OSError:
                 break
             folder = folder.parent
+
+
+# --- the whole command --------------------------------------------------------------------------
+
+@dataclass
+class MoveOutcome:
+    """Everything ``cull move`` did: recovery, photos not judged, the plan, and the moves (None: dry run)."""
+
+    target: Path
+    recovery: Recovery
+    not_judged: list[tuple[Path, str]]
+    plan: MovePlan
+    result: MoveResult | None
+
+    @property
+    def failed(self) -> bool:
+        """True when something was not done (exit 1): unjudged photos, refusals, failed moves."""
+        moved_failed = bool(self.result and self.result.failed)
+        return bool(self.not_judged or self.plan.refused or self.recovery.missing or moved_failed)
+
+
+def move_rejects(
+    root: Path,
+    target: Path,
+    card: ModelCard,
+    options: ScanOptions,
+    wanted: frozenset[Verdict],
+    on_total: Callable[[int], None] | None = None,
+    on_result: Callable[[PhotoResult], None] | None = None,
+) -> MoveOutcome:
+    """Validate the target, finish an interrupted move, scan, plan and move the shots whose verdict
+    is in ``wanted`` (with ``options.dry_run``: plan only, touch nothing).
+
+    Holds the target's lock from recovery to the last move, so concurrent runs take turns.
+    Raises MoveError for an unusable target, OSError when the target cannot be written.
+    """
+    from cull.scan import scan
+
+    validate_target(root, target)
+    scan_options = replace(options, exclude=tuple(options.exclude) + (target,))
+
+    def plan_from_scan() -> tuple[list[tuple[Path, str]], MovePlan]:
+        found = scan([root], card, scan_options, on_total=on_total, on_result=on_result)
+        shots = [Shot(r.path, r.partner) for r in found.results if r.verdict in wanted]
+        return found.failures, plan_moves(shots, root, target)
+
+    if options.dry_run:
+        not_judged, plan = plan_from_scan()
+        return MoveOutcome(target, Recovery(), not_judged, plan, None)
+    with target_lock(target):
+        recovery = finish_interrupted(target)
+        not_judged, plan = plan_from_scan()
+        result = execute(plan, root, target)
+    return MoveOutcome(target, recovery, not_judged, plan, result)

@@ -127,9 +127,12 @@ def test_cli_move_dry_run_then_move_and_undo(tmp_path):
     assert runner.invoke(app, ["move", str(root), "--workers", "1"]).exit_code == 2  # nothing chosen
 
 
+SLOW_CULL = Path(__file__).with_name("slow_cull.py")  # the CLI with a delay before each file move
+
+
 def _kill_mid_move(root: Path, env: dict[str, str]) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "cull", "move", str(root), "--rejects", "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, str(SLOW_CULL), "--delay", "0.15", "--", "move", str(root), "--rejects",
+                             "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         found = journals(root / "_culled")
@@ -148,14 +151,13 @@ def test_kill_9_mid_move_then_undo_or_rerun_is_clean(tmp_path, then):
     root = tmp_path / "lib"
     tree_with_rejects(root)
     before = snapshot(root)
-    env = {**os.environ, "CULL_MOVE_STEP_DELAY": "0.15", "CULL_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")}
     _kill_mid_move(root, env)
     if then == "undo":
         proc = subprocess.run([sys.executable, "-m", "cull", "undo", str(root)], capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr
         assert snapshot(root) == before, journals(root / "_culled")[0].records()
     else:
-        env["CULL_MOVE_STEP_DELAY"] = "0"
         proc = subprocess.run([sys.executable, "-m", "cull", "move", str(root), "--rejects", "--workers", "1"],
                               capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr
