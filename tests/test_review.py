@@ -1,0 +1,301 @@
+"""cull review: the server's security (token, host, POST, CSP, ids only), decisions in XMP read back
+by exiftool, undo, later scans keeping the user's decision, detail crops at full resolution, the sheet."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from conftest import blurred_image, save, sharp_image
+from cull.cli import app as cli_app
+from cull.review import ReviewOptions, Show, load_session
+from cull.review.decisions import read_user_verdict, user_packet
+from cull.review.items import build_items
+from cull.review.server import COOKIE, create_app
+from cull.scan import ScanOptions
+from cull.xmp import read_fields
+
+TOKEN = "test-token-123"
+needs_exiftool = pytest.mark.skipif(
+    shutil.which("exiftool") is None and os.environ.get("CI") != "true",
+    reason="exiftool not installed (.ci/run installs it)",
+)
+
+
+def exif_rating(path: Path) -> str:
+    """exiftool's reading of xmp:Rating ('' when absent)."""
+    out = subprocess.run(["exiftool", "-s3", "-n", "-XMP-xmp:Rating", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def exif_tag(path: Path, tag: str) -> str:
+    out = subprocess.run(["exiftool", "-s3", "-n", f"-{tag}", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture()
+def library(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    save(sharp_image(0), root / "sharp.jpg", quality=95)
+    save(blurred_image(1, 8.0), root / "blur.jpg", quality=92)
+    save(blurred_image(2, 6.0), root / "sub" / "soft.png")
+    return root
+
+
+def session_for(root: Path, card, show: Show = Show.ALL):  # type: ignore[no-untyped-def]
+    session, failures = load_session([root], card, ScanOptions(), ReviewOptions(show=show))
+    assert failures == []
+    return session
+
+
+def client_for(session) -> TestClient:  # type: ignore[no-untyped-def]
+    client = TestClient(create_app(session, TOKEN), base_url="http://127.0.0.1:8765")
+    client.cookies.set(COOKIE, TOKEN)
+    return client
+
+
+def by_name(session, name: str):  # type: ignore[no-untyped-def]
+    return next(i for i in session.items if i.path.name == name)
+
+
+def post(client: TestClient, url: str, body: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
+    return client.post(url, json=body or {}, headers={"X-Cull-Token": TOKEN})
+
+
+# --- security ------------------------------------------------------------------------------------
+
+def test_every_request_needs_the_token(library, card):
+    session = session_for(library, card)
+    bare = TestClient(create_app(session, TOKEN), base_url="http://127.0.0.1:8765")
+    for url in ("/", "/api/items", "/api/thumb/0", "/static/review.js"):
+        assert bare.get(url).status_code == 401, url
+    assert bare.get("/?token=wrong").status_code == 403
+    bare.cookies.set(COOKIE, "wrong")
+    assert bare.get("/api/items").status_code == 403
+    bare.cookies.clear()
+    first = bare.get(f"/?token={TOKEN}", follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"] == "/"
+    cookie = first.headers["set-cookie"]
+    assert f"{COOKIE}={TOKEN}" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    bare.cookies.set(COOKIE, TOKEN)
+    page = bare.get("/")
+    assert page.status_code == 200 and TOKEN in page.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in page.text and "onclick" not in page.text  # no inline script anywhere
+    assert page.headers["x-frame-options"] == "DENY"
+    assert bare.get("/api/items").headers["content-security-policy"] == csp
+
+
+def test_foreign_host_names_are_refused(library, card):
+    client = client_for(session_for(library, card))
+    assert client.get("/api/items", headers={"host": "evil.example:8765"}).status_code == 403
+    assert client.get("/api/items", headers={"host": "localhost:8765"}).status_code == 200
+
+
+def test_files_are_served_by_id_only(library, card):
+    session = session_for(library, card)
+    client = client_for(session)
+    assert client.get(f"/api/thumb/{session.items[0].id}").headers["content-type"] == "image/jpeg"
+    for url in ("/api/thumb/999", "/api/thumb/-1", "/api/thumb/../../../etc/passwd", "/api/thumb/%2e%2e%2fetc%2fpasswd",
+                "/api/view/..%2f..%2fsharp.jpg", "/static/..%2fserver.py", "/static/../__init__.py", "/static/index.html",
+                "/api/crop/0/..%2f..%2fetc", f"/api/thumb/{library}/sharp.jpg", "/etc/passwd"):
+        answer = client.get(url)
+        assert answer.status_code == 404, url
+        assert b"cull" not in answer.content[:200] or answer.status_code == 404
+    listing = client.get("/api/items").json()
+    assert str(library) not in str(listing)  # the page never learns an absolute path
+
+
+def test_symlink_escaping_the_roots_is_not_served(tmp_path, card):
+    outside = save(sharp_image(1), tmp_path / "secret" / "private.jpg")
+    root = tmp_path / "photos"
+    save(blurred_image(0, 8.0), root / "blur.jpg")
+    (root / "link.jpg").symlink_to(outside)
+    session = session_for(root, card)
+    assert [i.path.name for i in session.all_items] == ["blur.jpg"]
+    assert build_items([], [root]) == []
+
+
+def test_state_changes_need_post_with_the_token_header(library, card):
+    session = session_for(library, card)
+    client = client_for(session)
+    item = by_name(session, "blur.jpg")
+    assert client.get("/api/decide").status_code == 405
+    assert client.post("/api/decide", json={"id": item.id, "decision": "reject"}).status_code == 403
+    assert client.post("/api/decide", json={"id": item.id, "decision": "reject"}, headers={"X-Cull-Token": "x"}).status_code == 403
+    cross = client.post("/api/decide", json={"id": item.id, "decision": "reject"},
+                        headers={"X-Cull-Token": TOKEN, "Origin": "http://evil.example"})
+    assert cross.status_code == 403
+    assert not (library / "blur.jpg.xmp").exists() or read_user_verdict(library / "blur.jpg") is None
+    assert post(client, "/api/decide", {"id": item.id, "decision": "delete"}).status_code == 400
+    assert post(client, "/api/decide", {"id": 999, "decision": "keep"}).status_code == 404
+    assert post(client, "/api/decide", {"id": item.id, "decision": "reject"}).status_code == 200
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+@needs_exiftool
+def test_decisions_land_in_xmp_and_undo_restores_the_sidecar(library, card):
+    session = session_for(library, card)
+    client = client_for(session)
+    sharp, blur = by_name(session, "sharp.jpg"), by_name(session, "blur.jpg")
+    sharp_xmp, blur_xmp = library / "sharp.jpg.xmp", library / "blur.jpg.xmp"
+    blur_before = blur_xmp.read_bytes() if blur_xmp.exists() else None
+
+    answer = post(client, "/api/decide", {"id": blur.id, "decision": "reject"})
+    assert answer.json()["item"]["user"] == "reject"
+    assert exif_rating(blur_xmp) == "-1"
+    assert exif_tag(blur_xmp, "XMP-digiKam:PickLabel") == "1"
+    post(client, "/api/decide", {"id": sharp.id, "decision": "keep"})
+    assert exif_tag(sharp_xmp, "XMP-xmpDM:Pick") == "1" and exif_rating(sharp_xmp) == ""
+
+    assert post(client, "/api/undo").json()["item"]["id"] == sharp.id
+    assert not sharp_xmp.exists()  # the sidecar the decision created is gone again
+    assert post(client, "/api/undo").json()["item"]["id"] == blur.id
+    assert (blur_xmp.read_bytes() if blur_xmp.exists() else None) == blur_before
+    assert post(client, "/api/undo").json()["item"] is None
+    assert by_name(session, "blur.jpg").user is None
+
+
+def test_undo_leaves_a_sidecar_changed_since(library, card):
+    session = session_for(library, card)
+    client = client_for(session)
+    blur = by_name(session, "blur.jpg")
+    post(client, "/api/decide", {"id": blur.id, "decision": "reject"})
+    sidecar = library / "blur.jpg.xmp"
+    edited = sidecar.read_bytes().replace(b"UserVerdict", b"UserVerdict", 1) + b"\n"
+    sidecar.write_bytes(edited)
+    problems = post(client, "/api/undo").json()["problems"]
+    assert problems and "changed since" in problems[0]
+    assert sidecar.read_bytes() == edited
+
+
+@needs_exiftool
+def test_a_later_scan_keeps_the_users_decisions(library, card):
+    session = session_for(library, card)
+    client = client_for(session)
+    sharp, blur = by_name(session, "sharp.jpg"), by_name(session, "blur.jpg")
+    assert (sharp.verdict, blur.verdict) == ("keep", "reject")
+    post(client, "/api/decide", {"id": blur.id, "decision": "keep"})  # the user overrules a reject
+    post(client, "/api/decide", {"id": sharp.id, "decision": "reject"})  # and rejects a photo cull kept
+
+    result = CliRunner().invoke(cli_app, ["scan", str(library), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert exif_rating(library / "blur.jpg.xmp") == ""  # still not rejected
+    assert exif_tag(library / "blur.jpg.xmp", "XMP-xmpDM:Pick") == "1"
+    assert exif_rating(library / "sharp.jpg.xmp") == "-1"  # still rejected, though cull says keep
+    assert read_user_verdict(library / "blur.jpg") == "keep"
+
+    again = session_for(library, card, Show.FLAGGED)
+    names = [i.path.name for i in again.items]
+    assert "blur.jpg" not in names  # a photo the user kept is never flagged again
+    assert "sharp.jpg" in names and by_name(again, "sharp.jpg").user == "reject"
+
+
+def test_user_packet_keeps_foreign_fields_and_survives_clear():
+    from cull.xmp import Verdict, clear, merge
+
+    foreign = (Path(__file__).parent / "data" / "xmp" / "darktable.xmp").read_bytes()
+    scanned = merge(foreign, Verdict("uncertain", 0.4, "defocus", "m")).packet
+    decided = user_packet(scanned, "reject")
+    fields = read_fields(decided)
+    assert fields["xmp:Rating"] == "-1" and fields["cull:Verdict"] is None and fields["xmp:Label"] is None
+    assert b"darktable:history" in decided  # the edit history is kept
+    assert clear(decided) == decided  # `cull xmp clear` leaves the user's own decision alone
+    kept = read_fields(user_packet(decided, "keep"))
+    assert kept["xmp:Rating"] is None and kept["xmpDM:pick"] == "1" and kept["digiKam:PickLabel"] == "3"
+    unsure = read_fields(user_packet(decided, "uncertain"))
+    assert unsure["xmp:Rating"] is None and unsure["xmpDM:pick"] is None and unsure["digiKam:PickLabel"] == "2"
+    with pytest.raises(ValueError):
+        user_packet(None, "delete")
+
+
+def test_show_filters_and_orders_worst_first(library, card):
+    flagged = session_for(library, card, Show.FLAGGED)
+    verdicts = [i.verdict for i in flagged.items]
+    assert "keep" not in verdicts and verdicts == sorted(verdicts, key=["reject", "uncertain"].index)
+    scores = [i.score for i in flagged.items if i.verdict == "reject"]
+    assert scores == sorted(scores)
+    assert [i.verdict for i in session_for(library, card, Show.REJECTS).items] == ["reject"] * verdicts.count("reject")
+    assert len(session_for(library, card, Show.ALL).items) == 3
+
+
+# --- pictures ------------------------------------------------------------------------------------
+
+def test_detail_crops_are_real_full_resolution_pixels(tmp_path, card):
+    root = tmp_path / "photos"
+    big = sharp_image(0, scale=3.6)  # 1800 px: larger than the analysis scale
+    save(big, root / "big.png")
+    session = session_for(root, card)
+    client = client_for(session)
+    info = client.get(f"/api/detail/{session.items[0].id}").json()
+    assert max(info["width"], info["height"]) <= card.analysis.long_side < max(info["full"])
+    assert {c["which"] for c in info["crops"]} == {"sharpest", "softest"}
+    source = np.asarray(big)
+    for crop in info["crops"]:
+        png = Image.open(__import__("io").BytesIO(client.get(crop["url"]).content))
+        left, top, right, bottom = crop["box"]
+        assert png.size == (right - left, bottom - top)
+        assert np.array_equal(np.asarray(png.convert("RGB")), source[top:bottom, left:right])
+    sharpest = next(c for c in info["crops"] if c["which"] == "sharpest")
+    softest = next(c for c in info["crops"] if c["which"] == "softest")
+    assert sharpest["score"] >= softest["score"]
+    overlay = Image.open(__import__("io").BytesIO(client.get(info["overlay"]).content))
+    assert overlay.mode == "RGBA" and overlay.size == (info["width"], info["height"])
+    alpha = np.asarray(overlay)[..., 3]
+    assert 0 < (alpha > 0).mean() < 1  # patches coloured, the rest transparent
+    assert client.get(f"/api/thumb/{session.items[0].id}").headers["content-type"] == "image/jpeg"
+
+
+def test_unreadable_photo_detail_is_an_answer_not_a_crash(library, card):
+    session = session_for(library, card)
+    client = client_for(session)
+    item = by_name(session, "blur.jpg")
+    item.path.write_bytes(b"not a jpeg any more")
+    answer = client.get(f"/api/thumb/{item.id}")
+    assert answer.status_code == 422 and "cannot show" in answer.text
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def test_html_sheet_is_self_contained(library, tmp_path):
+    out = tmp_path / "sheet.html"
+    result = CliRunner().invoke(cli_app, ["review", str(library), "--html", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.count('class="card"') == 2  # flagged: the two blurred photos
+    assert "data:image/jpeg;base64," in text and "heat map" in text and 'class="crop"' in text
+    assert not re.search(r"""(src|href)=["'](?!data:)""", text)  # nothing loaded from anywhere
+    assert "<script" not in text and "default-src 'none'" in text
+    assert len(text) < 3_000_000
+    assert not list(tmp_path.glob(".sheet.html.*"))  # atomic write left no temp file
+    bad = CliRunner().invoke(cli_app, ["review", str(library), "--html", str(tmp_path / "x.txt")])
+    assert bad.exit_code == 2
+
+
+def test_cli_prints_the_address_first_and_stops_when_idle(library):
+    env = {**os.environ, "CULL_CACHE_DIR": os.environ["CULL_CACHE_DIR"]}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cull", "review", str(library), "--no-browser", "--port", "0",
+         "--idle-timeout", "0.02", "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]{40,}\n", first), first
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "idle" in proc.stderr.read()  # type: ignore[union-attr]
