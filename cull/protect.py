@@ -11,8 +11,8 @@ the places are:
   JPEG too, unless a RAW of the same name owns it.
 
 A sidecar is opened only when it is a regular file of at most 64 MB (a FIFO would block, a link
-to /dev/zero would never end).  A place that cannot be read protects the shot as well: when cull
-cannot see what the user decided, it does not reject ("when unsure, never reject").
+to /dev/zero would never end).  A sidecar that is malformed or cannot be read holds no rating any
+application could show; it is skipped here, and the XMP writer reports it as an error.
 """
 
 from __future__ import annotations
@@ -171,10 +171,10 @@ def file_protection(photo: Path, partner: Path | None = None) -> str | None:
             if data is None:
                 continue
             reason = user_protection(Packet(data))
-        except (SidecarRefused, XmpError) as exc:
-            return f"its XMP {place.name} could not be read ({exc}), so the user's rating is unknown"
-        except OSError as exc:
-            return f"its XMP {place.name} could not be read ({exc.strerror or exc}), so the user's rating is unknown"
+        except (SidecarRefused, XmpError, OSError) as exc:
+            # no application can show a rating from it either; the writer reports it as an error
+            log.info("%s: not read for the user's rating: %s", place, exc)
+            continue
         if reason:
             return reason
     for packet in embedded_packets(photo):
