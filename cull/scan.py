@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cull.analyse import Analysis
 from cull.cache import ScoreCache, default_cache_path, file_key
 from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
@@ -33,6 +34,7 @@ class ScanOptions:
     dry_run: bool = False  # read the cache, write nothing (not even the cache)
     cache_path: Path | None = None
     exclude: tuple[Path, ...] = ()
+    ray: bool = False  # analyse on the Ray cluster cull.cluster.connect() joined
 
 
 def validate_options(options: ScanOptions) -> None:
@@ -135,10 +137,7 @@ def scan(
                 todo.append(shot.path)
         retry: dict[Path, tuple[Path, str]] = {}  # partner -> (primary that failed, its error)
         for attempt in (1, 2):
-            for analysis in analyse_paths(
-                todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
-                scorer_factory=scorer_factory, worker_setup=worker_setup,
-            ):
+            for analysis in _analyses(todo, card, options, scorer_factory, worker_setup):
                 partner = partners.get(analysis.path)
                 if analysis.photo is None:
                     if attempt == 1 and partner is not None:  # e.g. a corrupt JPEG: judge the shot by its RAW
@@ -166,6 +165,24 @@ def scan(
     outcome.results.sort(key=lambda r: str(r.path))
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _analyses(
+    todo: list[Path],
+    card: ModelCard,
+    options: ScanOptions,
+    scorer_factory: Callable[[ModelCard], Scorer] | None,
+    worker_setup: Callable[[], None] | None,
+) -> Iterator[Analysis]:
+    """The local worker pool, or Ray tasks with ``options.ray`` (cull.cluster.connect() came first)."""
+    if options.ray:
+        from cull.cluster import analyse_paths_ray
+
+        return analyse_paths_ray(todo, card, batch_size=options.batch_size)
+    return analyse_paths(
+        todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
+        scorer_factory=scorer_factory, worker_setup=worker_setup,
+    )
 
 
 def refresh_cache(result: ScanResult, photos: list[Path], card: ModelCard, options: ScanOptions) -> None:

@@ -1,0 +1,153 @@
+"""Analyse photos on a Ray cluster (``cull scan --ray``): the same analysis code, run as Ray tasks.
+
+The driver (the machine running ``cull scan``) discovers the photos, sends chunks of absolute
+paths to Ray tasks and streams their Analyses back; XMP, report, cache and moves stay on the driver,
+exactly as in a local scan. Every node must see the photos under the same path (an NFS/SMB mount)
+and have cull installed (the same version).
+
+- Each Ray worker process keeps one onnxruntime session per model card (built on its first chunk),
+  so tasks cost what a local worker costs; a task is one chunk of photos.
+- A node lost mid-scan: Ray re-runs its tasks (``max_retries``). A chunk that still fails because
+  its worker died is re-run one file at a time, and a file that kills its worker again is reported
+  as a per-file error, never retried forever.
+- Ctrl-C cancels the tasks in flight and, for ``--ray local``, stops the local runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cull.analyse import Analysis, analyse_chunk
+from cull.card import ModelCard
+from cull.errors import CullError, ModelError
+from cull.runner import CRASH_REASON, _chunks
+
+log = logging.getLogger(__name__)
+
+TASK_RETRIES = 2  # re-runs of a chunk whose worker or node died (Ray system failures)
+_scorers: dict[str, Any] = {}  # per Ray worker process: card fingerprint -> OnnxScorer
+
+
+class ClusterError(CullError):
+    """Ray is missing, or the cluster cannot be reached."""
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the scan ran on, for the summary line."""
+
+    address: str
+    nodes: int
+    cpus: int
+
+    def describe(self) -> str:
+        return f"Ray cluster {self.address}: {self.nodes} node{'s' * (self.nodes != 1)}, {self.cpus} CPUs"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("--ray needs the [ray] extra: pip install 'cull-focus[ray]'") from None
+    return ray
+
+
+def connect(address: str) -> ClusterInfo:
+    """Start a local Ray runtime (``local``) or join a cluster (``auto``, ``ray://…``, ``HOST:PORT``)."""
+    ray = _ray()
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return ClusterInfo(address, len(nodes), int(ray.cluster_resources().get("CPU", 0)))
+
+
+def disconnect() -> None:
+    ray = _ray()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _analyse_remote(card: ModelCard, paths: list[str], batch_size: int, with_laplacian: bool) -> list[Analysis]:
+    """Body of the Ray task: one chunk, with this worker process's cached scorer for the card."""
+    from cull.score import OnnxScorer
+
+    scorer = _scorers.get(card.fingerprint)
+    if scorer is None:
+        scorer = _scorers[card.fingerprint] = OnnxScorer(card, threads=1)
+    return analyse_chunk([Path(p) for p in paths], card, scorer, batch_size, with_laplacian)
+
+
+def analyse_paths_ray(
+    paths: Iterable[Path],
+    card: ModelCard,
+    *,
+    batch_size: int = 64,
+    chunk_size: int = 8,
+    with_laplacian: bool = False,
+) -> Iterator[Analysis]:
+    """Yield an Analysis per path (completion order) from Ray tasks; ``connect()`` must come first.
+
+    Paths are sent absolute; each Analysis comes back with the caller's own Path object.
+    """
+    ray = _ray()
+    from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
+
+    remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_analyse_remote)
+    single = ray.remote(num_cpus=1, max_retries=0)(_analyse_remote)
+    card_ref = ray.put(card)
+    slots = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
+    pending = iter(_chunks(paths, chunk_size))
+    in_flight: dict[Any, tuple[list[Path], bool]] = {}
+    suspects: list[Path] = []
+    try:
+        while True:
+            while len(in_flight) < slots:
+                if suspects:
+                    path = suspects.pop()
+                    in_flight[single.remote(card_ref, [os.path.abspath(path)], batch_size, with_laplacian)] = ([path], True)
+                    continue
+                chunk = next(pending, None)
+                if chunk is None:
+                    break
+                ref = remote.remote(card_ref, [os.path.abspath(p) for p in chunk], batch_size, with_laplacian)
+                in_flight[ref] = (chunk, False)
+            if not in_flight:
+                return
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            chunk, alone = in_flight.pop(done[0])
+            try:
+                analyses = ray.get(done[0])
+            except WorkerCrashedError:
+                if alone:
+                    log.warning("%s: %s", chunk[0], CRASH_REASON)
+                    yield Analysis(chunk[0], error=CRASH_REASON)
+                else:
+                    log.warning("a Ray worker died; re-running %d files one at a time", len(chunk))
+                    suspects.extend(chunk)
+                continue
+            except RayTaskError as exc:
+                cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
+                if isinstance(cause, ModelError):
+                    raise ModelError(str(cause)) from None
+                yield from (Analysis(p, error=f"analysis failed on the cluster: {exc.cause!r}") for p in chunk)
+                continue
+            except TaskCancelledError:
+                continue
+            for path, analysis in zip(chunk, analyses):
+                yield replace(analysis, path=path)
+    finally:
+        for ref in in_flight:
+            ray.cancel(ref, force=True)
+
