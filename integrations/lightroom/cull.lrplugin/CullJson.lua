@@ -1,0 +1,207 @@
+--[[ CullJson: a small, strict JSON decoder (RFC 8259) in plain Lua 5.1.
+
+decode(text) returns the value, or nil and an error message with the byte offset.
+Objects become tables, arrays become tables with n = length, null becomes CullJson.null
+inside arrays and a missing key inside objects. \uXXXX escapes become UTF-8; a surrogate
+pair becomes one 4-byte character. A lone surrogate (Python writes one for a file name
+that is not valid UTF-8) is kept as its 3-byte WTF-8 form, which is *not* valid UTF-8:
+CullUtf8.valid() then tells the caller the string cannot be a real path. No SDK use.
+]]
+
+local CullJson = {}
+
+CullJson.null = setmetatable({}, { __tostring = function() return "null" end })
+
+local byte, sub, find, char = string.byte, string.sub, string.find, string.char
+
+local ESCAPES = {
+    [34] = '"', [92] = "\\", [47] = "/", [98] = "\b", [102] = "\f",
+    [110] = "\n", [114] = "\r", [116] = "\t",
+}
+
+--- UTF-8 (or WTF-8 for surrogates) bytes of one code point.
+function CullJson.encodeCodePoint(cp)
+    if cp < 0x80 then
+        return char(cp)
+    elseif cp < 0x800 then
+        return char(0xC0 + math.floor(cp / 0x40), 0x80 + cp % 0x40)
+    elseif cp < 0x10000 then
+        return char(0xE0 + math.floor(cp / 0x1000), 0x80 + math.floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+    end
+    return char(0xF0 + math.floor(cp / 0x40000), 0x80 + math.floor(cp / 0x1000) % 0x40,
+        0x80 + math.floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+end
+
+local function fail(pos, message)
+    error({ cullJson = true, message = string.format("%s at byte %d", message, pos) }, 0)
+end
+
+local function skipSpace(text, pos)
+    local _, last = find(text, "^[ \t\r\n]*", pos)
+    return last + 1
+end
+
+local function readHex4(text, pos)
+    local hex = sub(text, pos, pos + 3)
+    if not hex:match("^%x%x%x%x$") then
+        fail(pos, "bad \\u escape")
+    end
+    return tonumber(hex, 16)
+end
+
+local function parseString(text, pos)
+    -- pos is at the opening quote
+    local parts, i = {}, pos + 1
+    while true do
+        local stop = find(text, '["\\%z\1-\31]', i)
+        if not stop then
+            fail(pos, "unterminated string")
+        end
+        parts[#parts + 1] = sub(text, i, stop - 1)
+        local c = byte(text, stop)
+        if c == 34 then
+            return table.concat(parts), stop + 1
+        elseif c < 32 then
+            fail(stop, "control character in string")
+        end
+        local e = byte(text, stop + 1)
+        if e == 117 then -- \u
+            local cp = readHex4(text, stop + 2)
+            local nextPos = stop + 6
+            if cp >= 0xD800 and cp <= 0xDBFF and sub(text, nextPos, nextPos + 1) == "\\u" then
+                local low = readHex4(text, nextPos + 2)
+                if low >= 0xDC00 and low <= 0xDFFF then
+                    cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
+                    nextPos = nextPos + 6
+                end
+            end
+            parts[#parts + 1] = CullJson.encodeCodePoint(cp)
+            i = nextPos
+        elseif e and ESCAPES[e] then
+            parts[#parts + 1] = ESCAPES[e]
+            i = stop + 2
+        else
+            fail(stop, "bad escape")
+        end
+    end
+end
+
+local parseValue
+
+local function parseNumber(text, pos)
+    local s, e = find(text, "^-?%d+", pos)
+    if not s then
+        fail(pos, "unexpected character")
+    end
+    local digits = sub(text, s, e)
+    if digits:match("^-?0%d") then
+        fail(pos, "leading zero in number")
+    end
+    local fs, fe = find(text, "^%.%d+", e + 1)
+    if fs then e = fe elseif sub(text, e + 1, e + 1) == "." then fail(e + 1, "bad fraction") end
+    local xs, xe = find(text, "^[eE][-+]?%d+", e + 1)
+    if xs then e = xe elseif sub(text, e + 1, e + 1):match("[eE]") then fail(e + 1, "bad exponent") end
+    return tonumber(sub(text, pos, e)), e + 1
+end
+
+local function parseArray(text, pos, depth)
+    local result, n = {}, 0
+    pos = skipSpace(text, pos + 1)
+    if sub(text, pos, pos) == "]" then
+        result.n = 0
+        return result, pos + 1
+    end
+    while true do
+        local value
+        value, pos = parseValue(text, pos, depth + 1)
+        n = n + 1
+        result[n] = value
+        pos = skipSpace(text, pos)
+        local c = sub(text, pos, pos)
+        if c == "]" then
+            result.n = n
+            return result, pos + 1
+        elseif c ~= "," then
+            fail(pos, "expected ',' or ']'")
+        end
+        pos = skipSpace(text, pos + 1)
+    end
+end
+
+local function parseObject(text, pos, depth)
+    local result = {}
+    pos = skipSpace(text, pos + 1)
+    if sub(text, pos, pos) == "}" then
+        return result, pos + 1
+    end
+    while true do
+        if sub(text, pos, pos) ~= '"' then
+            fail(pos, "expected a string key")
+        end
+        local key, value
+        key, pos = parseString(text, pos)
+        pos = skipSpace(text, pos)
+        if sub(text, pos, pos) ~= ":" then
+            fail(pos, "expected ':'")
+        end
+        value, pos = parseValue(text, skipSpace(text, pos + 1), depth + 1)
+        if value ~= CullJson.null then
+            result[key] = value
+        end
+        pos = skipSpace(text, pos)
+        local c = sub(text, pos, pos)
+        if c == "}" then
+            return result, pos + 1
+        elseif c ~= "," then
+            fail(pos, "expected ',' or '}'")
+        end
+        pos = skipSpace(text, pos + 1)
+    end
+end
+
+parseValue = function(text, pos, depth)
+    if depth > 64 then
+        fail(pos, "nested too deeply")
+    end
+    local c = sub(text, pos, pos)
+    if c == "{" then
+        return parseObject(text, pos, depth)
+    elseif c == "[" then
+        return parseArray(text, pos, depth)
+    elseif c == '"' then
+        return parseString(text, pos)
+    elseif sub(text, pos, pos + 3) == "true" then
+        return true, pos + 4
+    elseif sub(text, pos, pos + 4) == "false" then
+        return false, pos + 5
+    elseif sub(text, pos, pos + 3) == "null" then
+        return CullJson.null, pos + 4
+    elseif c == "" then
+        fail(pos, "unexpected end of text")
+    end
+    return parseNumber(text, pos)
+end
+
+--- Decode one JSON text; returns value or nil, message (never raises for bad input).
+function CullJson.decode(text)
+    if type(text) ~= "string" then
+        return nil, "not a string"
+    end
+    local ok, value, pos = pcall(function()
+        local v, p = parseValue(text, skipSpace(text, 1), 0)
+        p = skipSpace(text, p)
+        if p <= #text then
+            fail(p, "trailing characters")
+        end
+        return v, p
+    end)
+    if ok then
+        return value, pos
+    end
+    if type(value) == "table" and value.cullJson then
+        return nil, value.message
+    end
+    error(value, 0) -- a bug in this decoder, not bad input
+end
+
+return CullJson

@@ -1,0 +1,282 @@
+--[[ CullPlan: decide, photo by photo, what "apply" and "undo" would change. Touches nothing.
+
+A photo's state: { pick = -1|0|1, rating = nil|1..5, label = colour name or "none",
+                   receipt = { verdict, setPick, setLabel } }  -- what this plug-in set earlier
+The rules (in-focus priority: a hand-made choice always wins):
+- reject    -> flag Rejected (pickStatus -1); uncertain -> colour label (default yellow); keep -> nothing.
+- A photo flagged (picked or rejected), rated >= 1 star, or colour-labelled by hand is never changed.
+  "By hand" means: not the value this plug-in recorded that it set.
+- A value this plug-in set that the new report no longer asks for (the verdict changed) is cleared.
+- Undo clears exactly the values the plug-in set, and only where they are still what it set.
+No SDK use: photos are looked up and read through functions the caller passes in.
+]]
+
+local CullPaths = require "CullPaths"
+
+local CullPlan = {}
+
+CullPlan.LABELS = { red = true, yellow = true, green = true, blue = true, purple = true }
+
+--- True when a colour label is present (Lightroom reports no label as "none", "grey" or nil).
+function CullPlan.hasLabel(label)
+    return label ~= nil and label ~= "" and label ~= "none" and label ~= "grey"
+end
+
+--- The label uncertain photos get, from settings.uncertainLabel (nil when labelling is off).
+function CullPlan.uncertainLabel(settings)
+    local label = settings and settings.uncertainLabel
+    if label == nil then
+        return "yellow"
+    end
+    label = tostring(label):lower()
+    if CullPlan.LABELS[label] then
+        return label
+    end
+    return nil
+end
+
+--- What a verdict asks for: { pick = -1 or nil, label = colour or nil }.
+function CullPlan.desired(verdict, settings)
+    if verdict == "reject" then
+        return { pick = -1 }
+    elseif verdict == "uncertain" then
+        return { label = CullPlan.uncertainLabel(settings) }
+    end
+    return {}
+end
+
+--- Decide for one photo. Returns { status, ops, receipt, handSet = {reasons} }.
+-- status: "apply" (ops to write), "already" (nothing to do, applied before), "handSet" (left alone),
+-- "keep" (nothing asked, nothing to clear).
+function CullPlan.evaluate(verdict, state, settings)
+    local receipt = state.receipt or {}
+    local pick = state.pick or 0
+    local oursPick = receipt.setPick == "-1" and pick == -1
+    local oursLabel = receipt.setLabel ~= nil and state.label == receipt.setLabel
+    local want = CullPlan.desired(verdict, settings)
+    local reasons = {}
+    if pick ~= 0 and not oursPick then
+        reasons[#reasons + 1] = pick == 1 and "picked" or "rejected"
+    end
+    if state.rating ~= nil and state.rating >= 1 then
+        reasons[#reasons + 1] = "rated"
+    end
+    if CullPlan.hasLabel(state.label) and not oursLabel then
+        reasons[#reasons + 1] = "labelled"
+    end
+    local hadReceipt = receipt.setPick ~= nil or receipt.setLabel ~= nil
+    if #reasons > 0 then
+        if want.pick or want.label or hadReceipt then
+            return { status = "handSet", reasons = reasons, ops = {} }
+        end
+        return { status = "keep", ops = {} }
+    end
+    local ops = {}
+    if want.pick == -1 and pick == 0 then
+        ops.setPick = -1
+    elseif want.pick == nil and oursPick then
+        ops.clearPick = true
+    end
+    if want.label ~= nil and (not CullPlan.hasLabel(state.label) or (oursLabel and state.label ~= want.label)) then
+        ops.setLabel = want.label
+    elseif want.label == nil and oursLabel then
+        ops.clearLabel = true
+    end
+    local newReceipt = {
+        verdict = (want.pick or want.label) and verdict or nil,
+        setPick = want.pick and "-1" or nil,
+        setLabel = want.label,
+    }
+    local receiptChanges = newReceipt.verdict ~= receipt.verdict or newReceipt.setPick ~= receipt.setPick
+        or newReceipt.setLabel ~= receipt.setLabel
+    if next(ops) == nil and not receiptChanges then
+        return { status = (want.pick or want.label) and "already" or "keep", ops = ops }
+    end
+    return { status = "apply", ops = ops, receipt = newReceipt }
+end
+
+--- Photo identity for de-duplication (an SDK photo object may differ between look-ups).
+function CullPlan.photoKey(photo)
+    if type(photo) == "table" and photo.localIdentifier ~= nil then
+        return photo.localIdentifier
+    end
+    return photo
+end
+
+local function newCounts()
+    return {
+        rows = 0, matched = 0, viaPartner = 0, notFound = 0, unmatchable = 0, noVerdict = 0,
+        toReject = 0, toLabel = 0, toClear = 0, already = 0, handSet = 0, keep = 0, duplicates = 0,
+        unreadable = 0,
+    }
+end
+
+--- Build the apply plan.
+-- report: from CullReport.parse; settings: { remapFrom, remapTo, ignoreCase, uncertainLabel };
+-- lookup(path) -> photo or nil; readState(photo) -> state.
+function CullPlan.build(report, settings, lookup, readState)
+    local rule = CullPaths.rule(settings)
+    local plan = {
+        counts = newCounts(), actions = {}, handSet = {}, notFoundExamples = {}, unmatchableExamples = {},
+        remapped = 0, rule = rule,
+    }
+    local counts = plan.counts
+    counts.unreadable = #(report.problems or {})
+    local seen = {}
+    for _, row in ipairs(report.rows) do
+        counts.rows = counts.rows + 1
+        if row.unmatchable then
+            counts.unmatchable = counts.unmatchable + 1
+            if #plan.unmatchableExamples < 5 then
+                plan.unmatchableExamples[#plan.unmatchableExamples + 1] =
+                    string.format("%s: %s", tostring(row.path or row.absPath), row.unmatchable)
+            end
+        elseif row.verdict == nil then
+            counts.noVerdict = counts.noVerdict + 1
+        else
+            local photos, tried = {}, {}
+            for index, candidate in ipairs({ row.absPath, row.partnerAbs }) do
+                local mapped, hit = CullPaths.remap(candidate, rule)
+                if hit and index == 1 then
+                    plan.remapped = plan.remapped + 1
+                end
+                tried[#tried + 1] = mapped
+                local photo = lookup(mapped)
+                if photo then
+                    photos[#photos + 1] = photo
+                    if index == 2 and #photos == 1 then
+                        counts.viaPartner = counts.viaPartner + 1
+                    end
+                end
+            end
+            if #photos == 0 then
+                counts.notFound = counts.notFound + 1
+                if #plan.notFoundExamples < 5 then
+                    plan.notFoundExamples[#plan.notFoundExamples + 1] = tried[1]
+                end
+            else
+                counts.matched = counts.matched + 1
+            end
+            for _, photo in ipairs(photos) do
+                local key = CullPlan.photoKey(photo)
+                if seen[key] then
+                    counts.duplicates = counts.duplicates + 1
+                else
+                    seen[key] = true
+                    local decision = CullPlan.evaluate(row.verdict, readState(photo), settings)
+                    if decision.status == "apply" then
+                        local ops = decision.ops
+                        if ops.setPick then counts.toReject = counts.toReject + 1 end
+                        if ops.setLabel then counts.toLabel = counts.toLabel + 1 end
+                        if ops.clearPick or ops.clearLabel then counts.toClear = counts.toClear + 1 end
+                        plan.actions[#plan.actions + 1] = {
+                            photo = photo, row = row, verdict = row.verdict, ops = ops, receipt = decision.receipt,
+                        }
+                    elseif decision.status == "handSet" then
+                        counts.handSet = counts.handSet + 1
+                        plan.handSet[#plan.handSet + 1] = { photo = photo, row = row, reasons = decision.reasons }
+                    elseif decision.status == "already" then
+                        counts.already = counts.already + 1
+                    else
+                        counts.keep = counts.keep + 1
+                    end
+                end
+            end
+        end
+    end
+    return plan
+end
+
+local function plural(n, one, many)
+    return string.format("%d %s", n, n == 1 and one or (many or one .. "s"))
+end
+
+--- Preview lines for the dialog.
+function CullPlan.summary(plan, settings)
+    local c = plan.counts
+    local label = CullPlan.uncertainLabel(settings)
+    local lines = {
+        string.format("%s in the report; %d matched in this catalog, %d not in the catalog.",
+            plural(c.rows, "photo"), c.matched, c.notFound),
+        string.format("Will flag %s as Rejected.", plural(c.toReject, "photo")),
+        label and string.format("Will give %s the %s label (uncertain).", plural(c.toLabel, "photo"), label)
+            or "Uncertain photos get no label (labelling is off).",
+        string.format("Already flagged/rated/labelled by hand, never changed: %d.", c.handSet),
+    }
+    if c.toClear > 0 then
+        lines[#lines + 1] = string.format("Verdict changed since the last apply: %s will lose what cull set.",
+            plural(c.toClear, "photo"))
+    end
+    if c.already > 0 then
+        lines[#lines + 1] = string.format("Already applied earlier: %d.", c.already)
+    end
+    if c.viaPartner > 0 then
+        lines[#lines + 1] = string.format("Matched through the paired RAW/JPEG: %d.", c.viaPartner)
+    end
+    if c.unmatchable > 0 then
+        lines[#lines + 1] = string.format("Cannot be matched (see below): %d.", c.unmatchable)
+    end
+    if c.noVerdict > 0 then
+        lines[#lines + 1] = string.format("Not judged by cull (unreadable files): %d.", c.noVerdict)
+    end
+    if c.unreadable > 0 then
+        lines[#lines + 1] = string.format("Report lines that could not be read: %d.", c.unreadable)
+    end
+    for _, example in ipairs(plan.unmatchableExamples) do
+        lines[#lines + 1] = "  " .. example
+    end
+    return lines
+end
+
+--- The explanation shown when nothing matched: the one first-run failure that matters.
+function CullPlan.zeroMatchHelp(plan, settings)
+    local example = plan.notFoundExamples[1]
+    local lines = {
+        "None of the photos in this report is in this catalog.",
+    }
+    if example then
+        lines[#lines + 1] = "The plug-in looked for, e.g.:  " .. example
+    end
+    if plan.rule and plan.remapped == 0 then
+        lines[#lines + 1] = string.format("The path prefix \"%s\" matched no path in the report.", plan.rule.from)
+    end
+    lines[#lines + 1] = "If cull ran on another machine or saw the photos under another folder "
+        .. "(NAS mount, other drive letter, another OS), set \"Report path prefix\" to the start of the "
+        .. "paths in the report and \"Lightroom path prefix\" to the same folder as Lightroom shows it "
+        .. "(Library > Folders, right-click > Show in Finder/Explorer)."
+    if CullPaths.isWindowsStyle(example or "") and not (settings and settings.ignoreCase) then
+        lines[#lines + 1] = "The paths are Windows paths: try \"Ignore case\"."
+    end
+    lines[#lines + 1] = "Photos must be imported into Lightroom first; the plug-in never imports."
+    return table.concat(lines, "\n")
+end
+
+--- Decide undo for one photo with a receipt. Returns { ops, changedSince }.
+function CullPlan.undoDecision(state)
+    local receipt = state.receipt or {}
+    local ops, changedSince = { clearReceipt = true }, false
+    if receipt.setPick == "-1" then
+        if state.pick == -1 then ops.clearPick = true else changedSince = true end
+    end
+    if receipt.setLabel ~= nil then
+        if state.label == receipt.setLabel then ops.clearLabel = true else changedSince = true end
+    end
+    return { ops = ops, changedSince = changedSince }
+end
+
+--- Build the undo plan over the photos that carry this plug-in's receipt.
+function CullPlan.buildUndo(photos, readState)
+    local plan = { actions = {}, counts = { photos = 0, clearFlags = 0, clearLabels = 0, changedSince = 0 } }
+    local c = plan.counts
+    for _, photo in ipairs(photos) do
+        local decision = CullPlan.undoDecision(readState(photo))
+        c.photos = c.photos + 1
+        if decision.ops.clearPick then c.clearFlags = c.clearFlags + 1 end
+        if decision.ops.clearLabel then c.clearLabels = c.clearLabels + 1 end
+        if decision.changedSince then c.changedSince = c.changedSince + 1 end
+        plan.actions[#plan.actions + 1] = { photo = photo, ops = decision.ops, undo = true }
+    end
+    return plan
+end
+
+return CullPlan

@@ -1,0 +1,161 @@
+-- The stand-in SDK is strict, and CullApply writes through it in chunks.
+local T = ...
+local sdk = require "sdk"
+
+local function newWorld(prefs)
+    return sdk.new { pluginDir = T.pluginDir, prefs = prefs }
+end
+
+--- Run fn inside a task of the world; returns what fn returned (raises what it raised).
+local function inTask(world, fn)
+    local results, err
+    world.modules.LrTasks.startAsyncTask(function()
+        local r = { world.modules.LrTasks.pcall(fn) }
+        if r[1] then results = r else err = r[2] end
+    end)
+    local failures = world:runTasks()
+    if failures[1] then error(failures[1], 0) end
+    if err then error(err, 0) end
+    return unpack(results, 2, table.maxn(results))
+end
+
+T.test("sdk stand-in: writes outside withWriteAccessDo raise", function()
+    local world = newWorld()
+    local photo = world.catalog:addTestPhoto { path = "/p/a.jpg" }
+    T.raises(function() photo:setRawMetadata("pickStatus", -1) end, "withWriteAccessDo", "setRawMetadata")
+    T.raises(function() photo:setPropertyForPlugin(_PLUGIN, "verdict", "reject") end, "withWriteAccessDo", "property")
+    T.eq(photo.pick, 0, "unchanged")
+end)
+
+T.test("sdk stand-in: rating 0 raises, nil clears; bad label and pick raise; undeclared field raises", function()
+    local world = newWorld()
+    local photo = world.catalog:addTestPhoto { path = "/p/a.jpg", rating = 3 }
+    inTask(world, function()
+        world.catalog:withWriteAccessDo("t", function()
+            T.raises(function() photo:setRawMetadata("rating", 0) end, "rating", "rating 0")
+            photo:setRawMetadata("rating", nil)
+            T.raises(function() photo:setRawMetadata("pickStatus", -2) end, "pickStatus", "pick")
+            T.raises(function() photo:setRawMetadata("colorNameForLabel", "Yellow") end, "colorNameForLabel", "label")
+            T.raises(function() photo:setPropertyForPlugin(_PLUGIN, "nope", "x") end, "not declared", "field")
+            T.raises(function() photo:setPropertyForPlugin(_PLUGIN, "verdict", 1) end, "string", "type")
+        end, { timeout = 1 })
+    end)
+    T.eq(photo.rating, nil, "cleared rating is nil")
+end)
+
+--- Like T.raises, for functions that yield (LrTasks.pcall instead of pcall).
+local function raisesInTask(world, fn, pattern, what)
+    local ok, err = world.modules.LrTasks.pcall(fn)
+    T.eq(ok, false, what .. " raised")
+    T.contains(tostring(err), pattern, what)
+end
+
+T.test("sdk stand-in: yielding inside write access raises; plain pcall around a yield fails", function()
+    local world = newWorld()
+    inTask(world, function()
+        raisesInTask(world, function()
+            world.catalog:withWriteAccessDo("t", function() world.modules.LrTasks.yield() end)
+        end, "not allowed within", "yield in write access")
+        raisesInTask(world, function()
+            world.catalog:withWriteAccessDo("t", function()
+                world.catalog:withWriteAccessDo("inner", function() end)
+            end)
+        end, "nested", "nested write access")
+        raisesInTask(world, function()
+            world.catalog:withWriteAccessDo("t", function()
+                world.modules.LrDialogs.message("hi")
+            end)
+        end, "not allowed within", "dialog in write access")
+        local ok, err = pcall(world.modules.LrTasks.yield)
+        T.eq(ok, false, "plain pcall cannot yield"); T.contains(err, "yield across", "Lua 5.1 message")
+        local ok2 = world.modules.LrTasks.pcall(world.modules.LrTasks.yield)
+        T.eq(ok2, true, "LrTasks.pcall can")
+    end)
+    T.raises(function() world.catalog:withWriteAccessDo("t", function() end) end, "within a task", "outside task")
+    T.eq(world.catalog:findPhotoByPath("/nope"), nil, "unknown path is nil")
+end)
+
+local function plannedWorld(n, specs)
+    local world = newWorld()
+    local rows = {}
+    for i = 1, n do
+        local path = string.format("/p/IMG_%04d.JPG", i)
+        local spec = specs and specs[i] or {}
+        spec.path = path
+        world.catalog:addTestPhoto(spec)
+        rows[i] = { absPath = path, path = path, verdict = i % 3 == 0 and "uncertain" or "reject", score = 0.01 * (i % 50),
+            kind = "defocus" }
+    end
+    local CullGlue = require "CullGlue"
+    local plan = CullGlue.plan(world.catalog, { rows = rows }, {})
+    return world, plan
+end
+
+T.test("apply: 450 photos -> 3 write-access steps of at most 200, one per undo step", function()
+    local world, plan = plannedWorld(450)
+    T.eq(#plan.actions, 450, "planned")
+    local CullApply = require "CullApply"
+    local result = inTask(world, function()
+        local progress = world.modules.LrProgressScope { title = "t" }
+        return CullApply.run { catalog = world.catalog, actions = plan.actions, plugin = _PLUGIN, settings = {},
+            progress = progress, actionName = "Apply cull verdicts" }
+    end)
+    local steps = world:stepsNamed("Apply cull verdicts")
+    T.eq(#steps, 3, "steps"); T.eq(result.chunks, 3, "chunks"); T.eq(result.done, 450, "done")
+    local photos = {}
+    for _, w in ipairs(steps[1].writes) do photos[w.photo] = true end
+    local count = 0
+    for _ in pairs(photos) do count = count + 1 end
+    T.eq(count, 200, "first step touches 200 photos")
+    T.eq(world.catalog.photos[1].pick, -1, "rejected"); T.eq(world.catalog.photos[3].label, "yellow", "uncertain")
+    T.eq(world.catalog.photos[3].pick, 0, "uncertain not flagged")
+    T.eq(world.catalog.photos[1].props.verdict, "reject", "receipt"); T.eq(world.catalog.photos[1].props.setPick, "-1", "pick receipt")
+    T.eq(world.catalog.photos[1].props.score, "0.010", "score receipt"); T.eq(world.catalog.photos[1].props.kind, "defocus", "kind")
+    for _, w in ipairs(world.writes) do
+        T.ok(w.key ~= "rating", "rating never written")
+    end
+end)
+
+T.test("apply: cancel between chunks stops, what was written stays, rest not reached", function()
+    local world, plan = plannedWorld(450)
+    world.cancelAtPortion = 200
+    local CullApply = require "CullApply"
+    local result = inTask(world, function()
+        local progress = world.modules.LrProgressScope { title = "t" }
+        return CullApply.run { catalog = world.catalog, actions = plan.actions, plugin = _PLUGIN, settings = {},
+            progress = progress, actionName = "Apply cull verdicts" }
+    end)
+    T.eq(result.stoppedBecause, "canceled", "canceled"); T.eq(result.done, 200, "done")
+    T.eq(result.notReached, 250, "not reached"); T.eq(#world:stepsNamed("Apply cull verdicts"), 1, "one step")
+    T.eq(world.catalog.photos[200].pick, -1, "200 written"); T.eq(world.catalog.photos[201].pick, 0, "201 untouched")
+end)
+
+T.test("apply: a photo changed by hand after the preview is left alone", function()
+    local world, plan = plannedWorld(5)
+    world.catalog.photos[2].pick = 1        -- picked while the dialog was open
+    world.catalog.photos[4].rating = 4      -- rated
+    local CullApply = require "CullApply"
+    local result = inTask(world, function()
+        return CullApply.run { catalog = world.catalog, actions = plan.actions, plugin = _PLUGIN, settings = {} }
+    end)
+    T.eq(result.changed, 2, "changed"); T.eq(result.done, 3, "done")
+    T.eq(world.catalog.photos[2].pick, 1, "pick kept"); T.eq(world.catalog.photos[4].pick, 0, "rated photo not rejected")
+    T.eq(world.catalog.photos[4].props.verdict, nil, "no receipt on a photo left alone")
+end)
+
+T.test("apply: busy catalog -> 'aborted' stops cleanly; a failing photo does not stop its chunk", function()
+    local world, plan = plannedWorld(3)
+    world.busy = true
+    local CullApply = require "CullApply"
+    local result = inTask(world, function()
+        return CullApply.run { catalog = world.catalog, actions = plan.actions, plugin = _PLUGIN, settings = {} }
+    end)
+    T.eq(result.stoppedBecause, "busy", "busy"); T.eq(result.notReached, 3, "nothing written")
+    world.busy = false
+    local broken = world.catalog.photos[2]
+    broken.setRawMetadata = function() error("disk full") end
+    local again = inTask(world, function()
+        return CullApply.run { catalog = world.catalog, actions = plan.actions, plugin = _PLUGIN, settings = {} }
+    end)
+    T.eq(again.failed, 1, "one failed"); T.eq(again.done, 2, "others done"); T.contains(again.failures[1], "disk full", "why")
+end)

@@ -1,0 +1,3 @@
+-- placeholder
+local T = ...
+T.test("glue: loads", function() T.ok(true) end)

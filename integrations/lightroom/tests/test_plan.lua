@@ -1,0 +1,151 @@
+-- Path remapping and the plan (pure logic, no SDK).
+local T = ...
+local CullPaths = require "CullPaths"
+local CullPlan = require "CullPlan"
+local CullReport = require "CullReport"
+
+local function remap(path, from, to, ignoreCase)
+    return CullPaths.remap(path, CullPaths.rule { remapFrom = from, remapTo = to, ignoreCase = ignoreCase })
+end
+
+T.test("paths: POSIX prefix remap, trailing separators, no partial-name match", function()
+    T.eq(remap("/mnt/nas/photos/2024/a.jpg", "/mnt/nas/photos", "/Volumes/photos"), "/Volumes/photos/2024/a.jpg", "plain")
+    T.eq(remap("/mnt/nas/photos/a.jpg", "/mnt/nas/photos/", "/Volumes/photos/"), "/Volumes/photos/a.jpg", "trailing /")
+    local p, hit = remap("/mnt/nas/photos2/a.jpg", "/mnt/nas/photos", "/V")
+    T.eq(p, "/mnt/nas/photos2/a.jpg", "photos2 is not under photos"); T.eq(hit, false, "no hit")
+    T.eq(remap("/mnt/x/a.jpg", "/", "/Volumes/disk/"), "/Volumes/disk/mnt/x/a.jpg", "root prefix")
+    T.eq(remap("/a.jpg", "", "/x"), "/a.jpg", "no rule")
+end)
+
+T.test("paths: Windows to Mac and Mac to Windows convert separators", function()
+    T.eq(remap("C:\\Users\\ann\\Pictures\\2024\\a.jpg", "C:\\Users\\ann\\Pictures", "/Volumes/Pictures"),
+        "/Volumes/Pictures/2024/a.jpg", "win -> mac")
+    T.eq(remap("/home/ann/Pictures/2024/a.jpg", "/home/ann/Pictures", "D:\\Pictures"),
+        "D:\\Pictures\\2024\\a.jpg", "linux -> win")
+    T.eq(remap("\\\\nas\\share\\x\\a.jpg", "\\\\nas\\share", "/Volumes/share"), "/Volumes/share/x/a.jpg", "UNC")
+    T.eq(remap("C:/Users/ann/a.jpg", "C:\\Users\\ann", "E:\\ann"), "E:\\ann\\a.jpg", "mixed separators")
+end)
+
+T.test("paths: case-insensitive prefix only when asked", function()
+    local p, hit = remap("C:\\USERS\\Ann\\a.JPG", "c:\\users\\ann", "/V")
+    T.eq(hit, false, "case-sensitive by default"); T.eq(p, "C:\\USERS\\Ann\\a.JPG", "unchanged")
+    T.eq(remap("C:\\USERS\\Ann\\a.JPG", "c:\\users\\ann", "/V", true), "/V/a.JPG", "ignoreCase keeps the rest's case")
+end)
+
+local function row(absPath, verdict, extra)
+    local r = { absPath = absPath, path = absPath, verdict = verdict }
+    for k, v in pairs(extra or {}) do r[k] = v end
+    return r
+end
+
+local function fakeCatalog(specs)
+    local photos, byPath = {}, {}
+    for i, s in ipairs(specs) do
+        local p = { localIdentifier = i, path = s.path, state = { pick = s.pick or 0, rating = s.rating,
+            label = s.label or "none", receipt = s.receipt or {} } }
+        photos[i] = p
+        byPath[s.path] = p
+    end
+    return function(path) return byPath[path] end, function(photo) return photo.state end, photos
+end
+
+T.test("plan: reject flags, uncertain labels, keep does nothing, hand-set never changed", function()
+    local lookup, read = fakeCatalog {
+        { path = "/p/blur.jpg" }, { path = "/p/soft.jpg" }, { path = "/p/sharp.jpg" },
+        { path = "/p/picked.jpg", pick = 1 }, { path = "/p/rated.jpg", rating = 2 },
+        { path = "/p/red.jpg", label = "red" }, { path = "/p/rejected.jpg", pick = -1 },
+        { path = "/p/softrated.jpg", rating = 1 },
+    }
+    local report = { rows = {
+        row("/p/blur.jpg", "reject"), row("/p/soft.jpg", "uncertain"), row("/p/sharp.jpg", "keep"),
+        row("/p/picked.jpg", "reject"), row("/p/rated.jpg", "reject"), row("/p/red.jpg", "uncertain"),
+        row("/p/rejected.jpg", "reject"), row("/p/softrated.jpg", "uncertain"), row("/p/missing.jpg", "reject"),
+        row("/p/err.jpg", nil, { error = "truncated" }), row(nil, "reject", { path = "rel.jpg", unmatchable = "relative" }),
+    }, problems = { "line 99: x" } }
+    local plan = CullPlan.build(report, {}, lookup, read)
+    local c = plan.counts
+    T.eq(c.rows, 11, "rows"); T.eq(c.matched, 8, "matched"); T.eq(c.notFound, 1, "not found")
+    T.eq(c.toReject, 1, "to reject"); T.eq(c.toLabel, 1, "to label"); T.eq(c.handSet, 5, "hand-set")
+    T.eq(c.keep, 1, "keep"); T.eq(c.noVerdict, 1, "error row"); T.eq(c.unmatchable, 1, "unmatchable")
+    T.eq(c.unreadable, 1, "unreadable lines")
+    T.eq(#plan.actions, 2, "actions")
+    T.eq(plan.actions[1].ops.setPick, -1, "reject op"); T.eq(plan.actions[2].ops.setLabel, "yellow", "label op")
+    T.eq(plan.notFoundExamples[1], "/p/missing.jpg", "example")
+    local text = table.concat(CullPlan.summary(plan, {}), "\n")
+    T.contains(text, "11 photos in the report; 8 matched in this catalog, 1 not in the catalog", "summary counts")
+    T.contains(text, "never changed: 5", "hand-set count")
+end)
+
+T.test("plan: configurable label, labelling off, grey/empty mean no label", function()
+    local lookup, read = fakeCatalog { { path = "/a" }, { path = "/b", label = "grey" }, { path = "/c", label = "" } }
+    local report = { rows = { row("/a", "uncertain"), row("/b", "uncertain"), row("/c", "uncertain") } }
+    local plan = CullPlan.build(report, { uncertainLabel = "Purple" }, lookup, read)
+    T.eq(plan.counts.toLabel, 3, "all three labelled"); T.eq(plan.actions[1].ops.setLabel, "purple", "purple")
+    local off = CullPlan.build(report, { uncertainLabel = "none" }, lookup, read)
+    T.eq(#off.actions, 0, "no label when off"); T.eq(off.counts.keep, 3, "counted as nothing to do")
+end)
+
+T.test("plan: RAW+JPEG shot matches through the partner, one photo once", function()
+    local lookup, read = fakeCatalog { { path = "/p/IMG_1.CR3" }, { path = "/p/IMG_2.JPG" }, { path = "/p/IMG_2.CR3" } }
+    local report = { rows = {
+        row("/p/IMG_1.JPG", "reject", { partnerAbs = "/p/IMG_1.CR3" }), -- LrC stacked JPEG as sidecar of the RAW
+        row("/p/IMG_2.JPG", "reject", { partnerAbs = "/p/IMG_2.CR3" }), -- imported as two photos: both flagged
+        row("/p/IMG_2.JPG", "reject"),                                   -- listed twice: counted once
+    } }
+    local plan = CullPlan.build(report, {}, lookup, read)
+    T.eq(plan.counts.viaPartner, 1, "via partner"); T.eq(plan.counts.toReject, 3, "three photos flagged")
+    T.eq(plan.counts.duplicates, 1, "duplicate"); T.eq(#plan.actions, 3, "actions")
+end)
+
+T.test("plan: remap applies to every row; zero-match help names the path tried", function()
+    local lookup, read = fakeCatalog { { path = "/Volumes/nas/a.jpg" } }
+    local report = { rows = { row("/mnt/nas/a.jpg", "reject"), row("/mnt/nas/b.jpg", "reject") } }
+    local none = CullPlan.build(report, {}, lookup, read)
+    T.eq(none.counts.matched, 0, "nothing without remap")
+    local help = CullPlan.zeroMatchHelp(none, {})
+    T.contains(help, "None of the photos", "headline"); T.contains(help, "/mnt/nas/a.jpg", "example path")
+    T.contains(help, "Report path prefix", "names the setting")
+    local plan = CullPlan.build(report, { remapFrom = "/mnt/nas", remapTo = "/Volumes/nas" }, lookup, read)
+    T.eq(plan.counts.matched, 1, "matched after remap"); T.eq(plan.remapped, 2, "both rows remapped")
+    local wrong = CullPlan.build(report, { remapFrom = "/srv", remapTo = "/Volumes/nas" }, lookup, read)
+    T.contains(CullPlan.zeroMatchHelp(wrong, {}), "\"/srv\" matched no path", "prefix that matches nothing")
+    local win = CullPlan.build({ rows = { row("C:\\P\\a.jpg", "reject") } }, {}, lookup, read)
+    T.contains(CullPlan.zeroMatchHelp(win, {}), "Ignore case", "Windows hint")
+end)
+
+T.test("plan: re-apply is idempotent; a changed verdict clears only what cull set", function()
+    local ours = { verdict = "reject", setPick = "-1" }
+    local s = { pick = -1, label = "none", receipt = ours }
+    T.eq(CullPlan.evaluate("reject", s, {}).status, "already", "same verdict again")
+    local toKeep = CullPlan.evaluate("keep", s, {})
+    T.eq(toKeep.status, "apply", "keep now"); T.ok(toKeep.ops.clearPick, "clears our flag")
+    T.eq(toKeep.receipt.verdict, nil, "receipt cleared")
+    local toUnsure = CullPlan.evaluate("uncertain", s, {})
+    T.ok(toUnsure.ops.clearPick and toUnsure.ops.setLabel == "yellow", "flag -> label")
+    local relabel = CullPlan.evaluate("uncertain", { pick = 0, label = "yellow",
+        receipt = { verdict = "uncertain", setLabel = "yellow" } }, { uncertainLabel = "blue" })
+    T.eq(relabel.ops.setLabel, "blue", "our label follows the setting")
+    local userPicked = CullPlan.evaluate("keep", { pick = 1, label = "none", receipt = ours }, {})
+    T.eq(userPicked.status, "handSet", "user picked after we rejected: left alone")
+    T.eq(next(userPicked.ops), nil, "no ops")
+    local userLabel = CullPlan.evaluate("reject", { pick = 0, label = "green",
+        receipt = { verdict = "uncertain", setLabel = "yellow" } }, {})
+    T.eq(userLabel.status, "handSet", "user relabelled: left alone")
+end)
+
+T.test("plan: undo decisions clear only values still as cull set them", function()
+    local d = CullPlan.undoDecision { pick = -1, label = "yellow", receipt = { setPick = "-1", setLabel = "yellow" } }
+    T.ok(d.ops.clearPick and d.ops.clearLabel and d.ops.clearReceipt, "both cleared")
+    local changed = CullPlan.undoDecision { pick = 1, label = "red", receipt = { setPick = "-1", setLabel = "yellow" } }
+    T.ok(not changed.ops.clearPick and not changed.ops.clearLabel, "user values stay")
+    T.ok(changed.changedSince and changed.ops.clearReceipt, "receipt still cleared")
+end)
+
+T.test("plan: rows from a real-looking CSV report flow into the plan", function()
+    local text = "report_version,path,abs_path,verdict,score,kind,partner,partner_abs,size,mtime,error\n"
+        .. "1,a.jpg,/p/a.jpg,reject,0.02,motion,,,1,1,\n1,b.jpg,/p/b.jpg,uncertain,0.4,defocus,,,1,1,\n"
+    local report = assert(CullReport.parse(text, "r.csv"))
+    local lookup, read = fakeCatalog { { path = "/p/a.jpg" }, { path = "/p/b.jpg" } }
+    local plan = CullPlan.build(report, {}, lookup, read)
+    T.eq(plan.counts.toReject, 1, "reject"); T.eq(plan.counts.toLabel, 1, "label")
+end)
