@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
+import io
 import os
+import resource
 import select
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
-from cull.camera.assist import AutoCapture, render_line
-from cull.camera.run import CameraOptions, Trigger, run_camera
-from cull.camera.sources import CameraError, ReplaySource, open_source
+from cull.camera.assist import AutoCapture, FrameScore
+from cull.camera.run import CameraOptions, ShotResult, Trigger, run_camera, screen_shot
+from cull.camera.sources import CameraError, CameraSetupError, ReplaySource, open_source
+from cull.camera.ui import render_line
 from cull.cli import app
 from cull.decide import Verdict
+from cull.sidecars import XmpOptions, targets_for
 from cull.xmp import read_fields
-from tests.conftest import CLEARLY_SHARP, blurred_image, sharp_image
+from tests.conftest import CLEARLY_SHARP, EXAMPLES, SHARP_EXAMPLES, blurred_image, drop_dac_override, sharp_image
+
+LONG_SIDE = 1440
+
+
+class Recorder:
+    """A CameraView that remembers what the loop reported (and can press keys)."""
+
+    def __init__(self, keys: dict[int, str] | None = None) -> None:
+        self.frames: list[FrameScore] = []
+        self.shots: list[ShotResult] = []
+        self.keys = keys or {}
+
+    def frame(self, frame, score, fps):  # type: ignore[no-untyped-def]
+        self.frames.append(score)
+        return self.keys.get(len(self.frames) - 1)
+
+    def shot(self, shot):  # type: ignore[no-untyped-def]
+        self.shots.append(shot)
 
 
 def frames(folder: Path, pattern: str) -> Path:
@@ -33,15 +56,30 @@ def frames(folder: Path, pattern: str) -> Path:
     return folder
 
 
+def mosaic(size: tuple[int, int]) -> Image.Image:
+    """A frame of ``size`` tiled with the sharp examples at their native resolution (no resampling)."""
+    tiles = [Image.open(EXAMPLES / name).convert("RGB") for name in SHARP_EXAMPLES]
+    frame = Image.new("RGB", size)
+    for row, y in enumerate(range(0, size[1], 500)):
+        for col, x in enumerate(range(0, size[0], 500)):
+            frame.paste(tiles[(row * 9 + col) % len(tiles)], (x, y))
+    return frame
+
+
+def run(source, card, options, view=None):  # type: ignore[no-untyped-def]
+    view = view or Recorder()
+    summary = run_camera(source, card, options, view=view)
+    return summary, view
+
+
 def test_in_focus_and_blurred_sequences_give_the_expected_live_verdicts(tmp_path, card):
-    summary = run_camera(ReplaySource(frames(tmp_path / "f", "ssssbbbb")), card, CameraOptions(out=tmp_path / "out"),
-                         stream=open(os.devnull, "w"))
-    verdicts = [f.verdict for f in summary.frames]
-    assert verdicts[:4] == [Verdict.KEEP] * 4
+    summary, view = run(ReplaySource(frames(tmp_path / "f", "ssssbbbb")), card, CameraOptions(out=tmp_path / "out"))
+    verdicts = [f.verdict for f in view.frames]
+    assert summary.frames == 8 and verdicts[:4] == [Verdict.KEEP] * 4
     assert Verdict.KEEP not in verdicts[4:]
-    assert "IN FOCUS" in render_line(summary.frames[0], 12.0) and "12.0 fps" in render_line(summary.frames[0], 12.0)
-    assert "soft" in render_line(summary.frames[-1], 12.0)
-    assert summary.frames[0].sharp_boxes and not summary.shots  # no trigger: no shots
+    assert "IN FOCUS" in render_line(view.frames[0], 12.0) and "12.0 fps" in render_line(view.frames[0], 12.0)
+    assert "soft" in render_line(view.frames[-1], 12.0)
+    assert view.frames[0].sharp_boxes and not summary.shots  # no trigger: no shots
 
 
 def test_auto_capture_policy():
@@ -53,54 +91,167 @@ def test_auto_capture_policy():
 
 
 def test_auto_capture_fires_only_on_in_focus_runs(tmp_path, card):
-    fired_at = []
     out = tmp_path / "out"
-    summary = run_camera(
-        ReplaySource(frames(tmp_path / "f", "bbbsssssbbbsssbbssssss")), card,
-        CameraOptions(out=out, trigger=Trigger.AUTO, auto_frames=4), stream=open(os.devnull, "w"),
-        on_frame=lambda frame, fps: fired_at.append(len(fired_at)),
-    )
-    assert len(summary.shots) == 2  # the 3-frame run is too short
-    assert all(s.verdict is Verdict.KEEP for s in summary.shots)
+    summary, view = run(ReplaySource(frames(tmp_path / "f", "bbbsssssbbbsssbbssssss")), card,
+                        CameraOptions(out=out, trigger=Trigger.AUTO, auto_frames=4))
+    assert len(summary.shots) == 2 and view.shots == summary.shots  # the 3-frame run is too short
+    assert all(s.verdict is Verdict.KEEP and s.error is None for s in summary.shots)
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".jpg") == sorted(s.path.name for s in summary.shots)
 
 
 def test_shots_are_screened_flagged_and_moved(tmp_path, card):
     out = tmp_path / "out"
-    summary = run_camera(
-        ReplaySource(frames(tmp_path / "f", "bbbb")), card,
-        CameraOptions(out=out, trigger=Trigger.INTERVAL, interval=0.0001, move_rejects=True, max_shots=2),
-        stream=open(os.devnull, "w"),
-    )
-    assert len(summary.shots) == 2 and all(s.verdict is Verdict.REJECT for s in summary.shots)
+    summary, _ = run(ReplaySource(frames(tmp_path / "f", "bbbb")), card,
+                     CameraOptions(out=out, trigger=Trigger.INTERVAL, interval=0.0001, move_rejects=True, max_shots=2))
+    assert len(summary.shots) == 2 and all(s.verdict is Verdict.REJECT and s.error is None for s in summary.shots)
     for shot in summary.shots:
         assert shot.moved_to is not None and shot.moved_to.is_file() and "_culled" in shot.moved_to.parts
         sidecar = shot.moved_to.with_name(shot.moved_to.name + ".xmp")
         assert read_fields(sidecar.read_bytes())["xmp:Rating"] == "-1"  # the sidecar moved with the shot
-    assert not list(out.glob("*.jpg")) and not list(out.rglob("*.partial"))
+    assert not list(out.glob("*.jpg")) and not [p for p in out.rglob("*") if "tmp" in p.name or "partial" in p.name]
+
+
+# --- review D16: the assist judges the frame at the scale the still is judged at --------------------
+
+def test_assist_never_says_in_focus_for_a_still_that_screening_calls_soft(tmp_path, card):
+    """12 MP frames (a mosaic of the sharp examples), sharp and with Gaussian blur of sigma 2.0 and 2.5 px:
+    a 640x480 preview hid that blur (IN FOCUS) while the saved still was *uncertain*."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    sharp = mosaic((4000, 3000))
+    for i, sigma in enumerate((0.0, 2.0, 2.5)):
+        frame = sharp.filter(ImageFilter.GaussianBlur(sigma)) if sigma else sharp
+        frame.save(folder / f"frame_{i}.png", compress_level=1)
+    summary, view = run(ReplaySource(folder), card, CameraOptions(out=tmp_path / "out", trigger=Trigger.INTERVAL,
+                                                                  interval=0.0001, xmp=False))
+    live = [f.verdict for f in view.frames]
+    stills = [s.verdict for s in summary.shots]
+    assert len(stills) == 3 and all(s.error is None for s in summary.shots)
+    assert live[0] is Verdict.KEEP and stills[0] is Verdict.KEEP  # the sharp frame still reads IN FOCUS
+    assert stills[1] is not Verdict.KEEP and stills[2] is not Verdict.KEEP  # the blur is real at the still's scale
+    for frame, still in zip(view.frames, summary.shots):
+        if still.verdict is not Verdict.KEEP:
+            assert frame.verdict is not Verdict.KEEP, (frame.photo.score, still.score)
+            assert "IN FOCUS" not in render_line(frame, 5.0)
+        assert abs(frame.photo.score - still.score) < 0.05  # the assist and the still agree
+
+
+# --- review D8: every failure of a shot is reported with the shot, and the loop goes on -------------
+
+def _reject_still(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    still = folder / "cull_1.jpg"
+    blurred_image(0, 6).save(still, quality=95)
+    return still
+
+
+def test_a_malformed_sidecar_is_reported_with_the_shot(tmp_path, card):
+    still = _reject_still(tmp_path / "out")
+    sidecar = targets_for(still, XmpOptions())[0].path
+    sidecar.write_bytes(b"<x:xmpmeta><rdf:RDF>not closed")
+    shot = screen_shot([still], card, _scorer(card), CameraOptions(out=tmp_path / "out"))
+    assert shot.verdict is Verdict.REJECT and shot.error and "XMP" in shot.error
+    assert sidecar.read_bytes() == b"<x:xmpmeta><rdf:RDF>not closed"  # left untouched
+
+
+def test_a_rated_still_is_a_conflict_and_is_not_moved(tmp_path, card):
+    out = tmp_path / "out"
+    still = _reject_still(out)
+    sidecar = targets_for(still, XmpOptions())[0].path
+    sidecar.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                       '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="5"/>'
+                       '</rdf:RDF></x:xmpmeta>')
+    shot = screen_shot([still], card, _scorer(card), CameraOptions(out=out, move_rejects=True))
+    assert shot.error and "conflict" in shot.error and shot.moved_to is None
+    assert still.is_file() and not (out / "_culled").exists()
+
+
+def test_a_failed_move_is_reported_per_shot_and_the_loop_goes_on(tmp_path, card):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_culled").write_text("a file where the folder should be")
+    summary, view = run(ReplaySource(frames(tmp_path / "f", "bbb")), card,
+                        CameraOptions(out=out, trigger=Trigger.INTERVAL, interval=0.0001, move_rejects=True))
+    assert len(summary.shots) == 3 and view.shots == summary.shots
+    for shot in summary.shots:
+        assert shot.verdict is Verdict.REJECT and shot.moved_to is None and "_culled" in (shot.error or "")
+        assert shot.path.is_file()  # still in place, with its verdict in XMP
+    assert not [p for p in out.rglob("*") if "tmp" in p.name or "partial" in p.name]
+
+
+@pytest.mark.parametrize("fault", ["read-only folder", "file size limit"])
+def test_capture_failures_are_reported_per_shot_without_traceback_or_debris(tmp_path, fault):
+    """Real faults in a child process: --out read-only (root's override dropped), or writes refused
+    by RLIMIT_FSIZE (EFBIG, as a full disk refuses them). Every shot fails, the loop goes on, exit 1."""
+    source = frames(tmp_path / "f", "s" * 6)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def setup() -> None:
+        if fault == "read-only folder":
+            drop_dac_override()
+        else:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    if fault == "read-only folder":
+        out.chmod(0o555)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cull", "camera", "--source", f"folder:{source}", "--fps", "10", "--interval", "0.1",
+         "--out", str(out)], capture_output=True, text=True, timeout=120, preexec_fn=setup,
+        env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "c")},
+    )
+    out.chmod(0o755)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("capture failed") >= 2 and "6 frames" in proc.stdout  # tried again, ran to the end
+    assert list(out.iterdir()) == []  # no half-written still, no temp file
+
+
+# --- review D9: OpenCV is an extra; without it (or without its GUI) a clear message, exit 2 ---------
+
+def test_without_opencv_camera_sources_and_preview_say_which_extra_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 -> ImportError, as on a plain install
+    video = tmp_path / "clip.avi"
+    video.write_bytes(b"not read")
+    images = frames(tmp_path / "f", "s")
+    for args in (["--source", "opencv:0"], ["--source", f"folder:{video}"], ["--source", f"folder:{images}", "--preview"]):
+        result = CliRunner().invoke(app, ["camera", *args, "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2, (args, result.output)
+        assert "pip install 'cull-focus[camera]'" in result.stderr and "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_preview_on_headless_opencv_is_a_clear_message(tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    if "GTK" in cv2.getBuildInformation() and "YES" in cv2.getBuildInformation().split("GTK")[1][:40]:
+        pytest.skip("this OpenCV has a GUI")
+    monkeypatch.setenv("DISPLAY", ":99")
+    result = CliRunner().invoke(app, ["camera", "--source", f"folder:{frames(tmp_path / 'f', 's')}", "--preview",
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "opencv-python" in result.stderr and "GUI" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_video_file_replay(tmp_path, card):
-    import cv2
-
+    cv2 = pytest.importorskip("cv2")
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (500, 500))
     for i in range(3):
         writer.write(np.asarray(sharp_image(i))[:, :, ::-1])
     writer.release()
-    summary = run_camera(open_source(f"folder:{video}"), card, CameraOptions(out=tmp_path / "o"), stream=open(os.devnull, "w"))
-    assert len(summary.frames) == 3 and all(f.photo.score is not None for f in summary.frames)
+    summary, view = run(open_source(f"folder:{video}", LONG_SIDE), card, CameraOptions(out=tmp_path / "o"))
+    assert summary.frames == 3 and all(f.photo.score is not None for f in view.frames)
 
 
 def test_camera_that_fails_to_open_or_disconnects_is_a_clear_error(tmp_path, monkeypatch, card):
-    import cv2
-
+    cv2 = pytest.importorskip("cv2")
     result = CliRunner().invoke(app, ["camera", "--source", "opencv:9", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "cannot open camera opencv:9" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
     for bad in ("folder:" + str(tmp_path / "missing"), "telescope:1", "opencv:x"):
-        with pytest.raises(CameraError):
-            open_source(bad)
+        with pytest.raises(CameraSetupError):
+            open_source(bad, LONG_SIDE)
 
     class FlakyCapture:
         def __init__(self, *a):
@@ -118,12 +269,13 @@ def test_camera_that_fails_to_open_or_disconnects_is_a_clear_error(tmp_path, mon
 
     monkeypatch.setattr(cv2, "VideoCapture", FlakyCapture)
     with pytest.raises(CameraError, match="stopped delivering frames after 3"):
-        run_camera(open_source("opencv:0"), card, CameraOptions(out=tmp_path / "o"), stream=open(os.devnull, "w"))
+        run(open_source("opencv:0", LONG_SIDE), card, CameraOptions(out=tmp_path / "o"))
 
 
-def test_pi_camera_without_picamera2_says_what_to_install():
-    with pytest.raises(CameraError, match="picamera2"):
-        open_source("picamera2")
+def test_pi_camera_without_picamera2_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    with pytest.raises(CameraSetupError, match="python3-picamera2"):
+        open_source("picamera2", LONG_SIDE)
 
 
 def test_sigterm_stops_cleanly_without_half_written_files(tmp_path):
@@ -141,13 +293,14 @@ def test_sigterm_stops_cleanly_without_half_written_files(tmp_path):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "stopped by SIGTERM" in stdout and "Traceback" not in stderr
-    assert list(out.glob("*.jpg")) and not list(out.rglob("*.partial"))
+    assert list(out.glob("*.jpg")) and not [p for p in out.rglob("*") if p.name.startswith(".")]
     for still in out.glob("*.jpg"):
         Image.open(still).verify()  # complete files only
 
 
-def test_capture_on_keypress_through_a_real_terminal(tmp_path):
-    """Drive `cull camera --capture-on-keypress` in a pseudo-terminal: a space takes a shot, q quits."""
+def test_keys_that_arrive_together_are_all_seen_through_a_real_terminal(tmp_path):
+    """Drive `cull camera --capture-on-keypress` in a pseudo-terminal and type a space and q in one
+    write (review D17): the shot is taken and the command quits, rather than running to the end."""
     import pty
 
     source = frames(tmp_path / "f", "s" * 60)
@@ -159,7 +312,7 @@ def test_capture_on_keypress_through_a_real_terminal(tmp_path):
                                   "--fps", "10", "--capture-on-keypress", "--out", str(out)])
     output = b""
     deadline = time.monotonic() + 60
-    sent_space = sent_q = False
+    sent = False
     while time.monotonic() < deadline:
         ready = select.select([fd], [], [], 0.1)[0]
         if ready:
@@ -170,12 +323,9 @@ def test_capture_on_keypress_through_a_real_terminal(tmp_path):
             if not chunk:
                 break
             output += chunk
-        if not sent_space and b"fps" in output:
-            os.write(fd, b" ")
-            sent_space = True
-        elif sent_space and not sent_q and b"shot " in output:
-            os.write(fd, b"q")
-            sent_q = True
+        if not sent and b"fps" in output:
+            os.write(fd, b" q")
+            sent = True
     _, status = os.waitpid(pid, 0)
     text = output.decode(errors="replace")
     assert os.WEXITSTATUS(status) == 0, text
@@ -183,49 +333,76 @@ def test_capture_on_keypress_through_a_real_terminal(tmp_path):
     assert len(list(out.glob("*.jpg"))) == 1
 
 
+# --- review D2: the Pi source against a stand-in that behaves like picamera2 -------------------------
+
 class FakePicamera2:
-    """A stand-in for picamera2.Picamera2 with the calls cull makes (configure, lores frames,
-    capture requests saved as JPEG and DNG)."""
+    """A stand-in for picamera2.Picamera2 with the calls cull makes, behaving as picamera2's code does
+    (raspberrypi/picamera2, picamera2/request.py): ``CompletedRequest.save(name, file_output,
+    format=None)`` goes to ``Helpers.save``, which takes the format from ``format`` or else from the
+    name's extension and ends in ``PIL.Image.save(file_output, format=format)`` (so an unknown
+    extension is a ValueError, and a file object needs a format); ``save_dng`` writes to a BytesIO, or
+    to the named file with ".dng" appended unless the name ends in it (PiDNG's ``convert``)."""
 
     instances: list = []
+    SENSOR = (4056, 3040)  # Raspberry Pi HQ camera
 
     def __init__(self):
         self.started = self.closed = False
-        self.frames = [np.asarray(sharp_image(i).convert("L").resize((640, 480))) for i in range(3)]
+        self.sensor_resolution = self.SENSOR
+        self.scene = mosaic(self.SENSOR)
         self.n = 0
         FakePicamera2.instances.append(self)
 
-    def create_still_configuration(self, **kw):
-        assert kw["lores"]["size"] == (640, 480) and kw["lores"]["format"] == "YUV420"
-        return kw
+    def create_still_configuration(self, main=None, lores=None, raw=None, display=None, buffer_count=1):
+        return {"main": {"size": (main or {}).get("size", self.SENSOR), "format": "BGR888"},
+                "lores": dict(lores), "raw": raw, "display": display, "buffer_count": buffer_count}
 
     def configure(self, config):
-        self.config = config
+        assert config["lores"]["format"] == "YUV420"
+        self.camera_config = config
 
     def start(self):
         self.started = True
 
-    def capture_array(self, stream):
-        assert stream == "lores"
-        y = self.frames[self.n % 3]
+    def capture_array(self, name):
+        assert name == "lores"
+        width, height = self.camera_config["lores"]["size"]
+        y = np.asarray(self.scene.convert("L").resize((width, height), Image.Resampling.BOX))
         self.n += 1
-        return np.concatenate([y, np.full((240, 640), 128, np.uint8)])  # Y plane then chroma (YUV420)
+        stride = width + 32  # rows are padded, as libcamera's are
+        plane = np.zeros((height * 3 // 2, stride), np.uint8)
+        plane[:height, :width] = y
+        return plane
 
     def capture_request(self):
         camera = self
 
-        class Request:
-            def save(self, stream, path):
-                assert stream == "main"
-                sharp_image(camera.n % 3).save(path, "JPEG")
+        class CompletedRequest:
+            def save(self, name, file_output, format=None, exif_data=None):
+                assert name == "main"
+                if isinstance(format, str):
+                    fmt = format.lower()
+                elif isinstance(file_output, str):
+                    fmt = file_output.split(".")[-1].lower()
+                elif isinstance(file_output, Path):
+                    fmt = file_output.suffix.lower()
+                else:
+                    raise RuntimeError("Cannot determine format to save")
+                assert fmt
+                camera.scene.save(file_output, quality=90, compress_level=1, format=format)
 
-            def save_dng(self, path):
-                Path(path).write_bytes(b"II*\x00fake dng")
+            def save_dng(self, file_output, name="raw"):
+                data = b"II*\x00fake dng"
+                if isinstance(file_output, io.BytesIO):
+                    file_output.write(data)
+                    return
+                filename = str(file_output)
+                Path(filename if filename.endswith(".dng") else filename + ".dng").write_bytes(data)
 
             def release(self):
                 pass
 
-        return Request()
+        return CompletedRequest()
 
     def stop(self):
         self.started = False
@@ -235,15 +412,32 @@ class FakePicamera2:
 
 
 def test_pi_camera_source_scores_lores_frames_and_saves_jpeg_and_dng(tmp_path, monkeypatch, card):
-    import types
-
     monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
     out = tmp_path / "out"
-    summary = run_camera(open_source("picamera2"), card,
-                         CameraOptions(out=out, trigger=Trigger.AUTO, auto_frames=2, dng=True, max_frames=4),
-                         stream=open(os.devnull, "w"))
-    assert [f.verdict for f in summary.frames[:2]] == [Verdict.KEEP, Verdict.KEEP]
-    assert len(summary.shots) == 1 and summary.shots[0].verdict is Verdict.KEEP
+    summary, view = run(open_source("picamera2", LONG_SIDE), card,
+                        CameraOptions(out=out, trigger=Trigger.AUTO, auto_frames=2, dng=True, max_frames=3))
+    camera = FakePicamera2.instances[-1]
+    assert camera.camera_config["lores"]["size"] == (2028, 1520)  # what the 12 MP still is decoded to
+    assert [f.verdict for f in view.frames[:2]] == [Verdict.KEEP, Verdict.KEEP]
+    assert len(summary.shots) == 1 and summary.shots[0].verdict is Verdict.KEEP and summary.shots[0].error is None
     names = sorted(p.name for p in out.iterdir())
-    assert [n.rsplit(".", 1)[1] for n in names] == ["dng", "jpg"] and not list(out.glob(".*partial"))
-    assert FakePicamera2.instances[-1].closed
+    assert [n.rsplit(".", 1)[1] for n in names] == ["dng", "jpg"]
+    with Image.open(out / names[1]) as still:
+        assert still.format == "JPEG" and still.size == FakePicamera2.SENSOR
+    assert camera.closed
+
+
+def test_the_picamera2_stand_in_is_as_strict_as_picamera2(tmp_path):
+    request = FakePicamera2().capture_request()
+    with pytest.raises(ValueError):
+        request.save("main", str(tmp_path / ".x.jpg.partial"))  # what cull used to do (review D2)
+    with pytest.raises(RuntimeError):
+        request.save("main", io.BytesIO())
+    request.save_dng(str(tmp_path / "x.partial"))
+    assert (tmp_path / "x.partial.dng").is_file()
+
+
+def _scorer(card):  # type: ignore[no-untyped-def]
+    from cull.score import OnnxScorer
+
+    return OnnxScorer(card, threads=1)

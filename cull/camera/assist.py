@@ -1,7 +1,14 @@
-"""Focus assist: score a preview frame exactly as `cull scan` scores a photo, and decide when to shoot."""
+"""Focus assist: score a preview frame the way the saved still will be scored, and decide when to shoot.
+
+The still is a JPEG that screening decodes through libjpeg's DCT scaling and then shrinks to the
+analysis scale (cull.decode). The assist brings every frame to that same scale by the same two steps,
+so its verdict agrees with the still's: judging a 640x480 preview instead would see a 12 MP frame at
+less than half the scale, where moderate blur no longer shows, and call a soft still IN FOCUS.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,9 +16,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from cull.analyse import score_two_pass
+from cull.camera.sources import Frame, dct_factor
 from cull.card import ModelCard, Thresholds
 from cull.decide import Verdict, decide
-from cull.decode import reduce_long_side, to_gray_array
+from cull.decode import SCALE_TOLERANCE, reduce_long_side, to_gray_array
 from cull.patches import network_input, select_patches
 from cull.score import PhotoScore, Scorer, aggregate
 
@@ -20,28 +28,35 @@ from cull.score import PhotoScore, Scorer, aggregate
 class FrameScore:
     photo: PhotoScore
     verdict: Verdict
-    sharp_boxes: list[tuple[int, int, int]] = field(default_factory=list)  # (y, x, size) of sharp patches
+    sharp_boxes: list[tuple[int, int, int]] = field(default_factory=list)  # (y, x, size) in frame pixels
     model_seconds: float = 0.0
 
+    @property
+    def in_focus(self) -> bool:
+        return self.verdict is Verdict.KEEP
 
-def frame_to_gray(rgb: NDArray[np.uint8], long_side: int) -> NDArray[np.float32]:
-    """RGB preview frame -> gray at the analysis scale, through the same conversion as decode."""
-    return to_gray_array(reduce_long_side(Image.fromarray(rgb), long_side))
+
+def frame_to_gray(frame: Frame, long_side: int) -> NDArray[np.float32]:
+    """A frame (RGB or gray uint8) -> gray at the analysis scale, reduced as a JPEG still of the same
+    pixels would be: DCT-scaling factor first (a box reduction), then the antialiased shrink."""
+    image = Image.fromarray(frame)
+    if image.mode != "L":
+        image = image.convert("L")
+    factor = dct_factor(image.size, long_side)
+    if factor > 1:
+        image = image.reduce(factor)
+    return to_gray_array(reduce_long_side(image, long_side, SCALE_TOLERANCE))
 
 
-def score_frame(rgb: NDArray[np.uint8], card: ModelCard, scorer: Scorer, thresholds: Thresholds) -> FrameScore:
-    import time
-
-    gray = frame_to_gray(rgb, card.analysis.long_side)
-    scale = rgb.shape[1] / gray.shape[1]
+def score_frame(frame: Frame, card: ModelCard, scorer: Scorer, thresholds: Thresholds) -> FrameScore:
+    """Score one preview frame with the card's patch logic and two-pass scoring; decide as for a photo."""
+    gray = frame_to_gray(frame, card.analysis.long_side)
+    scale = frame.shape[1] / gray.shape[1]
     patches = select_patches(gray, card.analysis)
     started = time.perf_counter()
     scores = score_two_pass([network_input(patches.pixels)], card, scorer)[0] if len(patches) else None
     model_seconds = time.perf_counter() - started
-    if scores is None:
-        photo = PhotoScore(None, 0)
-    else:
-        photo = aggregate(scores, card.aggregate_k, scorer.kind_labels)
+    photo = PhotoScore(None, 0) if scores is None else aggregate(scores, card.aggregate_k, scorer.kind_labels)
     verdict = decide(photo, thresholds, card.analysis.min_patches).verdict
     boxes = []
     if scores is not None:
@@ -50,16 +65,6 @@ def score_frame(rgb: NDArray[np.uint8], card: ModelCard, scorer: Scorer, thresho
             if p >= 0.5:
                 boxes.append((int(y * scale), int(x * scale), size))
     return FrameScore(photo, verdict, boxes, model_seconds)
-
-
-def render_line(frame: FrameScore, fps: float, width: int = 20) -> str:
-    """The live terminal line: score, a bar, IN FOCUS / soft, frames per second."""
-    score = frame.photo.score
-    if score is None:
-        return f"focus  --   [{'?' * width}] no detail to judge   {fps:5.1f} fps"
-    filled = int(round(score * width))
-    state = {Verdict.KEEP: "IN FOCUS", Verdict.UNCERTAIN: "soft?", Verdict.REJECT: "soft"}[frame.verdict]
-    return f"focus {score:4.2f} [{'#' * filled}{'-' * (width - filled)}] {state:8} {fps:5.1f} fps"
 
 
 class AutoCapture:

@@ -1,34 +1,38 @@
 """The `cull camera` loop: score every preview frame, capture on a trigger, screen each shot.
 
+The loop reports what happens to a ``CameraView`` (frames, shots) and takes key presses back from it;
+drawing the status line, reading the terminal and the OpenCV window live in ``cull.camera.ui``.
 Ctrl-C and SIGTERM stop the loop between frames, so a still is never half-written (stills are also
-written to a temp name and renamed).  Screening is the same as `cull scan`: the saved still is
-decoded, scored and decided, its verdict goes to XMP, and a reject can be moved to ``_culled``.
+written atomically). Screening is the same as `cull scan`: the saved still is decoded, scored and
+decided, its verdict goes to XMP, and a reject can be moved to ``_culled``. Every failure of a shot
+(capture, XMP, move) is recorded in its ``ShotResult.error`` and the loop goes on.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import select
 import signal
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, Protocol
 
 from cull.analyse import analyse_chunk
-from cull.camera.assist import AutoCapture, FrameScore, render_line, score_frame
-from cull.camera.sources import FrameSource
+from cull.camera.assist import AutoCapture, FrameScore, score_frame
+from cull.camera.sources import CameraError, Frame, FrameSource
 from cull.card import ModelCard
 from cull.decide import Decision, Verdict, decide
 from cull.discover import Shot
+from cull.errors import CullError
 from cull.score import OnnxScorer, Scorer
 
 log = logging.getLogger(__name__)
+
+QUIT_KEYS = ("q",)
+SHOOT_KEYS = (" ", "\n", "\r", "c")
 
 
 class Trigger(str, Enum):
@@ -45,7 +49,6 @@ class CameraOptions:
     interval: float = 5.0
     auto_frames: int = 5
     strictness: str = "lenient"
-    preview: bool = False
     xmp: bool = True
     move_rejects: bool = False
     dng: bool = False
@@ -58,16 +61,30 @@ class ShotResult:
     path: Path
     score: float | None
     verdict: Verdict | None
-    error: str | None = None
+    error: str | None = None  # everything that went wrong with this shot, "; "-separated
     moved_to: Path | None = None
 
 
 @dataclass
 class CameraSummary:
-    frames: list[FrameScore] = field(default_factory=list)
+    frames: int = 0
     shots: list[ShotResult] = field(default_factory=list)
     seconds: float = 0.0
     stopped_by: str = "end of stream"
+
+    @property
+    def failed_shots(self) -> list[ShotResult]:
+        return [s for s in self.shots if s.error]
+
+
+class CameraView(Protocol):
+    """What the loop reports to; the CLI's terminal line and preview window implement it."""
+
+    def frame(self, frame: Frame, score: FrameScore, fps: float) -> str | None:
+        """Show one scored frame; return a key pressed since the last frame, if any."""
+        ...
+
+    def shot(self, shot: ShotResult) -> None: ...
 
 
 class StopFlag:
@@ -98,46 +115,82 @@ def stop_on_signals(flag: StopFlag) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-@contextmanager
-def key_reader(enabled: bool) -> Iterator[Callable[[], str | None]]:
-    """Non-blocking single-key reads from a terminal; yields a function returning a key or None."""
-    if not enabled or not sys.stdin.isatty():
-        yield lambda: None
-        return
-    import termios
-    import tty
-
-    fd = sys.stdin.fileno()
-    saved = termios.tcgetattr(fd)
-    tty.setcbreak(fd)
-    try:
-        yield lambda: sys.stdin.read(1) if select.select([sys.stdin], [], [], 0)[0] else None
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or type(exc).__name__}{where}"
+    return str(exc)
 
 
 def screen_shot(paths: list[Path], card: ModelCard, scorer: Scorer, options: CameraOptions) -> ShotResult:
-    """Screen a saved still exactly like `cull scan`: score, decide, XMP, optionally move a reject."""
+    """Screen a saved still exactly like `cull scan`: score, decide, XMP, optionally move a reject.
+
+    Never raises for a file-system problem: XMP errors and conflicts and move failures are collected
+    in ``ShotResult.error``. A shot with an XMP conflict (a rating or pick someone set) is never moved.
+    """
     from cull.sidecars import XmpOptions, write_verdict
     from cull.xmp import Verdict as XmpVerdict
 
     still, partner = paths[0], (paths[1] if len(paths) > 1 else None)
     analysis = analyse_chunk([still], card, scorer)[0]
     if analysis.photo is None:
-        return ShotResult(still, None, None, analysis.error)
+        return ShotResult(still, None, None, analysis.error or "could not be scored")
     decision: Decision = decide(analysis.photo, card.thresholds_for(options.strictness), card.analysis.min_patches)
+    problems: list[str] = []
+    conflicted = False
     if options.xmp:
         verdict = XmpVerdict(decision.verdict.value, analysis.photo.score, analysis.photo.kind, card.version)
         for photo in paths:
-            write_verdict(photo, verdict, XmpOptions())
+            try:
+                outcomes, conflict = write_verdict(photo, verdict, XmpOptions())
+            except (OSError, CullError) as exc:
+                problems.append(f"XMP for {photo.name} not written: {_describe(exc)}")
+                continue
+            problems += [f"XMP {o.target.name}: {o.detail or 'not written'}" for o in outcomes if o.action == "error"]
+            if conflict:
+                conflicted = True
+                problems.append(f"XMP conflict on {photo.name}: {conflict}")
     moved_to = None
     if options.move_rejects and decision.verdict is Verdict.REJECT:
-        from cull.move import default_target, execute, plan_moves
+        if conflicted:
+            problems.append("not moved to _culled: it carries a rating or pick of its own")
+        else:
+            moved_to, move_problems = _move_reject(still, partner, options.out)
+            problems += move_problems
+    return ShotResult(still, analysis.photo.score, decision.verdict, "; ".join(problems) or None, moved_to)
 
-        target = default_target(options.out)
-        result = execute(plan_moves([Shot(still, partner)], options.out, target), options.out, target)
-        moved_to = result.moved[0].dst if result.moved else None
-    return ShotResult(still, analysis.photo.score, decision.verdict, moved_to=moved_to)
+
+def _move_reject(still: Path, partner: Path | None, out: Path) -> tuple[Path | None, list[str]]:
+    from cull.move import default_target, execute, plan_moves
+
+    target = default_target(out)
+    try:
+        plan = plan_moves([Shot(still, partner)], out, target)
+        result = execute(plan, out, target)
+    except (OSError, CullError) as exc:
+        return None, [f"not moved to {target.name}: {_describe(exc)}"]
+    problems = [f"not moved: {path.name}: {reason}" for path, reason in plan.refused + result.failed]
+    moved = next((m.dst for m in result.moved if m.src == still), None)
+    return moved, problems
+
+
+def _free_name(out: Path, stem: str, dng: bool) -> Path:
+    """``stem.jpg`` in ``out``, with a counter added if that name (or its DNG) is taken: never overwrite."""
+    path, n = out / f"{stem}.jpg", 1
+    while path.exists() or (dng and path.with_suffix(".dng").exists()):
+        path, n = out / f"{stem}-{n}.jpg", n + 1
+    return path
+
+
+def take_shot(source: FrameSource, card: ModelCard, scorer: Scorer, options: CameraOptions, number: int) -> ShotResult:
+    """Capture a still and screen it; a capture that fails (full disk, read-only folder, camera
+    error) is a ShotResult with an error, never an exception."""
+    path = _free_name(options.out, f"cull_{time.strftime('%Y%m%d-%H%M%S')}_{number:04d}", options.dng)
+    try:
+        paths = source.capture(path, options.dng)
+    except (OSError, CameraError) as exc:
+        return ShotResult(path, None, None, f"capture failed: {_describe(exc)}")
+    return screen_shot(paths, card, scorer, options)
 
 
 def run_camera(
@@ -145,58 +198,53 @@ def run_camera(
     card: ModelCard,
     options: CameraOptions,
     *,
-    stream: TextIO | None = None,
+    view: CameraView | None = None,
     scorer: Scorer | None = None,
-    on_frame: Callable[[FrameScore, float], None] | None = None,
 ) -> CameraSummary:
-    """Run until the source ends, a limit is reached, or Ctrl-C / SIGTERM. Raises CameraError."""
-    stream = stream if stream is not None else sys.stderr
+    """Run until the source ends, a limit is reached, ``q``, or Ctrl-C / SIGTERM.
+
+    Raises CameraError when the camera cannot deliver frames; per-shot failures are in the summary."""
     scorer = scorer or OnnxScorer(card, threads=1)
     thresholds = card.thresholds_for(options.strictness)
-    options.out.mkdir(parents=True, exist_ok=True)
+    try:
+        options.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        source.close()
+        raise CameraError(f"cannot use --out {options.out}: {_describe(exc)}") from None
     summary = CameraSummary()
     flag = StopFlag()
     auto = AutoCapture(options.auto_frames)
-    live = stream.isatty()
-    window = _Preview() if options.preview else None
-    started = last_shot = time.monotonic()
+    started = last_shot = previous = time.monotonic()
     fps = 0.0
     try:
-        with stop_on_signals(flag), key_reader(options.trigger is Trigger.KEYPRESS) as read_key:
-            previous = time.monotonic()
-            for rgb in source.frames():
-                frame = score_frame(rgb, card, scorer, thresholds)
+        with stop_on_signals(flag):
+            for frame in source.frames():
+                score = score_frame(frame, card, scorer, thresholds)
                 now = time.monotonic()
-                fps = 0.8 * fps + 0.2 / max(now - previous, 1e-6) if fps else 1.0 / max(now - previous, 1e-6)
+                rate = 1.0 / max(now - previous, 1e-6)
+                fps = 0.8 * fps + 0.2 * rate if fps else rate
                 previous = now
-                summary.frames.append(frame)
-                line = render_line(frame, fps)
-                stream.write(("\r" + line) if live else line + "\n")
-                stream.flush()
-                if on_frame:
-                    on_frame(frame, fps)
-                key = window.show(rgb, frame, line) if window else None
-                key = key or read_key()
-                if key == "q":
-                    flag.reason = "q pressed"
+                summary.frames += 1
+                key = view.frame(frame, score, fps) if view else None
+                if key in QUIT_KEYS:
+                    flag.reason = f"{key} pressed"
                 fire = (
-                    (options.trigger is Trigger.AUTO and auto.update(frame.verdict is Verdict.KEEP))
+                    (options.trigger is Trigger.AUTO and auto.update(score.in_focus))
                     or (options.trigger is Trigger.INTERVAL and now - last_shot >= options.interval)
-                    or (options.trigger is Trigger.KEYPRESS and key in (" ", "\n", "c"))
+                    or (options.trigger is Trigger.KEYPRESS and key in SHOOT_KEYS)
                 )
                 if fire:
                     last_shot = now
-                    name = f"cull_{time.strftime('%Y%m%d-%H%M%S')}_{len(summary.shots) + 1:04d}.jpg"
-                    shot = screen_shot(source.capture(options.out / name, options.dng), card, scorer, options)
+                    shot = take_shot(source, card, scorer, options, len(summary.shots) + 1)
                     summary.shots.append(shot)
-                    stream.write(("\n" if live else "") + f"shot {shot.path.name}: "
-                                 f"{shot.verdict.value if shot.verdict else 'error'}"
-                                 f"{f' ({shot.score:.2f})' if shot.score is not None else ''}"
-                                 f"{f' moved to {shot.moved_to}' if shot.moved_to else ''}\n")
+                    if shot.error:
+                        log.debug("shot %s: %s", shot.path.name, shot.error)
+                    if view:
+                        view.shot(shot)
                 if flag:
                     summary.stopped_by = flag.reason or "stopped"
                     break
-                if options.max_frames and len(summary.frames) >= options.max_frames:
+                if options.max_frames and summary.frames >= options.max_frames:
                     summary.stopped_by = "frame limit"
                     break
                 if options.max_shots and len(summary.shots) >= options.max_shots:
@@ -204,36 +252,5 @@ def run_camera(
                     break
     finally:
         source.close()
-        if window:
-            window.close()
-        if live:
-            stream.write("\n")
     summary.seconds = time.monotonic() - started
     return summary
-
-
-class _Preview:  # pragma: no cover - needs a display
-    """An OpenCV window with the frame, the live line and boxes around the sharp patches."""
-
-    def __init__(self) -> None:
-        import cv2
-
-        if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
-            from cull.camera.sources import CameraError
-
-            raise CameraError("--preview needs a display (no $DISPLAY); run headless without it")
-        self.cv2 = cv2
-
-    def show(self, rgb: Any, frame: FrameScore, line: str) -> str | None:
-        cv2 = self.cv2
-        image = rgb[:, :, ::-1].copy()
-        for y, x, size in frame.sharp_boxes:
-            cv2.rectangle(image, (x, y), (x + size, y + size), (0, 255, 0), 1)
-        colour = (0, 200, 0) if frame.verdict is Verdict.KEEP else (0, 0, 255)
-        cv2.putText(image, line, (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
-        cv2.imshow("cull camera", image)
-        key = cv2.waitKey(1) & 0xFF
-        return None if key == 255 else chr(key)
-
-    def close(self) -> None:
-        self.cv2.destroyAllWindows()

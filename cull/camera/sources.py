@@ -1,18 +1,21 @@
 """Frame sources for `cull camera`: a Raspberry Pi camera (picamera2), any OpenCV camera, or a replay
 of a folder of images / a video file (for demos, tests and benchmarks without a camera).
 
-A source yields low-resolution preview frames (RGB uint8 arrays) and saves full-resolution stills.
-Every still is written to a temp name and renamed, so an interrupted capture leaves no half file.
+A source yields preview frames (uint8 arrays, RGB ``H x W x 3`` or gray ``H x W``) no larger than the
+still needs for its own analysis (see ``cull.camera.assist.frame_to_gray``), and saves full-resolution
+stills. Stills are encoded in memory and written with ``cull.fsutil.atomic_write_bytes`` (temp file,
+fsync, rename, temp removed on failure), so an interrupted or failed capture leaves no half file.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,15 +23,22 @@ from PIL import Image
 
 from cull.errors import CullError
 from cull.formats import RASTER_EXTENSIONS
+from cull.fsutil import atomic_write_bytes, unlink_quietly
 
 log = logging.getLogger(__name__)
 
-Frame = NDArray[np.uint8]  # H x W x 3 RGB
+Frame = NDArray[np.uint8]  # H x W x 3 RGB, or H x W gray
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mjpeg", ".mjpg", ".webm", ".h264"})
+CAMERA_EXTRA = "pip install 'cull-focus[camera]'"
+JPEG_QUALITY = 95
 
 
 class CameraError(CullError):
     """The camera could not be opened, or it stopped delivering frames."""
+
+
+class CameraSetupError(CameraError):
+    """A camera feature needs something this installation lacks (a package, a display): a usage error."""
 
 
 class FrameSource(Protocol):
@@ -36,54 +46,66 @@ class FrameSource(Protocol):
 
     def frames(self) -> Iterator[Frame]: ...
 
-    def capture(self, path: Path, dng: bool = False) -> list[Path]: ...
+    def capture(self, path: Path, dng: bool = False) -> list[Path]:
+        """Save the current view as ``path`` (JPEG; plus ``.dng`` when asked). Raises OSError, CameraError."""
+        ...
 
     def close(self) -> None: ...
 
 
-def save_jpeg_atomically(rgb: Frame, path: Path, quality: int = 95) -> Path:
-    tmp = path.with_name(f".{path.name}.partial")
-    Image.fromarray(rgb).save(tmp, "JPEG", quality=quality)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+def require_cv2(feature: str) -> ModuleType:
+    """OpenCV, or a CameraSetupError saying which extra provides it."""
+    try:
+        import cv2
+    except ImportError:
+        raise CameraSetupError(f"{feature} needs OpenCV: {CAMERA_EXTRA}") from None
+    return cv2
 
 
-def _resize_to(rgb: Frame, size: tuple[int, int] | None) -> Frame:
-    """Shrink to fit within ``size`` (W, H), keeping the aspect ratio; never enlarge (that would blur)."""
-    if size is None:
-        return rgb
-    height, width = rgb.shape[:2]
-    scale = min(size[0] / width, size[1] / height)
-    if scale >= 1.0:
-        return rgb
-    new = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(new, Image.Resampling.BILINEAR, reducing_gap=2.0))
+def encode_jpeg(rgb: Frame, quality: int = JPEG_QUALITY) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def write_all_or_nothing(files: list[tuple[Path, bytes]]) -> list[Path]:
+    """Write each file atomically; if one fails, remove the ones already written and re-raise."""
+    written: list[Path] = []
+    try:
+        for path, data in files:
+            atomic_write_bytes(path, data)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            unlink_quietly(path)
+        raise
+    return written
 
 
 class ReplaySource:
-    """Images in a folder (sorted), or the frames of a video file, played as a live feed."""
+    """Images in a folder (sorted), or the frames of a video file, played as a live feed (full size:
+    the assist reduces them as the still would be); stills are the stored frames."""
 
-    def __init__(self, location: Path, preview_size: tuple[int, int] | None = (640, 480), fps: float = 0.0,
-                 loop: bool = False) -> None:
+    def __init__(self, location: Path, fps: float = 0.0, loop: bool = False) -> None:
         self.location = Path(location)
         self.name = f"folder:{location}"
-        self.preview_size = preview_size
         self.fps = fps
         self.loop = loop
         self._current: Frame | None = None
+        self._cv2: ModuleType | None = None
         if not self.location.exists():
-            raise CameraError(f"replay source {location} does not exist")
+            raise CameraSetupError(f"replay source {location} does not exist")
         if self.location.is_dir():
             self._images = sorted(p for p in self.location.iterdir() if p.suffix.lower() in RASTER_EXTENSIONS)
             if not self._images:
-                raise CameraError(f"replay folder {location} has no images")
-        elif self.location.suffix.lower() not in VIDEO_EXTENSIONS:
-            raise CameraError(f"replay source {location} is neither a folder of images nor a video file")
+                raise CameraSetupError(f"replay folder {location} has no images")
+        elif self.location.suffix.lower() in VIDEO_EXTENSIONS:
+            self._cv2 = require_cv2("replaying a video file")
+        else:
+            raise CameraSetupError(f"replay source {location} is neither a folder of images nor a video file")
 
     def _full_frames(self) -> Iterator[Frame]:
-        if self.location.is_dir():
+        if self._cv2 is None:
             for path in self._images:
                 try:
                     with Image.open(path) as image:
@@ -91,9 +113,7 @@ class ReplaySource:
                 except OSError as exc:
                     raise CameraError(f"replay frame {path.name} is unreadable: {exc}") from None
             return
-        import cv2
-
-        capture = cv2.VideoCapture(str(self.location))
+        capture = self._cv2.VideoCapture(str(self.location))
         if not capture.isOpened():
             raise CameraError(f"cannot open video {self.location}")
         try:
@@ -110,7 +130,7 @@ class ReplaySource:
             for full in self._full_frames():
                 started = time.monotonic()
                 self._current = full
-                yield _resize_to(full, self.preview_size)
+                yield full
                 if self.fps:
                     time.sleep(max(0.0, 1.0 / self.fps - (time.monotonic() - started)))
             if not self.loop:
@@ -119,20 +139,18 @@ class ReplaySource:
     def capture(self, path: Path, dng: bool = False) -> list[Path]:
         if self._current is None:
             raise CameraError("no frame to capture yet")
-        return [save_jpeg_atomically(self._current, path)]
+        return write_all_or_nothing([(path, encode_jpeg(self._current))])
 
     def close(self) -> None:
         self._current = None
 
 
 class OpenCVSource:
-    """A USB webcam or laptop camera through OpenCV (``--source opencv:0``)."""
+    """A USB webcam or laptop camera through OpenCV (``--source opencv:0``): stills are the frames."""
 
-    def __init__(self, index: int, preview_size: tuple[int, int] | None = (640, 480)) -> None:
-        import cv2
-
+    def __init__(self, index: int) -> None:
+        cv2 = require_cv2("--source opencv:N")
         self.name = f"opencv:{index}"
-        self.preview_size = preview_size
         self._capture = cv2.VideoCapture(index)
         if not self._capture.isOpened():
             raise CameraError(f"cannot open camera {self.name} (is it connected, and not in use by another program?)")
@@ -149,86 +167,110 @@ class OpenCVSource:
             self._count += 1
             current = np.ascontiguousarray(bgr[:, :, ::-1], dtype=np.uint8)
             self._current = current
-            yield _resize_to(current, self.preview_size)
+            yield current
 
     def capture(self, path: Path, dng: bool = False) -> list[Path]:
         if self._current is None:
             raise CameraError("no frame to capture yet")
-        return [save_jpeg_atomically(self._current, path)]
+        return write_all_or_nothing([(path, encode_jpeg(self._current))])
 
     def close(self) -> None:
         self._capture.release()
 
 
-class PiCameraSource:  # pragma: no cover - needs a Raspberry Pi camera
-    """Raspberry Pi camera through picamera2: a low-resolution stream for the assist, full-resolution
-    stills (JPEG, plus DNG when asked) for captures."""
+def dct_factor(size: tuple[int, int], long_side: int) -> int:
+    """The reduction libjpeg's DCT scaling applies when a JPEG of ``size`` is decoded for analysis at
+    ``long_side`` (PIL ``draft`` picks the largest of 1, 2, 4, 8 that keeps the requested size)."""
+    from cull.decode import draft_request
 
-    def __init__(self, preview_size: tuple[int, int] = (640, 480)) -> None:
+    width, height = size
+    want_w, want_h = draft_request(size, long_side)
+    ratio = min(width // want_w, height // want_h)
+    return next(f for f in (8, 4, 2, 1) if ratio >= f)
+
+
+class PiCameraSource:
+    """Raspberry Pi camera through picamera2: a ``lores`` stream for the assist at the size the saved
+    still is decoded to for its analysis (full field of view), full-resolution stills (JPEG, plus DNG
+    when asked) for captures."""
+
+    def __init__(self, long_side: int) -> None:
         try:
             from picamera2 import Picamera2
         except ImportError:
-            raise CameraError(
-                "the Raspberry Pi camera needs picamera2: `sudo apt install python3-picamera2` on Raspberry Pi OS "
-                "(or pip install 'cull[pi]'); on other machines use --source opencv:0 or --source folder:DIR"
+            raise CameraSetupError(
+                "the Raspberry Pi camera needs picamera2: `sudo apt install python3-picamera2` on Raspberry Pi OS, "
+                "in a venv made with --system-site-packages (see examples/camera/PI.md); on other machines use "
+                "--source opencv:0 or --source folder:DIR"
             ) from None
         self.name = "picamera2"
         try:
-            self._camera = Picamera2()
+            self._camera: Any = Picamera2()
+            full = tuple(self._camera.sensor_resolution)
+            factor = dct_factor((full[0], full[1]), long_side)
+            lores = (full[0] // factor // 2 * 2, full[1] // factor // 2 * 2)  # YUV420 needs even sizes
             config = self._camera.create_still_configuration(
-                main={}, lores={"size": preview_size, "format": "YUV420"}, raw={} , display="lores",
+                main={"size": full}, lores={"size": lores, "format": "YUV420"}, raw={}, display="lores",
                 buffer_count=2,
             )
             self._camera.configure(config)
+            self._size = tuple(self._camera.camera_config["lores"]["size"])  # as libcamera aligned it
             self._camera.start()
         except Exception as exc:  # noqa: BLE001 - libcamera raises plain RuntimeErrors
             raise CameraError(f"cannot start the Pi camera: {exc}") from None
-        self._size = preview_size
 
     def frames(self) -> Iterator[Frame]:
+        width, height = self._size
         while True:
             try:
                 yuv = self._camera.capture_array("lores")
             except Exception as exc:  # noqa: BLE001
                 raise CameraError(f"the Pi camera stopped delivering frames: {exc}") from None
-            gray = np.asarray(yuv[: self._size[1], : self._size[0]], dtype=np.uint8)  # the Y plane
-            yield np.repeat(gray[:, :, None], 3, axis=2)
+            yield np.ascontiguousarray(yuv[:height, :width], dtype=np.uint8)  # the Y plane: gray
 
     def capture(self, path: Path, dng: bool = False) -> list[Path]:
-        request = self._camera.capture_request()
         try:
-            tmp = path.with_name(f".{path.name}.partial")
-            request.save("main", str(tmp))
-            os.replace(tmp, path)
-            saved = [path]
+            request = self._camera.capture_request()
+        except Exception as exc:  # noqa: BLE001
+            raise CameraError(f"the Pi camera did not deliver a still: {exc}") from None
+        try:
+            # encoded in memory with an explicit format: picamera2 would otherwise guess it from the name
+            jpeg = io.BytesIO()
+            request.save("main", jpeg, format="jpeg")
+            files = [(path, jpeg.getvalue())]
             if dng:
-                raw_path = path.with_suffix(".dng")
-                tmp_raw = raw_path.with_name(f".{raw_path.name}.partial")
-                request.save_dng(str(tmp_raw))
-                os.replace(tmp_raw, raw_path)
-                saved.append(raw_path)
+                raw = io.BytesIO()
+                request.save_dng(raw)
+                files.append((path.with_suffix(".dng"), raw.getvalue()))
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - picamera2 / PIL / PiDNG raise a mix of plain errors
+            raise CameraError(f"the Pi camera could not encode the still: {type(exc).__name__}: {exc}") from None
         finally:
             request.release()
-        return saved
+        return write_all_or_nothing(files)
 
     def close(self) -> None:
         self._camera.stop()
         self._camera.close()
 
 
-def open_source(spec: str, preview_size: tuple[int, int] = (640, 480), fps: float = 0.0) -> FrameSource:
-    """``picamera2`` | ``opencv:N`` | ``folder:PATH`` (a folder of images or a video file)."""
+def open_source(spec: str, long_side: int, fps: float = 0.0) -> FrameSource:
+    """``picamera2`` | ``opencv:N`` | ``folder:PATH`` (a folder of images or a video file).
+
+    ``long_side`` is the model's analysis scale. Raises CameraError (CameraSetupError for a missing
+    package or a malformed spec)."""
     kind, _, arg = spec.partition(":")
     if kind in ("picamera2", "pi"):
-        return PiCameraSource(preview_size)
+        return PiCameraSource(long_side)
     if kind == "opencv":
         try:
             index = int(arg or 0)
         except ValueError:
-            raise CameraError(f"--source opencv:N takes a camera number, not {arg!r}") from None
-        return OpenCVSource(index, preview_size)
+            raise CameraSetupError(f"--source opencv:N takes a camera number, not {arg!r}") from None
+        return OpenCVSource(index)
     if kind in ("folder", "file", "replay"):
         if not arg:
-            raise CameraError("--source folder:PATH needs a path")
-        return ReplaySource(Path(arg).expanduser(), preview_size, fps)
-    raise CameraError(f"unknown --source {spec!r}: use picamera2, opencv:N or folder:PATH")
+            raise CameraSetupError("--source folder:PATH needs a path")
+        return ReplaySource(Path(arg).expanduser(), fps=fps)
+    raise CameraSetupError(f"unknown --source {spec!r}: use picamera2, opencv:N or folder:PATH")
