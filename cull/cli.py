@@ -342,7 +342,7 @@ def camera(
     no_xmp: Annotated[bool, typer.Option("--no-xmp", help="do not write verdicts to XMP")] = False,
     dng: Annotated[bool, typer.Option("--dng", help="also save a DNG of each shot (Raspberry Pi camera)")] = False,
     strictness: StrictnessOption = Strictness.LENIENT,
-    preview_size: Annotated[str, typer.Option(help="size of the scored preview stream, WxH")] = "640x480",
+    preview_size: Annotated[str, typer.Option(help="largest size of the --preview window, WxH (frames are scored at the still's analysis scale)")] = "960x720",
     fps: Annotated[float, typer.Option(help="replay speed for folder: sources (0: as fast as scored)")] = 0.0,
     max_frames: Annotated[int, typer.Option(min=0, help="stop after this many frames (0: run until Ctrl-C)")] = 0,
     model: ModelOption = None,
@@ -352,7 +352,8 @@ def camera(
     Example: cull camera --source opencv:0 --auto --out ~/Pictures/shots
     """
     from cull.camera.run import CameraOptions, Trigger, run_camera
-    from cull.camera.sources import CameraError, open_source
+    from cull.camera.sources import CameraError, CameraSetupError, open_source
+    from cull.camera.ui import PreviewWindow, TerminalView, Views
 
     triggers = [t for t, on in ((Trigger.KEYPRESS, capture_on_keypress), (Trigger.INTERVAL, interval is not None),
                                 (Trigger.AUTO, auto)) if on]
@@ -361,21 +362,33 @@ def camera(
     try:
         width, height = (int(v) for v in preview_size.lower().split("x"))
     except ValueError:
-        raise _fail(f"--preview-size takes WxH, e.g. 640x480, not {preview_size!r}") from None
+        raise _fail(f"--preview-size takes WxH, e.g. 960x720, not {preview_size!r}") from None
     card = _card(model)
     options = CameraOptions(out=out, trigger=triggers[0] if triggers else Trigger.NONE, interval=interval or 5.0,
-                            auto_frames=auto_frames, strictness=strictness.value, preview=preview, xmp=not no_xmp,
+                            auto_frames=auto_frames, strictness=strictness.value, xmp=not no_xmp,
                             move_rejects=move_rejects, dng=dng, max_frames=max_frames)
+    window = None
     try:
-        summary = run_camera(open_source(source, (width, height), fps), card, options)
+        window = PreviewWindow((width, height)) if preview else None
+        feed = open_source(source, card.analysis.long_side, fps)
+        with TerminalView(sys.stderr, keys=options.trigger is Trigger.KEYPRESS) as terminal:
+            summary = run_camera(feed, card, options, view=Views(terminal, window) if window else terminal)
+    except CameraSetupError as exc:
+        raise _fail(str(exc), 2) from None
     except CameraError as exc:
         raise _fail(str(exc), 1) from None
+    finally:
+        if window:
+            window.close()
     verdicts = [s.verdict.value for s in summary.shots if s.verdict]
-    typer.echo(f"{len(summary.frames)} frames in {summary.seconds:.1f} s "
-               f"({len(summary.frames) / max(summary.seconds, 1e-6):.1f} fps); {len(summary.shots)} shots "
-               f"({verdicts.count('keep')} keep, {verdicts.count('uncertain')} uncertain, {verdicts.count('reject')} reject) "
-               f"in {out}; stopped by {summary.stopped_by}")
-    raise typer.Exit(1 if any(s.error for s in summary.shots) else 0)
+    failed = summary.failed_shots
+    for shot in failed:
+        typer.echo(f"error: {shot.path}: {shot.error}", err=True)
+    typer.echo(f"{summary.frames} frames in {summary.seconds:.1f} s "
+               f"({summary.frames / max(summary.seconds, 1e-6):.1f} fps); {len(summary.shots)} shots "
+               f"({verdicts.count('keep')} keep, {verdicts.count('uncertain')} uncertain, {verdicts.count('reject')} reject, "
+               f"{len(failed)} with errors) in {out}; stopped by {summary.stopped_by}")
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
