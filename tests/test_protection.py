@@ -1,0 +1,305 @@
+"""A photo the user rated, picked or accepted is never marked or moved as a reject, wherever the
+user's value lives; and the XMP writer's hostile-input, permission and message fixes.
+
+exiftool (and exiv2 in test_xmp.py) read the results as independent oracles."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cull.cli import app
+from cull.errors import SidecarRefused
+from cull.protect import file_protection, read_sidecar, shot_protection
+from cull.sidecars import (
+    XmpOptions,
+    clear_photo,
+    remove_stale_temps,
+    strip_webp_xmp,
+    targets_for,
+    write_verdict,
+)
+from cull.xmp import Verdict, merge, read_fields, validate_label
+from tests.conftest import blurred_image, drop_dac_override, save
+
+REJECT = Verdict("reject", 0.02, "defocus", "test-model")
+UNCERTAIN = Verdict("uncertain", 0.4, "motion", "test-model")
+needs_exiftool = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed (.ci/run installs it)")
+
+
+def user_xmp(**fields: str) -> bytes:
+    """A one-line sidecar as another application writes it (``Rating="3"``, ``pick="1"`` ...)."""
+    ns = {"Rating": "xmp", "pick": "xmpDM", "PickLabel": "digiKam", "Label": "xmp"}
+    attrs = " ".join(f'{ns[k]}:{k}="{v}"' for k, v in fields.items())
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+        'xmlns:xmpDM="http://ns.adobe.com/xmp/1.0/DynamicMedia/" xmlns:digiKam="http://www.digikam.org/ns/1.0/" '
+        f'{attrs}/></rdf:RDF></x:xmpmeta>'
+    ).encode()
+
+
+def exiftool_rating(*paths: Path) -> dict[str, object]:
+    """XMP-xmp:Rating of each file as exiftool reads it (None: no rating, or no file)."""
+    existing = [p for p in paths if p.exists()]
+    found: dict[str, object] = {p.name: None for p in paths}
+    if existing:
+        out = subprocess.run(["exiftool", "-j", "-n", "-XMP-xmp:Rating", *map(str, existing)],
+                             capture_output=True, text=True, check=True).stdout
+        for row in json.loads(out):
+            found[Path(row["SourceFile"]).name] = row.get("Rating")
+    return found
+
+
+def embed_rating(photo: Path, rating: int) -> None:
+    """Another application (exiftool here, Lightroom in life) writes a rating *into* the photo."""
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-XMP-xmp:Rating={rating}", str(photo)], check=True)
+
+
+# --- D2: one shot, one verdict ------------------------------------------------------------------
+
+@needs_exiftool
+def test_a_rating_anywhere_in_the_shot_keeps_every_sidecar_free_of_rejects(tmp_path):
+    photos = tmp_path / "photos"
+    save(blurred_image(0, 9), photos / "emb.jpg")
+    embed_rating(photos / "emb.jpg", 5)  # (a) rating inside the JPEG
+    save(blurred_image(1, 9), photos / "adobe.jpg")
+    (photos / "adobe.xmp").write_bytes(user_xmp(Rating="3"))  # (b) Capture One naming beside a JPEG
+    save(blurred_image(2, 9), photos / "IMG_0001.jpg")
+    (photos / "IMG_0001.KDC").write_bytes(b"raw data")
+    (photos / "IMG_0001.xmp").write_bytes(user_xmp(Rating="3"))  # (c, d) the RAW partner's Lightroom sidecar
+    save(blurred_image(3, 9), photos / "zero.jpg")
+    (photos / "zero.jpg.xmp").write_bytes(user_xmp(Rating="0"))  # 0 = unrated (XMP spec): may be marked
+    save(blurred_image(0, 5), photos / "plain.jpg")
+    stale = photos / ".plain.jpg.ab12cd_9.cull-tmp.jpg"  # (D10) left by a killed `scan --embed`
+    stale.write_bytes(b"half a copy")
+    result = CliRunner().invoke(app, ["scan", str(photos), "--workers", "1", "--sidecar-style", "both"])
+    assert result.exit_code == 0, result.output
+    ratings = exiftool_rating(*(photos / n for n in (
+        "emb.jpg.xmp", "emb.jpg", "adobe.jpg.xmp", "adobe.xmp", "IMG_0001.KDC.xmp", "IMG_0001.jpg.xmp",
+        "IMG_0001.xmp", "zero.jpg.xmp", "plain.jpg.xmp")))
+    assert ratings == {"emb.jpg.xmp": None, "emb.jpg": 5, "adobe.jpg.xmp": None, "adobe.xmp": 3,
+                       "IMG_0001.KDC.xmp": None, "IMG_0001.jpg.xmp": None, "IMG_0001.xmp": 3,
+                       "zero.jpg.xmp": -1, "plain.jpg.xmp": -1}
+    conflicts = sorted(line for line in result.stderr.splitlines() if line.startswith("conflict:"))
+    assert conflicts == [  # once per shot
+        f"conflict: {photos / 'IMG_0001.jpg'}: user rated it 3 stars: not marked rejected",
+        f"conflict: {photos / 'adobe.jpg'}: user rated it 3 stars: not marked rejected",
+        f"conflict: {photos / 'emb.jpg'}: user rated it 5 stars: not marked rejected",
+    ]
+    assert read_fields((photos / "adobe.xmp").read_bytes())["cull:Conflict"] == "user rated it 3 stars"
+    assert not stale.exists()
+
+
+@needs_exiftool
+def test_embed_with_the_rating_in_the_darktable_sidecar_writes_no_reject(tmp_path):
+    photo = save(blurred_image(0, 9), tmp_path / "a.jpg")
+    (tmp_path / "a.jpg.xmp").write_bytes(user_xmp(pick="1"))
+    outcomes, conflict = write_verdict(photo, REJECT, XmpOptions(embed=True))
+    assert conflict == "user picked it (flagged)" and [o.action for o in outcomes] == ["unchanged"]
+    assert exiftool_rating(photo) == {"a.jpg": None}
+
+
+def test_shot_protection_reads_every_place(tmp_path, monkeypatch):
+    def shot(name: str) -> Path:
+        photo = tmp_path / name
+        photo.write_bytes(b"\xff\xd8 not decoded here")
+        return photo
+
+    assert shot_protection(shot("none.jpg"), None) is None
+    (tmp_path / "lr.jpg.xmp").write_bytes(user_xmp(pick="1"))
+    assert shot_protection(shot("lr.jpg"), None) == "user picked it (flagged)"
+    (tmp_path / "dk.xmp").write_bytes(user_xmp(PickLabel="3"))
+    assert shot_protection(shot("dk.jpg"), None) == "user accepted it (digiKam pick label)"
+    for value in ("0", "-1"):  # unrated and rejected do not protect
+        (tmp_path / f"r{value}.jpg.xmp").write_bytes(user_xmp(Rating=value))
+        assert shot_protection(shot(f"r{value}.jpg"), None) is None
+    (tmp_path / "IMG_2.CR2.xmp").write_bytes(user_xmp(Rating="4"))
+    assert shot_protection(shot("IMG_2.jpg"), shot("IMG_2.CR2")) == "user rated it 4 stars"
+    embedded = shot("inside.jpg")
+    embedded.write_bytes(b"\xff\xd8junk" + user_xmp(Rating="2") + b"more junk")
+    monkeypatch.setitem(sys.modules, "pyexiv2", None)  # the default install: found by packet scanning
+    assert file_protection(embedded) == "user rated it 2 stars"
+    # IMG_7.xmp belongs to the RAW of another shot, never to the PNG beside it
+    (tmp_path / "IMG_7.CR2").write_bytes(b"raw")
+    (tmp_path / "IMG_7.xmp").write_bytes(user_xmp(Rating="5"))
+    png = shot("IMG_7.png")
+    assert shot_protection(png, None) is None
+    assert [t.path.name for t in targets_for(png, XmpOptions())] == ["IMG_7.png.xmp"]
+
+
+# --- D1: move never takes a protected shot ------------------------------------------------------
+
+@needs_exiftool
+def test_move_rejects_leaves_every_protected_shot_in_place(tmp_path):
+    photos = tmp_path / "photos"
+    for i, name in enumerate(["rated.jpg", "picked.jpg", "accepted.jpg", "emb.jpg", "IMG_1.jpg", "plain.jpg"]):
+        save(blurred_image(i, 9), photos / name)
+    (photos / "rated.jpg.xmp").write_bytes(user_xmp(Rating="3"))
+    (photos / "picked.xmp").write_bytes(user_xmp(pick="1"))  # Lightroom pick, Adobe naming
+    (photos / "accepted.jpg.xmp").write_bytes(user_xmp(PickLabel="3"))
+    embed_rating(photos / "emb.jpg", 5)
+    (photos / "IMG_1.KDC").write_bytes(b"raw data")
+    (photos / "IMG_1.xmp").write_bytes(user_xmp(Rating="4"))
+    result = CliRunner().invoke(app, ["move", str(photos), "--rejects", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    kept = sorted(line for line in result.stderr.splitlines() if line.startswith("kept in place:"))
+    assert len(kept) == 5, result.stderr
+    assert any("IMG_1.jpg: user rated it 4 stars" in line for line in kept)
+    assert any("emb.jpg: user rated it 5 stars" in line for line in kept)
+    moved = sorted(p.name for p in (photos / "_culled").rglob("*") if p.is_file() and ".cull-journal" not in str(p))
+    assert moved == ["plain.jpg"]
+    for name in ("rated.jpg", "picked.jpg", "picked.xmp", "accepted.jpg", "emb.jpg", "IMG_1.jpg", "IMG_1.KDC", "IMG_1.xmp"):
+        assert (photos / name).is_file(), name
+
+
+# --- D5, D6: hostile sidecars -------------------------------------------------------------------
+
+def test_fifo_and_device_sidecars_are_refused_without_blocking_or_reading(tmp_path):
+    photos = tmp_path / "photos"
+    save(blurred_image(0, 3), photos / "a.jpg")
+    save(blurred_image(1, 9), photos / "b.jpg")
+    os.mkfifo(photos / "a.jpg.xmp")
+    (photos / "b.jpg.xmp").symlink_to("/dev/zero")
+    big = photos / "big.xmp"
+    with open(big, "wb") as fh:
+        fh.truncate(65 * 1024 * 1024)  # sparse: costs no disk
+    with pytest.raises(SidecarRefused, match="64 MB"):
+        read_sidecar(big)
+
+    def cap_memory() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "cull", "scan", str(photos), "--workers", "1"],
+                          capture_output=True, text=True, timeout=180, preexec_fn=cap_memory,
+                          env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
+    assert f"error: {photos / 'a.jpg.xmp'}: not a regular file (a FIFO)" in proc.stderr
+    assert f"error: {photos / 'b.jpg.xmp'}: not a regular file (a device)" in proc.stderr
+    assert (photos / "b.jpg.xmp").is_symlink() and "XMP: 0 written" in proc.stdout
+
+
+# --- D4, review D6: permissions -----------------------------------------------------------------
+
+def test_a_sidecar_cull_creates_gets_the_umask_mode_and_is_never_refused_later(tmp_path):
+    photo = save(blurred_image(0, 9), tmp_path / "locked.jpg")
+    os.chmod(photo, 0o444)
+    mask = os.umask(0o022)
+    try:
+        assert [o.action for o in write_verdict(photo, REJECT, XmpOptions())[0]] == ["written"]
+    finally:
+        os.umask(mask)
+    sidecar = tmp_path / "locked.jpg.xmp"
+    assert sidecar.stat().st_mode & 0o777 == 0o644  # not the photo's 0444
+    os.chmod(sidecar, 0o444)  # as older versions of cull left it beside a read-only photo
+    assert [o.action for o in write_verdict(photo, UNCERTAIN, XmpOptions())[0]] == ["written"]
+    assert [o.action for o in clear_photo(photo)] == ["removed"] and not sidecar.exists()
+
+
+def test_another_users_sidecar_is_not_taken_over(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    raw = shared / "r.NEF"
+    raw.write_bytes(b"raw")
+    sidecar = shared / "r.xmp"
+    sidecar.write_bytes(user_xmp(Label="Blue"))
+    os.chown(sidecar, 65534, 65534)  # nobody's, 0644: not writable by anyone else
+    os.chmod(sidecar, 0o644)
+    before = sidecar.read_bytes()
+    script = ("from pathlib import Path; from cull.sidecars import XmpOptions, write_verdict; "
+              "from cull.xmp import Verdict; "
+              f"o, _ = write_verdict(Path({str(raw)!r}), Verdict('reject', 0.1, None, 'm'), XmpOptions()); "
+              "print(o[0].action, o[0].detail)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          preexec_fn=drop_dac_override)  # an ordinary user: mode bits bind
+    assert proc.stdout.startswith("error no write permission"), proc.stdout + proc.stderr
+    assert sidecar.read_bytes() == before and sidecar.stat().st_uid == 65534
+    # root (who may write anything) keeps the owner: the merged sidecar is still nobody's
+    outcomes, _ = write_verdict(raw, REJECT, XmpOptions())
+    assert outcomes[0].action == "written" and read_fields(sidecar.read_bytes())["xmp:Rating"] == "-1"
+    assert (sidecar.stat().st_uid, sidecar.stat().st_gid) == (65534, 65534)
+
+
+# --- D3, D13: embedded XMP clear ----------------------------------------------------------------
+
+@needs_exiftool
+@pytest.mark.parametrize("name", ["w.webp", "j.jpg"])
+def test_xmp_clear_really_removes_embedded_xmp_and_says_so(tmp_path, name):
+    pytest.importorskip("pyexiv2")
+    photo = save(blurred_image(0, 9), tmp_path / name)
+    original = photo.read_bytes()
+    outcomes, _ = write_verdict(photo, REJECT, XmpOptions(embed=True))
+    assert [o.action for o in outcomes] == ["written"] and exiftool_rating(photo) == {name: -1}
+    result = CliRunner().invoke(app, ["xmp", "clear", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"removed XMP from {photo}" in result.stdout
+    assert exiftool_rating(photo) == {name: None}
+    assert photo.read_bytes() == original  # back byte for byte
+
+
+def test_strip_webp_xmp_drops_the_chunk_and_the_flag():
+    vp8 = b"VP8 " + (4).to_bytes(4, "little") + b"abcd"
+    vp8x = b"VP8X" + (10).to_bytes(4, "little") + bytes([0x04]) + bytes(9)
+    xmp = b"XMP " + (3).to_bytes(4, "little") + b"xyz\x00"
+    body = vp8x + vp8 + xmp
+    data = b"RIFF" + (len(body) + 4).to_bytes(4, "little") + b"WEBP" + body
+    assert strip_webp_xmp(data) == b"RIFF" + (len(vp8) + 4).to_bytes(4, "little") + b"WEBP" + vp8
+
+
+# --- D12, review D7: without the [embed] extra --------------------------------------------------
+
+def test_without_pyexiv2_clear_skips_embedded_and_embed_is_a_usage_error(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    save(blurred_image(0, 9), photos / "never.jpg")
+    rejected = save(blurred_image(1, 9), photos / "rej.jpg")
+    write_verdict(rejected, REJECT, XmpOptions())
+    monkeypatch.setitem(sys.modules, "pyexiv2", None)  # `import pyexiv2` now fails, as on `pip install cull-focus`
+    cleared = CliRunner().invoke(app, ["xmp", "clear", str(photos)])
+    assert cleared.exit_code == 0, cleared.output
+    assert "needs pyexiv2" not in cleared.output and not (photos / "rej.jpg.xmp").exists()
+    embed = CliRunner().invoke(app, ["scan", str(photos), "--embed", "--workers", "1"])
+    assert embed.exit_code == 2 and "--embed needs pyexiv2" in embed.stderr
+    assert sorted(p.name for p in photos.iterdir()) == ["never.jpg", "rej.jpg"]  # nothing scanned or written
+
+
+# --- D15: --label -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("label", ["Yel\x01low", "", "x" * 65, "two\nlines"])
+def test_a_bad_label_is_a_usage_error_before_any_work(tmp_path, label):
+    save(blurred_image(0, 9), tmp_path / "u.jpg")
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), "--label", label])
+    assert result.exit_code == 2 and "--label" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.jpg"]
+
+
+def test_label_colour_words_are_normalised_and_own_words_kept():
+    assert validate_label("purple") == "Purple" and validate_label("YELLOW") == "Yellow"
+    assert validate_label("To print") == "To print"
+    assert read_fields(merge(None, Verdict("uncertain", 0.4, None, "m", label=validate_label("blue"))).packet)["xmp:Label"] == "Blue"
+
+
+# --- D10: temp files of a killed run ------------------------------------------------------------
+
+def test_only_culls_own_stale_temp_files_are_removed(tmp_path):
+    ours = [tmp_path / ".a.jpg.k2j_9x0q.cull-tmp.jpg", tmp_path / ".a.jpg.xmp.ab12cd34.cull-tmp"]
+    others = [tmp_path / ".a.jpg.mine.tmp", tmp_path / "a.cull-tmp.jpg", tmp_path / ".a.jpg.toolong99.x.cull-tmp"]
+    for path in ours + others:
+        path.write_bytes(b"x")
+    time.sleep(0.05)  # file-system timestamps are coarse: keep the two generations apart
+    fresh = tmp_path / ".b.jpg.zz99zz99.cull-tmp.jpg"  # made by a run going on now: left alone
+    fresh.write_bytes(b"x")
+    started = fresh.stat().st_ctime
+    assert sorted(remove_stale_temps([tmp_path], started)) == sorted(ours)
+    assert all(p.exists() for p in others) and fresh.exists()
