@@ -19,7 +19,8 @@ from cull.decide import Strictness
 from cull.errors import CullError
 from cull.review.items import Show as ReviewShow
 from cull.runner import default_workers
-from cull.sidecars import SidecarStyle, XmpOptions, clear_photo, write_results
+from cull.sidecars import SidecarStyle, XmpOptions, clear_photo, embedding_available, remove_stale_temps, write_results
+from cull.xmp import validate_label
 
 app = typer.Typer(
     help="Find the out-of-focus photos in a photo library. Nothing is ever deleted.",
@@ -116,6 +117,12 @@ def scan(
 
     if report is not None and report.suffix.lower() not in (".jsonl", ".csv"):
         raise _fail(f"--report must end in .jsonl or .csv, not {report.name!r}")
+    try:
+        label = validate_label(label)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if embed and not no_xmp and not dry_run and not embedding_available():
+        raise _fail("--embed needs pyexiv2: pip install 'cull-focus[embed]'")
     options = ScanOptions(workers=workers, batch_size=batch_size, strictness=strictness,
                           use_cache=not no_cache, dry_run=dry_run)
     try:
@@ -199,6 +206,44 @@ def eval_command(
     raise typer.Exit(1 if result["errors"] else 0)
 
 
+@app.command()
+def calibrate(
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="labelled folder: sharp/ and *blur*/ sub-folders, >= 10 photos each")],
+    out: Annotated[Path, typer.Option("--out", help="the calibrated card to write (.json)")],
+    model: ModelOption = None,
+    workers: WorkersOption = default_workers(),
+    keep_texture: Annotated[bool, typer.Option("--keep-texture", help="keep the base card's patch texture threshold (min_std)")] = False,
+) -> None:
+    """Fit keep/reject thresholds to your own labelled photos; write a card for --model.
+
+    Example: cull calibrate ~/micro-labelled --out micro.json && cull scan ~/micro --model micro.json
+    """
+    from cull.calibrate import base_card_path, calibrate as run_calibrate, format_calibration, write_card
+
+    if out.suffix.lower() != ".json":
+        raise _fail(f"--out must end in .json, not {out.name!r}")
+    base_path = base_card_path(model)
+    if out.resolve() == base_path.resolve():
+        raise _fail(f"--out {out} would overwrite the base card; choose another name")
+    if not out.parent.is_dir():
+        raise _fail(f"folder {out.parent} does not exist")
+    card = _card(model)
+    try:
+        with tqdm(unit="photo", file=sys.stderr, disable=None, desc="calibrating") as bar:
+            result = run_calibrate(folder, card, workers=workers, fit_texture=not keep_texture, progress=bar)
+    except CullError as exc:
+        raise _fail(str(exc)) from None
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(format_calibration(result))
+    try:
+        write_card(result, base_path, out)
+    except (CullError, OSError) as exc:
+        raise _fail(f"cannot write {out}: {exc}", 1) from None
+    typer.echo(f"\nwrote {out} (model {result.card.model_path}); use it with: cull scan PATH --model {out}")
+    raise typer.Exit(1 if result.errors else 0)
+
+
 xmp_app = typer.Typer(help="Manage the XMP metadata cull writes.", no_args_is_help=True)
 app.add_typer(xmp_app, name="xmp")
 
@@ -214,22 +259,28 @@ def xmp_clear(
 
     Example: cull xmp clear ~/Photos/2026
     """
+    import time
+
     from cull.discover import Shot, discover
 
     changed = errors = 0
+    started, folders = time.time(), set()
     for item in discover(paths):
         if not isinstance(item, Shot):
             continue
+        if item.path.parent not in folders:  # temp files a killed `scan --embed` left behind
+            folders.add(item.path.parent)
+            remove_stale_temps([item.path.parent], started)
         for photo in (item.path, item.partner):
             if photo is None:
                 continue
             for outcome in clear_photo(photo):
                 if outcome.action == "error":
                     errors += 1
-                    typer.echo(f"error: {outcome.target}: {outcome.detail}", err=True)
+                    typer.echo(outcome.describe(), err=True)
                 else:
                     changed += 1
-                    typer.echo(f"{outcome.action:8} {outcome.target}")
+                    typer.echo(outcome.describe())
     typer.echo(f"{changed} XMP files restored or removed, {errors} errors")
     raise typer.Exit(1 if errors else 0)
 
@@ -281,6 +332,8 @@ def move(
         typer.echo(f"not judged (left in place): {_shown(failed_path)}: {_shown(reason)}", err=True)
     for src, reason in outcome.plan.refused:
         typer.echo(f"refused: {_shown(src)}: {_shown(reason)}", err=True)
+    for shot, why in outcome.plan.protected:  # never moved: the user rated, picked or accepted it
+        typer.echo(f"kept in place: {_shown(shot)}: {why}", err=True)
     moved = outcome.result
     if moved is None:
         for planned in outcome.plan.moves:

@@ -1,0 +1,399 @@
+"""`cull calibrate`: fit a card's thresholds (and patch texture threshold) to a user's own labelled photos.
+
+Other domains (microscopy, scans, low-contrast scenes) have other score statistics: the shipped
+thresholds may leave every sharp photo *uncertain* although the scores still separate the classes.
+From a folder laid out like `cull eval` (``sharp*/`` and ``*blur*/``), every photo is scored with the
+base card's model (full scoring, as production sees it), thresholds are fitted with in-focus
+priority, and a new card pointing at the same ONNX model is written.
+
+Rules (pure, see fit_thresholds):
+  * reject: below a fraction of the lowest sharp score (lenient 0.5, normal 0.7, strict 0.85),
+    never above ``keep``: no labelled sharp photo is rejected, with a margin;
+  * keep: in the gap between the highest blurred and the lowest sharp score (midpoint in logit
+    space) when the classes separate, else just above the highest blurred score.
+Expected rates are leave-one-out (each photo judged by thresholds fitted without it) with exact
+Clopper-Pearson intervals, because the samples are small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cull.card import STRICTNESS_LEVELS, ModelCard, Thresholds, default_card_path, file_sha256, load_card
+from cull.errors import DatasetError, ModelError
+from cull.evaluate import LabelledPhoto, labelled_photos
+from cull.fsutil import atomic_write_text
+from cull.runner import analyse_paths
+
+log = logging.getLogger(__name__)
+
+MIN_PER_CLASS = 5  # fewer usable photos in a class than this: refuse
+RECOMMENDED_PER_CLASS = 10  # fewer than this: warn
+REJECT_FRACTIONS = {"lenient": 0.5, "normal": 0.7, "strict": 0.85}  # of the lowest sharp score
+TEXTURE_FACTORS = (1.0, 0.6, 0.36, 1.6)  # candidate min_std, as multiples of the base card's
+CONFIDENCE = 0.95
+BLURRED_Z = 2.326  # keep sits at least at the blurred scores' 99th percentile (logit-normal fit)
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``k`` of ``n`` with a two-sided Clopper-Pearson interval."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        if self.n == 0:
+            return "n/a"
+        return f"{self.k}/{self.n} ({100 * self.low:.0f}-{100 * self.high:.0f}%)"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One labelled photo's score under a candidate card (None: unreadable or too little texture)."""
+
+    path: Path
+    sharp: bool
+    score: float | None
+    error: str | None = None
+
+
+@dataclass
+class Calibration:
+    """What calibrate() found; ``card`` is the fitted card (not yet written)."""
+
+    folder: Path
+    base: ModelCard
+    card: ModelCard
+    scored: list[Scored]
+    rates: dict[str, dict[str, Rate]]  # strictness -> sharp_kept / sharp_rejected / blurred_flagged / blurred_rejected
+    base_rates: dict[str, dict[str, Rate]]  # the base card's thresholds and texture, same photos
+    texture_tried: dict[float, int] = field(default_factory=dict)  # min_std -> leave-one-out right decisions
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Scored]:
+        return [s for s in self.scored if s.error is not None]
+
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact two-sided binomial interval for ``k`` successes in ``n`` trials. Raises ValueError."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    alpha = (1.0 - confidence) / 2
+
+    def tail_ge(p: float) -> float:  # P(X >= k)
+        return sum(_binom_pmf(i, n, p) for i in range(k, n + 1))
+
+    def tail_le(p: float) -> float:  # P(X <= k)
+        return sum(_binom_pmf(i, n, p) for i in range(0, k + 1))
+
+    low = 0.0 if k == 0 else _bisect(lambda p: tail_ge(p) - alpha)  # increasing in p
+    high = 1.0 if k == n else _bisect(lambda p: alpha - tail_le(p))  # tail_le decreases in p
+    return low, high
+
+
+def _binom_pmf(i: int, n: int, p: float) -> float:
+    if p <= 0.0:
+        return 1.0 if i == 0 else 0.0
+    if p >= 1.0:
+        return 1.0 if i == n else 0.0
+    log_pmf = math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+    return math.exp(log_pmf)
+
+
+def _bisect(increasing: Callable[[float], float]) -> float:
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if increasing(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, _EPS), 1 - _EPS)
+    return math.log(p / (1 - p))
+
+
+def fit_thresholds(sharp_scores: Sequence[float], blurred_scores: Sequence[float]) -> dict[str, Thresholds]:
+    """Thresholds per strictness from labelled scores, with in-focus priority. Pure.
+
+    No sharp score is below any ``reject`` (each is a fraction of the lowest sharp score, capped at
+    ``keep``).  ``keep`` is the logit midpoint between the highest blurred and the lowest sharp score,
+    raised to the blurred scores' 99th percentile (logit-normal fit) when that is higher, but never
+    above the lowest sharp score; when the classes overlap it sits just above the highest blurred score.  Raises ValueError on an empty class or a score outside [0, 1].
+    """
+    if not sharp_scores or not blurred_scores:
+        raise ValueError("need scores for both sharp and blurred photos")
+    if any(not 0.0 <= s <= 1.0 for s in (*sharp_scores, *blurred_scores)):
+        raise ValueError("scores must lie in [0, 1]")
+    s_min, b_max = min(sharp_scores), max(blurred_scores)
+    keep = _sigmoid((_logit(b_max) + _logit(s_min)) / 2)
+    logits = [_logit(b) for b in blurred_scores]
+    if len(logits) >= 3:  # unseen blurred photos may score higher than these few: their 99th percentile
+        mean = sum(logits) / len(logits)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in logits) / (len(logits) - 1))
+        keep = max(keep, _sigmoid(mean + BLURRED_Z * sd))
+    keep = max(min(keep, s_min), min(1.0, b_max + _EPS))  # never above the lowest sharp score unless they overlap
+    keep = math.ceil(keep * 1e6) / 1e6 if keep < 1.0 else 1.0
+    out = {}
+    for name in STRICTNESS_LEVELS:
+        reject = math.floor(min(REJECT_FRACTIONS[name] * s_min, keep) * 1e6) / 1e6
+        out[name] = Thresholds(keep=keep, reject=reject)
+    return out
+
+
+def _verdict(score: float | None, thresholds: Thresholds) -> str:
+    if score is None:
+        return "uncertain"
+    if score >= thresholds.keep:
+        return "keep"
+    return "reject" if score < thresholds.reject else "uncertain"
+
+
+def rates_for(labels: Sequence[bool], verdicts: Sequence[str]) -> dict[str, Rate]:
+    """sharp_kept, sharp_rejected, blurred_flagged, blurred_rejected with intervals. Pure."""
+    sharp = [v for l, v in zip(labels, verdicts) if l]
+    blurred = [v for l, v in zip(labels, verdicts) if not l]
+
+    def rate(k: int, n: int) -> Rate:
+        return Rate(k, n, *clopper_pearson(k, n))
+
+    return {
+        "sharp_kept": rate(sharp.count("keep"), len(sharp)),
+        "sharp_rejected": rate(sharp.count("reject"), len(sharp)),
+        "blurred_flagged": rate(len(blurred) - blurred.count("keep"), len(blurred)),
+        "blurred_rejected": rate(blurred.count("reject"), len(blurred)),
+    }
+
+
+def leave_one_out(scored: Sequence[Scored]) -> dict[str, list[str]]:
+    """Per strictness, each usable photo's verdict under thresholds fitted without it. Pure.
+
+    Photos without a score (too little texture) are *uncertain*, as in production.
+    """
+    usable = [s for s in scored if s.error is None]
+    sharp = sorted((s.score, i) for i, s in enumerate(usable) if s.sharp and s.score is not None)
+    blurred = [(s.score, i) for i, s in enumerate(usable) if not s.sharp and s.score is not None]
+    # the fit uses the lowest sharp score and all blurred scores: leaving out a sharp photo other
+    # than the lowest changes nothing, so those share one fit
+    fits: dict[int, dict[str, Thresholds] | None] = {}
+    verdicts: dict[str, list[str]] = {name: [] for name in STRICTNESS_LEVELS}
+    for i, photo in enumerate(usable):
+        key = i if (not photo.sharp or (sharp and sharp[0][1] == i)) else -1
+        if key not in fits:
+            s_rest = [v for v, j in sharp if j != i]
+            b_rest = [v for v, j in blurred if j != i]
+            fits[key] = fit_thresholds(s_rest, b_rest) if s_rest and b_rest else None
+        fitted = fits[key]
+        for name in STRICTNESS_LEVELS:
+            verdicts[name].append("uncertain" if fitted is None else _verdict(photo.score, fitted[name]))
+    return verdicts
+
+
+def _score_photos(photos: list[LabelledPhoto], card: ModelCard, workers: int, progress: Any) -> list[Scored]:
+    """Full scoring (no early stop), so the fitted scores are those production computes for doubtful photos."""
+    full = dataclasses.replace(card, analysis=dataclasses.replace(card.analysis, first_pass=card.analysis.max_patches))
+    by_path = {p.path: p for p in photos}
+    found: dict[Path, Scored] = {}
+    for analysis in analyse_paths(list(by_path), full, workers=workers):
+        photo = by_path[analysis.path]
+        if analysis.photo is None:
+            found[photo.path] = Scored(photo.path, photo.sharp, None, analysis.error or "unreadable")
+        else:
+            enough = analysis.photo.patches >= card.analysis.min_patches
+            found[photo.path] = Scored(photo.path, photo.sharp, analysis.photo.score if enough else None)
+        if progress is not None:
+            progress.update(1)
+    return [found[p.path] for p in photos]
+
+
+def _with_texture(card: ModelCard, min_std: float) -> ModelCard:
+    return dataclasses.replace(card, analysis=dataclasses.replace(card.analysis, min_std=round(min_std, 6)))
+
+
+def _right(scored: Sequence[Scored]) -> int:
+    """Leave-one-out right decisions at lenient (sharp kept + blurred rejected); a rejected sharp photo costs 10."""
+    verdicts = leave_one_out(scored)["lenient"]
+    usable = [s for s in scored if s.error is None]
+    right = sum((v == "keep") if s.sharp else (v == "reject") for s, v in zip(usable, verdicts))
+    return right - 10 * sum(s.sharp and v == "reject" for s, v in zip(usable, verdicts))
+
+
+def choose_texture(tried: dict[float, list[Scored]], base_std: float) -> float:
+    """The min_std whose scores give the most right leave-one-out decisions; the base value on a tie,
+    then the one closest to it. Pure."""
+    base_std = round(base_std, 6)
+    rights = {m: _right(s) for m, s in tried.items()}
+    return max(tried, key=lambda m: (rights[m], m == base_std, -abs(math.log(max(m, _EPS) / max(base_std, _EPS)))))
+
+
+def count_photos(folder: Path) -> tuple[list[LabelledPhoto], int, int]:
+    """The labelled photos and how many are sharp / blurred. Raises DatasetError when too few."""
+    photos = labelled_photos(folder)
+    n_sharp = sum(p.sharp for p in photos)
+    n_blurred = len(photos) - n_sharp
+    if min(n_sharp, n_blurred) < MIN_PER_CLASS:
+        raise DatasetError(
+            f"{folder}: {n_sharp} sharp and {n_blurred} blurred photos; calibration needs at least "
+            f"{MIN_PER_CLASS} of each ({RECOMMENDED_PER_CLASS} or more recommended)"
+        )
+    return photos, n_sharp, n_blurred
+
+
+def calibrate(
+    folder: Path, base: ModelCard, *, workers: int = 1, fit_texture: bool = True, progress: Any = None
+) -> Calibration:
+    """Score ``folder``'s labelled photos with ``base``'s model and fit a calibrated card.
+
+    With ``fit_texture`` a few patch texture thresholds (``analysis.min_std``) are tried and the one
+    with the most right leave-one-out decisions kept (the base value on a tie).  Raises DatasetError
+    when a class has fewer than MIN_PER_CLASS usable photos.
+    """
+    photos, n_sharp, n_blurred = count_photos(folder)
+    candidates = [base.analysis.min_std * f for f in (TEXTURE_FACTORS if fit_texture else (1.0,))]
+    if progress is not None:
+        progress.total = len(photos) * len(candidates)
+        progress.refresh()
+    tried: dict[float, list[Scored]] = {}
+    for min_std in candidates:
+        tried[round(min_std, 6)] = _score_photos(photos, _with_texture(base, min_std), workers, progress)
+    best = choose_texture(tried, base.analysis.min_std)
+    rights = {m: _right(s) for m, s in tried.items()}
+    scored = tried[best]
+
+    warnings: list[str] = []
+    usable = [s for s in scored if s.error is None]
+    sharp = [s.score for s in usable if s.sharp and s.score is not None]
+    blurred = [s.score for s in usable if not s.sharp and s.score is not None]
+    if min(len(sharp), len(blurred)) < MIN_PER_CLASS:
+        raise DatasetError(
+            f"{folder}: only {len(sharp)} sharp and {len(blurred)} blurred photos could be scored "
+            f"(unreadable or too little texture); calibration needs at least {MIN_PER_CLASS} of each"
+        )
+    if min(n_sharp, n_blurred) < RECOMMENDED_PER_CLASS:
+        warnings.append(f"few examples ({n_sharp} sharp, {n_blurred} blurred): the rates below are rough; "
+                        f"{RECOMMENDED_PER_CLASS} or more of each are recommended")
+    if min(sharp) <= max(blurred):
+        overlap = sum(s <= max(blurred) for s in sharp)
+        warnings.append(f"the classes overlap: the lowest sharp score {min(sharp):.3f} is below the highest blurred "
+                        f"score {max(blurred):.3f}; {overlap} sharp photo(s) will be uncertain, not kept")
+    unscored = [s for s in usable if s.score is None]
+    if unscored:
+        warnings.append(f"{len(unscored)} photo(s) had too little texture to score: they stay uncertain")
+
+    thresholds = fit_thresholds(sharp, blurred)
+    card = dataclasses.replace(_with_texture(base, best), thresholds=thresholds)
+    labels = [s.sharp for s in usable]
+    loo = leave_one_out(scored)
+    rates = {name: rates_for(labels, loo[name]) for name in STRICTNESS_LEVELS}
+    base_scored = [s for s in tried[round(base.analysis.min_std, 6)] if s.error is None]
+    base_rates = {
+        name: rates_for([s.sharp for s in base_scored], [_verdict(s.score, base.thresholds_for(name)) for s in base_scored])
+        for name in STRICTNESS_LEVELS
+    }
+    return Calibration(Path(folder), base, card, scored, rates, base_rates, rights, warnings)
+
+
+def card_json(calibration: Calibration, base_path: Path, out: Path) -> dict[str, Any]:
+    """The calibrated card's JSON: the base card's, with the new thresholds, texture threshold, model
+    path (relative when the model sits beside or below the card, else absolute) and a note."""
+    raw = json.loads(base_path.read_text(encoding="utf-8"))
+    card = calibration.card
+    model = card.model_path.resolve()
+    folder = out.resolve().parent
+    model_file = os.path.relpath(model, folder) if model.is_relative_to(folder) else str(model)
+    sharp = [s.score for s in calibration.scored if s.sharp and s.score is not None]
+    blurred = [s.score for s in calibration.scored if not s.sharp and s.score is not None]
+    raw.pop("metrics", None)  # the base card's figures belong to its thresholds, not these
+    raw.update(
+        model_file=model_file,
+        sha256=card.sha256,
+        version=f"{calibration.base.version}+cal-{dt.date.today():%Y%m%d}",
+        analysis={**raw["analysis"], "min_std": card.analysis.min_std},
+        thresholds={name: dataclasses.asdict(t) for name, t in card.thresholds.items()},
+        calibration={
+            "note": f"thresholds fitted by `cull calibrate` on {len(sharp)} sharp and {len(blurred)} blurred photos "
+                    f"of {calibration.folder.resolve()}; model and analysis otherwise as {calibration.base.version}",
+            "folder": str(calibration.folder.resolve()),
+            "date": f"{dt.date.today():%Y-%m-%d}",
+            "base_version": calibration.base.version,
+            "base_thresholds": {n: dataclasses.asdict(t) for n, t in calibration.base.thresholds.items()},
+            "base_min_std": calibration.base.analysis.min_std,
+            "texture_tried": {str(k): v for k, v in calibration.texture_tried.items()},
+            "sharp_scores": [round(s, 4) for s in sorted(sharp)],
+            "blurred_scores": [round(s, 4) for s in sorted(blurred)],
+            "reject_fractions": REJECT_FRACTIONS,
+            "leave_one_out": {n: {k: dataclasses.asdict(r) for k, r in rates.items()} for n, rates in calibration.rates.items()},
+            "warnings": calibration.warnings,
+        },
+    )
+    return raw
+
+
+def base_card_path(model: Path | None) -> Path:
+    """The .json card meant by ``--model`` (a card, or the .onnx beside its card; None: the shipped one)."""
+    path = default_card_path() if model is None else Path(model)
+    return path.with_suffix(".json") if path.suffix.lower() == ".onnx" else path
+
+
+def write_card(calibration: Calibration, base_path: Path, out: Path) -> ModelCard:
+    """Write the calibrated card atomically and read it back. Raises ModelError (or OSError)."""
+    if file_sha256(calibration.card.model_path) != calibration.card.sha256:
+        raise ModelError(f"{calibration.card.model_path} no longer matches its card's sha256")
+    atomic_write_text(out, json.dumps(card_json(calibration, base_path, out), indent=2) + "\n")
+    return load_card(out)
+
+
+_LABELS = (("sharp_kept", "sharp kept"), ("sharp_rejected", "sharp rejected"),
+           ("blurred_flagged", "blurred flagged"), ("blurred_rejected", "blurred rejected"))
+
+
+def format_calibration(calibration: Calibration) -> str:
+    """A plain-text summary: scores, texture threshold, thresholds, expected rates (before and after)."""
+    cal, base = calibration, calibration.base
+    sharp = sorted(s.score for s in cal.scored if s.sharp and s.score is not None)
+    blurred = sorted(s.score for s in cal.scored if not s.sharp and s.score is not None)
+    t = cal.card.thresholds
+    lines = [
+        f"{cal.folder}: {len(sharp)} sharp, {len(blurred)} blurred photos scored with {base.version}",
+        f"  scores: sharp {sharp[0]:.3f}-{sharp[-1]:.3f}, blurred {blurred[0]:.3f}-{blurred[-1]:.3f}"
+        + ("  (separated)" if blurred[-1] < sharp[0] else "  (OVERLAP)"),
+        f"  texture threshold (min_std): {cal.card.analysis.min_std:g}"
+        + (f" (was {base.analysis.min_std:g})" if cal.card.analysis.min_std != base.analysis.min_std else " (unchanged)"),
+        f"  keep at or above {t['lenient'].keep:.4f}; reject below: "
+        + ", ".join(f"{n} {t[n].reject:.4f}" for n in STRICTNESS_LEVELS),
+        "",
+        f"expected rates, leave-one-out (each photo judged by thresholds fitted without it), "
+        f"{100 * CONFIDENCE:.0f}% Clopper-Pearson intervals:",
+        f"  {'':9}" + "".join(f"{label:>20}" for _, label in _LABELS),
+    ]
+    for name in STRICTNESS_LEVELS:
+        lines.append(f"  {name:9}" + "".join(f"{str(cal.rates[name][key]):>20}" for key, _ in _LABELS))
+    lines += ["", f"with the base card's thresholds ({base.version}, same photos):"]
+    for name in STRICTNESS_LEVELS:
+        lines.append(f"  {name:9}" + "".join(f"{str(cal.base_rates[name][key]):>20}" for key, _ in _LABELS))
+    for error in cal.errors:
+        lines.append(f"  error: {error.path}: {error.error}")
+    return "\n".join(lines)

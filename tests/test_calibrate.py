@@ -1,0 +1,213 @@
+"""`cull calibrate`: thresholds fitted to a user's domain (in-focus priority, honest small-sample rates)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+from typer.testing import CliRunner
+
+from cull.calibrate import (
+    REJECT_FRACTIONS,
+    Scored,
+    choose_texture,
+    clopper_pearson,
+    fit_thresholds,
+    leave_one_out,
+    rates_for,
+)
+from cull.card import load_card
+from cull.cli import app
+from tests.conftest import REPO, save, sharp_image
+
+
+def micrograph(seed: int, sharp: bool, size: tuple[int, int] = (512, 384)) -> Image.Image:
+    """A microscopy-like frame: grey, low contrast, soft-edged cells with granules and sensor noise.
+
+    The same scene sharp or defocused (sigma 1.2-2.5 px): texture statistics far from the photos
+    the model learnt from, so its scores for sharp frames sit well below the shipped keep threshold.
+    """
+    rng = np.random.default_rng(seed)
+    width, height = size
+    scale = 2
+    background = int(rng.uniform(120, 150))
+    canvas = Image.new("L", (width * scale, height * scale), background)
+    draw = ImageDraw.Draw(canvas)
+    contrast = rng.uniform(10, 24)
+    for _ in range(int(rng.integers(25, 40))):
+        cx, cy = rng.uniform(0, width * scale), rng.uniform(0, height * scale)
+        rx, ry = rng.uniform(12, 35) * scale, rng.uniform(10, 28) * scale
+        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=int(background - contrast * rng.uniform(0.3, 0.7)),
+                     outline=int(background - contrast * 1.2), width=scale * 2)
+        draw.ellipse((cx - rx * 0.35, cy - ry * 0.35, cx + rx * 0.35, cy + ry * 0.35), fill=int(background - contrast * 1.1))
+    for _ in range(int(rng.integers(300, 600))):
+        x, y, r = rng.uniform(0, width * scale), rng.uniform(0, height * scale), rng.uniform(1, 2.5) * scale
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=int(background - contrast * rng.uniform(0.5, 1.2)))
+    soft = float(np.random.default_rng(seed + 7).uniform(1.6, 2.0))  # soft optics
+    image = canvas.filter(ImageFilter.GaussianBlur(soft)).resize((width, height), Image.Resampling.BOX)
+    if not sharp:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.2, 2.5))))
+    pixels = np.asarray(image, np.float32) + rng.normal(0, 3.0, (height, width))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def micro_folder(root: Path, seeds: range) -> Path:
+    for seed in seeds:
+        micrograph(seed, True).save(save_dir(root / "sharp") / f"m{seed:03d}.png")
+        micrograph(seed, False).save(save_dir(root / "defocus_blurred") / f"m{seed:03d}.png")
+    return root
+
+
+def save_dir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_clopper_pearson_matches_known_values():
+    assert clopper_pearson(0, 10) == pytest.approx((0.0, 0.3085), abs=1e-4)
+    assert clopper_pearson(10, 10) == pytest.approx((0.6915, 1.0), abs=1e-4)
+    assert clopper_pearson(5, 10) == pytest.approx((0.1871, 0.8129), abs=1e-4)
+    assert clopper_pearson(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        clopper_pearson(3, 2)
+
+
+def test_fit_never_rejects_a_labelled_sharp_photo_and_keeps_a_margin():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        sharp = list(rng.uniform(0.05, 1.0, int(rng.integers(1, 30))))
+        blurred = list(rng.uniform(0.0, 0.9, int(rng.integers(1, 30))))
+        fitted = fit_thresholds(sharp, blurred)
+        for name, t in fitted.items():
+            assert t.reject <= REJECT_FRACTIONS[name] * min(sharp) + 1e-9  # margin below the lowest sharp score
+            assert t.reject <= t.keep and t.keep > max(blurred) - 1e-9 or t.keep >= min(sharp) - 1e-6
+            assert t.keep > max(blurred)  # every labelled blurred photo is flagged
+        assert fitted["lenient"].reject <= fitted["normal"].reject <= fitted["strict"].reject
+    separated = fit_thresholds([0.6, 0.7, 0.8], [0.05, 0.1, 0.2])
+    assert 0.2 < separated["lenient"].keep <= 0.6  # between the classes: every sharp photo kept
+    overlapping = fit_thresholds([0.4, 0.7, 0.8], [0.05, 0.1, 0.6])
+    assert overlapping["lenient"].keep == pytest.approx(0.6, abs=1e-5)  # just above the highest blurred
+    with pytest.raises(ValueError):
+        fit_thresholds([], [0.1])
+    with pytest.raises(ValueError):
+        fit_thresholds([1.5], [0.1])
+
+
+def test_leave_one_out_reports_the_outlier_that_resubstitution_hides():
+    """A lone low sharp photo sets the reject threshold when fitted on itself; judged by the others'
+    fit it would be rejected, and the leave-one-out rate says so."""
+    scores = [(True, s) for s in (0.1, 0.8, 0.82, 0.85, 0.9)] + [(False, s) for s in (0.02, 0.03, 0.05, 0.06, 0.3)]
+    scored = [Scored(Path(f"{i}.png"), sharp, score) for i, (sharp, score) in enumerate(scores)]
+    loo = leave_one_out(scored)
+    rates = rates_for([s.sharp for s in scored], loo["lenient"])
+    assert loo["lenient"][0] == "reject" and rates["sharp_rejected"].k == 1
+    assert loo["lenient"][9] == "keep"  # the high blurred outlier is kept by the others' keep threshold
+    assert str(rates["sharp_rejected"]) == "1/5 (1-72%)"
+    # a photo with too little texture is uncertain, never rejected
+    assert leave_one_out(scored + [Scored(Path("flat.png"), True, None)])["strict"][-1] == "uncertain"
+
+
+def test_texture_choice_prefers_the_base_value_unless_another_decides_more():
+    good = [Scored(Path(f"{i}"), i < 5, 0.8 if i < 5 else 0.1) for i in range(10)]
+    worse = [Scored(Path(f"{i}"), i < 5, None if i < 3 else (0.8 if i < 5 else 0.1)) for i in range(10)]
+    assert choose_texture({0.025: good, 0.015: good}, 0.025) == 0.025
+    assert choose_texture({0.025: worse, 0.015: good, 0.009: good}, 0.025) == 0.015
+
+
+def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path):
+    """Grey low-contrast micrographs: the shipped card keeps almost no sharp frame; calibrated on
+    10 + 10 frames it keeps >= 90 % of 20 other sharp frames, rejects none, flags >= 95 % of blurred."""
+    calibration = micro_folder(tmp_path / "cal", range(10))
+    held_out = micro_folder(tmp_path / "test", range(10, 30))
+    runner = CliRunner()
+    shipped = tmp_path / "shipped.json"
+    result = runner.invoke(app, ["eval", str(held_out), "-j1", "--json", str(shipped)])
+    assert result.exit_code == 0, result.output
+    before = json.loads(shipped.read_text())["overall"]["model"]
+    assert before["sharp_kept_rate"] <= 0.2  # with the shipped thresholds nearly every sharp frame is uncertain
+
+    card_path = tmp_path / "cards" / "micro.json"
+    card_path.parent.mkdir()
+    result = runner.invoke(app, ["calibrate", str(calibration), "--out", str(card_path), "-j1"])
+    assert result.exit_code == 0, result.output
+    assert "leave-one-out" in result.stdout and "Clopper-Pearson" in result.stdout
+    assert "10/10" in result.stdout and "warning" not in result.stderr
+    card = load_card(card_path)
+    shipped_card = load_card()
+    assert card.sha256 == shipped_card.sha256 and card.model_path.resolve() == shipped_card.model_path.resolve()
+    assert card.thresholds != shipped_card.thresholds and card.version.startswith(shipped_card.version)
+    assert card.analysis.min_std < shipped_card.analysis.min_std  # the texture threshold adapted to low contrast
+    assert "10 sharp and 10 blurred" in card.extra["calibration"]["note"]
+
+    calibrated = tmp_path / "calibrated.json"
+    for strictness in ("lenient", "strict"):
+        result = runner.invoke(app, ["eval", str(held_out), "-j1", "--model", str(card_path),
+                                     "--strictness", strictness, "--json", str(calibrated)])
+        assert result.exit_code == 0, result.output
+        report = json.loads(calibrated.read_text())
+        after = report["overall"]["model"]
+        assert report["model_version"] == card.version
+        assert after["confusion"]["sharp"]["reject"] == 0
+        assert after["sharp_kept_rate"] >= 0.9 and after["blurred_flagged_rate"] >= 0.95
+    verdicts = {Path(p["path"]).name + str(p["sharp"]): p["verdict"] for p in report["photos"]}
+
+    # scan with two worker processes decides with the same card (thresholds and texture threshold)
+    scan_report = tmp_path / "scan.jsonl"
+    result = runner.invoke(app, ["scan", str(held_out), "-j2", "--model", str(card_path), "--strictness", "strict",
+                                 "--no-xmp", "--report", str(scan_report)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in scan_report.read_text().splitlines()]
+    assert len(rows) == 40
+    assert {Path(r["path"]).name + str("/sharp/" in r["path"]): r["verdict"] for r in rows} == verdicts
+
+
+def test_calibrate_refuses_too_few_examples(tmp_path):
+    for i in range(4):
+        save(sharp_image(i, 0.25), tmp_path / "sharp" / f"{i}.jpg")
+        save(sharp_image(i, 0.25).filter(ImageFilter.GaussianBlur(3)), tmp_path / "blurred" / f"{i}.jpg")
+    out = tmp_path / "card.json"
+    result = CliRunner().invoke(app, ["calibrate", str(tmp_path), "--out", str(out), "-j1"])
+    assert result.exit_code == 2
+    assert "at least 5 of each" in result.stderr and not out.exists()
+
+
+def test_calibrate_usage_errors(tmp_path):
+    runner = CliRunner()
+    (tmp_path / "sharp").mkdir()
+    result = runner.invoke(app, ["calibrate", str(tmp_path), "--out", str(tmp_path / "card.txt")])
+    assert result.exit_code == 2 and ".json" in result.stderr
+    result = runner.invoke(app, ["calibrate", str(tmp_path), "--out", str(REPO / "models" / "focus.json")])
+    assert result.exit_code == 2 and "overwrite the base card" in result.stderr
+    result = runner.invoke(app, ["calibrate", str(tmp_path), "--out", str(tmp_path / "missing" / "c.json")])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    result = runner.invoke(app, ["calibrate", str(tmp_path), "--out", str(tmp_path / "c.json"), "-j1"])
+    assert result.exit_code == 2 and "blur" in result.stderr  # no blurred folder
+
+
+def test_calibrate_warns_on_overlap_and_few_examples_and_points_beside_the_card(tmp_path):
+    """Mislabelled photos make the classes overlap: a warning, and still no labelled sharp photo rejected.
+    A base card beside its model gives a calibrated card with a relative model path."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("focus.onnx", "focus.json"):
+        shutil.copy(REPO / "models" / name, models / name)
+    data = tmp_path / "data"
+    for i in range(6):
+        save(sharp_image(i % 4, 0.3).rotate(90 * (i // 4)), data / "sharp" / f"s{i}.jpg")
+        blurred = sharp_image(i % 4, 0.3).rotate(90 * (i // 4)).filter(ImageFilter.GaussianBlur(4))
+        save(sharp_image(i % 4, 0.3) if i == 0 else blurred, data / "motion_blurred" / f"b{i}.jpg")  # b0 is sharp
+    out = models / "mine.json"
+    result = CliRunner().invoke(app, ["calibrate", str(data), "--out", str(out), "--model", str(models / "focus.json"),
+                                      "--keep-texture", "-j1"])
+    assert result.exit_code == 0, result.output
+    assert "classes overlap" in result.stderr and "few examples" in result.stderr
+    raw = json.loads(out.read_text())
+    assert raw["model_file"] == "focus.onnx" and raw["analysis"]["min_std"] == 0.025
+    card = load_card(out)
+    sharp_scores = raw["calibration"]["sharp_scores"]
+    assert all(card.thresholds[n].reject <= min(sharp_scores) for n in card.thresholds)
+    assert card.thresholds["lenient"].keep > max(raw["calibration"]["blurred_scores"]) - 1e-4
