@@ -45,7 +45,8 @@ function CullCsv.parse(text)
             end
             field = table.concat(parts)
             local after = sub(text, pos, pos)
-            if after ~= "" and after ~= "," and after ~= "\n" and not (after == "\r" and sub(text, pos + 1, pos + 1) == "\n") then
+            local crlf = after == "\r" and sub(text, pos + 1, pos + 1) == "\n"
+            if after ~= "" and after ~= "," and after ~= "\n" and not crlf then
                 return nil, string.format("text after a closing quote on line %d", line)
             end
         else

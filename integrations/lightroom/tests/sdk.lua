@@ -51,6 +51,7 @@ function sdk.new(opts)
     world.progressScopes = {}
     world.cancelAtPortion = nil
     world.yields = 0
+    world.events = {}         -- order of look-ups, dialogs and write steps: { kind, detail }
 
     local info = dofile(opts.pluginDir .. "/Info.lua")
     world.info = info
@@ -165,11 +166,11 @@ function World:makeModules()
     local function newContext()
         return {
             cleanup = {}, failure = {},
-            addCleanupHandler = function(self, f) self.cleanup[#self.cleanup + 1] = f end,
-            addFailureHandler = function(self, f) self.failure[#self.failure + 1] = f end,
+            addCleanupHandler = function(ctx, f) ctx.cleanup[#ctx.cleanup + 1] = f end,
+            addFailureHandler = function(ctx, f) ctx.failure[#ctx.failure + 1] = f end,
         }
     end
-    function LrFunctionContext.callWithContext(name, fn, ...)
+    function LrFunctionContext.callWithContext(_, fn, ...)
         local context = newContext()
         local protected = world:inTask() and LrTasks.pcall or pcall
         local res = { protected(fn, context, ...) }
@@ -198,6 +199,7 @@ function World:makeModules()
 
     local function answer(kind, args)
         world:yieldPoint("LrDialogs." .. kind)
+        world.events[#world.events + 1] = { "dialog", kind }
         world.dialogs[#world.dialogs + 1] = { kind = kind, args = args }
         local queue = world.answers[kind]
         local a = table.remove(queue, 1)
@@ -247,17 +249,17 @@ function World:makeModules()
 
     local Scope = {}
     Scope.__index = Scope
-    function Scope:setPortionComplete(done, total)
-        self.portions[#self.portions + 1] = { done, total }
+    Scope.setPortionComplete = function(scope, done, total)
+        scope.portions[#scope.portions + 1] = { done, total }
         if world.cancelAtPortion and done >= world.cancelAtPortion then
-            self.canceled = true
+            scope.canceled = true
         end
     end
-    function Scope:setCaption(caption) self.caption = caption end
-    function Scope:isCanceled() return self.canceled end
-    function Scope:cancel() self.canceled = true end
-    function Scope:done() self.finished = true end
-    function Scope:isDone() return self.finished end
+    Scope.setCaption = function(scope, caption) scope.caption = caption end
+    Scope.isCanceled = function(scope) return scope.canceled end
+    Scope.cancel = function(scope) scope.canceled = true end
+    Scope.done = function(scope) scope.finished = true end
+    Scope.isDone = function(scope) return scope.finished end
     m.LrProgressScope = setmetatable({}, {
         __call = function(_, args)
             local scope = setmetatable({ args = args, portions = {}, canceled = false, finished = false }, Scope)
@@ -371,6 +373,8 @@ function Catalog:findPhotoByPath(path)
     if type(path) ~= "string" then
         error("LrCatalog:findPhotoByPath: path must be a string", 2)
     end
+    local events = self.world.events
+    events[#events + 1] = { "find", path }
     return self.byPath[path]
 end
 
@@ -380,7 +384,7 @@ function Catalog:getAllPhotos()
     return all
 end
 
-function Catalog:batchGetRawMetadata(photos, keys)
+function Catalog.batchGetRawMetadata(_, photos, keys)
     local result = {}
     for _, p in ipairs(photos) do
         local row = {}
@@ -419,6 +423,7 @@ function Catalog:withWriteAccessDo(actionName, func, timeoutParams)
         return "aborted"
     end
     local step = { name = actionName, writes = {} }
+    world.events[#world.events + 1] = { "write", actionName }
     world.openStep = step
     world.writeDepth = 1
     local ok, err = pcall(func, {})

@@ -1,3 +1,265 @@
--- placeholder
+-- The menu commands end to end against the stand-in SDK: Info.lua, apply, preview, remap, undo.
 local T = ...
-T.test("glue: loads", function() T.ok(true) end)
+local sdk = require "sdk"
+
+local function writeTemp(text, suffix)
+    local path = os.tmpname() .. (suffix or ".jsonl")
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+    return path
+end
+
+local function jsonRow(absPath, verdict, extra)
+    return string.format('{"report_version": 1, "path": "%s", "abs_path": "%s", "verdict": %s, "score": 0.1, '
+        .. '"kind": "defocus", "partner": null, "partner_abs": %s, "size": 10, "mtime": 1700000000.0, "error": null}',
+        absPath, absPath, verdict and ('"' .. verdict .. '"') or "null", extra or "null")
+end
+
+--- Texts of every static_text in a dialog (the preview's counts live there).
+local function dialogText(dialog)
+    local parts = {}
+    local function walk(view)
+        if type(view) ~= "table" then return end
+        if view.viewType == "static_text" then parts[#parts + 1] = view.args.title end
+        for _, child in ipairs(view.args or {}) do walk(child) end
+    end
+    walk(dialog.args.contents)
+    return table.concat(parts, "\n")
+end
+
+local function runMenu(world, file)
+    local chunk = assert(loadfile(T.pluginDir .. "/" .. file))
+    chunk()
+    local failures = world:runTasks()
+    T.eq(failures[1], nil, "task failure")
+    T.eq(world.errors[1], nil, "error dialog")
+    return require("CullGlue").lastOutcome
+end
+
+local function standardWorld(prefs)
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = prefs }
+    local c = world.catalog
+    c:addTestPhoto { path = "/Volumes/nas/blur.jpg" }
+    c:addTestPhoto { path = "/Volumes/nas/soft.jpg" }
+    c:addTestPhoto { path = "/Volumes/nas/sharp.jpg" }
+    c:addTestPhoto { path = "/Volumes/nas/mine.jpg", pick = 1 }
+    c:addTestPhoto { path = "/Volumes/nas/starred.jpg", rating = 3 }
+    c:addTestPhoto { path = "/Volumes/nas/red.jpg", label = "red" }
+    local report = writeTemp(table.concat({
+        jsonRow("/Volumes/nas/blur.jpg", "reject"), jsonRow("/Volumes/nas/soft.jpg", "uncertain"),
+        jsonRow("/Volumes/nas/sharp.jpg", "keep"), jsonRow("/Volumes/nas/mine.jpg", "reject"),
+        jsonRow("/Volumes/nas/starred.jpg", "reject"), jsonRow("/Volumes/nas/red.jpg", "uncertain"),
+        jsonRow("/Volumes/nas/gone.jpg", "reject"), jsonRow("/Volumes/nas/broken.jpg", nil),
+    }, "\n") .. "\n")
+    return world, report
+end
+
+T.test("Info.lua: SDK versions, identifier, both menu items, files present, every file compiles", function()
+    local info = dofile(T.pluginDir .. "/Info.lua")
+    T.ok(info.LrSdkVersion >= 6.0, "LrSdkVersion"); T.ok(info.LrSdkMinimumVersion >= 6.0, "minimum")
+    T.ok(info.LrSdkMinimumVersion <= info.LrSdkVersion, "minimum <= version")
+    T.ok(type(info.LrToolkitIdentifier) == "string" and info.LrToolkitIdentifier:find("%."), "identifier")
+    T.ok(type(info.LrPluginName) == "string", "name")
+    local titles = {}
+    for _, item in ipairs(info.LrLibraryMenuItems) do
+        titles[#titles + 1] = item.title
+        T.ok(io.open(T.pluginDir .. "/" .. item.file) ~= nil, "menu file " .. item.file)
+    end
+    T.eq(titles[1], "Apply cull verdicts…", "apply item"); T.eq(titles[2], "Undo cull verdicts…", "undo item")
+    T.ok(io.open(T.pluginDir .. "/" .. info.LrMetadataProvider) ~= nil, "metadata provider")
+    for _, name in ipairs({ "CullJson", "CullCsv", "CullReport", "CullPaths", "CullPlan", "CullApply", "CullGlue",
+                            "CullMetadata", "ApplyMenu", "UndoMenu", "Info" }) do
+        T.ok(loadfile(T.pluginDir .. "/" .. name .. ".lua"), name .. " compiles")
+    end
+end)
+
+T.test("apply command: preview counts, then flags and labels; hand-set photos untouched", function()
+    local world, report = standardWorld()
+    world.answers.runOpenPanel = { { report } }
+    world.answers.presentModalDialog = { "ok" }
+    local outcome = runMenu(world, "ApplyMenu.lua")
+    T.eq(outcome.status, "applied", "status")
+    local text = dialogText(world.dialogs[2])
+    T.contains(text, "8 photos in the report; 6 matched in this catalog, 1 not in the catalog", "counts")
+    T.contains(text, "Will flag 1 photo as Rejected", "reject count")
+    T.contains(text, "Will give 1 photo the yellow label", "label count")
+    T.contains(text, "never changed: 3", "hand-set count")
+    T.contains(text, "Not judged by cull (unreadable files): 1", "error rows")
+    local p = world.catalog.byPath
+    T.eq(p["/Volumes/nas/blur.jpg"].pick, -1, "blur rejected")
+    T.eq(p["/Volumes/nas/soft.jpg"].label, "yellow", "soft labelled")
+    T.eq(p["/Volumes/nas/sharp.jpg"].pick, 0, "sharp untouched")
+    T.eq(p["/Volumes/nas/mine.jpg"].pick, 1, "hand pick kept")
+    T.eq(p["/Volumes/nas/starred.jpg"].pick, 0, "rated photo not rejected")
+    T.eq(p["/Volumes/nas/starred.jpg"].rating, 3, "rating kept")
+    T.eq(p["/Volumes/nas/red.jpg"].label, "red", "hand label kept")
+    T.eq(#world:stepsNamed("Apply cull verdicts"), 1, "one step")
+    T.contains(world.messages[#world.messages].info, "Flag: Rejected", "closing message says how to filter")
+end)
+
+T.test("apply command: every look-up happens before the first write access", function()
+    local world, report = standardWorld()
+    world.answers.runOpenPanel = { { report } }
+    world.answers.presentModalDialog = { "ok" }
+    runMenu(world, "ApplyMenu.lua")
+    local firstWrite, lastFind, firstDialog
+    for i, e in ipairs(world.events) do
+        if e[1] == "write" and not firstWrite then firstWrite = i end
+        if e[1] == "find" then lastFind = i end
+        if e[1] == "dialog" and e[2] == "presentModalDialog" and not firstDialog then firstDialog = i end
+    end
+    T.ok(firstWrite and lastFind and lastFind < firstWrite, "finds before writes")
+    T.ok(world.events[1][1] == "dialog" and firstDialog < firstWrite, "preview before writes")
+end)
+
+T.test("apply command: smart collections created on the searchable verdict field, reused on re-run", function()
+    local world, report = standardWorld()
+    world.answers.runOpenPanel = { { report }, { report } }
+    world.answers.presentModalDialog = { "ok", "ok" }
+    runMenu(world, "ApplyMenu.lua")
+    local rejects = world.catalog.smartCollections["cull: Rejects"]
+    T.ok(rejects and world.catalog.smartCollections["cull: Uncertain"], "both created")
+    T.eq(rejects.searchDesc[1].criteria, "sdktext:" .. _PLUGIN.id .. ".verdict", "plug-in field")
+    T.eq(rejects.searchDesc[2].criteria, "pick", "still rejected")
+    local outcome = runMenu(world, "ApplyMenu.lua")
+    T.eq(outcome.collectionsError, nil, "reuse is fine")
+    T.eq(outcome.plan.counts.already, 2, "second run: already applied")
+    T.eq(#outcome.plan.actions, 0, "second run writes nothing")
+    T.eq(#world:stepsNamed("Apply cull verdicts"), 1, "no new write step")
+end)
+
+T.test("apply command: cancel at the preview writes nothing; no report chosen does nothing", function()
+    local world, report = standardWorld()
+    world.answers.runOpenPanel = { { report } }
+    world.answers.presentModalDialog = { "cancel" }
+    T.eq(runMenu(world, "ApplyMenu.lua").status, "canceled", "canceled")
+    T.eq(#world.steps, 0, "no write access taken")
+    T.eq(runMenu(world, "ApplyMenu.lua").status, "noReport", "open panel cancelled")
+end)
+
+T.test("apply command: 0 matches -> clear message, remap set in the dialog, then applied and remembered", function()
+    local world = sdk.new { pluginDir = T.pluginDir }
+    world.catalog:addTestPhoto { path = "/Volumes/photos/2024/a.jpg" }
+    world.catalog:addTestPhoto { path = "/Volumes/photos/2024/b.jpg" }
+    local report = writeTemp(jsonRow("/mnt/nas/photos/2024/a.jpg", "reject") .. "\n"
+        .. jsonRow("/mnt/nas/photos/2024/b.jpg", "uncertain") .. "\n")
+    world.answers.runOpenPanel = { { report } }
+    world.answers.presentModalDialog = {
+        function(args)
+            local props = sdk.dialogProps(args)
+            props.remapFrom = "/mnt/nas/photos/"
+            props.remapTo = "/Volumes/photos"
+            return "ok" -- "Match again"
+        end,
+        "ok",
+    }
+    local outcome = runMenu(world, "ApplyMenu.lua")
+    local first = world.dialogs[2]
+    T.eq(first.args.actionVerb, "Match again", "no Apply button when nothing matched")
+    local text = dialogText(first)
+    T.contains(text, "None of the photos in this report is in this catalog", "headline")
+    T.contains(text, "/mnt/nas/photos/2024/a.jpg", "shows a path it looked for")
+    T.contains(dialogText(world.dialogs[3]), "2 matched", "second preview matches")
+    T.eq(outcome.status, "applied", "applied")
+    T.eq(world.catalog.byPath["/Volumes/photos/2024/a.jpg"].pick, -1, "remapped reject")
+    T.eq(world.catalog.byPath["/Volumes/photos/2024/b.jpg"].label, "yellow", "remapped label")
+    T.eq(world.prefs.remapFrom, "/mnt/nas/photos/", "remembered")
+    -- next run starts with the remembered remap
+    local again = sdk.new { pluginDir = T.pluginDir, prefs = world.prefs }
+    again.catalog:addTestPhoto { path = "/Volumes/photos/2024/a.jpg" }
+    again.answers.runOpenPanel = { { report } }
+    again.answers.presentModalDialog = { "cancel" }
+    runMenu(again, "ApplyMenu.lua")
+    T.contains(dialogText(again.dialogs[2]), "1 matched", "prefs used")
+end)
+
+T.test("apply command: Windows report, Mac catalog: remap + ignore case (catalog index on a miss)", function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { remapFrom = "c:\\users\\ann\\pictures",
+        remapTo = "/Volumes/Pictures", ignoreCase = true } }
+    world.catalog:addTestPhoto { path = "/Volumes/Pictures/Trip/IMG_1.JPG" }
+    world.catalog:addTestPhoto { path = "/Volumes/Pictures/trip/img_2.jpg" }
+    local report = writeTemp("report_version,path,abs_path,verdict,score,kind,partner,partner_abs,size,mtime,error\r\n"
+        .. "1,a,C:\\Users\\Ann\\Pictures\\Trip\\IMG_1.JPG,reject,0.01,motion,,,1,1,\r\n"
+        .. "1,b,C:\\Users\\Ann\\Pictures\\Trip\\IMG_2.JPG,reject,0.01,motion,,,1,1,\r\n", ".csv")
+    world.answers.runOpenPanel = { { report } }
+    world.answers.presentModalDialog = { "ok" }
+    runMenu(world, "ApplyMenu.lua")
+    T.eq(world.catalog.photos[1].pick, -1, "exact after remap")
+    T.eq(world.catalog.photos[2].pick, -1, "case-insensitive match")
+end)
+
+T.test("apply command: an unreadable report gives a message, no writes", function()
+    local world = sdk.new { pluginDir = T.pluginDir }
+    local report = writeTemp('{"report_version": 7, "abs_path": "/a.jpg", "verdict": "reject"}\n')
+    world.answers.runOpenPanel = { { report } }
+    local outcome = runMenu(world, "ApplyMenu.lua")
+    T.eq(outcome.status, "badReport", "status")
+    T.eq(world.messages[1].style, "critical", "critical message"); T.contains(world.messages[1].info, "version 7", "why")
+    T.eq(#world.steps, 0, "nothing written")
+end)
+
+T.test("apply command: cancel in the progress scope mid-way (450 photos)", function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local lines = {}
+    for i = 1, 450 do
+        local path = string.format("/p/IMG_%04d.JPG", i)
+        world.catalog:addTestPhoto { path = path }
+        lines[i] = jsonRow(path, "reject")
+    end
+    world.answers.runOpenPanel = { { writeTemp(table.concat(lines, "\n")) } }
+    world.answers.presentModalDialog = { "ok" }
+    world.cancelAtPortion = 400
+    local outcome = runMenu(world, "ApplyMenu.lua")
+    T.eq(#world:stepsNamed("Apply cull verdicts"), 2, "two steps before the cancel")
+    T.eq(outcome.result.notReached, 50, "last 50 not reached")
+    T.eq(world.catalog.photos[400].pick, -1, "400 written"); T.eq(world.catalog.photos[401].pick, 0, "401 not")
+    T.ok(world.progressScopes[1].finished, "progress scope closed")
+    T.contains(world.messages[#world.messages].info, "cancelled", "says it stopped")
+end)
+
+T.test("undo command: clears exactly what cull set, keeps what the user changed since", function()
+    local world, report = standardWorld()
+    world.answers.runOpenPanel = { { report } }
+    world.answers.presentModalDialog = { "ok" }
+    runMenu(world, "ApplyMenu.lua")
+    local p = world.catalog.byPath
+    -- the user overrides one verdict by hand after the apply
+    p["/Volumes/nas/soft.jpg"].label = "green"
+    world.answers.confirm = { "ok" }
+    local outcome = runMenu(world, "UndoMenu.lua")
+    T.eq(outcome.status, "undone", "status")
+    T.contains(world.dialogs[#world.dialogs].args.message, "Undo", "asked first")
+    T.eq(outcome.plan.counts.clearFlags, 1, "one flag"); T.eq(outcome.plan.counts.changedSince, 1, "one changed")
+    T.eq(p["/Volumes/nas/blur.jpg"].pick, 0, "flag cleared")
+    T.eq(p["/Volumes/nas/blur.jpg"].props.verdict, nil, "receipt cleared")
+    T.eq(p["/Volumes/nas/soft.jpg"].label, "green", "user's label kept")
+    T.eq(p["/Volumes/nas/soft.jpg"].props.setLabel, nil, "its receipt cleared")
+    T.eq(p["/Volumes/nas/mine.jpg"].pick, 1, "hand pick never touched")
+    T.eq(p["/Volumes/nas/red.jpg"].label, "red", "hand label never touched")
+    T.eq(#world:stepsNamed("Undo cull verdicts"), 1, "one undo step")
+    for _, w in ipairs(world.writes) do T.ok(w.key ~= "rating", "rating never written") end
+    -- nothing left to undo
+    T.eq(runMenu(world, "UndoMenu.lua").status, "nothing", "second undo")
+end)
+
+T.test("undo command: declining the confirmation changes nothing", function()
+    local world, report = standardWorld()
+    world.answers.runOpenPanel = { { report } }
+    world.answers.presentModalDialog = { "ok" }
+    runMenu(world, "ApplyMenu.lua")
+    local before = #world.steps
+    world.answers.confirm = { "cancel" }
+    T.eq(runMenu(world, "UndoMenu.lua").status, "canceled", "declined")
+    T.eq(#world.steps, before, "no write")
+    T.eq(world.catalog.byPath["/Volumes/nas/blur.jpg"].pick, -1, "still rejected")
+end)
+
+T.test("apply command: errors surface through Lightroom's error dialog, not a dead task", function()
+    local world, report = standardWorld()
+    world.answers.runOpenPanel = { { report } }
+    world.catalog.findPhotoByPath = function() error("catalog exploded") end
+    loadfile(T.pluginDir .. "/ApplyMenu.lua")()
+    T.eq(world:runTasks()[1], nil, "task ends")
+    T.contains(world.errors[1], "catalog exploded", "shown to the user")
+end)
