@@ -125,6 +125,16 @@ def test_sidecar_naming(tmp_path):
     assert targets_for(jpg, XmpOptions(embed=True))[0].embedded
     assert targets_for(dng, XmpOptions(embed=True))[0].embedded
     assert [t.path.name for t in targets_for(tmp_path / "no extension", adobe)] == ["no extension.xmp"]
+    (tmp_path / "IMG_0001.xmp").write_bytes(b"")  # Lightroom's sidecar stays in step under darktable naming
+    assert [t.path.name for t in targets_for(raw, XmpOptions(sidecar_style=SidecarStyle.DARKTABLE))] == [
+        "IMG_0001.CR2.xmp", "IMG_0001.xmp"]
+    # beside a JPEG of a RAW+JPEG shot, IMG_0001.xmp is the RAW's: the JPEG keeps its own sidecar
+    assert [t.path.name for t in targets_for(jpg, adobe, partner=raw)] == ["IMG_0001.JPG.xmp"]
+    solo = tmp_path / "solo.jpg"
+    (tmp_path / "solo.xmp").write_bytes(b"")  # Capture One / digiKam naming beside a JPEG: updated, not shadowed
+    assert [t.path.name for t in targets_for(solo, adobe)] == ["solo.xmp"]
+    (tmp_path / "solo.jpg.xmp").write_bytes(b"")
+    assert [t.path.name for t in targets_for(solo, adobe)] == ["solo.jpg.xmp", "solo.xmp"]
 
 
 @needs_exiftool
@@ -227,6 +237,21 @@ def test_read_only_folder_gives_a_clear_error_and_exit_1(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "permission denied" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["soft.jpg"]
+
+
+def test_serialising_never_depends_on_other_packets():
+    """Prefixes come from the packet itself, never from ElementTree's process-wide registry."""
+    default_ns = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                  b'<rdf:Description rdf:about=""><Note xmlns="http://example.com/notes/">hi</Note></rdf:Description>'
+                  b'</rdf:RDF></x:xmpmeta>')
+    clashing = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                b'<rdf:Description rdf:about="" xmlns:zz="http://example.com/notes/" xmlns:xmp="urn:not-adobe" '
+                b'zz:a="1" xmp:b="2"/></rdf:RDF></x:xmpmeta>')
+    alone = [Packet(p).serialize() for p in (default_ns, clashing)]
+    for order in ((default_ns, clashing, default_ns), (clashing, default_ns, clashing)):
+        for packet in order:
+            assert Packet(packet).serialize() == alone[0 if packet is default_ns else 1]
+    assert canonical(Packet(alone[1]).root) == canonical(Packet(clashing).root)  # same content, valid XML
 
 
 def test_canonical_ignores_prefixes_and_whitespace():
