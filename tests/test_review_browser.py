@@ -107,7 +107,7 @@ def test_grid_lists_the_flagged_photos_worst_first(page: Page) -> None:
     assert verdicts == sorted(verdicts, key=["reject", "uncertain"].index)
     assert page.evaluate("document.cookie") == ""  # the token cookie is HttpOnly
     assert "token" not in page.url  # and gone from the address bar
-    page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => [...document.querySelectorAll('.card img')].every(i => i.getBoundingClientRect().top > innerHeight || (i.complete && i.naturalWidth > 0))")
 
 
 def test_keyboard_decisions_land_in_xmp_and_undo(page: Page, library: Path) -> None:
@@ -148,7 +148,7 @@ def test_detail_view_shows_heat_map_and_crops_at_100_percent(page: Page, library
     assert current_name(page) == "big_blur.png"
     page.keyboard.press("Enter")
     page.wait_for_selector("#detail[data-ready]")
-    page.wait_for_function("[...document.querySelectorAll('#detail img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => [...document.querySelectorAll('#detail img')].every(i => i.complete && i.naturalWidth > 0)")
     with_heat = _screenshot(page, "#stack")
     assert with_heat.std() > 10  # not blank
     page.keyboard.press("h")
@@ -198,7 +198,7 @@ def test_static_sheet_renders(browser: Browser, library: Path, tmp_path: Path) -
     assert page.locator(".card").count() == len(BLURRED)
     for summary in page.locator("summary").all():
         summary.click()
-    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
     assert page.evaluate("document.images.length") == len(BLURRED) * 4  # thumbnail, heat map, two crops
     shot = np.asarray(Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("L"), dtype=np.float32)
     assert shot.std() > 10

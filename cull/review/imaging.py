@@ -176,8 +176,19 @@ def compute_detail(path: Path, card: ModelCard, scorer: Scorer) -> Detail:
             box = crop_box((y, x), spec.patch_size, scale, full.size)
             crops.append(Crop(which, float(sharp[index]), box, encode(full.crop(box), "PNG")))
     layer = overlay((height, width), patches.origins, sharp, spec.patch_size)
+    _outline_crops(layer, [c.box for c in crops], scale)
     return Detail(width, height, full.size, encode(view, quality=88), encode(layer, "PNG"), tuple(crops),
                   tuple(round(float(s), 3) for s in sharp), spec.patch_size)
+
+
+def _outline_crops(layer: Image.Image, boxes: list[tuple[int, int, int, int]], scale: tuple[float, float]) -> None:
+    """Mark where the crops come from: a white frame per crop box, in analysis coordinates."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(layer)
+    for left, top, right, bottom in boxes:
+        draw.rectangle((left / scale[0], top / scale[1], right / scale[0] - 1, bottom / scale[1] - 1),
+                       outline=(255, 255, 255, 255), width=2)
 
 
 class LruCache:
