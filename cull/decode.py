@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +18,18 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cull.errors import UnreadableImage
-from cull.formats import HEIF_EXTENSIONS, is_raw
+from cull.formats import HEIF_EXTENSIONS, is_raw, sniff
 
 log = logging.getLogger(__name__)
 
-# Panoramas and 100 MP files are legitimate photos; DCT scaling keeps them cheap.  Above this
-# many pixels a file is refused with a clear reason rather than risk exhausting memory.
-MAX_PIXELS = 400_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Pixel limits, checked by cull itself after Image.open and before any pixel is decoded (Pillow's own
+# check only raises above twice its global limit, and cull leaves that global alone).  JPEG is
+# decoded DCT-scaled (1/8 at most), so a 400 MP panorama costs little; every other format is decoded
+# in full (about 3-4 bytes per pixel plus the gray copy), so it gets a lower limit: two workers on
+# 100 MP PNGs stay well under 1.5 GB.
+MAX_PIXELS_SCALED = 400_000_000
+MAX_PIXELS_FULL = 100_000_000
+MAX_PIXELS = MAX_PIXELS_SCALED  # the largest accepted anywhere (kept for callers)
 
 try:  # HEIC only where pillow-heif is installed (the [heic] extra)
     from pillow_heif import register_heif_opener
@@ -39,16 +45,12 @@ GrayImage = NDArray[np.float32]
 def decode_gray(path: Path, long_side: int) -> GrayImage:
     """Return the photo as float32 gray in [0, 1], EXIF-oriented, long side <= ``long_side``.
 
+    The file's content decides the decoder: a ``.nef`` that is really a JPEG is read as a JPEG.
     Raises UnreadableImage with a one-line reason for anything that is not a decodable photo.
     """
     path = Path(path)
     try:
-        if is_raw(path):
-            image = _open_raw(path, long_side)
-        else:
-            if path.suffix.lower() in HEIF_EXTENSIONS and not HEIF_AVAILABLE:
-                raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull[heic]'")
-            image = _open_raster(path, long_side)
+        image = open_reduced(path, long_side)
         return to_gray_array(reduce_long_side(image, long_side, SCALE_TOLERANCE))
     except UnreadableImage:
         raise
@@ -56,6 +58,31 @@ def decode_gray(path: Path, long_side: int) -> GrayImage:
         raise UnreadableImage("not enough memory to decode this image") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
         raise UnreadableImage(describe_decode_error(exc)) from exc
+
+
+def open_reduced(path: Path, long_side: int) -> Image.Image:
+    """Open any supported photo as a PIL image, decoded no larger than needed (not yet gray)."""
+    if path.stat().st_size == 0:
+        raise UnreadableImage("empty file (0 bytes)")
+    if is_raw(path):
+        with open(path, "rb") as fh:
+            kind = sniff(fh.read(16))
+        if kind in ("jpeg", "png", "webp"):  # named like a RAW, but it is not one
+            log.info("%s is a %s file despite its name; decoding it as such", path, kind.upper())
+            return _open_raster(path, long_side)
+        try:
+            return _open_raw(path, long_side)
+        except UnreadableImage:
+            if kind is None:
+                raise
+            try:  # a TIFF/BMP/GIF container that LibRaw refuses may still be a plain image
+                return _open_raster(path, long_side)
+            except Exception:  # noqa: BLE001 - report LibRaw's reason, the file claims to be RAW
+                log.debug("not a plain %s either", kind, exc_info=True)
+            raise
+    if path.suffix.lower() in HEIF_EXTENSIONS and not HEIF_AVAILABLE:
+        raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull[heic]'")
+    return _open_raster(path, long_side)
 
 
 def describe_decode_error(exc: BaseException) -> str:
@@ -76,20 +103,52 @@ def describe_decode_error(exc: BaseException) -> str:
     return f"cannot decode: {text}"
 
 
-def _open_raster(path: Path, long_side: int) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        if path.stat().st_size == 0:
-            raise UnreadableImage("empty file (0 bytes)")
-        image = Image.open(path)
+def pixel_limit(image_format: str | None) -> int:
+    """How many pixels cull accepts for this format (DCT-scaled JPEG decodes allow more)."""
+    return MAX_PIXELS_SCALED if image_format == "JPEG" else MAX_PIXELS_FULL
+
+
+def check_pixels(image: Image.Image) -> None:
+    """Refuse an image whose declared size is over its format's limit, before any pixel is decoded."""
+    width, height = image.size
+    limit = pixel_limit(image.format)
+    if width * height > limit:
+        raise UnreadableImage(
+            f"image too large to analyse safely ({width}x{height} = {width * height / 1e6:.0f} MP; "
+            f"the limit for {image.format or 'this format'} is {limit // 1_000_000} MP)"
+        )
+
+
+@contextmanager
+def _own_pixel_check() -> Iterator[None]:
+    """Open without Pillow's global bomb check (cull checks per format, see check_pixels)."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def open_checked(source: Path | io.BytesIO, long_side: int) -> Image.Image:
+    """Image.open + the pixel limit + a reduced decode (JPEG: DCT scaling); the image is loaded."""
+    with _own_pixel_check():
+        image = Image.open(source)
         try:
+            check_pixels(image)
             if image.format == "JPEG":
                 image.draft("L", draft_request(image.size, long_side))
             image.load()
         except BaseException:
             image.close()
             raise
-    return _orient(image)
+    return image
+
+
+def _open_raster(path: Path, long_side: int) -> Image.Image:
+    return _orient(open_checked(path, long_side))
 
 
 def draft_request(size: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -109,14 +168,13 @@ def _orient(image: Image.Image) -> Image.Image:
         return image
 
 
+# LibRaw's sizes.flip: 3 = upside down, 5 = turn 90 degrees counter-clockwise, 6 = clockwise to view.
 _RAW_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
 
 
 def _open_raw(path: Path, long_side: int) -> Image.Image:
     import rawpy  # imported lazily: LibRaw is only needed for RAW files
 
-    if path.stat().st_size == 0:
-        raise UnreadableImage("empty file (0 bytes)")
     try:
         with rawpy.imread(str(path)) as raw:
             sensor_long = max(raw.sizes.width, raw.sizes.height)
@@ -125,10 +183,27 @@ def _open_raw(path: Path, long_side: int) -> Image.Image:
             if preview is not None and max(preview.size) >= need:
                 transpose = _RAW_FLIP.get(raw.sizes.flip)
                 return preview.transpose(transpose) if transpose is not None else preview
+            if raw.sizes.width * raw.sizes.height > MAX_PIXELS_SCALED * 4:  # half size: a quarter of it
+                raise UnreadableImage(f"RAW sensor too large to demosaic safely ({raw.sizes.width}x{raw.sizes.height})")
             rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
             return Image.fromarray(np.array(rgb, copy=True))
     except rawpy.LibRawError as exc:
-        raise UnreadableImage(f"LibRaw cannot read this RAW file ({type(exc).__name__}: {exc})") from None
+        raise UnreadableImage(describe_libraw_error(exc, path)) from None
+
+
+def describe_libraw_error(exc: BaseException, path: Path) -> str:
+    """Why LibRaw refused a file, in words (LibRaw's own texts are terse: "Input/output error")."""
+    import rawpy
+
+    detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+    ext = path.suffix.upper().lstrip(".") or "RAW"
+    if isinstance(exc, (rawpy.LibRawFileUnsupportedError, rawpy.LibRawIOError)):
+        return "not a RAW file LibRaw can read (unsupported or corrupt)"
+    if isinstance(exc, rawpy.LibRawDataError):
+        return f"the {ext} file's image data is corrupt or truncated (LibRaw: {detail})"
+    if isinstance(exc, (rawpy.LibRawTooBigError, rawpy.LibRawUnsufficientMemoryError, rawpy.LibRawMemPoolOverflowError)):
+        return f"the {ext} file is too large for LibRaw to decode here ({detail})"
+    return f"LibRaw cannot read this {ext} file ({type(exc).__name__}: {detail})"
 
 
 def _raw_preview(raw: object, long_side: int) -> Image.Image | None:
@@ -142,10 +217,7 @@ def _raw_preview(raw: object, long_side: int) -> Image.Image | None:
         return None
     try:
         if thumb.format == rawpy.ThumbFormat.JPEG:
-            image = Image.open(io.BytesIO(thumb.data))
-            image.draft("L", draft_request(image.size, long_side))
-            image.load()
-            return image
+            return open_checked(io.BytesIO(thumb.data), long_side)
         if thumb.format == rawpy.ThumbFormat.BITMAP:
             return Image.fromarray(np.array(thumb.data, copy=True))
     except Exception:  # noqa: BLE001 - a broken preview falls back to demosaicing
@@ -170,8 +242,13 @@ def reduce_long_side(image: Image.Image, long_side: int, tolerance: float = 1.0)
 def _flatten(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 'L' (8-bit gray) or 'F' (float gray, for 16/32-bit sources)."""
     mode = image.mode
-    if mode in ("L", "F"):
+    if mode == "L":
         return image
+    if mode == "F":  # 32-bit float: usually 0..1 (scientific / HDR TIFF); 0..255 or 0..65535 also seen
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(values.max(initial=0.0))
+        peak = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top
+        return Image.fromarray(np.clip(values * np.float32(255.0 / peak), 0, 255).astype(np.float32), mode="F")
     if mode.startswith("I"):  # I, I;16, I;16B, I;16L ...
         values = np.asarray(image, dtype=np.float32)
         peak = 65535.0 if values.max(initial=0) > 255 else 255.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,20 +51,42 @@ def discover(roots: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[Sh
 
     A root may also be a single photo file.  ``exclude`` folders (e.g. a move target) are not entered.
     """
-    excluded = {_real(p) for p in exclude}
+    excluded = set()  # (st_dev, st_ino) of folders not to enter: no path resolving per folder
+    for folder in exclude:
+        try:
+            info = Path(folder).stat()
+        except OSError:
+            continue
+        excluded.add((info.st_dev, info.st_ino))
     visited: set[tuple[int, int]] = set()
     seen_files: set[Path] = set()
     for root in roots:
         root = Path(root)
-        if root.is_file():
-            if root.resolve() not in seen_files:
-                seen_files.add(root.resolve())
+        try:
+            info = root.stat()
+        except FileNotFoundError:
+            yield Skipped(root, "broken symbolic link" if root.is_symlink() else "does not exist")
+            continue
+        except OSError as exc:
+            yield Skipped(root, f"cannot open: {exc.strerror or exc}")
+            continue
+        if stat.S_ISREG(info.st_mode):
+            if _real(root) not in seen_files:
+                seen_files.add(_real(root))
                 yield Shot(root)
-            continue
-        if not root.exists():
-            yield Skipped(root, "does not exist" if not root.is_symlink() else "broken symbolic link")
-            continue
-        yield from _walk(root, visited, excluded, seen_files)
+        elif stat.S_ISDIR(info.st_mode):
+            yield from _walk(root, visited, excluded, seen_files)
+        else:
+            yield Skipped(root, f"not a regular file ({file_type(info.st_mode)})")
+
+
+def file_type(mode: int) -> str:
+    """A word for what a non-regular file is."""
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def _real(path: Path) -> Path:
@@ -74,8 +97,22 @@ def _real(path: Path) -> Path:
 
 
 def _walk(
-    folder: Path, visited: set[tuple[int, int]], excluded: set[Path], seen_files: set[Path]
+    top: Path, visited: set[tuple[int, int]], excluded: set[tuple[int, int]], seen_files: set[Path]
 ) -> Iterator[Shot | Skipped]:
+    """Depth first, a folder's own photos before its sub-folders, both sorted by name.  Iterative
+    (an explicit stack), so no nesting depth can exhaust Python's recursion limit."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        subfolders: list[Path] = []
+        yield from _list_folder(folder, visited, excluded, seen_files, subfolders)
+        stack.extend(reversed(subfolders))
+
+
+def _list_folder(
+    folder: Path, visited: set[tuple[int, int]], excluded: set[tuple[int, int]], seen_files: set[Path], subfolders: list[Path]
+) -> Iterator[Shot | Skipped]:
+    """The shots and problems of one folder; its sub-folders are appended to ``subfolders``."""
     try:
         info = folder.stat()
     except OSError as exc:
@@ -86,7 +123,7 @@ def _walk(
         yield Skipped(folder, "symbolic link loop (folder already scanned)", error=False)
         return
     visited.add(key)
-    if _real(folder) in excluded:
+    if key in excluded:
         return
     try:
         with os.scandir(folder) as entries:
@@ -95,7 +132,6 @@ def _walk(
         yield Skipped(folder, f"cannot list folder: {exc.strerror or exc}")
         return
     photos: list[Path] = []
-    subfolders: list[Path] = []
     for entry in items:
         path = Path(entry.path)
         try:
@@ -113,18 +149,24 @@ def _walk(
         elif is_file:
             if is_photo(path) and not entry.name.startswith("."):
                 photos.append(path)
-        elif entry.is_symlink() and is_photo(path):
-            yield Skipped(path, "broken symbolic link (its target is missing)")
         elif is_photo(path) and not entry.name.startswith("."):
-            yield Skipped(path, "not a regular file")
+            yield Skipped(path, _not_a_file_reason(path))
     for shot in pair_shots(photos):
         real = _real(shot.path)
         if real in seen_files:
             continue
         seen_files.add(real)
         yield shot
-    for sub in subfolders:
-        yield from _walk(sub, visited, excluded, seen_files)
+
+
+def _not_a_file_reason(path: Path) -> str:
+    try:
+        info = path.stat()  # follows a symlink to its target
+    except FileNotFoundError:
+        return "broken symbolic link (its target is missing)"
+    except OSError as exc:
+        return f"cannot read entry: {exc.strerror or exc}"
+    return f"not a regular file ({file_type(info.st_mode)})"
 
 
 def pair_shots(photos: list[Path]) -> list[Shot]:

@@ -86,17 +86,32 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 100).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     "name,content,reason",
     [
         ("empty.jpg", b"", "empty file"),
         ("noise.jpg", bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), "not an image"),
         ("bomb.png", _png_header_only(40000, 40000), "too large"),
-        ("fake.cr2", b"II*\x00" + bytes(3000), "LibRaw cannot read"),
+        ("bomb600.png", _png_header_only(30000, 20000), r"too large .*600 MP; the limit for PNG is 100 MP"),
+        ("bomb.jpg", None, r"too large .*784 MP; the limit for JPEG is 400 MP"),
+        ("fake.cr2", b"II*\x00" + bytes(3000), "not a RAW file LibRaw can read"),
+        ("text.CR2", b"hello, this is not a photo\n" * 20, r"^not a RAW file LibRaw can read \(unsupported or corrupt\)$"),
+        ("short.NEF", b"hi\n", r"^not a RAW file LibRaw can read \(unsupported or corrupt\)$"),
         ("empty.nef", b"", "empty file"),
     ],
 )
 def test_bad_files_raise_one_clear_reason(tmp_path, name, content, reason):
+    if content is None:  # a JPEG whose frame header claims 28000x28000
+        content = _jpeg_claiming(28000, 28000)
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(UnreadableImage, match=reason):
@@ -163,3 +178,77 @@ def test_heic_needs_pillow_heif_or_decodes_with_it(tmp_path):
     else:  # pragma: no cover - with the [heic] extra
         sharp_image().save(path, format="HEIF")
         assert decode_gray(path, LONG).shape == (500, 500)
+
+
+def test_pixel_limit_is_checked_per_format_before_decoding(tmp_path, monkeypatch):
+    from cull import decode
+
+    monkeypatch.setattr(decode, "MAX_PIXELS_FULL", 1_000_000)
+    image = sharp_image().resize((1200, 1000))
+    for ext in ("png", "webp", "tif"):
+        with pytest.raises(UnreadableImage, match=r"1200x1000 = 1 MP; the limit for \w+ is 1 MP"):
+            decode_gray(save(image, tmp_path / f"big.{ext}"), LONG)
+    assert decode_gray(save(image, tmp_path / "big.jpg"), LONG).shape == (1000, 1200)  # DCT-scaled: allowed
+
+
+def test_pillow_global_limit_is_not_changed_by_importing_cull():
+    import subprocess
+    import sys
+
+    code = "import PIL.Image as I; d = I.MAX_IMAGE_PIXELS; import cull.decode, cull.scan; print(I.MAX_IMAGE_PIXELS == d)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
+
+
+def test_float_tiff_with_values_0_to_1_is_scaled_not_divided_by_255(tmp_path):
+    reference = np.asarray(sharp_image().convert("L"), dtype=np.float32) / 255
+    path = save(Image.fromarray(reference, mode="F"), tmp_path / "float.tif")
+    gray = decode_gray(path, LONG)
+    assert np.abs(gray - reference).mean() < 0.01
+
+
+def test_a_raw_named_file_with_jpeg_content_is_decoded_as_jpeg(tmp_path):
+    path = save(sharp_image(), tmp_path / "DSC_0001.nef", format="JPEG")
+    gray = decode_gray(path, LONG)
+    assert gray.shape == (500, 500) and gray.std() > 0.05
+    png = save(sharp_image(), tmp_path / "IMG_2.CR2", format="PNG")
+    assert decode_gray(png, LONG).shape == (500, 500)
+
+
+def test_avif_is_decoded_by_pillow_without_pillow_heif(tmp_path):
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF support")
+    path = save(sharp_image(), tmp_path / "photo.avif", quality=90)
+    assert decode_gray(path, LONG).shape == (500, 500)
+
+
+@pytest.mark.parametrize("flip,turned", [(0, False), (3, False), (5, True), (6, True)])
+def test_raw_preview_is_turned_by_libraw_flip(tmp_path, monkeypatch, flip, turned):
+    import rawpy
+
+    preview = io.BytesIO()
+    upright = sharp_image().resize((1600, 1200))
+    upright.save(preview, "JPEG", quality=95)
+
+    class FakeRaw:
+        sizes = type("S", (), {"width": 6000, "height": 4000, "flip": flip})()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def extract_thumb(self):
+            return type("T", (), {"format": rawpy.ThumbFormat.JPEG, "data": preview.getvalue()})()
+
+    monkeypatch.setattr(rawpy, "imread", lambda p: FakeRaw())
+    path = tmp_path / "IMG_0001.CR2"
+    path.write_bytes(b"raw")
+    gray = decode_gray(path, LONG)
+    expected = {0: None, 3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}[flip]
+    reference = upright.convert("L").resize((1440, 1080), Image.Resampling.LANCZOS)
+    reference = np.asarray(reference.transpose(expected) if expected is not None else reference, np.float32) / 255
+    assert gray.shape == ((1440, 1080) if turned else (1080, 1440))
+    assert np.abs(gray - reference).mean() < 0.02

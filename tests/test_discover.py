@@ -1,4 +1,7 @@
 import os
+import sys
+
+import pytest
 
 from cull.discover import Shot, Skipped, discover, pair_shots
 
@@ -64,3 +67,39 @@ def test_explicit_files_and_exclusions(tmp_path):
     touch(tmp_path / "target" / "moved.jpg")
     shots, _ = shots_and_skips(photo, tmp_path, exclude=[tmp_path / "target"])
     assert [s.path.name for s in shots] == ["one.jpg"]  # listed once, target folder not entered
+
+
+def test_a_folder_tree_1100_deep_is_walked_without_recursion_error(tmp_path):
+    deep = tmp_path
+    for _ in range(1100):  # os.makedirs itself recurses once per level
+        deep = deep / "d"
+        deep.mkdir()
+    touch(deep / "x.jpg")
+    touch(tmp_path / "d" / "top.jpg")
+    assert sys.getrecursionlimit() < 1100 * 3  # the old recursive walk needed a frame pair per level
+    shots, skipped = shots_and_skips(tmp_path)
+    assert [s.path.name for s in shots] == ["top.jpg", "x.jpg"] and not skipped
+
+
+def test_special_files_get_their_own_reason(tmp_path):
+    touch(tmp_path / "ok.jpg")
+    os.symlink("/dev/zero", tmp_path / "zero.jpg")
+    os.symlink("/dev/null", tmp_path / "null.CR2")
+    os.mkfifo(tmp_path / "fifo.jpg")
+    shots, skipped = shots_and_skips(tmp_path)
+    reasons = {s.path.name: s.reason for s in skipped}
+    assert [s.path.name for s in shots] == ["ok.jpg"]
+    assert reasons == {"zero.jpg": "not a regular file (character device)",
+                       "null.CR2": "not a regular file (character device)", "fifo.jpg": "not a regular file (FIFO)"}
+    assert all(s.error for s in skipped)
+
+
+@pytest.mark.parametrize("name,reason", [("fifo.jpg", "not a regular file (FIFO)"), ("dev", "not a regular file (character device)")])
+def test_a_special_file_given_as_argument_is_not_a_folder_error(tmp_path, name, reason):
+    path = tmp_path / name
+    if name == "dev":
+        os.symlink("/dev/zero", path)
+    else:
+        os.mkfifo(path)
+    shots, skipped = shots_and_skips(path)
+    assert not shots and [(s.path, s.reason) for s in skipped] == [(path, reason)]

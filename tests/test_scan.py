@@ -126,7 +126,7 @@ def test_bad_input_is_reported_per_file_scan_goes_on_nothing_changes(tmp_path):
         "random.jpg": "not an image",
         "locked.jpg": "permission denied",
         "broken.jpg": "broken symbolic link",
-        "bad.CR2": "LibRaw cannot read",
+        "bad.CR2": "not a RAW file LibRaw can read",
     }
     for name, reason in expected_errors.items():
         assert reason in (rows[name]["error"] or ""), (name, rows[name])
@@ -199,7 +199,7 @@ def test_a_corrupt_jpeg_is_judged_by_its_raw_partner(tmp_path, card):
     result = scan([photos], card, ScanOptions(workers=1, use_cache=False))
     by_name = {r.path.name: r for r in result.results}
     assert by_name["DC50.KDC"].photo is not None and by_name["DC50.KDC"].partner.name == "DC50.jpg"
-    assert by_name["other.jpg"].error.startswith("empty file") and "partner: LibRaw" in by_name["other.jpg"].error
+    assert by_name["other.jpg"].error.startswith("empty file") and "partner: not a RAW file LibRaw can read" in by_name["other.jpg"].error
 
 
 def test_first_pass_gives_the_same_verdicts_as_scoring_every_patch(tmp_path, card):
