@@ -11,7 +11,7 @@ local here = (arg and arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
 local pluginDir = here .. "/../cull.lrplugin"
 package.path = pluginDir .. "/?.lua;" .. here .. "/?.lua;" .. package.path
 
-local T = { tests = {}, pluginDir = pluginDir, here = here }
+local T = { tests = {}, pluginDir = pluginDir, here = here, tempFiles = {} }
 
 function T.test(name, fn)
     T.tests[#T.tests + 1] = { name = name, fn = fn }
@@ -118,6 +118,9 @@ local function runAll()
             failed = failed + 1
             print("FAIL " .. t.name .. ": " .. tostring(err))
         end
+    end
+    for _, path in ipairs(T.tempFiles) do
+        os.remove(path)
     end
     print(string.format("%d passed, %d failed", #T.tests - failed, failed))
     return failed == 0 and 0 or 1

@@ -3,7 +3,10 @@ local T = ...
 local sdk = require "sdk"
 
 local function writeTemp(text, suffix)
-    local path = os.tmpname() .. (suffix or ".jsonl")
+    local base = os.tmpname() -- created by mkstemp; removed with ours after the run
+    local path = base .. (suffix or ".jsonl")
+    T.tempFiles[#T.tempFiles + 1] = base
+    T.tempFiles[#T.tempFiles + 1] = path
     local f = assert(io.open(path, "wb"))
     f:write(text)
     f:close()
