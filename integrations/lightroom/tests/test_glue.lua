@@ -266,3 +266,21 @@ T.test("apply command: errors surface through Lightroom's error dialog, not a de
     T.eq(world:runTasks()[1], nil, "task ends")
     T.contains(world.errors[1], "catalog exploded", "shown to the user")
 end)
+
+T.test("apply command: non-UTF-8 and relative rows are listed as unmatchable in the preview, others applied", function()
+    local world = sdk.new { pluginDir = T.pluginDir }
+    world.catalog:addTestPhoto { path = "/p/ok.jpg" }
+    local report = writeTemp(jsonRow("/p/ok.jpg", "reject") .. "\n"
+        .. '{"report_version": 1, "path": "caf\\udce9.jpg", "abs_path": "/p/caf\\udce9.jpg", "verdict": "reject"}\n'
+        .. '{"path": "rel/x.jpg", "verdict": "reject"}\n'
+        .. "{not json\n")
+    world.answers.runOpenPanel = { { report } }
+    world.answers.presentModalDialog = { "ok" }
+    local outcome = runMenu(world, "ApplyMenu.lua")
+    local text = dialogText(world.dialogs[2])
+    T.contains(text, "Cannot be matched (see below): 2", "count")
+    T.contains(text, "not valid UTF-8", "reason shown")
+    T.contains(text, "Report lines that could not be read: 1", "broken line counted")
+    T.eq(outcome.status, "applied", "the rest applied")
+    T.eq(world.catalog.byPath["/p/ok.jpg"].pick, -1, "good row applied")
+end)
