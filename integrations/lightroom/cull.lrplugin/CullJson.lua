@@ -1,6 +1,7 @@
 --[[ CullJson: a small, strict JSON decoder (RFC 8259) in plain Lua 5.1.
 
 decode(text) returns the value, or nil and an error message with the byte offset.
+NaN, Infinity and -Infinity (which Python's json module writes for such floats) are accepted.
 Objects become tables, arrays become tables with n = length, null becomes CullJson.null
 inside arrays and a missing key inside objects. \uXXXX escapes become UTF-8; a surrogate
 pair becomes one 4-byte character. A lone surrogate (Python writes one for a file name
@@ -176,6 +177,12 @@ parseValue = function(text, pos, depth)
         return false, pos + 5
     elseif sub(text, pos, pos + 3) == "null" then
         return CullJson.null, pos + 4
+    elseif sub(text, pos, pos + 2) == "NaN" then -- Python's json writes these (not RFC 8259)
+        return 0 / 0, pos + 3
+    elseif sub(text, pos, pos + 7) == "Infinity" then
+        return math.huge, pos + 8
+    elseif sub(text, pos, pos + 8) == "-Infinity" then
+        return -math.huge, pos + 9
     elseif c == "" then
         fail(pos, "unexpected end of text")
     end

@@ -32,6 +32,11 @@ T.test("json: bad input returns nil and a message, never raises", function()
     end
 end)
 
+T.test("json: NaN and Infinity as Python writes them", function()
+    local v = assert(CullJson.decode('{"a": NaN, "b": Infinity, "c": -Infinity}'))
+    T.ok(v.a ~= v.a, "NaN"); T.eq(v.b, math.huge, "inf"); T.eq(v.c, -math.huge, "-inf")
+end)
+
 T.test("json: arrays and nesting", function()
     local v = assert(CullJson.decode('{"a": [1, null, {"b": []}], "c": {}}'))
     T.eq(v.a.n, 3, "array length"); T.eq(v.a[2], CullJson.null, "null in array"); T.eq(v.a[3].b.n, 0, "empty")
