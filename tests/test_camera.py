@@ -121,7 +121,7 @@ def test_assist_never_says_in_focus_for_a_still_that_screening_calls_soft(tmp_pa
     sharp = mosaic((4000, 3000))
     for i, sigma in enumerate((0.0, 2.0, 2.5)):
         frame = sharp.filter(ImageFilter.GaussianBlur(sigma)) if sigma else sharp
-        frame.save(folder / f"frame_{i}.png", compress_level=1)
+        frame.save(folder / f"frame_{i}.jpg", quality=95)
     summary, view = run(ReplaySource(folder), card, CameraOptions(out=tmp_path / "out", trigger=Trigger.INTERVAL,
                                                                   interval=0.0001, xmp=False))
     live = [f.verdict for f in view.frames]

@@ -109,7 +109,7 @@ class ReplaySource:
             for path in self._images:
                 try:
                     with Image.open(path) as image:
-                        yield np.asarray(image.convert("RGB"))
+                        yield np.asarray(image if image.mode == "L" else image.convert("RGB"))
                 except OSError as exc:
                     raise CameraError(f"replay frame {path.name} is unreadable: {exc}") from None
             return
