@@ -202,6 +202,8 @@ def test_real_cull_scan_reports_drive_the_plugin(tmp_path):
     for i, src in enumerate(sorted(EXAMPLES.glob("*.jpg"))):
         name = src.name if i % 3 else f"{src.stem}, \"copy\" é.jpg"  # commas, quotes, non-ASCII
         shutil.copy(src, photos / name)
+        if i % 2:  # a RAW+JPEG shot: scored through the JPEG, the RAW reported as partner
+            (photos / name).with_suffix(".CR2").write_bytes(b"not really raw")
     for suffix in (".jsonl", ".csv"):
         report = tmp_path / f"scan{suffix}"
         rows = scan_report(photos, report)
@@ -213,18 +215,22 @@ def test_real_cull_scan_reports_drive_the_plugin(tmp_path):
         for lua_row, py_row in zip(got, rows):
             compare(lua_row, py_row, from_json=suffix == ".jsonl")
             assert "unmatchable" not in lua_row
-        # Every photo in a stand-in catalog; "Apply cull verdicts…" with the defaults.
-        result = lua("e2e", report)
-        assert result.returncode == 0 and "taskerror" not in result.stdout, result.stdout + result.stderr
-        state = {}
-        for line in result.stdout.splitlines():
-            parts = line.split(" ")
-            if parts[0] == "photo":
-                state[bytes.fromhex(parts[1]).decode("utf-8")] = (int(parts[2]), parts[3], parts[4])
-        assert len(state) == len(rows)
-        for row in rows:
-            pick, label, receipt = state[str(row["abs_path"])]
-            verdict = row["verdict"]
-            assert pick == (-1 if verdict == "reject" else 0), row
-            assert label == ("yellow" if verdict == "uncertain" else "none"), row
-            assert receipt == (verdict if verdict in ("reject", "uncertain") else "nil"), row
+        assert sum(bool(r["partner_abs"]) for r in rows) == 4
+        # Every photo in a stand-in catalog; "Apply cull verdicts…" with the defaults. Then again with
+        # each RAW+JPEG shot imported as one photo under the RAW's path (matched through partner_abs).
+        for mode in ("files", "pairs"):
+            result = lua("e2e", report, mode)
+            assert result.returncode == 0 and "taskerror" not in result.stdout, result.stdout + result.stderr
+            state = {}
+            for line in result.stdout.splitlines():
+                parts = line.split(" ")
+                if parts[0] == "photo":
+                    state[bytes.fromhex(parts[1]).decode("utf-8")] = (int(parts[2]), parts[3], parts[4])
+            assert len(state) == len(rows)
+            for row in rows:
+                key = row["partner_abs"] if mode == "pairs" and row["partner_abs"] else row["abs_path"]
+                pick, label, receipt = state[str(key)]
+                verdict = row["verdict"]
+                assert pick == (-1 if verdict == "reject" else 0), row
+                assert label == ("yellow" if verdict == "uncertain" else "none"), row
+                assert receipt == (verdict if verdict in ("reject", "uncertain") else "nil"), row

@@ -2,8 +2,9 @@
 
   lua5.1 integrations/lightroom/tests/run.lua            run every test, print "ok NAME" / "FAIL NAME: why"
   lua5.1 integrations/lightroom/tests/run.lua dump FILE  print the report's rows, one field per line
-  lua5.1 integrations/lightroom/tests/run.lua e2e FILE   import every path of the report into a stand-in
-                                                         catalog, run "Apply cull verdicts…", print flags
+  lua5.1 integrations/lightroom/tests/run.lua e2e FILE [pairs]
+        import every path of the report into a stand-in catalog (with "pairs": a RAW+JPEG shot as one
+        photo under the RAW's path), run "Apply cull verdicts…", print each photo's flag and label
 Exit status 0 only when every test passed.
 ]]
 
@@ -80,14 +81,16 @@ local function dump(file)
     return 0
 end
 
-local function e2e(file)
+local function e2e(file, asPairs)
     local sdk = require "sdk"
     local world = sdk.new { pluginDir = pluginDir }
     local CullReport = require "CullReport"
     local report = assert(CullReport.readFile(file))
     for _, row in ipairs(report.rows) do
-        if row.absPath and not row.unmatchable and not world.catalog.byPath[row.absPath] then
-            world.catalog:addTestPhoto { path = row.absPath }
+        -- "pairs": a RAW+JPEG shot is one catalog photo under the RAW's path (LrC's default import)
+        local path = asPairs and row.partnerAbs or row.absPath
+        if path and not row.unmatchable and not world.catalog.byPath[path] then
+            world.catalog:addTestPhoto { path = path }
         end
     end
     world.answers.runOpenPanel = { { file } }
@@ -131,7 +134,7 @@ local status
 if mode == "dump" then
     status = dump(arg[2])
 elseif mode == "e2e" then
-    status = e2e(arg[2])
+    status = e2e(arg[2], arg[3] == "pairs")
 else
     status = runAll()
 end
