@@ -125,6 +125,13 @@ def test_symlink_escaping_the_roots_is_not_served(tmp_path, card):
     session = session_for(root, card)
     assert [i.path.name for i in session.all_items] == ["blur.jpg"]
     assert build_items([], [root]) == []
+    client = client_for(session)
+    blur = session.all_items[0]
+    assert client.get(f"/api/thumb/{blur.id}").status_code == 200
+    (root / "blur.jpg").unlink()  # swapped for a link to a private file after the scan
+    (root / "blur.jpg").symlink_to(outside)
+    assert client.get(f"/api/detail/{blur.id}").status_code == 404
+    assert client.get(f"/api/thumb/{blur.id}").status_code == 404
 
 
 def test_state_changes_need_post_with_the_token_header(library, card):
@@ -235,8 +242,8 @@ def test_show_filters_and_orders_worst_first(library, card):
 
 def test_detail_crops_are_real_full_resolution_pixels(tmp_path, card):
     root = tmp_path / "photos"
-    big = sharp_image(0, scale=3.6)  # 1800 px: larger than the analysis scale
-    save(big, root / "big.png")
+    save(sharp_image(0, scale=3.6), root / "big.jpg", quality=95)  # 1800 px: larger than the analysis scale
+    big = Image.open(root / "big.jpg").convert("RGB")  # the decoded pixels the crops must show
     session = session_for(root, card)
     client = client_for(session)
     info = client.get(f"/api/detail/{session.items[0].id}").json()
@@ -280,6 +287,9 @@ def test_html_sheet_is_self_contained(library, tmp_path):
     assert "<script" not in text and "default-src 'none'" in text
     assert len(text) < 3_000_000
     assert not list(tmp_path.glob(".sheet.html.*"))  # atomic write left no temp file
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
     bad = CliRunner().invoke(cli_app, ["review", str(library), "--html", str(tmp_path / "x.txt")])
     assert bad.exit_code == 2
 

@@ -43,7 +43,7 @@ def exif(path: Path, tag: str) -> str:
 
 
 SHARP = ["sharp_a.jpg", "sharp_b.jpg"]
-BLURRED = ["blur_a.jpg", "blur_b.jpg", "big_blur.png"]
+BLURRED = ["blur_a.jpg", "blur_b.jpg", "big_blur.jpg"]
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +53,19 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save(sharp_image(1), root / SHARP[1], quality=95)
     save(blurred_image(1, 8.0), root / BLURRED[0], quality=92)
     save(blurred_image(2, 6.0), root / BLURRED[1], quality=92)
-    save(blurred_image(3, 3.0).resize((1800, 1800), Image.Resampling.BICUBIC), root / BLURRED[2])  # larger than the analysis scale
+    save(blurred_image(3, 3.0).resize((1800, 1800), Image.Resampling.BICUBIC), root / BLURRED[2], quality=95)  # larger than the analysis scale
     return root
 
 
 @pytest.fixture(scope="module")
-def server(library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {**os.environ, "CULL_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+def cache_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One score cache for the module's subprocesses: the sheet reuses the server's scan."""
+    return {**os.environ, "CULL_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+
+
+@pytest.fixture(scope="module")
+def server(library: Path, cache_env: dict[str, str]) -> Iterator[str]:
+    env = cache_env
     proc = subprocess.Popen(
         [sys.executable, "-m", "cull", "review", str(library), "--no-browser", "--port", "0", "--idle-timeout", "10", "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -142,10 +148,10 @@ def _screenshot(page: Page, selector: str) -> np.ndarray:
 
 
 def test_detail_view_shows_heat_map_and_crops_at_100_percent(page: Page, library: Path) -> None:
-    index = card_names(page).index("big_blur.png")
+    index = card_names(page).index("big_blur.jpg")
     for _ in range(index):
         page.keyboard.press("j")
-    assert current_name(page) == "big_blur.png"
+    assert current_name(page) == "big_blur.jpg"
     page.keyboard.press("Enter")
     page.wait_for_selector("#detail[data-ready]")
     page.wait_for_function("() => [...document.querySelectorAll('#detail img')].every(i => i.complete && i.naturalWidth > 0)")
@@ -156,7 +162,7 @@ def test_detail_view_shows_heat_map_and_crops_at_100_percent(page: Page, library
     without = _screenshot(page, "#stack")
     assert np.abs(with_heat - without).mean() > 2  # the heat map really was drawn over the photo
     page.keyboard.press("h")
-    source = np.asarray(Image.open(library / "big_blur.png").convert("RGB"), dtype=np.float32)
+    source = np.asarray(Image.open(library / "big_blur.jpg").convert("RGB"), dtype=np.float32)
     for which in ("sharpest", "softest"):
         box = page.evaluate(
             """which => { const i = document.getElementById('crop-' + which); const r = i.getBoundingClientRect();
@@ -187,10 +193,10 @@ def test_the_page_needs_the_token(browser: Browser, server: str) -> None:
     context.close()
 
 
-def test_static_sheet_renders(browser: Browser, library: Path, tmp_path: Path) -> None:
+def test_static_sheet_renders(browser: Browser, library: Path, tmp_path: Path, cache_env: dict[str, str]) -> None:
     sheet = tmp_path / "sheet.html"
     done = subprocess.run([sys.executable, "-m", "cull", "review", str(library), "--html", str(sheet), "--workers", "1"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=cache_env)
     assert done.returncode == 0, done.stderr
     context = browser.new_context(viewport={"width": 1200, "height": 900}, device_scale_factor=1)
     page = context.new_page()

@@ -183,11 +183,11 @@ def create_app(session: ReviewSession, token: str) -> Guard:
             item = await run_in_threadpool(session.decide, item_id, decision)
         except DecisionError as exc:
             return JSONResponse({"error": str(exc)}, 409)
-        return JSONResponse({"item": item.public(), "undo": len(session._history)})
+        return JSONResponse({"item": item.public(), "undo": session.undo_depth})
 
     async def undo(request: Request) -> Response:
         item, problems = await run_in_threadpool(session.undo)
-        return JSONResponse({"item": item.public() if item else None, "problems": problems, "undo": len(session._history)})
+        return JSONResponse({"item": item.public() if item else None, "problems": problems, "undo": session.undo_depth})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return PlainTextResponse("not found", 404)

@@ -13,7 +13,7 @@ from cull.card import ModelCard
 from cull.errors import CullError
 from cull.review.decisions import Change, DecisionError, read_user_verdict, restore, write_decision
 from cull.review.imaging import Detail, LruCache, compute_detail, thumbnail
-from cull.review.items import Item, Show, build_items, real_roots, shown
+from cull.review.items import Item, Show, build_items, inside, real_roots, shown
 from cull.scan import PhotoResult, ScanOptions, scan
 from cull.score import Scorer
 from cull.sidecars import XmpOptions
@@ -53,13 +53,26 @@ class ReviewSession:
         """The shown item with this id. Raises KeyError (the server answers 404)."""
         return self.by_id[item_id]
 
+    def servable(self, item_id: int) -> Item:
+        """The item, checked again right before its file is read: a file replaced since the scan by
+        a link leading outside the scanned folders is refused. Raises KeyError."""
+        item = self.item(item_id)
+        if not inside(item.path, self.real_roots):
+            log.warning("%s now leads outside the scanned folders; not served", item.path)
+            raise KeyError(item_id)
+        return item
+
+    @property
+    def undo_depth(self) -> int:
+        return len(self._history)
+
     def listing(self) -> dict[str, Any]:
         return {
             "items": [item.public() for item in self.items],
             "show": self.options.show.value,
             "model": self.card.version,
             "total": len(self.all_items),
-            "undo": len(self._history),
+            "undo": self.undo_depth,
         }
 
     # -- pictures --------------------------------------------------------------------------------
@@ -75,11 +88,11 @@ class ReviewSession:
             return self._scorer
 
     def thumbnail(self, item_id: int) -> bytes:
-        item = self.item(item_id)
+        item = self.servable(item_id)
         return self._thumbs.get_or_build(item_id, lambda: thumbnail(item.path))  # type: ignore[return-value]
 
     def detail(self, item_id: int) -> Detail:
-        item = self.item(item_id)
+        item = self.servable(item_id)
         return self._details.get_or_build(item_id, lambda: compute_detail(item.path, self.card, self.scorer()))  # type: ignore[return-value]
 
     # -- decisions -------------------------------------------------------------------------------

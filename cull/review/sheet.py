@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,5 +97,10 @@ def _png(data: bytes) -> Image.Image:
 def write_sheet(session: ReviewSession, out: Path, progress: Callable[[], None] | None = None) -> int:
     """Write the sheet to ``out`` atomically. Returns its size in bytes. Raises OSError."""
     text = render_sheet(session, progress)
+    existed = out.exists()
     atomic_write_text(out, text)
+    if not existed:  # a new sheet gets the usual permissions for new files (the temp file was 0600)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(out, 0o666 & ~mask)
     return len(text.encode("utf-8"))
