@@ -6,9 +6,8 @@ Replays JPEG frames made from the bundled examples at native resolution (alterna
 focus) through the same code path as the live command (ReplaySource -> score_frame -> render_line)
 with a single-threaded onnxruntime session, and prints the latency per frame (in-focus, out-of-focus,
 p95) and the share spent in the model. Frame sizes: a webcam at 640x480 and 1280x720 (its stills
-are those frames, scored as they are), and the gray 2028x1520 lores stream the Raspberry Pi source
-asks for with the 12 MP HQ camera (the size its stills are decoded to; the assist shrinks it to the
-1440 px analysis scale, as screening does). Grab includes decoding the replayed JPEG, which a live
+are those frames, scored as they are), and the gray 1440x1080 lores stream the Raspberry Pi source
+asks for with the 12 MP HQ camera (its stills' analysis scale, scaled by the camera's ISP). Grab includes decoding the replayed JPEG, which a live
 camera does not pay. Target: <= 50 ms per frame on one core.
 """
 
@@ -80,7 +79,7 @@ def main() -> None:
     scorer = OnnxScorer(card, threads=1)
     print(f"replay source, one onnxruntime thread, {args.frames} frames per size (first 4 are warm-up)")
     with tempfile.TemporaryDirectory() as tmp:
-        for size, mode in (((640, 480), "RGB"), ((1280, 720), "RGB"), ((2028, 1520), "L")):
+        for size, mode in (((640, 480), "RGB"), ((1280, 720), "RGB"), ((1440, 1080), "L")):
             folder = make_frames(Path(tmp) / f"{size[0]}x{size[1]}", size, args.frames, mode)
             r = measure(folder, size, card, scorer)
             verdict = "meets" if r["p95"] <= 50 else "MISSES"

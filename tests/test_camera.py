@@ -417,7 +417,7 @@ def test_pi_camera_source_scores_lores_frames_and_saves_jpeg_and_dng(tmp_path, m
     summary, view = run(open_source("picamera2", LONG_SIDE), card,
                         CameraOptions(out=out, trigger=Trigger.AUTO, auto_frames=2, dng=True, max_frames=3))
     camera = FakePicamera2.instances[-1]
-    assert camera.camera_config["lores"]["size"] == (2028, 1520)  # what the 12 MP still is decoded to
+    assert camera.camera_config["lores"]["size"] == (1440, 1080)  # the scale the 12 MP still is judged at
     assert [f.verdict for f in view.frames[:2]] == [Verdict.KEEP, Verdict.KEEP]
     assert len(summary.shots) == 1 and summary.shots[0].verdict is Verdict.KEEP and summary.shots[0].error is None
     names = sorted(p.name for p in out.iterdir())

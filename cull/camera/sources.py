@@ -189,10 +189,16 @@ def dct_factor(size: tuple[int, int], long_side: int) -> int:
     return next(f for f in (8, 4, 2, 1) if ratio >= f)
 
 
+def analysis_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """``size`` shrunk to the analysis scale (never enlarged), in even numbers as YUV420 needs."""
+    scale = min(1.0, long_side / max(size))
+    return max(2, round(size[0] * scale / 2) * 2), max(2, round(size[1] * scale / 2) * 2)
+
+
 class PiCameraSource:
-    """Raspberry Pi camera through picamera2: a ``lores`` stream for the assist at the size the saved
-    still is decoded to for its analysis (full field of view), full-resolution stills (JPEG, plus DNG
-    when asked) for captures."""
+    """Raspberry Pi camera through picamera2: a ``lores`` stream for the assist with the full field of
+    view at the analysis scale the saved still is judged at (the ISP scales it, free of CPU), and
+    full-resolution stills (JPEG, plus DNG when asked) for captures."""
 
     def __init__(self, long_side: int) -> None:
         try:
@@ -207,8 +213,7 @@ class PiCameraSource:
         try:
             self._camera: Any = Picamera2()
             full = tuple(self._camera.sensor_resolution)
-            factor = dct_factor((full[0], full[1]), long_side)
-            lores = (full[0] // factor // 2 * 2, full[1] // factor // 2 * 2)  # YUV420 needs even sizes
+            lores = analysis_size((full[0], full[1]), long_side)
             config = self._camera.create_still_configuration(
                 main={"size": full}, lores={"size": lores, "format": "YUV420"}, raw={}, display="lores",
                 buffer_count=2,
