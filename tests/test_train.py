@@ -10,8 +10,17 @@ from tests.conftest import blurred_image, save, sharp_image
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
-from train.data import find_sources  # noqa: E402
-from train.degrade import convolve, degrade, disk_psf, motion_psf  # noqa: E402
+from train.data import find_sources, make_variant  # noqa: E402
+from train.degrade import (  # noqa: E402
+    camera_pipeline,
+    convolve,
+    degrade,
+    disk_psf,
+    motion_psf,
+    shake_psf,
+    to_linear,
+)
+from train.errors import TrainError, TrainUsageError  # noqa: E402
 from train.thresholds import fit_thresholds  # noqa: E402
 
 
@@ -46,6 +55,88 @@ def test_degradations_blur_and_are_reproducible():
     assert not np.array_equal(degrade(gray, "defocus", np.random.default_rng(1)).image, gray)
     comp = degrade(gray, "sharp", np.random.default_rng(1), composite=True)
     assert comp.kind == "sharp" and comp.sharp_mask is not None and 0.05 < comp.sharp_mask.mean() < 0.7
+
+
+def local_sharpness(image, mask):
+    """Mean |horizontal gradient| where ``mask`` holds."""
+    g = np.abs(np.diff(image, axis=1))
+    return g[mask[:, 1:]].mean()
+
+
+def test_depth_varying_defocus_keeps_a_sharp_subject_and_blurs_with_distance():
+    gray = np.asarray(sharp_image().convert("L"), dtype=np.float32) / 255
+    for seed in range(4):
+        a = degrade(gray, "sharp", np.random.default_rng(seed), depth=True)
+        b = degrade(gray, "sharp", np.random.default_rng(seed), depth=True)
+        assert np.array_equal(a.image, b.image) and a.kind == "sharp"
+        mask = a.sharp_mask
+        assert mask is not None and mask.shape == gray.shape and 0 < mask.mean() < 0.9
+        assert 3.0 <= a.amount <= 14.0 + 1e-3
+        # not a pasted composite: the blur map is smooth and takes many values between 0 and max
+        assert len(np.unique(np.round(mask, 2))) > 5
+        in_focus, far = mask >= 0.99, mask <= 0.01
+        assert in_focus.sum() > 500 and far.sum() > 500
+        # the in-focus region keeps the source's detail; the far region loses it (before noise/JPEG
+        # the difference is large; after them it must still be clear)
+        assert local_sharpness(a.image, far) < local_sharpness(a.image, in_focus)
+
+
+def test_shake_kernels_are_hand_like_trajectories():
+    rng = np.random.default_rng(0)
+    for length in (4.0, 12.0, 26.0):
+        psf = shake_psf(length, rng)
+        assert psf.sum() == pytest.approx(1.0, abs=1e-5) and psf.min() >= 0
+        ys, xs = np.nonzero(psf > 1e-4)
+        span = max(xs.max() - xs.min(), ys.max() - ys.min())
+        assert length - 2 <= span <= length + 3
+        assert (psf > 1e-4).sum() >= length  # a connected path, not a few dots
+    assert not np.array_equal(shake_psf(10.0, np.random.default_rng(1)), shake_psf(10.0, np.random.default_rng(2)))
+
+
+def test_camera_pipeline_keeps_size_and_range_and_is_reproducible():
+    gray = np.asarray(sharp_image().convert("L"), dtype=np.float32) / 255
+    linear = to_linear(gray)
+    a = camera_pipeline(linear, np.random.default_rng(5))
+    b = camera_pipeline(linear, np.random.default_rng(5))
+    assert a.shape == gray.shape and np.array_equal(a, b) and 0 <= a.min() and a.max() <= 1
+    assert np.abs(a - gray).mean() < 0.08  # the same picture, processed
+
+
+def test_small_variants_are_small_and_blurred_ones_blur():
+    gray = np.asarray(sharp_image().convert("L"), dtype=np.float32) / 255
+    for seed in range(3):
+        small = make_variant(gray, "small-sharp", np.random.default_rng(seed))
+        assert max(small.image.shape) <= 320 and small.kind == "sharp"
+        blurred = make_variant(gray, "small-blurred", np.random.default_rng(seed))
+        assert max(blurred.image.shape) <= 320 and blurred.kind in ("defocus", "motion")
+    depth = make_variant(gray, "depth", np.random.default_rng(0))
+    assert depth.kind == "sharp" and depth.sharp_mask is not None
+
+
+def test_no_photos_is_a_usage_error_not_a_system_exit(tmp_path):
+    from train.__main__ import main
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainUsageError):
+        find_sources([tmp_path / "empty"])
+    assert main(["--data", str(tmp_path / "empty"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 2
+    assert not (tmp_path / "m").exists()
+
+
+def test_in_focus_gate_refuses_a_model_that_rejects_a_sharp_real_photo():
+    from train.__main__ import in_focus_gate
+
+    def report(rejected):
+        confusion = {"sharp": {"keep": 7, "uncertain": 1 - rejected, "reject": rejected},
+                     "blurred": {"keep": 0, "uncertain": 2, "reject": 14}}
+        photos = [{"path": "sharp/a.jpg", "sharp": True, "verdict": "reject"}] * rejected
+        return {"overall": {"model": {"confusion": confusion}}, "photos": photos}
+
+    in_focus_gate({"real held-out": {"lenient": report(0), "strict": report(0)}}, 0)
+    in_focus_gate({}, 0)  # no real set: nothing to check
+    with pytest.raises(TrainError, match="sharp/a.jpg"):
+        in_focus_gate({"real held-out": {"lenient": report(0), "strict": report(1)}}, 0)
 
 
 def test_thresholds_lean_to_keep():
@@ -109,7 +200,7 @@ def test_seed_variant_is_the_study_network():
 
 
 @pytest.mark.slow
-def test_smoke_training_builds_a_loadable_model_and_card(tmp_path):
+def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
     from cull.card import load_card
     from train.__main__ import main
 
@@ -139,3 +230,51 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path):
     assert "| seed | 3×3 |" in (out / "SWEEP.md").read_text()
     assert json.loads((out / "focus.json").read_text())["seed_comparison"] == sweep
     load_card(out / "focus.json")  # the model file and its hash are untouched
+    check_fit_used_production_scores(tmp_path, out)
+    check_failed_builds_leave_the_shipped_model_alone(tmp_path, data, real, out, monkeypatch)
+
+
+def check_fit_used_production_scores(tmp_path, out):
+    """review D10: the thresholds come from scores equal to what cull computes with the final card,
+    and the card's validation rows are cull's own verdicts on those photos."""
+    from cull.analyse import analyse_chunk
+    from cull.card import load_card
+    from cull.evaluate import evaluate_folder
+    from cull.score import OnnxScorer
+
+    card = load_card(out / "focus.json")
+    fitted = json.loads((tmp_path / "work" / "last-fit-scores.json").read_text())
+    val = next((tmp_path / "work").glob("*/photos/val"))
+    paths = sorted(p for p in val.rglob("*.png"))
+    assert len(fitted) == len(paths) > 0
+    production = {str(a.path): a.photo.score for a in analyse_chunk(paths, card, OnnxScorer(card))}
+    for path, score in production.items():
+        if score < card.sure_keep:  # cull scored every patch: the very same number
+            assert fitted[path] == pytest.approx(score, abs=1e-5)
+        else:  # cull stopped early at a keep: the fit saw a score at least as high, also a keep
+            assert fitted[path] >= card.sure_keep
+    sharp = [fitted[p] for p in fitted if "/sharp" in p]
+    blurred = [fitted[p] for p in fitted if "/sharp" not in p]
+    expected = fit_thresholds(sharp, blurred)
+    assert {s: (t.keep, t.reject) for s, t in card.thresholds.items()} == {
+        s: (pytest.approx(t["keep"]), pytest.approx(t["reject"])) for s, t in expected.items()}
+    for strictness in ("lenient", "strict"):
+        report = evaluate_folder(val, card, strictness)
+        row = card.extra["metrics"]["photos"]["validation (synthetic)"][strictness]["model"]
+        assert row["confusion"] == report["overall"]["model"]["confusion"]
+
+
+def check_failed_builds_leave_the_shipped_model_alone(tmp_path, data, real, out, monkeypatch):
+    """review D14: a failing build (export parity, in-focus gate) exits 1 and models/ is untouched."""
+    import train.export
+    from train.__main__ import main
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    args = ["--data", str(data), "--real", str(real), "--out", str(out), "--work", str(tmp_path / "work"),
+            "--epochs", "1", "--per-variant", "4", "--workers", "2", "--quiet"]
+    with monkeypatch.context() as patch:
+        patch.setattr(train.export, "PARITY_TOLERANCE", -1.0)  # no export can pass
+        assert main(args) == 1
+    assert main(args + ["--max-real-sharp-rejects", "-1"]) == 1  # the gate refuses any model
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list((tmp_path / "work").glob("build-*"))  # staging folders are cleaned up

@@ -1,7 +1,10 @@
 """python -m train [--data DIR ...] | python -m train sweep --kernels 3 5 7
 
 Rebuilds models/focus.onnx and models/focus.json (the card cull reads), or reproduces the source
-study's kernel-size sweep with the seed network.  Generated data is cached under --work.
+study's kernel-size sweep with the seed network.  Generated data and trained networks are cached
+under --work.  The build happens in a staging folder; models/ is replaced only after the export
+parity check, the production-path threshold fit and the evaluation (with its in-focus gate) pass.
+Failures raise TrainError, which main() turns into exit code 1 (2 for unusable input).
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from train.errors import TrainError
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
@@ -38,10 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--kernels", type=int, nargs="+", default=[3, 5, 7], help="for sweep")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--per-variant", type=int, default=8, help="patches kept per degraded photo")
-    parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split (smoke runs)")
+    parser.add_argument("--per-variant", type=int, default=6, help="patches kept per degraded photo")
+    parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split, evenly spaced (quicker builds)")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max-real-sharp-rejects", type=int, default=0,
+                        help="refuse to ship a model that rejects more sharp photos of --real than this "
+                        "(at any strictness); in-focus priority")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -53,11 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data:
         args.data = [SHARED / "sharp"]
     started = time.monotonic()
-    data = prepare_data(args)
-    if args.command == "sweep":
-        run_sweep(args, data)
-    else:
-        build(args, data)
+    try:
+        data = prepare_data(args)
+        if args.command == "sweep":
+            run_sweep(args, data)
+        else:
+            build(args, data)
+    except TrainError as exc:
+        logging.error("python -m train: %s", exc)
+        return exc.exit_code
     logging.info("done in %.0f s", time.monotonic() - started)
     return 0
 
@@ -74,12 +88,20 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
     sources = find_sources(args.data)
     if args.limit:
         kept: list[Any] = []
-        for split in ("train", "val", "test"):
-            kept += [s for s in sources if s.split == split][: args.limit]
+        for split in ("train", "val", "test"):  # evenly spaced, so every source folder stays represented
+            chosen = [s for s in sources if s.split == split]
+            kept += chosen[:: max(1, -(-len(chosen) // args.limit))][: args.limit]
         sources = kept
     key = spec_key(spec, args.seed, args.per_variant, sources)
     work = args.work / key
     work.mkdir(parents=True, exist_ok=True)
+    folders = {}
+    for offset, split in enumerate(("val", "test")):
+        folder = work / "photos" / split
+        if not (folder / "MANIFEST.json").exists():
+            logging.info("writing %s photo folder ...", split)
+            build_photo_folder(sources, split, folder, args.seed + 100 + offset, args.workers)
+        folders[split] = folder
     patches = {}
     for offset, split in enumerate(("train", "val", "test")):
         cached = work / f"{split}.npz"
@@ -92,51 +114,39 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
             patches[split] = {k: npz[k] for k in npz.files}
         logging.info("%s: %d patches (%.0f %% sharp)", split, len(patches[split]["x"]),
                      100 * patches[split]["sharp"].mean() if len(patches[split]["x"]) else 0)
-    folders = {}
-    for offset, split in enumerate(("val", "test")):
-        folder = work / "photos" / split
-        if not (folder / "MANIFEST.json").exists():
-            logging.info("writing %s photo folder ...", split)
-            build_photo_folder(sources, split, folder, args.seed + 100 + offset, args.workers)
-        folders[split] = folder
-    return {"spec": spec, "sources": sources, "patches": patches, "folders": folders,
+    return {"spec": spec, "sources": sources, "patches": patches, "folders": folders, "work": work,
             "summary": summarise_sources(sources)}
 
 
 # --- one model -----------------------------------------------------------------------------------------
 
 def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str, kernel: int, out: Path) -> dict[str, Any]:
-    """Train, export to ONNX with a parity check, fit thresholds on validation photos, score test sets."""
+    """Train, export to ONNX at ``out`` with a parity check, fit thresholds on validation photos
+    scored the way production scores them, and score the test sets with the final card.
+
+    ``out`` must be a staging path, never the shipped model: the card written next to it is a
+    candidate until build() promotes it.  Raises TrainError when a check fails.
+    """
     import numpy as np
 
     from cull.card import STRICTNESS_LEVELS, load_card
     from cull.evaluate import score_folder, summarise_folder
     from cull.patches import network_input
     from train.export import PARITY_TOLERANCE, export_onnx, parity, write_card
-    from train.fit import patch_metrics, train_model
-    from train.thresholds import fit_thresholds
+    from train.fit import patch_metrics
 
     spec = data["spec"]
     patches = data["patches"]
-    model, history = train_model(patches["train"], patches["val"], variant=variant, kernel=kernel,
-                                 epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                 threads=args.workers, verbose=0 if args.quiet else 2)
+    model, history = trained_model(args, data, variant, kernel)
     logging.info("trained %s k=%d in %.0f s (%d epochs)", variant, kernel, history["seconds"], history["epochs_run"])
     export_onnx(model, out, spec.patch_size)
     probe = network_input(patches["val"]["x"][:256].astype(np.float32) / 255.0)
     diff = parity(model, out, probe)
     if not diff <= PARITY_TOLERANCE:
-        raise SystemExit(f"ONNX export differs from Keras by {diff:g} (> {PARITY_TOLERANCE:g})")
+        raise TrainError(f"ONNX export differs from Keras by {diff:g} (> {PARITY_TOLERANCE:g}); nothing shipped")
     aggregate_k = 3
-    common = dict(variant=variant, kernel=kernel, spec=spec, aggregate_k=aggregate_k)
-    provisional = {s: {"keep": 0.5, "reject": 0.5} for s in STRICTNESS_LEVELS}
-    write_card(out, version="provisional", thresholds=provisional, **common)
-    card = load_card(out)
-    val_scored = score_folder(data["folders"]["val"], card, workers=args.workers)
-    sharp = [s.analysis.photo.score for s in val_scored if s.photo.sharp and s.analysis.photo and s.analysis.photo.score is not None]
-    blurred = [s.analysis.photo.score for s in val_scored if not s.photo.sharp and s.analysis.photo and s.analysis.photo.score is not None]
-    thresholds = fit_thresholds(sharp, blurred)
-    write_card(out, version="provisional", thresholds=thresholds, **common)
+    common = dict(variant=variant, kernel=kernel, aggregate_k=aggregate_k)
+    fit_scores, thresholds, val_scored = fit_on_production_scores(out, data, common, args.workers)
     card = load_card(out)
     evaluations: dict[str, Any] = {}
     sets = {"validation (synthetic)": data["folders"]["val"], "test (synthetic)": data["folders"]["test"]}
@@ -149,11 +159,86 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
         "model": model,
         "common": common,
         "thresholds": thresholds,
+        "fit_scores": fit_scores,
         "history": history,
         "parity_max_abs_diff": diff,
         "patch_metrics_test": patch_metrics(model, patches["test"], variant),
         "evaluations": evaluations,
     }
+
+
+def fit_on_production_scores(
+    onnx: Path, data: dict[str, Any], common: dict[str, Any], workers: int
+) -> tuple[dict[str, float], dict[str, dict[str, float]], list[Any]]:
+    """Fit thresholds on validation scores that production would produce with the final card.
+
+    Production stops scoring a photo early only when its score already reaches the card's highest
+    keep threshold, so every score below it equals the score with every patch scored.  Hence:
+    score the validation photos with every patch (first_pass = max_patches), fit, write the final
+    card, re-score the photos through cull exactly as a scan would, and require the same thresholds
+    and verdicts from those production scores.  Returns (fit scores by path, thresholds, the
+    production-scored validation photos), leaving the final card next to ``onnx``.
+    """
+    from dataclasses import replace
+
+    from cull.card import STRICTNESS_LEVELS, Thresholds, load_card
+    from cull.decide import decide
+    from cull.evaluate import score_folder
+    from train.export import write_card
+    from train.thresholds import fit_thresholds
+
+    spec = data["spec"]
+    folder = data["folders"]["val"]
+    placeholder = {s: {"keep": 0.5, "reject": 0.5} for s in STRICTNESS_LEVELS}
+    every_patch = replace(spec, first_pass=spec.max_patches)
+    write_card(onnx, version="fitting (every patch scored)", thresholds=placeholder, spec=every_patch, **common)
+    full = score_folder(folder, load_card(onnx), workers=workers)
+
+    def split(scored: list[Any]) -> tuple[list[float], list[float]]:
+        ok = [s for s in scored if s.analysis.photo is not None and s.analysis.photo.score is not None]
+        return ([s.analysis.photo.score for s in ok if s.photo.sharp], [s.analysis.photo.score for s in ok if not s.photo.sharp])
+
+    thresholds = fit_thresholds(*split(full))
+    write_card(onnx, version="candidate", thresholds=thresholds, spec=spec, **common)
+    card = load_card(onnx)
+    production = score_folder(folder, card, workers=workers)
+    again = fit_thresholds(*split(production))
+    if any(abs(again[s][t] - thresholds[s][t]) > 1e-6 for s in thresholds for t in ("keep", "reject")):
+        raise TrainError(f"thresholds refitted on production scores differ: {again} vs {thresholds}")
+    for a, b in zip(full, production):
+        if (a.analysis.photo is None) != (b.analysis.photo is None):
+            raise TrainError(f"{a.photo.path}: scored once but not the other time")
+        if a.analysis.photo is None:
+            continue
+        for name in STRICTNESS_LEVELS:
+            t = Thresholds(**thresholds[name])
+            va = decide(a.analysis.photo, t, spec.min_patches).verdict
+            vb = decide(b.analysis.photo, t, spec.min_patches).verdict
+            if va != vb:
+                raise TrainError(f"{b.photo.path}: verdict {vb.value} in production but {va.value} when fitted")
+    fit_scores = {str(s.photo.path): s.analysis.photo.score for s in full if s.analysis.photo is not None}
+    return fit_scores, thresholds, production
+
+
+def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, kernel: int) -> tuple[Any, dict[str, Any]]:
+    """Train (or reuse the network this very configuration trained before, cached under --work)."""
+    import keras
+
+    from train.fit import train_model
+
+    cached = data["work"] / f"model-{variant}-k{kernel}-e{args.epochs}-b{args.batch_size}.keras"
+    if cached.exists() and cached.with_suffix(".json").exists():
+        logging.info("reusing the trained network %s", cached)
+        return keras.models.load_model(cached), json.loads(cached.with_suffix(".json").read_text())
+    patches = data["patches"]
+    model, history = train_model(patches["train"], patches["val"], variant=variant, kernel=kernel,
+                                 epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                                 threads=args.workers, verbose=0 if args.quiet else 2)
+    tmp = cached.with_name(cached.stem + ".tmp.keras")
+    model.save(tmp)
+    cached.with_suffix(".json").write_text(json.dumps(history))
+    os.replace(tmp, cached)
+    return model, history
 
 
 def compact(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -168,18 +253,77 @@ def compact(evaluation: dict[str, Any]) -> dict[str, Any]:
         "model": pick(evaluation["overall"]["model"]),
         "laplacian": pick(evaluation["overall"]["laplacian"]),
         "per_folder": {g: {"model_accuracy": round(v["model"]["accuracy"], 4),
-                           "laplacian_accuracy": round(v["laplacian"]["accuracy"], 4)}
+                           "laplacian_accuracy": round(v["laplacian"]["accuracy"], 4),
+                           "confusion": v["model"]["confusion"]}
                        for g, v in evaluation["groups"].items()},
     }
 
 
 def build(args: argparse.Namespace, data: dict[str, Any]) -> None:
-    from cull.card import file_sha256
+    """Build in a staging folder; replace the shipped model only when every check passed."""
+    args.work.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="build-", dir=args.work))
+    try:
+        stage(args, data, staging)
+        promote(staging, args.out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+SHIPPED = ("focus.onnx", "focus.json", "CARD.md")
+DEGRADATIONS = (
+    "defocus (disk / rimmed / soft / cat's-eye PSFs, radius 1.5-9 px, highlight bokeh); depth-varying "
+    "defocus around a sharp, textured focus point (ground-plane ramp, radial subject falloff or subject "
+    "plane before a receding background; blur 0 at the focal plane growing to 3-14 px, rendered per "
+    "blur layer with per-pixel interpolation; labelled sharp, patches labelled by their blur radius); "
+    "sharp subject pasted on a defocused copy (labelled sharp); camera shake 4-26 px, 70 % from "
+    "random-walk-with-inertia trajectories plus drift whose wander grows with exposure time, 30 % "
+    "straight / curved / tremor paths; lens softness <= 0.6 px on sharp; low contrast (15 %); exposure "
+    "-1.2..+0.6 EV; 45 % through an in-camera pipeline at an enlarged sensor scale (1.5-2.5x, <= 4 MP: "
+    "an approximation of 12-24 MP files before cull's DCT reduction): Poisson-Gaussian noise, edge-aware "
+    "noise reduction, unsharp-mask sharpening, JPEG 75-97, then reduced back; otherwise noise, optional "
+    "sharpening and JPEG 55-98 at the analysis scale; small images (long side 180-320 px, reduced "
+    "before degrading); downscaling 0.5-1x"
+)
+
+
+def promote(staging: Path, out: Path) -> None:
+    """Copy the staged model, card and CARD.md next to the shipped ones, then rename them into
+    place one after the other (each rename is atomic; the card names the model's sha256, so a
+    crash between two renames makes cull refuse the pair loudly, never use a wrong one)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED:
+        shutil.copyfile(staging / name, out / f".{name}.new")
+    for name in SHIPPED:
+        os.replace(out / f".{name}.new", out / name)
+
+
+def in_focus_gate(evaluations: dict[str, Any], limit: int) -> None:
+    """Refuse a model that rejects more than ``limit`` sharp photos of the real held-out set."""
+    real = evaluations.get("real held-out")
+    if not real:
+        return
+    for strictness, report in real.items():
+        rejected = report["overall"]["model"]["confusion"]["sharp"]["reject"]
+        if rejected > limit:
+            bad = [p["path"] for p in report["photos"] if p["sharp"] and p["verdict"] == "reject"]
+            raise TrainError(f"the new model rejects {rejected} sharp real photo(s) at {strictness} "
+                             f"({', '.join(bad)}); nothing shipped")
+
+
+def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None:
+    """Build focus.onnx, focus.json and CARD.md in ``staging`` and check them."""
+    from cull.card import file_sha256, load_card
     from train.export import write_card
     from train.report import write_card_markdown
 
-    out = args.out / "focus.onnx"
+    from train.data import PHOTO_VARIANTS, TRAIN_VARIANTS
+    from train.degrade import VERSION as DEGRADE_VERSION
+
+    out = staging / "focus.onnx"
     result = fit_and_export(args, data, args.variant, args.kernel, out)
+    in_focus_gate(result["evaluations"], args.max_real_sharp_rejects)
+    (args.work / "last-fit-scores.json").write_text(json.dumps(result["fit_scores"], indent=1))
     sweep_file = args.out / "sweep.json"
     sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
     extra = {
@@ -194,11 +338,10 @@ def build(args: argparse.Namespace, data: dict[str, Any]) -> None:
             "sources_per_split": data["summary"],
             "patches": {k: {"n": int(len(v["x"])), "sharp_share": round(float(v["sharp"].mean()), 3)}
                         for k, v in data["patches"].items()},
-            "degradations": "defocus (disk / rimmed / soft / cat's-eye PSFs, radius 1.5-9 px, highlight bokeh), "
-            "camera shake (straight, curved and tremor trajectories, 4-26 px), sharp subject on a defocused "
-            "background (labelled sharp), lens softness <= 0.6 px on sharp, exposure -1.2..+0.6 EV, "
-            "Poisson-Gaussian noise at 5 ISO-like levels, in-camera sharpening (unsharp mask), "
-            "JPEG quality 55-98, downscaling 0.5-1x",
+            "recipe": f"v{DEGRADE_VERSION}",
+            "degradations": DEGRADATIONS,
+            "variants_per_photo": list(TRAIN_VARIANTS),
+            "photo_folder_variants": list(PHOTO_VARIANTS),
             "epochs": args.epochs,
             "epochs_run": result["history"]["epochs_run"],
             "seconds": result["history"]["seconds"],
@@ -208,12 +351,16 @@ def build(args: argparse.Namespace, data: dict[str, Any]) -> None:
         },
         "export": {"tool": "tf2onnx.convert.from_function", "opset": 17,
                    "parity_max_abs_diff": result["parity_max_abs_diff"]},
+        "threshold_fit": "fitted on the validation photos scored with every patch (first_pass = max_patches), "
+        "then re-scored through cull with this card: same thresholds and verdicts (checked by the build)",
         "seed_comparison": sweep,
     }
     version = f"{args.variant}-k{args.kernel}-{dt.date.today():%Y%m%d}-{file_sha256(out)[:8]}"
-    card = write_card(out, version=version, thresholds=result["thresholds"], extra=extra, **result["common"])
-    write_card_markdown(card, args.out / "CARD.md")
-    logging.info("wrote %s and %s", out, card)
+    card = write_card(out, version=version, thresholds=result["thresholds"], spec=data["spec"], extra=extra,
+                      **result["common"])
+    load_card(card)  # the staged pair must load (format, thresholds, sha256) before it ships
+    write_card_markdown(card, staging / "CARD.md")
+    logging.info("built %s (%s)", version, card)
 
 
 def run_sweep(args: argparse.Namespace, data: dict[str, Any]) -> None:
@@ -223,6 +370,7 @@ def run_sweep(args: argparse.Namespace, data: dict[str, Any]) -> None:
     sweep_dir = args.work / "sweep"
     for kernel in args.kernels:
         result = fit_and_export(args, data, "seed", kernel, sweep_dir / f"seed_k{kernel}.onnx")
+        # (a sweep model is never shipped: no in-focus gate, its card stays under --work)
         test = result["evaluations"]["test (synthetic)"]["normal"]["overall"]["model"]
         real = result["evaluations"].get("real held-out", {}).get("normal", {}).get("overall", {}).get("model")
         rows.append({

@@ -25,15 +25,21 @@ from cull.errors import UnreadableImage
 from cull.evaluate import folder_label
 from cull.formats import is_photo
 from cull.patches import select_patches
-from train.degrade import KINDS, VERSION as DEGRADE_VERSION, degrade, resize
+from train.degrade import KINDS, VERSION as DEGRADE_VERSION, Degraded, degrade, resize
+from train.errors import TrainUsageError
 
 log = logging.getLogger(__name__)
 
 SOURCE_LONG_SIDE = 1024  # training photos are read through cull's own decoder, capped here
 SPLITS = ("train", "val", "test")
 KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
-# Each training photo yields these variants (composite = sharp subject, blurred background).
-TRAIN_VARIANTS = ("sharp", "sharp", "sharp", "defocus", "defocus", "motion", "motion", "motion", "composite")
+# Each training photo yields these variants: composite = sharp subject pasted on a blurred copy,
+# depth = depth-varying defocus around a sharp subject, small-* = the photo reduced to <= 320 px
+# first (small images: few patches, blur measured at that size).
+TRAIN_VARIANTS = ("sharp", "sharp", "depth", "depth", "composite", "defocus", "defocus", "motion", "motion",
+                  "motion", "small-sharp", "small-blurred")
+SMALL_LONG_SIDE = (180, 320)
+MIN_SHARP_PIXELS = 3 * 64 * 64  # a depth photo labelled sharp must have at least this much in focus
 _SCENE = re.compile(r"^(\d+)_")
 
 
@@ -76,7 +82,7 @@ def find_sources(data_dirs: list[Path]) -> list[Source]:
                 group, kind = f"{root.name}/{rel.as_posix()}", "sharp"
             sources.append(Source(path, split_of(group, "kodak" in rel.as_posix().lower()), kind, group))
     if not sources:
-        raise SystemExit(f"no photos found under {', '.join(map(str, data_dirs))}")
+        raise TrainUsageError(f"no photos found under {', '.join(map(str, data_dirs))}")
     return ensure_every_split(sources)
 
 
@@ -120,7 +126,7 @@ def _photo_patches(args: tuple[Source, int, AnalysisSpec, int]) -> tuple[NDArray
         if variant == "as-is":
             image, mask, label = gray, None, source.label
         else:
-            d = degrade(gray, "sharp" if variant == "composite" else variant, rng, composite=variant == "composite")
+            d = make_variant(gray, variant, rng)
             image, mask, label = d.image, d.sharp_mask, d.kind
         dy, dx = rng.integers(0, spec.patch_size, size=2)  # vary the tile grid
         image = image[dy:, dx:]
@@ -147,6 +153,24 @@ def _photo_patches(args: tuple[Source, int, AnalysisSpec, int]) -> tuple[NDArray
     return np.stack(xs), np.array(sharp, np.int8), np.array(kind, np.int8)
 
 
+def make_variant(gray: NDArray[np.float32], variant: str, rng: np.random.Generator) -> Degraded:
+    """One degraded version of a sharp photo (see TRAIN_VARIANTS for the names)."""
+    if variant.startswith("small-"):
+        long_side = rng.uniform(*SMALL_LONG_SIDE)
+        gray = resize(gray, min(1.0, long_side / max(gray.shape)))
+        kind = "sharp" if variant == "small-sharp" else str(rng.choice(["defocus", "motion"]))
+        return degrade(gray, kind, rng)
+    if variant == "depth":
+        for _ in range(3):  # a sharp label needs a sharp region worth a few patches
+            d = degrade(gray, "sharp", rng, depth=True)
+            if d.sharp_mask is not None and float((d.sharp_mask >= 0.5).sum()) >= MIN_SHARP_PIXELS:
+                break
+        return d
+    if variant == "composite":
+        return degrade(gray, "sharp", rng, composite=True)
+    return degrade(gray, variant, rng)
+
+
 def build_patches(
     sources: list[Source], split: str, spec: AnalysisSpec, seed: int, per_variant: int, workers: int
 ) -> dict[str, NDArray]:
@@ -165,12 +189,16 @@ def build_patches(
 
 # --- photo folders for evaluation -----------------------------------------------------------------
 
-PHOTO_FOLDERS = {
+PHOTO_FOLDERS = {  # variant -> sub-folder (cull eval layout: sharp*/ in focus, *blur*/ not)
     "sharp": "sharp",
     "composite": "sharp_shallow_dof",
+    "depth": "sharp_depth_of_field",
+    "small-sharp": "sharp_small",
     "defocus": "defocused_blurred",
     "motion": "motion_blurred",
+    "small-blurred": "small_blurred",
 }
+PHOTO_VARIANTS = ("sharp", "sharp", "composite", "depth", "small-sharp", "defocus", "motion", "small-blurred")
 
 
 def _write_photo_variants(args: tuple[Source, int, Path]) -> int:
@@ -187,9 +215,9 @@ def _write_photo_variants(args: tuple[Source, int, Path]) -> int:
     except UnreadableImage:
         return 0
     written = 0
-    for variant, count in (("sharp", 2), ("composite", 1), ("defocus", 1), ("motion", 1)):
-        for n in range(count):
-            d = degrade(gray, "sharp" if variant == "composite" else variant, rng, composite=variant == "composite")
+    for variant in dict.fromkeys(PHOTO_VARIANTS):
+        for n in range(PHOTO_VARIANTS.count(variant)):
+            d = make_variant(gray, variant, rng)
             folder = out / PHOTO_FOLDERS[variant]
             folder.mkdir(parents=True, exist_ok=True)
             pixels = np.clip(d.image * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -217,5 +245,5 @@ def summarise_sources(sources: list[Source]) -> dict[str, dict[str, int]]:
 
 
 def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Source]) -> str:
-    blob = json.dumps([asdict(spec), seed, per_variant, TRAIN_VARIANTS, DEGRADE_VERSION, [str(s.path) for s in sources]])
+    blob = json.dumps([asdict(spec), seed, per_variant, TRAIN_VARIANTS, PHOTO_VARIANTS, DEGRADE_VERSION, [str(s.path) for s in sources]])
     return hashlib.sha1(blob.encode()).hexdigest()[:12]

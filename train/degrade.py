@@ -3,6 +3,12 @@
 All functions work on gray float32 images in [0, 1] (gamma-encoded, as decoded) and take an
 explicit ``numpy.random.Generator`` so a dataset is reproducible from its seed.  Blur is applied
 in linear light, where optics act, with highlights allowed above white so bokeh balls form.
+
+Recipe v3 adds what real photos showed the model hesitating on: depth-varying defocus (a sharp
+subject, blur growing with scene depth, rendered per blur layer), in-camera pipelines (noise, noise
+reduction, sharpening, JPEG) run at an enlarged "sensor" scale and reduced afterwards, shake kernels
+from random-walk-with-inertia trajectories whose shape depends on the exposure time, and low-contrast
+scenes.  Small images are made by data.py (reduce first, then degrade).
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
-from scipy.ndimage import gaussian_filter
-from scipy.signal import fftconvolve
+from scipy.ndimage import gaussian_filter, uniform_filter
+from scipy.signal import fftconvolve, lfilter
 
 Gray = NDArray[np.float32]
 GAMMA = 2.2
@@ -24,7 +30,9 @@ GAMMA = 2.2
 SHARP_SOFTNESS = (0.0, 0.6)  # residual lens softness still counted as in focus (gaussian sigma)
 DEFOCUS_RADIUS = (1.5, 9.0)
 MOTION_LENGTH = (4.0, 26.0)
-VERSION = 2  # bump when a recipe changes, so cached training data is rebuilt
+DEPTH_MAX_RADIUS = (3.0, 14.0)  # blur radius far from the focal plane in depth-varying scenes
+SENSOR_PIXELS = 4_000_000  # cap on the enlarged "sensor" image of the camera pipeline
+VERSION = 3  # bump when a recipe changes, so cached training data is rebuilt
 
 
 # --- point spread functions -------------------------------------------------------------------
@@ -67,18 +75,40 @@ def motion_psf(length: float, rng: np.random.Generator) -> Gray:
     speed = np.clip(1.0 + 0.5 * np.cumsum(rng.normal(0, 0.15, steps)), 0.2, 2.0)  # uneven exposure
     step = speed / speed.sum() * length
     path = np.stack([np.cumsum(step * np.sin(angles)), np.cumsum(step * np.cos(angles))], axis=1)
-    path -= (path.max(0) + path.min(0)) / 2
+    return splat(path, 1.0 / speed)  # slower movement exposes longer
+
+
+def splat(path: NDArray[np.float64], weights: NDArray[np.float64]) -> Gray:
+    """Rasterise a (N, 2) trajectory (y, x) with per-sample exposure weights, bilinearly."""
+    path = path - (path.max(0) + path.min(0)) / 2
     half = int(np.ceil(np.abs(path).max())) + 2
-    kernel = np.zeros((2 * half + 1, 2 * half + 1), np.float32)
-    weights = 1.0 / speed  # slower movement exposes longer
-    for (y, x), w in zip(path + half, weights):
-        y0, x0 = int(np.floor(y)), int(np.floor(x))
-        fy, fx = y - y0, x - x0
-        kernel[y0, x0] += w * (1 - fy) * (1 - fx)
-        kernel[y0 + 1, x0] += w * fy * (1 - fx)
-        kernel[y0, x0 + 1] += w * (1 - fy) * fx
-        kernel[y0 + 1, x0 + 1] += w * fy * fx
-    return kernel / kernel.sum()
+    kernel = np.zeros((2 * half + 1, 2 * half + 1), np.float64)
+    pos = path + half
+    y0, x0 = np.floor(pos[:, 0]).astype(int), np.floor(pos[:, 1]).astype(int)
+    fy, fx = pos[:, 0] - y0, pos[:, 1] - x0
+    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (1, 0, fy * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 1, fy * fx)):
+        np.add.at(kernel, (y0 + dy, x0 + dx), weights * w)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def shake_psf(length: float, rng: np.random.Generator) -> Gray:
+    """Camera shake from a hand-like trajectory: a random walk with inertia (AR(1) velocity) plus
+    a steady drift, like recorded gyroscope traces.  Short exposures (small ``length``) are mostly
+    drift, i.e. near-straight; long ones wander and turn back.  Scaled to ``length`` pixels span."""
+    steps = 96
+    exposure = float(np.clip(length / MOTION_LENGTH[1], 0.05, 1.0))  # relative exposure time
+    inertia = rng.uniform(0.85, 0.98)
+    wander = lfilter([1.0], [1.0, -inertia], rng.normal(0, 1, (steps, 2)), axis=0)
+    wander /= max(float(np.abs(wander).max()), 1e-6)
+    heading = rng.uniform(0, 2 * np.pi)
+    drift = np.array([np.sin(heading), np.cos(heading)]) * rng.uniform(0.2, 1.0) * (1.2 - exposure)
+    velocity = wander * exposure * rng.uniform(0.6, 1.4) + drift
+    path = np.cumsum(velocity, axis=0)
+    span = max(float(np.ptp(path, axis=0).max()), 1e-6)
+    path *= length / span
+    speed = np.hypot(*np.diff(path, axis=0, prepend=path[:1]).T) + 1e-3
+    weights = 1.0 / np.clip(speed / speed.mean(), 0.25, 4.0)  # the hand lingers where it turns
+    return splat(path, weights)
 
 
 def convolve(image: Gray, psf: Gray) -> Gray:
@@ -130,6 +160,47 @@ def in_camera_sharpen(gray: Gray, rng: np.random.Generator) -> Gray:
     return np.clip(gray + amount * (gray - gaussian_filter(gray, sigma)), 0, 1).astype(np.float32)
 
 
+def noise_reduction(gray: Gray, strength: float) -> Gray:
+    """Edge-aware smoothing as camera JPEG engines do (a self-guided filter): flat areas and fine,
+    low-contrast texture are smeared, strong edges kept."""
+    radius = 1 if strength < 0.5 else 2
+    size = 2 * radius + 1
+    mean = uniform_filter(gray, size)
+    var = np.maximum(uniform_filter(gray * gray, size) - mean * mean, 0)
+    eps = (0.004 + 0.03 * strength) ** 2
+    a = var / (var + eps)
+    return (uniform_filter(a, size) * gray + uniform_filter((1 - a) * mean, size)).astype(np.float32)
+
+
+def camera_pipeline(linear: Gray, rng: np.random.Generator) -> Gray:
+    """An in-camera JPEG pipeline at an enlarged sensor scale, then reduced back (as cull's DCT
+    reduction does with a 12-24 MP file).  Sensor noise, noise reduction, sharpening and JPEG act on
+    sensor pixels, so their artefacts shrink by the reduction factor.  Approximation: the sensor
+    image is the source enlarged 1.5-2.5x (at most SENSOR_PIXELS), not a true 12-24 MP capture."""
+    height, width = linear.shape
+    up = min(rng.uniform(1.5, 2.5), np.sqrt(SENSOR_PIXELS / (height * width)))
+    up = max(up, 1.0)
+    sensor = resize(np.clip(linear, 0, None), up) if up > 1.001 else linear
+    level = rng.choice([0.0005, 0.002, 0.006, 0.015, 0.03])
+    variance = level * np.clip(sensor, 0, None) + (level * 0.05) ** 2
+    sensor = sensor + rng.standard_normal(sensor.shape).astype(np.float32) * np.sqrt(variance).astype(np.float32)
+    out = to_gamma(sensor)
+    out = noise_reduction(out, rng.uniform(0.0, 1.0) * min(1.0, 0.3 + 30 * level))
+    sigma, amount = rng.uniform(0.7, 2.0), rng.uniform(0.4, 2.0)
+    out = np.clip(out + amount * (out - gaussian_filter(out, sigma)), 0, 1).astype(np.float32)
+    out = jpeg_roundtrip(out, int(rng.integers(75, 98)))
+    if out.shape != (height, width):
+        out = np.asarray(Image.fromarray(out, mode="F").resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32)
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def lower_contrast(gray: Gray, rng: np.random.Generator) -> Gray:
+    """Haze, fog or a dull subject: contrast squeezed towards a mid grey."""
+    factor = rng.uniform(0.3, 0.7)
+    centre = float(np.clip(gray.mean() + rng.uniform(-0.1, 0.1), 0.2, 0.8))
+    return (centre + factor * (gray - centre)).astype(np.float32)
+
+
 def resize(gray: Gray, scale: float) -> Gray:
     """Antialiased resize by ``scale`` (as a camera or editor would downscale)."""
     if abs(scale - 1.0) < 1e-3:
@@ -152,15 +223,27 @@ class Degraded:
     amount: float = 0.0  # blur radius / length in pixels (0 for sharp)
 
 
-def degrade(gray: Gray, kind: str, rng: np.random.Generator, *, composite: bool = False) -> Degraded:
-    """Apply one randomly drawn, realistic degradation of the given kind to a sharp photo."""
+def degrade(
+    gray: Gray, kind: str, rng: np.random.Generator, *, composite: bool = False, depth: bool = False
+) -> Degraded:
+    """Apply one randomly drawn, realistic degradation of the given kind to a sharp photo.
+
+    ``composite``: a sharp subject pasted on a defocused copy (v2); ``depth``: depth-varying defocus
+    around a sharp subject (v3).  Both are labelled sharp and carry a per-pixel sharp_mask.
+    """
+    if rng.random() < 0.15:
+        gray = lower_contrast(gray, rng)
     linear = to_linear(gray)
     mask = None
     amount = 0.0
-    if kind == "sharp" and not composite:
+    if kind == "sharp" and not composite and not depth:
         sigma = rng.uniform(*SHARP_SOFTNESS)
         if sigma > 0.2:
             linear = gaussian_filter(linear, sigma).astype(np.float32)
+    elif kind == "sharp" and depth:  # sharp subject, blur growing with depth: in focus
+        linear, radius = depth_defocus(linear, gray, rng)
+        mask = np.clip(1.6 - radius, 0.0, 1.0).astype(np.float32)
+        amount = float(radius.max())
     elif kind == "sharp":  # sharp subject against a defocused background: still in focus
         amount = float(np.exp(rng.uniform(np.log(3.0), np.log(12.0))))
         background = convolve(boost_highlights(linear, rng), disk_psf(amount, rng))
@@ -171,12 +254,15 @@ def degrade(gray: Gray, kind: str, rng: np.random.Generator, *, composite: bool 
         linear = convolve(boost_highlights(linear, rng), disk_psf(amount, rng))
     elif kind == "motion":
         amount = float(np.exp(rng.uniform(*np.log(MOTION_LENGTH))))
-        linear = convolve(boost_highlights(linear, rng), motion_psf(amount, rng))
+        psf = shake_psf(amount, rng) if rng.random() < 0.7 else motion_psf(amount, rng)
+        linear = convolve(boost_highlights(linear, rng), psf)
         if rng.random() < 0.3:  # shake usually comes with a little defocus or lens softness
             linear = gaussian_filter(linear, rng.uniform(0.3, 1.0)).astype(np.float32)
     else:
         raise ValueError(f"unknown degradation kind {kind!r}")
     linear = linear * np.float32(2.0 ** rng.uniform(-1.2, 0.6))  # exposure shift
+    if rng.random() < 0.45:  # a camera's own JPEG engine at sensor scale
+        return Degraded(camera_pipeline(linear, rng), kind, mask, amount)
     linear = sensor_noise(linear, rng)
     out = to_gamma(linear)
     if rng.random() < 0.5:
@@ -184,6 +270,67 @@ def degrade(gray: Gray, kind: str, rng: np.random.Generator, *, composite: bool 
     if rng.random() < 0.75:
         out = jpeg_roundtrip(out, int(rng.integers(55, 99)))
     return Degraded(out, kind, mask, amount)
+
+
+def focus_point(gray: Gray, rng: np.random.Generator, block: int = 32) -> tuple[float, float]:
+    """A textured spot to focus on (a photographer focuses on a subject, not on sky)."""
+    height, width = gray.shape
+    rows, cols = max(1, height // block), max(1, width // block)
+    g = np.abs(np.diff(gray, axis=1))[: rows * block, : (cols * block) - 1]
+    g = np.pad(g, ((0, rows * block - g.shape[0]), (0, cols * block - g.shape[1])))
+    energy = g.reshape(rows, block, cols, block).mean(axis=(1, 3)).ravel()
+    top = np.argsort(-energy)[: max(1, len(energy) // 10)]
+    r, c = divmod(int(rng.choice(top)), cols)
+    return (r + 0.5) * block, (c + 0.5) * block
+
+
+def depth_map(shape: tuple[int, int], focus: tuple[float, float], rng: np.random.Generator) -> Gray:
+    """Smooth synthetic scene depth, 0 at the focus point: a ground-plane ramp, a radial falloff
+    around a subject, or a subject plane in front of a receding background.  In units where
+    |depth| >= 1 is far from the focal plane."""
+    height, width = shape
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    diag = float(np.hypot(height, width))
+    fy, fx = focus
+    style = rng.choice(["ramp", "radial", "planes"])
+    if style == "ramp":  # tilted ground plane: blur grows in front of and behind the focal line
+        angle = rng.uniform(0, 2 * np.pi)
+        d = ((yy - fy) * np.sin(angle) + (xx - fx) * np.cos(angle)) / (diag * rng.uniform(0.25, 0.6))
+        d = np.where(d < 0, d * rng.uniform(0.3, 1.0), d)
+        depth = np.abs(d)
+    elif style == "radial":  # a (possibly small) subject, everything else recedes
+        r_subject = diag * rng.uniform(0.03, 0.2)
+        dist = np.hypot((yy - fy) / rng.uniform(0.7, 1.3), xx - fx)
+        depth = np.clip((dist - r_subject) / (diag * rng.uniform(0.1, 0.4)), 0, None)
+    else:  # subject plane + background plane that recedes along a direction
+        ry, rx = diag * rng.uniform(0.06, 0.22), diag * rng.uniform(0.05, 0.2)
+        subject = ((yy - fy) / ry) ** 2 + ((xx - fx) / rx) ** 2 <= 1
+        subject = gaussian_filter(subject.astype(np.float32), rng.uniform(1.0, 4.0))
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = ((yy - fy) * np.sin(angle) + (xx - fx) * np.cos(angle)) / diag
+        background = rng.uniform(0.6, 1.0) + 0.5 * np.clip(ramp, -0.5, 0.5)
+        depth = (1 - subject) * background
+    return depth.astype(np.float32)
+
+
+def depth_defocus(linear: Gray, gray: Gray, rng: np.random.Generator) -> tuple[Gray, Gray]:
+    """Render depth-varying defocus: the blur radius grows with |depth| from 0 at the focus point to
+    a maximum; the image is blurred at a few radii (layers) and each pixel interpolates between the
+    two layers bracketing its radius.  Returns (image, radius map)."""
+    radius_max = float(np.exp(rng.uniform(*np.log(DEPTH_MAX_RADIUS))))
+    depth = depth_map(gray.shape, focus_point(gray, rng), rng)
+    radius = (radius_max * np.clip(depth, 0, 1) ** rng.uniform(0.7, 1.5)).astype(np.float32)
+    levels = [0.0] + [float(r) for r in np.geomspace(1.0, radius_max, 5)]
+    source = boost_highlights(linear, rng)
+    layers = [linear] + [convolve(source, disk_psf(r, rng)) for r in levels[1:]]
+    out = np.zeros_like(linear)
+    for k in range(len(levels) - 1):
+        lo, hi = levels[k], levels[k + 1]
+        t = np.clip((radius - lo) / (hi - lo), 0, 1)
+        inside = (radius >= lo) & (radius <= hi) if k == 0 else (radius > lo) & (radius <= hi)
+        out = np.where(inside, (1 - t) * layers[k] + t * layers[k + 1], out)
+    out = np.where(radius > levels[-1], layers[-1], out)
+    return out.astype(np.float32), radius
 
 
 def subject_mask(shape: tuple[int, int], rng: np.random.Generator) -> Gray:

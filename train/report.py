@@ -49,6 +49,7 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
                     f"{_pct(m['blurred_flagged_rate'])} | {_pct(m['blurred_rejected_rate'])} | "
                     f"{_pct(m['accuracy_sharp'])} | {_pct(m['accuracy_blurred'])} |"
                 )
+    lines += targets_table(card["metrics"]["photos"])
     patch = card["metrics"]["patch_level_test"]
     lines += ["", "## Patch-level test accuracy (at 0.5)", "",
               f"{_pct(patch['accuracy'])} overall, sharp {_pct(patch['accuracy_sharp'])}, "
@@ -64,6 +65,40 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
         lines += ["## Seed-variant comparison (kernel sweep, `python -m train sweep`)", ""]
         lines += sweep_table(sweep)
     out.write_text("\n".join(lines) + "\n")
+
+
+TARGETS = "kept outright >= 95 %, <= 1 sharp rejected, rejected outright >= 90 %, flagged >= 98 %"
+
+
+def _count(part: int, whole: int) -> str:
+    return f"{part}/{whole} ({100 * part / whole:.1f} %)" if whole else "n/a"
+
+
+def targets_table(photos: dict[str, Any]) -> list[str]:
+    """The issue-11 figures per set and strictness, as counts: sharp (incl. partially focused) kept
+    outright, sharp rejected, blurred rejected outright, blurred flagged (reject or uncertain)."""
+    lines = ["", f"## Issue 11 figures (targets: {TARGETS})", "",
+             "Sharp includes the partially focused folders (sharp_*); lenient is cull's default strictness.", "",
+             "| set | strictness | sharp kept outright | sharp rejected | blurred rejected outright | blurred flagged |",
+             "|---|---|---|---|---|---|"]
+    for set_name, per in photos.items():
+        for strictness, methods in per.items():
+            c = methods["model"]["confusion"]
+            n_sharp, n_blur = sum(c["sharp"].values()), sum(c["blurred"].values())
+            lines.append(
+                f"| {set_name} | {strictness} | {_count(c['sharp']['keep'], n_sharp)} | {c['sharp']['reject']} | "
+                f"{_count(c['blurred']['reject'], n_blur)} | "
+                f"{_count(c['blurred']['reject'] + c['blurred']['uncertain'], n_blur)} |"
+            )
+    groups = [(set_name, g, v) for set_name, per in photos.items() for g, v in per.get("lenient", {}).get("per_folder", {}).items()
+              if "confusion" in v]
+    if groups:
+        lines += ["", "Per folder at lenient (keep / uncertain / reject):", "", "| set | folder | keep | uncertain | reject |",
+                  "|---|---|---|---|---|"]
+        for set_name, group, v in groups:
+            row = v["confusion"]["sharp"] if sum(v["confusion"]["sharp"].values()) else v["confusion"]["blurred"]
+            lines.append(f"| {set_name} | {group} | {row['keep']} | {row['uncertain']} | {row['reject']} |")
+    return lines
 
 
 def sweep_table(payload: dict[str, Any]) -> list[str]:
