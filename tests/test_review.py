@@ -309,3 +309,32 @@ def test_cli_prints_the_address_first_and_stops_when_idle(library):
         if proc.poll() is None:
             proc.kill()
     assert "idle" in proc.stderr.read()  # type: ignore[union-attr]
+
+
+@needs_exiftool
+def test_a_decision_covers_the_whole_raw_jpeg_shot(tmp_path, card):
+    root = tmp_path / "photos"
+    save(blurred_image(0, 8.0), root / "IMG_0001.JPG", quality=92)
+    (root / "IMG_0001.CR2").write_bytes(b"raw stand-in: the shot is scored through its JPEG")
+    session = session_for(root, card)
+    item = session.all_items[0]
+    assert item.partner is not None and item.partner.name == "IMG_0001.CR2"
+    assert client_for(session).get("/api/items").json()["items"][0]["partner"] == "IMG_0001.CR2"
+    post(client_for(session), "/api/decide", {"id": item.id, "decision": "keep"})
+    assert exif_tag(root / "IMG_0001.xmp", "XMP-xmpDM:Pick") == "1"  # Lightroom's sidecar of the RAW
+    assert exif_tag(root / "IMG_0001.JPG.xmp", "XMP-xmpDM:Pick") == "1"  # darktable's of the JPEG
+    assert read_user_verdict(root / "IMG_0001.CR2", root / "IMG_0001.JPG") == "keep"
+
+
+def test_a_read_only_sidecar_refuses_the_decision_and_changes_nothing(library, card):
+    session = session_for(library, card)
+    blur = by_name(session, "blur.jpg")
+    sidecar = library / "blur.jpg.xmp"
+    if not sidecar.exists():
+        sidecar.write_bytes(user_packet(None, "uncertain"))
+    before = sidecar.read_bytes()
+    sidecar.chmod(0o444)
+    answer = post(client_for(session), "/api/decide", {"id": blur.id, "decision": "reject"})
+    assert answer.status_code == 409 and "read-only" in answer.json()["error"]
+    assert sidecar.read_bytes() == before and blur.user is None
+    assert post(client_for(session), "/api/undo").json()["item"] is None  # nothing was recorded

@@ -23,8 +23,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cull.errors import CullError
 from cull.fsutil import atomic_write_bytes, unlink_quietly
-from cull.sidecars import XmpOptions, adobe_sidecar, darktable_sidecar, targets_for
+from cull.protect import read_sidecar, sidecar_places
+from cull.sidecars import XmpOptions, check_writable, targets_for
 from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear
 
 log = logging.getLogger(__name__)
@@ -72,12 +74,14 @@ def user_packet(existing: bytes | None, decision: str, label: str = "Yellow") ->
     return packet.serialize()
 
 
-def read_user_verdict(photo: Path) -> str | None:
+def read_user_verdict(photo: Path, partner: Path | None = None) -> str | None:
     """The decision recorded in ``photo``'s sidecars by an earlier review, or None."""
-    for sidecar in dict.fromkeys([adobe_sidecar(photo), darktable_sidecar(photo)]):
+    for sidecar in sidecar_places(photo, partner):
         try:
-            data = sidecar.read_bytes()
-        except OSError:
+            data = read_sidecar(sidecar)  # regular files only, size-capped (never blocks on a FIFO)
+        except (OSError, CullError):
+            continue
+        if data is None:
             continue
         if b"UserVerdict" not in data:
             continue
@@ -107,11 +111,6 @@ class Change:
     writes: list[Write] = field(default_factory=list)
 
 
-def _refuse_unwritable(path: Path) -> None:
-    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
-        raise PermissionError(13, "read-only file; not modified", str(path))
-
-
 def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> list[Write]:
     """Write ``decision`` into the sidecars of every file of one shot (photo and partner).
 
@@ -119,15 +118,19 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
     already written. Raises DecisionError.
     """
     planned: list[Write] = []
+    sidecar_options = XmpOptions(False, options.sidecar_style, options.label)
     for photo in photos:
-        for target in targets_for(photo, XmpOptions(False, options.sidecar_style, options.label)):
+        partner = next((p for p in photos if p != photo), None)
+        for target in targets_for(photo, sidecar_options, partner):
             path = target.path
             try:
-                before = path.read_bytes() if path.exists() else None
-                _refuse_unwritable(path)
+                before = read_sidecar(path)
+                check_writable(path)
                 after = user_packet(before, decision, options.label)
             except XmpError as exc:
                 raise DecisionError(f"{path.name}: existing XMP left untouched: {exc}") from None
+            except CullError as exc:
+                raise DecisionError(f"{path.name}: {exc}") from None
             except OSError as exc:
                 raise DecisionError(f"{path.name}: {exc.strerror or exc}") from None
             if before != after:
@@ -135,7 +138,7 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
     done: list[Write] = []
     try:
         for write in planned:
-            atomic_write_bytes(write.target, write.after, like=None if write.before is not None else _photo_of(write.target, photos))
+            _write(write.target, write.after, new=write.before is None)
             done.append(write)
     except OSError as exc:
         restore(done)
@@ -143,8 +146,12 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
     return planned
 
 
-def _photo_of(sidecar: Path, photos: list[Path]) -> Path | None:
-    return next((p for p in photos if sidecar in (adobe_sidecar(p), darktable_sidecar(p))), None)
+def _write(path: Path, data: bytes, new: bool) -> None:
+    atomic_write_bytes(path, data)
+    if new:  # a new sidecar gets the ordinary mode for new files (not the temp file's 0600)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(path, 0o666 & ~mask)
 
 
 def restore(writes: list[Write]) -> list[str]:
@@ -154,14 +161,15 @@ def restore(writes: list[Write]) -> list[str]:
     problems = []
     for write in reversed(writes):
         try:
-            current = write.target.read_bytes() if write.target.exists() else None
+            current = read_sidecar(write.target)
             if current != write.after:
                 problems.append(f"{write.target.name} changed since; left as it is")
                 continue
             if write.before is None:
                 unlink_quietly(write.target)
             else:
+                check_writable(write.target, ours=True)
                 atomic_write_bytes(write.target, write.before)
-        except OSError as exc:
-            problems.append(f"{write.target.name}: {exc.strerror or exc}")
+        except (OSError, CullError) as exc:
+            problems.append(f"{write.target.name}: {getattr(exc, 'strerror', None) or exc}")
     return problems

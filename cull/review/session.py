@@ -134,7 +134,7 @@ def load_session(
     result = scan(roots, card, scan_options, on_total=on_total, on_result=on_result, scorer_factory=scorer_factory)
     items = build_items(result.results, roots)
     for item in items:
-        item.user = read_user_verdict(item.path) or (read_user_verdict(item.partner) if item.partner else None)
+        item.user = read_user_verdict(item.path, item.partner) or (read_user_verdict(item.partner, item.path) if item.partner else None)
     return ReviewSession(roots, items, card, options, scorer_factory), list(result.failures)
 
 
