@@ -108,6 +108,18 @@ def test_embed_with_the_rating_in_the_darktable_sidecar_writes_no_reject(tmp_pat
     assert exiftool_rating(photo) == {"a.jpg": None}
 
 
+@needs_exiftool
+def test_an_earlier_cull_reject_is_taken_back_once_the_user_rates_the_shot_elsewhere(tmp_path):
+    photo = save(blurred_image(0, 9), tmp_path / "a.jpg")
+    write_verdict(photo, REJECT, XmpOptions())
+    assert exiftool_rating(tmp_path / "a.jpg.xmp") == {"a.jpg.xmp": -1}
+    embed_rating(photo, 4)  # the user rates it in Lightroom, which writes into the JPEG
+    outcomes, conflict = write_verdict(photo, REJECT, XmpOptions())
+    assert conflict == "user rated it 4 stars" and [o.action for o in outcomes] == ["written"]
+    assert exiftool_rating(tmp_path / "a.jpg.xmp") == {"a.jpg.xmp": None}
+    assert read_fields((tmp_path / "a.jpg.xmp").read_bytes())["digiKam:PickLabel"] is None
+
+
 def test_shot_protection_reads_every_place(tmp_path, monkeypatch):
     def shot(name: str) -> Path:
         photo = tmp_path / name
