@@ -261,6 +261,17 @@ def test_xmp_clear_really_removes_embedded_xmp_and_says_so(tmp_path, name):
     assert photo.read_bytes() == original  # back byte for byte
 
 
+def test_xmp_clear_never_claims_a_removal_that_did_not_happen(tmp_path, monkeypatch):
+    pytest.importorskip("pyexiv2")
+    import cull.sidecars
+
+    photo = save(blurred_image(0, 9), tmp_path / "a.tif")
+    write_verdict(photo, REJECT, XmpOptions(embed=True))
+    monkeypatch.setattr(cull.sidecars, "write_embedded", lambda path, packet: None)  # a format that keeps its XMP
+    outcomes = clear_photo(photo)
+    assert [o.action for o in outcomes] == ["error"] and "still in the file" in (outcomes[0].detail or "")
+
+
 def test_strip_webp_xmp_drops_the_chunk_and_the_flag():
     vp8 = b"VP8 " + (4).to_bytes(4, "little") + b"abcd"
     vp8x = b"VP8X" + (10).to_bytes(4, "little") + bytes([0x04]) + bytes(9)
