@@ -24,6 +24,7 @@ from cull.formats import is_photo, is_raw
 from cull.fsutil import file_sha256 as sha256_of
 from cull.fsutil import fsync_dir
 from cull.journal import JOURNAL_DIR, Journal, Step, journals, target_lock
+from cull.protect import shot_protection
 
 if TYPE_CHECKING:
     from cull.card import ModelCard
@@ -52,6 +53,7 @@ class PlannedMove:
 class MovePlan:
     moves: list[PlannedMove] = field(default_factory=list)
     refused: list[tuple[Path, str]] = field(default_factory=list)
+    protected: list[tuple[Path, str]] = field(default_factory=list)  # (shot, why the user's rating keeps it in place)
 
     @property
     def shots(self) -> int:
@@ -154,6 +156,11 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
     claimed: set[Path] = set()
     for given in shots:
         shot = Shot(_absolute(given.path), _absolute(given.partner) if given.partner else None)
+        # In-focus priority: a shot the user rated, picked or accepted (anywhere: sidecars, embedded XMP,
+        # its partner) is never moved as a reject; it stays in place and is reported (cull.protect).
+        if (why := shot_protection(shot.path, shot.partner)) is not None:
+            plan.protected.append((shot.path, why))
+            continue
         files = shot_files(shot)
         bad = [(f, reason) for f in files if (reason := _refusal(f, root, root_real))]
         if bad:
