@@ -178,7 +178,7 @@ _held_guard = threading.Lock()
 def target_lock(target: Path) -> Iterator[None]:
     """Hold the exclusive lock of a move target (created if needed); wait while another process has it.
 
-    Re-entrant within a process.  On release the lock file (and the folders it needed, when empty)
+    Re-entrant within a process (one thread moves at a time; it is not a lock between threads).  On release the lock file (and the folders it needed, when empty)
     is removed again, so a move that moved nothing leaves no trace.
     """
     key = os.path.abspath(target / JOURNAL_DIR / LOCK_NAME)
@@ -197,7 +197,8 @@ def target_lock(target: Path) -> Iterator[None]:
                 fd, depth = _held[key]
                 _held[key] = (fd, depth - 1)
         return
-    created = [p for p in (target, target / JOURNAL_DIR) if not p.exists()]
+    absolute = Path(os.path.abspath(target))
+    created = [p for p in [absolute, *absolute.parents] if not p.exists()]  # deepest first
     fd = _acquire(Path(key))
     with _held_guard:
         _held[key] = (fd, 1)
@@ -208,7 +209,7 @@ def target_lock(target: Path) -> Iterator[None]:
             del _held[key]
         try:
             os.unlink(key)  # still holding the lock: a waiter on this file notices and retries
-            for folder in [target / JOURNAL_DIR] + [p for p in created if p == target]:
+            for folder in [target / JOURNAL_DIR, *created]:
                 folder.rmdir()  # only when empty
         except OSError:
             pass
