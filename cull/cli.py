@@ -111,24 +111,21 @@ def scan(
 
     Example: cull scan ~/Photos/2026 --report scan.jsonl
     """
-    from cull.report import write_report
+    from cull.report import check_target, display_path, file_row, write_report
     from cull.scan import ScanOptions, refresh_cache, validate_options
     from cull.scan import scan as run_scan
 
-    if report is not None and report.suffix.lower() not in (".jsonl", ".csv"):
-        raise _fail(f"--report must end in .jsonl or .csv, not {report.name!r}")
+    options = ScanOptions(workers=workers, batch_size=batch_size, strictness=strictness,
+                          use_cache=not no_cache, dry_run=dry_run)
     try:
+        validate_options(options, report=report, xmp=not no_xmp, embed=embed)
+        if report is not None:
+            check_target(report)
         label = validate_label(label)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if embed and not no_xmp and not dry_run and not embedding_available():
         raise _fail("--embed needs pyexiv2: pip install 'cull-focus[embed]'")
-    options = ScanOptions(workers=workers, batch_size=batch_size, strictness=strictness,
-                          use_cache=not no_cache, dry_run=dry_run)
-    try:
-        validate_options(options)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
     card = _card(model)
     bar = progress_bar("scanning")
     try:
@@ -140,7 +137,7 @@ def scan(
     for item in result.results:
         if show is Show.ALL or (show is Show.REJECTS and item.verdict is not None and item.verdict.value != "keep"):
             score = "  -  " if item.photo is None or item.photo.score is None else f"{item.photo.score:.3f}"
-            typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {item.path}  ({item.decision.reason if item.decision else ''})")
+            typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {display_path(item.path)}  ({item.decision.reason if item.decision else ''})")
     failures = list(result.failures)
     xmp_note = ""
     if not no_xmp and not dry_run:
@@ -151,17 +148,15 @@ def scan(
         failures += written.errors or []
         refresh_cache(result, written.embedded or [], card, options)
         for path, conflict in written.conflicts or []:
-            typer.echo(f"conflict: {path}: {conflict}", err=True)
+            typer.echo(f"conflict: {display_path(path)}: {conflict}", err=True)
         xmp_note = f"; XMP: {written.written} written, {written.unchanged} unchanged"
     for path, reason in failures:
-        typer.echo(f"error: {path}: {reason}", err=True)
+        typer.echo(f"error: {display_path(path)}: {reason}", err=True)
     for skipped in result.skipped:
         if not skipped.error:
-            typer.echo(f"note: {skipped.path}: {skipped.reason}", err=True)
+            typer.echo(f"note: {display_path(skipped.path)}: {skipped.reason}", err=True)
     if report is not None and not dry_run:
-        rows = [r.row() for r in result.results] + [
-            {"path": str(s.path), "error": s.reason} for s in result.skipped if s.error
-        ]
+        rows = [r.row() for r in result.results] + [file_row(s.path, error=s.reason) for s in result.skipped if s.error]
         try:
             write_report(rows, report)
         except OSError as exc:
@@ -193,6 +188,8 @@ def eval_command(
     from cull.evaluate import evaluate_folder, format_report
     from cull.fsutil import atomic_write_text
 
+    if json_out is not None and not json_out.parent.is_dir():
+        raise _fail(f"--json: folder {json_out.parent} does not exist")
     card = _card(model)
     try:
         with tqdm(unit="photo", file=sys.stderr, disable=None, desc="evaluating") as bar:
@@ -202,7 +199,10 @@ def eval_command(
         raise _fail(str(exc)) from None
     typer.echo(format_report(result))
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(result, indent=2, default=str) + "\n")
+        try:
+            atomic_write_text(json_out, json.dumps(result, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise _fail(f"cannot write {json_out}: {exc.strerror or exc}", 1) from None
     raise typer.Exit(1 if result["errors"] else 0)
 
 
@@ -255,7 +255,9 @@ def xmp_clear(
     """Remove exactly what cull wrote to XMP and restore the values it replaced.
 
     Sidecars that existed before cull come back byte for byte (unless you edited them since, in
-    which case your edits are kept); sidecars cull created are removed.
+    which case your edits are kept); sidecars cull created are removed; XMP that `scan --embed`
+    put inside a photo is removed (checked by reading it back; needs the [embed] extra, without
+    it embedded XMP is left alone). Temporary files of an interrupted run are removed too.
 
     Example: cull xmp clear ~/Photos/2026
     """

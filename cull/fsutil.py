@@ -38,19 +38,27 @@ def unlink_quietly(path: Path) -> None:
         pass
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes, like: Path | None = None) -> None:
-    """Temp file in the same folder, fsync, rename; permissions copied from ``like`` (or ``path``)."""
+    """Temp file in the same folder, fsync, rename; permissions copied from ``like`` (or ``path``);
+    a new file gets the mode an ordinary ``open()`` would give it (0o666 less the umask), not
+    the 0600 of the temporary file."""
     path = Path(path)
     reference = like if like is not None else path
-    mode = reference.stat().st_mode & 0o7777 if reference.exists() else None
+    mode = reference.stat().st_mode & 0o7777 if reference.exists() else 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".cull-tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:

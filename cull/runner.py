@@ -148,9 +148,9 @@ class _Pooled:
         self.start_failures = 0
         self.isolated: set[Path] = set()  # files already re-run alone once
 
-    def _pool(self) -> ProcessPoolExecutor:
+    def _pool(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.workers,
+            max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),  # rawpy/OpenMP and onnxruntime dislike fork
             initializer=self.init,
         )
@@ -158,14 +158,15 @@ class _Pooled:
     def run(self, chunks: Iterator[list[Path]]) -> Iterator[Analysis]:
         exhausted = False
         while not exhausted or self.suspects:
-            pool = self._pool()
+            isolating = bool(self.suspects)  # suspects run in a one-worker pool, the rest in a full one
+            pool = self._pool(1 if isolating else self.workers)
             try:
                 ping = pool.submit(_ping)
                 in_flight: dict[Future[list[Analysis]], list[Path]] = {}
                 broken = False
                 while not broken:
-                    if self.suspects:  # one suspect at a time, alone, so a crash names its file
-                        if not in_flight:
+                    if isolating:  # one suspect at a time, alone, so a crash names its file
+                        if not in_flight and self.suspects:
                             path = self.suspects.popleft()
                             in_flight[pool.submit(_run_chunk, [path])] = [path]
                     else:

@@ -19,6 +19,7 @@ from cull.cache import ScoreCache, default_cache_path, file_key
 from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
+from cull.report import file_row
 from cull.runner import analyse_paths
 from cull.score import PhotoScore, Scorer
 
@@ -37,12 +38,20 @@ class ScanOptions:
     ray: bool = False  # analyse on the Ray cluster cull.cluster.connect() joined
 
 
-def validate_options(options: ScanOptions) -> None:
-    """Rules across options; raises ValueError with a one-line message."""
+def validate_options(
+    options: ScanOptions, *, report: Path | None = None, xmp: bool = True, embed: bool = False
+) -> None:
+    """Rules across options (pure: touches no file); raises ValueError with a one-line message."""
     if options.workers < 1:
         raise ValueError("--workers must be at least 1")
     if not 1 <= options.batch_size <= 4096:
         raise ValueError("--batch-size must be between 1 and 4096")
+    if report is not None and report.suffix.lower() not in (".jsonl", ".csv"):
+        raise ValueError(f"--report must end in .jsonl or .csv, not {report.name!r}")
+    if report is not None and options.dry_run:
+        raise ValueError("--report writes a file and --dry-run writes nothing: use one of them")
+    if embed and not xmp:
+        raise ValueError("--embed writes XMP into the photos and --no-xmp writes no XMP: use one of them")
 
 
 @dataclass(frozen=True)
@@ -59,16 +68,16 @@ class PhotoResult:
         return self.decision.verdict if self.decision else None
 
     def row(self) -> dict[str, Any]:
-        """The report row (see cull.report.FIELDS)."""
-        return {
-            "path": str(self.path),
-            "score": None if self.photo is None or self.photo.score is None else round(self.photo.score, 4),
-            "verdict": self.verdict.value if self.verdict else None,
-            "kind": self.photo.kind if self.photo else None,
-            "partner": str(self.partner) if self.partner else None,
-            "error": self.error,
-            "reason": self.decision.reason if self.decision else None,
-        }
+        """The report row (see cull.report.FIELDS and docs/report-format.md)."""
+        return file_row(
+            self.path,
+            self.partner,
+            score=None if self.photo is None or self.photo.score is None else round(self.photo.score, 4),
+            verdict=self.verdict.value if self.verdict else None,
+            kind=self.photo.kind if self.photo else None,
+            error=self.error,
+            reason=self.decision.reason if self.decision else None,
+        )
 
 
 @dataclass
@@ -178,7 +187,7 @@ def _analyses(
     if options.ray:
         from cull.cluster import analyse_paths_ray
 
-        return analyse_paths_ray(todo, card, batch_size=options.batch_size)
+        return analyse_paths_ray(todo, card, batch_size=options.batch_size, worker_setup=worker_setup)
     return analyse_paths(
         todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
         scorer_factory=scorer_factory, worker_setup=worker_setup,

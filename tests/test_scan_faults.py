@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -136,11 +136,11 @@ def test_a_file_changed_during_the_scan_is_not_cached(tmp_path, card, monkeypatc
 
 
 def test_a_worker_killed_on_one_file_costs_only_that_file(tmp_path, card):
-    photos = photos_folder(tmp_path / "p", 3)
+    photos = photos_folder(tmp_path / "p", 2)
     save(sharp_image(0), photos / "crash_me.jpg")
     result = scan([photos], card, ScanOptions(workers=2, use_cache=False), worker_setup=kill_on_crash_names)
     by_name = {r.path.name: r for r in result.results}
-    assert set(by_name) == {"s0.jpg", "s1.jpg", "s2.jpg", "b0.jpg", "b1.jpg", "b2.jpg", "crash_me.jpg"}
+    assert set(by_name) == {"s0.jpg", "s1.jpg", "b0.jpg", "b1.jpg", "crash_me.jpg"}
     assert by_name["crash_me.jpg"].error == "worker process crashed while reading this file"
     assert all(r.photo is not None and r.error is None for n, r in by_name.items() if n != "crash_me.jpg")
 
@@ -188,3 +188,197 @@ def test_a_model_that_will_not_load_is_a_clean_exit_2(tmp_path, workers):
     assert proc.returncode == 2, proc.stderr
     assert "cannot load model" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(photos.glob("*.xmp"))
+
+
+# --- report format (docs/report-format.md), file modes, non-UTF-8 names (fault D8) ---
+
+REPORT_FIELDS = ["path", "abs_path", "verdict", "score", "kind", "partner", "partner_abs", "size", "mtime", "error",
+                 "reason", "report_version"]
+
+
+def test_report_rows_carry_the_versioned_fields_in_order(tmp_path, monkeypatch):
+    photos = tmp_path / "p"
+    save(sharp_image(0), photos / "IMG_1.JPG")
+    (photos / "IMG_1.CR2").write_bytes(b"partner")
+    (photos / "zero.jpg").write_bytes(b"")
+    os.symlink(photos / "gone.jpg", photos / "broken.jpg")
+    monkeypatch.chdir(tmp_path)
+    for suffix in (".jsonl", ".csv"):
+        result = run("scan", "p", "--workers", "1", "--no-xmp", "--report", f"r{suffix}")
+        assert result.exit_code == 1, result.output
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert all(list(r) == REPORT_FIELDS for r in rows)
+    by_name = {Path(r["path"]).name: r for r in rows}
+    good = by_name["IMG_1.JPG"]
+    info = (photos / "IMG_1.JPG").stat()
+    assert good["path"] == "p/IMG_1.JPG" and good["abs_path"] == str(photos / "IMG_1.JPG")
+    assert good["partner"] == "p/IMG_1.CR2" and good["partner_abs"] == str(photos / "IMG_1.CR2")
+    assert good["size"] == info.st_size and isinstance(good["size"], int) and good["mtime"] == info.st_mtime
+    assert good["verdict"] == "keep" and good["error"] is None and good["report_version"] == 1
+    assert by_name["zero.jpg"]["error"].startswith("empty file") and by_name["zero.jpg"]["verdict"] is None
+    broken = by_name["broken.jpg"]
+    assert broken["abs_path"] == str(photos / "broken.jpg") and broken["size"] is None and broken["report_version"] == 1
+    with open(tmp_path / "r.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == REPORT_FIELDS
+        csv_rows = {Path(r["path"]).name: r for r in reader}
+    assert csv_rows["IMG_1.JPG"]["size"] == str(info.st_size) and csv_rows["zero.jpg"]["verdict"] == ""
+
+
+def test_reports_get_the_umask_mode_not_0600(tmp_path, monkeypatch):
+    photos = photos_folder(tmp_path / "p", 1)
+    old = os.umask(0o022)
+    try:
+        assert run("scan", photos, "-j", "1", "--no-xmp", "--report", tmp_path / "r.csv").exit_code == 0
+        labelled = tmp_path / "labelled"
+        save(sharp_image(0), labelled / "sharp" / "a.jpg")
+        save(blurred_image(0, 6), labelled / "defocused_blurred" / "a.jpg")
+        result = run("eval", labelled, "-j", "1", "--json", tmp_path / "e.json")
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "e.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_name_that_is_not_utf8_is_scanned_reported_and_listed(tmp_path):
+    photos = tmp_path / "p"
+    photos.mkdir()
+    odd = os.fsdecode(bytes(photos) + b"/caf\xe9.jpg")
+    save(blurred_image(0, 6), Path(odd))
+    save(sharp_image(1), photos / "good.jpg")
+    env = {**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache"), "PYTHONIOENCODING": "utf-8"}
+    for report in ("r.jsonl", "r.csv", "r2.jsonl"):  # the third: every score from the cache
+        proc = subprocess.run(
+            [sys.executable, "-m", "cull", "scan", str(photos), "-j", "1", "--show", "all", "--report",
+             str(tmp_path / report)], capture_output=True, timeout=120, env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert b"caf\\xe9.jpg" in proc.stdout and b"Traceback" not in proc.stderr
+    assert b"(2 from cache)" in proc.stdout
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text(encoding="ascii").splitlines()]
+    assert "\\udce9" in (tmp_path / "r.jsonl").read_text()  # escaped, as documented
+    assert {os.fsencode(r["path"]) for r in rows} == {bytes(photos) + b"/caf\xe9.jpg", bytes(photos) + b"/good.jpg"}
+    assert all(r["verdict"] in ("keep", "uncertain", "reject") for r in rows)
+    raw_csv = (tmp_path / "r.csv").read_bytes()
+    assert b"/caf\xe9.jpg," in raw_csv  # the original bytes come back
+    assert Path(odd + ".xmp").exists()
+
+
+# --- usage errors found before any work (review D15) ---
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--report", "{tmp}/missing/r.jsonl"], "does not exist"),
+        (["--report", "{tmp}/afile/r.jsonl"], "does not exist"),
+        (["--report", "{tmp}/r.jsonl", "--dry-run"], "--dry-run writes nothing"),
+        (["--embed", "--no-xmp"], "--no-xmp writes no XMP"),
+        (["--report", "{tmp}/r.txt"], "must end in .jsonl or .csv"),
+    ],
+)
+def test_contradictory_or_unwritable_options_exit_2_before_any_work(tmp_path, monkeypatch, extra, message):
+    import cull.scan
+
+    (tmp_path / "afile").write_text("x")
+    photos = photos_folder(tmp_path / "p", 1)
+    monkeypatch.setattr(cull.scan, "scan", lambda *a, **k: pytest.fail("scanned despite a usage error"))
+    result = run("scan", photos, *[e.format(tmp=tmp_path) for e in extra])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not list(photos.glob("*.xmp"))
+
+
+def test_eval_json_to_a_missing_folder_is_exit_2(tmp_path):
+    labelled = tmp_path / "labelled"
+    save(sharp_image(0), labelled / "sharp" / "a.jpg")
+    result = run("eval", labelled, "--json", tmp_path / "missing" / "e.json")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# --- an unusable cache folder (fault D9) ---
+
+
+def test_cache_dir_that_is_a_file_warns_once_and_scans(tmp_path, monkeypatch, caplog):
+    notadir = tmp_path / "notadir"
+    notadir.write_text("x")
+    monkeypatch.setenv("CULL_CACHE_DIR", str(notadir))
+    photos = photos_folder(tmp_path / "p", 1)
+    with caplog.at_level("WARNING", logger="cull.cache"):
+        result = run("scan", photos, "-j", "1")
+        assert run("scan", photos, "-j", "1", "--dry-run").exit_code == 0
+    assert result.exit_code == 0, result.output
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cull.cache"]
+    assert len(warnings) == 1 and "unusable (File exists); scanning without it" in warnings[0]
+    assert "2 photos" in result.stdout
+
+
+def test_cache_dir_under_a_read_only_parent_warns_and_scans(tmp_path):
+    from tests.conftest import drop_dac_override
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    photos = photos_folder(tmp_path / "p", 1)
+    os.chmod(locked, 0o555)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cull", "scan", str(photos), "-j", "1", "--no-xmp"], capture_output=True, text=True,
+            timeout=120, preexec_fn=drop_dac_override, env={**os.environ, "CULL_CACHE_DIR": str(locked / "cache")},
+        )
+    finally:
+        os.chmod(locked, 0o755)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("unusable") == 1 and "Traceback" not in proc.stderr
+
+
+# --- the partner retry (no real RAW needed: a RAW-named file with JPEG content is decoded by content) ---
+
+
+def test_a_corrupt_jpeg_is_judged_by_its_raw_named_partner(tmp_path, card):
+    photos = tmp_path / "p"
+    photos.mkdir()
+    (photos / "DSC_1.jpg").write_bytes(b"\xff\xd8\xff broken")
+    save(sharp_image(0), photos / "DSC_1.NEF", format="JPEG")  # e.g. a camera that writes JPEG data as .nef
+    result = scan([photos], card, ScanOptions(workers=1, use_cache=False))
+    [only] = result.results
+    assert only.path.name == "DSC_1.NEF" and only.partner.name == "DSC_1.jpg"
+    assert only.error is None and only.verdict.value == "keep"
+
+
+# --- decompression bombs: refused before decoding, memory stays small (fault D7) ---
+
+
+def _png_bomb(width: int, height: int, rows: int | None = None) -> bytes:
+    """A valid PNG header; with ``rows`` that many real compressed gray rows (the rest missing)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = b"\0" + b"\x80" * width
+    idat = b"".join(z.compress(row) for _ in range(rows or 0)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_bombs_are_refused_and_a_two_worker_scan_stays_small(tmp_path):
+    photos = tmp_path / "bombs"
+    photos.mkdir()
+    for i in range(4):
+        (photos / f"big{i}.png").write_bytes(_png_bomb(28000, 28000, rows=2000))
+    (photos / "wide.png").write_bytes(_png_bomb(12000, 10000, rows=2000))  # 120 MP: over the PNG limit
+    report = tmp_path / "r.jsonl"
+    scan_cmd = [sys.executable, "-m", "cull", "scan", str(photos), "-j", "2", "--no-xmp", "--report", str(report)]
+    measure = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+               "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # every waited descendant
+    proc = subprocess.run([sys.executable, "-c", measure, *scan_cmd], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "c")})
+    rc, peak_kb = map(int, proc.stdout.split()[-2:])
+    assert rc == 1, proc.stderr
+    rows = {Path(r["path"]).name: r["error"] for r in map(json.loads, report.read_text().splitlines())}
+    assert all("too large to analyse safely" in e and "the limit for PNG is 100 MP" in e for e in rows.values()), rows
+    assert "784 MP" in rows["big0.png"] and "120 MP" in rows["wide.png"]
+    assert peak_kb < 500_000  # the largest process of the tree: parent + 2 workers stay far under 1.5 GB
