@@ -116,20 +116,27 @@ def test_cache_lookup_is_keyed_by_the_model(tmp_path):
 
 
 def test_a_file_changed_during_the_scan_is_not_cached(tmp_path, card, monkeypatch):
+    """The score of a file replaced while it was being scanned must not be stored under the key (size,
+    mtime) read before: once the original comes back with its mtime (an undo, a sync), that stale score
+    would be served for it."""
     photos = photos_folder(tmp_path / "p", 1)
-    original = cull.analyse.decode_gray
+    sharp = photos / "s0.jpg"
+    original_bytes, original_ns = sharp.read_bytes(), sharp.stat().st_mtime_ns
+    decode = cull.analyse.decode_gray
 
-    def decode_then_touch(path, long_side):
-        gray = original(path, long_side)
+    def replaced_while_scanning(path, long_side):
         if path.name == "s0.jpg":
-            os.utime(path, ns=(10**18, 10**18))  # edited while being decoded
-        return gray
+            save(blurred_image(0, 8), path)  # another program rewrites the photo mid-scan
+        return decode(path, long_side)
 
-    monkeypatch.setattr(cull.analyse, "decode_gray", decode_then_touch)
-    scan([photos], card, ScanOptions(workers=1))
-    monkeypatch.setattr(cull.analyse, "decode_gray", original)
-    again = {r.path.name: r.cached for r in scan([photos], card, ScanOptions(workers=1)).results}
-    assert again == {"b0.jpg": True, "s0.jpg": False}
+    monkeypatch.setattr(cull.analyse, "decode_gray", replaced_while_scanning)
+    assert scan([photos], card, ScanOptions(workers=1)).results[1].verdict.value != "keep"
+    monkeypatch.setattr(cull.analyse, "decode_gray", decode)
+    sharp.write_bytes(original_bytes)
+    os.utime(sharp, ns=(original_ns, original_ns))
+    again = {r.path.name: r for r in scan([photos], card, ScanOptions(workers=1)).results}
+    assert again["b0.jpg"].cached and not again["s0.jpg"].cached
+    assert again["s0.jpg"].verdict.value == "keep"
 
 
 # --- review D4: dead workers never lose the scan ---
