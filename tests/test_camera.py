@@ -133,7 +133,7 @@ def test_assist_never_says_in_focus_for_a_still_that_screening_calls_soft(tmp_pa
         if still.verdict is not Verdict.KEEP:
             assert frame.verdict is not Verdict.KEEP, (frame.photo.score, still.score)
             assert "IN FOCUS" not in render_line(frame, 5.0)
-        assert abs(frame.photo.score - still.score) < 0.05  # the assist and the still agree
+        assert frame.photo.score <= still.score + 0.02  # the assist is never more optimistic than screening
 
 
 # --- review D8: every failure of a shot is reported with the shot, and the loop goes on -------------
