@@ -204,6 +204,14 @@ def test_a_later_scan_keeps_the_users_decisions(library, card):
     assert exif_rating(library / "sharp.jpg.xmp") == "-1"  # still rejected, though cull says keep
     assert read_user_verdict(library / "blur.jpg") == "keep"
 
+    from cull.review.decisions import apply_user_verdicts
+    from cull.scan import scan
+
+    rescanned = {r.path.name: r for r in apply_user_verdicts(scan([library], card, ScanOptions()).results)}
+    assert rescanned["blur.jpg"].verdict.value == "keep" and "cull said reject" in rescanned["blur.jpg"].decision.reason
+    assert rescanned["sharp.jpg"].verdict.value == "reject"
+    assert rescanned["soft.png"].decision.reason == by_name(session, "soft.png").reason  # undecided: as cull said
+
     again = session_for(library, card, Show.FLAGGED)
     names = [i.path.name for i in again.items]
     assert "blur.jpg" not in names  # a photo the user kept is never flagged again
@@ -338,3 +346,46 @@ def test_a_read_only_sidecar_refuses_the_decision_and_changes_nothing(library, c
     assert answer.status_code == 409 and "read-only" in answer.json()["error"]
     assert sidecar.read_bytes() == before and blur.user is None
     assert post(client_for(session), "/api/undo").json()["item"] is None  # nothing was recorded
+
+
+@needs_exiftool
+def test_a_verdict_embedded_by_scan_is_overruled_inside_the_photo_too(library, card):
+    pytest.importorskip("pyexiv2")
+    result = CliRunner().invoke(cli_app, ["scan", str(library), "--workers", "1", "--embed"])
+    assert result.exit_code == 0, result.output
+    photo = library / "blur.jpg"
+    assert exif_rating(photo) == "-1"  # cull's reject, inside the JPEG
+    session = session_for(library, card)
+    client = client_for(session)
+    post(client, "/api/decide", {"id": by_name(session, "blur.jpg").id, "decision": "keep"})
+    assert exif_rating(photo) == "" and exif_tag(photo, "XMP-xmpDM:Pick") == "1"
+    assert exif_tag(library / "blur.jpg.xmp", "XMP-xmpDM:Pick") == "1"
+    assert post(client, "/api/undo").json()["problems"] == []
+    assert exif_rating(photo) == "-1" and not (library / "blur.jpg.xmp").exists()
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_the_server(library, stop):
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "cull", "review", str(library), "--no-browser", "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:")
+        for _ in range(100):  # wait until it answers (the address is printed just before it listens)
+            try:
+                urllib.request.urlopen(url.split("?")[0], timeout=5)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 401
+                break
+            except OSError:
+                import time
+                time.sleep(0.1)
+        proc.send_signal(getattr(signal, stop))
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "stopped (Ctrl-C)" in proc.stderr.read()  # type: ignore[union-attr]

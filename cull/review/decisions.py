@@ -12,7 +12,8 @@ recorded as ``cull:UserVerdict``.  They are not listed in ``cull:Changed``, so a
 - uncertain (U): ``digiKam:PickLabel`` 2 (pending) and the colour label; reject / pick marks go.
 
 Writes are atomic (``cull.fsutil``), keep permissions, never replace a read-only file, and every
-foreign field of an existing sidecar is kept.  Each decision remembers the bytes it replaced, so
+foreign field of an existing sidecar is kept.  Where ``cull scan --embed`` wrote its verdict inside
+the photo, the decision is written there too.  Each decision remembers the bytes it replaced, so
 Z (undo) puts them back exactly, unless the file was changed in between.
 """
 
@@ -20,14 +21,19 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cull.errors import CullError
 from cull.fsutil import atomic_write_bytes, unlink_quietly
-from cull.protect import read_sidecar, sidecar_places
-from cull.sidecars import XmpOptions, check_writable, targets_for
-from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear
+from cull.protect import EMBEDDABLE, load_pyexiv2, read_embedded, read_sidecar, sidecar_places
+from cull.sidecars import XmpOptions, check_writable, targets_for, write_embedded
+from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear, has_cull_fields
+
+if TYPE_CHECKING:
+    from cull.scan import PhotoResult
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +103,9 @@ def read_user_verdict(photo: Path, partner: Path | None = None) -> str | None:
 @dataclass(frozen=True)
 class Write:
     target: Path
-    before: bytes | None  # None: the sidecar did not exist
+    before: bytes | None  # None: the sidecar (or the photo's XMP block) did not exist
     after: bytes
+    embedded: bool = False  # the XMP block inside the photo (where `cull scan --embed` wrote)
 
 
 @dataclass
@@ -135,15 +142,38 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
                 raise DecisionError(f"{path.name}: {exc.strerror or exc}") from None
             if before != after:
                 planned.append(Write(path, before, after))
+        planned += _embedded_plan(photo, decision, options.label)
     done: list[Write] = []
     try:
         for write in planned:
-            _write(write.target, write.after, new=write.before is None)
+            if write.embedded:
+                write_embedded(write.target, write.after)
+                write = Write(write.target, write.before, read_embedded(write.target) or b"", embedded=True)  # as exiv2 stored it
+            else:
+                _write(write.target, write.after, new=write.before is None)
             done.append(write)
-    except OSError as exc:
+    except (OSError, CullError) as exc:
         restore(done)
-        raise DecisionError(f"cannot write {exc.filename or 'sidecar'}: {exc.strerror or exc}") from None
-    return planned
+        what = getattr(exc, "filename", None) or "XMP"
+        raise DecisionError(f"cannot write {what}: {getattr(exc, 'strerror', None) or exc}") from None
+    return done
+
+
+def _embedded_plan(photo: Path, decision: str, label: str) -> list[Write]:
+    """Where `cull scan --embed` put its verdict inside the photo, the decision goes there too
+    (Lightroom reads only that for JPEG/TIFF/DNG); never into a photo cull has not written into."""
+    if photo.suffix.lower() not in EMBEDDABLE or load_pyexiv2() is None:
+        return []
+    try:
+        before = read_embedded(photo)
+        if not has_cull_fields(before):
+            return []
+        check_writable(photo)
+        return [Write(photo, before, user_packet(before, decision, label), embedded=True)]
+    except XmpError as exc:
+        raise DecisionError(f"{photo.name}: embedded XMP left untouched: {exc}") from None
+    except CullError as exc:
+        raise DecisionError(f"{photo.name}: {exc}") from None
 
 
 def _write(path: Path, data: bytes, new: bool) -> None:
@@ -161,11 +191,14 @@ def restore(writes: list[Write]) -> list[str]:
     problems = []
     for write in reversed(writes):
         try:
-            current = read_sidecar(write.target)
-            if current != write.after:
+            current = read_embedded(write.target) if write.embedded else read_sidecar(write.target)
+            if (current or b"") != write.after:
                 problems.append(f"{write.target.name} changed since; left as it is")
                 continue
-            if write.before is None:
+            if write.embedded:
+                check_writable(write.target)
+                write_embedded(write.target, write.before)
+            elif write.before is None:
                 unlink_quietly(write.target)
             else:
                 check_writable(write.target, ours=True)
@@ -173,3 +206,24 @@ def restore(writes: list[Write]) -> list[str]:
         except (OSError, CullError) as exc:
             problems.append(f"{write.target.name}: {getattr(exc, 'strerror', None) or exc}")
     return problems
+
+
+def apply_user_verdicts(results: Sequence[PhotoResult]) -> list[PhotoResult]:
+    """``results`` with each shot's decision from `cull review` in place of cull's verdict.
+
+    A hook for callers that act on verdicts (scan's report and XMP writer, `cull move`): with it,
+    a photo the user left uncertain or kept is never rejected or moved, and one the user rejected
+    is treated as a reject. Reads only sidecars; results without a user decision are returned as is.
+    """
+    from cull.decide import Decision, Verdict
+
+    out = []
+    for result in results:
+        user = None
+        if result.decision is not None:
+            user = read_user_verdict(result.path, result.partner) or (
+                read_user_verdict(result.partner, result.path) if result.partner else None)
+        if user is not None and result.decision is not None and user != result.decision.verdict.value:
+            result = replace(result, decision=Decision(Verdict(user), f"your decision in cull review (cull said {result.decision.verdict.value})"))
+        out.append(result)
+    return out

@@ -17,7 +17,9 @@ import html
 import json
 import logging
 import secrets
+import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -243,5 +245,18 @@ def serve(app: Guard, sock: socket.socket, idle_timeout: float | None,
         finally:
             watcher.cancel()
 
-    asyncio.run(main())
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM ends as cleanly as Ctrl-C
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        asyncio.run(main())  # uvicorn shuts down gracefully, then re-raises the signal it caught
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return reason[0]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
