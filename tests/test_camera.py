@@ -208,6 +208,15 @@ def test_capture_failures_are_reported_per_shot_without_traceback_or_debris(tmp_
     assert list(out.iterdir()) == []  # no half-written still, no temp file
 
 
+def test_a_still_never_replaces_an_existing_file(tmp_path):
+    from cull.camera.run import _free_name
+
+    (tmp_path / "cull_1.jpg").write_bytes(b"an earlier shot")
+    (tmp_path / "cull_1-1.dng").write_bytes(b"an earlier raw")
+    assert _free_name(tmp_path, "cull_1", dng=False).name == "cull_1-1.jpg"
+    assert _free_name(tmp_path, "cull_1", dng=True).name == "cull_1-2.jpg"
+
+
 # --- review D9: OpenCV is an extra; without it (or without its GUI) a clear message, exit 2 ---------
 
 def test_without_opencv_camera_sources_and_preview_say_which_extra_to_install(tmp_path, monkeypatch):
