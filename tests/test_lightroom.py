@@ -207,8 +207,7 @@ def test_real_cull_scan_reports_drive_the_plugin(tmp_path):
     for suffix in (".jsonl", ".csv"):
         report = tmp_path / f"scan{suffix}"
         rows = scan_report(photos, report)
-        if "abs_path" not in rows[0]:
-            pytest.xfail("cull scan --report does not write abs_path yet (report format version 1)")
+        assert all(r["abs_path"] and str(r["report_version"]) == "1" for r in rows)
         assert any(r["verdict"] in ("reject", "uncertain") for r in rows)  # the blurred examples
         fmt, got = lua_rows(report)
         assert fmt == suffix[1:] and len(got) == len(rows)
