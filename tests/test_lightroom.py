@@ -193,7 +193,7 @@ def scan_report(photos: Path, report: Path) -> list[dict[str, object]]:
     assert result.exit_code == 0, result.output
     if report.suffix == ".jsonl":
         return [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
-    return list(csv.DictReader(io.StringIO(report.read_text(encoding="utf-8"))))
+    return list(csv.DictReader(io.StringIO(report.read_bytes().decode("utf-8", "surrogateescape"))))
 
 
 def test_real_cull_scan_reports_drive_the_plugin(tmp_path):
@@ -204,6 +204,7 @@ def test_real_cull_scan_reports_drive_the_plugin(tmp_path):
         shutil.copy(src, photos / name)
         if i % 2:  # a RAW+JPEG shot: scored through the JPEG, the RAW reported as partner
             (photos / name).with_suffix(".CR2").write_bytes(b"not really raw")
+    shutil.copy(EXAMPLES / "kodim05.jpg", photos / os.fsdecode(b"caf\xe9 latin-1.jpg"))  # not valid UTF-8
     for suffix in (".jsonl", ".csv"):
         report = tmp_path / f"scan{suffix}"
         rows = scan_report(photos, report)
@@ -213,7 +214,7 @@ def test_real_cull_scan_reports_drive_the_plugin(tmp_path):
         assert fmt == suffix[1:] and len(got) == len(rows)
         for lua_row, py_row in zip(got, rows):
             compare(lua_row, py_row, from_json=suffix == ".jsonl")
-            assert "unmatchable" not in lua_row
+            assert ("unmatchable" in lua_row) == (not valid_utf8(str(py_row["abs_path"])))
         assert sum(bool(r["partner_abs"]) for r in rows) == 4
         # Every photo in a stand-in catalog; "Apply cull verdicts…" with the defaults. Then again with
         # each RAW+JPEG shot imported as one photo under the RAW's path (matched through partner_abs).
@@ -225,8 +226,9 @@ def test_real_cull_scan_reports_drive_the_plugin(tmp_path):
                 parts = line.split(" ")
                 if parts[0] == "photo":
                     state[bytes.fromhex(parts[1]).decode("utf-8")] = (int(parts[2]), parts[3], parts[4])
-            assert len(state) == len(rows)
-            for row in rows:
+            matchable = [r for r in rows if valid_utf8(str(r["abs_path"]))]
+            assert len(state) == len(matchable) == len(rows) - 1
+            for row in matchable:
                 key = row["partner_abs"] if mode == "pairs" and row["partner_abs"] else row["abs_path"]
                 pick, label, receipt = state[str(key)]
                 verdict = row["verdict"]
