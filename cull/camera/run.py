@@ -128,6 +128,7 @@ def screen_shot(paths: list[Path], card: ModelCard, scorer: Scorer, options: Cam
     Never raises for a file-system problem: XMP errors and conflicts and move failures are collected
     in ``ShotResult.error``. A shot with an XMP conflict (a rating or pick someone set) is never moved.
     """
+    from cull.protect import shot_protection
     from cull.sidecars import XmpOptions, write_verdict
     from cull.xmp import Verdict as XmpVerdict
 
@@ -137,23 +138,30 @@ def screen_shot(paths: list[Path], card: ModelCard, scorer: Scorer, options: Cam
         return ShotResult(still, None, None, analysis.error or "could not be scored")
     decision: Decision = decide(analysis.photo, card.thresholds_for(options.strictness), card.analysis.min_patches)
     problems: list[str] = []
-    conflicted = False
+    rejected = decision.verdict is Verdict.REJECT
+    try:
+        protection = shot_protection(still, partner) if rejected else None  # a rating or pick of the user's
+    except (OSError, CullError) as exc:
+        protection = f"its XMP cannot be checked ({_describe(exc)})"
+    if protection:
+        problems.append(f"conflict: {protection}: not marked rejected")
     if options.xmp:
         verdict = XmpVerdict(decision.verdict.value, analysis.photo.score, analysis.photo.kind, card.version)
-        for photo in paths:
+        for photo, other in ((still, partner), (partner, still)):
+            if photo is None:
+                continue
             try:
-                outcomes, conflict = write_verdict(photo, verdict, XmpOptions())
+                outcomes, conflict = write_verdict(photo, verdict, XmpOptions(), partner=other, protection=protection)
             except (OSError, CullError) as exc:
                 problems.append(f"XMP for {photo.name} not written: {_describe(exc)}")
                 continue
             problems += [f"XMP {o.target.name}: {o.detail or 'not written'}" for o in outcomes if o.action == "error"]
-            if conflict:
-                conflicted = True
-                problems.append(f"XMP conflict on {photo.name}: {conflict}")
+            if conflict and conflict != protection:
+                problems.append(f"conflict in the XMP of {photo.name}: {conflict}")
     moved_to = None
-    if options.move_rejects and decision.verdict is Verdict.REJECT:
-        if conflicted:
-            problems.append("not moved to _culled: it carries a rating or pick of its own")
+    if options.move_rejects and rejected:
+        if protection:
+            problems.append("not moved to _culled")
         else:
             moved_to, move_problems = _move_reject(still, partner, options.out)
             problems += move_problems
