@@ -389,3 +389,16 @@ def test_ctrl_c_stops_the_server(library, stop):
         if proc.poll() is None:
             proc.kill()
     assert "stopped (Ctrl-C)" in proc.stderr.read()  # type: ignore[union-attr]
+
+
+@needs_exiftool
+@pytest.mark.xfail(strict=True, reason="cull scan does not yet apply cull review's decisions (cull.review.decisions.apply_user_verdicts); "
+                   "until it does, a later scan marks a photo the user left uncertain as rejected")
+def test_a_later_scan_keeps_a_photo_the_user_left_uncertain(library, card):
+    session = session_for(library, card)
+    blur = by_name(session, "blur.jpg")
+    assert blur.verdict == "reject"
+    post(client_for(session), "/api/decide", {"id": blur.id, "decision": "uncertain"})
+    assert exif_rating(library / "blur.jpg.xmp") == ""
+    CliRunner().invoke(cli_app, ["scan", str(library), "--workers", "1"])
+    assert exif_rating(library / "blur.jpg.xmp") == ""  # not rejected behind the user's back
