@@ -389,3 +389,44 @@ def test_bombs_are_refused_and_a_two_worker_scan_stays_small(tmp_path):
     assert all("too large to analyse safely" in e and "the limit for PNG is 100 MP" in e for e in rows.values()), rows
     assert "784 MP" in rows["big0.png"] and "120 MP" in rows["wide.png"]
     assert peak_kb < 500_000  # the largest process of the tree: parent + 2 workers stay far under 1.5 GB
+
+
+# --- the card's analysis settings are checked when it is loaded (review D18) ---
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"analysis__first_pass": 2}, "first_pass (2) must be at least max(aggregate.k, min_patches) = 4"),
+        ({"aggregate__k": 16}, "first_pass (8) must be at least max(aggregate.k, min_patches) = 16"),
+        ({"analysis__min_patches": 100}, "need 1 <= min_patches <= max_patches"),
+        ({"analysis__dark_mean": 0.99}, "need 0 <= dark_mean < bright_mean <= 1"),
+    ],
+)
+def test_contradictory_analysis_settings_are_a_model_error(tmp_path, changes, message):
+    from cull.errors import ModelError
+
+    path = custom_card(tmp_path, **changes)
+    with pytest.raises(ModelError, match="invalid analysis settings") as raised:
+        load_card(path)
+    assert message in str(raised.value)
+    result = run("scan", tmp_path, "--model", path)
+    assert result.exit_code == 2 and message in result.stderr
+
+
+class _FailingScorer:
+    kind_labels: tuple[str, ...] = ()
+
+    def score(self, batch):  # type: ignore[no-untyped-def]
+        raise RuntimeError("inference blew up")
+
+
+def failing_scorer(card):  # type: ignore[no-untyped-def]
+    return _FailingScorer()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_chunk_that_raises_fails_its_files_not_the_scan(tmp_path, card, workers):
+    photos = photos_folder(tmp_path / "p", 1)
+    result = scan([photos], card, ScanOptions(workers=workers, use_cache=False), scorer_factory=failing_scorer)
+    assert [r.error for r in result.results] == ["analysis failed: RuntimeError: inference blew up"] * 2
