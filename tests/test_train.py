@@ -221,6 +221,10 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
     assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}
     assert card.kind_labels == ("sharp", "defocus", "motion")
     assert (out / "CARD.md").read_text().startswith("# Model card")
+    assert "Issue 11 figures" in (out / "CARD.md").read_text()
+    quantization = raw["quantization"]  # int8 ships only with every validation verdict unchanged
+    assert quantization["shipped"] == (quantization.get("validation_verdicts_changed") == 0)
+    assert not list(out.glob(".*.new")) and not list(out.glob("*int8*"))
     # the kernel sweep writes its table and puts the seed comparison into the existing card
     code = main(["sweep", "--kernels", "3", "--data", str(data), "--real", str(real), "--out", str(out),
                  "--work", str(tmp_path / "work"), "--epochs", "1", "--per-variant", "4", "--workers", "2", "--quiet"])

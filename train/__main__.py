@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split, evenly spaced (quicker builds)")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                        help="ship a static int8 copy when it changes no validation verdict (needs train/quantize.py)")
     parser.add_argument("--max-real-sharp-rejects", type=int, default=0,
                         help="refuse to ship a model that rejects more sharp photos of --real than this "
                         "(at any strictness); in-focus priority")
@@ -147,6 +149,11 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
     aggregate_k = 3
     common = dict(variant=variant, kernel=kernel, aggregate_k=aggregate_k)
     fit_scores, thresholds, val_scored = fit_on_production_scores(out, data, common, args.workers)
+    quantization = {"shipped": False, "why": "not tried (--no-int8)"}
+    if args.int8:
+        quantization, int8_result = try_int8(out, data, common, args.workers, val_scored, thresholds, probe)
+        if int8_result is not None:
+            fit_scores, thresholds, val_scored = int8_result
     card = load_card(out)
     evaluations: dict[str, Any] = {}
     sets = {"validation (synthetic)": data["folders"]["val"], "test (synthetic)": data["folders"]["test"]}
@@ -160,11 +167,64 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
         "common": common,
         "thresholds": thresholds,
         "fit_scores": fit_scores,
+        "quantization": quantization,
         "history": history,
         "parity_max_abs_diff": diff,
         "patch_metrics_test": patch_metrics(model, patches["test"], variant),
         "evaluations": evaluations,
     }
+
+
+def verdicts(scored: list[Any], thresholds: dict[str, dict[str, float]], min_patches: int) -> dict[str, list[str]]:
+    """Per strictness, the verdict of every scored photo (in order); "error" where none."""
+    from cull.card import Thresholds
+    from cull.decide import decide
+
+    return {name: [decide(s.analysis.photo, Thresholds(**t), min_patches).verdict.value if s.analysis.photo else "error"
+                   for s in scored] for name, t in thresholds.items()}
+
+
+def try_int8(
+    out: Path, data: dict[str, Any], common: dict[str, Any], workers: int, val_scored: list[Any],
+    thresholds: dict[str, dict[str, float]], probe: Any,
+) -> tuple[dict[str, Any], Any]:
+    """Quantise the staged float model (train/quantize.py, static int8, calibrated on validation
+    patches), fit its thresholds the production way, and put it in place of the float model only
+    if every validation photo keeps its verdict at every strictness.  Returns (what happened, the
+    int8 fit or None)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from cull.card import file_sha256
+    from cull.patches import network_input
+
+    try:
+        from train.quantize import quantize_model
+    except ImportError as exc:
+        return {"shipped": False, "why": f"train/quantize.py unavailable ({exc})"}, None
+    candidate = out.parent / "int8" / out.name
+    calibration = network_input(data["patches"]["val"]["x"][:2048].astype(np.float32) / 255.0)
+    try:
+        quantize_model(out, candidate, calibration)
+    except Exception as exc:  # noqa: BLE001 - quantisation is optional: ship float and say why
+        return {"shipped": False, "why": f"quantisation failed: {type(exc).__name__}: {exc}"}, None
+    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["p_sharp"], {"patches": probe})[0]
+            for p in (out, candidate)]
+    diff = float(np.abs(runs[0] - runs[1]).max())
+    fitted = fit_on_production_scores(candidate, data, common, workers)
+    min_patches = data["spec"].min_patches
+    before, after = verdicts(val_scored, thresholds, min_patches), verdicts(fitted[2], fitted[1], min_patches)
+    changed = sum(a != b for name in before for a, b in zip(before[name], after[name]))
+    info: dict[str, Any] = {"method": "onnxruntime static int8 (train/quantize.py), calibrated on 2048 validation patches",
+                            "patch_score_max_abs_diff": round(diff, 5), "validation_verdicts_changed": changed,
+                            "float_sha256": file_sha256(out)}
+    if changed:
+        info.update(shipped=False, why=f"{changed} validation verdict(s) differ from the float model's")
+        return info, None
+    os.replace(candidate, out)
+    os.replace(candidate.with_suffix(".json"), out.with_suffix(".json"))
+    info.update(shipped=True, why="every validation verdict is the float model's")
+    return info, fitted
 
 
 def fit_on_production_scores(
@@ -351,6 +411,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
         },
         "export": {"tool": "tf2onnx.convert.from_function", "opset": 17,
                    "parity_max_abs_diff": result["parity_max_abs_diff"]},
+        "quantization": result["quantization"],
         "threshold_fit": "fitted on the validation photos scored with every patch (first_pass = max_patches), "
         "then re-scored through cull with this card: same thresholds and verdicts (checked by the build)",
         "seed_comparison": sweep,

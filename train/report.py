@@ -25,6 +25,8 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
         f"- patch logic: {card['patch_logic']}",
         f"- aggregation: {card['aggregate']['method']}, k = {card['aggregate']['k']}",
         f"- export: {card['export']}",
+        f"- int8: {card.get('quantization', 'n/a')}",
+        f"- threshold fit: {card.get('threshold_fit', 'n/a')}",
         "",
         "## Thresholds (photo score = P(in focus); >= keep: keep, < reject: reject, else uncertain)",
         "",
