@@ -136,6 +136,19 @@ def test_assist_never_says_in_focus_for_a_still_that_screening_calls_soft(tmp_pa
         assert frame.photo.score <= still.score + 0.02  # the assist is never more optimistic than screening
 
 
+@pytest.mark.parametrize("size", [(4000, 3000), (6000, 4000), (4056, 3040), (1600, 1200), (640, 480)])
+def test_frames_are_reduced_by_the_factor_libjpeg_uses_for_the_still(tmp_path, size):
+    from cull.camera.assist import dct_factor
+    from cull.decode import draft_request
+
+    path = tmp_path / "still.jpg"
+    Image.new("L", size).save(path)
+    with Image.open(path) as still:
+        still.draft("L", draft_request(still.size, LONG_SIDE))  # what screening's decode asks for
+        factor = dct_factor(size, LONG_SIDE)
+        assert still.size == (-(-size[0] // factor), -(-size[1] // factor))
+
+
 # --- review D8: every failure of a shot is reported with the shot, and the loop goes on -------------
 
 def _reject_still(folder: Path) -> Path:

@@ -16,10 +16,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from cull.analyse import score_two_pass
-from cull.camera.sources import Frame, dct_factor
+from cull.camera.sources import Frame
 from cull.card import ModelCard, Thresholds
 from cull.decide import Verdict, decide
-from cull.decode import SCALE_TOLERANCE, reduce_long_side, to_gray_array
+from cull.decode import SCALE_TOLERANCE, draft_request, reduce_long_side, to_gray_array
 from cull.patches import network_input, select_patches
 from cull.score import PhotoScore, Scorer, aggregate
 
@@ -34,6 +34,15 @@ class FrameScore:
     @property
     def in_focus(self) -> bool:
         return self.verdict is Verdict.KEEP
+
+
+def dct_factor(size: tuple[int, int], long_side: int) -> int:
+    """The reduction libjpeg's DCT scaling applies when a JPEG of ``size`` is decoded for analysis at
+    ``long_side`` (PIL ``draft`` picks the largest of 1, 2, 4, 8 that keeps the requested size)."""
+    width, height = size
+    want_w, want_h = draft_request(size, long_side)
+    ratio = min(width // want_w, height // want_h)
+    return next(f for f in (8, 4, 2, 1) if ratio >= f)
 
 
 def frame_to_gray(frame: Frame, long_side: int) -> NDArray[np.float32]:

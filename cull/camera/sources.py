@@ -178,17 +178,6 @@ class OpenCVSource:
         self._capture.release()
 
 
-def dct_factor(size: tuple[int, int], long_side: int) -> int:
-    """The reduction libjpeg's DCT scaling applies when a JPEG of ``size`` is decoded for analysis at
-    ``long_side`` (PIL ``draft`` picks the largest of 1, 2, 4, 8 that keeps the requested size)."""
-    from cull.decode import draft_request
-
-    width, height = size
-    want_w, want_h = draft_request(size, long_side)
-    ratio = min(width // want_w, height // want_h)
-    return next(f for f in (8, 4, 2, 1) if ratio >= f)
-
-
 def analysis_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
     """``size`` shrunk to the analysis scale (never enlarged), in even numbers as YUV420 needs."""
     scale = min(1.0, long_side / max(size))
