@@ -11,6 +11,7 @@ raises ModelError, exactly as it does in-process.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -107,24 +108,28 @@ def analyse_paths(
     with_laplacian: bool = False,
     scorer_factory: ScorerFactory | None = None,
     worker_setup: Callable[[], None] | None = None,
+    isolate: bool = False,
 ) -> Iterator[Analysis]:
     """Yield an Analysis per path, in completion order (callers sort if they need to).
 
-    ``workers <= 1`` runs in this process.  ``scorer_factory`` supplies another scorer (tests);
+    ``workers <= 1`` runs in this process unless ``isolate`` (then in one worker process, so that a
+    crash costs one file, not the caller).  ``scorer_factory`` supplies another scorer (tests);
     with several workers it and ``worker_setup`` (run first in each worker) must be picklable,
     i.e. module-level functions.  At most a few chunks per worker are in flight, so memory stays
     flat on huge libraries.  Raises ModelError when the model cannot be loaded, WorkerError when
     worker processes cannot even start.
     """
-    if workers <= 1:
-        if worker_setup is not None:
-            worker_setup()
-        scorer = scorer_factory(card) if scorer_factory else OnnxScorer(card, threads=1)
+    if workers <= 1 and not isolate:
+        scorer: Scorer | None = None
         for chunk in _chunks(paths, chunk_size):
+            if scorer is None:  # built on first use: nothing to analyse, no model loaded
+                if worker_setup is not None:
+                    worker_setup()
+                scorer = scorer_factory(card) if scorer_factory else OnnxScorer(card, threads=1)
             yield from _guarded(chunk, partial(analyse_chunk, chunk, card, scorer, batch_size, with_laplacian))
         return
     init = partial(_init_worker, card, batch_size, with_laplacian, scorer_factory, worker_setup)
-    yield from _Pooled(workers, init).run(_chunks(paths, chunk_size))
+    yield from _Pooled(max(1, workers), init).run(_chunks(paths, chunk_size))
 
 
 def _guarded(chunk: list[Path], run: Callable[[], list[Analysis]]) -> list[Analysis]:
@@ -156,6 +161,10 @@ class _Pooled:
         )
 
     def run(self, chunks: Iterator[list[Path]]) -> Iterator[Analysis]:
+        first = next(chunks, None)
+        if first is None:  # nothing to do: start no process
+            return
+        chunks = itertools.chain([first], chunks)
         exhausted = False
         while not exhausted or self.suspects:
             isolating = bool(self.suspects)  # suspects run in a one-worker pool, the rest in a full one

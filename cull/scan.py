@@ -191,6 +191,7 @@ def _analyses(
     return analyse_paths(
         todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
         scorer_factory=scorer_factory, worker_setup=worker_setup,
+        isolate=options.workers > 1,  # one file left still runs in a worker: a crash must not take the scan
     )
 
 

@@ -430,3 +430,21 @@ def test_a_chunk_that_raises_fails_its_files_not_the_scan(tmp_path, card, worker
     photos = photos_folder(tmp_path / "p", 1)
     result = scan([photos], card, ScanOptions(workers=workers, use_cache=False), scorer_factory=failing_scorer)
     assert [r.error for r in result.results] == ["analysis failed: RuntimeError: inference blew up"] * 2
+
+
+def test_one_file_left_with_several_workers_still_runs_in_a_worker(tmp_path, card):
+    photos = tmp_path / "p"
+    save(sharp_image(0), photos / "crash.jpg")
+    result = scan([photos], card, ScanOptions(workers=2, use_cache=False), worker_setup=kill_on_crash_names)
+    assert [(r.path.name, r.error) for r in result.results] == [("crash.jpg", "worker process crashed while reading this file")]
+
+
+def test_a_cached_rescan_starts_no_worker_and_loads_no_model(tmp_path, card, monkeypatch):
+    import cull.runner
+
+    photos = photos_folder(tmp_path / "p", 1)
+    scan([photos], card, ScanOptions(workers=1))
+    monkeypatch.setattr(cull.runner, "ProcessPoolExecutor", lambda *a, **k: pytest.fail("started a pool"))
+    monkeypatch.setattr(cull.runner, "OnnxScorer", lambda *a, **k: pytest.fail("loaded the model"))
+    for workers in (1, 2):
+        assert all(r.cached for r in scan([photos], card, ScanOptions(workers=workers)).results)
