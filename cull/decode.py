@@ -23,10 +23,10 @@ from cull.formats import HEIF_EXTENSIONS, is_raw, sniff
 log = logging.getLogger(__name__)
 
 # Pixel limits, checked by cull itself after Image.open and before any pixel is decoded (Pillow's own
-# check only raises above twice its global limit, and cull leaves that global alone).  JPEG is
-# decoded DCT-scaled (1/8 at most), so a 400 MP panorama costs little; every other format is decoded
-# in full (about 3-4 bytes per pixel plus the gray copy), so it gets a lower limit: two workers on
-# 100 MP PNGs stay well under 1.5 GB.
+# check only raises above twice its global limit, and cull leaves that global alone).  A baseline
+# JPEG is decoded DCT-scaled (1/8 at most), so a 400 MP panorama costs little; every other format
+# (and progressive JPEG) is decoded in full, about 3-6 bytes per pixel plus the gray copy: a
+# 100 MP RGB PNG peaks at about 0.6 GB per worker, so two workers stay under 1.5 GB.
 MAX_PIXELS_SCALED = 400_000_000
 MAX_PIXELS_FULL = 100_000_000
 MAX_PIXELS = MAX_PIXELS_SCALED  # the largest accepted anywhere (kept for callers)
@@ -103,19 +103,23 @@ def describe_decode_error(exc: BaseException) -> str:
     return f"cannot decode: {text}"
 
 
-def pixel_limit(image_format: str | None) -> int:
-    """How many pixels cull accepts for this format (DCT-scaled JPEG decodes allow more)."""
-    return MAX_PIXELS_SCALED if image_format == "JPEG" else MAX_PIXELS_FULL
+def pixel_limit(image_format: str | None, progressive: bool = False) -> int:
+    """How many pixels cull accepts for this format.  A baseline JPEG decodes DCT-scaled in a few
+    rows of memory; a progressive one still holds every DCT coefficient (2 bytes per sample), so it
+    gets the full-decode limit."""
+    return MAX_PIXELS_SCALED if image_format == "JPEG" and not progressive else MAX_PIXELS_FULL
 
 
 def check_pixels(image: Image.Image) -> None:
     """Refuse an image whose declared size is over its format's limit, before any pixel is decoded."""
     width, height = image.size
-    limit = pixel_limit(image.format)
+    progressive = image.format == "JPEG" and bool(image.info.get("progressive") or image.info.get("progression"))
+    limit = pixel_limit(image.format, progressive)
     if width * height > limit:
+        kind = f"{'progressive ' if progressive else ''}{image.format or 'this format'}"
         raise UnreadableImage(
             f"image too large to analyse safely ({width}x{height} = {width * height / 1e6:.0f} MP; "
-            f"the limit for {image.format or 'this format'} is {limit // 1_000_000} MP)"
+            f"the limit for {kind} is {limit // 1_000_000} MP)"
         )
 
 

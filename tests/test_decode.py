@@ -264,3 +264,13 @@ def test_raw_preview_is_turned_by_libraw_flip(tmp_path, monkeypatch, flip, turne
     reference = np.asarray(reference.transpose(expected) if expected is not None else reference, np.float32) / 255
     assert gray.shape == ((1440, 1080) if turned else (1080, 1440))
     assert np.abs(gray - reference).mean() < 0.02
+
+
+def test_a_progressive_jpeg_gets_the_full_decode_limit(tmp_path, monkeypatch):
+    from cull import decode
+
+    monkeypatch.setattr(decode, "MAX_PIXELS_FULL", 1_000_000)
+    image = sharp_image().resize((1200, 1000))
+    assert decode_gray(save(image, tmp_path / "baseline.jpg"), LONG).shape == (1000, 1200)
+    with pytest.raises(UnreadableImage, match=r"the limit for progressive JPEG is 1 MP"):
+        decode_gray(save(image, tmp_path / "progressive.jpg", progressive=True), LONG)
