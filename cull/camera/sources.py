@@ -82,6 +82,13 @@ def write_all_or_nothing(files: list[tuple[Path, bytes]]) -> list[Path]:
     return written
 
 
+def save_frame(frame: Frame | None, path: Path) -> list[Path]:
+    """The still of a source whose stills are its frames: ``frame`` as a JPEG at ``path``."""
+    if frame is None:
+        raise CameraError("no frame to capture yet")
+    return write_all_or_nothing([(path, encode_jpeg(frame))])
+
+
 class ReplaySource:
     """Images in a folder (sorted), or the frames of a video file, played as a live feed (full size:
     the assist reduces them as the still would be); stills are the stored frames."""
@@ -137,9 +144,7 @@ class ReplaySource:
                 return
 
     def capture(self, path: Path, dng: bool = False) -> list[Path]:
-        if self._current is None:
-            raise CameraError("no frame to capture yet")
-        return write_all_or_nothing([(path, encode_jpeg(self._current))])
+        return save_frame(self._current, path)
 
     def close(self) -> None:
         self._current = None
@@ -170,9 +175,7 @@ class OpenCVSource:
             yield current
 
     def capture(self, path: Path, dng: bool = False) -> list[Path]:
-        if self._current is None:
-            raise CameraError("no frame to capture yet")
-        return write_all_or_nothing([(path, encode_jpeg(self._current))])
+        return save_frame(self._current, path)
 
     def close(self) -> None:
         self._capture.release()
