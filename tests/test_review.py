@@ -21,11 +21,12 @@ from cull.cli import app as cli_app
 from cull.review import ReviewOptions, Show, load_session
 from cull.review.decisions import read_user_verdict, user_packet
 from cull.review.items import build_items
-from cull.review.server import COOKIE, create_app
+from cull.review.server import create_app, cookie_name
 from cull.scan import ScanOptions
 from cull.xmp import read_fields
 
 TOKEN = "test-token-123"
+COOKIE = cookie_name(8765)  # the test client talks to 127.0.0.1:8765
 needs_exiftool = pytest.mark.skipif(
     shutil.which("exiftool") is None and os.environ.get("CI") != "true",
     reason="exiftool not installed (.ci/run installs it)",
@@ -402,3 +403,22 @@ def test_a_later_scan_keeps_a_photo_the_user_left_uncertain(library, card):
     assert exif_rating(library / "blur.jpg.xmp") == ""
     CliRunner().invoke(cli_app, ["scan", str(library), "--workers", "1"])
     assert exif_rating(library / "blur.jpg.xmp") == ""  # not rejected behind the user's back
+
+
+def test_the_browser_is_opened_without_the_token_on_its_command_line(tmp_path, monkeypatch):
+    from cull.review import run
+
+    opened: list[str] = []
+    monkeypatch.setattr(run.webbrowser, "open", lambda target: opened.append(target))
+    folder = tmp_path / "private"
+    folder.mkdir(mode=0o700)
+    run._open("http://127.0.0.1:5000/?token=SECRET", folder)
+    assert opened and opened[0].startswith("file://") and "SECRET" not in opened[0]
+    page = Path(opened[0][len("file://"):])
+    assert "SECRET" in page.read_text() and folder.stat().st_mode & 0o077 == 0
+
+
+def test_a_cookie_for_another_port_is_not_accepted(library, card):
+    client = TestClient(create_app(session_for(library, card), TOKEN), base_url="http://127.0.0.1:8765")
+    client.cookies.set(cookie_name(9999), TOKEN)
+    assert client.get("/api/items").status_code == 401

@@ -38,7 +38,7 @@ from cull.review.session import ReviewSession
 
 log = logging.getLogger(__name__)
 
-COOKIE = "cull_review"
+COOKIE = "cull_review"  # + "_PORT": cookies are not kept apart by port, two reviews must not collide
 HEADER = "x-cull-token"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -96,18 +96,19 @@ class Guard:
             await self.app(scope, receive, send_with_headers)
 
     def _check(self, request: Request) -> Response | None:
-        host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]").lower()
-        if host not in ALLOWED_HOSTS:
+        host, _, port = (request.headers.get("host") or "").partition(":")
+        if host.lower() not in ALLOWED_HOSTS:
             return PlainTextResponse("forbidden host", 403)
+        name = cookie_name(port)
         query = request.query_params.get("token")
         if query is not None:
             if not self._valid(query):
                 return PlainTextResponse("wrong token", 403)
             if request.method == "GET" and request.url.path == "/":
                 answer = RedirectResponse("/", 303)
-                answer.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path="/")
+                answer.set_cookie(name, self.token, httponly=True, samesite="strict", path="/")
                 return answer
-        cookie = request.cookies.get(COOKIE)
+        cookie = request.cookies.get(name)
         if query is None and cookie is None:
             return PlainTextResponse("token required: open the address cull review printed", 401)
         if query is None and not self._valid(cookie):
@@ -119,6 +120,10 @@ class Guard:
             if origin is not None and origin.split("://", 1)[-1].rsplit(":", 1)[0] not in ALLOWED_HOSTS:
                 return PlainTextResponse("cross-origin request refused", 403)
         return None
+
+
+def cookie_name(port: int | str) -> str:
+    return f"{COOKIE}_{port or 80}"
 
 
 def _image(data: bytes, media: str) -> Response:
