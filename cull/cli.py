@@ -489,10 +489,14 @@ def review(
     for path, reason in failures:
         typer.echo(f"not judged: {path}: {reason}", err=True)
     if html is not None:
+        sheet_bar = progress_bar("contact sheet")
+        set_total(sheet_bar, len(session.items))
         try:
-            size = write_sheet(session, html)
+            size = write_sheet(session, html, progress=lambda: sheet_bar.update(1))
         except OSError as exc:
+            sheet_bar.close()
             raise _fail(f"cannot write {html}: {exc.strerror or exc}", 1) from None
+        sheet_bar.close()
         typer.echo(f"{len(session.items)} photos in {html} ({size / 1e6:.1f} MB)")
         raise typer.Exit(1 if failures else 0)
     try:
