@@ -10,11 +10,18 @@ resolution; every 10th defocused), then times:
   4. a naive full-resolution Laplacian-variance script (one process, as such scripts are written),
 and peak RSS (the whole process tree) of a cold scan over --rss-files small photos.
 Prints ratios; targets: cold >= 0.8x floor, >= 3x Laplacian, rescan >= 2000 files/s, RSS < 1 GB.
+
+The soft-library worst case (--soft-files, default --files): 24 MP JPEGs that are all mildly
+defocused, so no photo is proven sharp by its first patches and all 64 are scored.  Timed against
+the cheapest possible decode (DCT 1/8, no scoring) in the same run, with the float model and with an
+int8 copy (train/quantize.py, through a card pointing at it); the verdicts of both are compared.
+Target: soft scan >= 0.7x the DCT 1/8 floor with verdicts unchanged.  --soft-only skips the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -35,9 +42,10 @@ from cull.runner import default_workers  # noqa: E402
 EXAMPLES = sorted((REPO / "examples" / "photos").glob("*.jpg"))
 
 
-def make_large_jpegs(folder: Path, count: int, size: tuple[int, int] = (6000, 4000)) -> list[Path]:
+def make_large_jpegs(folder: Path, count: int, size: tuple[int, int] = (6000, 4000), soft: float = 0.0) -> list[Path]:
     """24 MP photos that are sharp at full resolution (mosaics of native-resolution Kodak tiles with
-    a little sensor grain), like a real library; every 10th is defocused."""
+    a little sensor grain), like a real library; every 10th is defocused.  ``soft`` > 0: every photo
+    is mildly defocused instead (Gaussian sigma ``soft`` px at full resolution): a soft library."""
     from PIL import ImageFilter
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +63,9 @@ def make_large_jpegs(folder: Path, count: int, size: tuple[int, int] = (6000, 40
             grain = rng.normal(0, 2.0, (size[1], size[0], 1)).astype(np.float32)
             pixels = np.clip(np.asarray(canvas, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
             image = Image.fromarray(pixels)
-            if i % 10 == 0:
+            if soft > 0:
+                image = image.filter(ImageFilter.GaussianBlur(soft * float(rng.uniform(0.8, 1.25))))
+            elif i % 10 == 0:
                 image = image.filter(ImageFilter.GaussianBlur(8))
             image.save(path.with_suffix(".tmp"), "JPEG", quality=90)
             os.replace(path.with_suffix(".tmp"), path)
@@ -88,9 +98,15 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+import numpy as np
+from PIL import Image
 from cull.decode import decode_gray
 
 def decode(path):
+    if __DCT8__:  # the cheapest decode of a JPEG there is: libjpeg's 1/8 DCT scaling, gray
+        with Image.open(path) as image:
+            image.draft("L", (image.width // 8, image.height // 8))
+            return np.asarray(image.convert("L")).shape
     return decode_gray(Path(path), __LONG_SIDE__).shape
 
 if __name__ == "__main__":
@@ -99,11 +115,13 @@ if __name__ == "__main__":
 """
 
 
-def decode_floor(folder: Path, workers: int, long_side: int) -> float:
-    """The same reduced decode in the same spawn pool, as a fresh process like `cull scan`."""
+def decode_floor(folder: Path, workers: int, long_side: int, dct8: bool = False) -> float:
+    """The same reduced decode (or, with ``dct8``, the cheapest: DCT 1/8) in the same spawn pool,
+    as a fresh process like `cull scan`."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "floor.py"
-        script.write_text(FLOOR_SCRIPT.replace("__LONG_SIDE__", str(long_side)).replace("__WORKERS__", str(workers)))
+        script.write_text(FLOOR_SCRIPT.replace("__LONG_SIDE__", str(long_side)).replace("__WORKERS__", str(workers))
+                          .replace("__DCT8__", str(dct8)))
         started = time.perf_counter()
         subprocess.run([sys.executable, str(script), str(folder)], check=True, cwd=REPO,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -172,18 +190,98 @@ def run_cull(args: list[str], cache: Path) -> tuple[float, int]:
     return elapsed, peak
 
 
+def int8_card(folder: Path) -> Path | None:
+    """An int8 copy of the shipped model with a card beside it (train/quantize.py), built once."""
+    try:
+        from train.quantize import calibration_patches, photos_under, quantize_model, write_card_for
+    except ImportError as exc:  # the [train] extra (onnx) is missing
+        print(f"int8 run skipped: {exc}")
+        return None
+    shipped = load_card()
+    card_path = folder / "focus-int8.json"
+    if not card_path.exists() or load_card(card_path, verify=False).extra.get("quantization", {}).get("base_version") != shipped.version:
+        sharp = REPO.parent / "shared" / "data" / "sharp"
+        patches = calibration_patches(photos_under([sharp if sharp.is_dir() else REPO / "examples" / "photos"]), shipped.analysis)
+        model = quantize_model(shipped.model_path, folder / "focus-int8.onnx", patches)
+        write_card_for(model, shipped.model_path.with_suffix(".json"), card_path, note="benchmark copy")
+    return card_path
+
+
+def read_report(path: Path) -> dict[str, tuple[float | None, str | None]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {row["path"]: (row.get("score"), row.get("verdict")) for row in rows}
+
+
+def soft_library(args: argparse.Namespace, workers: int) -> None:
+    """The worst case: every photo doubtful, all 64 patches scored; float and int8 against DCT 1/8."""
+    card = load_card()
+    folder = args.dir / f"soft{args.soft_sigma:g}"
+    print(f"preparing {args.soft_files} mildly defocused 24 MP JPEGs in {folder} (cached) ...", flush=True)
+    paths = make_large_jpegs(folder, args.soft_files, soft=args.soft_sigma)
+    n = len(paths)
+    models: dict[str, Path | None] = {"float": None}
+    if not args.no_int8:
+        int8 = int8_card(args.dir / "int8")
+        if int8 is not None:
+            models["int8"] = int8
+    times: dict[str, list[float]] = {"DCT 1/8 floor": [], "analysis-scale floor": [], **{f"scan {m}": [] for m in models}}
+    reports: dict[str, dict[str, tuple[float | None, str | None]]] = {}
+    for _ in range(args.repeat):  # interleaved, best of N: the machine is shared
+        times["DCT 1/8 floor"].append(decode_floor(folder, workers, card.analysis.long_side, dct8=True))
+        times["analysis-scale floor"].append(decode_floor(folder, workers, card.analysis.long_side))
+        for name, model in models.items():
+            with tempfile.TemporaryDirectory() as cache:
+                report = Path(cache) / "scan.jsonl"
+                extra = ["--model", str(model)] if model else []
+                seconds, _ = run_cull(["scan", str(folder), "--workers", str(workers), "--no-xmp",
+                                       "--report", str(report), *extra], Path(cache))
+                times[f"scan {name}"].append(seconds)
+                reports[name] = read_report(report)
+    best = {name: min(values) for name, values in times.items()}
+    floor8 = best["DCT 1/8 floor"]
+    print(f"\nsoft library: {n} x 24 MP, all mildly defocused (sigma ~{args.soft_sigma:g} px), {workers} workers, "
+          f"best of {args.repeat}")
+    for name, seconds in best.items():
+        print(f"{name:34} {seconds:7.2f} s  {n / seconds:7.1f} files/s   {floor8 / seconds:5.2f}x the DCT 1/8 floor")
+    float_rows = reports["float"]
+    doubtful = sum(1 for score, _ in float_rows.values() if score is not None and score < card.sure_keep)
+    verdicts = [v for _, v in float_rows.values()]
+    print(f"float verdicts: {verdicts.count('keep')} keep, {verdicts.count('uncertain')} uncertain, "
+          f"{verdicts.count('reject')} reject; {doubtful}/{n} doubtful (score < {card.sure_keep:.3f}: all patches scored)")
+    if "int8" in reports:
+        changed = [p for p in float_rows if reports["int8"].get(p, (None, None))[1] != float_rows[p][1]]
+        diffs = [abs((reports["int8"][p][0] or 0) - (float_rows[p][0] or 0)) for p in float_rows if p in reports["int8"]]
+        print(f"int8 vs float: {len(changed)} verdicts changed (lenient), score max abs diff {max(diffs):.4f}")
+    print(f"target: soft scan >= 0.7x the DCT 1/8 floor; measured float {floor8 / best['scan float']:.2f}x"
+          + (f", int8 {floor8 / best['scan int8']:.2f}x" if "scan int8" in best else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "cull-bench")
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--rss-files", type=int, default=10000)
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--soft-files", type=int, default=None, help="photos in the soft library (default: --files; 0 skips)")
+    parser.add_argument("--soft-sigma", type=float, default=3.0, help="defocus of the soft library, px at 24 MP")
+    parser.add_argument("--soft-only", action="store_true", help="only the soft-library worst case")
+    parser.add_argument("--no-int8", action="store_true", help="soft library: skip the int8 model")
+    parser.add_argument("--repeat", type=int, default=1, help="soft library: best of N interleaved runs")
     args = parser.parse_args()
+    workers = args.workers
+    if args.soft_files is None:
+        args.soft_files = args.files
+    if not args.soft_only:
+        sharp_library(args, workers)
+    if args.soft_files:
+        soft_library(args, workers)
+
+
+def sharp_library(args: argparse.Namespace, workers: int) -> None:
     card = load_card()
     print(f"preparing {args.files} JPEGs of 24 MP in {args.dir} (cached between runs) ...", flush=True)
     paths = make_large_jpegs(args.dir / "mosaic", args.files)
     n = len(paths)
-    workers = args.workers
     print(f"{n} files, {workers} workers, analysis long side {card.analysis.long_side} px\n", flush=True)
 
     floor = decode_floor(args.dir / "mosaic", workers, card.analysis.long_side)
