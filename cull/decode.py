@@ -136,14 +136,16 @@ def _own_pixel_check() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def open_checked(source: Path | io.BytesIO, long_side: int) -> Image.Image:
-    """Image.open + the pixel limit + a reduced decode (JPEG: DCT scaling); the image is loaded."""
+def open_checked(source: Path | io.BytesIO, long_side: int | None, draft_mode: str = "L") -> Image.Image:
+    """Image.open + cull's pixel limit (check_pixels) + a reduced decode (JPEG: DCT scaling towards
+    ``long_side``, in ``draft_mode``; None: full size); the image is loaded.  Raises UnreadableImage
+    for an image over the limit, Pillow's errors otherwise."""
     with _own_pixel_check():
         image = Image.open(source)
         try:
             check_pixels(image)
-            if image.format == "JPEG":
-                image.draft("L", draft_request(image.size, long_side))
+            if image.format == "JPEG" and long_side is not None:
+                image.draft(draft_mode, draft_request(image.size, long_side))
             image.load()
         except BaseException:
             image.close()
