@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 TASK_RETRIES = 2  # re-runs of a chunk whose worker or node died (Ray system failures)
 _scorers: dict[str, Any] = {}  # per Ray worker process: card fingerprint -> OnnxScorer
+_setup_done: list[bool] = []  # per Ray worker process: the caller's worker_setup has run
 
 
 class ClusterError(CullError):
@@ -57,14 +58,15 @@ def _ray() -> Any:
     return ray
 
 
-def connect(address: str) -> ClusterInfo:
-    """Start a local Ray runtime (``local``) or join a cluster (``auto``, ``ray://…``, ``HOST:PORT``)."""
+def connect(address: str, local_cpus: int | None = None) -> ClusterInfo:
+    """Start a local Ray runtime (``local``, with ``local_cpus`` CPUs or all) or join a cluster
+    (``auto``: the one ``RAY_ADDRESS`` or ``ray start`` on this machine names; ``HOST:PORT``; ``ray://…``)."""
     ray = _ray()
     if ray.is_initialized():
         ray.shutdown()
     try:
         if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(num_cpus=local_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -79,10 +81,15 @@ def disconnect() -> None:
         ray.shutdown()
 
 
-def _analyse_remote(card: ModelCard, paths: list[str], batch_size: int, with_laplacian: bool) -> list[Analysis]:
+def _analyse_remote(
+    card: ModelCard, paths: list[str], batch_size: int, with_laplacian: bool, setup: Callable[[], None] | None
+) -> list[Analysis]:
     """Body of the Ray task: one chunk, with this worker process's cached scorer for the card."""
     from cull.score import OnnxScorer
 
+    if setup is not None and not _setup_done:
+        setup()
+        _setup_done.append(True)
     scorer = _scorers.get(card.fingerprint)
     if scorer is None:
         scorer = _scorers[card.fingerprint] = OnnxScorer(card, threads=1)
@@ -96,10 +103,12 @@ def analyse_paths_ray(
     batch_size: int = 64,
     chunk_size: int = 8,
     with_laplacian: bool = False,
+    worker_setup: Callable[[], None] | None = None,
 ) -> Iterator[Analysis]:
     """Yield an Analysis per path (completion order) from Ray tasks; ``connect()`` must come first.
 
     Paths are sent absolute; each Analysis comes back with the caller's own Path object.
+    ``worker_setup`` runs once in each Ray worker process before its first chunk (tests).
     """
     ray = _ray()
     from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
@@ -116,12 +125,12 @@ def analyse_paths_ray(
             while len(in_flight) < slots:
                 if suspects:
                     path = suspects.pop()
-                    in_flight[single.remote(card_ref, [os.path.abspath(path)], batch_size, with_laplacian)] = ([path], True)
+                    in_flight[single.remote(card_ref, [os.path.abspath(path)], batch_size, with_laplacian, worker_setup)] = ([path], True)
                     continue
                 chunk = next(pending, None)
                 if chunk is None:
                     break
-                ref = remote.remote(card_ref, [os.path.abspath(p) for p in chunk], batch_size, with_laplacian)
+                ref = remote.remote(card_ref, [os.path.abspath(p) for p in chunk], batch_size, with_laplacian, worker_setup)
                 in_flight[ref] = (chunk, False)
             if not in_flight:
                 return
