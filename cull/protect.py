@@ -21,14 +21,23 @@ import logging
 import mmap
 import os
 import stat
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from cull.errors import CullError, SidecarRefused
 from cull.formats import is_raw
 from cull.xmp import Packet, XmpError, user_protection
 
+if TYPE_CHECKING:
+    from cull.scan import PhotoResult
+
 log = logging.getLogger(__name__)
+
+USER_VERDICT = ("cull", "UserVerdict")  # a decision made in `cull review` (see cull.review.decisions)
+DECISIONS = ("reject", "keep", "uncertain")
 
 MAX_SIDECAR_BYTES = 64 * 1024 * 1024
 SCAN_BYTES = 64 * 1024 * 1024  # embedded packets are looked for in the first 64 MB of a photo
@@ -198,3 +207,44 @@ def shot_protection(photo: Path, partner: Path | None) -> str | None:
             if reason:
                 return reason
     return None
+
+
+def read_user_verdict(photo: Path, partner: Path | None = None) -> str | None:
+    """The decision recorded in ``photo``'s sidecars by an earlier review, or None."""
+    for sidecar in sidecar_places(photo, partner):
+        try:
+            data = read_sidecar(sidecar)  # regular files only, size-capped (never blocks on a FIFO)
+        except (OSError, CullError):
+            continue
+        if data is None:
+            continue
+        if b"UserVerdict" not in data:
+            continue
+        try:
+            value = Packet(data).get(USER_VERDICT)
+        except XmpError:
+            continue
+        if value in DECISIONS:
+            return value
+    return None
+
+
+def apply_user_verdicts(results: Sequence[PhotoResult]) -> list[PhotoResult]:
+    """``results`` with each shot's decision from `cull review` in place of cull's verdict.
+
+    A hook for callers that act on verdicts (scan's report and XMP writer, `cull move`): with it,
+    a photo the user left uncertain or kept is never rejected or moved, and one the user rejected
+    is treated as a reject. Reads only sidecars; results without a user decision are returned as is.
+    """
+    from cull.decide import Decision, Verdict
+
+    out = []
+    for result in results:
+        user = None
+        if result.decision is not None:
+            user = read_user_verdict(result.path, result.partner) or (
+                read_user_verdict(result.partner, result.path) if result.partner else None)
+        if user is not None and result.decision is not None and user != result.decision.verdict.value:
+            result = replace(result, decision=Decision(Verdict(user), f"your decision in cull review (cull said {result.decision.verdict.value})"))
+        out.append(result)
+    return out

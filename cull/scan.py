@@ -20,6 +20,7 @@ from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
 from cull.report import file_row
+from cull.protect import apply_user_verdicts
 from cull.runner import analyse_paths
 from cull.score import PhotoScore, Scorer
 
@@ -171,6 +172,7 @@ def scan(
     finally:
         if cache is not None:
             cache.close()
+    outcome.results = apply_user_verdicts(outcome.results)  # a decision made in `cull review` stands
     outcome.results.sort(key=lambda r: str(r.path))
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -393,8 +393,6 @@ def test_ctrl_c_stops_the_server(library, stop):
 
 
 @needs_exiftool
-@pytest.mark.xfail(strict=True, reason="cull scan does not yet apply cull review's decisions (cull.review.decisions.apply_user_verdicts); "
-                   "until it does, a later scan marks a photo the user left uncertain as rejected")
 def test_a_later_scan_keeps_a_photo_the_user_left_uncertain(library, card):
     session = session_for(library, card)
     blur = by_name(session, "blur.jpg")

@@ -28,7 +28,10 @@ from typing import TYPE_CHECKING
 
 from cull.errors import CullError
 from cull.fsutil import atomic_write_bytes, unlink_quietly
-from cull.protect import EMBEDDABLE, load_pyexiv2, read_embedded, read_sidecar, sidecar_places
+from cull.protect import (  # noqa: F401 - read_user_verdict / apply_user_verdicts re-exported for callers
+    DECISIONS, EMBEDDABLE, USER_VERDICT, apply_user_verdicts, load_pyexiv2, read_embedded, read_sidecar,
+    read_user_verdict, sidecar_places,
+)
 from cull.sidecars import XmpOptions, check_writable, targets_for, write_embedded
 from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear, has_cull_fields
 
@@ -37,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-USER_VERDICT = ("cull", "UserVerdict")
-DECISIONS = ("reject", "keep", "uncertain")
 
 
 class DecisionError(Exception):
@@ -78,26 +79,6 @@ def user_packet(existing: bytes | None, decision: str, label: str = "Yellow") ->
             packet.set(LABEL, label)
     packet.set(USER_VERDICT, decision)
     return packet.serialize()
-
-
-def read_user_verdict(photo: Path, partner: Path | None = None) -> str | None:
-    """The decision recorded in ``photo``'s sidecars by an earlier review, or None."""
-    for sidecar in sidecar_places(photo, partner):
-        try:
-            data = read_sidecar(sidecar)  # regular files only, size-capped (never blocks on a FIFO)
-        except (OSError, CullError):
-            continue
-        if data is None:
-            continue
-        if b"UserVerdict" not in data:
-            continue
-        try:
-            value = Packet(data).get(USER_VERDICT)
-        except XmpError:
-            continue
-        if value in DECISIONS:
-            return value
-    return None
 
 
 @dataclass(frozen=True)
@@ -206,24 +187,3 @@ def restore(writes: list[Write]) -> list[str]:
         except (OSError, CullError) as exc:
             problems.append(f"{write.target.name}: {getattr(exc, 'strerror', None) or exc}")
     return problems
-
-
-def apply_user_verdicts(results: Sequence[PhotoResult]) -> list[PhotoResult]:
-    """``results`` with each shot's decision from `cull review` in place of cull's verdict.
-
-    A hook for callers that act on verdicts (scan's report and XMP writer, `cull move`): with it,
-    a photo the user left uncertain or kept is never rejected or moved, and one the user rejected
-    is treated as a reject. Reads only sidecars; results without a user decision are returned as is.
-    """
-    from cull.decide import Decision, Verdict
-
-    out = []
-    for result in results:
-        user = None
-        if result.decision is not None:
-            user = read_user_verdict(result.path, result.partner) or (
-                read_user_verdict(result.partner, result.path) if result.partner else None)
-        if user is not None and result.decision is not None and user != result.decision.verdict.value:
-            result = replace(result, decision=Decision(Verdict(user), f"your decision in cull review (cull said {result.decision.verdict.value})"))
-        out.append(result)
-    return out
