@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
 from cull.card import ModelCard
-from cull.decode import HEIF_AVAILABLE, decode_gray, describe_decode_error, draft_request
+from cull.decode import HEIF_AVAILABLE, decode_gray, describe_decode_error, open_checked
 from cull.errors import UnreadableImage
 from cull.formats import HEIF_EXTENSIONS, is_raw
 from cull.patches import network_input, select_patches
@@ -44,11 +44,8 @@ def open_color(path: Path, long_side: int | None) -> Image.Image:
             image = _open_raw_color(path, long_side)
         else:
             if path.suffix.lower() in HEIF_EXTENSIONS and not HEIF_AVAILABLE:
-                raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull[heic]'")
-            image = Image.open(path)
-            if image.format == "JPEG" and long_side is not None:
-                image.draft("RGB", draft_request(image.size, long_side))
-            image.load()
+                raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull-focus[heic]'")
+            image = open_checked(path, long_side, draft_mode="RGB")  # cull's per-format pixel limit
             image = ImageOps.exif_transpose(image) or image
         return image if image.mode == "RGB" else image.convert("RGB")
     except UnreadableImage:
@@ -69,11 +66,10 @@ def _open_raw_color(path: Path, long_side: int | None) -> Image.Image:
         try:
             thumb = raw.extract_thumb()
             if thumb.format == rawpy.ThumbFormat.JPEG:
-                preview = Image.open(io.BytesIO(bytes(thumb.data)))
-                if max(preview.size) >= need:
-                    if long_side is not None:
-                        preview.draft("RGB", draft_request(preview.size, long_side))
-                    preview.load()
+                with Image.open(io.BytesIO(bytes(thumb.data))) as header:
+                    size = header.size
+                if max(size) >= need:
+                    preview = open_checked(io.BytesIO(bytes(thumb.data)), long_side, draft_mode="RGB")
                     transpose = _RAW_FLIP.get(raw.sizes.flip)
                     return preview.transpose(transpose) if transpose is not None else preview
         except rawpy.LibRawError:
