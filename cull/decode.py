@@ -81,7 +81,7 @@ def open_reduced(path: Path, long_side: int) -> Image.Image:
                 log.debug("not a plain %s either", kind, exc_info=True)
             raise
     if path.suffix.lower() in HEIF_EXTENSIONS and not HEIF_AVAILABLE:
-        raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull[heic]'")
+        raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull-focus[heic]'")
     return _open_raster(path, long_side)
 
 
