@@ -292,9 +292,9 @@ def calibrate(
             f"{folder}: only {len(sharp)} sharp and {len(blurred)} blurred photos could be scored "
             f"(unreadable or too little texture); calibration needs at least {MIN_PER_CLASS} of each"
         )
-    if min(n_sharp, n_blurred) < RECOMMENDED_PER_CLASS:
-        warnings.append(f"few examples ({n_sharp} sharp, {n_blurred} blurred): the rates below are rough; "
-                        f"{RECOMMENDED_PER_CLASS} or more of each are recommended")
+    if min(len(sharp), len(blurred)) < RECOMMENDED_PER_CLASS:
+        warnings.append(f"few examples ({len(sharp)} sharp, {len(blurred)} blurred scored of {n_sharp} + {n_blurred}): "
+                        f"the rates below are rough; {RECOMMENDED_PER_CLASS} or more of each are recommended")
     if min(sharp) <= max(blurred):
         overlap = sum(s <= max(blurred) for s in sharp)
         warnings.append(f"the classes overlap: the lowest sharp score {min(sharp):.3f} is below the highest blurred "
