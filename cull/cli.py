@@ -106,6 +106,7 @@ def scan(
     embed: Annotated[bool, typer.Option("--embed", help="write XMP inside JPEG/TIFF/DNG/PNG/WebP files (losslessly) instead of a sidecar")] = False,
     sidecar_style: Annotated[SidecarStyle, typer.Option(help="RAW sidecar naming: adobe (IMG_1.xmp), darktable (IMG_1.CR2.xmp), both")] = SidecarStyle.ADOBE,
     label: Annotated[str, typer.Option(help="colour label word for uncertain photos (Lightroom matches the word)")] = "Yellow",
+    ray_address: Annotated[str | None, typer.Option("--ray", metavar="local|auto|ADDRESS", help="analyse on a Ray cluster: a local runtime (-j CPUs), the one RAY_ADDRESS names, or HOST:PORT (extra [ray]; see docs/cluster.md)")] = None,
 ) -> None:
     """Score every photo's focus and decide keep / uncertain / reject.
 
@@ -116,7 +117,7 @@ def scan(
     from cull.scan import scan as run_scan
 
     options = ScanOptions(workers=workers, batch_size=batch_size, strictness=strictness,
-                          use_cache=not no_cache, dry_run=dry_run)
+                          use_cache=not no_cache, dry_run=dry_run, ray=ray_address is not None)
     try:
         validate_options(options, report=report, xmp=not no_xmp, embed=embed)
         if report is not None:
@@ -127,13 +128,23 @@ def scan(
     if embed and not no_xmp and not dry_run and not embedding_available():
         raise _fail("--embed needs pyexiv2: pip install 'cull-focus[embed]'")
     card = _card(model)
+    cluster_note = ""
+    if ray_address is not None:
+        from cull.cluster import connect, disconnect
+
+        try:
+            cluster_note = f"; {connect(ray_address, local_cpus=workers).describe()}"
+        except CullError as exc:
+            raise _fail(str(exc)) from None
     bar = progress_bar("scanning")
     try:
         result = run_scan(paths, card, options, on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1))
     except CullError as exc:
-        bar.close()
         raise _fail(str(exc)) from None
-    bar.close()
+    finally:  # Ctrl-C included: the tasks in flight are cancelled, a local runtime stops
+        bar.close()
+        if ray_address is not None:
+            disconnect()
     for item in result.results:
         if show is Show.ALL or (show is Show.REJECTS and item.verdict is not None and item.verdict.value != "keep"):
             score = "  -  " if item.photo is None or item.photo.score is None else f"{item.photo.score:.3f}"
@@ -167,7 +178,7 @@ def scan(
     typer.echo(
         f"{len(result.results)} photos: {counts['keep']} keep, {counts['uncertain']} uncertain, "
         f"{counts['reject']} reject, {len(failures)} errors ({counts['cached']} from cache) "
-        f"in {result.seconds:.1f} s ({rate:.1f} files/s); {where}{xmp_note}; strictness {options.strictness.value}"
+        f"in {result.seconds:.1f} s ({rate:.1f} files/s); {where}{xmp_note}; strictness {options.strictness.value}{cluster_note}"
     )
     raise typer.Exit(1 if failures else 0)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,7 +52,10 @@ class ClusterInfo:
         return f"Ray cluster {self.address}: {self.nodes} node{'s' * (self.nodes != 1)}, {self.cpus} CPUs"
 
 
-def _ray() -> Any:
+def _ray(local: bool = False) -> Any:
+    if local and "ray" not in sys.modules:
+        # Ray otherwise resolves 127.0.0.1 to the machine's network address: a local runtime needs none
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
@@ -59,20 +64,41 @@ def _ray() -> Any:
 
 
 def connect(address: str, local_cpus: int | None = None) -> ClusterInfo:
-    """Start a local Ray runtime (``local``, with ``local_cpus`` CPUs or all) or join a cluster
-    (``auto``: the one ``RAY_ADDRESS`` or ``ray start`` on this machine names; ``HOST:PORT``; ``ray://…``)."""
-    ray = _ray()
+    """Start a local Ray runtime (``local``, with ``local_cpus`` CPUs or all, on the loopback address)
+    or join a cluster (``auto``: the one ``RAY_ADDRESS`` or ``ray start`` on this machine names;
+    ``HOST:PORT``; ``ray://HOST:PORT``). Raises ClusterError when Ray is missing or unreachable."""
+    ray = _ray(local=address == "local")
     if ray.is_initialized():
         ray.shutdown()
+    if address not in ("local", "auto"):
+        _probe(address)
     try:
         if address == "local":
-            ray.init(num_cpus=local_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(address="local", num_cpus=local_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, _node_ip_address="127.0.0.1")
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ClusterError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types here (connection, auth, version)
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}") from None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return ClusterInfo(address, len(nodes), int(ray.cluster_resources().get("CPU", 0)))
+    where = address if address != "auto" else ray.get_runtime_context().gcs_address
+    return ClusterInfo(where, len(nodes), int(ray.cluster_resources().get("CPU", 0)))
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (Ray itself retries for a minute) when nothing listens at HOST:PORT."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--ray takes local, auto or HOST:PORT, not {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 def disconnect() -> None:
