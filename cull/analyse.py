@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
+from cull.bursts import Footprint, footprint
+from cull.capture import read_capture
 from cull.card import ModelCard
 from cull.decode import decode_gray
 from cull.errors import UnreadableImage
@@ -27,6 +29,7 @@ class Analysis:
     photo: PhotoScore | None = None
     error: str | None = None
     laplacian_var: float | None = None  # the baseline's statistic, when asked for
+    footprint: Footprint | None = None  # for grouping bursts, when asked for (cull.bursts)
 
 
 def laplacian_variance(gray: NDArray[np.float32]) -> float:
@@ -44,23 +47,32 @@ def analyse_chunk(
     scorer: Scorer,
     batch_size: int = 64,
     with_laplacian: bool = False,
+    with_bursts: bool = False,
 ) -> list[Analysis]:
     """Analyse several photos, batching their patches together through the network.
 
     Two passes (score_two_pass): a photo whose most textured patches already reach
     ``card.sure_keep`` is "keep" at any strictness (more patches can only raise the mean of the best
     k), so only the other photos have their remaining patches scored: same verdicts, less work.
+    ``with_bursts`` scores every selected patch (frames of a burst are compared region by region)
+    and adds each photo's burst footprint (capture data from EXIF, a signature, the patch map).
     """
     spec = card.analysis
     errors: dict[int, str] = {}
     inputs: dict[int, NDArray[np.float32]] = {}
     laplacians: dict[int, float] = {}
+    prints: dict[int, Footprint] = {}  # scores filled in after the network ran
     for index, path in enumerate(paths):
         try:
             gray = decode_gray(path, spec.long_side)
             if with_laplacian:
                 laplacians[index] = laplacian_variance(gray)
-            inputs[index] = network_input(select_patches(gray, spec).pixels)
+            patches = select_patches(gray, spec)
+            inputs[index] = network_input(patches.pixels)
+            if with_bursts:
+                shot = read_capture(path)
+                no_scores = np.zeros(0, np.float32)
+                prints[index] = footprint(gray, patches.origins, no_scores, (shot.camera, shot.time, shot.time_source), spec.patch_size)
         except UnreadableImage as exc:
             errors[index] = str(exc)
         except MemoryError:
@@ -68,14 +80,22 @@ def analyse_chunk(
         except Exception as exc:  # noqa: BLE001 - one odd file must not fail the others
             log.debug("analysis of %s failed", path, exc_info=True)
             errors[index] = f"analysis failed: {type(exc).__name__}: {exc}"
-    per_photo = dict(zip(inputs, score_two_pass(list(inputs.values()), card, scorer, batch_size)))
+    if with_bursts:
+        values = list(inputs.values())
+        scored = _split(_score_in_batches(scorer, values, batch_size), [len(x) for x in values])
+    else:
+        scored = score_two_pass(list(inputs.values()), card, scorer, batch_size)
+    per_photo = dict(zip(inputs, scored))
     results: list[Analysis] = []
     for index, path in enumerate(paths):
         if index in errors:
             results.append(Analysis(path, error=errors[index]))
             continue
         photo = aggregate(per_photo[index], card.aggregate_k, scorer.kind_labels)
-        results.append(Analysis(path, photo, laplacian_var=laplacians.get(index)))
+        print_ = prints.get(index)
+        if print_ is not None:
+            print_ = replace(print_, scores=np.asarray(per_photo[index].sharp, np.float32))
+        results.append(Analysis(path, photo, laplacian_var=laplacians.get(index), footprint=print_))
     return results
 
 

@@ -18,9 +18,12 @@ scene in focus. Ranking never rejects anything by itself (see ``soften_verdicts`
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,6 +35,67 @@ MIN_SIMILARITY = 0.5  # normalised correlation of aligned signatures for "the sa
 TIE = 0.02  # common-region scores closer than this are a tie (broken by the share in focus)
 CLEARLY_SOFTER = 0.15  # --keep-best: this much below the best frame's common score means "softer"
 SOFTER_REASON = "a sharper frame exists in this burst"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What the analysis of one photo leaves for the burst stages (cached with its score).
+
+    ``signature`` is stored as int8 (signature × 32), ``origins``/``scores`` cover every selected
+    patch (a scan with bursts scores them all, no early exit), capture data comes from EXIF.
+    """
+
+    camera: str | None
+    time: float | None
+    time_source: str
+    signature: NDArray[np.int8]
+    scale: float
+    origins: NDArray[np.int32]
+    scores: NDArray[np.float32]
+    patch_size: int = 64
+
+    def to_bytes(self) -> bytes:
+        header = json.dumps({
+            "camera": self.camera, "time": self.time, "time_source": self.time_source, "scale": self.scale,
+            "shape": list(self.signature.shape), "n": int(len(self.scores)), "patch": self.patch_size,
+        }).encode()
+        return b"".join([
+            struct.pack("<I", len(header)), header, self.signature.astype(np.int8).tobytes(),
+            self.origins.astype("<i4").tobytes(), self.scores.astype("<f4").tobytes(),
+        ])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Footprint:
+        """Raises ValueError for data that is not a footprint."""
+        try:
+            (length,) = struct.unpack_from("<I", data)
+            header = json.loads(data[4 : 4 + length])
+            at = 4 + length
+            shape, n = tuple(header["shape"]), int(header["n"])
+            size = int(np.prod(shape))
+            signature = np.frombuffer(data, np.int8, size, at).reshape(shape)
+            origins = np.frombuffer(data, "<i4", 2 * n, at + size).reshape(n, 2).astype(np.int32)
+            scores = np.frombuffer(data, "<f4", n, at + size + 8 * n).astype(np.float32)
+            return cls(header["camera"], header["time"], header["time_source"], signature, float(header["scale"]),
+                       origins, scores, int(header["patch"]))
+        except (struct.error, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a burst footprint: {exc}") from None
+
+
+def footprint(gray: NDArray[np.float32], origins: NDArray[np.int32], scores: NDArray[np.float32],
+              capture: tuple[str | None, float | None, str], patch_size: int) -> Footprint:
+    """A photo's footprint from its analysis-scale gray image, scored patches and capture data."""
+    sig, scale = signature(gray)
+    quantised = np.clip(np.round(sig * 32.0), -127, 127).astype(np.int8)
+    camera, time, source = capture
+    return Footprint(camera, time, source, quantised, scale, origins.astype(np.int32), scores.astype(np.float32), patch_size)
+
+
+def frame(key: str | Path, print_: Footprint) -> Frame:
+    """The Frame of photo ``key`` for grouping and ranking."""
+    return Frame(str(key), print_.camera, print_.time, print_.time_source,
+                 print_.signature.astype(np.float32) / 32.0, print_.scale, print_.origins, print_.scores,
+                 print_.patch_size)
 
 
 @dataclass(frozen=True)

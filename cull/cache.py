@@ -16,6 +16,7 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
+from cull.bursts import Footprint
 from cull.score import PhotoScore
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,16 @@ CREATE TABLE IF NOT EXISTS scores_v2 (
     patches INTEGER NOT NULL,
     kind TEXT,
     sharp_share REAL NOT NULL,
+    PRIMARY KEY (path, model)
+)
+"""
+FOOTPRINTS = """
+CREATE TABLE IF NOT EXISTS footprints_v1 (
+    path BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    data BLOB NOT NULL,
     PRIMARY KEY (path, model)
 )
 """
@@ -62,6 +73,7 @@ class ScoreCache:
         self.model = model
         self.readonly = readonly
         self._pending: list[tuple[object, ...]] = []
+        self._pending_prints: list[tuple[object, ...]] = []
         self._db: sqlite3.Connection | None = None
         try:
             if readonly:
@@ -72,6 +84,7 @@ class ScoreCache:
                 self._db = sqlite3.connect(path)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(SCHEMA)
+                self._db.execute(FOOTPRINTS)
         except (sqlite3.Error, OSError) as exc:  # a broken cache only costs speed
             if str(path) not in _warned:
                 _warned.add(str(path))
@@ -101,15 +114,37 @@ class ScoreCache:
         if len(self._pending) >= 256:
             self.flush()
 
+    def get_footprint(self, path: Path, key: FileKey) -> Footprint | None:
+        """The burst footprint stored with the score (cull.bursts), or None."""
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute(
+                "SELECT data FROM footprints_v1 WHERE path = ? AND model = ? AND size = ? AND mtime_ns = ?",
+                (os.fsencode(path), self.model, key[0], key[1]),
+            ).fetchone()
+            return None if row is None else Footprint.from_bytes(row[0])
+        except (sqlite3.Error, ValueError):  # a table from an older cull, or damaged data: recompute
+            return None
+
+    def put_footprint(self, path: Path, key: FileKey, footprint: Footprint) -> None:
+        if self._db is None or self.readonly:
+            return
+        self._pending_prints.append((os.fsencode(path), key[0], key[1], self.model, footprint.to_bytes()))
+        if len(self._pending_prints) >= 256:
+            self.flush()
+
     def flush(self) -> None:
-        if self._db is None or not self._pending:
+        if self._db is None or not (self._pending or self._pending_prints):
             return
         try:
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO scores_v2 VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
+                self._db.executemany("INSERT OR REPLACE INTO footprints_v1 VALUES (?, ?, ?, ?, ?)", self._pending_prints)
         except sqlite3.Error as exc:
             log.warning("could not update the score cache: %s", exc)
         self._pending.clear()
+        self._pending_prints.clear()
 
     def close(self) -> None:
         self.flush()

@@ -107,17 +107,22 @@ def scan(
     sidecar_style: Annotated[SidecarStyle, typer.Option(help="RAW sidecar naming: adobe (IMG_1.xmp), darktable (IMG_1.CR2.xmp), both")] = SidecarStyle.ADOBE,
     label: Annotated[str, typer.Option(help="colour label word for uncertain photos (Lightroom matches the word)")] = "Yellow",
     ray_address: Annotated[str | None, typer.Option("--ray", metavar="local|auto|ADDRESS", help="analyse on a Ray cluster: a local runtime (-j CPUs), the one RAY_ADDRESS names, or HOST:PORT (extra [ray]; see docs/cluster.md)")] = None,
+    bursts: Annotated[bool, typer.Option("--bursts", help="group the frames of a burst (same camera, seconds apart, same scene) and rank them, 1 = sharpest")] = False,
+    burst_gap: Annotated[float, typer.Option(help="largest gap in seconds between frames of one burst")] = 2.0,
+    keep_best: Annotated[bool, typer.Option("--keep-best", help="with --bursts: frames clearly softer than their burst's best become uncertain")] = False,
 ) -> None:
     """Score every photo's focus and decide keep / uncertain / reject.
 
     Example: cull scan ~/Photos/2026 --report scan.jsonl
+    Bursts: cull scan ~/Photos/2026 --bursts --keep-best (then cull move ~/Photos/2026 --rejects --uncertain)
     """
     from cull.report import check_target, display_path, file_row, write_report
     from cull.scan import ScanOptions, refresh_cache, validate_options
     from cull.scan import scan as run_scan
 
     options = ScanOptions(workers=workers, batch_size=batch_size, strictness=strictness,
-                          use_cache=not no_cache, dry_run=dry_run, ray=ray_address is not None)
+                          use_cache=not no_cache, dry_run=dry_run, ray=ray_address is not None,
+                          bursts=bursts, burst_gap=burst_gap, keep_best=keep_best)
     try:
         validate_options(options, report=report, xmp=not no_xmp, embed=embed)
         if report is not None:
@@ -148,7 +153,8 @@ def scan(
     for item in result.results:
         if show is Show.ALL or (show is Show.REJECTS and item.verdict is not None and item.verdict.value != "keep"):
             score = "  -  " if item.photo is None or item.photo.score is None else f"{item.photo.score:.3f}"
-            typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {display_path(item.path)}  ({item.decision.reason if item.decision else ''})")
+            place = f"  [{item.burst.burst} #{item.burst.rank}/{item.burst.size}]" if item.burst is not None else ""
+            typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {display_path(item.path)}{place}  ({item.decision.reason if item.decision else ''})")
     failures = list(result.failures)
     xmp_note = ""
     if not no_xmp and not dry_run:
@@ -175,6 +181,10 @@ def scan(
     counts = result.counts()
     rate = len(result.results) / result.seconds if result.seconds > 0 else 0.0
     where = f"report: {report}" if report is not None and not dry_run else "no files written" if dry_run else "results on screen only"
+    if bursts:
+        burst_ids = {r.burst.burst for r in result.results if r.burst is not None}
+        framed = sum(1 for r in result.results if r.burst is not None)
+        where += f"; {len(burst_ids)} bursts ({framed} frames)"
     typer.echo(
         f"{len(result.results)} photos: {counts['keep']} keep, {counts['uncertain']} uncertain, "
         f"{counts['reject']} reject, {len(failures)} errors ({counts['cached']} from cache) "

@@ -20,7 +20,7 @@ from cull.fsutil import atomic_write_bytes
 REPORT_VERSION = 1
 FIELDS = (
     "path", "abs_path", "verdict", "score", "kind", "partner", "partner_abs", "size", "mtime", "error",
-    "reason", "report_version",
+    "reason", "report_version", "burst", "burst_rank", "burst_size",
 )
 SUFFIXES = (".jsonl", ".csv")
 

@@ -43,6 +43,7 @@ class WorkerState:
     batch_size: int
     with_laplacian: bool
     init_error: str | None = None  # a model that would not load: raised as ModelError on use
+    with_bursts: bool = False  # score every patch and keep each photo's burst footprint
 
 
 _state: WorkerState | None = None
@@ -58,6 +59,7 @@ def _init_worker(
     with_laplacian: bool,
     scorer_factory: ScorerFactory | None,
     setup: Callable[[], None] | None,
+    with_bursts: bool = False,
 ) -> None:
     """Pool initialiser. Never raises (a raising initialiser only logs and breaks the pool)."""
     global _state
@@ -65,7 +67,7 @@ def _init_worker(
         if setup is not None:
             setup()
         scorer = scorer_factory(card) if scorer_factory else OnnxScorer(card, threads=1)
-        _state = WorkerState(card, scorer, batch_size, with_laplacian)
+        _state = WorkerState(card, scorer, batch_size, with_laplacian, with_bursts=with_bursts)
     except Exception as exc:  # noqa: BLE001 - reported to the parent on the first task
         _state = WorkerState(card, None, batch_size, with_laplacian, init_error=str(exc) or type(exc).__name__)
 
@@ -84,7 +86,7 @@ def _ping() -> bool:
 def _run_chunk(paths: list[Path]) -> list[Analysis]:
     state = _ready()
     assert state.scorer is not None
-    return analyse_chunk(paths, state.card, state.scorer, state.batch_size, state.with_laplacian)
+    return analyse_chunk(paths, state.card, state.scorer, state.batch_size, state.with_laplacian, state.with_bursts)
 
 
 def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
@@ -109,6 +111,7 @@ def analyse_paths(
     scorer_factory: ScorerFactory | None = None,
     worker_setup: Callable[[], None] | None = None,
     isolate: bool = False,
+    with_bursts: bool = False,
 ) -> Iterator[Analysis]:
     """Yield an Analysis per path, in completion order (callers sort if they need to).
 
@@ -116,7 +119,7 @@ def analyse_paths(
     crash costs one file, not the caller).  ``scorer_factory`` supplies another scorer (tests);
     with several workers it and ``worker_setup`` (run first in each worker) must be picklable,
     i.e. module-level functions.  At most a few chunks per worker are in flight, so memory stays
-    flat on huge libraries.  Raises ModelError when the model cannot be loaded, WorkerError when
+    flat on huge libraries.  ``with_bursts``: see cull.analyse.analyse_chunk.  Raises ModelError when the model cannot be loaded, WorkerError when
     worker processes cannot even start.
     """
     if workers <= 1 and not isolate:
@@ -126,9 +129,9 @@ def analyse_paths(
                 if worker_setup is not None:
                     worker_setup()
                 scorer = scorer_factory(card) if scorer_factory else OnnxScorer(card, threads=1)
-            yield from _guarded(chunk, partial(analyse_chunk, chunk, card, scorer, batch_size, with_laplacian))
+            yield from _guarded(chunk, partial(analyse_chunk, chunk, card, scorer, batch_size, with_laplacian, with_bursts))
         return
-    init = partial(_init_worker, card, batch_size, with_laplacian, scorer_factory, worker_setup)
+    init = partial(_init_worker, card, batch_size, with_laplacian, scorer_factory, worker_setup, with_bursts)
     yield from _Pooled(max(1, workers), init).run(_chunks(paths, chunk_size))
 
 

@@ -10,11 +10,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cull.analyse import Analysis
+from cull.bursts import DEFAULT_GAP, SOFTER_REASON, Footprint, Ranked, clearly_softer, find_bursts, frame
 from cull.cache import ScoreCache, default_cache_path, file_key
 from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
@@ -37,6 +38,9 @@ class ScanOptions:
     cache_path: Path | None = None
     exclude: tuple[Path, ...] = ()
     ray: bool = False  # analyse on the Ray cluster cull.cluster.connect() joined
+    bursts: bool = False  # group bursts and rank their frames (cull.bursts)
+    burst_gap: float = DEFAULT_GAP  # seconds between frames of one burst
+    keep_best: bool = False  # frames clearly softer than their burst's best become uncertain
 
 
 def validate_options(
@@ -53,6 +57,12 @@ def validate_options(
         raise ValueError("--report writes a file and --dry-run writes nothing: use one of them")
     if embed and not xmp:
         raise ValueError("--embed writes XMP into the photos and --no-xmp writes no XMP: use one of them")
+    if options.keep_best and not options.bursts:
+        raise ValueError("--keep-best works on bursts: add --bursts")
+    if not 0 <= options.burst_gap <= 3600:
+        raise ValueError("--burst-gap must be between 0 and 3600 seconds")
+    if options.bursts and options.ray:
+        raise ValueError("--bursts does not run on --ray yet: scan with bursts on one machine")
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class PhotoResult:
     decision: Decision | None = None
     error: str | None = None
     cached: bool = False
+    burst: Ranked | None = None  # its place in a burst (scan --bursts), None for a photo on its own
 
     @property
     def verdict(self) -> Verdict | None:
@@ -78,6 +89,9 @@ class PhotoResult:
             kind=self.photo.kind if self.photo else None,
             error=self.error,
             reason=self.decision.reason if self.decision else None,
+            burst=self.burst.burst if self.burst else None,
+            burst_rank=self.burst.rank if self.burst else None,
+            burst_size=self.burst.size if self.burst else None,
         )
 
 
@@ -137,9 +151,16 @@ def scan(
         partners = {shot.path: shot.partner for shot in shots}
         keys = {}
         todo: list[Path] = []
+        prints: dict[Path, Footprint] = {}  # result path -> burst footprint (with --bursts)
         for shot in shots:
             key = file_key(shot.path)
             hit = cache.get(shot.path.absolute(), key) if cache is not None and key is not None else None
+            if hit is not None and options.bursts and cache is not None and key is not None:
+                print_ = cache.get_footprint(shot.path.absolute(), key)
+                if print_ is None:
+                    hit = None  # scored before without bursts: analyse again for the footprint
+                else:
+                    prints[shot.path] = print_
             if hit is not None:
                 finish(_decided(shot.path, shot.partner, hit, card, thresholds, cached=True))
             else:
@@ -165,6 +186,10 @@ def scan(
                 key = keys.get(analysis.path)  # a partner scored instead is not cached: lookups go by the shot's path
                 if cache is not None and key is not None and file_key(analysis.path) == key:
                     cache.put(analysis.path.absolute(), key, analysis.photo)
+                    if analysis.footprint is not None:
+                        cache.put_footprint(analysis.path.absolute(), key, analysis.footprint)
+                if analysis.footprint is not None:
+                    prints[retry[analysis.path][0] if analysis.path in retry else analysis.path] = analysis.footprint
                 finish(_decided(analysis.path, partner, analysis.photo, card, thresholds))
             todo = list(retry)
             if not todo:
@@ -172,10 +197,31 @@ def scan(
     finally:
         if cache is not None:
             cache.close()
+    if options.bursts:
+        outcome.results = place_in_bursts(outcome.results, prints, options.burst_gap, options.keep_best)
     outcome.results = apply_user_verdicts(outcome.results)  # a decision made in `cull review` stands
     outcome.results.sort(key=lambda r: str(r.path))
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def place_in_bursts(
+    results: list[PhotoResult], prints: dict[Path, Footprint], gap: float, keep_best: bool
+) -> list[PhotoResult]:
+    """Results with their burst places; with ``keep_best``, a kept frame clearly softer than its
+    burst's best becomes uncertain (never reject: in-focus priority). Pure."""
+    keyed = {str(r.path): r for r in results if r.path in prints and r.decision is not None}
+    ranked = find_bursts([frame(key, prints[r.path]) for key, r in keyed.items()], gap)
+    best = {row.burst: row for row in ranked.values() if row.rank == 1}
+    placed = []
+    for result in results:
+        row = ranked.get(str(result.path)) if str(result.path) in keyed else None
+        if row is not None:
+            result = replace(result, burst=row)
+            if keep_best and result.verdict is Verdict.KEEP and clearly_softer(row, best[row.burst]):
+                result = replace(result, decision=Decision(Verdict.UNCERTAIN, SOFTER_REASON))
+        placed.append(result)
+    return placed
 
 
 def _analyses(
@@ -192,7 +238,7 @@ def _analyses(
         return analyse_paths_ray(todo, card, batch_size=options.batch_size, worker_setup=worker_setup)
     return analyse_paths(
         todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
-        scorer_factory=scorer_factory, worker_setup=worker_setup,
+        scorer_factory=scorer_factory, worker_setup=worker_setup, with_bursts=options.bursts,
         isolate=options.workers > 1,  # one file left still runs in a worker: a crash must not take the scan
     )
 

@@ -298,11 +298,12 @@ def write_verdict(
     for target in targets_for(photo, options, partner):
         try:
             existing = _read(target)
-            if existing is None and (verdict.verdict == "keep" or reason):
-                # no new sidecar for a kept or protected photo (no clutter, nothing that could shadow the user's)
+            if existing is None and ((verdict.verdict == "keep" and verdict.burst is None) or reason):
+                # no new sidecar for a kept or protected photo (no clutter, nothing that could shadow the user's);
+                # a kept frame of a burst gets one: its rank is what --bursts was asked for
                 outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
-            if verdict.verdict == "keep" and not has_cull_fields(existing):
+            if verdict.verdict == "keep" and verdict.burst is None and not has_cull_fields(existing):
                 outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
             result = merge(existing, verdict, protected=reason)
@@ -395,7 +396,8 @@ def write_results(results: Sequence[PhotoResult], options: XmpOptions, model_ver
         if result.decision is None:
             continue
         score, kind = (result.photo.score, result.photo.kind) if result.photo is not None else (None, None)
-        verdict = Verdict(result.decision.verdict.value, score, kind, model_version, options.label)
+        burst = (result.burst.burst, result.burst.rank, result.burst.size) if result.burst is not None else None
+        verdict = Verdict(result.decision.verdict.value, score, kind, model_version, options.label, burst)
         protection = shot_protection(result.path, result.partner) if verdict.verdict == "reject" else None
         if protection:
             summary.conflicts.append((result.path, f"{protection}: not marked rejected"))

@@ -42,7 +42,7 @@ NS = {
 RATING, LABEL = ("xmp", "Rating"), ("xmp", "Label")
 PICK, GOOD = ("xmpDM", "pick"), ("xmpDM", "good")
 PICK_LABEL = ("digiKam", "PickLabel")
-CULL_FIELDS = ("Score", "Verdict", "Kind", "Model", "Changed", "Prior", "Conflict", "Original")
+CULL_FIELDS = ("Score", "Verdict", "Kind", "Model", "Changed", "Prior", "Conflict", "Original", "Burst", "BurstRank", "BurstSize")
 DEFAULT_LABEL = "Yellow"
 
 
@@ -59,6 +59,7 @@ class Verdict:
     kind: str | None
     model: str
     label: str = DEFAULT_LABEL
+    burst: tuple[str, int, int] | None = None  # (burst id, rank: 1 = sharpest, frames) with scan --bursts
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,11 @@ def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None
     if verdict.kind:
         packet.set(("cull", "Kind"), verdict.kind)
     packet.set(("cull", "Model"), verdict.model)
+    if verdict.burst is not None:
+        burst_id, rank, size = verdict.burst
+        packet.set(("cull", "Burst"), burst_id)
+        packet.set(("cull", "BurstRank"), str(rank))
+        packet.set(("cull", "BurstSize"), str(size))
     if changed:
         packet.set(("cull", "Changed"), json.dumps(changed, sort_keys=True))
         packet.set(("cull", "Prior"), json.dumps(prior, sort_keys=True))

@@ -200,7 +200,7 @@ def test_a_model_that_will_not_load_is_a_clean_exit_2(tmp_path, workers):
 # --- report format (docs/report-format.md), file modes, non-UTF-8 names (fault D8) ---
 
 REPORT_FIELDS = ["path", "abs_path", "verdict", "score", "kind", "partner", "partner_abs", "size", "mtime", "error",
-                 "reason", "report_version"]
+                 "reason", "report_version", "burst", "burst_rank", "burst_size"]
 
 
 def test_report_rows_carry_the_versioned_fields_in_order(tmp_path, monkeypatch):
