@@ -1,0 +1,209 @@
+"""`cull scan --ray`: the same results on a Ray runtime as on the local pool, crash isolation, a real head node.
+
+One local Ray runtime (2 CPUs) serves the module; one test starts its own head node with `ray start --head`
+on 127.0.0.1 and stops exactly the processes it started.  Ray must only ever use the loopback address.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before any ray import: 127.0.0.1 stays loopback
+
+import json
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import cull.analyse
+from cull.cli import app
+from cull.scan import ScanOptions, scan
+from tests.conftest import EXAMPLES, blurred_image, save, sharp_image
+
+ray = pytest.importorskip("ray")
+runner = CliRunner()
+
+
+def _kill_on_crash_names() -> None:
+    """In a Ray worker: decoding a file named crash* kills the process, as the OOM killer would."""
+    original = cull.analyse.decode_gray
+
+    def decode(path: Path, long_side: int):  # type: ignore[no-untyped-def]
+        if Path(path).name.startswith("crash"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(path, long_side)
+
+    cull.analyse.decode_gray = decode  # type: ignore[assignment]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from cull.cluster import connect, disconnect
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+    info = connect("local", local_cpus=2)
+    yield info
+    disconnect()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(3):
+        save(sharp_image(i), root / f"s{i}.jpg")
+        save(blurred_image(i, 3), root / f"b{i}.jpg")
+    for example in sorted(EXAMPLES.glob("*_*.jpg")):  # the bundled defocused / motion-blurred examples
+        shutil.copy(example, root / example.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pool_rows(photos: Path, card) -> dict[str, tuple[object, ...]]:  # type: ignore[no-untyped-def]
+    result = scan([photos], card, ScanOptions(workers=2, use_cache=False))
+    return {r.path.name: _key(r.row()) for r in result.results}
+
+
+def _key(row: dict) -> tuple[object, ...]:  # type: ignore[type-arg]
+    return row["score"], row["verdict"], row["reason"], row["error"]
+
+
+def _report(path: Path) -> dict[str, tuple[object, ...]]:
+    return {Path(r["path"]).name: _key(r) for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_ray_local_scan_through_the_cli_matches_the_local_pool(tmp_path, monkeypatch, photos, pool_rows, local_ray):
+    import cull.cluster
+
+    # the module's runtime stands in for `--ray local` (starting another costs 10 s); connect() itself is
+    # exercised for real by the head-node test
+    monkeypatch.setattr(cull.cluster, "connect", lambda address, local_cpus=None: local_ray)
+    monkeypatch.setattr(cull.cluster, "disconnect", lambda: None)
+    report = tmp_path / "ray.jsonl"
+    result = runner.invoke(app, ["scan", str(photos), "--ray", "local", "--no-xmp", "--no-cache", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert _report(report) == pool_rows
+    assert len(pool_rows) == 6 + len(list(EXAMPLES.glob("*_*.jpg")))
+    assert {v[1] for v in pool_rows.values()} >= {"keep", "reject"}
+    assert "Ray cluster local: 1 node, 2 CPUs" in result.stdout
+
+
+def test_a_file_that_kills_its_ray_worker_is_reported_and_the_rest_scored(tmp_path, card, pool_rows, photos, local_ray):
+    folder = tmp_path / "p"
+    shutil.copytree(photos, folder)
+    save(sharp_image(0), folder / "crash_me.jpg")
+    result = scan([folder], card, ScanOptions(ray=True, use_cache=False), worker_setup=_kill_on_crash_names)
+    by_name = {r.path.name: r for r in result.results}
+    assert by_name["crash_me.jpg"].error == "worker process crashed while reading this file"
+    assert {n: _key(r.row()) for n, r in by_name.items() if n != "crash_me.jpg"} == pool_rows
+
+
+def test_cli_ray_without_the_extra_exits_2_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    save(sharp_image(0), tmp_path / "a.jpg")
+    result = runner.invoke(app, ["scan", str(tmp_path), "--ray", "local", "--no-xmp"])
+    assert result.exit_code == 2
+    assert "[ray]" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "nonsense"])
+def test_cli_ray_unreachable_or_malformed_address_exits_2(tmp_path, address):
+    save(sharp_image(0), tmp_path / "a.jpg")
+    result = runner.invoke(app, ["scan", str(tmp_path), "--ray", address.format(port=_free_port()), "--no-xmp"])
+    assert result.exit_code == 2
+    assert "--ray" in result.stderr or "cannot reach the Ray cluster" in result.stderr
+    assert not (tmp_path / "a.xmp").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (zombies waiting for a reaper count as gone)."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def _group(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_a_ray_start_head_node_joined_by_address_gives_the_same_results(tmp_path, photos, pool_rows):
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    ray_cli = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    started: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _listening(port):
+            assert head.poll() is None, "ray start --head exited"
+            time.sleep(0.5)
+        started = _group(head.pid)
+        report = tmp_path / "head.jsonl"
+        done = subprocess.run(
+            [sys.executable, "-m", "cull", "scan", str(photos), "--ray", f"127.0.0.1:{port}", "--no-xmp", "--no-cache",
+             "--report", str(report)],
+            env=env, capture_output=True, text=True, timeout=180,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert _report(report) == pool_rows
+        assert f"Ray cluster 127.0.0.1:{port}: 1 node, 2 CPUs" in done.stdout
+        started = sorted(set(started) | set(_group(head.pid)))
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        for _ in range(40):  # the head's children (GCS, raylet, workers) go down with it
+            if not _alive(started + _group(head.pid)):
+                break
+            time.sleep(0.5)
+        left = _alive(started + _group(head.pid))
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert started and not left, f"processes of the head node still running: {left}"
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
