@@ -201,24 +201,33 @@ def eval_command(
     model: ModelOption = None,
     laplacian_threshold: Annotated[float, typer.Option(help="the baseline's cut-off on variance of the Laplacian")] = 100.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the full report (with per-photo rows) as JSON")] = None,
+    bursts: Annotated[bool, typer.Option("--bursts", help="bursts mode: one sub-folder per burst, labels.csv (burst,sharpest); grouping and rank-1 accuracy")] = False,
+    burst_gap: Annotated[float, typer.Option(help="with --bursts: largest gap in seconds between frames of one burst")] = 2.0,
 ) -> None:
     """Measure the model (and a Laplacian-variance baseline) on labelled folders.
 
     Example: cull eval ../shared/data/real-blur-dev
+    Bursts: cull eval my-bursts/ --bursts   (my-bursts/<burst>/frames…, my-bursts/labels.csv)
     """
     from cull.evaluate import evaluate_folder, format_report
+    from cull.evaluate_bursts import evaluate_burst_folder, format_burst_report
     from cull.fsutil import atomic_write_text
 
     if json_out is not None and not json_out.parent.is_dir():
         raise _fail(f"--json: folder {json_out.parent} does not exist")
+    if not 0 <= burst_gap <= 3600:
+        raise _fail("--burst-gap must be between 0 and 3600 seconds")
     card = _card(model)
     try:
         with tqdm(unit="photo", file=sys.stderr, disable=None, desc="evaluating") as bar:
-            result = evaluate_folder(folder, card, strictness.value, workers=workers,
-                                     laplacian_threshold=laplacian_threshold, progress=bar)
+            if bursts:
+                result = evaluate_burst_folder(folder, card, workers=workers, gap=burst_gap, on_result=lambda r: bar.update(1))
+            else:
+                result = evaluate_folder(folder, card, strictness.value, workers=workers,
+                                         laplacian_threshold=laplacian_threshold, progress=bar)
     except CullError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(format_report(result))
+    typer.echo(format_burst_report(result) if bursts else format_report(result))
     if json_out is not None:
         try:
             atomic_write_text(json_out, json.dumps(result, indent=2, default=str) + "\n")

@@ -14,6 +14,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from cull.card import ModelCard
 from cull.errors import DatasetError
 from cull.formats import is_photo
 
@@ -93,3 +94,37 @@ def evaluate_bursts(truth: BurstTruth, found: Mapping[Path, tuple[str, int]]) ->
         "rank1_accuracy": right / len(rank_one) if rank_one else None,
         "rank1_misses": sorted(str(truth.sharpest[name]) for name, first in rank_one if first != truth.sharpest[name]),
     }
+
+
+def evaluate_burst_folder(
+    root: Path, card: ModelCard, *, workers: int = 1, gap: float = 2.0, on_result: Any = None
+) -> dict[str, Any]:
+    """Scan a labelled bursts folder with ``--bursts`` and compare with its labels (see the module
+    docstring). Uses the score cache like ``cull scan``. Raises DatasetError for an unusable folder."""
+    from cull.scan import ScanOptions, scan
+
+    truth = read_burst_labels(root)
+    result = scan([root], card, ScanOptions(workers=workers, bursts=True, burst_gap=gap),
+                  on_total=None, on_result=on_result)
+    found = {r.path: (r.burst.burst, r.burst.rank) for r in result.results if r.burst is not None}
+    report = evaluate_bursts(truth, found)
+    report["errors"] = [{"path": str(path), "error": reason} for path, reason in result.failures]
+    report["gap_seconds"] = gap
+    return report
+
+
+def format_burst_report(report: dict[str, Any]) -> str:
+    """The terminal summary of evaluate_burst_folder."""
+    lines = [
+        f"{report['photos']} photos, {report['true_bursts']} labelled bursts; cull found {report['found_bursts']} bursts "
+        f"(gap {report['gap_seconds']:g} s)",
+        f"grouping: {report['pairs_grouped']}/{report['same_burst_pairs']} same-burst pairs grouped "
+        f"({100 * report['pair_recall']:.1f} %), {report['wrong_merges']} wrong merges, "
+        f"{report['mixed_bursts']} bursts mixing two scenes",
+    ]
+    if report["rank1_accuracy"] is not None:
+        lines.append(f"ranking: rank 1 is the labelled sharpest frame in {report['rank1_sharpest']}/"
+                     f"{report['labelled_bursts']} bursts ({100 * report['rank1_accuracy']:.1f} %)")
+        lines += [f"  rank 1 missed: {miss}" for miss in report["rank1_misses"]]
+    lines += [f"error: {e['path']}: {e['error']}" for e in report["errors"]]
+    return "\n".join(lines)
