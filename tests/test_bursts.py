@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
+from typer.testing import CliRunner
+
+from benchmarks.burst_library import make_library
 
 from cull.bursts import Frame, align, clearly_softer, find_bursts, group_bursts, rank_burst, signature
 from cull.capture import parse_exif_time, read_capture
+from cull.cli import app
 from tests.conftest import SHARED_DATA, sharp_image
 
 SCENES = SHARED_DATA / "sharp" / "urban100"
@@ -153,3 +161,133 @@ def test_ties_go_to_the_larger_share_in_focus():
     soft = Frame("soft", "c", 0.2, "exif", sig, 1.0, origins, np.array([0.1, 0.1, 0.1, 0.1], np.float32))
     rows = rank_burst([narrow, wide, soft], "b")
     assert rows[-1].key == "soft" and clearly_softer(rows[-1], rows[0])
+
+
+# --- scan --bursts end to end (CLI), on synthetic bursts made from the shared photos ---
+
+
+
+def run(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    if not SCENES.is_dir():
+        pytest.skip("needs ../shared/data/sharp/urban100")
+    out = tmp_path_factory.mktemp("bursts") / "shoot"
+    make_library(out, sorted(SCENES.glob("*"))[:4], seed=5, singles=1)  # defocus, shake, shallow bursts + 1 lone photo
+    return out
+
+
+def test_scan_bursts_groups_ranks_reports_and_rescans_without_decoding(library, tmp_path, monkeypatch):
+    work = tmp_path / "shoot"
+    shutil.copytree(library, work)
+    labels = dict(line.split(",") for line in (work / "labels.csv").read_text().split()[1:])
+    result = run("scan", work, "--bursts", "--workers", "1", "--no-xmp", "--report", tmp_path / "r.jsonl")
+    assert result.exit_code == 0, result.output
+    rows = {f"{Path(r['path']).parent.name}/{Path(r['path']).name}": r
+            for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    by_burst: dict[str, list[dict]] = {}
+    for name, row in rows.items():
+        if name.split("/")[0].endswith("_single"):
+            assert row["burst"] is None and row["burst_rank"] is None and row["burst_size"] is None
+        else:
+            by_burst.setdefault(row["burst"], []).append({**row, "name": name})
+    assert len(by_burst) == 3, "one burst per scene, none mixing scenes"
+    for frames in by_burst.values():
+        folders = {f["name"].split("/")[0] for f in frames}
+        assert len(folders) == 1
+        best = next(f for f in frames if f["burst_rank"] == 1)
+        assert best["name"] == f"{folders.pop()}/{labels[best['name'].split('/')[0]]}"
+        assert sorted(f["burst_rank"] for f in frames) == list(range(1, len(frames) + 1))
+        assert all(f["burst_size"] == len(frames) for f in frames)
+    assert "3 bursts" in result.stdout
+
+    import cull.analyse
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a cached rescan with --bursts must not decode")
+
+    monkeypatch.setattr(cull.analyse, "decode_gray", no_decoding)
+    again = run("scan", work, "--bursts", "--workers", "1", "--no-xmp", "--report", tmp_path / "r2.jsonl")
+    assert again.exit_code == 0, again.output
+    assert f"({len(rows)} from cache)" in again.stdout
+    assert (tmp_path / "r2.jsonl").read_text() == (tmp_path / "r.jsonl").read_text()
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed (.ci/run installs it)")
+def test_keep_best_flags_softer_frames_uncertain_never_reject_and_move_leaves_the_best(library, tmp_path):
+    work = tmp_path / "shoot"
+    shutil.copytree(library, work)
+    plain = run("scan", work, "--workers", "1", "--no-xmp", "--no-cache", "--report", tmp_path / "plain.jsonl")
+    assert plain.exit_code == 0, plain.output
+    before = {r["path"]: r["verdict"] for r in map(json.loads, (tmp_path / "plain.jsonl").read_text().splitlines())}
+    result = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--report", tmp_path / "r.jsonl")
+    assert result.exit_code == 0, result.output
+    rows = list(map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines()))
+    for row in rows:
+        if before[row["path"]] == "reject":
+            assert row["verdict"] == "reject"  # rejects stay rejects
+        elif row["verdict"] != before[row["path"]]:
+            assert before[row["path"]] == "keep" and row["verdict"] == "uncertain"
+            assert row["reason"] == "a sharper frame exists in this burst" and row["burst_rank"] > 1
+        if row["burst_rank"] == 1:
+            assert row["verdict"] == before[row["path"]]  # the best frame keeps its own verdict
+    assert any(r["reason"] == "a sharper frame exists in this burst" for r in rows)
+    best = [Path(r["path"]) for r in rows if r["burst_rank"] == 1]
+    tags = json.loads(subprocess.run(["exiftool", "-j", "-XMP:all", *[f"{p}.xmp" for p in best]],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert all(t["BurstRank"] == 1 and t["Burst"].startswith("burst-") and t["BurstSize"] >= 2 for t in tags)
+    moved = run("move", work, "--rejects", "--uncertain", "--workers", "1")
+    assert moved.exit_code == 0, moved.output
+    for path in best:
+        assert path.is_file(), f"the best frame {path} stays in place"
+    assert not any((work / "_culled" / Path(r["path"]).relative_to(work)).exists() for r in rows if r["burst_rank"] == 1)
+    cleared = run("xmp", "clear", work)
+    assert cleared.exit_code == 0, cleared.output
+    assert not any(p.suffix == ".xmp" for p in work.rglob("*") if "_culled" not in p.parts)
+
+
+def test_raw_jpeg_pair_is_one_frame_and_photos_without_exif_use_mtime(tmp_path):
+    rng = np.random.default_rng(2)
+    base = sharp_image(0)
+    folder = tmp_path / "p"
+    folder.mkdir()
+    start = 1_700_000_000.0
+    for i in range(3):  # PNGs carry no EXIF capture time: their modification times stand in
+        image = _shot(base, rng, blur=0.0 if i == 1 else 3.0)
+        path = folder / f"f{i}.png"
+        image.save(path)
+        os.utime(path, (start + 0.4 * i, start + 0.4 * i))
+    (folder / "f1.CR2").write_bytes(b"not really a raw")  # a RAW partner: f1 stays one frame
+    result = run("scan", folder, "--bursts", "--workers", "1", "--no-xmp", "--no-cache", "--report", tmp_path / "r.jsonl")
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["path"]).name: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    assert set(rows) == {"f0.png", "f1.png", "f2.png"} and rows["f1.png"]["partner"].endswith("f1.CR2")
+    assert {r["burst_size"] for r in rows.values()} == {3} and rows["f1.png"]["burst_rank"] == 1
+
+
+def test_eval_bursts_reports_grouping_and_rank_one(library):
+    result = run("eval", library, "--bursts", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "3/3 bursts (100.0 %)" in result.stdout and "0 wrong merges" in result.stdout
+
+
+def test_burst_options_are_checked_before_any_work(tmp_path):
+    assert run("scan", tmp_path, "--keep-best").exit_code == 2
+    assert run("scan", tmp_path, "--bursts", "--burst-gap", "-1").exit_code == 2
+    assert run("eval", tmp_path, "--bursts").exit_code == 2  # no burst sub-folders
+
+
+def test_footprint_round_trips_through_bytes():
+    from cull.bursts import Footprint
+
+    fp = Footprint("Canon EOS R6 0421", 12.5, "exif", np.arange(-6, 6, dtype=np.int8).reshape(3, 4), 15.0,
+                   np.array([[0, 64], [128, 0]], np.int32), np.array([0.25, 0.75], np.float32))
+    back = Footprint.from_bytes(fp.to_bytes())
+    assert back.camera == fp.camera and back.time == fp.time and back.scale == fp.scale
+    assert np.array_equal(back.signature, fp.signature) and np.array_equal(back.origins, fp.origins)
+    assert np.array_equal(back.scores, fp.scores)
+    with pytest.raises(ValueError):
+        Footprint.from_bytes(b"junk")
