@@ -186,6 +186,15 @@ def test_keras_and_onnx_agree(tmp_path):
     export_onnx(model, path, 64)
     x = np.random.default_rng(0).standard_normal((16, 64, 64, 1)).astype(np.float32)
     assert parity(model, path, x) < 1e-5
+    # a fine-tune (--init) starts from exactly the exported weights
+    from train.fit import load_onnx_weights
+
+    fresh = build_model("focus", 3)
+    assert parity(fresh, path, x) > 1e-4  # different random weights
+    load_onnx_weights(fresh, path)
+    assert parity(fresh, path, x) < 1e-5
+    with pytest.raises(ValueError, match="do not fit"):
+        load_onnx_weights(build_model("focus", 5), path)
 
 
 def test_seed_variant_is_the_study_network():

@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split, evenly spaced (quicker builds)")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="fine-tune: start from the weights of this exported focus.onnx (same architecture); "
+                        "the card records its sha256")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default 1e-3, or 2e-4 with --init")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                         help="ship a static int8 copy when it changes no validation verdict (needs train/quantize.py)")
     parser.add_argument("--max-real-sharp-rejects", type=int, default=0,
@@ -286,14 +290,22 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
 
     from train.fit import train_model
 
-    cached = data["work"] / f"model-{variant}-k{kernel}-e{args.epochs}-b{args.batch_size}.keras"
+    from cull.card import file_sha256
+
+    init = getattr(args, "init", None)
+    rate = args.learning_rate or (2e-4 if init else 1e-3)
+    start = f"-init{file_sha256(init)[:8]}" if init else ""
+    cached = data["work"] / f"model-{variant}-k{kernel}-e{args.epochs}-b{args.batch_size}{start}-lr{rate:g}.keras"
+    if not init and rate == 1e-3:  # the name earlier builds used
+        cached = data["work"] / f"model-{variant}-k{kernel}-e{args.epochs}-b{args.batch_size}.keras"
     if cached.exists() and cached.with_suffix(".json").exists():
         logging.info("reusing the trained network %s", cached)
         return keras.models.load_model(cached), json.loads(cached.with_suffix(".json").read_text())
     patches = data["patches"]
     model, history = train_model(patches["train"], patches["val"], variant=variant, kernel=kernel,
                                  epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                 threads=args.workers, verbose=0 if args.quiet else 2)
+                                 threads=args.workers, verbose=0 if args.quiet else 2,
+                                 init=init if variant == args.variant else None, learning_rate=rate)
     tmp = cached.with_name(cached.stem + ".tmp.keras")
     model.save(tmp)
     cached.with_suffix(".json").write_text(json.dumps(history))
@@ -358,6 +370,13 @@ def promote(staging: Path, out: Path) -> None:
         os.replace(out / f".{name}.new", out / name)
 
 
+def _card_version(onnx: Path) -> str | None:
+    try:
+        return str(json.loads(Path(onnx).with_suffix(".json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def in_focus_gate(evaluations: dict[str, Any], limit: int) -> None:
     """Refuse a model that rejects more than ``limit`` sharp photos of the real held-out set."""
     real = evaluations.get("real held-out")
@@ -402,6 +421,9 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
             "degradations": DEGRADATIONS,
             "variants_per_photo": list(TRAIN_VARIANTS),
             "photo_folder_variants": list(PHOTO_VARIANTS),
+            "init": None if not args.init else {"sha256": file_sha256(args.init), "from": str(args.init),
+                                                 "version": _card_version(args.init)},
+            "learning_rate": args.learning_rate or (2e-4 if args.init else 1e-3),
             "epochs": args.epochs,
             "epochs_run": result["history"]["epochs_run"],
             "seconds": result["history"]["seconds"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,36 @@ def _augment(x, y):  # type: ignore[no-untyped-def]
     return x, y
 
 
+def load_onnx_weights(model: Any, path: Path) -> None:
+    """Warm start: copy the weights of an exported focus network (same architecture, as written by
+    export_onnx) into ``model``: Conv kernels (O, I, kh, kw) -> (kh, kw, I, O), MatMul + Add pairs
+    to the Dense layers, in graph order.  Raises ValueError when the shapes do not fit."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    nodes = list(graph.node)
+    found: list[list[NDArray]] = []
+    for i, node in enumerate(nodes):
+        if node.op_type == "Conv":  # (an all-zero bias may have been folded away by the exporter)
+            kernel = init[node.input[1]]
+            bias = init[node.input[2]] if len(node.input) > 2 else np.zeros(kernel.shape[0], kernel.dtype)
+            found.append([kernel.transpose(2, 3, 1, 0), bias])
+        elif node.op_type == "MatMul" and node.input[1] in init:
+            kernel = init[node.input[1]]
+            adds = [n for n in nodes[i + 1:] if n.op_type == "Add" and node.output[0] in n.input]
+            biases = [init[x] for n in adds for x in n.input if x in init]
+            found.append([kernel, biases[0] if biases else np.zeros(kernel.shape[1], kernel.dtype)])
+    layers = {tuple(tuple(w.shape) for w in layer.get_weights()): layer
+              for layer in model.layers if type(layer).__name__ in ("Conv2D", "Dense")}
+    shapes = [tuple(tuple(w.shape) for w in weights) for weights in found]
+    if sorted(shapes) != sorted(layers) or len(set(shapes)) != len(shapes):
+        raise ValueError(f"{path}: weights {sorted(shapes)} do not fit the network's {sorted(layers)}")
+    for shape, weights in zip(shapes, found):  # every weighted layer has a distinct shape here
+        layers[shape].set_weights(weights)
+
+
 def train_model(
     train: dict[str, NDArray],
     val: dict[str, NDArray],
@@ -43,8 +74,12 @@ def train_model(
     seed: int = 0,
     threads: int = 2,
     verbose: int = 2,
+    init: Path | None = None,
+    learning_rate: float = 1e-3,
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit a model; returns (keras model with the best validation weights, training history)."""
+    """Fit a model; returns (keras model with the best validation weights, training history).
+
+    ``init``: start from the weights of an exported model (fine-tuning) instead of random ones."""
     import keras
     import tensorflow as tf
 
@@ -64,6 +99,8 @@ def train_model(
         .prefetch(2)
     )
     model = build_model(variant, kernel, x_train.shape[1])
+    if init is not None:
+        load_onnx_weights(model, init)
     losses: dict[str, Any] = {"p_sharp": keras.losses.BinaryCrossentropy()}
     weights = {"p_sharp": 1.0}
     metrics: dict[str, Any] = {"p_sharp": [keras.metrics.BinaryAccuracy(name="acc")]}
@@ -71,7 +108,7 @@ def train_model(
         losses["kind"] = keras.losses.SparseCategoricalCrossentropy()
         weights["kind"] = 0.3
         metrics["kind"] = [keras.metrics.SparseCategoricalAccuracy(name="acc")]
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses, loss_weights=weights, metrics=metrics)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=weights, metrics=metrics)
     callbacks = [
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True),
