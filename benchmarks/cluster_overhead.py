@@ -1,0 +1,100 @@
+"""Overhead of `cull scan --ray local` against the local worker pool, on the same files in one run.
+
+    python benchmarks/cluster_overhead.py [--dir DIR] [--files 200] [--workers N] [--repeat 2]
+
+Uses the 24 MP JPEGs of benchmarks/scan_throughput.py (made once, cached in DIR/mosaic).  Runs
+`cull scan --no-cache --no-xmp` as fresh processes, pool and Ray interleaved (best of --repeat each),
+and checks that both give the same report.  Prints two overheads:
+  - scan phase (the time the summary line reports: discovery + analysis + decisions), the cost of
+    running the analysis as Ray tasks once a cluster is there (target <= 15 %), and
+  - end to end, which also counts starting a local Ray runtime (a fixed cost of seconds that a
+    standing cluster does not pay per scan).
+Also prints photos/s/core for both, and the load average before and after (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from cull.runner import default_workers  # noqa: E402
+from scan_throughput import make_large_jpegs  # noqa: E402
+
+SUMMARY = re.compile(r"in ([0-9.]+) s \(")
+
+
+def run_scan(folder: Path, workers: int, report: Path, ray: bool) -> tuple[float, float]:
+    """(wall seconds of the whole command, seconds of the scan phase from its summary line)."""
+    args = [sys.executable, "-m", "cull", "scan", str(folder), "--no-cache", "--no-xmp", "--show", "none",
+            "--workers", str(workers), "--report", str(report)] + (["--ray", "local"] if ray else [])
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    match = SUMMARY.search(done.stdout)
+    if match is None:
+        raise SystemExit(f"no summary line in: {done.stdout[-500:]}")
+    return wall, float(match.group(1))
+
+
+def rows(report: Path) -> dict[str, tuple[object, object]]:
+    return {r["path"]: (r["score"], r["verdict"]) for r in map(json.loads, report.read_text().splitlines())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "cull-bench")
+    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--repeat", type=int, default=2, help="best of N interleaved runs of each")
+    args = parser.parse_args()
+
+    print(f"preparing {args.files} JPEGs of 24 MP in {args.dir / 'mosaic'} (cached between runs) ...", flush=True)
+    paths = make_large_jpegs(args.dir / "mosaic", args.files)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"  # exactly these files (the cache folder may hold more)
+        folder.mkdir()
+        for path in paths:
+            os.link(path, folder / path.name)  # same file system: no copy
+        load_before = os.getloadavg()
+        pool: list[tuple[float, float]] = []
+        ray: list[tuple[float, float]] = []
+        for i in range(args.repeat):
+            pool.append(run_scan(folder, args.workers, Path(tmp) / "pool.jsonl", ray=False))
+            ray.append(run_scan(folder, args.workers, Path(tmp) / "ray.jsonl", ray=True))
+            print(f"run {i + 1}: pool {pool[-1][0]:.1f} s ({pool[-1][1]:.1f} s scan), "
+                  f"ray {ray[-1][0]:.1f} s ({ray[-1][1]:.1f} s scan)", flush=True)
+        load_after = os.getloadavg()
+        same = rows(Path(tmp) / "pool.jsonl") == rows(Path(tmp) / "ray.jsonl")
+
+    n, cores = len(paths), args.workers
+    pool_wall, pool_scan = min(w for w, _ in pool), min(s for _, s in pool)
+    ray_wall, ray_scan = min(w for w, _ in ray), min(s for _, s in ray)
+    print(f"\n{n} files of 24 MP, {cores} workers / Ray CPUs; load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (os.cpu_count() = {os.cpu_count()})")
+    print(f"{'':24} {'scan phase':>12} {'end to end':>12}  photos/s/core (scan phase)")
+    print(f"{'local pool':24} {pool_scan:10.1f} s {pool_wall:10.1f} s  {n / pool_scan / cores:6.2f}")
+    print(f"{'--ray local':24} {ray_scan:10.1f} s {ray_wall:10.1f} s  {n / ray_scan / cores:6.2f}")
+    print(f"\nRay overhead, scan phase  = {100 * (ray_scan / pool_scan - 1):+5.1f} %   (target <= 15 %)")
+    print(f"Ray overhead, end to end  = {100 * (ray_wall / pool_wall - 1):+5.1f} %   "
+          f"(includes starting the local runtime: {ray_wall - ray_scan - (pool_wall - pool_scan):.1f} s more start-up)")
+    print(f"verdicts and scores identical: {'yes' if same else 'NO'}")
+    if not same:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
