@@ -370,6 +370,24 @@ def promote(staging: Path, out: Path) -> None:
         os.replace(out / f".{name}.new", out / name)
 
 
+def previous_model_report(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The model being replaced, judged on the same photo sets at cull's default strictness (lenient)."""
+    from cull.card import load_card
+    from cull.errors import ModelError
+    from cull.evaluate import score_folder, summarise_folder
+
+    try:
+        card = load_card(args.out / "focus.json")
+    except ModelError:
+        return None
+    sets = {"validation (synthetic)": data["folders"]["val"], "test (synthetic)": data["folders"]["test"]}
+    if args.real and Path(args.real).is_dir():
+        sets["real held-out"] = Path(args.real)
+    photos = {name: {"lenient": compact(summarise_folder(folder, score_folder(folder, card, workers=args.workers), card, "lenient"))}
+              for name, folder in sets.items()}
+    return {"version": card.version, "photos": photos}
+
+
 def _card_version(onnx: Path) -> str | None:
     try:
         return str(json.loads(Path(onnx).with_suffix(".json").read_text())["version"])
@@ -402,6 +420,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
     out = staging / "focus.onnx"
     result = fit_and_export(args, data, args.variant, args.kernel, out)
     in_focus_gate(result["evaluations"], args.max_real_sharp_rejects)
+    previous = previous_model_report(args, data)
     (args.work / "last-fit-scores.json").write_text(json.dumps(result["fit_scores"], indent=1))
     sweep_file = args.out / "sweep.json"
     sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
@@ -437,6 +456,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
         "threshold_fit": "fitted on the validation photos scored with every patch (first_pass = max_patches), "
         "then re-scored through cull with this card: same thresholds and verdicts (checked by the build)",
         "seed_comparison": sweep,
+        "previous_model": previous,
     }
     version = f"{args.variant}-k{args.kernel}-{dt.date.today():%Y%m%d}-{file_sha256(out)[:8]}"
     card = write_card(out, version=version, thresholds=result["thresholds"], spec=data["spec"], extra=extra,

@@ -52,6 +52,10 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
                     f"{_pct(m['accuracy_sharp'])} | {_pct(m['accuracy_blurred'])} |"
                 )
     lines += targets_table(card["metrics"]["photos"])
+    previous = card.get("previous_model")
+    if previous:
+        lines += ["", f"The model this one replaced ({previous['version']}) on the same photos:"]
+        lines += targets_table(previous["photos"], heading=False, per_folder=False)
     patch = card["metrics"]["patch_level_test"]
     lines += ["", "## Patch-level test accuracy (at 0.5)", "",
               f"{_pct(patch['accuracy'])} overall, sharp {_pct(patch['accuracy_sharp'])}, "
@@ -76,13 +80,13 @@ def _count(part: int, whole: int) -> str:
     return f"{part}/{whole} ({100 * part / whole:.1f} %)" if whole else "n/a"
 
 
-def targets_table(photos: dict[str, Any]) -> list[str]:
+def targets_table(photos: dict[str, Any], heading: bool = True, per_folder: bool = True) -> list[str]:
     """The issue-11 figures per set and strictness, as counts: sharp (incl. partially focused) kept
     outright, sharp rejected, blurred rejected outright, blurred flagged (reject or uncertain)."""
     lines = ["", f"## Issue 11 figures (targets: {TARGETS})", "",
-             "Sharp includes the partially focused folders (sharp_*); lenient is cull's default strictness.", "",
-             "| set | strictness | sharp kept outright | sharp rejected | blurred rejected outright | blurred flagged |",
-             "|---|---|---|---|---|---|"]
+             "Sharp includes the partially focused folders (sharp_*); lenient is cull's default strictness."] if heading else []
+    lines += ["", "| set | strictness | sharp kept outright | sharp rejected | blurred rejected outright | blurred flagged |",
+              "|---|---|---|---|---|---|"]
     for set_name, per in photos.items():
         for strictness, methods in per.items():
             c = methods["model"]["confusion"]
@@ -94,7 +98,7 @@ def targets_table(photos: dict[str, Any]) -> list[str]:
             )
     groups = [(set_name, g, v) for set_name, per in photos.items() for g, v in per.get("lenient", {}).get("per_folder", {}).items()
               if "confusion" in v]
-    if groups:
+    if groups and per_folder:
         lines += ["", "Per folder at lenient (keep / uncertain / reject):", "", "| set | folder | keep | uncertain | reject |",
                   "|---|---|---|---|---|"]
         for set_name, group, v in groups:
