@@ -1,0 +1,68 @@
+"""Two scans at once share one score cache safely: no "database is locked", identical results, all cached after."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from cull.cache import ScoreCache
+from cull.scan import ScanOptions, scan
+from tests.conftest import REPO, blurred_image, save, sharp_image
+
+
+def _tree(root: Path) -> Path:
+    for folder in ("a", "b"):
+        for i in range(3):
+            save(sharp_image(i, 0.5), root / folder / f"s{i}.jpg")
+            save(blurred_image(i, 4), root / folder / f"b{i}.jpg")
+    return root
+
+
+def _two_scans(tree: Path, cache: Path, tmp: Path, tag: str, *extra: str) -> list[tuple[dict[str, tuple[object, ...]], str, str]]:
+    env = {**os.environ, "CULL_CACHE_DIR": str(cache)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "cull", "scan", str(tree), "-j", "1", "--show", "none",
+                          "--report", str(tmp / f"{tag}{n}.jsonl"), *extra],
+                         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(2)
+    ]
+    outcomes = []
+    for n, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        rows = {r["path"]: (r["score"], r["verdict"], r["error"]) for r in map(json.loads, (tmp / f"{tag}{n}.jsonl").read_text().splitlines())}
+        outcomes.append((rows, out, err))
+    return outcomes
+
+
+def test_two_concurrent_scans_of_one_tree_share_the_cache(tmp_path):
+    tree, cache = _tree(tmp_path / "tree"), tmp_path / "cache"
+    cold = _two_scans(tree, cache, tmp_path, "cold", "--no-xmp")  # both create and fill a new cache at once
+    warm = _two_scans(tree, cache, tmp_path, "warm")  # both read it (and write XMP) at once
+    reports = [rows for rows, _, _ in cold + warm]
+    assert len(reports[0]) == 12 and all(r == reports[0] for r in reports)
+    for _, out, err in cold + warm:
+        assert "locked" not in err and "cache" not in err, err
+    assert all("(12 from cache)" in out for _, out, _ in warm)
+
+
+def test_a_scan_waits_for_another_writer_instead_of_dropping_its_scores(tmp_path, card, caplog):
+    tree, db = _tree(tmp_path / "tree"), tmp_path / "cache" / "scores.sqlite"
+    options = ScanOptions(workers=1, cache_path=db)
+    ScoreCache(db, card.fingerprint).close()  # the cache exists
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another scan in the middle of writing
+    threading.Timer(1.5, lambda: other.execute("COMMIT")).start()
+    with caplog.at_level(logging.WARNING, logger="cull.cache"):
+        first = scan([tree], card, options)
+    assert not caplog.records, caplog.text
+    again = scan([tree], card, options)
+    assert again.counts()["cached"] == 12
+    assert [r.row() for r in again.results] == [r.row() for r in first.results]
+    other.close()
