@@ -420,3 +420,136 @@ def test_a_cookie_for_another_port_is_not_accepted(library, card):
     client = TestClient(create_app(session_for(library, card), TOKEN), base_url="http://127.0.0.1:8765")
     client.cookies.set(cookie_name(9999), TOKEN)
     assert client.get("/api/items").status_code == 401
+
+
+# --- bursts (cull review --bursts) -----------------------------------------------------------------
+
+BURST = ["burst_0.jpg", "burst_1.jpg", "burst_2.jpg"]  # burst_1 is the sharp frame
+
+
+def make_burst_library(root: Path) -> Path:
+    """One burst of three frames of a scene (small shifts, 0.3 s apart in EXIF; the middle one sharp,
+    the others defocused), a lone blurred photo and a lone sharp one (no EXIF time)."""
+    from PIL import ImageFilter
+
+    base = sharp_image(2)
+    width, height = base.size
+    for index, (dx, blur) in enumerate([(0, 4.0), (6, 0.0), (12, 8.0)]):
+        frame = base.crop((16 + dx, 16, width - 16 + dx, height - 16))
+        if blur:
+            frame = frame.filter(ImageFilter.GaussianBlur(blur))
+        exif = Image.Exif()
+        exif[0x010F], exif[0x0110] = "Canon", "EOS R6"
+        exif.get_ifd(0x8769)[0x9003] = "2024:05:01 10:11:12"
+        exif.get_ifd(0x8769)[0x9291] = str(index * 3)
+        root.mkdir(parents=True, exist_ok=True)
+        frame.save(root / BURST[index], quality=92, exif=exif)
+    save(blurred_image(1, 8.0), root / "lone_blur.jpg", quality=92)
+    save(sharp_image(0), root / "lone_sharp.jpg", quality=92)
+    return root
+
+
+@pytest.fixture()
+def bursts(tmp_path: Path) -> Path:
+    return make_burst_library(tmp_path / "bursts")
+
+
+def burst_session(root: Path, card, show: Show = Show.FLAGGED):  # type: ignore[no-untyped-def]
+    session, failures = load_session([root], card, ScanOptions(bursts=True), ReviewOptions(show=show))
+    assert failures == []
+    return session
+
+
+def test_burst_frames_are_listed_together_sharpest_first_placed_by_the_worst(bursts, card):
+    plain = session_for(bursts, card, Show.FLAGGED)
+    assert "burst_1.jpg" not in [i.path.name for i in plain.items]  # without --bursts: a sharp photo, not shown
+    assert all(i.burst is None for i in plain.all_items)
+
+    session = burst_session(bursts, card)
+    listing = client_for(session).get("/api/items").json()
+    names = [row["name"] for row in listing["items"]]
+    assert "lone_sharp.jpg" not in names and "lone_blur.jpg" in names
+    frames = [row for row in listing["items"] if row["burst"] is not None]
+    assert [row["name"] for row in frames][0] == "burst_1.jpg"  # the whole burst, its kept best frame too
+    assert sorted(row["name"] for row in frames) == BURST
+    assert [row["burst_rank"] for row in frames] == [1, 2, 3] and {row["burst_size"] for row in frames} == {3}
+    assert len({row["burst"] for row in frames}) == 1 and listing["bursts"] == 1
+    start = names.index(frames[0]["name"])
+    assert names[start : start + 3] == [row["name"] for row in frames]  # side by side
+    lone = by_name(session, "lone_blur.jpg")
+    worst = min(i.score for i in session.items if i.burst is not None)
+    assert (names.index("lone_blur.jpg") < start) == (lone.score < worst)  # placed by its worst frame
+    detail = client_for(session).get(f"/api/detail/{by_name(session, 'burst_2.jpg').id}").json()
+    assert [(f["name"], f["burst_rank"]) for f in detail["burst"]] == [(row["name"], row["burst_rank"]) for row in frames]
+    assert all(f["thumb"].startswith("/api/thumb/") for f in detail["burst"])
+    assert client_for(session).get(f"/api/detail/{lone.id}").json()["burst"] == []
+
+
+@needs_exiftool
+def test_keep_best_keeps_the_sharpest_frame_flags_the_rest_and_undo_restores_all(bursts, card):
+    foreign = (Path(__file__).parent / "data" / "xmp" / "darktable.xmp").read_bytes()
+    (bursts / "burst_2.jpg.xmp").write_bytes(foreign)  # an existing sidecar with someone else's fields
+    before = {p.name: p.read_bytes() for p in bursts.glob("*.xmp")}
+    session = burst_session(bursts, card)
+    client = client_for(session)
+    worst = next(i for i in session.items if i.burst is not None and i.rank == 3)
+    assert worst.verdict == "reject"
+    answer = post(client, "/api/keep-best", {"id": worst.id})  # B on any frame of the burst
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["items"]
+    assert [(r["burst_rank"], r["user"]) for r in rows] == [(1, "keep"), (2, "uncertain"), (3, "uncertain")]
+    best = rows[0]["name"]
+    assert best == "burst_1.jpg"
+    assert exif_tag(bursts / f"{best}.xmp", "XMP-xmpDM:Pick") == "1"
+    assert exif_tag(bursts / f"{best}.xmp", "XMP-digiKam:PickLabel") == "3"
+    for row in rows[1:]:
+        sidecar = bursts / f"{row['name']}.xmp"
+        assert exif_tag(sidecar, "XMP-digiKam:PickLabel") == "2"  # uncertain, never reject
+        assert exif_tag(sidecar, "XMP-xmpDM:Pick") == "" and exif_rating(sidecar) != "-1"
+        assert read_user_verdict(bursts / row["name"]) == "uncertain"
+    assert b"darktable:history" in (bursts / "burst_2.jpg.xmp").read_bytes()
+    assert answer.json()["undo"] == 1  # one step
+    assert post(client, "/api/keep-best", {"id": by_name(session, "lone_blur.jpg").id}).status_code == 400
+    assert post(client, "/api/keep-best", {"id": 999}).status_code == 404
+    assert client.post("/api/keep-best", json={"id": worst.id}).status_code == 403  # token header needed
+
+    undone = post(client, "/api/undo").json()
+    assert sorted(r["name"] for r in undone["items"]) == BURST and undone["problems"] == [] and undone["undo"] == 0
+    assert {p.name: p.read_bytes() for p in bursts.glob("*.xmp")} == before  # byte-identical, created ones gone
+    assert all(i.user is None for i in session.items)
+
+
+def test_keep_best_that_fails_part_way_writes_nothing(bursts, card):
+    session = burst_session(bursts, card)
+    sidecar = bursts / "burst_2.jpg.xmp"
+    sidecar.write_bytes(user_packet(None, "uncertain"))
+    sidecar.chmod(0o444)
+    answer = post(client_for(session), "/api/keep-best", {"id": by_name(session, "burst_1.jpg").id})
+    assert answer.status_code == 409 and "read-only" in answer.json()["error"]
+    assert sorted(p.name for p in bursts.glob("*.xmp")) == ["burst_2.jpg.xmp"]  # the frames before it put back
+    assert session.undo_depth == 0 and all(i.user is None for i in session.items if i.path.name != "burst_2.jpg")
+
+
+def burst_boxes(text: str) -> list[str]:
+    """The HTML inside each <div class="burst"> of ``text`` (divs balanced)."""
+    boxes = []
+    for opening in re.finditer(r'<div class="burst"[^>]*>', text):
+        depth = 1
+        for tag in re.finditer(r"<div\b|</div>", text[opening.end():]):
+            depth += 1 if tag.group() == "<div" else -1
+            if depth == 0:
+                boxes.append(text[opening.end() : opening.end() + tag.start()])
+                break
+    return boxes
+
+
+def test_html_sheet_groups_bursts(bursts, tmp_path):
+    out = tmp_path / "sheet.html"
+    result = CliRunner().invoke(cli_app, ["review", str(bursts), "--bursts", "--html", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    groups = burst_boxes(text)
+    assert len(groups) == 1 and groups[0].count('class="card"') == 3 and groups[0].count("best</span>") == 1
+    assert groups[0].index("burst_1.jpg") < groups[0].index("#2/3") < groups[0].index("#3/3")  # sharpest first
+    assert text.count('class="card"') == 4  # the burst (3) and the lone blurred photo
+    assert CliRunner().invoke(cli_app, ["review", str(bursts), "--bursts", "--burst-gap", "-1"]).exit_code == 2

@@ -140,6 +140,20 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
     return done
 
 
+def write_decisions(plan: Sequence[tuple[list[Path], str]], options: XmpOptions) -> list[list[Write]]:
+    """Write several shots' decisions as one step (``cull review``'s B on a burst): each entry is
+    (the files of one shot, its decision). A failure puts back everything this step wrote and
+    raises DecisionError, so a step lands whole or not at all."""
+    done: list[list[Write]] = []
+    try:
+        for photos, decision in plan:
+            done.append(write_decision(photos, decision, options))
+    except DecisionError:
+        restore([write for writes in done for write in writes])
+        raise
+    return done
+
+
 def _embedded_plan(photo: Path, decision: str, label: str) -> list[Write]:
     """Where `cull scan --embed` put its verdict inside the photo, the decision goes there too
     (Lightroom reads only that for JPEG/TIFF/DNG); never into a photo cull has not written into."""

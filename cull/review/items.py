@@ -51,6 +51,9 @@ class Item:
     reason: str
     user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    burst: str | None = None  # the burst id (scan --bursts), None for a photo on its own
+    rank: int | None = None  # 1 = the burst's sharpest frame
+    size: int | None = None
 
     @property
     def effective(self) -> str:
@@ -68,6 +71,9 @@ class Item:
             "kind": self.kind,
             "reason": self.reason,
             "user": self.user,
+            "burst": self.burst,
+            "burst_rank": self.rank,
+            "burst_size": self.size,
         }
 
 
@@ -109,6 +115,9 @@ def build_items(results: Iterable[PhotoResult], roots: Sequence[Path]) -> list[I
             id=len(items), path=result.path, root=root, partner=result.partner,
             verdict=result.decision.verdict.value, score=result.photo.score, kind=result.photo.kind,
             reason=result.decision.reason,
+            burst=result.burst.burst if result.burst else None,
+            rank=result.burst.rank if result.burst else None,
+            size=result.burst.size if result.burst else None,
         ))
     return items
 
@@ -117,11 +126,36 @@ def _under(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def _order(item: Item) -> tuple[int, float, str]:
+    return (_RANK[item.effective], -1.0 if item.score is None else item.score, str(item.path))
+
+
 def shown(items: Iterable[Item], show: Show) -> list[Item]:
     """The items to list for ``show``, worst first (reject, uncertain, keep; lowest score first).
 
     The user's own verdict counts over cull's: a photo the user kept is never flagged again.
+    The frames of a burst stay together, sharpest first, placed by the burst's worst frame; a burst
+    is listed whole (its kept frames too, to compare) when at least one of its frames is wanted.
     """
     wanted = _WANTED[Show(show)]
-    picked = [i for i in items if i.effective in wanted]
-    return sorted(picked, key=lambda i: (_RANK[i.effective], -1.0 if i.score is None else i.score, str(i.path)))
+    groups: dict[str, list[Item]] = {}
+    units: list[list[Item]] = []
+    for item in items:
+        if item.burst is None:
+            units.append([item])
+        elif item.burst in groups:
+            groups[item.burst].append(item)
+        else:
+            groups[item.burst] = [item]
+            units.append(groups[item.burst])
+    picked = [sorted(unit, key=lambda i: (i.rank or 0, str(i.path))) for unit in units
+              if any(i.effective in wanted for i in unit)]
+    picked.sort(key=lambda unit: min(_order(i) for i in unit))
+    return [item for unit in picked for item in unit]
+
+
+def burst_of(items: Iterable[Item], item: Item) -> list[Item]:
+    """The frames of ``item``'s burst among ``items``, sharpest first ([item] for a lone photo)."""
+    if item.burst is None:
+        return [item]
+    return sorted((i for i in items if i.burst == item.burst), key=lambda i: (i.rank or 0, str(i.path)))

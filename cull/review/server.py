@@ -163,6 +163,7 @@ def create_app(session: ReviewSession, token: str) -> Guard:
             "crops": [{"which": c.which, "score": round(c.score, 3), "box": list(c.box), "url": f"/api/crop/{item_id}/{c.which}"}
                       for c in found.crops],
             "view": f"/api/view/{item_id}", "overlay": f"/api/overlay/{item_id}",
+            "burst": [{**frame.public(), "thumb": f"/api/thumb/{frame.id}"} for frame in session.neighbours(item_id)],
         })
 
     async def view(request: Request) -> Response:
@@ -192,9 +193,23 @@ def create_app(session: ReviewSession, token: str) -> Guard:
             return JSONResponse({"error": str(exc)}, 409)
         return JSONResponse({"item": item.public(), "undo": session.undo_depth})
 
+    async def keep_best(request: Request) -> Response:
+        try:
+            item_id = int(json.loads(await request.body())["id"])
+        except (ValueError, KeyError, TypeError):
+            return PlainTextResponse("expected JSON {id}", 400)
+        try:
+            frames = await run_in_threadpool(session.keep_best, item_id)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        except DecisionError as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        return JSONResponse({"items": [f.public() for f in frames], "undo": session.undo_depth})
+
     async def undo(request: Request) -> Response:
-        item, problems = await run_in_threadpool(session.undo)
-        return JSONResponse({"item": item.public() if item else None, "problems": problems, "undo": session.undo_depth})
+        items, problems = await run_in_threadpool(session.undo)
+        return JSONResponse({"item": items[0].public() if items else None, "items": [i.public() for i in items],
+                             "problems": problems, "undo": session.undo_depth})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return PlainTextResponse("not found", 404)
@@ -212,6 +227,7 @@ def create_app(session: ReviewSession, token: str) -> Guard:
         Route("/api/overlay/{item:int}", overlay),
         Route("/api/crop/{item:int}/{which:str}", crop),
         Route("/api/decide", decide, methods=["POST"]),
+        Route("/api/keep-best", keep_best, methods=["POST"]),
         Route("/api/undo", undo, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={KeyError: not_found, UnreadableImage: unreadable})

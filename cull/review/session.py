@@ -11,9 +11,9 @@ from typing import Any
 
 from cull.card import ModelCard
 from cull.errors import CullError
-from cull.review.decisions import Change, DecisionError, read_user_verdict, restore, write_decision
+from cull.review.decisions import Change, DecisionError, read_user_verdict, restore, write_decision, write_decisions
 from cull.review.imaging import Detail, LruCache, compute_detail, thumbnail
-from cull.review.items import Item, Show, build_items, inside, real_roots, shown
+from cull.review.items import Item, Show, build_items, burst_of, inside, real_roots, shown
 from cull.scan import PhotoResult, ScanOptions, scan
 from cull.score import Scorer
 from cull.sidecars import XmpOptions
@@ -44,7 +44,7 @@ class ReviewSession:
         self._scorer_factory = scorer_factory
         self._scorer: Scorer | None = None
         self._lock = threading.Lock()
-        self._history: list[Change] = []
+        self._history: list[list[Change]] = []  # one step: one key press
         self._thumbs = LruCache(options.thumb_cache)
         self._details = LruCache(options.detail_cache)
 
@@ -73,6 +73,7 @@ class ReviewSession:
             "model": self.card.version,
             "total": len(self.all_items),
             "undo": self.undo_depth,
+            "bursts": len({item.burst for item in self.items if item.burst is not None}),
         }
 
     # -- pictures --------------------------------------------------------------------------------
@@ -91,6 +92,11 @@ class ReviewSession:
         item = self.servable(item_id)
         return self._thumbs.get_or_build(item_id, lambda: thumbnail(item.path))  # type: ignore[return-value]
 
+    def neighbours(self, item_id: int) -> list[Item]:
+        """The shown frames of the item's burst, sharpest first ([] for a photo on its own)."""
+        item = self.item(item_id)
+        return burst_of(self.items, item) if item.burst is not None else []
+
     def detail(self, item_id: int) -> Detail:
         item = self.servable(item_id)
         return self._details.get_or_build(item_id, lambda: compute_detail(item.path, self.card, self.scorer()))  # type: ignore[return-value]
@@ -102,21 +108,41 @@ class ReviewSession:
         with self._lock:
             photos = [p for p in (item.path, item.partner) if p is not None]
             writes = write_decision(photos, decision, self.options.xmp)
-            self._history.append(Change(item.id, item.user, decision, writes))
+            self._history.append([Change(item.id, item.user, decision, writes)])
             item.user = decision
         log.info("%s: %s", item.path, decision)
         return item
 
-    def undo(self) -> tuple[Item | None, list[str]]:
-        """Undo the last decision: the sidecars as they were before it. Returns the item and problems."""
+    def keep_best(self, item_id: int) -> list[Item]:
+        """"Keep best, flag the rest" on the burst of ``item_id``: its sharpest frame (rank 1) gets the
+        user's keep, every other frame uncertain (never reject: in-focus priority), as one undo step.
+        Returns the frames, sharpest first. Raises KeyError, ValueError (not a burst) or DecisionError."""
+        frames = self.neighbours(item_id)
+        if len(frames) < 2 or frames[0].rank != 1:
+            raise ValueError("not a burst: B works on the frames of a burst (cull review --bursts)")
+        plan = [([p for p in (f.path, f.partner) if p is not None], "keep" if f.rank == 1 else "uncertain") for f in frames]
+        with self._lock:
+            done = write_decisions(plan, self.options.xmp)
+            self._history.append([Change(f.id, f.user, decision, writes) for f, (_, decision), writes in zip(frames, plan, done)])
+            for f, (_, decision) in zip(frames, plan):
+                f.user = decision
+        log.info("%s: kept %s, the other %d frames uncertain", frames[0].burst, frames[0].path, len(frames) - 1)
+        return frames
+
+    def undo(self) -> tuple[list[Item], list[str]]:
+        """Undo the last step (one decision, or a whole burst's): the sidecars as they were before it.
+        Returns the items it covered ([] when there was nothing to undo) and the problems."""
         with self._lock:
             if not self._history:
-                return None, []
-            change = self._history.pop()
-            problems = restore(change.writes)
-            item = self.by_id[change.item]
-            item.user = change.previous
-        return item, problems
+                return [], []
+            step = self._history.pop()
+            problems = restore([write for change in step for write in change.writes])
+            items = []
+            for change in step:
+                item = self.by_id[change.item]
+                item.user = change.previous
+                items.append(item)
+        return items, problems
 
 
 def load_session(

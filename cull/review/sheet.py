@@ -34,6 +34,8 @@ header{padding:.6em 1em;border-bottom:1px solid #333}h1{font-size:1.1em;margin:0
 .reject{background:#e0463c}.uncertain{background:#e6b422}.keep{background:#3fb950}.dim{color:#9aa0a6}
 details{padding:0 .5em .5em}details img{display:block;max-width:100%;margin:.4em 0}
 details img.crop{max-width:none;image-rendering:pixelated}.crops{overflow:auto}
+.burst{grid-column:1/-1;display:flex;flex-wrap:wrap;gap:10px;padding:6px 8px 8px;border:1px dashed #4a5060;border-radius:8px}
+.burst>.card{flex:0 0 240px}.burst>p{width:100%;margin:0}.best{background:#3fb950}
 """
 
 
@@ -53,11 +55,14 @@ def heat_view(detail: Detail, side: int = SHEET_VIEW) -> bytes:
 def render_sheet(session: ReviewSession, progress: Callable[[], None] | None = None) -> str:
     """The contact sheet's HTML for the session's shown items (worst first)."""
     esc = html.escape
-    cards = []
+    cards: list[tuple[str | None, str]] = []  # (burst id, card)
     for item in session.items:
         facts = item.public()
         score = "no score" if item.score is None else f"score {item.score:.3f}"
         parts = [f'<span class="badge {esc(item.verdict)}">{esc(item.verdict)}</span>']
+        if item.burst is not None:
+            parts.insert(0, ('<span class="badge best">&#9733; best</span> ' if item.rank == 1 else "")
+                         + f'<strong>#{item.rank}/{item.size}</strong>')
         if item.user:
             parts.append(f'<span class="badge {esc(item.user)}">you: {esc(item.user)}</span>')
         parts.append(f'<span class="dim">{esc(score)}{" · " + esc(item.kind) if item.kind else ""}'
@@ -77,8 +82,8 @@ def render_sheet(session: ReviewSession, progress: Callable[[], None] | None = N
                     f'<div class="crops">{crops}</div></details>')
         except CullError as exc:
             thumb, more = "", f'<p class="dim">cannot show: {esc(str(exc))}</p>'
-        cards.append(f'<div class="card" data-verdict="{esc(item.verdict)}">{thumb}<div class="meta">'
-                     f'<div>{esc(name)}</div>{" ".join(parts)}<div class="dim">{esc(item.reason)}</div></div>{more}</div>')
+        cards.append((item.burst, f'<div class="card" data-verdict="{esc(item.verdict)}">{thumb}<div class="meta">'
+                     f'<div>{esc(name)}</div>{" ".join(parts)}<div class="dim">{esc(item.reason)}</div></div>{more}</div>'))
         if progress:
             progress()
     title = f"cull review: {len(session.items)} photos ({session.options.show.value}), model {session.card.version}"
@@ -86,8 +91,27 @@ def render_sheet(session: ReviewSession, progress: Callable[[], None] | None = N
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body><header><h1>{esc(title)}</h1></header>"
-        f"<main class=\"grid\">{''.join(cards) or '<p>Nothing to review.</p>'}</main></body></html>\n"
+        f"<main class=\"grid\">{_grouped(cards) or '<p>Nothing to review.</p>'}</main></body></html>\n"
     )
+
+
+def _grouped(cards: list[tuple[str | None, str]]) -> str:
+    """The cards, the frames of each burst (listed together, sharpest first) in one box side by side."""
+    out: list[str] = []
+    index = 0
+    while index < len(cards):
+        burst, card = cards[index]
+        if burst is None:
+            out.append(card)
+            index += 1
+            continue
+        frames = []
+        while index < len(cards) and cards[index][0] == burst:
+            frames.append(cards[index][1])
+            index += 1
+        out.append(f'<div class="burst" data-burst="{html.escape(burst)}"><p class="dim">burst of {len(frames)} frames, '
+                   f'sharpest first</p>{"".join(frames)}</div>')
+    return "".join(out)
 
 
 def _png(data: bytes) -> Image.Image:

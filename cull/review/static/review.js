@@ -8,6 +8,7 @@
   const status = document.getElementById("status");
   const stack = document.getElementById("stack");
   let items = [];
+  let cards = [];  // cards[i] shows items[i]; the frames of a burst sit together in one .burst box
   let current = 0;
   let detailFor = null;
 
@@ -48,6 +49,7 @@
     card.dataset.id = item.id;
     card.dataset.verdict = item.verdict;
     card.dataset.user = item.user || "";
+    if (item.burst) { card.dataset.burst = item.burst; card.dataset.rank = item.burst_rank; }
     card.setAttribute("role", "option");
     card.setAttribute("aria-selected", items[current] === item ? "true" : "false");
     const img = el("img", "thumb");
@@ -56,6 +58,10 @@
     img.src = "/api/thumb/" + item.id;
     const meta = el("div", "meta");
     meta.append(el("span", "name", (item.where ? item.where + "/" : "") + item.name));
+    if (item.burst) {
+      if (item.burst_rank === 1) meta.append(el("span", "badge best", "★ best"));
+      meta.append(el("span", "rank", "#" + item.burst_rank + "/" + item.burst_size));
+    }
     meta.append(badge(item.verdict, false));
     if (item.user) meta.append(badge(item.user, true));
     meta.append(el("span", "dim", item.score === null ? "no score" : "score " + item.score.toFixed(3)));
@@ -65,21 +71,43 @@
     card.append(img, meta);
   }
 
-  function cardOf(index) { return grid.children[index]; }
+  function cardOf(index) { return cards[index]; }
 
   function render() {
     grid.replaceChildren();
+    cards = [];
     if (!items.length) {
       grid.append(el("div", "card empty", "Nothing to review here."));
       return;
     }
+    let box = null;
     items.forEach((item, index) => {
       const card = el("div", "card");
       card.addEventListener("click", () => { select(index); });
       card.addEventListener("dblclick", () => { select(index); openDetail(); });
       renderCard(card, item);
-      grid.append(card);
+      cards.push(card);
+      if (!item.burst) { box = null; grid.append(card); return; }
+      if (!box || box.dataset.burst !== item.burst) {
+        box = el("div", "burst");
+        box.dataset.burst = item.burst;
+        box.setAttribute("role", "group");
+        box.setAttribute("aria-label", "burst of " + item.burst_size + " frames, sharpest first");
+        box.append(el("div", "burst-label", "burst · " + item.burst_size + " frames, sharpest first · B: keep best, flag the rest"));
+        grid.append(box);
+      }
+      box.append(card);
     });
+  }
+
+  function burstRange(index) {
+    // [first, last] indices of the burst of items[index] (frames of a burst are listed together)
+    const id = items[index] && items[index].burst;
+    if (!id) return null;
+    let first = index, last = index;
+    while (first > 0 && items[first - 1].burst === id) first -= 1;
+    while (last < items.length - 1 && items[last + 1].burst === id) last += 1;
+    return [first, last];
   }
 
   function select(index) {
@@ -92,12 +120,22 @@
     if (!detail.hidden) openDetail();
   }
 
-  function columns() {
-    const first = cardOf(0);
-    if (!first) return 1;
-    let n = 0;
-    for (const card of grid.children) { if (card.offsetTop === first.offsetTop) n += 1; else break; }
-    return Math.max(1, n);
+  function vertical(step) {
+    // the card in the next row up (step -1) or down (+1) nearest to the current card's column
+    const here = cardOf(current);
+    if (!here) return current;
+    const from = here.getBoundingClientRect();
+    let best = -1, bestKey = null;
+    cards.forEach((card, index) => {
+      const r = card.getBoundingClientRect();
+      const dy = (r.top - from.top) * step;
+      if (dy < 4) return;
+      const key = [dy, Math.abs(r.left - from.left)];
+      if (bestKey === null || key[0] < bestKey[0] - 4 || (Math.abs(key[0] - bestKey[0]) <= 4 && key[1] < bestKey[1])) {
+        best = index; bestKey = key;
+      }
+    });
+    return best < 0 ? current : best;
   }
 
   function replace(updated) {
@@ -121,12 +159,28 @@
     }
   }
 
+  async function keepBest() {
+    const range = burstRange(current);
+    if (!range) { say("not a burst: B keeps the best frame of a burst (cull review --bursts)"); return; }
+    const item = items[current];
+    try {
+      const answer = await post("/api/keep-best", { id: item.id });
+      for (const frame of answer.items) replace(frame);
+      say("burst: kept " + answer.items[0].name + ", " + (answer.items.length - 1) + " other frames uncertain (Z undoes)");
+      if (range[1] < items.length - 1) select(range[1] + 1); else if (!detail.hidden) openDetail(); else select(current);
+    } catch (error) {
+      say(item.name + ": burst not saved: " + error.message, true);
+    }
+  }
+
   async function undo() {
     try {
       const answer = await post("/api/undo", {});
       if (!answer.item) { say("nothing to undo"); return; }
+      for (const other of answer.items || []) replace(other);
       const index = replace(answer.item);
-      say("undone: " + answer.item.name + (answer.problems.length ? " (" + answer.problems.join("; ") + ")" : ""),
+      const what = answer.items && answer.items.length > 1 ? "burst of " + answer.items.length + " frames" : answer.item.name;
+      say("undone: " + what + (answer.problems.length ? " (" + answer.problems.join("; ") + ")" : ""),
           answer.problems.length > 0);
       if (index >= 0) select(index);
     } catch (error) {
@@ -143,6 +197,7 @@
     const facts = document.getElementById("detail-facts");
     facts.replaceChildren(badge(item.verdict, false));
     if (item.user) facts.append(" ", badge(item.user, true));
+    if (item.burst) facts.append(" burst #" + item.burst_rank + "/" + item.burst_size + (item.burst_rank === 1 ? " ★ best" : "") + " ·");
     facts.append(" " + (item.score === null ? "no score" : "score " + item.score.toFixed(3)) +
       (item.kind ? " · " + item.kind : "") + (item.partner ? " · + " + item.partner : "") + " · " + item.reason);
     const crops = document.getElementById("crops");
@@ -169,9 +224,36 @@
           " of " + info.full[0] + "×" + info.full[1] + "), patch score " + crop.score.toFixed(3)));
         crops.append(figure);
       }
+      renderStrip(info.burst || [], item.id);
       detail.dataset.ready = String(item.id);
     } catch (error) {
       crops.replaceChildren(el("p", "dim", "cannot show this photo: " + error.message));
+    }
+  }
+
+  function renderStrip(frames, id) {
+    // the burst's frames (sharpest first) under the detail bar: click one, or J K, to step through
+    const strip = document.getElementById("burst-strip");
+    strip.replaceChildren();
+    strip.hidden = frames.length < 2;
+    if (strip.hidden) return;
+    strip.append(el("span", "dim", "burst, sharpest first (B: keep best, flag the rest)"));
+    for (const frame of frames) {
+      const fig = el("figure", "frame" + (frame.id === id ? " current" : ""));
+      fig.dataset.id = frame.id;
+      fig.dataset.rank = frame.burst_rank;
+      const img = el("img");
+      img.src = frame.thumb;
+      img.alt = frame.name;
+      const caption = el("figcaption", null, "#" + frame.burst_rank + (frame.burst_rank === 1 ? " ★ best" : "") + " · " +
+        (frame.user ? "you: " + frame.user : frame.verdict) + (frame.score === null ? "" : " · " + frame.score.toFixed(3)));
+      fig.append(img, caption);
+      fig.title = frame.name;
+      fig.addEventListener("click", () => {
+        const index = items.findIndex((it) => it.id === frame.id);
+        if (index >= 0) select(index);
+      });
+      strip.append(fig);
     }
   }
 
@@ -195,11 +277,12 @@
     let handled = true;
     if (key === "ArrowRight" || key === "j" || key === "J") select(current + 1);
     else if (key === "ArrowLeft" || key === "k" || key === "K") select(current - 1);
-    else if (key === "ArrowDown") select(current + (inDetail ? 1 : columns()));
-    else if (key === "ArrowUp") select(current - (inDetail ? 1 : columns()));
+    else if (key === "ArrowDown") select(inDetail ? current + 1 : vertical(1));
+    else if (key === "ArrowUp") select(inDetail ? current - 1 : vertical(-1));
     else if (key === "x" || key === "X") decide("reject");
     else if (key === "p" || key === "P") decide("keep");
     else if (key === "u" || key === "U") decide("uncertain");
+    else if (key === "b" || key === "B") keepBest();
     else if (key === "z" || key === "Z") undo();
     else if (key === "Enter" || key === " ") { if (inDetail) closeDetail(); else openDetail(); }
     else if (key === "Escape") { if (!help.hidden) help.hidden = true; else if (inDetail) closeDetail(); }
@@ -213,6 +296,7 @@
   document.getElementById("toggle-heat").addEventListener("change", (event) => toggleHeat(event.target.checked));
   document.getElementById("help-button").addEventListener("click", () => { help.hidden = !help.hidden; });
   document.getElementById("undo-button").addEventListener("click", undo);
+  document.getElementById("best-button").addEventListener("click", keepBest);
   for (const button of document.querySelectorAll("[data-decision]")) {
     button.addEventListener("click", () => decide(button.dataset.decision));
   }
@@ -222,7 +306,8 @@
     .then((data) => {
       items = data.items;
       document.getElementById("summary").textContent =
-        items.length + " of " + data.total + " photos (" + data.show + "), worst first · model " + data.model;
+        items.length + " of " + data.total + " photos (" + data.show + ")" +
+        (data.bursts ? ", " + data.bursts + " bursts side by side" : "") + ", worst first · model " + data.model;
       render();
       if (items.length) select(0);
       document.body.dataset.ready = "1";
