@@ -489,6 +489,8 @@ def review(
     model: ModelOption = None,
     sidecar_style: Annotated[SidecarStyle, typer.Option(help="RAW sidecar naming for your decisions: adobe, darktable, both")] = SidecarStyle.ADOBE,
     label: Annotated[str, typer.Option(help="colour label word for photos you leave uncertain")] = "Yellow",
+    bursts: Annotated[bool, typer.Option("--bursts", help="group burst frames side by side, sharpest first; B keeps the best and flags the rest")] = False,
+    burst_gap: Annotated[float, typer.Option(help="with --bursts: largest gap in seconds between frames of one burst")] = 2.0,
 ) -> None:
     """Check and overrule cull's verdicts in the browser: X reject, P keep, U uncertain, Z undo.
 
@@ -496,6 +498,7 @@ def review(
     its address (with a one-time token) as the first line. Your decisions go to XMP as your own.
 
     Example: cull review ~/Photos/2026
+    Bursts: cull review ~/Photos/2026 --bursts   (B on a burst: keep the sharpest, the rest uncertain)
     """
     from cull.review import ReviewOptions, load_session
     from cull.review.run import serve_review
@@ -504,11 +507,13 @@ def review(
 
     if html is not None and html.suffix.lower() not in (".html", ".htm"):
         raise _fail(f"--html must end in .html, not {html.name!r}")
+    if not 0 <= burst_gap <= 3600:
+        raise _fail("--burst-gap must be between 0 and 3600 seconds")
     card = _card(model)
     bar = progress_bar("checking")
     try:
         session, failures = load_session(
-            paths, card, ScanOptions(workers=workers, strictness=strictness),
+            paths, card, ScanOptions(workers=workers, strictness=strictness, bursts=bursts, burst_gap=burst_gap),
             ReviewOptions(show=show, xmp=XmpOptions(False, sidecar_style, label)),
             on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1),
         )
