@@ -209,3 +209,64 @@ def test_static_sheet_renders(browser: Browser, library: Path, tmp_path: Path, c
     shot = np.asarray(Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("L"), dtype=np.float32)
     assert shot.std() > 10
     context.close()
+
+
+# --- bursts (cull review --bursts) -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def burst_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_review import make_burst_library
+
+    return make_burst_library(tmp_path_factory.mktemp("bursts") / "photos")
+
+
+@pytest.fixture(scope="module")
+def burst_server(burst_library: Path, cache_env: dict[str, str]) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cull", "review", str(burst_library), "--bursts", "--no-browser", "--port", "0",
+         "--idle-timeout", "10", "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cache_env,
+    )
+    url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    assert url.startswith("http://127.0.0.1:"), (url, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_b_on_a_burst_keeps_the_best_frame_and_flags_the_rest(browser: Browser, burst_server: str, burst_library: Path) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
+    page = context.new_page()
+    page.goto(burst_server)
+    page.wait_for_selector("body[data-ready='1']")
+    box = page.locator(".burst")
+    assert box.count() == 1
+    ranks = box.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.rank)")
+    assert ranks == ["1", "2", "3"]  # side by side, sharpest first
+    assert box.locator(".card").first.locator(".badge.best").is_visible()
+    best = box.locator(".card .name").first.inner_text().split("/")[-1]
+    page.wait_for_function("() => [...document.querySelectorAll('.burst img')].every(i => i.complete && i.naturalWidth > 0)")
+    shot = np.asarray(Image.open(io.BytesIO(box.screenshot())).convert("L"), dtype=np.float32)
+    assert shot.std() > 10  # not blank
+    while page.locator(".card.current").get_attribute("data-rank") != "3":  # to the burst's softest frame
+        page.keyboard.press("j")
+    page.keyboard.press("Enter")  # its detail view lists the burst's frames
+    page.wait_for_selector("#detail[data-ready]")
+    assert page.locator("#burst-strip figure").evaluate_all("f => f.map(x => x.dataset.rank)") == ["1", "2", "3"]
+    assert page.locator("#burst-strip figure.current").get_attribute("data-rank") == "3"
+    page.locator("#burst-strip figure").first.click()  # step to the best frame from there
+    page.wait_for_selector("#burst-strip figure.current[data-rank='1']")
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.wait_for_selector(".burst .card[data-user='keep']")
+    page.wait_for_function("() => document.querySelectorAll(\".burst .card[data-user='uncertain']\").length === 2")
+    assert exif(burst_library / f"{best}.xmp", "XMP-xmpDM:Pick") == "1"
+    assert exif(burst_library / f"{best}.xmp", "XMP-digiKam:PickLabel") == "3"
+    others = [n.split("/")[-1] for n in box.locator(".card .name").all_inner_texts()[1:]]
+    for name in others:
+        assert exif(burst_library / f"{name}.xmp", "XMP-digiKam:PickLabel") == "2"
+        assert exif(burst_library / f"{name}.xmp", "XMP-xmp:Rating") != "-1"
+    page.keyboard.press("z")  # one step undoes the whole burst
+    page.wait_for_function("() => [...document.querySelectorAll('.burst .card')].every(c => !c.dataset.user)")
+    assert not any((burst_library / f"{name}.xmp").exists() for name in [best, *others])
+    context.close()
