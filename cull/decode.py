@@ -204,12 +204,48 @@ def describe_libraw_error(exc: BaseException, path: Path) -> str:
     detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
     ext = path.suffix.upper().lstrip(".") or "RAW"
     if isinstance(exc, (rawpy.LibRawFileUnsupportedError, rawpy.LibRawIOError)):
+        preview = embedded_jpeg_size(path)
+        if preview is not None:  # a camera RAW LibRaw does not know (a new model or a pruned file)
+            version = ".".join(map(str, rawpy.libraw_version))
+            return (f"LibRaw {version} cannot open this {ext} file (a variant it does not support, or corrupt), "
+                    f"although it holds a {preview[0]}x{preview[1]} JPEG preview; cull reads RAW previews through LibRaw")
         return "not a RAW file LibRaw can read (unsupported or corrupt)"
     if isinstance(exc, rawpy.LibRawDataError):
         return f"the {ext} file's image data is corrupt or truncated (LibRaw: {detail})"
     if isinstance(exc, (rawpy.LibRawTooBigError, rawpy.LibRawUnsufficientMemoryError, rawpy.LibRawMemPoolOverflowError)):
         return f"the {ext} file is too large for LibRaw to decode here ({detail})"
     return f"LibRaw cannot read this {ext} file ({type(exc).__name__}: {detail})"
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def embedded_jpeg_size(path: Path, limit: int = 64 << 20) -> tuple[int, int] | None:
+    """(width, height) of the largest JPEG embedded in the first ``limit`` bytes of a file, from the
+    frame headers only; None when there is none (for error messages: nothing is decoded)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit)
+    except OSError:
+        return None
+    best: tuple[int, int] | None = None
+    start = data.find(b"\xff\xd8\xff")
+    for _ in range(256):  # candidates
+        if start < 0:
+            break
+        pos = start + 2
+        while pos + 9 <= len(data) and data[pos] == 0xFF:
+            marker, length = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
+            if marker in _SOF:
+                height, width = int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
+                if width and height and (best is None or width * height > best[0] * best[1]):
+                    best = (width, height)
+                break
+            if length < 2 or marker == 0xDA:
+                break
+            pos += 2 + length
+        start = data.find(b"\xff\xd8\xff", start + 3)
+    return best
 
 
 def _raw_preview(raw: object, long_side: int) -> Image.Image | None:

@@ -1,0 +1,43 @@
+"""A RAW that LibRaw cannot open although a JPEG preview is plainly inside: the error says so."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from cull.decode import decode_gray, embedded_jpeg_size
+from cull.errors import UnreadableImage
+from tests.conftest import sharp_image
+
+pytest.importorskip("rawpy")
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    sharp_image(0).resize((width, height)).save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def test_unsupported_raw_with_a_preview_names_the_preview_and_libraw(tmp_path):
+    # an ISO-BMFF box header like a Canon CR3's, a small and a large JPEG inside, nothing LibRaw can parse
+    path = tmp_path / "IMG_0001.CR3"
+    path.write_bytes(b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01" + bytes(100) + _jpeg(160, 120) + bytes(64)
+                     + _jpeg(640, 427) + bytes(500))
+    with pytest.raises(UnreadableImage, match=r"^LibRaw [\d.]+ cannot open this CR3 file .*640x427 JPEG preview"):
+        decode_gray(path, 1024)
+
+
+def test_embedded_jpeg_size_reads_frame_headers_only(tmp_path):
+    (tmp_path / "none.bin").write_bytes(b"\xff\xd8\xff" + bytes(50) + b"no jpeg here" * 10)
+    (tmp_path / "two.bin").write_bytes(bytes(7) + _jpeg(64, 48) + b"junk" + _jpeg(300, 200)[:400])  # 2nd truncated
+    assert embedded_jpeg_size(tmp_path / "none.bin") is None
+    assert embedded_jpeg_size(tmp_path / "two.bin") == (300, 200)
+    assert embedded_jpeg_size(tmp_path / "missing.bin") is None
+
+
+def test_unsupported_raw_without_a_preview_keeps_the_plain_reason(tmp_path):
+    path = tmp_path / "text.CR2"
+    path.write_bytes(b"hello, this is not a photo\n" * 20)
+    with pytest.raises(UnreadableImage, match=r"^not a RAW file LibRaw can read \(unsupported or corrupt\)$"):
+        decode_gray(path, 1024)
