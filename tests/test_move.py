@@ -197,7 +197,8 @@ def test_undo_leaves_a_file_whose_place_is_taken(tmp_path):
     execute(plan_moves(shots, root, root / "_culled"), root, root / "_culled")
     (root / "IMG_0001.CR2").write_bytes(b"a new photo with the same name")
     result = undo(root / "_culled")
-    assert result.left and "taken" in result.left[0][1] or "exists" in result.left[0][1]
+    assert len(result.left) == 1, result.left
+    assert "taken" in result.left[0][1] or "exists" in result.left[0][1], result.left
     assert (root / "IMG_0001.CR2").read_bytes() == b"a new photo with the same name"
     assert (root / "_culled" / "IMG_0001.CR2").is_file()
 

@@ -242,4 +242,5 @@ def test_version_and_bare_command():
     from cull import __version__
 
     assert run("--version").stdout.strip() == f"cull {__version__}"
-    assert run().exit_code in (0, 2)  # no command: help
+    bare = run()
+    assert bare.exit_code == 2 and "scan" in bare.stdout  # no command: the help, as a usage error
