@@ -65,12 +65,15 @@ def _ray(local: bool = False) -> Any:
 
 def connect(address: str, local_cpus: int | None = None) -> ClusterInfo:
     """Start a local Ray runtime (``local``, with ``local_cpus`` CPUs or all, on the loopback address)
-    or join a cluster (``auto``: the one ``RAY_ADDRESS`` or ``ray start`` on this machine names;
-    ``HOST:PORT``; ``ray://HOST:PORT``). Raises ClusterError when Ray is missing or unreachable."""
+    or join a cluster (``auto``: the one ``RAY_ADDRESS`` or the last ``ray start`` on this machine
+    names; ``HOST:PORT``; ``ray://HOST:PORT``). Raises ClusterError when Ray is missing, nothing
+    listens at the address (checked first: Ray itself retries for minutes) or Ray refuses to join."""
     ray = _ray(local=address == "local")
     if ray.is_initialized():
         ray.shutdown()
-    if address not in ("local", "auto"):
+    if address == "auto":
+        address = _auto_address()
+    if address != "local":
         _probe(address)
     try:
         if address == "local":
@@ -81,8 +84,18 @@ def connect(address: str, local_cpus: int | None = None) -> ClusterInfo:
     except Exception as exc:  # noqa: BLE001 - Ray raises many types here (connection, auth, version)
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}") from None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    where = address if address != "auto" else ray.get_runtime_context().gcs_address
-    return ClusterInfo(where, len(nodes), int(ray.cluster_resources().get("CPU", 0)))
+    return ClusterInfo(address, len(nodes), int(ray.cluster_resources().get("CPU", 0)))
+
+
+def _auto_address() -> str:
+    """``auto``: RAY_ADDRESS, else the head that the last ``ray start`` on this machine recorded."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    recorded = Path(os.environ.get("RAY_TMPDIR") or "/tmp") / "ray" / "ray_current_cluster"
+    try:
+        return recorded.read_text().strip()
+    except OSError:
+        raise ClusterError("--ray auto: no RAY_ADDRESS and no `ray start` on this machine; give HOST:PORT") from None
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:

@@ -114,12 +114,23 @@ def test_cli_ray_without_the_extra_exits_2_naming_it(tmp_path, monkeypatch):
     assert "[ray]" in result.stderr and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "nonsense"])
-def test_cli_ray_unreachable_or_malformed_address_exits_2(tmp_path, address):
+@pytest.mark.parametrize(("address", "ray_address", "message"), [
+    ("127.0.0.1:{port}", None, "cannot reach the Ray cluster at 127.0.0.1:"),
+    ("auto", "127.0.0.1:{port}", "cannot reach the Ray cluster at 127.0.0.1:"),  # RAY_ADDRESS names a dead head
+    ("auto", None, "no RAY_ADDRESS and no `ray start` on this machine"),
+    ("nonsense", None, "--ray takes local, auto or HOST:PORT"),
+])
+def test_cli_ray_unreachable_or_malformed_address_exits_2(tmp_path, monkeypatch, address, ray_address, message):
+    port = _free_port()
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray-here"))  # no recorded `ray start`
+    if ray_address:
+        monkeypatch.setenv("RAY_ADDRESS", ray_address.format(port=port))
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
     save(sharp_image(0), tmp_path / "a.jpg")
-    result = runner.invoke(app, ["scan", str(tmp_path), "--ray", address.format(port=_free_port()), "--no-xmp"])
+    result = runner.invoke(app, ["scan", str(tmp_path), "--ray", address.format(port=port), "--no-xmp"])
     assert result.exit_code == 2
-    assert "--ray" in result.stderr or "cannot reach the Ray cluster" in result.stderr
+    assert message in result.stderr
     assert not (tmp_path / "a.xmp").exists()
 
 
