@@ -41,6 +41,17 @@ def card():
     return load_card()
 
 
+@pytest.fixture
+def shared_raw() -> Path:
+    """../shared/data/raw: skipped where it is absent, but a failure under CI=true (no silent skip there)."""
+    folder = SHARED_DATA / "raw"
+    if not folder.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {folder} is missing")
+        pytest.skip("needs ../shared/data/raw")
+    return folder
+
+
 def sharp_image(index: int = 0, scale: float = 1.0) -> Image.Image:
     image = Image.open(EXAMPLES / SHARP_EXAMPLES[index % len(SHARP_EXAMPLES)]).convert("RGB")
     if scale != 1.0:

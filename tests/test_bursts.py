@@ -45,6 +45,12 @@ def test_exif_time_with_subseconds():
     assert parse_exif_time("garbage") is None
 
 
+def test_capture_reads_raw_exif(shared_raw):
+    capture = read_capture(shared_raw / "RAW_KODAK_DC50.KDC")  # exiftool: ModifyDate 1997:04:23 08:00:47 (no DateTimeOriginal)
+    assert capture.time_source == "exif" and capture.camera is not None and capture.camera.startswith("Eastman Kodak")
+    assert capture.time == pytest.approx(parse_exif_time("1997:04:23 08:00:47"))
+
+
 def test_capture_reads_camera_and_time_and_falls_back_to_mtime(tmp_path):
     shot = exif_jpeg(sharp_image(0, 0.3), tmp_path / "a.jpg", "2024:05:01 10:11:12", "40", serial="0123")
     capture = read_capture(shot)

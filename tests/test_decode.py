@@ -1,5 +1,4 @@
 import io
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -13,17 +12,6 @@ from cull.errors import UnreadableImage
 from tests.conftest import SHARED_DATA, save, sharp_image
 
 LONG = 1440
-
-
-@pytest.fixture
-def shared_raw() -> Path:
-    """../shared/data/raw: skipped where it is absent, but a failure under CI=true (no silent skip there)."""
-    folder = SHARED_DATA / "raw"
-    if not folder.is_dir():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {folder} is missing")
-        pytest.skip("needs ../shared/data/raw")
-    return folder
 
 
 def test_large_jpeg_uses_dct_scaling_not_a_full_decode(tmp_path, monkeypatch):

@@ -34,17 +34,6 @@ from tests.conftest import (
 runner = CliRunner()
 
 
-@pytest.fixture
-def shared_raw() -> Path:
-    """../shared/data/raw: skipped where it is absent, but a failure under CI=true (no silent skip there)."""
-    folder = SHARED_DATA / "raw"
-    if not folder.is_dir():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {folder} is missing")
-        pytest.skip("needs ../shared/data/raw")
-    return folder
-
-
 def run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
