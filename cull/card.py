@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cull.errors import ModelError
+from cull.fsutil import file_sha256  # noqa: F401 - also cull.card.file_sha256 for callers
 
 CARD_FORMAT = 1
 STRICTNESS_LEVELS = ("lenient", "normal", "strict")
@@ -92,14 +93,6 @@ class ModelCard:
 def default_card_path() -> Path:
     """The shipped card: models/focus.json (installed as the data package cull._models)."""
     return Path(str(resources.files("cull._models").joinpath("focus.json")))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
