@@ -119,6 +119,17 @@ local function checkVersion(report)
     return report
 end
 
+
+--- Add the row made from a decoded record, or say why it is not one (where: "line" or "record").
+local function addRow(report, record, number, where)
+    local row, rowErr = makeRow(record, number)
+    if row then
+        report.rows[#report.rows + 1] = row
+    else
+        report.problems[#report.problems + 1] = string.format("%s %d: %s", where, number, rowErr)
+    end
+end
+
 local function parseJsonl(text)
     local report = { format = "jsonl", rows = {}, problems = {} }
     local lineNo = 0
@@ -135,12 +146,7 @@ local function parseJsonl(text)
             elseif type(value) ~= "table" or value.n ~= nil then
                 report.problems[#report.problems + 1] = string.format("line %d: not a JSON object", lineNo)
             else
-                local row, rowErr = makeRow(value, lineNo)
-                if row then
-                    report.rows[#report.rows + 1] = row
-                else
-                    report.problems[#report.problems + 1] = string.format("line %d: %s", lineNo, rowErr)
-                end
+                addRow(report, value, lineNo, "line")
             end
         end
     end
@@ -176,12 +182,7 @@ local function parseCsv(text)
                         record[name] = cells[c]
                     end
                 end
-                local row, rowErr = makeRow(record, r)
-                if row then
-                    report.rows[#report.rows + 1] = row
-                else
-                    report.problems[#report.problems + 1] = string.format("record %d: %s", r, rowErr)
-                end
+                addRow(report, record, r, "record")
             end
         end
     end
