@@ -139,6 +139,24 @@ def test_in_focus_gate_refuses_a_model_that_rejects_a_sharp_real_photo():
         in_focus_gate({"real held-out": {"lenient": report(0), "strict": report(1)}}, 0)
 
 
+def test_no_regression_gate_keeps_a_better_shipped_model():
+    from train.__main__ import no_regression_gate
+
+    def confusion(keep, reject, blurred_kept):
+        return {"sharp": {"keep": keep, "uncertain": 10 - keep - reject, "reject": reject},
+                "blurred": {"keep": blurred_kept, "uncertain": 2, "reject": 8 - blurred_kept}}
+
+    def evaluations(c):
+        return {"validation (synthetic)": {"lenient": {"overall": {"model": {"confusion": c}}}}}
+
+    previous = {"version": "v2", "photos": {"validation (synthetic)": {"lenient": {"model": {"confusion": confusion(8, 0, 0)}}}}}
+    no_regression_gate(evaluations(confusion(9, 0, 0)), previous)
+    no_regression_gate(evaluations(confusion(1, 0, 0)), None)  # nothing shipped yet
+    for worse, why in ((confusion(7, 0, 0), "keeps 7"), (confusion(9, 1, 0), "rejects 1"), (confusion(9, 0, 1), "flags 9")):
+        with pytest.raises(TrainError, match=why):
+            no_regression_gate(evaluations(worse), previous)
+
+
 def test_thresholds_lean_to_keep():
     rng = np.random.default_rng(0)
     sharp = np.clip(rng.normal(0.9, 0.08, 400), 0, 1)

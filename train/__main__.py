@@ -43,10 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", default="focus", choices=["focus", "seed"])
     parser.add_argument("--kernel", type=int, default=3)
     parser.add_argument("--kernels", type=int, nargs="+", default=[3, 5, 7], help="for sweep")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--per-variant", type=int, default=6, help="patches kept per degraded photo")
-    parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split, evenly spaced (quicker builds)")
+    parser.add_argument("--limit", type=int, default=240, help="use at most this many source photos per split, evenly spaced (quicker builds)")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--init", type=Path, default=None,
@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=None, help="default 1e-3, or 2e-4 with --init")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                         help="ship a static int8 copy when it changes no validation verdict (needs train/quantize.py)")
+    parser.add_argument("--replace-worse", action="store_true",
+                        help="replace the shipped model even when the new one does worse on the validation photos")
     parser.add_argument("--max-real-sharp-rejects", type=int, default=0,
                         help="refuse to ship a model that rejects more sharp photos of --real than this "
                         "(at any strictness); in-focus priority")
@@ -388,6 +390,27 @@ def previous_model_report(args: argparse.Namespace, data: dict[str, Any]) -> dic
     return {"version": card.version, "photos": photos}
 
 
+def no_regression_gate(evaluations: dict[str, Any], previous: dict[str, Any] | None) -> None:
+    """Refuse to replace the shipped model with one that, on the same validation photos at cull's
+    default strictness, rejects more sharp photos, keeps fewer outright, or flags fewer blurred ones."""
+    if not previous:
+        return
+    name = "validation (synthetic)"
+    new = evaluations[name]["lenient"]["overall"]["model"]["confusion"]
+    old = previous["photos"][name]["lenient"]["model"]["confusion"]
+    worse = []
+    if new["sharp"]["reject"] > old["sharp"]["reject"]:
+        worse.append(f"rejects {new['sharp']['reject']} sharp photos (was {old['sharp']['reject']})")
+    if new["sharp"]["keep"] < old["sharp"]["keep"]:
+        worse.append(f"keeps {new['sharp']['keep']} sharp photos outright (was {old['sharp']['keep']})")
+    flagged = {k: c["blurred"]["reject"] + c["blurred"]["uncertain"] for k, c in (("new", new), ("old", old))}
+    if flagged["new"] < flagged["old"]:
+        worse.append(f"flags {flagged['new']} blurred photos (was {flagged['old']})")
+    if worse:
+        raise TrainError(f"the new model does worse than the shipped {previous['version']} on the validation "
+                         f"photos: {'; '.join(worse)}; kept the shipped model (--replace-worse to override)")
+
+
 def _card_version(onnx: Path) -> str | None:
     try:
         return str(json.loads(Path(onnx).with_suffix(".json").read_text())["version"])
@@ -421,6 +444,8 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
     result = fit_and_export(args, data, args.variant, args.kernel, out)
     in_focus_gate(result["evaluations"], args.max_real_sharp_rejects)
     previous = previous_model_report(args, data)
+    if not args.replace_worse:
+        no_regression_gate(result["evaluations"], previous)
     (args.work / "last-fit-scores.json").write_text(json.dumps(result["fit_scores"], indent=1))
     sweep_file = args.out / "sweep.json"
     sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
