@@ -6,7 +6,7 @@ import pytest
 
 from cull.card import STRICTNESS_LEVELS, file_sha256, load_card
 from cull.errors import ModelError
-from cull.evaluate import evaluate_folder
+from cull.evaluate import evaluate_folder, score_folder, summarise_folder
 from tests.conftest import SHARED_DATA
 
 
@@ -46,3 +46,13 @@ def test_real_photos_meet_the_quality_bar(card):
     model = report["overall"]["model"]
     assert model["sharp_false_reject_rate"] <= 0.01
     assert model["blurred_flagged_rate"] >= 0.9
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "real-blur-dev").is_dir(), reason="needs ../shared/data/real-blur-dev")
+def test_no_real_sharp_photo_is_rejected_at_any_strictness(card):
+    """In-focus priority, as the build's gate enforces it: not even *strict* rejects a real sharp photo."""
+    folder = SHARED_DATA / "real-blur-dev"
+    scored = score_folder(folder, card, workers=1)
+    for strictness in STRICTNESS_LEVELS:
+        report = summarise_folder(folder, scored, card, strictness)
+        assert report["overall"]["model"]["confusion"]["sharp"]["reject"] == 0, strictness

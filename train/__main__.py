@@ -496,6 +496,7 @@ def run_sweep(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
     rows = []
     sweep_dir = args.work / "sweep"
+    args.int8 = False  # the sweep compares float networks; only a shipped build tries int8
     for kernel in args.kernels:
         result = fit_and_export(args, data, "seed", kernel, sweep_dir / f"seed_k{kernel}.onnx")
         # (a sweep model is never shipped: no in-focus gate, its card stays under --work)
