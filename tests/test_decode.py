@@ -140,14 +140,15 @@ def test_real_raw_with_useless_thumbnail_falls_back_to_half_size_demosaic(shared
     assert max(gray.shape) >= 300 and gray.std() > 0.02
 
 
-def test_raw_with_embedded_jpeg_preview_uses_the_preview(tmp_path, monkeypatch):
+def fake_raw(monkeypatch: pytest.MonkeyPatch, preview: Image.Image, flip: int = 0) -> None:
+    """rawpy.imread returns a 6000x4000 RAW whose embedded JPEG preview is ``preview`` (LibRaw ``flip``)."""
     import rawpy
 
-    preview = io.BytesIO()
-    sharp_image().resize((1600, 1200)).save(preview, "JPEG")
+    data = io.BytesIO()
+    preview.save(data, "JPEG", quality=95)
 
     class FakeRaw:
-        sizes = type("S", (), {"width": 6000, "height": 4000, "flip": 0})()
+        sizes = type("S", (), {"width": 6000, "height": 4000, "flip": flip})()
 
         def __enter__(self):
             return self
@@ -156,12 +157,16 @@ def test_raw_with_embedded_jpeg_preview_uses_the_preview(tmp_path, monkeypatch):
             return False
 
         def extract_thumb(self):
-            return type("T", (), {"format": rawpy.ThumbFormat.JPEG, "data": preview.getvalue()})()
+            return type("T", (), {"format": rawpy.ThumbFormat.JPEG, "data": data.getvalue()})()
 
         def postprocess(self, **kw):
             raise AssertionError("must not demosaic when the preview is big enough")
 
     monkeypatch.setattr(rawpy, "imread", lambda p: FakeRaw())
+
+
+def test_raw_with_embedded_jpeg_preview_uses_the_preview(tmp_path, monkeypatch):
+    fake_raw(monkeypatch, sharp_image().resize((1600, 1200)))
     path = tmp_path / "IMG_0001.CR2"
     path.write_bytes(b"raw")
     assert decode_gray(path, LONG).shape == (1080, 1440)
@@ -225,25 +230,8 @@ def test_avif_is_decoded_by_pillow_without_pillow_heif(tmp_path):
 
 @pytest.mark.parametrize("flip,turned", [(0, False), (3, False), (5, True), (6, True)])
 def test_raw_preview_is_turned_by_libraw_flip(tmp_path, monkeypatch, flip, turned):
-    import rawpy
-
-    preview = io.BytesIO()
     upright = sharp_image().resize((1600, 1200))
-    upright.save(preview, "JPEG", quality=95)
-
-    class FakeRaw:
-        sizes = type("S", (), {"width": 6000, "height": 4000, "flip": flip})()
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-        def extract_thumb(self):
-            return type("T", (), {"format": rawpy.ThumbFormat.JPEG, "data": preview.getvalue()})()
-
-    monkeypatch.setattr(rawpy, "imread", lambda p: FakeRaw())
+    fake_raw(monkeypatch, upright, flip)
     path = tmp_path / "IMG_0001.CR2"
     path.write_bytes(b"raw")
     gray = decode_gray(path, LONG)
