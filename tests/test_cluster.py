@@ -213,6 +213,62 @@ def test_a_ray_start_head_node_joined_by_address_gives_the_same_results(tmp_path
     assert started and not left, f"processes of the head node still running: {left}"
 
 
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        found += children
+        frontier += children
+    return found
+
+
+def test_ctrl_c_stops_a_ray_local_scan_and_its_runtime(tmp_path):
+    big = tmp_path / "big.jpg"
+    sharp_image(0).resize((6000, 4000)).save(big, quality=90)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(150):  # about 20 s of work on 2 CPUs: long enough to be interrupted
+        os.link(big, photos / f"p{i:03d}.jpg")
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    scan_cli = subprocess.Popen(
+        [sys.executable, "-m", "cull", "scan", str(photos), "--ray", "local", "-j", "2", "--no-cache",
+         "--report", str(tmp_path / "r.jsonl")],
+        env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen: set[int] = set()
+    try:
+        for _ in range(120):  # wait for the runtime's workers to be busy
+            seen |= set(_descendants(scan_cli.pid))
+            if any(b"ray::" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in _alive(list(seen))
+                   if Path(f"/proc/{pid}/cmdline").exists()):
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        seen |= set(_descendants(scan_cli.pid))
+        assert scan_cli.poll() is None, "the scan ended before it could be interrupted"
+        scan_cli.send_signal(signal.SIGINT)
+        _, err = scan_cli.communicate(timeout=90)
+    finally:
+        if scan_cli.poll() is None:
+            os.killpg(scan_cli.pid, signal.SIGKILL)
+    assert scan_cli.returncode != 0
+    assert not (tmp_path / "r.jsonl").exists() and "Traceback" not in err
+    for _ in range(40):  # the local runtime (GCS, raylet, workers) stops with the scan
+        if not _alive(sorted(seen)):
+            break
+        time.sleep(0.5)
+    assert len(seen) > 2 and not _alive(sorted(seen)), f"left running: {_alive(sorted(seen))}"
+
+
 def _listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
