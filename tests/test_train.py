@@ -12,11 +12,18 @@ pytest.importorskip("tf2onnx")
 
 from train.data import find_sources, make_variant  # noqa: E402
 from train.degrade import (  # noqa: E402
+    DEFOCUS_RADIUS,
+    MIN_DEFOCUS_SPREAD,
+    MIN_SHAKE_SPREAD,
+    MOTION_LENGTH,
+    SHARP_SOFTNESS,
+    blurred_psf,
     camera_pipeline,
     convolve,
     degrade,
     disk_psf,
     motion_psf,
+    psf_spread,
     shake_psf,
     to_linear,
 )
@@ -91,6 +98,33 @@ def test_shake_kernels_are_hand_like_trajectories():
         assert length - 2 <= span <= length + 3
         assert (psf > 1e-4).sum() >= length  # a connected path, not a few dots
     assert not np.array_equal(shake_psf(10.0, np.random.default_rng(1)), shake_psf(10.0, np.random.default_rng(2)))
+
+
+def test_blurred_labels_are_clearly_blurred_at_the_analysis_scale():
+    """Recipe v4 (issue 11): no photo labelled blurred carries a nearly invisible blur (v3 drew
+    4 px shakes and 1.5 px defocus, label noise that pushed the keep threshold up); a margin
+    separates the softest blurred label from the softest sharp one."""
+    from scipy.ndimage import gaussian_filter
+
+    assert DEFOCUS_RADIUS[0] >= 2.0 and MOTION_LENGTH[0] >= 6.0
+    impulse = np.zeros((15, 15), np.float32)
+    impulse[7, 7] = 1
+    softest_sharp = psf_spread(gaussian_filter(impulse, SHARP_SOFTNESS[1]))
+    assert softest_sharp == pytest.approx(SHARP_SOFTNESS[1], abs=0.05)
+    assert MIN_DEFOCUS_SPREAD >= softest_sharp + 0.35 and MIN_SHAKE_SPREAD >= MIN_DEFOCUS_SPREAD
+    assert psf_spread(disk_psf(4.0, np.random.default_rng(0))) == pytest.approx(2.0, abs=0.15)  # r / 2
+    rng = np.random.default_rng(11)
+    for kind, minimum, smallest in (("defocus", MIN_DEFOCUS_SPREAD, DEFOCUS_RADIUS[0]),
+                                    ("motion", MIN_SHAKE_SPREAD, MOTION_LENGTH[0])):
+        draws = [blurred_psf(kind, rng) for _ in range(150)]
+        assert min(psf_spread(psf) for psf, _ in draws) >= minimum
+        assert min(amount for _, amount in draws) >= smallest
+    gray = np.asarray(sharp_image().convert("L"), dtype=np.float32) / 255
+    for seed in range(6):  # whole photos, including the small ones (blur measured at their size)
+        for kind in ("defocus", "motion"):
+            assert degrade(gray, kind, np.random.default_rng(seed)).amount >= min(DEFOCUS_RADIUS[0], MOTION_LENGTH[0])
+        small = make_variant(gray, "small-blurred", np.random.default_rng(seed))
+        assert small.amount >= DEFOCUS_RADIUS[0]
 
 
 def test_camera_pipeline_keeps_size_and_range_and_is_reproducible():
@@ -215,6 +249,31 @@ def test_keras_and_onnx_agree(tmp_path):
         load_onnx_weights(build_model("focus", 5), path)
 
 
+def test_slim_trunk_is_an_option_and_exports(tmp_path):
+    from train.export import export_onnx, parity
+    from train.fit import load_onnx_weights
+    from train.model import architecture, build_model
+
+    for filters, stride in (((16, 32, 32), 1), ((8, 16, 32), 2)):
+        model = build_model("focus", 3, 64, filters=filters, stride=stride)
+        convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+        assert [c.filters for c in convs] == list(filters)
+        assert [c.strides for c in convs] == [(stride, stride), (1, 1), (1, 1)]
+        assert model.count_params() < build_model("focus", 3).count_params()
+        path = tmp_path / f"m{stride}.onnx"
+        export_onnx(model, path, 64)
+        x = np.random.default_rng(0).standard_normal((8, 64, 64, 1)).astype(np.float32)
+        assert parity(model, path, x) < 1e-5
+        fresh = build_model("focus", 3, 64, filters=filters, stride=stride)
+        load_onnx_weights(fresh, path)
+        assert parity(fresh, path, x) < 1e-5
+    assert architecture("focus", 3, (16, 32, 32), 2) == {"variant": "focus", "kernel": 3, "filters": [16, 32, 32],
+                                                         "dense": 128, "dropout": 0.5, "first_stride": 2}
+    assert "first_stride" not in architecture("seed", 3)  # the seed's baseline row is unchanged
+    with pytest.raises(ValueError):
+        build_model("focus", 3, 64, filters=(16, 32))
+
+
 def test_seed_variant_is_the_study_network():
     from train.model import build_model
 
@@ -240,10 +299,12 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
         save(blurred_image(i, 5), real / "defocused_blurred" / f"{i}_CAM_F.jpg")
     out = tmp_path / "models"
     code = main(["--data", str(data), "--real", str(real), "--out", str(out), "--work", str(tmp_path / "work"),
-                 "--epochs", "1", "--per-variant", "4", "--workers", "2", "--quiet"])
+                 "--epochs", "1", "--per-variant", "4", "--workers", "2", "--filters", "16", "32", "32", "--quiet"])
     assert code == 0
     card = load_card(out / "focus.json")  # verifies the sha256 too
     raw = json.loads((out / "focus.json").read_text())
+    assert raw["architecture"]["filters"] == [16, 32, 32] and "-f16x32x32-" in raw["version"]
+    assert raw["training"]["recipe"] == "v4"
     assert raw["export"]["parity_max_abs_diff"] < 1e-4
     assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}
     assert card.kind_labels == ("sharp", "defocus", "motion")
@@ -305,7 +366,7 @@ def check_failed_builds_leave_the_shipped_model_alone(tmp_path, data, real, out,
 
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     args = ["--data", str(data), "--real", str(real), "--out", str(out), "--work", str(tmp_path / "work"),
-            "--epochs", "1", "--per-variant", "4", "--workers", "2", "--quiet"]
+            "--epochs", "1", "--per-variant", "4", "--workers", "2", "--filters", "16", "32", "32", "--quiet"]
     with monkeypatch.context() as patch:
         patch.setattr(train.export, "PARITY_TOLERANCE", -1.0)  # no export can pass
         assert main(args) == 1

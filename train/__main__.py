@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", default="focus", choices=["focus", "seed"])
     parser.add_argument("--kernel", type=int, default=3)
     parser.add_argument("--kernels", type=int, nargs="+", default=[3, 5, 7], help="for sweep")
+    parser.add_argument("--filters", type=int, nargs=3, default=[32, 64, 64], metavar="N",
+                        help="convolution widths of the trunk (the seed's 32 64 64; 16 32 32 is ~3x cheaper)")
+    parser.add_argument("--first-stride", type=int, default=1, choices=[1, 2],
+                        help="stride of the first convolution (2: cheaper, coarser)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--per-variant", type=int, default=6, help="patches kept per degraded photo")
@@ -153,7 +157,7 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
     if not diff <= PARITY_TOLERANCE:
         raise TrainError(f"ONNX export differs from Keras by {diff:g} (> {PARITY_TOLERANCE:g}); nothing shipped")
     aggregate_k = 3
-    common = dict(variant=variant, kernel=kernel, aggregate_k=aggregate_k)
+    common = dict(variant=variant, kernel=kernel, aggregate_k=aggregate_k, filters=trunk(args, variant), stride=stride_of(args, variant))
     fit_scores, thresholds, val_scored = fit_on_production_scores(out, data, common, args.workers)
     quantization = {"shipped": False, "why": "not tried (--no-int8)"}
     if args.int8:
@@ -286,6 +290,19 @@ def fit_on_production_scores(
     return fit_scores, thresholds, production
 
 
+def trunk(args: argparse.Namespace, variant: str) -> tuple[int, ...]:
+    """Convolution widths for this run: --filters for a build; the sweep reproduces the seed's trunk."""
+    from train.model import FILTERS
+
+    if getattr(args, "command", "build") == "sweep":
+        return FILTERS
+    return tuple(getattr(args, "filters", None) or FILTERS)
+
+
+def stride_of(args: argparse.Namespace, variant: str) -> int:
+    return 1 if getattr(args, "command", "build") == "sweep" else int(getattr(args, "first_stride", 1) or 1)
+
+
 def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, kernel: int) -> tuple[Any, dict[str, Any]]:
     """Train (or reuse the network this very configuration trained before, cached under --work)."""
     import keras
@@ -297,8 +314,10 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
     init = getattr(args, "init", None)
     rate = args.learning_rate or (2e-4 if init else 1e-3)
     start = f"-init{file_sha256(init)[:8]}" if init else ""
-    cached = data["work"] / f"model-{variant}-k{kernel}-e{args.epochs}-b{args.batch_size}{start}-lr{rate:g}.keras"
-    if not init and rate == 1e-3:  # the name earlier builds used
+    filters, stride = trunk(args, variant), stride_of(args, variant)
+    shape = "" if (filters, stride) == ((32, 64, 64), 1) else f"-f{'x'.join(map(str, filters))}-s{stride}"
+    cached = data["work"] / f"model-{variant}-k{kernel}{shape}-e{args.epochs}-b{args.batch_size}{start}-lr{rate:g}.keras"
+    if not init and rate == 1e-3 and not shape:  # the name earlier builds used
         cached = data["work"] / f"model-{variant}-k{kernel}-e{args.epochs}-b{args.batch_size}.keras"
     if cached.exists() and cached.with_suffix(".json").exists():
         logging.info("reusing the trained network %s", cached)
@@ -307,7 +326,8 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
     model, history = train_model(patches["train"], patches["val"], variant=variant, kernel=kernel,
                                  epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                  threads=args.workers, verbose=0 if args.quiet else 2,
-                                 init=init if variant == args.variant else None, learning_rate=rate)
+                                 init=init if variant == args.variant else None, learning_rate=rate,
+                                 filters=filters, stride=stride)
     tmp = cached.with_name(cached.stem + ".tmp.keras")
     model.save(tmp)
     cached.with_suffix(".json").write_text(json.dumps(history))
@@ -346,11 +366,12 @@ def build(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
 SHIPPED = ("focus.onnx", "focus.json", "CARD.md")
 DEGRADATIONS = (
-    "defocus (disk / rimmed / soft / cat's-eye PSFs, radius 1.5-9 px, highlight bokeh); depth-varying "
+    "defocus (disk / rimmed / soft / cat's-eye PSFs, radius 2-9 px and PSF spread >= 1 px, highlight bokeh); depth-varying "
     "defocus around a sharp, textured focus point (ground-plane ramp, radial subject falloff or subject "
     "plane before a receding background; blur 0 at the focal plane growing to 3-14 px, rendered per "
-    "blur layer with per-pixel interpolation; labelled sharp, patches labelled by their blur radius); "
-    "sharp subject pasted on a defocused copy (labelled sharp); camera shake 4-26 px, 70 % from "
+    "blur layer with per-pixel interpolation; labelled sharp, patches sharp where the radius is <= 0.75 px, blurred "
+    "where it is >= 2 px, ambiguous ones left out); "
+    "sharp subject pasted on a defocused copy (labelled sharp); camera shake 6-26 px with PSF spread >= 1.6 px (recipe v4: no nearly-sharp 'blurred' labels), 70 % from "
     "random-walk-with-inertia trajectories plus drift whose wander grows with exposure time, 30 % "
     "straight / curved / tremor paths; lens softness <= 0.6 px on sharp; low contrast (15 %); exposure "
     "-1.2..+0.6 EV; 45 % through an in-camera pipeline at an enlarged sensor scale (1.5-2.5x, <= 4 MP: "
@@ -483,7 +504,9 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
         "seed_comparison": sweep,
         "previous_model": previous,
     }
-    version = f"{args.variant}-k{args.kernel}-{dt.date.today():%Y%m%d}-{file_sha256(out)[:8]}"
+    tag = "" if tuple(args.filters) == (32, 64, 64) and args.first_stride == 1 else \
+        f"-f{'x'.join(map(str, args.filters))}" + ("s2" if args.first_stride == 2 else "")
+    version = f"{args.variant}-k{args.kernel}{tag}-{dt.date.today():%Y%m%d}-{file_sha256(out)[:8]}"
     card = write_card(out, version=version, thresholds=result["thresholds"], spec=data["spec"], extra=extra,
                       **result["common"])
     load_card(card)  # the staged pair must load (format, thresholds, sha256) before it ships

@@ -9,6 +9,13 @@ subject, blur growing with scene depth, rendered per blur layer), in-camera pipe
 reduction, sharpening, JPEG) run at an enlarged "sensor" scale and reduced afterwards, shake kernels
 from random-walk-with-inertia trajectories whose shape depends on the exposure time, and low-contrast
 scenes.  Small images are made by data.py (reduce first, then degrade).
+
+Recipe v4 removes label noise: a photo labelled blurred must be clearly blurred at the analysis
+scale.  Defocus starts at a 2 px radius and shake at 6 px, and every blur PSF is measured (its
+spread, the standard deviation along its principal axis) and redrawn when it falls short of
+MIN_DEFOCUS_SPREAD / MIN_SHAKE_SPREAD; depth-varying defocus labels a patch blurred only where the
+radius reaches DEFOCUS_RADIUS[0].  Sharp photos keep at most SHARP_SOFTNESS, so between the two
+classes lies a margin that no training label or validation photo falls into.
 """
 
 from __future__ import annotations
@@ -28,11 +35,16 @@ GAMMA = 2.2
 # Blur sizes in pixels at the analysis scale (the training photos are used at their own size,
 # which is about the analysis scale of a real camera file reduced to <= 1440 px).
 SHARP_SOFTNESS = (0.0, 0.6)  # residual lens softness still counted as in focus (gaussian sigma)
-DEFOCUS_RADIUS = (1.5, 9.0)
-MOTION_LENGTH = (4.0, 26.0)
+DEFOCUS_RADIUS = (2.0, 9.0)  # v3: 1.5 px, nearly invisible at the analysis scale
+MOTION_LENGTH = (6.0, 26.0)  # v3: 4 px, which left "blurred" photos that look sharp (label noise)
+# Smallest blur a photo labelled blurred may carry: PSF spread (std along its principal axis, px).
+# A disk of radius r spreads r/2, a straight shake of length L about 0.29 L; sharp photos keep a
+# gaussian softness of at most SHARP_SOFTNESS[1] (spread 0.6 px), so the margin is 0.4-1 px.
+MIN_DEFOCUS_SPREAD = 1.0
+MIN_SHAKE_SPREAD = 1.6
 DEPTH_MAX_RADIUS = (3.0, 14.0)  # blur radius far from the focal plane in depth-varying scenes
 SENSOR_PIXELS = 4_000_000  # cap on the enlarged "sensor" image of the camera pipeline
-VERSION = 3  # bump when a recipe changes, so cached training data is rebuilt
+VERSION = 4  # bump when a recipe changes, so cached training data is rebuilt
 
 
 # --- point spread functions -------------------------------------------------------------------
@@ -109,6 +121,36 @@ def shake_psf(length: float, rng: np.random.Generator) -> Gray:
     speed = np.hypot(*np.diff(path, axis=0, prepend=path[:1]).T) + 1e-3
     weights = 1.0 / np.clip(speed / speed.mean(), 0.25, 4.0)  # the hand lingers where it turns
     return splat(path, weights)
+
+
+def psf_spread(psf: Gray) -> float:
+    """How far a PSF smears a point: the standard deviation (px) along its principal axis."""
+    weights = np.asarray(psf, np.float64)
+    total = weights.sum()
+    yy, xx = np.mgrid[: psf.shape[0], : psf.shape[1]].astype(np.float64)
+    cy, cx = (weights * yy).sum() / total, (weights * xx).sum() / total
+    dy, dx = yy - cy, xx - cx
+    cov = np.array([[(weights * dy * dy).sum(), (weights * dy * dx).sum()],
+                    [(weights * dy * dx).sum(), (weights * dx * dx).sum()]]) / total
+    return float(np.sqrt(max(np.linalg.eigvalsh(cov).max(), 0.0)))
+
+
+def blurred_psf(kind: str, rng: np.random.Generator) -> tuple[Gray, float]:
+    """A defocus or shake PSF that is clearly blurred at the analysis scale (spread at least
+    MIN_DEFOCUS_SPREAD / MIN_SHAKE_SPREAD; curled-up shake paths are redrawn).  Returns (psf, size)."""
+    low, high = DEFOCUS_RADIUS if kind == "defocus" else MOTION_LENGTH
+    minimum = MIN_DEFOCUS_SPREAD if kind == "defocus" else MIN_SHAKE_SPREAD
+    for attempt in range(12):
+        amount = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        if kind == "defocus":
+            psf = disk_psf(amount, rng)
+        else:
+            psf = shake_psf(amount, rng) if rng.random() < 0.7 else motion_psf(amount, rng)
+        if psf_spread(psf) >= minimum:
+            return psf, amount
+        low = min(high, low * 1.15)  # never loop for long: nudge the draw towards larger blur
+    psf = disk_psf(high, rng) if kind == "defocus" else motion_psf(high, rng)
+    return psf, float(high)
 
 
 def convolve(image: Gray, psf: Gray) -> Gray:
@@ -242,21 +284,19 @@ def degrade(
             linear = gaussian_filter(linear, sigma).astype(np.float32)
     elif kind == "sharp" and depth:  # sharp subject, blur growing with depth: in focus
         linear, radius = depth_defocus(linear, gray, rng)
-        mask = np.clip(1.6 - radius, 0.0, 1.0).astype(np.float32)
+        # 1 where sharp (radius <= 0.75 px), 0 where clearly blurred (radius >= DEFOCUS_RADIUS[0])
+        edge = DEFOCUS_RADIUS[0]
+        mask = np.clip((edge - radius) / (edge - 0.75), 0.0, 1.0).astype(np.float32)
         amount = float(radius.max())
     elif kind == "sharp":  # sharp subject against a defocused background: still in focus
         amount = float(np.exp(rng.uniform(np.log(3.0), np.log(12.0))))
         background = convolve(boost_highlights(linear, rng), disk_psf(amount, rng))
         mask = subject_mask(gray.shape, rng)
         linear = mask * linear + (1 - mask) * background
-    elif kind == "defocus":
-        amount = float(np.exp(rng.uniform(*np.log(DEFOCUS_RADIUS))))
-        linear = convolve(boost_highlights(linear, rng), disk_psf(amount, rng))
-    elif kind == "motion":
-        amount = float(np.exp(rng.uniform(*np.log(MOTION_LENGTH))))
-        psf = shake_psf(amount, rng) if rng.random() < 0.7 else motion_psf(amount, rng)
+    elif kind in ("defocus", "motion"):
+        psf, amount = blurred_psf(kind, rng)
         linear = convolve(boost_highlights(linear, rng), psf)
-        if rng.random() < 0.3:  # shake usually comes with a little defocus or lens softness
+        if kind == "motion" and rng.random() < 0.3:  # shake usually comes with a little defocus or lens softness
             linear = gaussian_filter(linear, rng.uniform(0.3, 1.0)).astype(np.float32)
     else:
         raise ValueError(f"unknown degradation kind {kind!r}")

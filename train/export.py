@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from cull.card import CARD_FORMAT, AnalysisSpec, analysis_dict, file_sha256
 from train.degrade import KINDS
+from train.model import architecture
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -54,6 +55,8 @@ def write_card(
     aggregate_k: int,
     thresholds: dict[str, dict[str, float]],
     extra: dict[str, Any] | None = None,
+    filters: tuple[int, ...] = (32, 64, 64),
+    stride: int = 1,
 ) -> Path:
     """Write focus.json next to the model (atomically), recording the model file's sha256."""
     card: dict[str, Any] = {
@@ -61,7 +64,7 @@ def write_card(
         "model_file": onnx_path.name,
         "sha256": file_sha256(onnx_path),
         "version": version,
-        "architecture": {"variant": variant, "kernel": kernel, "filters": [32, 64, 64], "dense": 128, "dropout": 0.5},
+        "architecture": architecture(variant, kernel, tuple(filters), stride),
         "input": {
             "name": "patches",
             "shape": [None, spec.patch_size, spec.patch_size, 1],

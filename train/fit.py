@@ -76,6 +76,8 @@ def train_model(
     verbose: int = 2,
     init: Path | None = None,
     learning_rate: float = 1e-3,
+    filters: tuple[int, ...] = (32, 64, 64),
+    stride: int = 1,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a model; returns (keras model with the best validation weights, training history).
 
@@ -98,7 +100,7 @@ def train_model(
         .batch(batch_size)
         .prefetch(2)
     )
-    model = build_model(variant, kernel, x_train.shape[1])
+    model = build_model(variant, kernel, x_train.shape[1], filters=tuple(filters), stride=stride)
     if init is not None:
         load_onnx_weights(model, init)
     losses: dict[str, Any] = {"p_sharp": keras.losses.BinaryCrossentropy()}

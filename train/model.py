@@ -3,29 +3,48 @@
 ``seed`` is the source study's network exactly: three Conv2D(k×k)+ReLU+MaxPool blocks, Flatten,
 Dense 128 ReLU, Dropout 0.5, Dense 1 sigmoid.  ``focus`` (shipped) is the same trunk with a
 second head naming the blur kind (sharp / defocus / motion) for reports.
+
+``filters`` slims the trunk (the seed's 32/64/64 is the baseline; 16/32/32 costs about a third of
+it per patch) and ``stride=2`` makes the first convolution strided (about a quarter of the work
+again, at the price of the finest sampling); the head stays Dense 128 + Dropout 0.5.
 """
 
 from __future__ import annotations
 
 VARIANTS = ("seed", "focus")
-FILTERS = (32, 64, 64)
+FILTERS = (32, 64, 64)  # the seed's trunk
+DENSE = 128
+DROPOUT = 0.5
 
 
-def build_model(variant: str = "focus", kernel: int = 3, patch_size: int = 64):  # -> keras.Model
+def build_model(
+    variant: str = "focus", kernel: int = 3, patch_size: int = 64, filters: tuple[int, ...] = FILTERS, stride: int = 1
+):  # -> keras.Model
     import keras
     from keras import layers
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
     inputs = keras.Input((patch_size, patch_size, 1), name="patches")
+    if len(filters) != 3 or min(filters) < 1 or stride not in (1, 2):
+        raise ValueError(f"need three positive filter counts and stride 1 or 2, got {filters}, {stride}")
     x = inputs
-    for filters in FILTERS:
-        x = layers.Conv2D(filters, kernel, activation="relu")(x)
+    for i, width in enumerate(filters):
+        x = layers.Conv2D(int(width), kernel, strides=stride if i == 0 else 1, activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
+    x = layers.Dense(DENSE, activation="relu")(x)
+    x = layers.Dropout(DROPOUT)(x)
     outputs = {"p_sharp": layers.Dense(1, activation="sigmoid", name="p_sharp")(x)}
     if variant == "focus":
         outputs["kind"] = layers.Dense(3, activation="softmax", name="kind")(x)
     return keras.Model(inputs, outputs, name=f"{variant}_k{kernel}")
+
+
+def architecture(variant: str, kernel: int, filters: tuple[int, ...] = FILTERS, stride: int = 1) -> dict[str, object]:
+    """The card's description of a network built by build_model."""
+    arch: dict[str, object] = {"variant": variant, "kernel": kernel, "filters": [int(f) for f in filters],
+                               "dense": DENSE, "dropout": DROPOUT}
+    if stride != 1:
+        arch["first_stride"] = stride
+    return arch
