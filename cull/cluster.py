@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -77,14 +78,33 @@ def connect(address: str, local_cpus: int | None = None) -> ClusterInfo:
         _probe(address)
     try:
         if address == "local":
-            ray.init(address="local", num_cpus=local_cpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, _node_ip_address="127.0.0.1")
+            with _offline_env():
+                ray.init(address="local", num_cpus=local_cpus, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False, _node_ip_address="127.0.0.1")
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
     except Exception as exc:  # noqa: BLE001 - Ray raises many types here (connection, auth, version)
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}") from None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return ClusterInfo(address, len(nodes), int(ray.cluster_resources().get("CPU", 0)))
+
+
+# What the processes of a local runtime inherit: no usage report, and an HTTP proxy nobody listens on,
+# because Ray's dashboard process asks cloud metadata endpoints (169.254.169.254, metadata.google.internal)
+# what it runs on at every start, even with usage stats off.  A local scan needs no network at all.
+_OFFLINE = {"RAY_USAGE_STATS_ENABLED": "0", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost,::1"}
+
+
+@contextmanager
+def _offline_env() -> Iterator[None]:
+    """The _OFFLINE variables the user has not set, while a local runtime starts (then restored)."""
+    added = {key: value for key, value in _OFFLINE.items() if key not in os.environ and key.lower() not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _auto_address() -> str:

@@ -170,7 +170,9 @@ def test_a_ray_start_head_node_joined_by_address_gives_the_same_results(tmp_path
     temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token",
                RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0",
-               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")  # SIGTERM: stop now, no 30 s drain
+               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",  # SIGTERM: stop now, no 30 s drain
+               HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost")  # Ray asks cloud metadata servers
+    env.pop("http_proxy", None)
     env.pop("RAY_ADDRESS", None)
     ray_cli = Path(sys.executable).parent / "ray"
     head = subprocess.Popen(
