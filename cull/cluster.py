@@ -141,7 +141,8 @@ def disconnect() -> None:
 
 
 def _analyse_remote(
-    card: ModelCard, paths: list[str], batch_size: int, with_laplacian: bool, setup: Callable[[], None] | None
+    card: ModelCard, paths: list[str], batch_size: int, with_laplacian: bool, setup: Callable[[], None] | None,
+    with_bursts: bool = False,
 ) -> list[Analysis]:
     """Body of the Ray task: one chunk, with this worker process's cached scorer for the card."""
     from cull.score import OnnxScorer
@@ -152,7 +153,7 @@ def _analyse_remote(
     scorer = _scorers.get(card.fingerprint)
     if scorer is None:
         scorer = _scorers[card.fingerprint] = OnnxScorer(card, threads=1)
-    return analyse_chunk([Path(p) for p in paths], card, scorer, batch_size, with_laplacian)
+    return analyse_chunk([Path(p) for p in paths], card, scorer, batch_size, with_laplacian, with_bursts)
 
 
 def analyse_paths_ray(
@@ -162,6 +163,7 @@ def analyse_paths_ray(
     batch_size: int = 64,
     chunk_size: int = 8,
     with_laplacian: bool = False,
+    with_bursts: bool = False,
     worker_setup: Callable[[], None] | None = None,
 ) -> Iterator[Analysis]:
     """Yield an Analysis per path (completion order) from Ray tasks; ``connect()`` must come first.
@@ -184,12 +186,12 @@ def analyse_paths_ray(
             while len(in_flight) < slots:
                 if suspects:
                     path = suspects.pop()
-                    in_flight[single.remote(card_ref, [os.path.abspath(path)], batch_size, with_laplacian, worker_setup)] = ([path], True)
+                    in_flight[single.remote(card_ref, [os.path.abspath(path)], batch_size, with_laplacian, worker_setup, with_bursts)] = ([path], True)
                     continue
                 chunk = next(pending, None)
                 if chunk is None:
                     break
-                ref = remote.remote(card_ref, [os.path.abspath(p) for p in chunk], batch_size, with_laplacian, worker_setup)
+                ref = remote.remote(card_ref, [os.path.abspath(p) for p in chunk], batch_size, with_laplacian, worker_setup, with_bursts)
                 in_flight[ref] = (chunk, False)
             if not in_flight:
                 return

@@ -61,8 +61,6 @@ def validate_options(
         raise ValueError("--keep-best works on bursts: add --bursts")
     if not 0 <= options.burst_gap <= 3600:
         raise ValueError("--burst-gap must be between 0 and 3600 seconds")
-    if options.bursts and options.ray:
-        raise ValueError("--bursts does not run on --ray yet: scan with bursts on one machine")
 
 
 @dataclass(frozen=True)
@@ -235,7 +233,8 @@ def _analyses(
     if options.ray:
         from cull.cluster import analyse_paths_ray
 
-        return analyse_paths_ray(todo, card, batch_size=options.batch_size, worker_setup=worker_setup)
+        return analyse_paths_ray(todo, card, batch_size=options.batch_size, worker_setup=worker_setup,
+                                 with_bursts=options.bursts)
     return analyse_paths(
         todo, card, workers=min(options.workers, max(1, len(todo))), batch_size=options.batch_size,
         scorer_factory=scorer_factory, worker_setup=worker_setup, with_bursts=options.bursts,

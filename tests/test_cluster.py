@@ -277,3 +277,24 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_bursts_on_ray_match_bursts_on_the_local_pool(tmp_path, card, local_ray):
+    import datetime as dt
+
+    from benchmarks.burst_library import save_frame
+
+    when = dt.datetime(2026, 6, 1, 10, 0, 0)
+    for i, radius in enumerate([0.0, 3.0, 6.0]):  # one scene, three frames 0.3 s apart: one sharp
+        image = sharp_image(1) if radius == 0 else blurred_image(1, radius)
+        save_frame(image, tmp_path / "burst" / f"f{i}.jpg", when + dt.timedelta(seconds=0.3 * i))
+    save(sharp_image(2), tmp_path / "burst" / "lone.png")
+
+    def places(options: ScanOptions) -> dict[str, tuple]:
+        result = scan([tmp_path / "burst"], card, options)
+        return {r.path.name: (r.burst.rank if r.burst else None, r.burst.size if r.burst else None, r.photo.score)
+                for r in result.results}
+
+    on_ray = places(ScanOptions(ray=True, bursts=True, use_cache=False))
+    assert on_ray == places(ScanOptions(workers=1, bursts=True, use_cache=False))
+    assert on_ray["f0.jpg"][:2] == (1, 3) and on_ray["lone.png"][:2] == (None, None)
