@@ -9,6 +9,7 @@ warning, and the scan goes on without it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -42,6 +43,15 @@ CREATE TABLE IF NOT EXISTS footprints_v1 (
     model TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (path, model)
+)
+"""
+
+
+FACTS = """
+CREATE TABLE IF NOT EXISTS xmp_facts_v1 (
+    path BLOB PRIMARY KEY,
+    stamp TEXT NOT NULL,
+    facts TEXT NOT NULL
 )
 """
 
@@ -153,6 +163,104 @@ class ScoreCache:
             self._db = None
 
     def __enter__(self) -> ScoreCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def stamp_of(info: os.stat_result) -> str:
+    """What identifies one version of a file's content: device, inode, size, mtime_ns and ctime_ns
+    (any write, rename over, chmod or touch changes it; ctime cannot be set back by a user tool)."""
+    return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
+
+
+class FactCache:
+    """What cull learnt about the content of an XMP sidecar or a photo's XMP, keyed by the file's
+    stamp (``stamp_of``): a rescan that finds the same stamp need not open the file again.
+
+    Facts are a small JSON dict (e.g. ``merged``: the hash of the verdict payload whose merge is a
+    no-op; ``protection``: the user's rating/pick found; ``user_verdict``). A stamp that differs
+    drops every fact of the file. Same SQLite file as the scores (own table); an unusable cache
+    only costs speed. ``readonly`` never writes."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.readonly = readonly
+        self._seen: dict[bytes, tuple[str, dict[str, object]]] = {}
+        self._dirty: set[bytes] = set()
+        self._db: sqlite3.Connection | None = None
+        try:
+            if readonly:
+                if path.is_file():
+                    self._db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(FACTS)
+        except (sqlite3.Error, OSError) as exc:
+            log.info("XMP fact cache %s unusable (%s); reading every sidecar", path, exc)
+            if self._db is not None:
+                self._db.close()
+            self._db = None
+
+    def _row(self, key: bytes) -> tuple[str, dict[str, object]] | None:
+        if key in self._seen:
+            return self._seen[key]
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute("SELECT stamp, facts FROM xmp_facts_v1 WHERE path = ?", (key,)).fetchone()
+            facts = json.loads(row[1]) if row is not None else None
+        except (sqlite3.Error, ValueError):  # an older or damaged table: read the files
+            return None
+        if row is None or not isinstance(facts, dict):
+            return None
+        self._seen[key] = (row[0], facts)
+        return self._seen[key]
+
+    def get(self, path: Path, stamp: str) -> dict[str, object]:
+        """The facts known for ``path`` at ``stamp`` (empty when none, or the file changed since)."""
+        row = self._row(os.fsencode(path.absolute()))
+        return dict(row[1]) if row is not None and row[0] == stamp else {}
+
+    def put(self, path: Path, stamp: str, **facts: object) -> None:
+        """Add ``facts`` for ``path`` at ``stamp`` (the facts of another stamp are dropped)."""
+        if self.readonly:
+            return
+        key = os.fsencode(path.absolute())
+        row = self._row(key)
+        known = dict(row[1]) if row is not None and row[0] == stamp else {}
+        known.update(facts)
+        self._seen[key] = (stamp, known)
+        self._dirty.add(key)
+        if len(self._dirty) >= 512:
+            self.flush()
+
+    def forget(self, path: Path) -> None:
+        """Drop what is known of ``path`` (e.g. written by a path the cache cannot stamp)."""
+        self.put(path, "")
+
+    def flush(self) -> None:
+        if self._db is None or self.readonly or not self._dirty:
+            self._dirty.clear()
+            return
+        rows = [(key, *self._seen[key]) for key in self._dirty]
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO xmp_facts_v1 VALUES (?, ?, ?)",
+                                     [(key, stamp, json.dumps(facts)) for key, stamp, facts in rows])
+        except sqlite3.Error as exc:
+            log.warning("could not update the XMP fact cache: %s", exc)
+        self._dirty.clear()
+
+    def close(self) -> None:
+        self.flush()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> FactCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

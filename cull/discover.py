@@ -132,6 +132,7 @@ def _list_folder(
         yield Skipped(folder, f"cannot list folder: {exc.strerror or exc}")
         return
     photos: list[Path] = []
+    links: set[str] = set()  # names of entries that are symbolic links (resolved one by one)
     for entry in items:
         path = Path(entry.path)
         try:
@@ -149,10 +150,13 @@ def _list_folder(
         elif is_file:
             if is_photo(path) and not entry.name.startswith("."):
                 photos.append(path)
+                if entry.is_symlink():
+                    links.add(entry.name)
         elif is_photo(path) and not entry.name.startswith("."):
             yield Skipped(path, _not_a_file_reason(path))
+    real_folder = _real(folder)  # once per folder: a file that is no link resolves to real_folder / name
     for shot in pair_shots(photos):
-        real = _real(shot.path)
+        real = _real(shot.path) if shot.path.name in links else real_folder / shot.path.name
         if real in seen_files:
             continue
         seen_files.add(real)

@@ -13,6 +13,10 @@ the places are:
 A sidecar is opened only when it is a regular file of at most 64 MB (a FIFO would block, a link
 to /dev/zero would never end).  A sidecar that is malformed or cannot be read holds no rating any
 application could show; it is skipped here, and the XMP writer reports it as an error.
+
+Over many shots (a scan), a ``Places`` lists each folder once, so a sidecar that does not exist costs
+no stat; with a ``cull.cache.FactCache`` a regular file whose stamp (inode, size, mtime, ctime) is the
+one recorded is not opened again: any edit, by any application, changes the stamp and is read.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from cull import __version__
+from cull.cache import FactCache, stamp_of
 from cull.errors import CullError, SidecarRefused
 from cull.formats import is_raw
 from cull.xmp import Packet, XmpError, user_protection
@@ -45,6 +51,60 @@ MAX_PACKETS = 16
 EMBEDDABLE = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".dng", ".png", ".webp"})
 
 
+# fact names in cull.cache.FactCache: another cull version reads the files again
+PROTECTION_FACT = f"protection@{__version__}"
+USER_VERDICT_FACT = f"user_verdict@{__version__}"
+
+
+class Places:
+    """One pass over many shots: each folder listed once (``may_exist``), and the fact cache.
+
+    A name missing from the listing is taken as absent (compared case-insensitively, so a
+    case-insensitive file system costs at most a stat); a file created by someone else after its
+    folder was listed is seen by the next pass. cull's own writes are noted (``noted``)."""
+
+    def __init__(self, facts: FactCache | None = None) -> None:
+        self.facts = facts
+        self._names: dict[Path, tuple[list[str], frozenset[str]] | None] = {}
+
+    def names(self, folder: Path) -> list[str] | None:
+        """The names in ``folder`` (None: it cannot be listed)."""
+        if folder not in self._names:
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                self._names[folder] = None
+            else:
+                self._names[folder] = (names, frozenset(n.casefold() for n in names))
+        listing = self._names[folder]
+        return None if listing is None else listing[0]
+
+    def may_exist(self, path: Path) -> bool:
+        self.names(path.parent)
+        listing = self._names[path.parent]
+        return listing is None or path.name.casefold() in listing[1]
+
+    def noted(self, path: Path, exists: bool) -> None:
+        """cull created (or removed) ``path``."""
+        listing = self._names.get(path.parent)
+        if listing is not None and exists and path.name.casefold() not in listing[1]:
+            self._names[path.parent] = ([*listing[0], path.name], listing[1] | {path.name.casefold()})
+
+    def regular(self, path: Path) -> os.stat_result | None:
+        """The lstat of ``path`` when it is a regular file (not a link) that facts may stand for."""
+        if self.facts is None:
+            return None
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        return info if stat.S_ISREG(info.st_mode) else None
+
+
+def _exists(path: Path, places: Places | None) -> bool:
+    return (places is None or places.may_exist(path)) and path.exists()
+
+
 def adobe_sidecar(photo: Path) -> Path:
     return photo.with_suffix(".xmp")
 
@@ -53,35 +113,39 @@ def darktable_sidecar(photo: Path) -> Path:
     return photo.with_name(photo.name + ".xmp")
 
 
-def raw_owns_adobe_sidecar(photo: Path, partner: Path | None = None) -> bool:
+def raw_owns_adobe_sidecar(photo: Path, partner: Path | None = None, places: Places | None = None) -> bool:
     """Whether ``NAME.xmp`` beside a non-RAW ``photo`` belongs to a RAW of the same name instead."""
     if is_raw(photo):
         return False
     if partner is not None and is_raw(partner) and partner.stem == photo.stem:
         return True
-    if not adobe_sidecar(photo).exists():
+    if not _exists(adobe_sidecar(photo), places):
         return False
     stem = photo.stem.lower()
     try:
-        names = os.listdir(photo.parent)
+        names = places.names(photo.parent) if places is not None else os.listdir(photo.parent)
     except OSError:
+        return False
+    if names is None:
         return False
     return any(Path(n).stem.lower() == stem and is_raw(Path(n)) for n in names)
 
 
-def sidecar_places(photo: Path, partner: Path | None = None) -> list[Path]:
+def sidecar_places(photo: Path, partner: Path | None = None, places: Places | None = None) -> list[Path]:
     """The sidecar names that belong to ``photo`` (existing or not): darktable's, then Adobe's."""
-    places = [darktable_sidecar(photo)]
-    if not raw_owns_adobe_sidecar(photo, partner):
-        places.append(adobe_sidecar(photo))
-    return list(dict.fromkeys(places))
+    found = [darktable_sidecar(photo)]
+    if not raw_owns_adobe_sidecar(photo, partner, places):
+        found.append(adobe_sidecar(photo))
+    return list(dict.fromkeys(found))
 
 
-def read_sidecar(path: Path) -> bytes | None:
-    """The bytes of a sidecar, or None when there is none.
+def read_sidecar(path: Path, places: Places | None = None) -> bytes | None:
+    """The bytes of a sidecar, or None when there is none (``places``: absent from its folder's listing).
 
     Raises SidecarRefused for something that is not a regular file (FIFO, device, folder) or is
     over 64 MB, and OSError when it cannot be read."""
+    if places is not None and not places.may_exist(path):
+        return None
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -172,20 +236,66 @@ def embedded_packets(photo: Path) -> list[bytes]:
     return found + scan_packets(photo)
 
 
-def file_protection(photo: Path, partner: Path | None = None) -> str | None:
+def sidecar_protection(data: bytes) -> str | None:
+    """The user's rating, pick or accept in one sidecar's bytes. Raises XmpError."""
+    return user_protection(Packet(data))
+
+
+def sidecar_user_verdict(data: bytes) -> str | None:
+    """The decision of `cull review` in one sidecar's bytes, or None. Raises XmpError."""
+    if b"UserVerdict" not in data:
+        return None
+    value = Packet(data).get(USER_VERDICT)
+    return value if value in DECISIONS else None
+
+
+def _known(places: Places | None, path: Path, fact: str) -> tuple[bool, object, str | None]:
+    """(known, value, stamp): the cached ``fact`` of ``path`` when its stamp is unchanged."""
+    info = places.regular(path) if places is not None else None
+    if info is None or places is None or places.facts is None:
+        return False, None, None
+    stamp = stamp_of(info)
+    facts = places.facts.get(path, stamp)
+    return fact in facts, facts.get(fact), stamp
+
+
+def _learn(places: Places | None, path: Path, stamp: str | None, fact: str, value: str | None) -> None:
+    if places is not None and places.facts is not None and stamp is not None:
+        places.facts.put(path, stamp, **{fact: value})
+
+
+def file_protection(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
     """Why ``photo`` itself (its sidecars and embedded XMP) must not be marked rejected, or None."""
-    for place in sidecar_places(photo, partner):
+    for place in sidecar_places(photo, partner, places):
+        if places is not None and not places.may_exist(place):
+            continue
+        known, value, stamp = _known(places, place, PROTECTION_FACT)
+        if known:
+            if value:
+                return str(value)
+            continue
         try:
             data = read_sidecar(place)
             if data is None:
                 continue
-            reason = user_protection(Packet(data))
+            reason = sidecar_protection(data)
         except (SidecarRefused, XmpError, OSError) as exc:
             # no application can show a rating from it either; the writer reports it as an error
             log.info("%s: not read for the user's rating: %s", place, exc)
             continue
+        _learn(places, place, stamp, PROTECTION_FACT, reason)
         if reason:
             return reason
+    fact = f"embedded-{PROTECTION_FACT}-{load_pyexiv2() is not None}"
+    known, value, stamp = _known(places, photo, fact)
+    if known:
+        return str(value) if value else None
+    reason = _embedded_protection(photo)
+    _learn(places, photo, stamp, fact, reason)
+    return reason
+
+
+def _embedded_protection(photo: Path) -> str | None:
     for packet in embedded_packets(photo):
         try:
             reason = user_protection(Packet(packet))
@@ -197,39 +307,45 @@ def file_protection(photo: Path, partner: Path | None = None) -> str | None:
     return None
 
 
-def shot_protection(photo: Path, partner: Path | None) -> str | None:
+def shot_protection(photo: Path, partner: Path | None, places: Places | None = None) -> str | None:
     """Why the shot (``photo`` and its RAW/JPEG ``partner``) must never be marked or treated as
     rejected: "user rated it 3 stars", "user picked it (flagged)", "user accepted it (digiKam pick
     label)", an XMP that cannot be read ... or None when nothing protects it."""
     for member, other in ((photo, partner), (partner, photo)):
         if member is not None:
-            reason = file_protection(member, other)
+            reason = file_protection(member, other, places)
             if reason:
                 return reason
     return None
 
 
-def read_user_verdict(photo: Path, partner: Path | None = None) -> str | None:
+def read_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
     """The decision recorded in ``photo``'s sidecars by an earlier review, or None."""
-    for sidecar in sidecar_places(photo, partner):
+    for sidecar in sidecar_places(photo, partner, places):
+        if places is not None and not places.may_exist(sidecar):
+            continue
+        known, cached, stamp = _known(places, sidecar, USER_VERDICT_FACT)
+        if known:
+            if cached:
+                return str(cached)
+            continue
         try:
             data = read_sidecar(sidecar)  # regular files only, size-capped (never blocks on a FIFO)
         except (OSError, CullError):
             continue
         if data is None:
             continue
-        if b"UserVerdict" not in data:
-            continue
         try:
-            value = Packet(data).get(USER_VERDICT)
+            value = sidecar_user_verdict(data)
         except XmpError:
             continue
-        if value in DECISIONS:
+        _learn(places, sidecar, stamp, USER_VERDICT_FACT, value)
+        if value is not None:
             return value
     return None
 
 
-def apply_user_verdicts(results: Sequence[PhotoResult]) -> list[PhotoResult]:
+def apply_user_verdicts(results: Sequence[PhotoResult], places: Places | None = None) -> list[PhotoResult]:
     """``results`` with each shot's decision from `cull review` in place of cull's verdict.
 
     A hook for callers that act on verdicts (scan's report and XMP writer, `cull move`): with it,
@@ -242,8 +358,8 @@ def apply_user_verdicts(results: Sequence[PhotoResult]) -> list[PhotoResult]:
     for result in results:
         user = None
         if result.decision is not None:
-            user = read_user_verdict(result.path, result.partner) or (
-                read_user_verdict(result.partner, result.path) if result.partner else None)
+            user = read_user_verdict(result.path, result.partner, places) or (
+                read_user_verdict(result.partner, result.path, places) if result.partner else None)
         if user is not None and result.decision is not None and user != result.decision.verdict.value:
             result = replace(result, decision=Decision(Verdict(user), f"your decision in cull review (cull said {result.decision.verdict.value})"))
         out.append(result)

@@ -16,12 +16,12 @@ from typing import Any
 
 from cull.analyse import Analysis
 from cull.bursts import DEFAULT_GAP, SOFTER_REASON, Footprint, Ranked, clearly_softer, find_bursts, frame
-from cull.cache import ScoreCache, default_cache_path, file_key
+from cull.cache import FactCache, ScoreCache, default_cache_path, file_key
 from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
 from cull.report import file_row
-from cull.protect import apply_user_verdicts
+from cull.protect import Places, apply_user_verdicts
 from cull.runner import analyse_paths
 from cull.score import PhotoScore, Scorer
 
@@ -197,10 +197,19 @@ def scan(
             cache.close()
     if options.bursts:
         outcome.results = place_in_bursts(outcome.results, prints, options.burst_gap, options.keep_best)
-    outcome.results = apply_user_verdicts(outcome.results)  # a decision made in `cull review` stands
+    outcome.results = _user_verdicts(outcome.results, options)  # a decision made in `cull review` stands
     outcome.results.sort(key=lambda r: str(r.path))
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _user_verdicts(results: list[PhotoResult], options: ScanOptions) -> list[PhotoResult]:
+    """apply_user_verdicts, each folder listed once; a sidecar unchanged since it was last read
+    (fact cache, beside the scores) is not opened again."""
+    if not options.use_cache:
+        return apply_user_verdicts(results, Places())
+    with FactCache(options.cache_path or default_cache_path(), readonly=options.dry_run) as facts:
+        return apply_user_verdicts(results, Places(facts))
 
 
 def place_in_bursts(

@@ -12,10 +12,17 @@ sidecar is created for it.  Every write is atomic (temp file in the same folder,
 keeps the file's mode and owner; a sidecar cull creates gets the ordinary mode (umask).  A file
 the user cannot write, locked read-only, or owned by another user is never replaced; a malformed
 existing packet is reported and never overwritten.
+
+A scan's rescan of an unchanged tree opens no sidecar (``write_results`` with the fact cache): for
+every file it wrote or checked, cull records the file's stamp (inode, size, mtime, ctime) and the hash
+of the verdict it merged; the same stamp and the same verdict mean the merge would change nothing.
+Any edit of the file since (a rating added in Lightroom) changes the stamp and takes the full path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -29,11 +36,17 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cull import __version__
+from cull.cache import FactCache, default_cache_path, stamp_of
 from cull.errors import CullError, NotWritable, SidecarRefused
 from cull.formats import is_raw
 from cull.fsutil import atomic_write_bytes, fsync_dir, unlink_quietly
 from cull.protect import (
     EMBEDDABLE,
+    PROTECTION_FACT,
+    USER_VERDICT_FACT,
+    Places,
+    _exists,
     adobe_sidecar,
     darktable_sidecar,
     load_pyexiv2,
@@ -41,6 +54,8 @@ from cull.protect import (
     read_sidecar,
     shot_protection,
     sidecar_places,
+    sidecar_protection,
+    sidecar_user_verdict,
 )
 from cull.xmp import Packet, Verdict, XmpError, clear, has_cull_fields, merge, same_content
 
@@ -100,22 +115,23 @@ def embedding_available() -> bool:
     return load_pyexiv2() is not None
 
 
-def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None) -> list[Target]:
-    """Where the verdict of ``photo`` goes (see the module docstring)."""
+def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None, places: Places | None = None) -> list[Target]:
+    """Where the verdict of ``photo`` goes (see the module docstring). ``places``: one listing per folder."""
     suffix = photo.suffix.lower()
     if is_raw(photo) and suffix != ".dng":
         style = options.sidecar_style
         paths = []
         if style in (SidecarStyle.ADOBE, SidecarStyle.BOTH):
             paths.append(adobe_sidecar(photo))
-        if style in (SidecarStyle.DARKTABLE, SidecarStyle.BOTH) or darktable_sidecar(photo).exists():
+        if style in (SidecarStyle.DARKTABLE, SidecarStyle.BOTH) or _exists(darktable_sidecar(photo), places):
             paths.append(darktable_sidecar(photo))
-        if style == SidecarStyle.DARKTABLE and adobe_sidecar(photo).exists():
+        if style == SidecarStyle.DARKTABLE and _exists(adobe_sidecar(photo), places):
             paths.append(adobe_sidecar(photo))  # an existing Lightroom sidecar is kept in step
         return [Target(p) for p in dict.fromkeys(paths)]
     if options.embed and suffix in EMBEDDABLE:
         return [Target(photo, embedded=True)]
-    existing = [p for p in sidecar_places(photo, partner) if os.path.lexists(p)]
+    existing = [p for p in sidecar_places(photo, partner, places)
+                if (places is None or places.may_exist(p)) and os.path.lexists(p)]
     return [Target(p) for p in existing] or [Target(darktable_sidecar(photo))]
 
 
@@ -188,8 +204,8 @@ def strip_webp_xmp(data: bytes) -> bytes:
     return b"RIFF" + (len(out) + 4).to_bytes(4, "little") + b"WEBP" + out
 
 
-def _read(target: Target) -> bytes | None:
-    return read_embedded(target.path) if target.embedded else read_sidecar(target.path)
+def _read(target: Target, places: Places | None = None) -> bytes | None:
+    return read_embedded(target.path) if target.embedded else read_sidecar(target.path, places)
 
 
 def created_by_cull(data: bytes | None) -> bool:
@@ -279,39 +295,95 @@ class _Read(Enum):
 
 
 READ_SHOT = _Read.SHOT
+MERGED_FACT = "merged"
+
+
+def payload_hash(verdict: Verdict, reason: str | None, embedded: bool) -> str:
+    """What one merge depends on besides the file's bytes: the verdict's fields, the shot's
+    protection, the target kind, and cull's version (its merge rules)."""
+    fields = [__version__, verdict.verdict, verdict.score, verdict.kind, verdict.model, verdict.label,
+              list(verdict.burst) if verdict.burst is not None else None, reason, embedded]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
+
+
+def _no_op(target: Target, payload: str, places: Places | None) -> tuple[bool, str | None, str | None]:
+    """(known no-op, conflict, stamp): whether the file is unchanged since cull merged ``payload``."""
+    info = places.regular(target.path) if places is not None else None
+    if info is None or places is None or places.facts is None:
+        return False, None, None
+    stamp = stamp_of(info)
+    merged = places.facts.get(target.path, stamp).get(MERGED_FACT)
+    if isinstance(merged, list) and len(merged) == 2 and merged[0] == payload:
+        return True, merged[1], stamp
+    return False, None, stamp
+
+
+def _remember(target: Target, payload: str, conflict: str | None, places: Places | None,
+              stamp: str | None, written: bytes | None = None) -> None:
+    """Record that merging ``payload`` into ``target`` is a no-op (at ``stamp``, or the stamp after
+    cull's write, with what the written sidecar says for protect's readers)."""
+    if places is None or places.facts is None:
+        return
+    if written is not None:
+        info = places.regular(target.path)
+        stamp = stamp_of(info) if info is not None else None
+        if stamp is None:
+            return
+        facts: dict[str, object] = {MERGED_FACT: [payload, conflict]}
+        if not target.embedded:
+            try:
+                facts[PROTECTION_FACT] = sidecar_protection(written)
+                facts[USER_VERDICT_FACT] = sidecar_user_verdict(written)
+            except XmpError:
+                pass
+        places.facts.put(target.path, stamp, **facts)
+    elif stamp is not None:
+        places.facts.put(target.path, stamp, **{MERGED_FACT: [payload, conflict]})
 
 
 def write_verdict(
     photo: Path, verdict: Verdict, options: XmpOptions, *, partner: Path | None = None,
-    protection: str | None | _Read = READ_SHOT,
+    protection: str | None | _Read = READ_SHOT, places: Places | None = None,
 ) -> tuple[list[WriteOutcome], str | None]:
     """Merge ``verdict`` into every XMP target of ``photo``. Returns outcomes and the reason the
     shot was not marked rejected (the user's rating, pick or accept), if any.
 
     ``protection``: READ_SHOT (default) reads every place of the shot (``cull.protect.shot_protection``
-    of ``photo`` and ``partner``); a string or None passes what was already found for the shot."""
+    of ``photo`` and ``partner``); a string or None passes what was already found for the shot.
+    ``places``: one listing per folder and the fact cache (an unchanged file is not read again)."""
     if verdict.verdict == "reject" and protection is READ_SHOT:
-        protection = shot_protection(photo, partner)
+        protection = shot_protection(photo, partner, places)
     reason = protection if isinstance(protection, str) and verdict.verdict == "reject" else None
     outcomes: list[WriteOutcome] = []
     conflict = reason
-    for target in targets_for(photo, options, partner):
+    for target in targets_for(photo, options, partner, places):
+        payload = payload_hash(verdict, reason, target.embedded)
         try:
-            existing = _read(target)
+            no_op, known_conflict, stamp = _no_op(target, payload, places)
+            if no_op:
+                conflict = conflict or known_conflict
+                outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
+                continue
+            existing = _read(target, places)
             if existing is None and ((verdict.verdict == "keep" and verdict.burst is None) or reason):
                 # no new sidecar for a kept or protected photo (no clutter, nothing that could shadow the user's);
                 # a kept frame of a burst gets one: its rank is what --bursts was asked for
                 outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
             if verdict.verdict == "keep" and verdict.burst is None and not has_cull_fields(existing):
+                _remember(target, payload, None, places, stamp)
                 outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
             result = merge(existing, verdict, protected=reason)
             conflict = conflict or result.conflict
             if existing is not None and same_content(existing, result.packet):
+                _remember(target, payload, result.conflict, places, stamp)
                 outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
             action = _put(target, result.packet, ours=not target.embedded and created_by_cull(existing))
+            if places is not None:
+                places.noted(target.path, exists=True)
+                _remember(target, payload, result.conflict, places, None, written=result.packet)
             outcomes.append(WriteOutcome(target.path, action, embedded=target.embedded))
         except XmpError as exc:
             outcomes.append(WriteOutcome(target.path, "error", f"existing XMP left untouched: {exc}", target.embedded))
@@ -386,9 +458,24 @@ class XmpSummary:
     stale_removed: list[Path] = field(default_factory=list)  # temp files of an interrupted run, removed
 
 
-def write_results(results: Sequence[PhotoResult], options: XmpOptions, model_version: str) -> XmpSummary:
+def write_results(
+    results: Sequence[PhotoResult], options: XmpOptions, model_version: str, *,
+    use_cache: bool = True, cache_path: Path | None = None,
+) -> XmpSummary:
     """Write every decided shot's verdict into the XMP of its photo and partner; errors are per file.
-    A protected shot (``cull.protect``) gets no reject anywhere and one conflict line."""
+    A protected shot (``cull.protect``) gets no reject anywhere and one conflict line.
+
+    Each folder is listed once; with ``use_cache`` the fact cache (``cache_path``, default: the score
+    cache's file) spares reading the files that did not change since cull last merged the same verdict."""
+    facts = FactCache(cache_path or default_cache_path()) if use_cache else None
+    try:
+        return _write_results(results, options, model_version, Places(facts))
+    finally:
+        if facts is not None:
+            facts.close()
+
+
+def _write_results(results: Sequence[PhotoResult], options: XmpOptions, model_version: str, places: Places) -> XmpSummary:
     summary = XmpSummary()
     started = time.time()
     summary.stale_removed = remove_stale_temps((r.path.parent for r in results), started)
@@ -398,13 +485,13 @@ def write_results(results: Sequence[PhotoResult], options: XmpOptions, model_ver
         score, kind = (result.photo.score, result.photo.kind) if result.photo is not None else (None, None)
         burst = (result.burst.burst, result.burst.rank, result.burst.size) if result.burst is not None else None
         verdict = Verdict(result.decision.verdict.value, score, kind, model_version, options.label, burst)
-        protection = shot_protection(result.path, result.partner) if verdict.verdict == "reject" else None
+        protection = shot_protection(result.path, result.partner, places) if verdict.verdict == "reject" else None
         if protection:
             summary.conflicts.append((result.path, f"{protection}: not marked rejected"))
         for photo, partner in ((result.path, result.partner), (result.partner, result.path)):
             if photo is None:
                 continue
-            outcomes, _conflict = write_verdict(photo, verdict, options, partner=partner, protection=protection)
+            outcomes, _conflict = write_verdict(photo, verdict, options, partner=partner, protection=protection, places=places)
             for outcome in outcomes:
                 if outcome.action == "error":
                     summary.errors.append((outcome.target, outcome.detail or "error"))
