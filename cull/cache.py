@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from platformdirs import user_cache_dir
@@ -169,9 +170,16 @@ class ScoreCache:
         self.close()
 
 
-def stamp_of(info: os.stat_result) -> str:
+RACY_SECONDS = 2.5  # FAT/exFAT keep mtime in 2 s steps (and ctime is the creation time there)
+
+
+def stamp_of(info: os.stat_result) -> str | None:
     """What identifies one version of a file's content: device, inode, size, mtime_ns and ctime_ns
-    (any write, rename over, chmod or touch changes it; ctime cannot be set back by a user tool)."""
+    (any write, rename over, chmod or touch changes it; ctime cannot be set back by a user tool).
+    None for a file modified in the last RACY_SECONDS (or in the future): on a file system with
+    coarse times a second edit in the same tick would keep the stamp, so such a file is read."""
+    if time.time() - info.st_mtime < RACY_SECONDS:
+        return None
     return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
 
 

@@ -255,6 +255,8 @@ def _known(places: Places | None, path: Path, fact: str) -> tuple[bool, object, 
     if info is None or places is None or places.facts is None:
         return False, None, None
     stamp = stamp_of(info)
+    if stamp is None:
+        return False, None, None
     facts = places.facts.get(path, stamp)
     return fact in facts, facts.get(fact), stamp
 

@@ -312,6 +312,8 @@ def _no_op(target: Target, payload: str, places: Places | None) -> tuple[bool, s
     if info is None or places is None or places.facts is None:
         return False, None, None
     stamp = stamp_of(info)
+    if stamp is None:
+        return False, None, None
     merged = places.facts.get(target.path, stamp).get(MERGED_FACT)
     if isinstance(merged, list) and len(merged) == 2 and merged[0] == payload:
         return True, merged[1], stamp

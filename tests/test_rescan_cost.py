@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import cull.cache
 import cull.protect
 from cull.cache import FactCache, default_cache_path
 from cull.decide import Decision
@@ -22,6 +23,12 @@ from cull.score import PhotoScore
 from cull.sidecars import XmpOptions, write_results
 from cull.xmp import read_fields
 from tests.test_protection import user_xmp
+
+
+@pytest.fixture(autouse=True)
+def _no_racy_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written a moment ago may be trusted here (ext4/tmpfs keep ns times); see the test below."""
+    monkeypatch.setattr(cull.cache, "RACY_SECONDS", 0.0)
 
 
 def _results(folder: Path) -> list[PhotoResult]:
@@ -156,3 +163,16 @@ def test_discover_still_dedups_a_photo_linked_into_another_folder(tmp_path):
     (tmp_path / "c").symlink_to(real, target_is_directory=True)
     found = [item for item in discover([tmp_path]) if isinstance(item, Shot)]
     assert [s.path.relative_to(tmp_path).as_posix() for s in found] == ["a/x.jpg"]
+
+
+def test_a_sidecar_written_a_moment_ago_is_read_again(tmp_path, monkeypatch):
+    """FAT/exFAT keep mtime in 2 s steps: an edit in the same tick with the same size would keep the
+    stamp, so a file modified in the last RACY_SECONDS is never taken from the fact cache."""
+    monkeypatch.setattr(cull.cache, "RACY_SECONDS", 3600.0)
+    results = _results(tmp_path)
+    _rescan(results)
+    _rescan(results)
+    attempts = _forbid_reading_sidecars(monkeypatch)
+    with pytest.raises(AssertionError):
+        _rescan(results)
+    assert attempts  # read, not trusted
