@@ -195,6 +195,7 @@ class FactCache:
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.readonly = readonly
         self._seen: dict[bytes, tuple[str, dict[str, object]]] = {}
+        self._folders: set[bytes] = set()  # folders whose rows were all read at once
         self._dirty: set[bytes] = set()
         self._db: sqlite3.Connection | None = None
         try:
@@ -215,17 +216,24 @@ class FactCache:
     def _row(self, key: bytes) -> tuple[str, dict[str, object]] | None:
         if key in self._seen:
             return self._seen[key]
-        if self._db is None:
+        folder = key.rpartition(b"/")[0] + b"/"
+        if self._db is None or folder in self._folders:
             return None
-        try:
-            row = self._db.execute("SELECT stamp, facts FROM xmp_facts_v1 WHERE path = ?", (key,)).fetchone()
-            facts = json.loads(row[1]) if row is not None else None
-        except (sqlite3.Error, ValueError):  # an older or damaged table: read the files
+        self._folders.add(folder)
+        try:  # the rows of the files right in this folder, in one query (BLOB order: a range)
+            rows = self._db.execute(
+                "SELECT path, stamp, facts FROM xmp_facts_v1 WHERE path >= ? AND path < ? AND instr(substr(path, ?), X'2F') = 0",
+                (folder, folder[:-1] + b"0", len(folder) + 1)).fetchall()
+        except sqlite3.Error:  # an older or damaged table: read the files
             return None
-        if row is None or not isinstance(facts, dict):
-            return None
-        self._seen[key] = (row[0], facts)
-        return self._seen[key]
+        for path, stamp, text in rows:
+            try:
+                facts = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(path, bytes) and isinstance(facts, dict) and path not in self._seen:
+                self._seen[path] = (stamp, facts)
+        return self._seen.get(key)
 
     def get(self, path: Path, stamp: str) -> dict[str, object]:
         """The facts known for ``path`` at ``stamp`` (empty when none, or the file changed since)."""

@@ -65,34 +65,43 @@ class Places:
 
     def __init__(self, facts: FactCache | None = None) -> None:
         self.facts = facts
-        self._names: dict[Path, tuple[list[str], frozenset[str]] | None] = {}
+        self._names: dict[str, tuple[list[str], frozenset[str]] | None] = {}  # by folder (str: no Path hashing)
 
-    def names(self, folder: Path) -> list[str] | None:
-        """The names in ``folder`` (None: it cannot be listed)."""
+    def _listing(self, folder: str) -> tuple[list[str], frozenset[str]] | None:
         if folder not in self._names:
             try:
-                names = os.listdir(folder)
+                names = os.listdir(folder or ".")
             except OSError:
                 self._names[folder] = None
             else:
                 self._names[folder] = (names, frozenset(n.casefold() for n in names))
-        listing = self._names[folder]
+        return self._names[folder]
+
+    def names(self, folder: Path) -> list[str] | None:
+        """The names in ``folder`` (None: it cannot be listed)."""
+        listing = self._listing(str(folder))
         return None if listing is None else listing[0]
 
     def may_exist(self, path: Path) -> bool:
-        self.names(path.parent)
-        listing = self._names[path.parent]
-        return listing is None or path.name.casefold() in listing[1]
+        folder, name = os.path.split(str(path))
+        listing = self._listing(folder)
+        return listing is None or name.casefold() in listing[1]
+
+    def any_sidecar(self, photo: Path) -> bool:
+        """Whether ``NAME.EXT.xmp`` or ``NAME.xmp`` of ``photo`` may exist (string work only)."""
+        listing = self._listing(os.path.split(str(photo))[0])
+        return listing is None or (photo.name + ".xmp").casefold() in listing[1] or (photo.stem + ".xmp").casefold() in listing[1]
 
     def noted(self, path: Path, exists: bool) -> None:
         """cull created (or removed) ``path``."""
-        listing = self._names.get(path.parent)
-        if listing is not None and exists and path.name.casefold() not in listing[1]:
-            self._names[path.parent] = ([*listing[0], path.name], listing[1] | {path.name.casefold()})
+        folder, name = os.path.split(str(path))
+        listing = self._names.get(folder)
+        if listing is not None and exists and name.casefold() not in listing[1]:
+            self._names[folder] = ([*listing[0], name], listing[1] | {name.casefold()})
 
     def regular(self, path: Path) -> os.stat_result | None:
         """The lstat of ``path`` when it is a regular file (not a link) that facts may stand for."""
-        if self.facts is None:
+        if self.facts is None or not self.may_exist(path):
             return None
         try:
             info = os.lstat(path)
@@ -268,7 +277,7 @@ def _learn(places: Places | None, path: Path, stamp: str | None, fact: str, valu
 
 def file_protection(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
     """Why ``photo`` itself (its sidecars and embedded XMP) must not be marked rejected, or None."""
-    for place in sidecar_places(photo, partner, places):
+    for place in sidecar_places(photo, partner, places) if places is None or places.any_sidecar(photo) else ():
         if places is not None and not places.may_exist(place):
             continue
         known, value, stamp = _known(places, place, PROTECTION_FACT)
@@ -323,6 +332,8 @@ def shot_protection(photo: Path, partner: Path | None, places: Places | None = N
 
 def read_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
     """The decision recorded in ``photo``'s sidecars by an earlier review, or None."""
+    if places is not None and not places.any_sidecar(photo):
+        return None
     for sidecar in sidecar_places(photo, partner, places):
         if places is not None and not places.may_exist(sidecar):
             continue

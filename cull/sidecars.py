@@ -130,6 +130,8 @@ def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None, p
         return [Target(p) for p in dict.fromkeys(paths)]
     if options.embed and suffix in EMBEDDABLE:
         return [Target(photo, embedded=True)]
+    if places is not None and not places.any_sidecar(photo):
+        return [Target(darktable_sidecar(photo))]
     existing = [p for p in sidecar_places(photo, partner, places)
                 if (places is None or places.may_exist(p)) and os.path.lexists(p)]
     return [Target(p) for p in existing] or [Target(darktable_sidecar(photo))]
