@@ -9,7 +9,9 @@ folder, then every other path gets the cached score of the path in that folder l
 prototype (same bytes, so the same score), under its own key (absolute path, size, mtime_ns, model).
 Then, as fresh processes with default options: a first rescan (it also writes the XMP sidecars of the
 uncertain and rejected photos the fill did not write), and the measured rescan of the unchanged tree
-(XMP on: every verdict is checked against its sidecar), plus one with --no-xmp.
+(XMP on: every verdict is checked against its sidecar, which costs a stat and a look-up in the fact
+cache beside the scores, no read, for a sidecar unchanged since cull wrote or read it), plus one with
+--no-xmp.  Compare an older checkout in the same load: python OLD/benchmarks/archive_rescan.py ...
 Targets: rescan >= 5,000 files/s, peak RSS (whole process tree) < 500 MB.
 """
 
