@@ -360,7 +360,12 @@ def write_verdict(
     reason = protection if isinstance(protection, str) and verdict.verdict == "reject" else None
     outcomes: list[WriteOutcome] = []
     conflict = reason
+    # a kept photo with no sidecar name in its folder's listing: nothing to create or update
+    quiet = places is not None and verdict.verdict == "keep" and verdict.burst is None and not places.any_sidecar(photo)
     for target in targets_for(photo, options, partner, places):
+        if quiet and not target.embedded:
+            outcomes.append(WriteOutcome(target.path, "unchanged"))
+            continue
         payload = payload_hash(verdict, reason, target.embedded)
         try:
             no_op, known_conflict, stamp = _no_op(target, payload, places)
