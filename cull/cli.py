@@ -159,7 +159,7 @@ def scan(
     xmp_note = ""
     if not no_xmp and not dry_run:
         try:
-            written = write_results(result.results, XmpOptions(embed, sidecar_style, label), card.version)
+            written = write_results(result.results, XmpOptions(embed, sidecar_style, label), card.version, use_cache=not no_cache)
         except CullError as exc:
             raise _fail(str(exc)) from None
         failures += written.errors or []

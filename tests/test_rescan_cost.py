@@ -176,3 +176,16 @@ def test_a_sidecar_written_a_moment_ago_is_read_again(tmp_path, monkeypatch):
     with pytest.raises(AssertionError):
         _rescan(results)
     assert attempts  # read, not trusted
+
+
+def test_scan_with_no_cache_creates_no_cache_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from cull.cli import app
+    from tests.conftest import blurred_image, save
+
+    save(blurred_image(0, 6), tmp_path / "p" / "soft.jpg")
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "p"), "--no-cache", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p" / "soft.jpg.xmp").is_file()  # the verdict was written
+    assert not default_cache_path().exists()  # but neither scores nor XMP facts were cached
