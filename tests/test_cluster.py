@@ -24,25 +24,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import cull.analyse
 from cull.cli import app
 from cull.scan import ScanOptions, scan
 from tests.conftest import EXAMPLES, blurred_image, save, sharp_image
+from tests.test_scan_faults import kill_on_crash_names  # the same hook kills a Ray worker
 
 ray = pytest.importorskip("ray")
 runner = CliRunner()
 
 
-def _kill_on_crash_names() -> None:
-    """In a Ray worker: decoding a file named crash* kills the process, as the OOM killer would."""
-    original = cull.analyse.decode_gray
-
-    def decode(path: Path, long_side: int):  # type: ignore[no-untyped-def]
-        if Path(path).name.startswith("crash"):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(path, long_side)
-
-    cull.analyse.decode_gray = decode  # type: ignore[assignment]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +90,7 @@ def test_a_file_that_kills_its_ray_worker_is_reported_and_the_rest_scored(tmp_pa
     folder = tmp_path / "p"
     shutil.copytree(photos, folder)
     save(sharp_image(0), folder / "crash_me.jpg")
-    result = scan([folder], card, ScanOptions(ray=True, use_cache=False), worker_setup=_kill_on_crash_names)
+    result = scan([folder], card, ScanOptions(ray=True, use_cache=False), worker_setup=kill_on_crash_names)
     by_name = {r.path.name: r for r in result.results}
     assert by_name["crash_me.jpg"].error == "worker process crashed while reading this file"
     assert {n: _key(r.row()) for n, r in by_name.items() if n != "crash_me.jpg"} == pool_rows
