@@ -174,6 +174,8 @@ def analyse_paths_ray(
     ray = _ray()
     from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
 
+    if not ray.is_initialized():  # never let Ray start or join a cluster on its own (it may hang on a stale one)
+        raise ClusterError("not connected to a Ray cluster: cull.cluster.connect() comes first")
     remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_analyse_remote)
     single = ray.remote(num_cpus=1, max_retries=0)(_analyse_remote)
     card_ref = ray.put(card)

@@ -40,6 +40,7 @@ def local_ray():
     from cull.cluster import connect, disconnect
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+    ray.cloudpickle.register_pickle_by_value(sys.modules["tests.test_scan_faults"])  # its crash hook
     info = connect("local", local_cpus=2)
     yield info
     disconnect()
@@ -94,6 +95,14 @@ def test_a_file_that_kills_its_ray_worker_is_reported_and_the_rest_scored(tmp_pa
     by_name = {r.path.name: r for r in result.results}
     assert by_name["crash_me.jpg"].error == "worker process crashed while reading this file"
     assert {n: _key(r.row()) for n, r in by_name.items() if n != "crash_me.jpg"} == pool_rows
+
+
+def test_analysing_without_a_connection_is_an_error_not_a_hang(card, photos):
+    from cull.cluster import ClusterError, analyse_paths_ray, disconnect
+
+    disconnect()
+    with pytest.raises(ClusterError):
+        next(analyse_paths_ray(sorted(photos.glob("*.jpg")), card))
 
 
 def test_cli_ray_without_the_extra_exits_2_naming_it(tmp_path, monkeypatch):
@@ -273,6 +282,10 @@ def test_bursts_on_ray_match_bursts_on_the_local_pool(tmp_path, card, local_ray)
     import datetime as dt
 
     from benchmarks.burst_library import save_frame
+    from cull.cluster import connect
+
+    if not ray.is_initialized():  # a CLI test before this one connected elsewhere and disconnected
+        connect("local", local_cpus=2)
 
     when = dt.datetime(2026, 6, 1, 10, 0, 0)
     for i, radius in enumerate([0.0, 3.0, 6.0]):  # one scene, three frames 0.3 s apart: one sharp
