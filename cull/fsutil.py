@@ -45,6 +45,13 @@ def current_umask() -> int:
     return mask
 
 
+def temp_prefix(path: Path) -> str:
+    """The prefix of cull's temporary files beside ``path``: ``.NAME.PID-`` (mkstemp adds 8 random
+    characters and the suffix). The process id lets a later run tell a temp file left by a killed run
+    from one a concurrent run is still writing."""
+    return f".{path.name}.{os.getpid()}-"
+
+
 def atomic_write_bytes(path: Path, data: bytes, like: Path | None = None) -> None:
     """Temp file in the same folder, fsync, rename; permissions copied from ``like`` (or ``path``);
     a new file gets the mode an ordinary ``open()`` would give it (0o666 less the umask), not
@@ -52,7 +59,7 @@ def atomic_write_bytes(path: Path, data: bytes, like: Path | None = None) -> Non
     path = Path(path)
     reference = like if like is not None else path
     mode = reference.stat().st_mode & 0o7777 if reference.exists() else 0o666 & ~current_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".cull-tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".cull-tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -40,7 +40,7 @@ from cull import __version__
 from cull.cache import FactCache, default_cache_path, stamp_of
 from cull.errors import CullError, NotWritable, SidecarRefused
 from cull.formats import is_raw
-from cull.fsutil import atomic_write_bytes, fsync_dir, unlink_quietly
+from cull.fsutil import atomic_write_bytes, fsync_dir, temp_prefix, unlink_quietly
 from cull.protect import (
     EMBEDDABLE,
     PROTECTION_FACT,
@@ -70,8 +70,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# cull's own temporary names: fsutil's ".NAME.XXXXXXXX.cull-tmp" and write_embedded's ".NAME.XXXXXXXX.cull-tmp.EXT"
-TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.cull-tmp(\.[A-Za-z0-9]{1,10})?$")
+# cull's own temporary names: fsutil's ".NAME.PID-XXXXXXXX.cull-tmp" and write_embedded's
+# ".NAME.PID-XXXXXXXX.cull-tmp.EXT" (before the PID was added: ".NAME.XXXXXXXX.cull-tmp[.EXT]")
+TEMP_NAME = re.compile(r"^\..+\.(?:(\d+)-)?[a-z0-9_]{8}\.cull-tmp(\.[A-Za-z0-9]{1,10})?$")
 
 
 class SidecarStyle(str, Enum):
@@ -158,7 +159,7 @@ def write_embedded(photo: Path, packet: bytes | None) -> None:
     pyexiv2 = load_pyexiv2()
     if pyexiv2 is None:
         raise CullError("--embed needs pyexiv2: pip install 'cull-focus[embed]'")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{photo.name}.", suffix=".cull-tmp" + photo.suffix, dir=photo.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(photo), suffix=".cull-tmp" + photo.suffix, dir=photo.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -432,10 +433,22 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except OverflowError:
+        return False
+    return True
+
+
 def remove_stale_temps(folders: Iterable[Path], started: float) -> list[Path]:
-    """Remove cull's own temporary files (``.NAME.XXXXXXXX.cull-tmp[.EXT]``) left in ``folders`` by a
-    run that was killed, and only those made before ``started`` (this run's start: a time.time()).
-    Returns what was removed."""
+    """Remove cull's own temporary files (``.NAME.PID-XXXXXXXX.cull-tmp[.EXT]``) left in ``folders``
+    by a run that was killed: made before ``started`` (this run's start: a time.time()) by a process
+    that is no longer running (the PID is checked on this machine). Returns what was removed."""
     removed = []
     for folder in dict.fromkeys(folders):
         try:
@@ -443,8 +456,9 @@ def remove_stale_temps(folders: Iterable[Path], started: float) -> list[Path]:
         except OSError:
             continue
         for name in names:
-            if not TEMP_NAME.match(name):
-                continue
+            match = TEMP_NAME.match(name)
+            if not match or (match.group(1) and _process_alive(int(match.group(1)))):
+                continue  # not ours, or a concurrent cull run is still writing it
             path = folder / name
             try:
                 info = os.lstat(path)

@@ -315,6 +315,21 @@ def test_label_colour_words_are_normalised_and_own_words_kept():
 
 # --- D10: temp files of a killed run ------------------------------------------------------------
 
+def test_a_temp_file_a_concurrent_run_is_writing_is_left_alone(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has ended
+    in_flight = tmp_path / f".a.jpg.xmp.{os.getpid()}-ab12cd34.cull-tmp"  # a live process (here: this one)
+    left = tmp_path / f".b.jpg.xmp.{dead_pid}-ab12cd34.cull-tmp"  # a killed run's
+    for path in (in_flight, left):
+        path.write_bytes(b"x")
+    time.sleep(0.05)
+    assert remove_stale_temps([tmp_path], time.time()) == [left]
+    assert in_flight.exists()
+
+
 def test_only_culls_own_stale_temp_files_are_removed(tmp_path):
     ours = [tmp_path / ".a.jpg.k2j_9x0q.cull-tmp.jpg", tmp_path / ".a.jpg.xmp.ab12cd34.cull-tmp"]
     others = [tmp_path / ".a.jpg.mine.tmp", tmp_path / "a.cull-tmp.jpg", tmp_path / ".a.jpg.toolong99.x.cull-tmp"]
