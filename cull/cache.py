@@ -15,6 +15,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import TypeVar
 
 from platformdirs import user_cache_dir
 
@@ -76,7 +77,48 @@ def file_key(path: Path) -> FileKey | None:
     return info.st_size, info.st_mtime_ns
 
 
-class ScoreCache:
+class _SqliteFile:
+    """One SQLite file of the cache folder: opened read-only or created (WAL, with its tables);
+    ``flush`` writes what is pending, ``close`` flushes first. An unusable file leaves ``_db`` None."""
+
+    _db: sqlite3.Connection | None = None
+
+    @staticmethod
+    def _connect(path: Path, readonly: bool, *tables: str) -> sqlite3.Connection | None:
+        """Raises sqlite3.Error or OSError; None for a read-only cache that does not exist yet."""
+        if readonly:
+            return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True) if path.is_file() else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            for table in tables:
+                db.execute(table)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.flush()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self: _Store) -> _Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_Store = TypeVar("_Store", bound=_SqliteFile)
+
+
+class ScoreCache(_SqliteFile):
     """A small wrapper over one SQLite file. ``readonly`` never creates or writes anything."""
 
     def __init__(self, path: Path, model: str, readonly: bool = False) -> None:
@@ -85,25 +127,13 @@ class ScoreCache:
         self.readonly = readonly
         self._pending: list[tuple[object, ...]] = []
         self._pending_prints: list[tuple[object, ...]] = []
-        self._db: sqlite3.Connection | None = None
         try:
-            if readonly:
-                if path.is_file():
-                    self._db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(path)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(SCHEMA)
-                self._db.execute(FOOTPRINTS)
+            self._db = self._connect(path, readonly, SCHEMA, FOOTPRINTS)
         except (sqlite3.Error, OSError) as exc:  # a broken cache only costs speed
             if str(path) not in _warned:
                 _warned.add(str(path))
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 log.warning("score cache %s unusable (%s); scanning without it", path, reason)
-            if self._db is not None:
-                self._db.close()
-            self._db = None
 
     def get(self, path: Path, key: FileKey) -> PhotoScore | None:
         if self._db is None:
@@ -157,18 +187,6 @@ class ScoreCache:
         self._pending.clear()
         self._pending_prints.clear()
 
-    def close(self) -> None:
-        self.flush()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def __enter__(self) -> ScoreCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 RACY_SECONDS = 2.5  # FAT/exFAT keep mtime in 2 s steps (and ctime is the creation time there)
 
@@ -183,7 +201,7 @@ def stamp_of(info: os.stat_result) -> str | None:
     return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
 
 
-class FactCache:
+class FactCache(_SqliteFile):
     """What cull learnt about the content of an XMP sidecar or a photo's XMP, keyed by the file's
     stamp (``stamp_of``): a rescan that finds the same stamp need not open the file again.
 
@@ -197,21 +215,10 @@ class FactCache:
         self._seen: dict[bytes, tuple[str, dict[str, object]]] = {}
         self._folders: set[bytes] = set()  # folders whose rows were all read at once
         self._dirty: set[bytes] = set()
-        self._db: sqlite3.Connection | None = None
         try:
-            if readonly:
-                if path.is_file():
-                    self._db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(path)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(FACTS)
+            self._db = self._connect(path, readonly, FACTS)
         except (sqlite3.Error, OSError) as exc:
             log.info("XMP fact cache %s unusable (%s); reading every sidecar", path, exc)
-            if self._db is not None:
-                self._db.close()
-            self._db = None
 
     def _row(self, key: bytes) -> tuple[str, dict[str, object]] | None:
         if key in self._seen:
@@ -269,15 +276,3 @@ class FactCache:
         except sqlite3.Error as exc:
             log.warning("could not update the XMP fact cache: %s", exc)
         self._dirty.clear()
-
-    def close(self) -> None:
-        self.flush()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def __enter__(self) -> FactCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
