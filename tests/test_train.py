@@ -14,6 +14,7 @@ from train.data import find_sources, make_variant  # noqa: E402
 from train.degrade import (  # noqa: E402
     DEFOCUS_RADIUS,
     MIN_DEFOCUS_SPREAD,
+    MAX_SHAKE_CORE,
     MIN_SHAKE_SPREAD,
     MOTION_LENGTH,
     SHARP_SOFTNESS,
@@ -23,6 +24,7 @@ from train.degrade import (  # noqa: E402
     degrade,
     disk_psf,
     motion_psf,
+    psf_core,
     psf_spread,
     shake_psf,
     to_linear,
@@ -119,6 +121,13 @@ def test_blurred_labels_are_clearly_blurred_at_the_analysis_scale():
         draws = [blurred_psf(kind, rng) for _ in range(150)]
         assert min(psf_spread(psf) for psf, _ in draws) >= minimum
         assert min(amount for _, amount in draws) >= smallest
+        if kind == "motion":  # smeared, never a sharp image plus a ghost (v5)
+            assert max(psf_core(psf) for psf, _ in draws) <= MAX_SHAKE_CORE
+    lingering = np.zeros((21, 21), np.float32)
+    lingering[10, 2:19] = 0.02  # a 17 px shake that spends most of the exposure in one spot
+    lingering[10, 10] = 1.0
+    assert psf_spread(lingering) >= MIN_SHAKE_SPREAD and psf_core(lingering) > MAX_SHAKE_CORE
+    assert psf_core(impulse) == pytest.approx(1.0)
     gray = np.asarray(sharp_image().convert("L"), dtype=np.float32) / 255
     for seed in range(6):  # whole photos, including the small ones (blur measured at their size)
         for kind in ("defocus", "motion"):

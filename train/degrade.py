@@ -16,6 +16,10 @@ spread, the standard deviation along its principal axis) and redrawn when it fal
 MIN_DEFOCUS_SPREAD / MIN_SHAKE_SPREAD; depth-varying defocus labels a patch blurred only where the
 radius reaches DEFOCUS_RADIUS[0].  Sharp photos keep at most SHARP_SOFTNESS, so between the two
 classes lies a margin that no training label or validation photo falls into.
+
+Recipe v5 also bounds a shake PSF's core: a trajectory that lingers in one spot leaves a sharp image
+plus a faint ghost, which the spread criterion alone passes.  At most MAX_SHAKE_CORE of a shake
+PSF's energy may fall in any 3x3 window, so a photo labelled shaken is smeared, not ghosted.
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ MOTION_LENGTH = (6.0, 26.0)  # v3: 4 px, which left "blurred" photos that look s
 # gaussian softness of at most SHARP_SOFTNESS[1] (spread 0.6 px), so the margin is 0.4-1 px.
 MIN_DEFOCUS_SPREAD = 1.0
 MIN_SHAKE_SPREAD = 1.6
+MAX_SHAKE_CORE = 0.4  # largest share of a shake PSF's energy inside any 3x3 window (v5)
 DEPTH_MAX_RADIUS = (3.0, 14.0)  # blur radius far from the focal plane in depth-varying scenes
 SENSOR_PIXELS = 4_000_000  # cap on the enlarged "sensor" image of the camera pipeline
-VERSION = 4  # bump when a recipe changes, so cached training data is rebuilt
+VERSION = 5  # bump when a recipe changes, so cached training data is rebuilt
 
 
 # --- point spread functions -------------------------------------------------------------------
@@ -135,18 +140,32 @@ def psf_spread(psf: Gray) -> float:
     return float(np.sqrt(max(np.linalg.eigvalsh(cov).max(), 0.0)))
 
 
+def psf_core(psf: Gray) -> float:
+    """The largest share of a PSF's energy inside any 3x3 window (1 for a point, ~3/L for a line)."""
+    weights = np.asarray(psf, np.float64)
+    padded = np.pad(weights, 1)
+    return float(uniform_filter(padded, size=3, mode="constant").max() * 9 / weights.sum())
+
+
+def clearly_blurred(psf: Gray, kind: str) -> bool:
+    """Whether a PSF smears enough to label a photo blurred: spread at least MIN_DEFOCUS_SPREAD /
+    MIN_SHAKE_SPREAD, and for shake at most MAX_SHAKE_CORE of the energy in one 3x3 spot."""
+    if kind == "defocus":
+        return psf_spread(psf) >= MIN_DEFOCUS_SPREAD
+    return psf_spread(psf) >= MIN_SHAKE_SPREAD and psf_core(psf) <= MAX_SHAKE_CORE
+
+
 def blurred_psf(kind: str, rng: np.random.Generator) -> tuple[Gray, float]:
-    """A defocus or shake PSF that is clearly blurred at the analysis scale (spread at least
-    MIN_DEFOCUS_SPREAD / MIN_SHAKE_SPREAD; curled-up shake paths are redrawn).  Returns (psf, size)."""
+    """A defocus or shake PSF that is clearly blurred at the analysis scale (clearly_blurred; curled-up
+    or lingering shake paths are redrawn).  Returns (psf, size)."""
     low, high = DEFOCUS_RADIUS if kind == "defocus" else MOTION_LENGTH
-    minimum = MIN_DEFOCUS_SPREAD if kind == "defocus" else MIN_SHAKE_SPREAD
-    for attempt in range(12):
+    for attempt in range(16):
         amount = float(np.exp(rng.uniform(np.log(low), np.log(high))))
         if kind == "defocus":
             psf = disk_psf(amount, rng)
         else:
             psf = shake_psf(amount, rng) if rng.random() < 0.7 else motion_psf(amount, rng)
-        if psf_spread(psf) >= minimum:
+        if clearly_blurred(psf, kind):
             return psf, amount
         low = min(high, low * 1.15)  # never loop for long: nudge the draw towards larger blur
     psf = disk_psf(high, rng) if kind == "defocus" else motion_psf(high, rng)
