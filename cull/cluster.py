@@ -7,9 +7,9 @@ and have cull installed (the same version).
 
 - Each Ray worker process keeps one onnxruntime session per model card (built on its first chunk),
   so tasks cost what a local worker costs; a task is one chunk of photos.
-- A node lost mid-scan: Ray re-runs its tasks (``max_retries``). A chunk that still fails because
-  its worker died is re-run one file at a time, and a file that kills its worker again is reported
-  as a per-file error, never retried forever.
+- A node lost mid-scan: Ray re-runs its tasks (``max_retries``) on the nodes left. A chunk that still
+  fails because its worker or node died is re-run one file at a time, and a file that is lost again
+  is reported as a per-file error, never retried forever.
 - Ctrl-C cancels the tasks in flight and, for ``--ray local``, stops the local runtime.
 """
 
@@ -172,7 +172,7 @@ def analyse_paths_ray(
     ``worker_setup`` runs once in each Ray worker process before its first chunk (tests).
     """
     ray = _ray()
-    from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
+    from ray.exceptions import RayError, RayTaskError, TaskCancelledError, WorkerCrashedError
 
     if not ray.is_initialized():  # never let Ray start or join a cluster on its own (it may hang on a stale one)
         raise ClusterError("not connected to a Ray cluster: cull.cluster.connect() comes first")
@@ -201,14 +201,6 @@ def analyse_paths_ray(
             chunk, alone = in_flight.pop(done[0])
             try:
                 analyses = ray.get(done[0])
-            except WorkerCrashedError:
-                if alone:
-                    log.warning("%s: %s", chunk[0], CRASH_REASON)
-                    yield Analysis(chunk[0], error=CRASH_REASON)
-                else:
-                    log.warning("a Ray worker died; re-running %d files one at a time", len(chunk))
-                    suspects.extend(chunk)
-                continue
             except RayTaskError as exc:
                 cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
                 if isinstance(cause, ModelError):
@@ -216,6 +208,17 @@ def analyse_paths_ray(
                 yield from (Analysis(p, error=f"analysis failed on the cluster: {exc.cause!r}") for p in chunk)
                 continue
             except TaskCancelledError:
+                continue
+            except RayError as exc:  # a worker or node died more often than Ray's retries cover
+                if alone:
+                    reason = CRASH_REASON if isinstance(exc, WorkerCrashedError) else (
+                        f"the cluster lost this file's analysis: {type(exc).__name__}")
+                    log.warning("%s: %s", chunk[0], reason)
+                    yield Analysis(chunk[0], error=reason)
+                else:
+                    log.warning("a Ray worker or node died (%s); re-running %d files one at a time",
+                                type(exc).__name__, len(chunk))
+                    suspects.extend(chunk)
                 continue
             for path, analysis in zip(chunk, analyses):
                 yield replace(analysis, path=path)

@@ -301,3 +301,29 @@ def test_bursts_on_ray_match_bursts_on_the_local_pool(tmp_path, card, local_ray)
     on_ray = places(ScanOptions(ray=True, bursts=True, use_cache=False))
     assert on_ray == places(ScanOptions(workers=1, bursts=True, use_cache=False))
     assert on_ray["f0.jpg"][:2] == (1, 3) and on_ray["lone.png"][:2] == (None, None)
+
+
+def test_chunks_lost_beyond_rays_retries_are_rerun_per_file_and_a_lost_file_is_reported(tmp_path, card, photos, pool_rows, local_ray, monkeypatch):
+    """When Ray gives up on a chunk (its node died more often than max_retries covers), the chunk is
+    re-run one file at a time; a file whose own task is lost too gets a per-file error, the rest their scores."""
+    from ray.exceptions import NodeDiedError
+
+    real_get = ray.get
+    lost: dict[str, object] = {"chunks": 0, "file": None}
+
+    def get(ref, *args, **kwargs):  # type: ignore[no-untyped-def]
+        analyses = real_get(ref, *args, **kwargs)
+        if len(analyses) > 1 and lost["chunks"] == 0:  # the first whole chunk is lost
+            lost["chunks"] = 1
+            raise NodeDiedError("node 127.0.0.1 died")
+        if len(analyses) == 1 and lost["file"] in (None, analyses[0].path.name):  # and so is its first file on its own
+            lost["file"] = analyses[0].path.name
+            raise NodeDiedError("node 127.0.0.1 died")
+        return analyses
+
+    monkeypatch.setattr(ray, "get", get)
+    result = scan([photos], card, ScanOptions(ray=True, use_cache=False))
+    by_name = {r.path.name: r for r in result.results}
+    assert lost["chunks"] == 1 and lost["file"] and set(by_name) == set(pool_rows)
+    assert by_name[str(lost["file"])].error == "the cluster lost this file's analysis: NodeDiedError"
+    assert {n: _key(r.row()) for n, r in by_name.items() if n != lost["file"]} == {n: k for n, k in pool_rows.items() if n != lost["file"]}
