@@ -8,7 +8,10 @@ and checks that both give the same report.  Prints two overheads:
   - scan phase (the time the summary line reports: discovery + analysis + decisions), the cost of
     running the analysis as Ray tasks once a cluster is there (target <= 15 %), and
   - end to end, which also counts starting a local Ray runtime (a fixed cost of seconds that a
-    standing cluster does not pay per scan).
+    standing cluster does not pay per scan), and
+  - end to end against a standing cluster: a head started once with `ray start --head` on 127.0.0.1
+    (token auth, --workers CPUs), joined by every scan with `--ray 127.0.0.1:PORT`, as an archive
+    runs it (target <= 15 %).  The pool is timed again, interleaved, while that head stands.
 Also prints photos/s/core for both, and the load average before and after (the machine may be shared).
 """
 
@@ -18,6 +21,10 @@ import argparse
 import json
 import os
 import re
+import secrets
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,11 +41,16 @@ from scan_throughput import make_large_jpegs  # noqa: E402
 SUMMARY = re.compile(r"in ([0-9.]+) s \(")
 
 
-def run_scan(folder: Path, workers: int, report: Path, ray: bool) -> tuple[float, float]:
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+           "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"}  # loopback only
+
+
+def run_scan(folder: Path, workers: int, report: Path, ray: str | None) -> tuple[float, float]:
     """(wall seconds of the whole command, seconds of the scan phase from its summary line)."""
     args = [sys.executable, "-m", "cull", "scan", str(folder), "--no-cache", "--no-xmp", "--show", "none",
-            "--workers", str(workers), "--report", str(report)] + (["--ray", "local"] if ray else [])
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+            "--workers", str(workers), "--report", str(report)] + (["--ray", ray] if ray else [])
+    env = {**os.environ, **RAY_ENV}
     started = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO)
     wall = time.perf_counter() - started
@@ -48,6 +60,38 @@ def run_scan(folder: Path, workers: int, report: Path, ray: bool) -> tuple[float
     if match is None:
         raise SystemExit(f"no summary line in: {done.stdout[-500:]}")
     return wall, float(match.group(1))
+
+
+def start_head(cpus: int, temp_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A standing head node on 127.0.0.1 (`ray start --head --block`), as a cluster's head runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={temp_dir}"],
+        env={**os.environ, **RAY_ENV}, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise SystemExit("ray start --head exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            time.sleep(3)  # the raylet and its workers come up after the GCS port opens
+            return head, port
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("ray start --head did not come up in 90 s")
+
+
+def stop_head(head: subprocess.Popen[bytes]) -> None:
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
 
 
 def rows(report: Path) -> dict[str, tuple[object, object]]:
@@ -73,12 +117,25 @@ def main() -> None:
         pool: list[tuple[float, float]] = []
         ray: list[tuple[float, float]] = []
         for i in range(args.repeat):
-            pool.append(run_scan(folder, args.workers, Path(tmp) / "pool.jsonl", ray=False))
-            ray.append(run_scan(folder, args.workers, Path(tmp) / "ray.jsonl", ray=True))
+            pool.append(run_scan(folder, args.workers, Path(tmp) / "pool.jsonl", ray=None))
+            ray.append(run_scan(folder, args.workers, Path(tmp) / "ray.jsonl", ray="local"))
             print(f"run {i + 1}: pool {pool[-1][0]:.1f} s ({pool[-1][1]:.1f} s scan), "
-                  f"ray {ray[-1][0]:.1f} s ({ray[-1][1]:.1f} s scan)", flush=True)
+                  f"ray local {ray[-1][0]:.1f} s ({ray[-1][1]:.1f} s scan)", flush=True)
+        standing_pool: list[tuple[float, float]] = []
+        standing: list[tuple[float, float]] = []
+        temp_dir = tempfile.mkdtemp(prefix="rayb", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+        head, port = start_head(args.workers, temp_dir)
+        try:
+            for i in range(args.repeat):
+                standing_pool.append(run_scan(folder, args.workers, Path(tmp) / "pool2.jsonl", ray=None))
+                standing.append(run_scan(folder, args.workers, Path(tmp) / "head.jsonl", ray=f"127.0.0.1:{port}"))
+                print(f"run {i + 1}: pool {standing_pool[-1][0]:.1f} s, standing head {standing[-1][0]:.1f} s "
+                      f"({standing[-1][1]:.1f} s scan)", flush=True)
+        finally:
+            stop_head(head)
+            shutil.rmtree(temp_dir, ignore_errors=True)
         load_after = os.getloadavg()
-        same = rows(Path(tmp) / "pool.jsonl") == rows(Path(tmp) / "ray.jsonl")
+        same = all(rows(Path(tmp) / "pool.jsonl") == rows(Path(tmp) / name) for name in ("ray.jsonl", "head.jsonl"))
 
     n, cores = len(paths), args.workers
     pool_wall, pool_scan = min(w for w, _ in pool), min(s for _, s in pool)
@@ -91,7 +148,12 @@ def main() -> None:
     print(f"\nRay overhead, scan phase  = {100 * (ray_scan / pool_scan - 1):+5.1f} %   (target <= 15 %)")
     print(f"Ray overhead, end to end  = {100 * (ray_wall / pool_wall - 1):+5.1f} %   "
           f"(includes starting the local runtime: {ray_wall - ray_scan - (pool_wall - pool_scan):.1f} s more start-up)")
-    print(f"verdicts and scores identical: {'yes' if same else 'NO'}")
+    head_wall, head_scan = min(w for w, _ in standing), min(s for _, s in standing)
+    pool2_wall = min(w for w, _ in standing_pool)
+    print(f"{'--ray HEAD (standing)':24} {head_scan:10.1f} s {head_wall:10.1f} s  {n / head_scan / cores:6.2f}"
+          f"   (pool again beside it: {pool2_wall:.1f} s)")
+    print(f"Ray overhead, end to end, standing cluster = {100 * (head_wall / pool2_wall - 1):+5.1f} %   (target <= 15 %)")
+    print(f"verdicts and scores identical (pool, --ray local, --ray HEAD): {'yes' if same else 'NO'}")
     if not same:
         raise SystemExit(1)
 
