@@ -185,7 +185,9 @@ def _open_raw(path: Path, long_side: int) -> Image.Image:
         with rawpy.imread(str(path)) as raw:
             sensor_long = max(raw.sizes.width, raw.sizes.height)
             need = min(long_side, sensor_long // 2)
-            preview = _raw_preview(raw, long_side)
+            preview = _tiff_preview(path, long_side)
+            if preview is None or max(preview.size) < need:
+                preview = _raw_preview(raw, long_side)
             if preview is not None and max(preview.size) >= need:
                 transpose = _RAW_FLIP.get(raw.sizes.flip)
                 return preview.transpose(transpose) if transpose is not None else preview
@@ -218,6 +220,24 @@ def describe_libraw_error(exc: BaseException, path: Path) -> str:
 
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_DECODABLE_SOF = {0xC0, 0xC1, 0xC2}  # baseline, extended and progressive Huffman: what libjpeg decodes
+
+
+def jpeg_frame(data: bytes, start: int = 0) -> tuple[int, int, int] | None:
+    """(SOF marker, width, height) of the JPEG stream starting at ``start`` (its SOI), from the
+    marker segments before the frame header; None when ``data`` holds no such header there."""
+    if data[start:start + 3] != b"\xff\xd8\xff":
+        return None
+    pos = start + 2
+    while pos + 9 <= len(data) and data[pos] == 0xFF:
+        marker, length = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _SOF:
+            height, width = int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
+            return (marker, width, height) if width and height else None
+        if length < 2 or marker == 0xDA:
+            return None
+        pos += 2 + length
+    return None
 
 
 def embedded_jpeg_size(path: Path, limit: int = 64 << 20) -> tuple[int, int] | None:
@@ -233,19 +253,61 @@ def embedded_jpeg_size(path: Path, limit: int = 64 << 20) -> tuple[int, int] | N
     for _ in range(256):  # candidates
         if start < 0:
             break
-        pos = start + 2
-        while pos + 9 <= len(data) and data[pos] == 0xFF:
-            marker, length = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
-            if marker in _SOF:
-                height, width = int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
-                if width and height and (best is None or width * height > best[0] * best[1]):
-                    best = (width, height)
-                break
-            if length < 2 or marker == 0xDA:
-                break
-            pos += 2 + length
+        frame = jpeg_frame(data, start)
+        if frame is not None and (best is None or frame[1] * frame[2] > best[0] * best[1]):
+            best = frame[1], frame[2]
         start = data.find(b"\xff\xd8\xff", start + 3)
     return best
+
+
+def _tiff_preview(path: Path, long_side: int) -> Image.Image | None:
+    """The largest baseline JPEG preview that a TIFF-based RAW (DNG, NEF, CR2, ARW, PEF, ...) names
+    in its IFDs or SubIFDs, read straight from the file (tifffile finds it; no copy through LibRaw,
+    whose extract_thumb() costs about as much as decoding the preview at 1/4 scale).  None when the
+    container is not TIFF-like or names no such JPEG: the caller falls back to LibRaw."""
+    try:
+        import tifffile
+    except ImportError:  # pragma: no cover - a dependency; LibRaw still works without it
+        return None
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # RAW IFDs often lack what a TIFF needs: not news
+    try:
+        with open(path, "rb") as fh:
+            with tifffile.TiffFile(fh) as tif:
+                spans = _jpeg_spans(tif)
+            best: tuple[int, int, int] | None = None  # (pixels, offset, length)
+            for offset, length in spans:
+                fh.seek(offset)
+                frame = jpeg_frame(fh.read(65536))
+                if frame is not None and frame[0] in _DECODABLE_SOF and (best is None or frame[1] * frame[2] > best[0]):
+                    best = frame[1] * frame[2], offset, length
+            if best is None:
+                return None
+            fh.seek(best[1])
+            data = fh.read(best[2])
+        return open_checked(io.BytesIO(data), long_side)
+    except Exception:  # noqa: BLE001 - an odd container or a broken preview: LibRaw's way decides
+        log.debug("no TIFF-named JPEG preview in %s", path, exc_info=True)
+        return None
+
+
+def _jpeg_spans(tif: object) -> list[tuple[int, int]]:
+    """(offset, length) of every single-strip JPEG and JPEGInterchangeFormat stream in the IFD
+    chain and its SubIFDs (one level down, where NEF and DNG keep their previews)."""
+    spans = []
+    for page in tif.pages:  # type: ignore[attr-defined]
+        for ifd in [page, *(getattr(page, "pages", None) or [])]:
+            tags = ifd.tags
+            if 513 in tags and 514 in tags:  # JPEGInterchangeFormat, ...Length
+                spans.append((_first(tags[513].value), _first(tags[514].value)))
+            if int(ifd.compression) in (6, 7) and len(ifd.dataoffsets) == 1 and ifd.databytecounts[0] > 0:
+                spans.append((int(ifd.dataoffsets[0]), int(ifd.databytecounts[0])))
+    return spans
+
+
+def _first(value: object) -> int:
+    """A TIFF tag's single number (tifffile gives a tuple for some counts and types)."""
+    number = value[0] if isinstance(value, (tuple, list)) else value
+    return int(number)  # type: ignore[arg-type]
 
 
 def _raw_preview(raw: object, long_side: int) -> Image.Image | None:

@@ -250,3 +250,49 @@ def test_a_progressive_jpeg_gets_the_full_decode_limit(tmp_path, monkeypatch):
     assert decode_gray(save(image, tmp_path / "baseline.jpg"), LONG).shape == (1000, 1200)
     with pytest.raises(UnreadableImage, match=r"the limit for progressive JPEG is 1 MP"):
         decode_gray(save(image, tmp_path / "progressive.jpg", progressive=True), LONG)
+
+
+# --- RAW previews named in a TIFF container (tests/rawfiles.py writes real DNGs LibRaw opens) ---
+
+@pytest.mark.parametrize("layout", ["ifd0", "subifd"])
+def test_a_raw_preview_named_in_its_ifds_is_read_straight_from_the_file(tmp_path, monkeypatch, layout):
+    """DNG keeps its preview in IFD0, NEF in a SubIFD (JPEGInterchangeFormat): both are found through
+    the container and decoded exactly as the same JPEG on its own, without LibRaw's extract_thumb."""
+    import cull.decode
+    from tests.rawfiles import write_dng
+
+    preview = save(sharp_image(1).resize((1600, 1200)), tmp_path / "preview.jpg", quality=90)
+    raw = tmp_path / "IMG_0001.DNG"
+    write_dng(preview, raw, layout=layout)
+
+    def no_libraw_copy(*args: object) -> None:
+        raise AssertionError("LibRaw's extract_thumb path was used")
+
+    monkeypatch.setattr(cull.decode, "_raw_preview", no_libraw_copy)
+    assert np.array_equal(decode_gray(raw, 1440), decode_gray(preview, 1440))
+
+
+def test_a_rotated_raw_preview_is_turned_as_libraw_says(tmp_path):
+    from tests.rawfiles import write_dng
+
+    preview = save(sharp_image(1).resize((1600, 1200)), tmp_path / "preview.jpg", quality=90)
+    raw = tmp_path / "IMG_0002.DNG"
+    write_dng(preview, raw, orientation=6)  # camera held upright: turn clockwise to view
+    upright = np.asarray(Image.fromarray((decode_gray(preview, 1440) * 255).round().astype(np.uint8)).transpose(Image.Transpose.ROTATE_270))
+    assert decode_gray(raw, 1440).shape == (1440, 1080)
+    turned = (decode_gray(raw, 1440) * 255).round().astype(np.int16)  # turned before, not after, the reduction
+    assert np.abs(turned - upright).max() <= 4 and np.abs(turned - upright).mean() < 0.5  # turned wrongly: tens
+
+
+def test_a_lossless_jpeg_strip_is_not_taken_for_the_preview(tmp_path):
+    """DNG raw data is often lossless JPEG (SOF3), which no photo decoder reads: it is skipped, and
+    LibRaw's own choice decides instead."""
+    from cull.decode import _tiff_preview
+    from tests.rawfiles import write_dng
+
+    preview = save(sharp_image(1).resize((1600, 1200)), tmp_path / "preview.jpg", quality=90)
+    lossless = b"\xff\xd8\xff\xc3\x00\x0b\x10\x04\xb0\x06\x40\x01\x01\x11\x00" + b"\x00" * 64 + b"\xff\xd9"
+    raw = tmp_path / "IMG_0003.DNG"
+    write_dng(preview, raw, jpeg=lossless)
+    assert _tiff_preview(raw, 1440) is None
+    assert _tiff_preview(preview, 1440) is None  # a plain JPEG names no preview in TIFF IFDs
