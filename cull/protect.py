@@ -4,8 +4,9 @@ A shot is one photo plus its RAW/JPEG partner; one shot gets one verdict.  For e
 the places are:
 
 - the XMP embedded in the file (Lightroom writes ratings *into* JPEG/TIFF/DNG; cameras into RAWs):
-  read with pyexiv2 when it is installed, and always by XMP packet scanning (the XMP spec's fallback
-  for any format), so the default install sees embedded ratings too;
+  read with pyexiv2 when it is installed, and always by cull itself (scan_packets: where the format
+  keeps XMP, or by packet scanning, the XMP spec's fallback for any format), so the default install
+  sees embedded ratings too;
 - ``NAME.EXT.xmp`` (darktable, digiKam);
 - ``NAME.xmp`` (Lightroom, Bridge, Capture One, digiKam's "commercial programs" naming), beside a
   JPEG too, unless a RAW of the same name owns it.
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from cull import __version__
 from cull.cache import FactCache, stamp_of
@@ -208,27 +209,101 @@ def read_embedded(photo: Path) -> bytes | None:
 
 
 def scan_packets(photo: Path) -> list[bytes]:
-    """XMP packets found by scanning the first 64 MB of a file for ``<x:xmpmeta ... </x:xmpmeta>``."""
-    packets: list[bytes] = []
+    """XMP packets inside ``photo``, from where its format keeps them (XMP spec part 3): a TIFF-based
+    file's (TIFF, DNG, NEF, CR2, ARW, ...) XMLPacket tags, a JPEG's marker segments before the image
+    data; any other format (PNG, HEIC, CR3, RAF, ...) or a container that does not parse is scanned
+    in its first 64 MB for ``<x:xmpmeta ... </x:xmpmeta>``.  A 50 MB RAW so costs an IFD walk, not
+    a read of the whole file."""
     try:
         fd = os.open(photo, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
-        return packets
+        return []
     with os.fdopen(fd, "rb") as fh:
         info = os.fstat(fh.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-            return packets
+            return []
+        head = fh.read(4)
+        fh.seek(0)
+        placed: bytes | None = None
+        if head[:2] == b"\xff\xd8":
+            placed = _jpeg_segments(fh)
+        elif head in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+            placed = _tiff_packets(fh, photo.name)
+        if placed is not None:
+            return _find_packets(placed, len(placed))
         end = min(info.st_size, SCAN_BYTES)
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            for opening, closing in ((b"<x:xmpmeta", b"</x:xmpmeta>"), (b"<x:xapmeta", b"</x:xapmeta>")):
-                at = data.find(opening, 0, end)
-                while at >= 0 and len(packets) < MAX_PACKETS:
-                    stop = data.find(closing, at, min(end, at + MAX_SIDECAR_BYTES))
-                    if stop < 0:
-                        break
-                    packets.append(data[at:stop + len(closing)])
-                    at = data.find(opening, stop, end)
+            return _find_packets(data, end)
+
+
+def _find_packets(data: bytes | mmap.mmap, end: int) -> list[bytes]:
+    packets: list[bytes] = []
+    for opening, closing in ((b"<x:xmpmeta", b"</x:xmpmeta>"), (b"<x:xapmeta", b"</x:xapmeta>")):
+        at = data.find(opening, 0, end)
+        while at >= 0 and len(packets) < MAX_PACKETS:
+            stop = data.find(closing, at, min(end, at + MAX_SIDECAR_BYTES))
+            if stop < 0:
+                break
+            packets.append(bytes(data[at:stop + len(closing)]))
+            at = data.find(opening, stop, end)
     return packets
+
+
+def _jpeg_segments(fh: BinaryIO) -> bytes | None:
+    """The payloads of a JPEG's APPn and COM segments (where XMP lives), up to the image data; None
+    when the marker structure breaks before it (the caller scans the file instead)."""
+    fh.seek(2)
+    found = bytearray()
+    while fh.tell() < SCAN_BYTES:
+        marker = fh.read(2)
+        while marker[:1] == b"\xff" and marker[1:] == b"\xff":  # fill bytes
+            marker = marker[1:] + fh.read(1)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        if marker[1] in (0xDA, 0xD9):  # start of scan / end of image: no metadata after it
+            return bytes(found)
+        if 0xD0 <= marker[1] <= 0xD7 or marker[1] == 0x01:  # no length
+            continue
+        size = fh.read(2)
+        if len(size) < 2 or int.from_bytes(size, "big") < 2:
+            return None
+        length = int.from_bytes(size, "big") - 2
+        if 0xE0 <= marker[1] <= 0xEF or marker[1] == 0xFE:
+            payload = fh.read(length)
+            if len(payload) < length:
+                return None
+            found += payload
+        else:
+            fh.seek(length, os.SEEK_CUR)
+    return bytes(found)
+
+
+def _tiff_packets(fh: BinaryIO, name: str, max_ifds: int = 64) -> bytes | None:
+    """The XMLPacket (tag 700) values of a TIFF-based file's IFD chain and SubIFDs; None when
+    tifffile cannot parse the container (the caller scans the file instead)."""
+    try:
+        import tifffile
+    except ImportError:  # pragma: no cover - a dependency
+        return None
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # RAW IFDs often lack what a TIFF needs
+    found = b""
+    try:
+        with tifffile.TiffFile(fh, name=name) as tif:  # (a file opened from a descriptor has no name)
+            if len(tif.pages) == 0:  # a broken IFD chain: no structure to trust
+                return None
+            for index, page in enumerate(tif.pages):
+                if index >= max_ifds:
+                    break
+                for ifd in [page, *(getattr(page, "pages", None) or [])]:
+                    tag = ifd.tags.get(700)
+                    if tag is None:
+                        continue
+                    value = tag.value
+                    found += value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    except Exception:  # noqa: BLE001 - an odd container: scan it
+        log.debug("TIFF structure not parsed; scanning for XMP", exc_info=True)
+        return None
+    return found
 
 
 def embedded_packets(photo: Path) -> list[bytes]:
