@@ -365,7 +365,8 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 
 def to_gray_array(image: Image.Image) -> GrayImage:
-    array = np.asarray(image, dtype=np.float32)
+    array = np.array(image, dtype=np.float32)  # always a fresh copy: scaled in place, no second array
     if array.ndim != 2:
         raise UnreadableImage(f"unexpected image layout {array.shape}")
-    return array * np.float32(1.0 / 255.0)
+    array *= np.float32(1.0 / 255.0)
+    return array
