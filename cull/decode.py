@@ -10,6 +10,7 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
+from typing import IO
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def _own_pixel_check() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def open_checked(source: Path | io.BytesIO, long_side: int | None, draft_mode: str = "L") -> Image.Image:
+def open_checked(source: Path | IO[bytes], long_side: int | None, draft_mode: str = "L") -> Image.Image:
     """Image.open + cull's pixel limit (check_pixels) + a reduced decode (JPEG: DCT scaling towards
     ``long_side``, in ``draft_mode``; None: full size); the image is loaded.  Raises UnreadableImage
     for an image over the limit, Pillow's errors otherwise."""
@@ -282,12 +283,39 @@ def _tiff_preview(path: Path, long_side: int) -> Image.Image | None:
                     best = frame[1] * frame[2], offset, length
             if best is None:
                 return None
-            fh.seek(best[1])
-            data = fh.read(best[2])
-        return open_checked(io.BytesIO(data), long_side)
+            return open_checked(FileWindow(fh, best[1], best[2]), long_side)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - an odd container or a broken preview: LibRaw's way decides
         log.debug("no TIFF-named JPEG preview in %s", path, exc_info=True)
         return None
+
+
+class FileWindow(io.RawIOBase):
+    """``length`` bytes of an open file from ``start``, as a file of their own (no copy): Pillow
+    decodes an embedded JPEG straight from the RAW file."""
+
+    def __init__(self, fh: IO[bytes], start: int, length: int) -> None:
+        super().__init__()
+        self._fh, self._start, self._length = fh, start, length
+        fh.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._fh.tell() - self._start
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.tell(), io.SEEK_END: self._length}[whence]
+        self._fh.seek(self._start + max(0, base + offset))
+        return self.tell()
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        left = max(0, self._length - self.tell())
+        view = memoryview(buffer)[: min(len(buffer), left)]
+        return self._fh.readinto(view) if len(view) else 0  # type: ignore[attr-defined]
 
 
 def _jpeg_spans(tif: object) -> list[tuple[int, int]]:
