@@ -313,7 +313,7 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
     card = load_card(out / "focus.json")  # verifies the sha256 too
     raw = json.loads((out / "focus.json").read_text())
     assert raw["architecture"]["filters"] == [16, 32, 32] and "-f16x32x32-" in raw["version"]
-    assert raw["training"]["recipe"] == "v4"
+    assert raw["training"]["recipe"] == "v5"
     assert raw["export"]["parity_max_abs_diff"] < 1e-4
     assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}
     assert card.kind_labels == ("sharp", "defocus", "motion")
