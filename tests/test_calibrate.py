@@ -119,8 +119,9 @@ def test_texture_choice_prefers_the_base_value_unless_another_decides_more():
 
 
 def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path):
-    """Grey low-contrast micrographs: the shipped card keeps almost no sharp frame; calibrated on
-    10 + 10 frames it keeps >= 90 % of 20 other sharp frames, rejects none, flags >= 95 % of blurred."""
+    """Grey low-contrast micrographs: the shipped card keeps at most about half the sharp frames (v2
+    kept almost none, v5 half); calibrated on 10 + 10 frames it keeps >= 90 % of 20 other sharp
+    frames, rejects none, flags >= 95 % of blurred."""
     calibration = micro_folder(tmp_path / "cal", range(10))
     held_out = micro_folder(tmp_path / "test", range(10, 30))
     runner = CliRunner()
@@ -128,7 +129,7 @@ def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path
     result = runner.invoke(app, ["eval", str(held_out), "-j1", "--json", str(shipped)])
     assert result.exit_code == 0, result.output
     before = json.loads(shipped.read_text())["overall"]["model"]
-    assert before["sharp_kept_rate"] <= 0.2  # with the shipped thresholds nearly every sharp frame is uncertain
+    assert before["sharp_kept_rate"] <= 0.6  # with the shipped thresholds many sharp frames stay uncertain
 
     card_path = tmp_path / "cards" / "micro.json"
     card_path.parent.mkdir()
