@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "cull-bench")
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="best of N interleaved runs of each (the first run also warms the page cache)")
     args = parser.parse_args()
     card = load_card()
     long_side = card.analysis.long_side
@@ -62,29 +64,44 @@ def main() -> None:
     jpegs = make_large_jpegs(args.dir / "mosaic", args.files)
     (args.dir / "dng").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        jpeg_dir, dng_dir = Path(tmp) / "jpeg", Path(tmp) / "dng"
-        jpeg_dir.mkdir()
-        dng_dir.mkdir()
+        stored = []
         for jpeg in jpegs:
             dng = args.dir / "dng" / f"{jpeg.stem}.dng"
             if not dng.exists():
                 write_dng(jpeg, dng)
-            os.link(jpeg, jpeg_dir / jpeg.name)  # exactly these files, no copies
-            os.link(dng, dng_dir / dng.name)
+            stored.append((jpeg, dng))
+
+        def fresh(kind: str, run: int) -> Path:
+            """A new folder of hard links (exactly these files, no XMP from an earlier run)."""
+            folder = Path(tmp) / f"{kind}{run}"
+            folder.mkdir()
+            for jpeg, dng in stored:
+                source = jpeg if kind == "jpeg" else dng
+                os.link(source, folder / source.name)
+            return folder
+
         n = len(jpegs)
         load_before = os.getloadavg()
-        floor = decode_floor(jpeg_dir, args.workers, long_side)
-        raw, raw_rss = run_cull(["scan", str(dng_dir), "--workers", str(args.workers), "--show", "none",
-                                 "--report", str(Path(tmp) / "dng.jsonl")], Path(tmp) / "cache1")
-        jpeg, _ = run_cull(["scan", str(jpeg_dir), "--workers", str(args.workers), "--show", "none",
-                            "--report", str(Path(tmp) / "jpeg.jsonl")], Path(tmp) / "cache2")
+        floors, raws, plain, rss = [], [], [], 0
+        for run in range(args.repeat):
+            jpeg_dir, dng_dir = fresh("jpeg", run), fresh("dng", run)
+            floors.append(decode_floor(jpeg_dir, args.workers, long_side))
+            took, peak = run_cull(["scan", str(dng_dir), "--workers", str(args.workers), "--show", "none",
+                                   "--report", str(Path(tmp) / "dng.jsonl")], Path(tmp) / f"cache-dng{run}")
+            raws.append(took)
+            rss = max(rss, peak)
+            took, _ = run_cull(["scan", str(jpeg_dir), "--workers", str(args.workers), "--show", "none",
+                                "--report", str(Path(tmp) / "jpeg.jsonl")], Path(tmp) / f"cache-jpeg{run}")
+            plain.append(took)
+            print(f"run {run + 1}: floor {floors[-1]:.2f} s, DNG {raws[-1]:.2f} s, JPEG {plain[-1]:.2f} s", flush=True)
+        floor, raw, jpeg, raw_rss = min(floors), min(raws), min(plain), rss
         load_after = os.getloadavg()
         same = rows(Path(tmp) / "dng.jsonl") == rows(Path(tmp) / "jpeg.jsonl")
-        dng_ms = per_file_ms(dng_dir / f"{jpegs[0].stem}.dng", long_side)
+        dng_ms = per_file_ms(stored[0][1], long_side)
         jpeg_ms = per_file_ms(jpegs[0], long_side)
     kdc_ms = per_file_ms(SHARED_RAW, long_side) if SHARED_RAW.exists() else None
 
-    print(f"\n{n} DNGs (24 MP, full-size JPEG preview), {args.workers} workers; load average "
+    print(f"\n{n} DNGs (24 MP, full-size JPEG preview), {args.workers} workers, best of {args.repeat}; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(f"{'decode floor of the previews':34} {floor:7.2f} s  {n / floor:6.1f} files/s")
     print(f"{'cull scan, cold, DNG':34} {raw:7.2f} s  {n / raw:6.1f} files/s   peak RSS {raw_rss / 1024:.0f} MB")
