@@ -236,7 +236,7 @@ def test_ctrl_c_stops_a_ray_local_scan_and_its_runtime(tmp_path):
     sharp_image(0).resize((6000, 4000)).save(big, quality=90)
     photos = tmp_path / "photos"
     photos.mkdir()
-    for i in range(150):  # about 20 s of work on 2 CPUs: long enough to be interrupted
+    for i in range(600):  # about 25 s of work on 2 idle CPUs: long enough to be interrupted
         os.link(big, photos / f"p{i:03d}.jpg")
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
@@ -247,13 +247,13 @@ def test_ctrl_c_stops_a_ray_local_scan_and_its_runtime(tmp_path):
     )
     seen: set[int] = set()
     try:
-        for _ in range(120):  # wait for the runtime's workers to be busy
+        for _ in range(240):  # wait for a worker to run an analysis task (an idle one is "ray::IDLE")
             seen |= set(_descendants(scan_cli.pid))
-            if any(b"ray::" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in _alive(list(seen))
+            if any(b"ray::_analyse" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in _alive(list(seen))
                    if Path(f"/proc/{pid}/cmdline").exists()):
                 break
-            time.sleep(0.5)
-        time.sleep(2)
+            time.sleep(0.25)
+        time.sleep(1)
         seen |= set(_descendants(scan_cli.pid))
         assert scan_cli.poll() is None, "the scan ended before it could be interrupted"
         scan_cli.send_signal(signal.SIGINT)
