@@ -21,10 +21,7 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,20 +34,19 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from cull.runner import default_workers  # noqa: E402
 from scan_throughput import make_large_jpegs  # noqa: E402
+from tests.rayhead import head_env, start_head, stop_head  # noqa: E402
 
 SUMMARY = re.compile(r"in ([0-9.]+) s \(")
 
 
-RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-           "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"}  # loopback only
+RAY_ENV = head_env()  # loopback only, token authentication
 
 
 def run_scan(folder: Path, workers: int, report: Path, ray: str | None) -> tuple[float, float]:
     """(wall seconds of the whole command, seconds of the scan phase from its summary line)."""
     args = [sys.executable, "-m", "cull", "scan", str(folder), "--no-cache", "--no-xmp", "--show", "none",
             "--workers", str(workers), "--report", str(report)] + (["--ray", ray] if ray else [])
-    env = {**os.environ, **RAY_ENV}
+    env = RAY_ENV
     started = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO)
     wall = time.perf_counter() - started
@@ -60,38 +56,6 @@ def run_scan(folder: Path, workers: int, report: Path, ray: str | None) -> tuple
     if match is None:
         raise SystemExit(f"no summary line in: {done.stdout[-500:]}")
     return wall, float(match.group(1))
-
-
-def start_head(cpus: int, temp_dir: str) -> tuple[subprocess.Popen[bytes], int]:
-    """A standing head node on 127.0.0.1 (`ray start --head --block`), as a cluster's head runs."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats",
-         f"--temp-dir={temp_dir}"],
-        env={**os.environ, **RAY_ENV}, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if head.poll() is not None:
-            raise SystemExit("ray start --head exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            time.sleep(3)  # the raylet and its workers come up after the GCS port opens
-            return head, port
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit("ray start --head did not come up in 90 s")
-
-
-def stop_head(head: subprocess.Popen[bytes]) -> None:
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait()
 
 
 def rows(report: Path) -> dict[str, tuple[object, object]]:
@@ -124,7 +88,8 @@ def main() -> None:
         standing_pool: list[tuple[float, float]] = []
         standing: list[tuple[float, float]] = []
         temp_dir = tempfile.mkdtemp(prefix="rayb", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-        head, port = start_head(args.workers, temp_dir)
+        head, port = start_head(args.workers, temp_dir, RAY_ENV)
+        time.sleep(3)  # the raylet and its workers come up after the GCS port opens
         try:
             for i in range(args.repeat):
                 standing_pool.append(run_scan(folder, args.workers, Path(tmp) / "pool2.jsonl", ray=None))

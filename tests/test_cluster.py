@@ -11,10 +11,8 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before any ray import: 127.0.0.1 stays loopback
 
 import json
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from typer.testing import CliRunner
 from cull.cli import app
 from cull.scan import ScanOptions, scan
 from tests.conftest import EXAMPLES, blurred_image, save, sharp_image
+from tests.rayhead import free_port, head_env, start_head, stop_head
 from tests.test_scan_faults import kill_on_crash_names  # the same hook kills a Ray worker
 
 ray = pytest.importorskip("ray")
@@ -120,7 +119,7 @@ def test_cli_ray_without_the_extra_exits_2_naming_it(tmp_path, monkeypatch):
     ("nonsense", None, "--ray takes local, auto or HOST:PORT"),
 ])
 def test_cli_ray_unreachable_or_malformed_address_exits_2(tmp_path, monkeypatch, address, ray_address, message):
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray-here"))  # no recorded `ray start`
     if ray_address:
         monkeypatch.setenv("RAY_ADDRESS", ray_address.format(port=port))
@@ -131,12 +130,6 @@ def test_cli_ray_unreachable_or_malformed_address_exits_2(tmp_path, monkeypatch,
     assert result.exit_code == 2
     assert message in result.stderr
     assert not (tmp_path / "a.xmp").exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(pids: list[int]) -> list[int]:
@@ -165,26 +158,11 @@ def _group(pgid: int) -> list[int]:
 
 
 def test_a_ray_start_head_node_joined_by_address_gives_the_same_results(tmp_path, photos, pool_rows):
-    port = _free_port()
     temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token",
-               RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0",
-               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",  # SIGTERM: stop now, no 30 s drain
-               HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost")  # Ray asks cloud metadata servers
-    env.pop("http_proxy", None)
-    env.pop("RAY_ADDRESS", None)
-    ray_cli = Path(sys.executable).parent / "ray"
-    head = subprocess.Popen(
-        [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    env = head_env()
+    head, port = start_head(2, temp_dir, env, timeout=60)
     started: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _listening(port):
-            assert head.poll() is None, "ray start --head exited"
-            time.sleep(0.5)
         started = _group(head.pid)
         report = tmp_path / "head.jsonl"
         done = subprocess.run(
@@ -197,12 +175,7 @@ def test_a_ray_start_head_node_joined_by_address_gives_the_same_results(tmp_path
         assert f"Ray cluster 127.0.0.1:{port}: 1 node, 2 CPUs" in done.stdout
         started = sorted(set(started) | set(_group(head.pid)))
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        stop_head(head)
         for _ in range(40):  # the head's children (GCS, raylet, workers) go down with it
             if not _alive(started + _group(head.pid)):
                 break
@@ -268,14 +241,6 @@ def test_ctrl_c_stops_a_ray_local_scan_and_its_runtime(tmp_path):
             break
         time.sleep(0.5)
     assert len(seen) > 2 and not _alive(sorted(seen)), f"left running: {_alive(sorted(seen))}"
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_bursts_on_ray_match_bursts_on_the_local_pool(tmp_path, card, local_ray):
