@@ -10,7 +10,7 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cull.errors import UnreadableImage
-from cull.formats import HEIF_EXTENSIONS, is_raw, sniff
+from cull.formats import HEIF_EXTENSIONS, is_raw, sniff, tiff_ifds
 
 log = logging.getLogger(__name__)
 
@@ -263,18 +263,13 @@ def embedded_jpeg_size(path: Path, limit: int = 64 << 20) -> tuple[int, int] | N
 
 def _tiff_preview(path: Path, long_side: int) -> Image.Image | None:
     """The largest baseline JPEG preview that a TIFF-based RAW (DNG, NEF, CR2, ARW, PEF, ...) names
-    in its IFDs or SubIFDs, read straight from the file (tifffile finds it; no copy through LibRaw,
-    whose extract_thumb() costs about as much as decoding the preview at 1/4 scale).  None when the
+    in its IFDs or SubIFDs, read straight from the file (no copy through LibRaw, whose
+    extract_thumb() costs about as much as decoding the preview at 1/4 scale).  None when the
     container is not TIFF-like or names no such JPEG: the caller falls back to LibRaw."""
     try:
-        import tifffile
-    except ImportError:  # pragma: no cover - a dependency; LibRaw still works without it
-        return None
-    logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # RAW IFDs often lack what a TIFF needs: not news
-    try:
         with open(path, "rb") as fh:
-            with tifffile.TiffFile(fh) as tif:
-                spans = _jpeg_spans(tif)
+            with tiff_ifds(fh, path.name) as ifds:
+                spans = _jpeg_spans(ifds or [])
             best: tuple[int, int, int] | None = None  # (pixels, offset, length)
             for offset, length in spans:
                 fh.seek(offset)
@@ -318,17 +313,15 @@ class FileWindow(io.RawIOBase):
         return self._fh.readinto(view) if len(view) else 0  # type: ignore[attr-defined]
 
 
-def _jpeg_spans(tif: object) -> list[tuple[int, int]]:
-    """(offset, length) of every single-strip JPEG and JPEGInterchangeFormat stream in the IFD
-    chain and its SubIFDs (one level down, where NEF and DNG keep their previews)."""
+def _jpeg_spans(ifds: list[Any]) -> list[tuple[int, int]]:
+    """(offset, length) of every single-strip JPEG and JPEGInterchangeFormat stream in the IFDs."""
     spans = []
-    for page in tif.pages:  # type: ignore[attr-defined]
-        for ifd in [page, *(getattr(page, "pages", None) or [])]:
-            tags = ifd.tags
-            if 513 in tags and 514 in tags:  # JPEGInterchangeFormat, ...Length
-                spans.append((_first(tags[513].value), _first(tags[514].value)))
-            if int(ifd.compression) in (6, 7) and len(ifd.dataoffsets) == 1 and ifd.databytecounts[0] > 0:
-                spans.append((int(ifd.dataoffsets[0]), int(ifd.databytecounts[0])))
+    for ifd in ifds:
+        tags = ifd.tags
+        if 513 in tags and 514 in tags:  # JPEGInterchangeFormat, ...Length
+            spans.append((_first(tags[513].value), _first(tags[514].value)))
+        if int(ifd.compression) in (6, 7) and len(ifd.dataoffsets) == 1 and ifd.databytecounts[0] > 0:
+            spans.append((int(ifd.dataoffsets[0]), int(ifd.databytecounts[0])))
     return spans
 
 

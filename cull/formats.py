@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
 RAW_EXTENSIONS = frozenset(
     ".cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf .rw2 .rwl .pef .ptx .dng .srw .3fr .fff "
@@ -43,3 +47,36 @@ def sniff(head: bytes) -> str | None:
 
 def is_photo(path: Path) -> bool:
     return path.suffix.lower() in PHOTO_EXTENSIONS
+
+
+MAX_IFDS = 64  # a RAW has a handful of IFDs; a multi-page scan stops being walked here
+
+
+@contextmanager
+def tiff_ifds(fh: BinaryIO, name: str) -> Iterator[list[Any] | None]:
+    """The IFDs of a TIFF-based file (TIFF, DNG, NEF, CR2, ARW, PEF ...) while it is open: the IFD
+    chain and each one's SubIFDs (where NEF and DNG keep previews and raw data), as tifffile pages;
+    None when tifffile cannot parse the container or finds no IFD (an ORF/RW2 magic, a broken chain).
+    ``name`` is for tifffile's messages (a file opened from a descriptor has none).  RAW IFDs often
+    lack what a TIFF needs; tifffile's complaints about that are silenced."""
+    try:
+        import tifffile
+    except ImportError:  # pragma: no cover - a dependency
+        yield None
+        return
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    try:
+        tif = tifffile.TiffFile(fh, name=name)
+    except Exception:  # noqa: BLE001 - tifffile raises many types for odd containers
+        yield None
+        return
+    with tif:
+        try:
+            ifds: list[Any] = []
+            for index, page in enumerate(tif.pages):
+                if index >= MAX_IFDS:
+                    break
+                ifds += [page, *(getattr(page, "pages", None) or [])]
+        except Exception:  # noqa: BLE001
+            ifds = []
+        yield ifds or None

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from cull import __version__
 from cull.cache import FactCache, stamp_of
 from cull.errors import CullError, SidecarRefused
-from cull.formats import is_raw
+from cull.formats import is_raw, tiff_ifds
 from cull.xmp import Packet, XmpError, user_protection
 
 if TYPE_CHECKING:
@@ -278,26 +278,17 @@ def _jpeg_segments(fh: BinaryIO) -> bytes | None:
     return bytes(found)
 
 
-def _tiff_packets(fh: BinaryIO, name: str, max_ifds: int = 64) -> bytes | None:
-    """The XMLPacket (tag 700) values of a TIFF-based file's IFD chain and SubIFDs; None when
-    tifffile cannot parse the container (the caller scans the file instead)."""
-    try:
-        import tifffile
-    except ImportError:  # pragma: no cover - a dependency
-        return None
-    logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # RAW IFDs often lack what a TIFF needs
+def _tiff_packets(fh: BinaryIO, name: str) -> bytes | None:
+    """The XMLPacket (tag 700) values of a TIFF-based file's IFDs and SubIFDs; None when the
+    container does not parse (the caller scans the file instead)."""
     found = b""
     try:
-        with tifffile.TiffFile(fh, name=name) as tif:  # (a file opened from a descriptor has no name)
-            if len(tif.pages) == 0:  # a broken IFD chain: no structure to trust
+        with tiff_ifds(fh, name) as ifds:
+            if ifds is None:
                 return None
-            for index, page in enumerate(tif.pages):
-                if index >= max_ifds:
-                    break
-                for ifd in [page, *(getattr(page, "pages", None) or [])]:
-                    tag = ifd.tags.get(700)
-                    if tag is None:
-                        continue
+            for ifd in ifds:
+                tag = ifd.tags.get(700)
+                if tag is not None:
                     value = tag.value
                     found += value.encode("utf-8") if isinstance(value, str) else bytes(value)
     except Exception:  # noqa: BLE001 - an odd container: scan it
