@@ -10,7 +10,8 @@ and have cull installed (the same version).
 - A node lost mid-scan: Ray re-runs its tasks (``max_retries``) on the nodes left. A chunk that still
   fails because its worker or node died is re-run one file at a time, and a file that is lost again
   is reported as a per-file error, never retried forever.
-- Ctrl-C cancels the tasks in flight and, for ``--ray local``, stops the local runtime.
+- Ctrl-C ends the job: the driver disconnects and Ray stops the job's tasks (no ray.cancel, which can
+  abort the driver inside Ray while it retries a task); ``--ray local`` also stops the local runtime.
 """
 
 from __future__ import annotations
@@ -222,7 +223,13 @@ def analyse_paths_ray(
                 continue
             for path, analysis in zip(chunk, analyses):
                 yield replace(analysis, path=path)
+    except KeyboardInterrupt:
+        # No ray.cancel here: cancelling tasks that Ray may be retrying aborts the driver inside Ray
+        # ("Tried to complete task that was not pending", ray-project/ray#54260), leaving the local
+        # runtime's agents behind.  The caller's disconnect() ends the job, and Ray stops its tasks.
+        in_flight.clear()
+        raise
     finally:
-        for ref in in_flight:
-            ray.cancel(ref, force=True)
+        for ref in in_flight:  # closed early by the caller: stop what is left, gently
+            ray.cancel(ref, force=False)
 

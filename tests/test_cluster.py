@@ -209,8 +209,8 @@ def test_ctrl_c_stops_a_ray_local_scan_and_its_runtime(tmp_path):
     sharp_image(0).resize((6000, 4000)).save(big, quality=90)
     photos = tmp_path / "photos"
     photos.mkdir()
-    for i in range(600):  # about 25 s of work on 2 idle CPUs: long enough to be interrupted
-        os.link(big, photos / f"p{i:03d}.jpg")
+    for i in range(2400):  # over a minute of work on 2 idle CPUs: interrupted well before its end
+        os.link(big, photos / f"p{i:04d}.jpg")
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     scan_cli = subprocess.Popen(
