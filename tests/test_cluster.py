@@ -213,11 +213,17 @@ def test_ctrl_c_stops_a_ray_local_scan_and_its_runtime(tmp_path):
         os.link(big, photos / f"p{i:04d}.jpg")
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
-    scan_cli = subprocess.Popen(
-        [sys.executable, "-m", "cull", "scan", str(photos), "--ray", "local", "-j", "2", "--no-cache",
-         "--report", str(tmp_path / "r.jsonl")],
-        env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    # a test run started in the background of a non-interactive shell (`nohup .ci/run &`) ignores SIGINT,
+    # and an ignored signal stays ignored across exec: give the scan the disposition a terminal gives it
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        scan_cli = subprocess.Popen(
+            [sys.executable, "-m", "cull", "scan", str(photos), "--ray", "local", "-j", "2", "--no-cache",
+             "--report", str(tmp_path / "r.jsonl")],
+            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     seen: set[int] = set()
     try:
         for _ in range(240):  # wait for a worker to run an analysis task (an idle one is "ray::IDLE")
