@@ -26,7 +26,7 @@ import logging
 import mmap
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -343,26 +343,9 @@ def _learn(places: Places | None, path: Path, stamp: str | None, fact: str, valu
 
 def file_protection(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
     """Why ``photo`` itself (its sidecars and embedded XMP) must not be marked rejected, or None."""
-    for place in sidecar_places(photo, partner, places) if places is None or places.any_sidecar(photo) else ():
-        if places is not None and not places.may_exist(place):
-            continue
-        known, value, stamp = _known(places, place, PROTECTION_FACT)
-        if known:
-            if value:
-                return str(value)
-            continue
-        try:
-            data = read_sidecar(place)
-            if data is None:
-                continue
-            reason = sidecar_protection(data)
-        except (SidecarRefused, XmpError, OSError) as exc:
-            # no application can show a rating from it either; the writer reports it as an error
-            log.info("%s: not read for the user's rating: %s", place, exc)
-            continue
-        _learn(places, place, stamp, PROTECTION_FACT, reason)
-        if reason:
-            return reason
+    reason = _from_sidecars(photo, partner, places, PROTECTION_FACT, sidecar_protection)
+    if reason:
+        return reason
     fact = f"embedded-{PROTECTION_FACT}-{load_pyexiv2() is not None}"
     known, value, stamp = _known(places, photo, fact)
     if known:
@@ -398,29 +381,39 @@ def shot_protection(photo: Path, partner: Path | None, places: Places | None = N
 
 def read_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
     """The decision recorded in ``photo``'s sidecars by an earlier review, or None."""
+    return _from_sidecars(photo, partner, places, USER_VERDICT_FACT, sidecar_user_verdict)
+
+
+def _from_sidecars(
+    photo: Path, partner: Path | None, places: Places | None, fact: str, read: Callable[[bytes], str | None]
+) -> str | None:
+    """The first non-empty ``read(sidecar bytes)`` over ``photo``'s sidecar places, in order.
+
+    With ``places``, a folder without sidecars costs nothing and a sidecar whose stamp is the one
+    recorded under ``fact`` is not opened again.  A sidecar that is refused (not a regular file, too
+    big), unreadable or malformed holds nothing any application could show: it is skipped here, and
+    the XMP writer reports it as an error."""
     if places is not None and not places.any_sidecar(photo):
         return None
-    for sidecar in sidecar_places(photo, partner, places):
-        if places is not None and not places.may_exist(sidecar):
+    for place in sidecar_places(photo, partner, places):
+        if places is not None and not places.may_exist(place):
             continue
-        known, cached, stamp = _known(places, sidecar, USER_VERDICT_FACT)
+        known, value, stamp = _known(places, place, fact)
         if known:
-            if cached:
-                return str(cached)
+            if value:
+                return str(value)
             continue
         try:
-            data = read_sidecar(sidecar)  # regular files only, size-capped (never blocks on a FIFO)
-        except (OSError, CullError):
+            data = read_sidecar(place)  # regular files only, size-capped (never blocks on a FIFO)
+            if data is None:
+                continue
+            found = read(data)
+        except (OSError, CullError) as exc:  # SidecarRefused and XmpError are CullErrors
+            log.info("%s: not read for the user's rating or decision: %s", place, exc)
             continue
-        if data is None:
-            continue
-        try:
-            value = sidecar_user_verdict(data)
-        except XmpError:
-            continue
-        _learn(places, sidecar, stamp, USER_VERDICT_FACT, value)
-        if value is not None:
-            return value
+        _learn(places, place, stamp, fact, found)
+        if found:
+            return found
     return None
 
 
