@@ -186,8 +186,8 @@ def _open_raw(path: Path, long_side: int) -> Image.Image:
         with rawpy.imread(str(path)) as raw:
             sensor_long = max(raw.sizes.width, raw.sizes.height)
             need = min(long_side, sensor_long // 2)
-            preview = _tiff_preview(path, long_side)
-            if preview is None or max(preview.size) < need:
+            preview = _tiff_preview(path, long_side, need)
+            if preview is None:
                 preview = _raw_preview(raw, long_side)
             if preview is not None and max(preview.size) >= need:
                 transpose = _RAW_FLIP.get(raw.sizes.flip)
@@ -261,22 +261,23 @@ def embedded_jpeg_size(path: Path, limit: int = 64 << 20) -> tuple[int, int] | N
     return best
 
 
-def _tiff_preview(path: Path, long_side: int) -> Image.Image | None:
+def _tiff_preview(path: Path, long_side: int, need: int = 0) -> Image.Image | None:
     """The largest baseline JPEG preview that a TIFF-based RAW (DNG, NEF, CR2, ARW, PEF, ...) names
     in its IFDs or SubIFDs, read straight from the file (no copy through LibRaw, whose
     extract_thumb() costs about as much as decoding the preview at 1/4 scale).  None when the
-    container is not TIFF-like or names no such JPEG: the caller falls back to LibRaw."""
+    container is not TIFF-like or names no such JPEG with a long side of at least ``need`` (judged
+    from its frame header, before decoding): the caller falls back to LibRaw."""
     try:
         with open(path, "rb") as fh:
             with tiff_ifds(fh, path.name) as ifds:
                 spans = _jpeg_spans(ifds or [])
-            best: tuple[int, int, int] | None = None  # (pixels, offset, length)
+            best: tuple[int, int, int, int] | None = None  # (pixels, offset, length, long side)
             for offset, length in spans:
                 fh.seek(offset)
                 frame = jpeg_frame(fh.read(65536))
                 if frame is not None and frame[0] in _DECODABLE_SOF and (best is None or frame[1] * frame[2] > best[0]):
-                    best = frame[1] * frame[2], offset, length
-            if best is None:
+                    best = frame[1] * frame[2], offset, length, max(frame[1], frame[2])
+            if best is None or best[3] < need:
                 return None
             return open_checked(FileWindow(fh, best[1], best[2]), long_side)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - an odd container or a broken preview: LibRaw's way decides

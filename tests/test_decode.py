@@ -296,3 +296,15 @@ def test_a_lossless_jpeg_strip_is_not_taken_for_the_preview(tmp_path):
     write_dng(preview, raw, jpeg=lossless)
     assert _tiff_preview(raw, 1440) is None
     assert _tiff_preview(preview, 1440) is None  # a plain JPEG names no preview in TIFF IFDs
+
+
+def test_a_raw_preview_too_small_for_the_analysis_is_not_decoded_through_the_container(tmp_path):
+    """A 640 px preview of a 1600 px sensor is judged from its frame header and left to LibRaw's way."""
+    from cull.decode import _tiff_preview
+    from tests.rawfiles import write_dng
+
+    preview = save(sharp_image(1).resize((640, 480)), tmp_path / "preview.jpg", quality=90)
+    raw = tmp_path / "IMG_0004.DNG"
+    write_dng(preview, raw)
+    assert _tiff_preview(raw, 1440, need=800) is None
+    assert _tiff_preview(raw, 1440, need=640).size == (640, 480)
