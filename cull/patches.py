@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
 from cull.card import AnalysisSpec
@@ -40,42 +41,79 @@ def select_patches(gray: NDArray[np.float32], spec: AnalysisSpec) -> Patches:
     if rows == 0 or cols == 0:
         return Patches(np.zeros((0, size, size), np.float32), np.zeros((0, 2), np.int32), 0)
     region = gray[y0 : y0 + rows * size, x0 : x0 + cols * size]
-    blocks = region.reshape(rows, size, cols, size).swapaxes(1, 2)  # (rows, cols, P, P) view
-    area = np.float32(size * size)
-    mean = _tile_sums(region, rows, cols, size) / area
-    std = np.sqrt(np.maximum(_tile_sums(region * region, rows, cols, size) / area - mean * mean, 0.0))
-    clipped = _tile_sums(((region >= 0.98) | (region <= 0.02)).astype(np.float32), rows, cols, size) / area
-    energy = _gradient_energy(region, rows, cols, size)
+    row_step, col_step = region.strides
+    blocks = as_strided(  # (rows, cols, P, P) view of the tiles: only the chosen ones are copied
+        region, (rows, cols, size, size), (size * row_step, size * col_step, row_step, col_step), writeable=False
+    )
+    stats = tile_stats(region, rows, cols, size)
     usable = (
-        (std >= spec.min_std)
-        & (mean >= spec.dark_mean)
-        & (mean <= spec.bright_mean)
-        & (clipped <= spec.max_clipped)
+        (stats.std >= spec.min_std)
+        & (stats.mean >= spec.dark_mean)
+        & (stats.mean <= spec.bright_mean)
+        & (stats.clipped <= spec.max_clipped)
     )
     flat_index = np.flatnonzero(usable.ravel())
-    order = flat_index[np.argsort(-energy.ravel()[flat_index], kind="stable")][: spec.max_patches]
+    order = flat_index[np.argsort(-stats.energy.ravel()[flat_index], kind="stable")][: spec.max_patches]
     r, c = np.divmod(order, cols)
     pixels = np.ascontiguousarray(blocks[r, c], dtype=np.float32)
     origins = np.stack([y0 + r * size, x0 + c * size], axis=1).astype(np.int32)
     return Patches(pixels, origins, rows * cols)
 
 
-def _tile_sums(values: NDArray[np.float32], rows: int, cols: int, size: int) -> NDArray[np.float32]:
-    """Sum of ``values`` inside each tile, reducing along contiguous memory (fast)."""
-    per_row = values.reshape(rows, size, cols * size).sum(axis=1)
-    return per_row.reshape(rows, cols, size).sum(axis=2)
+@dataclass(frozen=True)
+class TileStats:
+    """Per-tile (rows, cols) statistics: mean, standard deviation, clipped share, gradient energy."""
+
+    mean: NDArray[np.float32]
+    std: NDArray[np.float32]
+    clipped: NDArray[np.float32]  # share of pixels >= 0.98 or <= 0.02
+    energy: NDArray[np.float32]  # mean |dx| + |dy| (differences reach into the tile above / to the left)
 
 
-def _gradient_energy(region: NDArray[np.float32], rows: int, cols: int, size: int) -> NDArray[np.float32]:
-    """Mean absolute first difference (x plus y) inside each tile (in place, no large temporaries)."""
-    grad = np.empty_like(region)
-    grad[:, 0] = 0
-    np.subtract(region[:, 1:], region[:, :-1], out=grad[:, 1:])
-    np.abs(grad, out=grad)
-    dy = np.subtract(region[1:], region[:-1])
-    np.abs(dy, out=dy)
-    grad[1:] += dy
-    return _tile_sums(grad, rows, cols, size) / np.float32(size * size)
+def tile_stats(region: NDArray[np.float32], rows: int, cols: int, size: int) -> TileStats:
+    """Statistics of every ``size`` tile of ``region`` (exactly ``rows * size`` by ``cols * size``).
+
+    One row of tiles at a time, copied into buffers that stay in the CPU cache: the whole-image way
+    (a full-size temporary per step) cost twice as long on a 1.5 MP analysis image, with the same sums.
+    """
+    width = cols * size
+    sums = np.empty((rows, cols), np.float32)
+    squares = np.empty((rows, cols), np.float32)
+    energy = np.empty((rows, cols), np.float32)
+    clipped = np.empty((rows, cols), np.uint16)
+    strip = np.empty((size + 1, width), np.float32)  # row 0: the row above the strip, for dy across tiles
+    work = np.empty((size, width), np.float32)
+    dy = np.empty((size, width), np.float32)
+    high = np.empty((size, width), np.bool_)
+    low = np.empty((size, width), np.bool_)
+    pixels = strip[1:]
+    for t in range(rows):
+        top = t * size
+        strip[0] = region[top - 1] if t else region[0]  # the first row has no row above: dy = 0
+        np.copyto(pixels, region[top : top + size])
+        sums[t] = _per_tile(pixels.sum(axis=0), cols, size)
+        np.multiply(pixels, pixels, out=work)
+        squares[t] = _per_tile(work.sum(axis=0), cols, size)
+        np.greater_equal(pixels, np.float32(0.98), out=high)
+        np.less_equal(pixels, np.float32(0.02), out=low)
+        np.logical_or(high, low, out=high)
+        clipped[t] = high.view(np.uint8).sum(axis=0, dtype=np.uint16).reshape(cols, size).sum(axis=1, dtype=np.uint16)
+        work[:, 0] = 0  # the region's first column has no left neighbour
+        np.subtract(pixels[:, 1:], pixels[:, :-1], out=work[:, 1:])
+        np.abs(work, out=work)
+        np.subtract(pixels, strip[:-1], out=dy)
+        np.abs(dy, out=dy)
+        work += dy
+        energy[t] = _per_tile(work.sum(axis=0), cols, size)
+    area = np.float32(size * size)
+    mean = sums / area
+    std = np.sqrt(np.maximum(squares / area - mean * mean, np.float32(0.0)))
+    return TileStats(mean, std, clipped.astype(np.float32) / area, energy / area)
+
+
+def _per_tile(column_sums: NDArray[np.float32], cols: int, size: int) -> NDArray[np.float32]:
+    """Column sums of one row of tiles -> one sum per tile."""
+    return column_sums.reshape(cols, size).sum(axis=1)
 
 
 def network_input(pixels: NDArray[np.float32]) -> NDArray[np.float32]:
