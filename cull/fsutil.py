@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -52,11 +53,25 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
+def write_through(path: Path) -> Path:
+    """The file that a write to ``path`` must replace: a symbolic link is followed to the file it
+    names, as an editor writing through the link would, so the link stays a link and its target gets
+    the new bytes (a rename onto the link itself would turn it into a detached copy).  A link to
+    nothing (dangling, or a loop) raises FileNotFoundError: there is no file to write through to."""
+    path = Path(path)
+    if not path.is_symlink():
+        return path
+    real = Path(os.path.realpath(path))
+    if not real.exists():
+        raise FileNotFoundError(errno.ENOENT, "symbolic link to a missing file; not modified", str(path))
+    return real
+
+
 def atomic_write_bytes(path: Path, data: bytes, like: Path | None = None) -> None:
     """Temp file in the same folder, fsync, rename; permissions copied from ``like`` (or ``path``);
     a new file gets the mode an ordinary ``open()`` would give it (0o666 less the umask), not
-    the 0600 of the temporary file."""
-    path = Path(path)
+    the 0600 of the temporary file.  A symbolic link is written through (write_through)."""
+    path = write_through(path)
     reference = like if like is not None else path
     mode = reference.stat().st_mode & 0o7777 if reference.exists() else 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".cull-tmp", dir=path.parent)

@@ -40,7 +40,7 @@ from cull import __version__
 from cull.cache import FactCache, default_cache_path, stamp_of
 from cull.errors import CullError, NotWritable, SidecarRefused
 from cull.formats import is_raw
-from cull.fsutil import atomic_write_bytes, fsync_dir, temp_prefix, unlink_quietly
+from cull.fsutil import atomic_write_bytes, fsync_dir, temp_prefix, unlink_quietly, write_through
 from cull.protect import (
     EMBEDDABLE,
     PROTECTION_FACT,
@@ -159,6 +159,7 @@ def write_embedded(photo: Path, packet: bytes | None) -> None:
     pyexiv2 = load_pyexiv2()
     if pyexiv2 is None:
         raise CullError("--embed needs pyexiv2: pip install 'cull-focus[embed]'")
+    photo = write_through(photo)  # a linked photo: its file gets the block, the link stays a link
     fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(photo), suffix=".cull-tmp" + photo.suffix, dir=photo.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -239,7 +240,12 @@ def check_writable(path: Path, ours: bool = False) -> os.stat_result | None:
     """Refuse (NotWritable) a file this user must not replace: no write permission for this user
     (``os.access``), no write bit at all (locked on purpose, even for root), owned by another user
     (a rename would take it over), or in a folder this user cannot write. ``ours``: a sidecar cull
-    created itself, whose mode never locks cull out. Returns the file's stat (None: no file yet)."""
+    created itself, whose mode never locks cull out. Returns the file's stat (None: no file yet).
+    A symbolic link is judged by the file it names, which is what a write replaces (write_through)."""
+    try:
+        path = write_through(path)
+    except OSError as exc:
+        raise NotWritable(exc.strerror or str(exc)) from None
     folder = path.parent
     if not os.access(folder, os.W_OK | os.X_OK):
         raise NotWritable(f"permission denied (folder {folder} is not writable); not modified")

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cull.cli import app
+from cull.protect import load_pyexiv2
 from cull.sidecars import (
     SidecarStyle,
     XmpOptions,
@@ -211,6 +212,45 @@ def test_atomic_write_keeps_permissions_and_survives_a_crash(tmp_path, monkeypat
     monkeypatch.undo()
     assert write_verdict(photo, REJECT, XmpOptions())[0][0].action == "written"
     assert os.stat(sidecar).st_mode & 0o777 == 0o640
+
+
+def test_linked_sidecar_and_photo_are_written_through_their_links(tmp_path):
+    """A sidecar or photo that is a symbolic link keeps being a link: the file it names gets the
+    merged XMP (every foreign field kept), as an editor writing through the link would do; a link
+    to nothing is refused and nothing is created."""
+    shared = tmp_path / "catalogue"
+    shared.mkdir()
+    real_sidecar = shared / "IMG_1.xmp"
+    shutil.copy(DATA / "lightroom.xmp", real_sidecar)
+    os.chmod(real_sidecar, 0o640)
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    (shoot / "IMG_1.CR2").write_bytes(b"raw")
+    (shoot / "IMG_1.xmp").symlink_to(real_sidecar)
+    outcomes, _ = write_verdict(shoot / "IMG_1.CR2", REJECT, XmpOptions())
+    assert outcomes[0].action == "written", outcomes
+    assert (shoot / "IMG_1.xmp").is_symlink() and os.readlink(shoot / "IMG_1.xmp") == str(real_sidecar)
+    fields = read_fields(real_sidecar.read_bytes())
+    assert fields["xmp:Rating"] == "-1" and b"Exposure2012" in real_sidecar.read_bytes()
+    assert os.stat(real_sidecar).st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in shared.iterdir()) == ["IMG_1.xmp"]  # no temp file left beside it
+    assert [o.action for o in clear_photo(shoot / "IMG_1.CR2")] == ["restored"]
+    assert real_sidecar.read_bytes() == (DATA / "lightroom.xmp").read_bytes() and (shoot / "IMG_1.xmp").is_symlink()
+
+    (shoot / "IMG_2.CR2").write_bytes(b"raw")
+    (shoot / "IMG_2.xmp").symlink_to(shared / "gone.xmp")
+    outcomes, _ = write_verdict(shoot / "IMG_2.CR2", REJECT, XmpOptions())
+    assert outcomes[0].action == "error" and "symbolic link to a missing file" in outcomes[0].detail
+    assert not (shared / "gone.xmp").exists() and (shoot / "IMG_2.xmp").is_symlink()
+
+    if load_pyexiv2() is not None and shutil.which("exiftool"):  # --embed into a photo reached through a link
+        original = save(blurred_image(0, 5), shared / "soft.jpg")
+        before = original.read_bytes()
+        (shoot / "soft.jpg").symlink_to(original)
+        outcomes, _ = write_verdict(shoot / "soft.jpg", REJECT, XmpOptions(embed=True))
+        assert outcomes[0].action == "written", outcomes
+        assert (shoot / "soft.jpg").is_symlink() and original.read_bytes() != before
+        assert exiftool(original, "XMP-xmp:Rating") == {"Rating": -1}
 
 
 def test_malformed_existing_sidecar_is_reported_and_untouched(tmp_path):
