@@ -1,7 +1,6 @@
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ from PIL import Image
 
 from cull.decode import decode_gray
 from cull.errors import UnreadableImage
-from tests.conftest import SHARED_DATA, save, sharp_image
+from tests.conftest import save, sharp_image
 
 LONG = 1440
 

@@ -23,7 +23,6 @@ from cull.decide import Verdict
 from cull.scan import ScanOptions, scan
 from tests.conftest import (
     EXAMPLES,
-    SHARED_DATA,
     blurred_image,
     drop_dac_override,
     save,

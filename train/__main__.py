@@ -146,7 +146,7 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
     from cull.card import STRICTNESS_LEVELS, load_card
     from cull.evaluate import score_folder, summarise_folder
     from cull.patches import network_input
-    from train.export import PARITY_TOLERANCE, export_onnx, parity, write_card
+    from train.export import PARITY_TOLERANCE, export_onnx, parity
     from train.fit import patch_metrics
 
     spec = data["spec"]

@@ -22,21 +22,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cull.errors import CullError
 from cull.fsutil import atomic_write_bytes, unlink_quietly
 from cull.protect import (  # noqa: F401 - read_user_verdict / apply_user_verdicts re-exported for callers
     DECISIONS, EMBEDDABLE, USER_VERDICT, apply_user_verdicts, load_pyexiv2, read_embedded, read_sidecar,
-    read_user_verdict, sidecar_places,
+    read_user_verdict,
 )
 from cull.sidecars import XmpOptions, check_writable, targets_for, write_embedded
 from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear, has_cull_fields
-
-if TYPE_CHECKING:
-    from cull.scan import PhotoResult
 
 log = logging.getLogger(__name__)
 
