@@ -20,7 +20,7 @@ from cull.camera.sources import Frame
 from cull.card import ModelCard, Thresholds
 from cull.decide import Verdict, decide
 from cull.decode import SCALE_TOLERANCE, draft_request, reduce_long_side, to_gray_array
-from cull.patches import network_input, select_patches
+from cull.patches import select_patches
 from cull.score import PhotoScore, Scorer, aggregate
 
 
@@ -69,7 +69,7 @@ def score_frame(frame: Frame, card: ModelCard, scorer: Scorer, thresholds: Thres
     patches = select_patches(gray, card.analysis)
     budget = max(card.analysis.max_patches // 2, card.analysis.first_pass)
     started = time.perf_counter()
-    scores = score_two_pass([network_input(patches.pixels[:budget])], card, scorer)[0] if len(patches) else None
+    scores = score_two_pass([patches.pixels[:budget]], card, scorer)[0] if len(patches) else None
     model_seconds = time.perf_counter() - started
     photo = PhotoScore(None, 0) if scores is None else aggregate(scores, card.aggregate_k, scorer.kind_labels)
     verdict = decide(photo, thresholds, card.analysis.min_patches).verdict
