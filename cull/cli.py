@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import sys
 from enum import Enum
 from pathlib import Path
@@ -18,7 +19,7 @@ from cull.card import ModelCard, load_card
 from cull.decide import Strictness
 from cull.errors import CullError
 from cull.review.items import Show as ReviewShow
-from cull.runner import default_workers
+from cull.runner import BATCH_SIZE, default_workers
 from cull.sidecars import SidecarStyle, XmpOptions, clear_photo, embedding_available, remove_stale_temps, write_results
 from cull.xmp import validate_label
 
@@ -96,7 +97,7 @@ def scan(
     paths: Annotated[list[Path], typer.Argument(exists=True, help="folders or photos to scan")],
     report: Annotated[Path | None, typer.Option(help="write one row per photo to FILE.jsonl or FILE.csv")] = None,
     workers: WorkersOption = default_workers(),
-    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="patches per inference batch")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="patches per inference batch")] = BATCH_SIZE,
     model: ModelOption = None,
     strictness: StrictnessOption = Strictness.LENIENT,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore and do not update the score cache")] = False,
@@ -381,6 +382,65 @@ def move(
         + (f"; {len(moved.failed)} failed" if moved.failed else "")
     )
     raise typer.Exit(1 if outcome.failed else 0)
+
+
+cache_app = typer.Typer(help="Inspect and trim the score cache (photos are never touched).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(
+    model: Annotated[Path | None, typer.Option("--model", help="model card whose scores are current (default: the shipped one)")] = None,
+) -> None:
+    """Where the score cache is, how big, and how many photos each model scored.
+
+    Example: cull cache info
+    """
+    from cull.cache import default_cache_path
+    from cull.cache_prune import describe_cache
+
+    path = default_cache_path()
+    contents = describe_cache(path)
+    if contents is None:
+        typer.echo(f"no score cache yet at {_shown(path)}")
+        raise typer.Exit(0)
+    current = _card(model).fingerprint
+    typer.echo(f"{_shown(path)}: {contents.size_bytes / 1e6:.1f} MB")
+    for fingerprint, rows in sorted(contents.scores_by_model.items(), key=lambda item: -item[1]):
+        typer.echo(f"  {rows:9d} scores by model {fingerprint[:12]}" + ("  (current)" if fingerprint == current else ""))
+    typer.echo(f"  {contents.footprints:9d} burst footprints, {contents.xmp_facts} XMP facts")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    other_models: Annotated[bool, typer.Option("--other-models", help="also drop every score not made by --model")] = False,
+    model: Annotated[Path | None, typer.Option("--model", help="model card to keep with --other-models (default: the shipped one)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would go, change nothing")] = False,
+) -> None:
+    """Drop cached rows of photos that are gone (deleted, or moved away), then compact the cache.
+
+    A photo counts as gone only when its folder still exists: the scores of a drive that is not
+    mounted, or of a folder that was renamed, are kept.  Only speed is at stake: a photo whose row
+    was dropped is analysed again if it comes back.
+
+    Example: cull cache prune --other-models
+    """
+    from cull.cache import default_cache_path
+    from cull.cache_prune import prune_cache
+
+    path = default_cache_path()
+    keep = _card(model).fingerprint if other_models else None
+    try:
+        outcome = prune_cache(path, keep, dry_run)
+    except (OSError, sqlite3.Error) as exc:
+        raise _fail(f"cannot prune the cache {_shown(path)}: {exc}", 1) from None
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"{verb} what was cached of {outcome.gone_paths} files that are gone ({sum(outcome.gone.values())} rows)"
+               + (f" and {sum(outcome.model.values())} scores of other models" if other_models else "")
+               + f"; kept {outcome.unreachable_paths} files whose folder is missing"
+               + ("; compacted" if outcome.compacted else ""))
+    if outcome.note:
+        typer.echo(f"note: {outcome.note}", err=True)
 
 
 @app.command()
