@@ -384,6 +384,7 @@ def move(
     raise typer.Exit(1 if outcome.failed else 0)
 
 
+DAMAGED_CACHE = " (scans go on without a damaged cache; remove the file to start a new one)"
 cache_app = typer.Typer(help="Inspect and trim the score cache (photos are never touched).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
@@ -400,7 +401,10 @@ def cache_info(
     from cull.cache_prune import describe_cache
 
     path = default_cache_path()
-    contents = describe_cache(path)
+    try:
+        contents = describe_cache(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise _fail(f"cannot read the cache {_shown(path)}: {exc}{DAMAGED_CACHE}", 1) from None
     if contents is None:
         typer.echo(f"no score cache yet at {_shown(path)}")
         raise typer.Exit(0)
@@ -433,7 +437,7 @@ def cache_prune(
     try:
         outcome = prune_cache(path, keep, dry_run)
     except (OSError, sqlite3.Error) as exc:
-        raise _fail(f"cannot prune the cache {_shown(path)}: {exc}", 1) from None
+        raise _fail(f"cannot prune the cache {_shown(path)}: {exc}{DAMAGED_CACHE}", 1) from None
     verb = "would remove" if dry_run else "removed"
     typer.echo(f"{verb} what was cached of {outcome.gone_paths} files that are gone ({sum(outcome.gone.values())} rows)"
                + (f" and {sum(outcome.model.values())} scores of other models" if other_models else "")

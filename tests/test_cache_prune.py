@@ -105,3 +105,14 @@ def test_no_cache_yet(tmp_path):
     assert "no score cache yet" in runner.invoke(app, ["cache", "info"], env=env).output
     assert runner.invoke(app, ["cache", "prune"], env=env).exit_code == 0
     assert not (tmp_path / "none").exists()  # looking creates nothing
+
+
+def test_a_damaged_cache_is_named_not_a_traceback(tmp_path):
+    env = {"CULL_CACHE_DIR": str(tmp_path)}
+    (tmp_path / "scores.sqlite").write_bytes(b"not a database at all")
+    for command in (["cache", "info"], ["cache", "prune"]):
+        result = runner.invoke(app, command, env=env)
+        assert result.exit_code == 1 and "file is not a database" in result.output, result.output
+        assert "remove the file to start a new one" in result.output
+        assert isinstance(result.exception, SystemExit)  # a clean exit, not an uncaught error
+    assert (tmp_path / "scores.sqlite").read_bytes() == b"not a database at all"
