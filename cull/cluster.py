@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cull.analyse import Analysis, analyse_chunk
+from cull.analyse import BATCH_SIZE, Analysis, analyse_chunk
 from cull.card import ModelCard
 from cull.errors import CullError, ModelError
 from cull.runner import CRASH_REASON, _chunks
@@ -161,7 +161,7 @@ def analyse_paths_ray(
     paths: Iterable[Path],
     card: ModelCard,
     *,
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     chunk_size: int = 8,
     with_laplacian: bool = False,
     with_bursts: bool = False,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from cull.analyse import Analysis, analyse_chunk
+from cull.analyse import BATCH_SIZE, Analysis, analyse_chunk
 from cull.card import ModelCard
 from cull.errors import ModelError, WorkerError
 from cull.score import OnnxScorer, Scorer
@@ -105,7 +105,7 @@ def analyse_paths(
     card: ModelCard,
     *,
     workers: int = 1,
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     chunk_size: int = 2,
     with_laplacian: bool = False,
     scorer_factory: ScorerFactory | None = None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cull.analyse import Analysis
+from cull.analyse import BATCH_SIZE, Analysis
 from cull.bursts import DEFAULT_GAP, SOFTER_REASON, Footprint, Ranked, clearly_softer, find_bursts, frame
 from cull.cache import FactCache, ScoreCache, default_cache_path, file_key
 from cull.card import ModelCard
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ScanOptions:
     workers: int = 1
-    batch_size: int = 64
+    batch_size: int = BATCH_SIZE
     strictness: Strictness = Strictness.LENIENT
     use_cache: bool = True
     dry_run: bool = False  # read the cache, write nothing (not even the cache)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from cull import __version__
 from cull.cache import FactCache, default_cache_path, stamp_of
-from cull.errors import CullError, NotWritable, SidecarRefused
+from cull.errors import CullError, NotWritable
 from cull.formats import is_raw
 from cull.fsutil import atomic_write_bytes, fsync_dir, temp_prefix, unlink_quietly, write_through
 from cull.protect import (
