@@ -123,6 +123,11 @@ def score_two_pass(
     return per_photo
 
 
+def score_every_patch(pixels: NDArray[np.float32], scorer: Scorer, batch_size: int = BATCH_SIZE) -> PatchScores:
+    """Scores of all of one photo's selected patches (gray, as select_patches gives them), in batches."""
+    return _score_in_batches(scorer, [network_input(pixels)], batch_size)
+
+
 def _sure_keep(scores: PatchScores, card: ModelCard) -> bool:
     photo = aggregate(scores, card.aggregate_k)
     return photo.score is not None and photo.score >= card.sure_keep

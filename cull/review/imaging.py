@@ -20,11 +20,12 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
+from cull.analyse import score_every_patch
 from cull.card import ModelCard
 from cull.decode import HEIF_AVAILABLE, decode_gray, describe_decode_error, open_checked
 from cull.errors import UnreadableImage
 from cull.formats import HEIF_EXTENSIONS, is_raw
-from cull.patches import network_input, select_patches
+from cull.patches import select_patches
 from cull.score import Scorer
 
 log = logging.getLogger(__name__)
@@ -153,11 +154,7 @@ def compute_detail(path: Path, card: ModelCard, scorer: Scorer) -> Detail:
     gray = decode_gray(path, spec.long_side)
     height, width = gray.shape
     patches = select_patches(gray, spec)
-    if len(patches):
-        sharp = np.concatenate([scorer.score(network_input(patches.pixels[i : i + 64])).sharp
-                                for i in range(0, len(patches), 64)])
-    else:
-        sharp = np.zeros(0, np.float32)
+    sharp = score_every_patch(patches.pixels, scorer).sharp
     full = open_color(path, None)
     view = full.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
     scale = (full.width / width, full.height / height)
