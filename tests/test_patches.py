@@ -1,4 +1,8 @@
+from dataclasses import replace
+
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cull.card import AnalysisSpec
 from cull.patches import network_input, select_patches, tile_grid, tile_stats
@@ -67,3 +71,98 @@ def test_tile_statistics_match_a_tile_by_tile_reference():
     patches = select_patches(gray, SPEC)
     for pixels, (y, x) in zip(patches.pixels, patches.origins):  # each patch is the tile at its origin
         assert np.array_equal(pixels, gray[y : y + 64, x : x + 64])
+
+
+def reference_select(gray, spec):
+    """The whole-image way patch selection was written before it went strip by strip (5bd6b95~1):
+    each statistic a full-size array in the image's own dtype, summed per tile."""
+    size = spec.patch_size
+    rows, cols, y0, x0 = tile_grid(gray.shape, size)
+    if rows == 0 or cols == 0:
+        return np.zeros((0, 2), np.int32), np.zeros((0, size, size), np.float32)
+    region = gray[y0 : y0 + rows * size, x0 : x0 + cols * size]
+
+    def sums(values):
+        return values.reshape(rows, size, cols * size).sum(axis=1).reshape(rows, cols, size).sum(axis=2)
+
+    area = np.float32(size * size)
+    mean = sums(region) / area
+    std = np.sqrt(np.maximum(sums(region * region) / area - mean * mean, 0.0))
+    clipped = sums(((region >= 0.98) | (region <= 0.02)).astype(np.float32)) / area
+    grad = np.empty_like(region)
+    grad[:, 0] = 0
+    np.subtract(region[:, 1:], region[:, :-1], out=grad[:, 1:])
+    np.abs(grad, out=grad)
+    grad[1:] += np.abs(np.subtract(region[1:], region[:-1]))
+    energy = sums(grad) / area
+    usable = (std >= spec.min_std) & (mean >= spec.dark_mean) & (mean <= spec.bright_mean) & (clipped <= spec.max_clipped)
+    flat = np.flatnonzero(usable.ravel())
+    order = flat[np.argsort(-energy.ravel()[flat], kind="stable")][: spec.max_patches]
+    r, c = np.divmod(order, cols)
+    blocks = region.reshape(rows, size, cols, size).swapaxes(1, 2)
+    origins = np.stack([y0 + r * size, x0 + c * size], axis=1).astype(np.int32)
+    return origins, np.ascontiguousarray(blocks[r, c], dtype=np.float32)
+
+
+def assert_as_reference(gray, spec=SPEC):
+    patches = select_patches(gray, spec)
+    origins, pixels = reference_select(gray, spec)
+    assert np.array_equal(patches.origins, origins), (patches.origins[:4], origins[:4])
+    assert np.array_equal(patches.pixels, pixels)
+    assert patches.pixels.dtype == np.float32 and patches.pixels.flags.c_contiguous
+
+
+def test_a_float64_image_is_judged_in_float64_as_before():
+    """A float64 gray image was judged in float64: a pixel a hair above 0.02 is not clipped (the strip
+    buffers were float32, which rounded it onto 0.02 and dropped the tile as clipped)."""
+    rng = np.random.default_rng(5)
+    gray = rng.random((640, 640)) * 0.5 + 0.25
+    gray[:64, :64] = np.where(rng.random((64, 64)) < 0.5, 0.0200000001, 0.6)  # 50 % clipped in float32 only
+    assert tuple(select_patches(gray, SPEC).origins[0]) == (0, 0)  # the most textured tile, usable
+    assert_as_reference(gray)
+
+
+def test_a_fully_clipped_tile_of_256_px_is_still_clipped():
+    """A card with 256 px patches: the clipped count of a tile (65,536 pixels) overflowed 16 bits and a
+    tile of black and white stripes (all clipped, mean 0.5, std 0.5) was picked."""
+    spec = replace(SPEC, patch_size=256)
+    stripes = np.zeros((512, 512), np.float32)
+    stripes[:, ::2] = 1.0
+    assert len(select_patches(stripes, spec)) == 0
+    assert_as_reference(stripes, spec)
+
+
+def test_layouts_and_edge_shapes_give_the_same_patches_as_the_whole_image_way():
+    rng = np.random.default_rng(6)
+    for shape in [(64, 64), (65, 65), (64, 1000), (1000, 64), (63, 500), (129, 200), (127, 1301), (4000, 6000)]:
+        gray = rng.random(shape).astype(np.float32)
+        for variant in (gray, np.asfortranarray(gray), gray[::-1], gray[:, ::-1], gray.astype(np.float64)):
+            assert_as_reference(variant)
+    big = rng.random((900, 1301)).astype(np.float32)
+    assert_as_reference(big[1::2, 3::2])  # strided
+    assert_as_reference(big[3:, 5:])  # odd offsets into a larger buffer
+    for value in (0.0, 0.02, 0.5, 0.98, 1.0):  # constant images, and halves exactly at the clip limits
+        assert_as_reference(np.full((300, 300), value, np.float32))
+        half = rng.random((300, 300)).astype(np.float32)
+        half[:, :150] = value
+        assert_as_reference(half)
+
+
+LEVELS = np.array([0.0, 0.02, 0.02 + 1e-10, 0.0200001, 0.04, 0.5, 0.97, 0.98, 0.98 - 1e-10, 0.9799999, 1.0])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(height=st.integers(1, 200), width=st.integers(1, 200), size=st.sampled_from([8, 16, 33, 64]),
+       seed=st.integers(0, 2**32 - 1), wide=st.booleans(), layout=st.sampled_from(["C", "F", "flip", "offset"]),
+       mix=st.floats(0.0, 1.0))
+def test_property_same_patches_as_the_whole_image_way(height, width, size, seed, wide, layout, mix):
+    """Random images mixing noise, flat runs and values right at the clip and mean limits."""
+    rng = np.random.default_rng(seed)
+    gray = rng.random((height + 3, width + 5)) * rng.uniform(0.01, 1.0)
+    snap = rng.random(gray.shape) < mix
+    gray[snap] = rng.choice(LEVELS, int(snap.sum()))
+    gray = gray if wide else gray.astype(np.float32)
+    view = {"C": gray[:height, :width], "F": np.asfortranarray(gray[:height, :width]),
+            "flip": gray[:height, :width][::-1],
+            "offset": gray[3:, 5:]}[layout]
+    assert_as_reference(view, replace(SPEC, patch_size=size, max_patches=int(rng.integers(1, 80))))
