@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -53,18 +54,44 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+
+
 def write_through(path: Path) -> Path:
     """The file that a write to ``path`` must replace: a symbolic link is followed to the file it
     names, as an editor writing through the link would, so the link stays a link and its target gets
-    the new bytes (a rename onto the link itself would turn it into a detached copy).  A link to
-    nothing (dangling, or a loop) raises FileNotFoundError: there is no file to write through to."""
+    the new bytes (a rename onto the link itself would turn it into a detached copy).
+
+    Raises FileNotFoundError for a link to nothing (there is no file to write through to), OSError
+    for a link loop or a folder on the way that cannot be searched, and IsADirectoryError / OSError
+    when what ``path`` names is a folder, a FIFO, a device or a socket: a rename would put a plain
+    file in its place (``/dev/null`` replaced when run as root)."""
     path = Path(path)
-    if not path.is_symlink():
+    if path.is_symlink():
+        try:
+            path = Path(os.path.realpath(path, strict=True))
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "symbolic link to a missing file; not modified", str(path)) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "symbolic link loop; not modified", str(path)) from None
+            raise
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path  # a new file
+    if stat.S_ISREG(mode):
         return path
-    real = Path(os.path.realpath(path))
-    if not real.exists():
-        raise FileNotFoundError(errno.ENOENT, "symbolic link to a missing file; not modified", str(path))
-    return real
+    kind = _kind(mode)
+    error = IsADirectoryError if stat.S_ISDIR(mode) else OSError
+    raise error(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL, f"{kind}, not a regular file; not replaced", str(path))
 
 
 def atomic_write_bytes(path: Path, data: bytes, like: Path | None = None) -> None:

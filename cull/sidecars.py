@@ -276,8 +276,13 @@ def _restore_owner(path: Path, before: os.stat_result) -> None:
 
 def _put(target: Target, data: bytes | None, ours: bool = False) -> str:
     """Write ``data`` to ``target`` (None: remove the sidecar, or the photo's XMP block), after
-    ``check_writable``. Returns the action: written, restored or removed."""
+    ``check_writable``. Returns the action: written, restored or removed.
+    A sidecar that is a symbolic link is never removed: the link is the user's, and removing it
+    would leave cull's XMP in the file it names; that file gets an empty packet instead."""
     before = check_writable(target.path, ours)
+    if data is None and not target.embedded and target.path.is_symlink():
+        atomic_write_bytes(target.path, Packet(None).serialize())
+        return "removed"
     if target.embedded:
         write_embedded(target.path, data)
     elif data is None:
