@@ -398,13 +398,13 @@ def cache_info(
     Example: cull cache info
     """
     from cull.cache import default_cache_path
-    from cull.cache_prune import describe_cache
+    from cull.cache_prune import cache_failure_hint, describe_cache
 
     path = default_cache_path()
     try:
         contents = describe_cache(path)
     except (OSError, sqlite3.Error) as exc:
-        raise _fail(f"cannot read the cache {_shown(path)}: {exc}{DAMAGED_CACHE}", 1) from None
+        raise _fail(f"cannot read the cache {_shown(path)}: {exc}{cache_failure_hint(exc) or DAMAGED_CACHE}", 1) from None
     if contents is None:
         typer.echo(f"no score cache yet at {_shown(path)}")
         raise typer.Exit(0)
@@ -413,6 +413,8 @@ def cache_info(
     for fingerprint, rows in sorted(contents.scores_by_model.items(), key=lambda item: -item[1]):
         typer.echo(f"  {rows:9d} scores by model {fingerprint[:12]}" + ("  (current)" if fingerprint == current else ""))
     typer.echo(f"  {contents.footprints:9d} burst footprints, {contents.xmp_facts} XMP facts")
+    if contents.older_rows:
+        typer.echo(f"  {contents.older_rows:9d} scores kept by an older cull, unused (cull cache prune --other-models drops them)")
 
 
 @cache_app.command("prune")
@@ -423,25 +425,25 @@ def cache_prune(
 ) -> None:
     """Drop cached rows of photos that are gone (deleted, or moved away), then compact the cache.
 
-    A photo counts as gone only when its folder still exists: the scores of a drive that is not
-    mounted, or of a folder that was renamed, are kept.  Only speed is at stake: a photo whose row
+    A photo counts as gone only when its folder still exists and is not empty: the scores of a
+    drive that is not mounted (its mount point left empty), or of a folder that was renamed, are kept.  Only speed is at stake: a photo whose row
     was dropped is analysed again if it comes back.
 
     Example: cull cache prune --other-models
     """
     from cull.cache import default_cache_path
-    from cull.cache_prune import prune_cache
+    from cull.cache_prune import cache_failure_hint, prune_cache
 
     path = default_cache_path()
     keep = _card(model).fingerprint if other_models else None
     try:
         outcome = prune_cache(path, keep, dry_run)
     except (OSError, sqlite3.Error) as exc:
-        raise _fail(f"cannot prune the cache {_shown(path)}: {exc}{DAMAGED_CACHE}", 1) from None
+        raise _fail(f"cannot prune the cache {_shown(path)}: {exc}{cache_failure_hint(exc) or DAMAGED_CACHE}", 1) from None
     verb = "would remove" if dry_run else "removed"
     typer.echo(f"{verb} what was cached of {outcome.gone_paths} files that are gone ({sum(outcome.gone.values())} rows)"
                + (f" and {sum(outcome.model.values())} scores of other models" if other_models else "")
-               + f"; kept {outcome.unreachable_paths} files whose folder is missing"
+               + f"; kept {outcome.unreachable_paths} files whose folder is missing or empty"
                + ("; compacted" if outcome.compacted else ""))
     if outcome.note:
         typer.echo(f"note: {outcome.note}", err=True)
