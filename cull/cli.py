@@ -443,7 +443,7 @@ def cache_prune(
     verb = "would remove" if dry_run else "removed"
     typer.echo(f"{verb} what was cached of {outcome.gone_paths} files that are gone ({sum(outcome.gone.values())} rows)"
                + (f" and {sum(outcome.model.values())} scores of other models" if other_models else "")
-               + f"; kept {outcome.unreachable_paths} files whose folder is missing or empty"
+               + f"; kept {outcome.unreachable_paths} files whose folder is missing, empty or unreadable"
                + ("; compacted" if outcome.compacted else ""))
     if outcome.note:
         typer.echo(f"note: {outcome.note}", err=True)

@@ -294,3 +294,22 @@ def test_prune_beside_a_real_scan_writing_the_same_cache(tmp_path):
     assert rows(cache, "scores_v2") == sorted(os.fsencode(p.absolute()) for p in library.iterdir())
     with sqlite3.connect(cache) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_folders_this_user_cannot_look_into_keep_their_rows(tmp_path):
+    locked, listless = tmp_path / "locked", tmp_path / "listless"
+    for folder in (locked, listless):
+        folder.mkdir()
+        (folder / "there.jpg").write_bytes(b"x")
+    kept = [locked / "a.jpg", locked / "there.jpg", listless / "b.jpg"]
+    put_scores(tmp_path / "cache" / "scores.sqlite", [*kept, tmp_path / "gone.jpg"])
+    os.chmod(locked, 0o000)
+    os.chmod(listless, 0o311)  # may be searched, not listed
+    try:
+        result = run_as_user(["prune"], tmp_path / "cache")
+    finally:
+        os.chmod(locked, 0o755)
+        os.chmod(listless, 0o755)
+    assert result.returncode == 0 and "of 1 files that are gone" in result.stdout, result.stdout + result.stderr
+    assert "kept 3 files whose folder is missing, empty or unreadable" in result.stdout
+    assert rows(tmp_path / "cache" / "scores.sqlite", "scores_v2") == sorted(os.fsencode(p) for p in kept)
