@@ -282,6 +282,8 @@ def _put(target: Target, data: bytes | None, ours: bool = False) -> str:
     before = check_writable(target.path, ours)
     if data is None and not target.embedded and target.path.is_symlink():
         atomic_write_bytes(target.path, Packet(None).serialize())
+        if before is not None:
+            _restore_owner(target.path, before)
         return "removed"
     if target.embedded:
         write_embedded(target.path, data)
