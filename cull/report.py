@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cull.fsutil import atomic_write_bytes
+from cull.fsutil import atomic_write_bytes, write_through
 
 REPORT_VERSION = 1
 FIELDS = (
@@ -54,8 +54,12 @@ def check_target(out: Path) -> None:
         raise ValueError(f"--report: folder {folder} does not exist")
     if out.is_dir():
         raise ValueError(f"--report: {out} is a folder")
-    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ValueError(f"--report: cannot write to {out} (permission denied or read-only)")
+    try:
+        target = write_through(out)  # a link: the file it names is what gets written, where it is
+    except OSError as exc:
+        raise ValueError(f"--report: {out}: {exc.strerror or exc}") from None
+    if not os.access(target.parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ValueError(f"--report: cannot write to {target} (permission denied or read-only)")
 
 
 def write_report(rows: Iterable[dict[str, Any]], out: Path) -> None:

@@ -69,8 +69,30 @@ def test_a_report_linked_elsewhere_is_written_through_and_one_linked_to_a_device
     link.unlink()
     link.symlink_to(fifo)
     result = CliRunner().invoke(app, ["scan", str(library), "--workers", "1", "--no-xmp", "--report", str(link)], env=env)
-    assert result.exit_code == 1 and "not a regular file" in result.output, result.output
+    assert result.exit_code == 2 and "not a regular file" in result.output, result.output  # refused before scanning
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink()
+
+
+def test_a_report_linked_into_a_read_only_folder_is_refused_before_the_scan(tmp_path):
+    """The check made before any work looks at the folder of the file the link names, not the link's."""
+    library = tmp_path / "library"
+    save(blurred_image(0, 6), library / "soft.jpg")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "real.jsonl").write_text("old\n")
+    os.chmod(locked / "real.jsonl", 0o444)
+    os.chmod(locked, 0o555)
+    link = tmp_path / "report.jsonl"
+    link.symlink_to(locked / "real.jsonl")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cull", "scan", str(library), "--workers", "1", "--no-xmp",
+                               "--report", str(link)], capture_output=True, text=True, preexec_fn=drop_dac_override,
+                              env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")}, timeout=120)
+    finally:
+        os.chmod(locked, 0o755)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"cannot write to {locked / 'real.jsonl'}" in proc.stderr and "Scanned" not in proc.stdout + proc.stderr
+    assert (locked / "real.jsonl").read_text() == "old\n" and link.is_symlink()
 
 
 def test_link_chains_relative_links_and_loops(tmp_path):
