@@ -64,6 +64,7 @@ def default_cache_path() -> Path:
     return Path(folder) / "scores.sqlite"
 
 
+SETUP_SECONDS = 30.0  # how long opening the cache waits for another cull that is creating it
 _warned: set[str] = set()  # one warning per unusable cache file and process
 
 FileKey = tuple[int, int]  # (size, mtime_ns)
@@ -90,14 +91,24 @@ class _SqliteFile:
             return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True) if path.is_file() else None
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            for table in tables:
-                db.execute(table)
-        except sqlite3.Error:
-            db.close()
-            raise
-        return db
+        deadline = time.monotonic() + SETUP_SECONDS
+        while True:
+            try:
+                if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                for table in tables:
+                    db.execute(table)
+                return db
+            except sqlite3.OperationalError as exc:
+                # Two scans creating the cache at once: switching to WAL needs the file to itself, and
+                # SQLite answers "locked" at once (no busy wait) where waiting could deadlock. Retry.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    db.close()
+                    raise
+                time.sleep(0.05)
+            except sqlite3.Error:
+                db.close()
+                raise
 
     def flush(self) -> None:
         raise NotImplementedError

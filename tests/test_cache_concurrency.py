@@ -66,3 +66,35 @@ def test_a_scan_waits_for_another_writer_instead_of_dropping_its_scores(tmp_path
     assert again.counts()["cached"] == 12
     assert [r.row() for r in again.results] == [r.row() for r in first.results]
     other.close()
+
+
+def test_opening_a_cache_that_another_cull_is_creating_waits_instead_of_going_uncached(tmp_path, monkeypatch, caplog):
+    """Switching a new cache to WAL needs the file to itself, and SQLite answers "database is locked"
+    at once (no busy wait) when another cull is doing the same: the open retries (seen once in CI: a
+    scan went on uncached with a warning)."""
+    real_connect = sqlite3.connect
+    answers = iter([True, True, False])  # "locked" twice, then the other cull is done
+
+    class Contended:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql.startswith("PRAGMA journal_mode") and next(answers, False):
+                raise sqlite3.OperationalError("database is locked")
+            return self.db.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.db, name)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: Contended(real_connect(*a, **k)))
+    db = tmp_path / "scores.sqlite"
+    with caplog.at_level(logging.WARNING, logger="cull.cache"):
+        cache = ScoreCache(db, "m")
+    assert not caplog.records, caplog.text
+    assert cache._db is not None
+    cache.close()
+    monkeypatch.undo()
+    with real_connect(db) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert check.execute("SELECT COUNT(*) FROM scores_v2").fetchone()[0] == 0
