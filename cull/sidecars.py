@@ -280,6 +280,9 @@ def _put(target: Target, data: bytes | None, ours: bool = False) -> str:
     A sidecar that is a symbolic link is never removed: the link is the user's, and removing it
     would leave cull's XMP in the file it names; that file gets an empty packet instead."""
     before = check_writable(target.path, ours)
+    if before is not None and before.st_nlink > 1 and (data is not None or target.embedded):
+        log.warning("%s has %d hard links: cull writes a new file and renames it into place (atomic), so its "
+                    "other names keep the previous XMP", target.path, before.st_nlink)
     if data is None and not target.embedded and target.path.is_symlink():
         atomic_write_bytes(target.path, Packet(None).serialize())
         if before is not None:

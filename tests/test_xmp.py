@@ -253,6 +253,22 @@ def test_linked_sidecar_and_photo_are_written_through_their_links(tmp_path):
         assert exiftool(original, "XMP-xmp:Rating") == {"Rating": -1}
 
 
+def test_a_hard_linked_sidecar_is_written_atomically_and_the_other_names_are_named(tmp_path, caplog):
+    """A rename cannot keep a hard link: the name cull writes gets the merged XMP, the other name keeps
+    the previous bytes (nothing lost), and the user is told which file that happened to."""
+    photo = tmp_path / "IMG_5.CR2"
+    photo.write_bytes(b"raw")
+    sidecar = tmp_path / "IMG_5.xmp"
+    shutil.copy(DATA / "lightroom.xmp", sidecar)
+    os.link(sidecar, tmp_path / "backup-IMG_5.xmp")
+    with caplog.at_level("WARNING", logger="cull.sidecars"):
+        outcomes, _ = write_verdict(photo, REJECT, XmpOptions())
+    assert [o.action for o in outcomes] == ["written"]
+    assert read_fields(sidecar.read_bytes())["xmp:Rating"] == "-1"
+    assert (tmp_path / "backup-IMG_5.xmp").read_bytes() == (DATA / "lightroom.xmp").read_bytes()
+    assert "has 2 hard links" in caplog.text and str(sidecar) in caplog.text
+
+
 def test_malformed_existing_sidecar_is_reported_and_untouched(tmp_path):
     photo = tmp_path / "IMG_2.NEF"
     photo.write_bytes(b"raw")
