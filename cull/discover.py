@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cull.formats import JPEG_EXTENSIONS, RAW_EXTENSIONS, is_photo, is_raw
+from cull.fsutil import file_type
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,6 @@ def discover(roots: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[Sh
             yield from _walk(root, visited, excluded, seen_files)
         else:
             yield Skipped(root, f"not a regular file ({file_type(info.st_mode)})")
-
-
-def file_type(mode: int) -> str:
-    """A word for what a non-regular file is."""
-    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder")):
-        if test(mode):
-            return name
-    return "special file"
 
 
 def _real(path: Path) -> Path:

@@ -54,14 +54,13 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+def file_type(mode: int) -> str:
+    """A word for what a non-regular file is (from ``st_mode``)."""
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def write_through(path: Path) -> Path:
@@ -89,9 +88,9 @@ def write_through(path: Path) -> Path:
         return path  # a new file
     if stat.S_ISREG(mode):
         return path
-    kind = _kind(mode)
     error = IsADirectoryError if stat.S_ISDIR(mode) else OSError
-    raise error(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL, f"{kind}, not a regular file; not replaced", str(path))
+    raise error(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL,
+                f"not a regular file ({file_type(mode)}); not replaced", str(path))
 
 
 def atomic_write_bytes(path: Path, data: bytes, like: Path | None = None) -> None:

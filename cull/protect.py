@@ -36,6 +36,7 @@ from cull import __version__
 from cull.cache import FactCache, stamp_of
 from cull.errors import CullError, SidecarRefused
 from cull.formats import is_raw, tiff_ifds
+from cull.fsutil import file_type
 from cull.xmp import Packet, XmpError, user_protection
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ def read_sidecar(path: Path, places: Places | None = None) -> bytes | None:
     except FileNotFoundError:
         return None
     if not stat.S_ISREG(info.st_mode):
-        raise SidecarRefused(f"not a regular file ({_kind(info.st_mode)}); left alone")
+        raise SidecarRefused(f"not a regular file ({file_type(info.st_mode)}); left alone")
     if info.st_size > MAX_SIDECAR_BYTES:
         raise SidecarRefused(f"XMP sidecar of {info.st_size / 1e6:.0f} MB is over the 64 MB cull reads; left alone")
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never blocks, even if swapped for a FIFO
@@ -172,18 +173,6 @@ def read_sidecar(path: Path, places: Places | None = None) -> bytes | None:
     if len(data) > MAX_SIDECAR_BYTES:
         raise SidecarRefused("XMP sidecar is over the 64 MB cull reads; left alone")
     return data
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a file"
 
 
 def load_pyexiv2() -> ModuleType | None:

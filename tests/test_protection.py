@@ -197,8 +197,8 @@ def test_fifo_and_device_sidecars_are_refused_without_blocking_or_reading(tmp_pa
                           env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
-    assert f"error: {photos / 'a.jpg.xmp'}: not a regular file (a FIFO)" in proc.stderr
-    assert f"error: {photos / 'b.jpg.xmp'}: not a regular file (a device)" in proc.stderr
+    assert f"error: {photos / 'a.jpg.xmp'}: not a regular file (FIFO)" in proc.stderr
+    assert f"error: {photos / 'b.jpg.xmp'}: not a regular file (character device)" in proc.stderr
     assert (photos / "b.jpg.xmp").is_symlink() and "XMP: 0 written" in proc.stdout
 
 
