@@ -384,9 +384,16 @@ def move(
     raise typer.Exit(1 if outcome.failed else 0)
 
 
-DAMAGED_CACHE = " (scans go on without a damaged cache; remove the file to start a new one)"
 cache_app = typer.Typer(help="Inspect and trim the score cache (photos are never touched).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+
+
+def _cache_failure(doing: str, path: Path, exc: BaseException) -> typer.Exit:
+    """Exit 1 naming why the cache could not be read or pruned (read-only, busy, else maybe damaged)."""
+    from cull.cache_prune import cache_failure_hint
+
+    hint = cache_failure_hint(exc) or " (scans go on without a damaged cache; remove the file to start a new one)"
+    return _fail(f"cannot {doing} the cache {_shown(path)}: {exc}{hint}", 1)
 
 
 @cache_app.command("info")
@@ -398,13 +405,13 @@ def cache_info(
     Example: cull cache info
     """
     from cull.cache import default_cache_path
-    from cull.cache_prune import cache_failure_hint, describe_cache
+    from cull.cache_prune import describe_cache
 
     path = default_cache_path()
     try:
         contents = describe_cache(path)
     except (OSError, sqlite3.Error) as exc:
-        raise _fail(f"cannot read the cache {_shown(path)}: {exc}{cache_failure_hint(exc) or DAMAGED_CACHE}", 1) from None
+        raise _cache_failure("read", path, exc) from None
     if contents is None:
         typer.echo(f"no score cache yet at {_shown(path)}")
         raise typer.Exit(0)
@@ -426,20 +433,20 @@ def cache_prune(
     """Drop cached rows of photos that are gone (deleted, or moved away), then compact the cache.
 
     A photo counts as gone only when its folder still exists and is not empty: the scores of a
-    drive that is not mounted (its mount point left empty), or of a folder that was renamed, are kept.  Only speed is at stake: a photo whose row
-    was dropped is analysed again if it comes back.
+    drive that is not mounted (its mount point left empty), or of a folder that was renamed, are
+    kept.  Only speed is at stake: a photo whose row was dropped is analysed again if it comes back.
 
     Example: cull cache prune --other-models
     """
     from cull.cache import default_cache_path
-    from cull.cache_prune import cache_failure_hint, prune_cache
+    from cull.cache_prune import prune_cache
 
     path = default_cache_path()
     keep = _card(model).fingerprint if other_models else None
     try:
         outcome = prune_cache(path, keep, dry_run)
     except (OSError, sqlite3.Error) as exc:
-        raise _fail(f"cannot prune the cache {_shown(path)}: {exc}{cache_failure_hint(exc) or DAMAGED_CACHE}", 1) from None
+        raise _cache_failure("prune", path, exc) from None
     verb = "would remove" if dry_run else "removed"
     typer.echo(f"{verb} what was cached of {outcome.gone_paths} files that are gone ({sum(outcome.gone.values())} rows)"
                + (f" and {sum(outcome.model.values())} scores of other models" if other_models else "")
