@@ -177,10 +177,19 @@ def _tree_rss_kb(root_pid: int) -> int:
     return total
 
 
+# Compiled bytecode for every timed command, as an installed package has it (pip compiles at install):
+# with PYTHONDONTWRITEBYTECODE set (as on this project's machines) each process would compile every
+# module it imports from source, a cost that grows with the number of modules, so cull's side paid more
+# of it than the floor scripts'.  Written once (by the first run) to a folder of its own, not the repo.
+PYCACHE = Path(tempfile.gettempdir()) / "cull-bench-pycache"
+
+
 def timed_process(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
     """(wall seconds, peak RSS in kB of the whole process tree, exit code) of one command, with
     output discarded.  Every timed command of the benchmarks (cull and the floors it is compared
-    with) runs through here, so they share the watcher's small cost alike."""
+    with) runs through here, so they share the watcher's small cost and the bytecode cache alike."""
+    env = {key: value for key, value in (os.environ if env is None else env).items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0
