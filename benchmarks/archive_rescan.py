@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from cull.cache import ScoreCache, file_key  # noqa: E402
 from cull.card import load_card  # noqa: E402
 from cull.runner import default_workers  # noqa: E402
-from scan_throughput import EXAMPLES, _tree_rss_kb  # noqa: E402
+from scan_throughput import EXAMPLES, _tree_rss_kb, bench_env  # noqa: E402
 
 PER_FOLDER = 1000
 SUMMARY = re.compile(r"^(\d+) photos: .*\((\d+) from cache\)", re.M)
@@ -66,7 +66,7 @@ def make_tree(root: Path, count: int) -> list[Path]:
 
 def run(args: list[str], cache: Path) -> tuple[float, int, str]:
     """Wall time, peak RSS (kB, whole process tree) and stdout of one cull command."""
-    proc = subprocess.Popen([sys.executable, "-m", "cull", *args], env={**os.environ, "CULL_CACHE_DIR": str(cache)},
+    proc = subprocess.Popen([sys.executable, "-m", "cull", *args], env=bench_env({**os.environ, "CULL_CACHE_DIR": str(cache)}),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     peak = 0
 

@@ -33,13 +33,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from cull.runner import default_workers  # noqa: E402
-from scan_throughput import make_large_jpegs  # noqa: E402
+from scan_throughput import bench_env, make_large_jpegs  # noqa: E402
 from tests.rayhead import head_env, start_head, stop_head  # noqa: E402
 
 SUMMARY = re.compile(r"in ([0-9.]+) s \(")
 
 
-RAY_ENV = head_env()  # loopback only, token authentication
+RAY_ENV = bench_env(head_env())  # loopback only, token authentication; compiled bytecode as installed
 
 
 def run_scan(folder: Path, workers: int, report: Path, ray: str | None) -> tuple[float, float]:

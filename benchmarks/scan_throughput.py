@@ -184,12 +184,18 @@ def _tree_rss_kb(root_pid: int) -> int:
 PYCACHE = Path(tempfile.gettempdir()) / "cull-bench-pycache"
 
 
+def bench_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with bytecode written to and read from PYCACHE."""
+    env = {key: value for key, value in (os.environ if env is None else env).items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    return env
+
+
 def timed_process(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
     """(wall seconds, peak RSS in kB of the whole process tree, exit code) of one command, with
     output discarded.  Every timed command of the benchmarks (cull and the floors it is compared
     with) runs through here, so they share the watcher's small cost and the bytecode cache alike."""
-    env = {key: value for key, value in (os.environ if env is None else env).items() if key != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    env = bench_env(env)
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0

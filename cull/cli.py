@@ -20,7 +20,9 @@ from cull.decide import Strictness
 from cull.errors import CullError
 from cull.review.items import Show as ReviewShow
 from cull.runner import BATCH_SIZE, default_workers
-from cull.sidecars import SidecarStyle, XmpOptions, clear_photo, embedding_available, remove_stale_temps, write_results
+from cull.sidecars import (
+    SidecarStyle, XmpOptions, clear_photo, embedding_available, link_target_folders, remove_stale_temps, write_results,
+)
 from cull.xmp import validate_label
 
 app = typer.Typer(
@@ -297,7 +299,7 @@ def xmp_clear(
     from cull.discover import Shot, discover
 
     changed = errors = 0
-    started, folders = time.time(), set()
+    started, folders, rewritten = time.time(), set(), []
     for item in discover(paths):
         if not isinstance(item, Shot):
             continue
@@ -313,7 +315,9 @@ def xmp_clear(
                     typer.echo(outcome.describe(), err=True)
                 else:
                     changed += 1
+                    rewritten.append(outcome.target)
                     typer.echo(outcome.describe())
+    remove_stale_temps(link_target_folders(rewritten), started)  # left by a killed write through a link
     typer.echo(f"{changed} XMP files restored or removed, {errors} errors")
     raise typer.Exit(1 if errors else 0)
 

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EMBEDDABLE", "SidecarStyle", "Target", "WriteOutcome", "XmpOptions", "XmpSummary", "adobe_sidecar",
     "clear_photo", "darktable_sidecar", "embedding_available", "existing_targets", "read_embedded",
-    "remove_stale_temps", "targets_for", "write_embedded", "write_results", "write_verdict",
+    "link_target_folders", "remove_stale_temps", "targets_for", "write_embedded", "write_results", "write_verdict",
 ]
 
 log = logging.getLogger(__name__)
@@ -518,6 +518,7 @@ def _write_results(results: Sequence[PhotoResult], options: XmpOptions, model_ve
     summary = XmpSummary()
     started = time.time()
     summary.stale_removed = remove_stale_temps((r.path.parent for r in results), started)
+    written: list[Path] = []
     for result in results:
         if result.decision is None:
             continue
@@ -536,8 +537,26 @@ def _write_results(results: Sequence[PhotoResult], options: XmpOptions, model_ve
                     summary.errors.append((outcome.target, outcome.detail or "error"))
                 elif outcome.action == "written":
                     summary.written += 1
+                    written.append(outcome.target)
                     if outcome.embedded:
                         summary.embedded.append(photo)
                 else:
                     summary.unchanged += 1
+    summary.stale_removed += remove_stale_temps(link_target_folders(written), started)
     return summary
+
+
+def link_target_folders(paths: Iterable[Path]) -> list[Path]:
+    """The folders of the files that symbolic links among ``paths`` name, where a write through a
+    link keeps its temporary file, other than the links' own folders (swept with the photos).  A run
+    killed while writing through a link left its temp there; the run that rewrites the file removes it."""
+    folders: dict[Path, None] = {}
+    for path in paths:
+        if path.is_symlink():
+            try:
+                folder = Path(os.path.realpath(path, strict=True)).parent
+            except OSError:
+                continue
+            if folder != path.parent.resolve():
+                folders[folder] = None
+    return list(folders)

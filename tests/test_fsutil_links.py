@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,43 @@ def test_clearing_a_linked_sidecar_keeps_the_link_and_clears_the_file_it_names(t
     assert result.exit_code == 0, result.output
     assert (tmp_path / "user.xmp").read_bytes() == (DATA / "lightroom.xmp").read_bytes()
     assert (tmp_path / "third" / "IMG_2.xmp").is_symlink()
+
+
+def test_a_killed_write_through_a_link_leaves_no_temp_beside_the_file_it_names(tmp_path):
+    """A run killed while writing through a linked sidecar left its temp in the folder of the file the
+    link names, where the sweep of the photo folders never looked; the next scan or `xmp clear` that
+    rewrites that file removes it (a live process's temp stays)."""
+    library, shared = tmp_path / "library", tmp_path / "shared"
+    save(blurred_image(0, 9), library / "soft.jpg")
+    shared.mkdir()
+    shutil.copy(DATA / "lightroom.xmp", shared / "user.xmp")
+    (library / "soft.jpg.xmp").symlink_to(shared / "user.xmp")
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True).stdout)  # that process has ended
+    live = shared / f".user.xmp.{os.getpid()}-ab12cd34.cull-tmp"  # a run going on now (this process)
+
+    def killed_run_left() -> Path:
+        left = shared / f".user.xmp.{dead_pid}-zz99zz99.cull-tmp"
+        left.write_bytes(b"half a packet")
+        os.utime(left, (1, 1))
+        return left
+
+    live.write_bytes(b"x")
+    left = killed_run_left()
+    time.sleep(0.05)  # coarse file-system clocks: the temps predate the run
+    env = {"CULL_CACHE_DIR": str(tmp_path / "cache")}
+    result = CliRunner().invoke(app, ["scan", str(library), "--workers", "1"], env=env)
+    assert result.exit_code == 0, result.output
+    assert read_fields((shared / "user.xmp").read_bytes())["xmp:Rating"] == "-1"  # written through the link
+    assert (library / "soft.jpg.xmp").is_symlink()
+    assert not left.exists() and live.exists()
+
+    left = killed_run_left()
+    time.sleep(0.05)
+    result = CliRunner().invoke(app, ["xmp", "clear", str(library)], env=env)
+    assert result.exit_code == 0, result.output
+    assert (shared / "user.xmp").read_bytes() == (DATA / "lightroom.xmp").read_bytes()
+    assert not left.exists() and live.exists()
 
 
 def test_a_link_to_another_users_file_is_judged_by_that_file(tmp_path, monkeypatch):
