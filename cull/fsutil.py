@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -47,11 +49,24 @@ def current_umask() -> int:
     return mask
 
 
+NAME_MAX = 255  # bytes in one file name (ext4, APFS, NTFS, SMB)
+TEMP_SUFFIX_ROOM = len("XXXXXXXX.cull-tmp") + 11  # mkstemp's 8 characters, the suffix, an extension of <= 10
+
+
+def host_tag() -> str:
+    """This machine's name as it goes into temp names: letters, digits and '-', at most 32."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+
+
 def temp_prefix(path: Path) -> str:
-    """The prefix of cull's temporary files beside ``path``: ``.NAME.PID-`` (mkstemp adds 8 random
-    characters and the suffix). The process id lets a later run tell a temp file left by a killed run
-    from one a concurrent run is still writing."""
-    return f".{path.name}.{os.getpid()}-"
+    """The prefix of cull's temporary files beside ``path``: ``.NAME@HOST.PID-`` (mkstemp adds 8
+    random characters and the suffix). The host and process id let a later run tell a temp file left
+    by a killed run from one a concurrent run is still writing, here or on another machine sharing the
+    folder. NAME is shortened (whole UTF-8 characters) so the temp name fits where the file's does."""
+    tag = f"@{host_tag()}.{os.getpid()}-"
+    room = NAME_MAX - TEMP_SUFFIX_ROOM - 1 - len(tag.encode())
+    name = path.name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return f".{name}{tag}"
 
 
 def file_type(mode: int) -> str:

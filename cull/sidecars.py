@@ -40,7 +40,7 @@ from cull import __version__
 from cull.cache import FactCache, default_cache_path, stamp_of
 from cull.errors import CullError, NotWritable
 from cull.formats import is_raw
-from cull.fsutil import atomic_write_bytes, fsync_dir, temp_prefix, unlink_quietly, write_through
+from cull.fsutil import atomic_write_bytes, fsync_dir, host_tag, temp_prefix, unlink_quietly, write_through
 from cull.protect import (
     EMBEDDABLE,
     PROTECTION_FACT,
@@ -70,9 +70,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# cull's own temporary names: fsutil's ".NAME.PID-XXXXXXXX.cull-tmp" and write_embedded's
-# ".NAME.PID-XXXXXXXX.cull-tmp.EXT" (before the PID was added: ".NAME.XXXXXXXX.cull-tmp[.EXT]")
-TEMP_NAME = re.compile(r"^\..+\.(?:(\d+)-)?[a-z0-9_]{8}\.cull-tmp(\.[A-Za-z0-9]{1,10})?$")
+# cull's own temporary names: fsutil's ".NAME@HOST.PID-XXXXXXXX.cull-tmp" and write_embedded's
+# ".NAME@HOST.PID-XXXXXXXX.cull-tmp.EXT"; older cull wrote ".NAME.PID-XXXXXXXX.cull-tmp[.EXT]" and,
+# before that, ".NAME.XXXXXXXX.cull-tmp[.EXT]"
+TEMP_NAME = re.compile(r"^\..+?(?:@([A-Za-z0-9-]{1,32}))?\.(?:(\d+)-)?[a-z0-9_]{8}\.cull-tmp(\.[A-Za-z0-9]{1,10})?$")
+OTHER_HOST_STALE_SECONDS = 24 * 3600  # another machine's temp: its process cannot be asked, its age can
 
 
 class SidecarStyle(str, Enum):
@@ -462,10 +464,12 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temps(folders: Iterable[Path], started: float) -> list[Path]:
-    """Remove cull's own temporary files (``.NAME.PID-XXXXXXXX.cull-tmp[.EXT]``) left in ``folders``
-    by a run that was killed: made before ``started`` (this run's start: a time.time()) by a process
-    that is no longer running (the PID is checked on this machine). Returns what was removed."""
+    """Remove cull's own temporary files (``.NAME@HOST.PID-XXXXXXXX.cull-tmp[.EXT]``) left in
+    ``folders`` by a run that was killed: made before ``started`` (this run's start: a time.time()) by
+    a process of this machine that is no longer running, or, made on another machine sharing the folder
+    (whose processes cannot be checked from here), more than a day before. Returns what was removed."""
     removed = []
+    here = host_tag()
     for folder in dict.fromkeys(folders):
         try:
             names = os.listdir(folder)
@@ -473,12 +477,17 @@ def remove_stale_temps(folders: Iterable[Path], started: float) -> list[Path]:
             continue
         for name in names:
             match = TEMP_NAME.match(name)
-            if not match or (match.group(1) and _process_alive(int(match.group(1)))):
-                continue  # not ours, or a concurrent cull run is still writing it
+            if not match:
+                continue  # not ours
+            host, pid = match.group(1), match.group(2)
+            elsewhere = host is not None and host != here
+            if not elsewhere and pid and _process_alive(int(pid)):
+                continue  # a concurrent cull run is still writing it
+            made_before = started - OTHER_HOST_STALE_SECONDS if elsewhere else started
             path = folder / name
             try:
                 info = os.lstat(path)
-                if stat.S_ISREG(info.st_mode) and info.st_ctime < started:
+                if stat.S_ISREG(info.st_mode) and info.st_ctime < made_before:
                     path.unlink()
                     removed.append(path)
                     log.info("removed %s, left by an interrupted cull run", path)

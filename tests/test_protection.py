@@ -20,6 +20,7 @@ from cull.cli import app
 from cull.errors import SidecarRefused
 from cull.protect import file_protection, read_sidecar, shot_protection
 from cull.sidecars import (
+    TEMP_NAME,
     XmpOptions,
     clear_photo,
     remove_stale_temps,
@@ -341,6 +342,42 @@ def test_only_culls_own_stale_temp_files_are_removed(tmp_path):
     started = fresh.stat().st_ctime
     assert sorted(remove_stale_temps([tmp_path], started)) == sorted(ours)
     assert all(p.exists() for p in others) and fresh.exists()
+
+
+def test_a_temp_file_of_another_machine_sharing_the_folder_is_left_until_it_is_a_day_old(tmp_path):
+    """On a shared folder (NFS/SMB) a temp another machine's cull is writing names a process this
+    machine cannot check (the PID means nothing here): it used to be removed as stale whenever no
+    local process had that PID. It is removed only when it is more than a day old."""
+    from cull.fsutil import host_tag, temp_prefix
+
+    mine = Path(temp_prefix(tmp_path / "a.jpg.xmp") + "ab12cd34.cull-tmp")
+    assert mine.name.startswith(".a.jpg.xmp@") and host_tag() in mine.name
+    other_host = "studio-mac" if host_tag() != "studio-mac" else "darkroom"
+    theirs = tmp_path / f".b.jpg.xmp@{other_host}.{os.getpid() + 1}-ab12cd34.cull-tmp"
+    theirs_embed = tmp_path / f".c.jpg@{other_host}.1-zz99zz99.cull-tmp.jpg"
+    for path in (theirs, theirs_embed):
+        path.write_bytes(b"x")
+    time.sleep(0.05)
+    now = time.time()
+    assert remove_stale_temps([tmp_path], now) == []
+    assert theirs.exists() and theirs_embed.exists()
+    assert sorted(remove_stale_temps([tmp_path], now + 24 * 3600 + 60)) == sorted([theirs, theirs_embed])
+
+
+def test_a_photo_name_near_the_length_limit_still_gets_its_sidecar(tmp_path):
+    """A 250-character photo name has a 254-character sidecar name, which fits; the temp file beside it
+    (name + PID + random part) did not, and the write failed with "File name too long"."""
+    from cull.fsutil import temp_prefix
+
+    for name in ("a" * 246 + ".jpg", "é" * 121 + ".jpg"):  # 250 bytes: ASCII, and two-byte characters
+        folder = tmp_path / name[:3]
+        save(blurred_image(0, 9), folder / name)
+        result = CliRunner().invoke(app, ["scan", str(folder), "--workers", "1"], env={"CULL_CACHE_DIR": str(tmp_path / "c")})
+        assert result.exit_code == 0, result.output
+        assert read_fields((folder / (name + ".xmp")).read_bytes())["xmp:Rating"] == "-1"
+        assert sorted(p.name for p in folder.iterdir()) == sorted([name, name + ".xmp"])  # no temp left
+        longest = temp_prefix(folder / (name + ".xmp")) + "k2j9x0q1.cull-tmp.jpeg"
+        assert len(longest.encode()) <= 255 and TEMP_NAME.match(longest)
 
 
 # --- embedded XMP found where the format keeps it, not by reading a whole RAW ---------------------
