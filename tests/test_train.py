@@ -283,6 +283,16 @@ def test_slim_trunk_is_an_option_and_exports(tmp_path):
         build_model("focus", 3, 64, filters=(16, 32))
 
 
+def test_motion_weight_weighs_only_the_blurred_patches_of_shaken_photos():
+    from train.degrade import KINDS
+    from train.fit import sample_weights
+
+    kind = np.array([KINDS.index(k) for k in ("sharp", "defocus", "motion", "motion")], np.int8)
+    patches = {"sharp": np.array([1, 0, 0, 1], np.int8), "kind": kind}
+    assert sample_weights(patches).tolist() == [1, 1, 1, 1]
+    assert sample_weights(patches, 3.0).tolist() == [1, 1, 3, 1]  # a sharp patch is never a shaken one's
+
+
 def test_seed_variant_is_the_study_network():
     from train.model import build_model
 

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="fine-tune: start from the weights of this exported focus.onnx (same architecture); "
                         "the card records its sha256")
     parser.add_argument("--learning-rate", type=float, default=None, help="default 1e-3, or 2e-4 with --init")
+    parser.add_argument("--motion-weight", type=float, default=1.0,
+                        help="loss weight of the patches of shaken photos (their best patches set the keep threshold)")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                         help="ship a static int8 copy when it changes no validation verdict (needs train/quantize.py)")
     parser.add_argument("--replace-worse", action="store_true",
@@ -318,6 +320,8 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
     start = f"-init{file_sha256(init)[:8]}" if init else ""
     filters, stride = trunk(args, variant), stride_of(args, variant)
     shape = "" if (filters, stride) == ((32, 64, 64), 1) else f"-f{'x'.join(map(str, filters))}-s{stride}"
+    motion = float(getattr(args, "motion_weight", 1.0) or 1.0)
+    shape += f"-mw{motion:g}" if motion != 1.0 else ""
     cached = data["work"] / f"model-{variant}-k{kernel}{shape}-e{args.epochs}-b{args.batch_size}{start}-lr{rate:g}.keras"
     if not init and rate == 1e-3 and not shape:  # the name earlier builds used
         cached = data["work"] / f"model-{variant}-k{kernel}-e{args.epochs}-b{args.batch_size}.keras"
@@ -329,7 +333,7 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
                                  epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                  threads=args.workers, verbose=0 if args.quiet else 2,
                                  init=init if variant == args.variant else None, learning_rate=rate,
-                                 filters=filters, stride=stride)
+                                 filters=filters, stride=stride, motion_weight=motion)
     tmp = cached.with_name(cached.stem + ".tmp.keras")
     model.save(tmp)
     cached.with_suffix(".json").write_text(json.dumps(history))
@@ -491,6 +495,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
             "init": None if not args.init else {"sha256": file_sha256(args.init), "from": str(args.init),
                                                  "version": _card_version(args.init)},
             "learning_rate": args.learning_rate or (2e-4 if args.init else 1e-3),
+            "motion_weight": args.motion_weight,
             "epochs": args.epochs,
             "epochs_run": result["history"]["epochs_run"],
             "seconds": result["history"]["seconds"],

@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cull.patches import network_input
+from train.degrade import KINDS
 from train.model import build_model
 
 log = logging.getLogger(__name__)
@@ -24,13 +25,19 @@ def prepare(patches: dict[str, NDArray], variant: str) -> tuple[NDArray[np.float
     return x, y
 
 
-def _augment(x, y):  # type: ignore[no-untyped-def]
+def sample_weights(patches: dict[str, NDArray], motion_weight: float = 1.0) -> NDArray[np.float32]:
+    """Per-patch loss weights: ``motion_weight`` for blurred patches of shaken photos, 1 for the rest."""
+    shaken = (patches["sharp"] == 0) & (patches["kind"] == KINDS.index("motion"))
+    return np.where(shaken, motion_weight, 1.0).astype(np.float32)
+
+
+def _augment(x, y, w):  # type: ignore[no-untyped-def]
     import tensorflow as tf
 
     x = tf.image.random_flip_left_right(x)
     x = tf.image.random_flip_up_down(x)
     x = tf.image.rot90(x, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
-    return x, y
+    return x, y, w
 
 
 def load_onnx_weights(model: Any, path: Path) -> None:
@@ -78,10 +85,12 @@ def train_model(
     learning_rate: float = 1e-3,
     filters: tuple[int, ...] = (32, 64, 64),
     stride: int = 1,
+    motion_weight: float = 1.0,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a model; returns (keras model with the best validation weights, training history).
 
-    ``init``: start from the weights of an exported model (fine-tuning) instead of random ones."""
+    ``init``: start from the weights of an exported model (fine-tuning) instead of random ones.
+    ``motion_weight``: the loss weight of blurred patches of shaken photos (1: every patch alike)."""
     import keras
     import tensorflow as tf
 
@@ -94,7 +103,7 @@ def train_model(
     x_train, y_train = prepare(train, variant)
     x_val, y_val = prepare(val, variant)
     data = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        tf.data.Dataset.from_tensor_slices((x_train, y_train, sample_weights(train, motion_weight)))
         .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
         .map(_augment, num_parallel_calls=1)
         .batch(batch_size)
