@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -141,6 +141,20 @@ def disconnect() -> None:
         ray.shutdown()
 
 
+def tapered_chunks(paths: Iterable[Path], chunk_size: int, cpus: int) -> Iterator[list[Path]]:
+    """Chunks of ``chunk_size`` paths that shrink towards the end of a known list (at most a
+    (2 x ``cpus``)-th of what is left, at least one), so the last tasks finish together instead of one
+    CPU working through a full chunk while the others idle; an open-ended iterable gets even chunks."""
+    if not isinstance(paths, Sequence):
+        yield from _chunks(paths, chunk_size)
+        return
+    start = 0
+    while start < len(paths):
+        size = max(1, min(chunk_size, (len(paths) - start) // (2 * max(1, cpus))))
+        yield list(paths[start:start + size])
+        start += size
+
+
 def _analyse_remote(
     card: ModelCard, paths: list[str], batch_size: int, with_laplacian: bool, setup: Callable[[], None] | None,
     with_bursts: bool = False,
@@ -181,7 +195,7 @@ def analyse_paths_ray(
     single = ray.remote(num_cpus=1, max_retries=0)(_analyse_remote)
     card_ref = ray.put(card)
     slots = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
-    pending = iter(_chunks(paths, chunk_size))
+    pending = tapered_chunks(paths, chunk_size, slots // 2)
     in_flight: dict[Any, tuple[list[Path], bool]] = {}
     suspects: list[Path] = []
     try:

@@ -298,3 +298,15 @@ def test_chunks_lost_beyond_rays_retries_are_rerun_per_file_and_a_lost_file_is_r
     assert lost["chunks"] == 1 and lost["file"] and set(by_name) == set(pool_rows)
     assert by_name[str(lost["file"])].error == "the cluster lost this file's analysis: NodeDiedError"
     assert {n: _key(r.row()) for n, r in by_name.items() if n != lost["file"]} == {n: k for n, k in pool_rows.items() if n != lost["file"]}
+
+
+def test_chunks_taper_towards_the_end_so_the_last_tasks_finish_together():
+    from cull.cluster import tapered_chunks
+
+    paths = [Path(f"p{i}.jpg") for i in range(200)]
+    sizes = [len(c) for c in tapered_chunks(paths, 8, cpus=2)]
+    assert [p for c in tapered_chunks(paths, 8, cpus=2) for p in c] == paths  # every path once, in order
+    assert sizes[:21] == [8] * 21 and sizes[-4:] == [1, 1, 1, 1] and sizes == sorted(sizes, reverse=True)
+    assert max(sizes[-2 * 2:]) == 1  # the last task per slot is a single photo
+    assert [len(c) for c in tapered_chunks(iter(paths), 8, cpus=2)] == [8] * 25  # open-ended: even chunks
+    assert list(tapered_chunks([], 8, cpus=2)) == []
