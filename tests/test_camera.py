@@ -245,14 +245,37 @@ def test_without_opencv_camera_sources_and_preview_say_which_extra_to_install(tm
 
 
 def test_preview_on_headless_opencv_is_a_clear_message(tmp_path, monkeypatch):
-    cv2 = pytest.importorskip("cv2")
-    if "GTK" in cv2.getBuildInformation() and "YES" in cv2.getBuildInformation().split("GTK")[1][:40]:
-        pytest.skip("this OpenCV has a GUI")
+    """The window is tried in a child process; there, an OpenCV without a GUI (as opencv-python-headless
+    raises) is put first on the path, whatever build this environment has."""
+    pytest.importorskip("cv2")
+    headless = tmp_path / "headless" / "cv2"
+    headless.mkdir(parents=True)
+    (headless / "__init__.py").write_text(
+        "class error(Exception):\n    pass\n\nWINDOW_AUTOSIZE = 1\n\n"
+        "def namedWindow(*args):\n    raise error('The function is not implemented. Rebuild the library with GTK+')\n")
+    monkeypatch.setenv("PYTHONPATH", str(headless.parent))
     monkeypatch.setenv("DISPLAY", ":99")
     result = CliRunner().invoke(app, ["camera", "--source", f"folder:{frames(tmp_path / 'f', 's')}", "--preview",
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "opencv-python" in result.stderr and "GUI" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_preview_on_a_display_that_cannot_be_reached_is_a_clear_message_not_an_abort(tmp_path, monkeypatch):
+    """OpenCV's Qt build (what `[camera]` installs) aborts the whole process when $DISPLAY names no
+    reachable X server (a stale or dropped SSH forwarding): cull died with "Fatal Python error: Aborted"."""
+    pytest.importorskip("cv2")
+    from cull.camera.ui import NO_GUI, window_probe
+
+    monkeypatch.setenv("DISPLAY", ":99")  # nothing listens there
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if window_probe() == NO_GUI:
+        pytest.skip("this OpenCV has no GUI (the test above covers it)")
+    done = subprocess.run([sys.executable, "-m", "cull", "camera", "--source", f"folder:{frames(tmp_path / 'f', 's')}",
+                           "--preview", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot open a window on display :99" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
 def test_video_file_replay(tmp_path, card):

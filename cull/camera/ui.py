@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import select
+import subprocess
 import sys
 import time
 from collections import deque
@@ -102,6 +103,35 @@ class TerminalView:
         self.stream.flush()
 
 
+NO_GUI = "OpenCV without a GUI"
+_PROBE = """
+import sys
+import cv2
+try:
+    cv2.namedWindow("cull probe", cv2.WINDOW_AUTOSIZE)
+    cv2.destroyAllWindows()
+except cv2.error:
+    sys.exit(3)
+"""
+
+
+def window_probe(timeout: float = 20.0) -> str | None:
+    """Open and close an OpenCV window in a child process: None when that works, NO_GUI for an OpenCV
+    built without one, else why not.  A display that cannot be reached makes OpenCV's Qt backend abort
+    the whole process (``could not connect to display``), so it is tried where an abort costs nothing."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"no window after {timeout:.0f} s"
+    if done.returncode == 0:
+        return None
+    if done.returncode == 3:
+        return NO_GUI
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    said = next((line for line in lines if "display" in line.lower()), lines[0] if lines else "")
+    return said[:200] or f"OpenCV exited with status {done.returncode}"
+
+
 class PreviewWindow:  # drawing needs a display; construction is tested (headless OpenCV, no cv2)
     """An OpenCV window with the frame (shrunk to fit ``size``), the live line and the sharp patches boxed."""
 
@@ -109,15 +139,19 @@ class PreviewWindow:  # drawing needs a display; construction is tested (headles
 
     def __init__(self, size: tuple[int, int] = (960, 720)) -> None:
         cv2 = require_cv2("--preview")
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        if sys.platform.startswith("linux") and not display:
             raise CameraSetupError("--preview needs a display (no $DISPLAY); run without it on a headless machine")
-        try:
-            cv2.namedWindow(self.TITLE, cv2.WINDOW_AUTOSIZE)
-        except cv2.error:
+        failure = window_probe()
+        if failure == NO_GUI:
             raise CameraSetupError(
                 "--preview needs OpenCV with its GUI (opencv-python), but this one has none (opencv-python-headless?): "
                 f"pip uninstall opencv-python-headless && {CAMERA_EXTRA}"
-            ) from None
+            )
+        if failure is not None:
+            raise CameraSetupError(f"--preview cannot open a window on display {display or 'the desktop'} ({failure}); "
+                                   "check $DISPLAY, or run without --preview")
+        cv2.namedWindow(self.TITLE, cv2.WINDOW_AUTOSIZE)
         self.cv2 = cv2
         self.size = size
 
