@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -145,7 +145,7 @@ def tapered_chunks(paths: Iterable[Path], chunk_size: int, cpus: int) -> Iterato
     """Chunks of ``chunk_size`` paths that shrink towards the end of a known list (at most a
     (2 x ``cpus``)-th of what is left, at least one), so the last tasks finish together instead of one
     CPU working through a full chunk while the others idle; an open-ended iterable gets even chunks."""
-    if not isinstance(paths, Sequence):
+    if not isinstance(paths, (list, tuple)):
         yield from _chunks(paths, chunk_size)
         return
     start = 0

@@ -54,8 +54,17 @@ TEMP_SUFFIX_ROOM = len("XXXXXXXX.cull-tmp") + 11  # mkstemp's 8 characters, the 
 
 
 def host_tag() -> str:
-    """This machine's name as it goes into temp names: letters, digits and '-', at most 32."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+    """Where this process's PID means something, as it goes into temp names (letters, digits and '-',
+    at most 32): the host name, readable but cut short, and a hash of the full name and the PID
+    namespace, so machines whose names read alike (``müller-pc`` / ``möller-pc``, long names sharing a
+    prefix) and containers sharing a host name but not their processes get different tags."""
+    name = socket.gethostname()
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = ""
+    digest = hashlib.sha1(f"{name}\0{namespace}".encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9-]', '-', name)[:20] or 'host'}-{digest}"
 
 
 def temp_prefix(path: Path) -> str:

@@ -73,7 +73,8 @@ log = logging.getLogger(__name__)
 # cull's own temporary names: fsutil's ".NAME@HOST.PID-XXXXXXXX.cull-tmp" and write_embedded's
 # ".NAME@HOST.PID-XXXXXXXX.cull-tmp.EXT"; older cull wrote ".NAME.PID-XXXXXXXX.cull-tmp[.EXT]" and,
 # before that, ".NAME.XXXXXXXX.cull-tmp[.EXT]"
-TEMP_NAME = re.compile(r"^\..+?(?:@([A-Za-z0-9-]{1,32}))?\.(?:(\d+)-)?[a-z0-9_]{8}\.cull-tmp(\.[A-Za-z0-9]{1,10})?$")
+TEMP_NAME = re.compile(r"^\..+?(?:@([A-Za-z0-9-]{1,32}))?\.(?:(\d+)-)?[a-z0-9_]{8}\.cull-tmp(\.[A-Za-z0-9]{1,10})?$",
+                       re.DOTALL)  # a name may hold a newline
 OTHER_HOST_STALE_SECONDS = 24 * 3600  # another machine's temp: its process cannot be asked, its age can
 
 
@@ -161,8 +162,9 @@ def write_embedded(photo: Path, packet: bytes | None) -> None:
     pyexiv2 = load_pyexiv2()
     if pyexiv2 is None:
         raise CullError("--embed needs pyexiv2: pip install 'cull-focus[embed]'")
+    suffix = photo.suffix  # the name cull chose the photo by (an EMBEDDABLE one): a link's target may be named anyhow
     photo = write_through(photo)  # a linked photo: its file gets the block, the link stays a link
-    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(photo), suffix=".cull-tmp" + photo.suffix, dir=photo.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(photo), suffix=".cull-tmp" + suffix, dir=photo.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -244,20 +244,33 @@ def test_without_opencv_camera_sources_and_preview_say_which_extra_to_install(tm
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_preview_on_headless_opencv_is_a_clear_message(tmp_path, monkeypatch):
-    """The window is tried in a child process; there, an OpenCV without a GUI (as opencv-python-headless
-    raises) is put first on the path, whatever build this environment has."""
-    pytest.importorskip("cv2")
-    headless = tmp_path / "headless" / "cv2"
-    headless.mkdir(parents=True)
-    (headless / "__init__.py").write_text(
+def fake_cv2(folder: Path, message: str) -> Path:
+    """A cv2 package whose namedWindow raises cv2.error(message), as a build without a GUI
+    (opencv-python-headless) or a GTK build without a reachable display does."""
+    package = folder / "cv2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
         "class error(Exception):\n    pass\n\nWINDOW_AUTOSIZE = 1\n\n"
-        "def namedWindow(*args):\n    raise error('The function is not implemented. Rebuild the library with GTK+')\n")
-    monkeypatch.setenv("PYTHONPATH", str(headless.parent))
+        f"def namedWindow(*args):\n    raise error({message!r})\n")
+    return folder
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("OpenCV(4.9) window.cpp:1255: error: (-2:Unspecified error) The function is not implemented. Rebuild the "
+     "library with Windows, GTK+ 2.x or Cocoa support", ["opencv-python", "GUI"]),
+    ("OpenCV(4.6) window_gtk.cpp:635: error: (-2:Unspecified error) Can't initialize GTK backend in function "
+     "'cvInitSystem'", ["cannot open a window on display :99", "Can't initialize GTK backend"]),
+])
+def test_preview_without_a_usable_window_is_a_clear_message(tmp_path, monkeypatch, message, expected):
+    """The window is tried in a child process; there, an OpenCV raising as a headless build does, or as
+    a GTK build does without a display, is put first on the path, whatever build this environment has."""
+    pytest.importorskip("cv2")
+    monkeypatch.setenv("PYTHONPATH", str(fake_cv2(tmp_path / "fake", message)))
     monkeypatch.setenv("DISPLAY", ":99")
     result = CliRunner().invoke(app, ["camera", "--source", f"folder:{frames(tmp_path / 'f', 's')}", "--preview",
                                       "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "opencv-python" in result.stderr and "GUI" in result.stderr
+    assert result.exit_code == 2 and all(text in result.stderr for text in expected), result.stderr
+    assert ("pip uninstall" in result.stderr) == ("GUI" in expected)  # a display problem is not an install one
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
@@ -267,14 +280,15 @@ def test_preview_on_a_display_that_cannot_be_reached_is_a_clear_message_not_an_a
     pytest.importorskip("cv2")
     from cull.camera.ui import NO_GUI, window_probe
 
-    monkeypatch.setenv("DISPLAY", ":99")  # nothing listens there
+    display = next(n for n in range(97, 400) if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists())
+    monkeypatch.setenv("DISPLAY", f":{display}")  # nothing listens there (xvfb-run takes :99)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     if window_probe() == NO_GUI:
         pytest.skip("this OpenCV has no GUI (the test above covers it)")
     done = subprocess.run([sys.executable, "-m", "cull", "camera", "--source", f"folder:{frames(tmp_path / 'f', 's')}",
                            "--preview", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "cannot open a window on display :99" in done.stderr and "Traceback" not in done.stderr
+    assert f"cannot open a window on display :{display}" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

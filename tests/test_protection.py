@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from cull.cli import app
 from cull.errors import SidecarRefused
-from cull.protect import file_protection, read_sidecar, shot_protection
+from cull.protect import file_protection, read_embedded, read_sidecar, shot_protection
 from cull.sidecars import (
     TEMP_NAME,
     XmpOptions,
@@ -362,6 +362,66 @@ def test_a_temp_file_of_another_machine_sharing_the_folder_is_left_until_it_is_a
     assert remove_stale_temps([tmp_path], now) == []
     assert theirs.exists() and theirs_embed.exists()
     assert sorted(remove_stale_temps([tmp_path], now + 24 * 3600 + 60)) == sorted([theirs, theirs_embed])
+
+
+def test_machines_whose_names_read_alike_get_different_tags_and_spare_each_others_temps(tmp_path, monkeypatch):
+    """The host part is a readable prefix plus a hash of the whole name (and the PID namespace): names that
+    sanitise alike, or share a long prefix, used to give one tag, so one machine took the other's live temp
+    for a dead process's."""
+    import socket
+
+    from cull.fsutil import host_tag, temp_prefix
+
+    tags = {}
+    for name in ("müller-pc", "möller-pc", "photo-studio-workstation-number-01", "photo-studio-workstation-number-02",
+                 "ws1.studio.lan", "ws1-studio-lan", "写真機", "フォト"):
+        monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
+        tags[name] = host_tag()
+        assert TEMP_NAME.match(temp_prefix(tmp_path / "a.jpg.xmp") + "ab12cd34.cull-tmp").group(1) == tags[name]
+    assert len(set(tags.values())) == len(tags)
+    monkeypatch.setattr(socket, "gethostname", lambda: "photo-studio-workstation-number-02")
+    theirs = Path(temp_prefix(tmp_path / "a.jpg.xmp") + "ab12cd34.cull-tmp").name.replace(f".{os.getpid()}-", ".4000000-")
+    (tmp_path / theirs).write_bytes(b"x")  # written by a process that only exists over there
+    time.sleep(0.05)
+    monkeypatch.setattr(socket, "gethostname", lambda: "photo-studio-workstation-number-01")
+    assert remove_stale_temps([tmp_path], time.time()) == [] and (tmp_path / theirs).exists()
+
+
+def test_a_temp_of_a_name_with_a_newline_is_recognised_and_swept(tmp_path):
+    from cull.fsutil import temp_prefix
+
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    left = tmp_path / (temp_prefix(tmp_path / "two\nlines.jpg.xmp").replace(f".{os.getpid()}-", f".{dead_pid}-") + "ab12cd34.cull-tmp")
+    left.write_bytes(b"x")
+    time.sleep(0.05)
+    assert remove_stale_temps([tmp_path], time.time()) == [left]
+
+
+def test_an_embedded_write_through_a_link_names_its_temp_after_the_link(tmp_path, monkeypatch):
+    """--embed into a photo reached through a link to a file named anyhow (``IMG_1.JPG~``): the temp's
+    extension came from the target's name, which TEMP_NAME does not accept, so a killed run's temp stayed."""
+    import tempfile
+
+    from cull.sidecars import load_pyexiv2, write_embedded
+
+    if load_pyexiv2() is None:
+        pytest.skip("needs pyexiv2 ([embed])")
+    target = save(blurred_image(0, 9), tmp_path / "store" / "IMG_1.jpg")
+    target = target.rename(target.with_name("IMG_1.JPG~orig"))
+    (tmp_path / "IMG_1.jpg").symlink_to(target)
+    made = []
+    real_mkstemp = tempfile.mkstemp
+
+    def recording_mkstemp(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        made.append(Path(name))
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
+    write_embedded(tmp_path / "IMG_1.jpg", merge(None, Verdict("reject", 0.02, "defocus", "m")).packet)
+    assert made and all(TEMP_NAME.match(p.name) and p.parent == target.parent for p in made)
+    packet = read_embedded(target)
+    assert (tmp_path / "IMG_1.jpg").is_symlink() and packet is not None and read_fields(packet)["xmp:Rating"] == "-1"
 
 
 def test_a_photo_name_near_the_length_limit_still_gets_its_sidecar(tmp_path):

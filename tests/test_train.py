@@ -291,6 +291,12 @@ def test_motion_weight_weighs_only_the_blurred_patches_of_shaken_photos():
     patches = {"sharp": np.array([1, 0, 0, 1], np.int8), "kind": kind}
     assert sample_weights(patches).tolist() == [1, 1, 1, 1]
     assert sample_weights(patches, 3.0).tolist() == [1, 1, 3, 1]  # a sharp patch is never a shaken one's
+    from train.__main__ import _parser
+
+    assert _parser().parse_args(["--motion-weight", "0.5"]).motion_weight == 0.5
+    for bad in ("0", "-1", "nan"):  # 0 used to train with weight 1 while the card said 0
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["--motion-weight", bad])
 
 
 def test_seed_variant_is_the_study_network():

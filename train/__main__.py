@@ -59,8 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="fine-tune: start from the weights of this exported focus.onnx (same architecture); "
                         "the card records its sha256")
     parser.add_argument("--learning-rate", type=float, default=None, help="default 1e-3, or 2e-4 with --init")
-    parser.add_argument("--motion-weight", type=float, default=1.0,
-                        help="loss weight of the patches of shaken photos (their best patches set the keep threshold)")
+    parser.add_argument("--motion-weight", type=_positive, default=1.0,
+                        help="loss weight (both heads) of the blurred patches of shaken photos, whose best patches "
+                        "set the keep threshold; 1: every patch alike")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                         help="ship a static int8 copy when it changes no validation verdict (needs train/quantize.py)")
     parser.add_argument("--replace-worse", action="store_true",
@@ -70,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
                         "(at any strictness); in-focus priority")
     parser.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,7 +328,7 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
     start = f"-init{file_sha256(init)[:8]}" if init else ""
     filters, stride = trunk(args, variant), stride_of(args, variant)
     shape = "" if (filters, stride) == ((32, 64, 64), 1) else f"-f{'x'.join(map(str, filters))}-s{stride}"
-    motion = float(getattr(args, "motion_weight", 1.0) or 1.0)
+    motion = float(getattr(args, "motion_weight", 1.0))
     shape += f"-mw{motion:g}" if motion != 1.0 else ""
     cached = data["work"] / f"model-{variant}-k{kernel}{shape}-e{args.epochs}-b{args.batch_size}{start}-lr{rate:g}.keras"
     if not init and rate == 1e-3 and not shape:  # the name earlier builds used

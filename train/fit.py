@@ -90,7 +90,8 @@ def train_model(
     """Fit a model; returns (keras model with the best validation weights, training history).
 
     ``init``: start from the weights of an exported model (fine-tuning) instead of random ones.
-    ``motion_weight``: the loss weight of blurred patches of shaken photos (1: every patch alike)."""
+    ``motion_weight``: the loss weight of blurred patches of shaken photos, in both heads' losses
+    (1: every patch alike); validation loss, and so early stopping, stays unweighted."""
     import keras
     import tensorflow as tf
 

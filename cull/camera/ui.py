@@ -110,15 +110,18 @@ import cv2
 try:
     cv2.namedWindow("cull probe", cv2.WINDOW_AUTOSIZE)
     cv2.destroyAllWindows()
-except cv2.error:
-    sys.exit(3)
+except cv2.error as exc:
+    text = str(exc).strip() or "cv2.error"
+    print(text.splitlines()[-1], file=sys.stderr)
+    sys.exit(3 if "not implemented" in text or "Rebuild the library" in text else 4)
 """
 
 
 def window_probe(timeout: float = 20.0) -> str | None:
     """Open and close an OpenCV window in a child process: None when that works, NO_GUI for an OpenCV
     built without one, else why not.  A display that cannot be reached makes OpenCV's Qt backend abort
-    the whole process (``could not connect to display``), so it is tried where an abort costs nothing."""
+    the whole process (``could not connect to display``), so it is tried where an abort costs nothing;
+    a GTK build raises instead ("Can't initialize GTK backend"), which is a display problem too."""
     try:
         done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -128,7 +131,7 @@ def window_probe(timeout: float = 20.0) -> str | None:
     if done.returncode == 3:
         return NO_GUI
     lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-    said = next((line for line in lines if "display" in line.lower()), lines[0] if lines else "")
+    said = next((line for line in lines if "display" in line.lower()), lines[-1] if lines else "")
     return said[:200] or f"OpenCV exited with status {done.returncode}"
 
 
