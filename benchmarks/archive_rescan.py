@@ -23,10 +23,8 @@ import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,7 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from cull.cache import ScoreCache, file_key  # noqa: E402
 from cull.card import load_card  # noqa: E402
 from cull.runner import default_workers  # noqa: E402
-from scan_throughput import EXAMPLES, _tree_rss_kb, bench_env  # noqa: E402
+from scan_throughput import EXAMPLES, timed_process  # noqa: E402
 
 PER_FOLDER = 1000
 SUMMARY = re.compile(r"^(\d+) photos: .*\((\d+) from cache\)", re.M)
@@ -68,25 +66,11 @@ def make_tree(root: Path, count: int) -> list[Path]:
 
 def run(args: list[str], cache: Path) -> tuple[float, int, str]:
     """Wall time, peak RSS (kB, whole process tree) and stdout of one cull command."""
-    proc = subprocess.Popen([sys.executable, "-m", "cull", *args], env=bench_env({**os.environ, "CULL_CACHE_DIR": str(cache)}),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    peak = 0
-
-    def watch() -> None:
-        nonlocal peak
-        while proc.poll() is None:
-            peak = max(peak, _tree_rss_kb(proc.pid))
-            time.sleep(0.2)
-
-    started = time.perf_counter()
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    out, err = proc.communicate()
-    elapsed = time.perf_counter() - started
-    watcher.join()
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"cull {' '.join(args)} failed ({proc.returncode}): {err[-2000:]}")
-    return elapsed, peak, out
+    timed = timed_process([sys.executable, "-m", "cull", *args], {**os.environ, "CULL_CACHE_DIR": str(cache)},
+                          capture=True, interval=0.2)
+    if timed.code not in (0, 1):
+        raise SystemExit(f"cull {' '.join(args)} failed ({timed.code}): {timed.stderr[-2000:]}")
+    return timed.seconds, timed.peak_kb, timed.stdout
 
 
 def fill_cache(paths: list[Path], cache: Path, workers: int) -> float:

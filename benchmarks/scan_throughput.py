@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -122,11 +123,10 @@ def decode_floor(folder: Path, workers: int, long_side: int, dct8: bool = False)
         script = Path(tmp) / "floor.py"
         script.write_text(FLOOR_SCRIPT.replace("__LONG_SIDE__", str(long_side)).replace("__WORKERS__", str(workers))
                           .replace("__DCT8__", str(dct8)))
-        elapsed, _, code = timed_process([sys.executable, str(script), str(folder)],
-                                         {**os.environ, "PYTHONPATH": str(REPO)})
-        if code != 0:
-            raise SystemExit(f"the decode floor script failed with exit code {code}")
-        return elapsed
+        timed = timed_process([sys.executable, str(script), str(folder)], {**os.environ, "PYTHONPATH": str(REPO)})
+        if timed.code != 0:
+            raise SystemExit(f"the decode floor script failed with exit code {timed.code}")
+        return timed.seconds
 
 
 def naive_laplacian(paths: list[Path]) -> float:
@@ -191,36 +191,45 @@ def bench_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def timed_process(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS in kB of the whole process tree, exit code) of one command, with
-    output discarded.  Every timed command of the benchmarks (cull and the floors it is compared
-    with) runs through here, so they share the watcher's small cost and the bytecode cache alike."""
+class Timed(NamedTuple):
+    seconds: float  # wall time
+    peak_kb: int  # peak RSS of the whole process tree
+    code: int
+    stdout: str = ""  # with capture=True
+    stderr: str = ""
+
+
+def timed_process(command: list[str], env: dict[str, str] | None = None, capture: bool = False,
+                  interval: float = 0.05) -> Timed:
+    """Wall time, peak RSS (polled every ``interval`` s) and exit code of one command; its output is
+    discarded unless ``capture``.  Every timed command of the benchmarks (cull and the floors it is
+    compared with) runs through here, so they share the watcher's small cost and the bytecode cache alike."""
     env = bench_env(env)
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=output, stderr=output, text=True)
     peak = 0
 
     def watch() -> None:
         nonlocal peak
         while proc.poll() is None:
             peak = max(peak, _tree_rss_kb(proc.pid))
-            time.sleep(0.05)
+            time.sleep(interval)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    code = proc.wait()
+    out, err = proc.communicate()
     elapsed = time.perf_counter() - started
     watcher.join()
-    return elapsed, peak, code
+    return Timed(elapsed, peak, proc.returncode, out or "", err or "")
 
 
 def run_cull(args: list[str], cache: Path) -> tuple[float, int]:
     """Wall time and peak RSS (kB, whole process tree) of one cull command."""
-    elapsed, peak, code = timed_process([sys.executable, "-m", "cull", *args],
-                                        {**os.environ, "CULL_CACHE_DIR": str(cache)})
-    if code not in (0, 1):
-        raise SystemExit(f"cull {' '.join(args)} failed with exit code {code}")
-    return elapsed, peak
+    timed = timed_process([sys.executable, "-m", "cull", *args], {**os.environ, "CULL_CACHE_DIR": str(cache)})
+    if timed.code not in (0, 1):
+        raise SystemExit(f"cull {' '.join(args)} failed with exit code {timed.code}")
+    return timed.seconds, timed.peak_kb
 
 
 def int8_card(folder: Path) -> Path | None:
