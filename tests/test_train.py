@@ -283,6 +283,48 @@ def test_slim_trunk_is_an_option_and_exports(tmp_path):
         build_model("focus", 3, 64, filters=(16, 32))
 
 
+def test_separable_trunk_exports_warm_starts_and_costs_less(tmp_path):
+    import onnx
+
+    from train.export import export_onnx, parity
+    from train.fit import load_onnx_weights
+    from train.model import architecture, build_model
+
+    model = build_model("focus", 3, 64, filters=(16, 64, 64), separable=True)
+    kinds = [type(layer).__name__ for layer in model.layers if "Conv" in type(layer).__name__]
+    assert kinds == ["Conv2D", "SeparableConv2D", "SeparableConv2D"]  # the first convolution sees every pixel
+    for layer in model.layers:  # biases too, so that a lost bias would show in the parity
+        layer.set_weights([np.random.default_rng(1).normal(0, 0.1, w.shape).astype(np.float32) for w in layer.get_weights()])
+    path = tmp_path / "sep.onnx"
+    export_onnx(model, path, 64)
+    x = np.random.default_rng(0).standard_normal((8, 64, 64, 1)).astype(np.float32)
+    assert parity(model, path, x) < 1e-4
+    groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in onnx.load(str(path)).graph.node
+              if n.op_type == "Conv"]
+    assert groups == [1, 16, 1, 64, 1]  # depthwise 3x3 then pointwise 1x1, twice
+    fresh = build_model("focus", 3, 64, filters=(16, 64, 64), separable=True)
+    load_onnx_weights(fresh, path)  # --init works for a separable model too
+    assert parity(fresh, path, x) < 1e-4
+
+    def multiply_adds(network) -> int:  # per patch, convolutions only
+        total = 0
+        for layer in network.layers:
+            name = type(layer).__name__
+            if "Conv" in name:
+                h, w, out = layer.output.shape[1:]
+                weights = layer.get_weights()
+                per_pixel = sum(int(np.prod(k.shape)) for k in weights[:-1]) if name == "SeparableConv2D" \
+                    else int(np.prod(weights[0].shape))
+                total += h * w * per_pixel
+        return total
+
+    assert multiply_adds(model) < 0.5 * multiply_adds(build_model("focus", 3, 64, filters=(16, 32, 32)))
+    assert architecture("focus", 3, (16, 64, 64), separable=True)["separable"] is True
+    assert "separable" not in architecture("focus", 3, (16, 32, 32))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_onnx_weights(build_model("focus", 3, 64, filters=(16, 64, 64)), path)
+
+
 def test_motion_weight_weighs_only_the_blurred_patches_of_shaken_photos():
     from train.degrade import KINDS
     from train.fit import sample_weights

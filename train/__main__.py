@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                         "than the seed's 32 64 64, which the sweep keeps as its baseline)")
     parser.add_argument("--first-stride", type=int, default=1, choices=[1, 2],
                         help="stride of the first convolution (2: cheaper, coarser)")
+    parser.add_argument("--separable", action="store_true",
+                        help="depthwise-separable second and third convolutions (cheaper per patch; the "
+                        "first convolution stays full)")
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--per-variant", type=int, default=6, help="patches kept per degraded photo")
@@ -169,7 +172,8 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
     if not diff <= PARITY_TOLERANCE:
         raise TrainError(f"ONNX export differs from Keras by {diff:g} (> {PARITY_TOLERANCE:g}); nothing shipped")
     aggregate_k = 3
-    common = dict(variant=variant, kernel=kernel, aggregate_k=aggregate_k, filters=trunk(args, variant), stride=stride_of(args, variant))
+    common = dict(variant=variant, kernel=kernel, aggregate_k=aggregate_k, filters=trunk(args, variant),
+                  stride=stride_of(args, variant), separable=separable_of(args))
     fit_scores, thresholds, val_scored = fit_on_production_scores(out, data, common, args.workers)
     quantization = {"shipped": False, "why": "not tried (--no-int8)"}
     if args.int8:
@@ -315,6 +319,10 @@ def stride_of(args: argparse.Namespace, variant: str) -> int:
     return 1 if getattr(args, "command", "build") == "sweep" else int(getattr(args, "first_stride", 1) or 1)
 
 
+def separable_of(args: argparse.Namespace) -> bool:
+    return getattr(args, "command", "build") != "sweep" and bool(getattr(args, "separable", False))
+
+
 def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, kernel: int) -> tuple[Any, dict[str, Any]]:
     """Train (or reuse the network this very configuration trained before, cached under --work)."""
     import keras
@@ -327,7 +335,9 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
     rate = args.learning_rate or (2e-4 if init else 1e-3)
     start = f"-init{file_sha256(init)[:8]}" if init else ""
     filters, stride = trunk(args, variant), stride_of(args, variant)
-    shape = "" if (filters, stride) == ((32, 64, 64), 1) else f"-f{'x'.join(map(str, filters))}-s{stride}"
+    separable = separable_of(args)
+    shape = "" if (filters, stride, separable) == ((32, 64, 64), 1, False) else \
+        f"-f{'x'.join(map(str, filters))}-s{stride}" + ("-sep" if separable else "")
     motion = float(getattr(args, "motion_weight", 1.0))
     shape += f"-mw{motion:g}" if motion != 1.0 else ""
     cached = data["work"] / f"model-{variant}-k{kernel}{shape}-e{args.epochs}-b{args.batch_size}{start}-lr{rate:g}.keras"
@@ -341,7 +351,7 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
                                  epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                  threads=args.workers, verbose=0 if args.quiet else 2,
                                  init=init if variant == args.variant else None, learning_rate=rate,
-                                 filters=filters, stride=stride, motion_weight=motion)
+                                 filters=filters, stride=stride, motion_weight=motion, separable=separable)
     tmp = cached.with_name(cached.stem + ".tmp.keras")
     model.save(tmp)
     cached.with_suffix(".json").write_text(json.dumps(history))
@@ -519,8 +529,8 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
         "seed_comparison": sweep,
         "previous_model": previous,
     }
-    tag = "" if tuple(args.filters) == (32, 64, 64) and args.first_stride == 1 else \
-        f"-f{'x'.join(map(str, args.filters))}" + ("s2" if args.first_stride == 2 else "")
+    tag = "" if tuple(args.filters) == (32, 64, 64) and args.first_stride == 1 and not args.separable else \
+        f"-f{'x'.join(map(str, args.filters))}" + ("s2" if args.first_stride == 2 else "") + ("sep" if args.separable else "")
     version = f"{args.variant}-k{args.kernel}{tag}-{dt.date.today():%Y%m%d}-{file_sha256(out)[:8]}"
     card = write_card(out, version=version, thresholds=result["thresholds"], spec=data["spec"], extra=extra,
                       **result["common"])

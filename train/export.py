@@ -57,6 +57,7 @@ def write_card(
     extra: dict[str, Any] | None = None,
     filters: tuple[int, ...] = (32, 64, 64),
     stride: int = 1,
+    separable: bool = False,
 ) -> Path:
     """Write focus.json next to the model (atomically), recording the model file's sha256."""
     card: dict[str, Any] = {
@@ -64,7 +65,7 @@ def write_card(
         "model_file": onnx_path.name,
         "sha256": file_sha256(onnx_path),
         "version": version,
-        "architecture": architecture(variant, kernel, tuple(filters), stride),
+        "architecture": architecture(variant, kernel, tuple(filters), stride, separable),
         "input": {
             "name": "patches",
             "shape": [None, spec.patch_size, spec.patch_size, 1],

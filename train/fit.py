@@ -42,8 +42,9 @@ def _augment(x, y, w):  # type: ignore[no-untyped-def]
 
 def load_onnx_weights(model: Any, path: Path) -> None:
     """Warm start: copy the weights of an exported focus network (same architecture, as written by
-    export_onnx) into ``model``: Conv kernels (O, I, kh, kw) -> (kh, kw, I, O), MatMul + Add pairs
-    to the Dense layers, in graph order.  Raises ValueError when the shapes do not fit."""
+    export_onnx) into ``model``: Conv kernels (O, I, kh, kw) -> (kh, kw, I, O), a depthwise Conv
+    (group > 1) and the 1x1 Conv after it -> one SeparableConv2D, MatMul + Add pairs to the Dense
+    layers, in graph order.  Raises ValueError when the shapes do not fit."""
     import onnx
     from onnx import numpy_helper
 
@@ -51,18 +52,26 @@ def load_onnx_weights(model: Any, path: Path) -> None:
     init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     nodes = list(graph.node)
     found: list[list[NDArray]] = []
+    depthwise: NDArray | None = None  # waiting for its pointwise half
     for i, node in enumerate(nodes):
         if node.op_type == "Conv":  # (an all-zero bias may have been folded away by the exporter)
             kernel = init[node.input[1]]
             bias = init[node.input[2]] if len(node.input) > 2 else np.zeros(kernel.shape[0], kernel.dtype)
-            found.append([kernel.transpose(2, 3, 1, 0), bias])
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if group > 1:  # (C * m, 1, kh, kw) -> (kh, kw, C, m); its own bias is 0 in a SeparableConv2D
+                depthwise = kernel.reshape(group, -1, *kernel.shape[2:]).transpose(2, 3, 0, 1)
+            elif depthwise is not None:
+                found.append([depthwise, kernel.transpose(2, 3, 1, 0), bias])
+                depthwise = None
+            else:
+                found.append([kernel.transpose(2, 3, 1, 0), bias])
         elif node.op_type == "MatMul" and node.input[1] in init:
             kernel = init[node.input[1]]
             adds = [n for n in nodes[i + 1:] if n.op_type == "Add" and node.output[0] in n.input]
             biases = [init[x] for n in adds for x in n.input if x in init]
             found.append([kernel, biases[0] if biases else np.zeros(kernel.shape[1], kernel.dtype)])
     layers = {tuple(tuple(w.shape) for w in layer.get_weights()): layer
-              for layer in model.layers if type(layer).__name__ in ("Conv2D", "Dense")}
+              for layer in model.layers if type(layer).__name__ in ("Conv2D", "SeparableConv2D", "Dense")}
     shapes = [tuple(tuple(w.shape) for w in weights) for weights in found]
     if sorted(shapes) != sorted(layers) or len(set(shapes)) != len(shapes):
         raise ValueError(f"{path}: weights {sorted(shapes)} do not fit the network's {sorted(layers)}")
@@ -86,6 +95,7 @@ def train_model(
     filters: tuple[int, ...] = (32, 64, 64),
     stride: int = 1,
     motion_weight: float = 1.0,
+    separable: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a model; returns (keras model with the best validation weights, training history).
 
@@ -110,7 +120,7 @@ def train_model(
         .batch(batch_size)
         .prefetch(2)
     )
-    model = build_model(variant, kernel, x_train.shape[1], filters=tuple(filters), stride=stride)
+    model = build_model(variant, kernel, x_train.shape[1], filters=tuple(filters), stride=stride, separable=separable)
     if init is not None:
         load_onnx_weights(model, init)
     losses: dict[str, Any] = {"p_sharp": keras.losses.BinaryCrossentropy()}

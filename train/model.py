@@ -6,7 +6,10 @@ second head naming the blur kind (sharp / defocus / motion) for reports.
 
 ``filters`` slims the trunk (the seed's 32/64/64 is the baseline; 16/32/32 costs about a third of
 it per patch) and ``stride=2`` makes the first convolution strided (about a quarter of the work
-again, at the price of the finest sampling); the head stays Dense 128 + Dropout 0.5.
+again, at the price of the finest sampling); ``separable`` makes the second and third convolutions
+depthwise-separable (a 3x3 filter per channel, then a 1x1 mix: a fraction of the multiply-adds of a
+full convolution at the same width), while the first, which sees the pixels, stays a full
+convolution at full resolution. The head stays Dense 128 + Dropout 0.5.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ DROPOUT = 0.5
 
 
 def build_model(
-    variant: str = "focus", kernel: int = 3, patch_size: int = 64, filters: tuple[int, ...] = FILTERS, stride: int = 1
+    variant: str = "focus", kernel: int = 3, patch_size: int = 64, filters: tuple[int, ...] = FILTERS, stride: int = 1,
+    separable: bool = False,
 ):  # -> keras.Model
     import keras
     from keras import layers
@@ -30,7 +34,10 @@ def build_model(
         raise ValueError(f"need three positive filter counts and stride 1 or 2, got {filters}, {stride}")
     x = inputs
     for i, width in enumerate(filters):
-        x = layers.Conv2D(int(width), kernel, strides=stride if i == 0 else 1, activation="relu")(x)
+        if separable and i > 0:
+            x = layers.SeparableConv2D(int(width), kernel, activation="relu")(x)
+        else:
+            x = layers.Conv2D(int(width), kernel, strides=stride if i == 0 else 1, activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(DENSE, activation="relu")(x)
@@ -41,10 +48,14 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"{variant}_k{kernel}")
 
 
-def architecture(variant: str, kernel: int, filters: tuple[int, ...] = FILTERS, stride: int = 1) -> dict[str, object]:
+def architecture(
+    variant: str, kernel: int, filters: tuple[int, ...] = FILTERS, stride: int = 1, separable: bool = False
+) -> dict[str, object]:
     """The card's description of a network built by build_model."""
     arch: dict[str, object] = {"variant": variant, "kernel": kernel, "filters": [int(f) for f in filters],
                                "dense": DENSE, "dropout": DROPOUT}
     if stride != 1:
         arch["first_stride"] = stride
+    if separable:
+        arch["separable"] = True  # convolutions 2 and 3 depthwise-separable
     return arch
