@@ -1,6 +1,7 @@
 """train/: degradations, splits, thresholds, Keras-vs-ONNX parity, and a smoke training run."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -323,6 +324,34 @@ def test_separable_trunk_exports_warm_starts_and_costs_less(tmp_path):
     assert "separable" not in architecture("focus", 3, (16, 32, 32))
     with pytest.raises(ValueError, match="do not fit"):
         load_onnx_weights(build_model("focus", 3, 64, filters=(16, 64, 64)), path)
+
+
+def test_distillation_targets_blend_labels_with_the_teachers_scores(tmp_path):
+    from cull.card import load_card
+    from cull.patches import network_input
+    from cull.score import OnnxScorer
+    from train.__main__ import main
+    from train.export import export_onnx
+    from train.fit import distilled_targets, teacher_scores
+    from train.model import build_model
+
+    path = tmp_path / "teacher.onnx"
+    export_onnx(build_model("focus", 3, 64, filters=(8, 8, 8)), path, 64)
+    patches = {"x": np.random.default_rng(2).integers(0, 256, (300, 64, 64), dtype=np.uint8)}  # > one batch
+    scores = teacher_scores(path, patches)
+    card = replace(load_card(), model_path=path, kind_output=None)
+    direct = OnnxScorer(card).score(network_input(patches["x"].astype(np.float32) / 255.0)).sharp
+    np.testing.assert_allclose(scores, direct, atol=1e-6)  # the scores cull would give each patch
+    labels = np.array([[1.0], [0.0], [1.0]], np.float32)
+    teacher = np.array([0.2, 0.9, 1.0], np.float32)
+    np.testing.assert_allclose(distilled_targets(labels, teacher, 0.5), [[0.6], [0.45], [1.0]])
+    np.testing.assert_allclose(distilled_targets(labels, teacher, 0.0), labels)
+    with pytest.raises(ValueError, match="2 teacher scores for 3"):
+        distilled_targets(labels, teacher[:2], 0.5)
+    assert main(["--distil", str(tmp_path / "missing.onnx"), "--work", str(tmp_path / "w")]) == 2  # before any work
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(SystemExit):
+        main(["--distil", str(path), "--distil-weight", "1.5"])
 
 
 def test_motion_weight_weighs_only_the_blurred_patches_of_shaken_photos():

@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--motion-weight", type=_positive, default=1.0,
                         help="loss weight (both heads) of the blurred patches of shaken photos, whose best patches "
                         "set the keep threshold; 1: every patch alike")
+    parser.add_argument("--distil", type=Path, default=None, metavar="TEACHER.onnx",
+                        help="distillation: the focus head also learns this exported network's patch scores "
+                        "(e.g. models/focus.onnx, to make a cheaper trunk decide like it); the card records it")
+    parser.add_argument("--distil-weight", type=_fraction, default=0.5,
+                        help="share of the teacher's score in the focus head's target (0-1; default 0.5)")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                         help="ship a static int8 copy when it changes no validation verdict (needs train/quantize.py)")
     parser.add_argument("--replace-worse", action="store_true",
@@ -83,12 +88,23 @@ def _positive(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not args.data:
         args.data = [SHARED / "sharp"]
+    for option, path in (("--init", args.init), ("--distil", args.distil)):
+        if path is not None and not Path(path).is_file():
+            logging.error("python -m train: %s %s: no such model file", option, path)
+            return 2
     started = time.monotonic()
     try:
         data = prepare_data(args)
@@ -327,7 +343,7 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
     """Train (or reuse the network this very configuration trained before, cached under --work)."""
     import keras
 
-    from train.fit import train_model
+    from train.fit import teacher_scores, train_model
 
     from cull.card import file_sha256
 
@@ -340,6 +356,9 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
         f"-f{'x'.join(map(str, filters))}-s{stride}" + ("-sep" if separable else "")
     motion = float(getattr(args, "motion_weight", 1.0))
     shape += f"-mw{motion:g}" if motion != 1.0 else ""
+    teacher_path = getattr(args, "distil", None)
+    if teacher_path:
+        shape += f"-distil{file_sha256(teacher_path)[:8]}x{args.distil_weight:g}"
     cached = data["work"] / f"model-{variant}-k{kernel}{shape}-e{args.epochs}-b{args.batch_size}{start}-lr{rate:g}.keras"
     if not init and rate == 1e-3 and not shape:  # the name earlier builds used
         cached = data["work"] / f"model-{variant}-k{kernel}-e{args.epochs}-b{args.batch_size}.keras"
@@ -347,11 +366,13 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
         logging.info("reusing the trained network %s", cached)
         return keras.models.load_model(cached), json.loads(cached.with_suffix(".json").read_text())
     patches = data["patches"]
+    teacher = teacher_scores(teacher_path, patches["train"]) if teacher_path else None
     model, history = train_model(patches["train"], patches["val"], variant=variant, kernel=kernel,
                                  epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                  threads=args.workers, verbose=0 if args.quiet else 2,
                                  init=init if variant == args.variant else None, learning_rate=rate,
-                                 filters=filters, stride=stride, motion_weight=motion, separable=separable)
+                                 filters=filters, stride=stride, motion_weight=motion, separable=separable,
+                                 teacher=teacher, distil_weight=float(getattr(args, "distil_weight", 0.5)))
     tmp = cached.with_name(cached.stem + ".tmp.keras")
     model.save(tmp)
     cached.with_suffix(".json").write_text(json.dumps(history))
@@ -514,6 +535,8 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
                                                  "version": _card_version(args.init)},
             "learning_rate": args.learning_rate or (2e-4 if args.init else 1e-3),
             "motion_weight": args.motion_weight,
+            "distil": None if not args.distil else {"sha256": file_sha256(args.distil), "from": str(args.distil),
+                                                    "version": _card_version(args.distil), "weight": args.distil_weight},
             "epochs": args.epochs,
             "epochs_run": result["history"]["epochs_run"],
             "seconds": result["history"]["seconds"],

@@ -31,6 +31,26 @@ def sample_weights(patches: dict[str, NDArray], motion_weight: float = 1.0) -> N
     return np.where(shaken, motion_weight, 1.0).astype(np.float32)
 
 
+def teacher_scores(model_path: Path, patches: dict[str, NDArray], batch: int = 256) -> NDArray[np.float32]:
+    """P(in focus) that an exported focus network gives each patch (the soft targets of distillation)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    out = []
+    for start in range(0, len(patches["x"]), batch):
+        x = network_input(patches["x"][start : start + batch].astype(np.float32) / 255.0)
+        out.append(np.asarray(session.run(["p_sharp"], {"patches": x})[0], np.float32).reshape(-1))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def distilled_targets(labels: NDArray[np.float32], teacher: NDArray[np.float32], weight: float) -> NDArray[np.float32]:
+    """The focus head's (N, 1) targets under distillation: labels blended with the teacher's scores."""
+    if len(teacher) != len(labels):
+        raise ValueError(f"{len(teacher)} teacher scores for {len(labels)} training patches")
+    blend = (1.0 - weight) * labels.reshape(-1) + weight * teacher.astype(np.float32).reshape(-1)
+    return blend.astype(np.float32)[:, None]
+
+
 def _augment(x, y, w):  # type: ignore[no-untyped-def]
     import tensorflow as tf
 
@@ -96,12 +116,17 @@ def train_model(
     stride: int = 1,
     motion_weight: float = 1.0,
     separable: bool = False,
+    teacher: NDArray[np.float32] | None = None,
+    distil_weight: float = 0.5,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit a model; returns (keras model with the best validation weights, training history).
 
     ``init``: start from the weights of an exported model (fine-tuning) instead of random ones.
     ``motion_weight``: the loss weight of blurred patches of shaken photos, in both heads' losses
-    (1: every patch alike); validation loss, and so early stopping, stays unweighted."""
+    (1: every patch alike); validation loss, and so early stopping, stays unweighted.
+    ``teacher``: another network's P(in focus) per training patch (teacher_scores); the focus head then
+    learns ``(1 - distil_weight) * label + distil_weight * teacher`` (distillation), validation stays on
+    the labels."""
     import keras
     import tensorflow as tf
 
@@ -112,6 +137,8 @@ def train_model(
         log.info("keeping TensorFlow's existing thread settings")
     keras.utils.set_random_seed(seed)
     x_train, y_train = prepare(train, variant)
+    if teacher is not None:
+        y_train["p_sharp"] = distilled_targets(y_train["p_sharp"], teacher, distil_weight)
     x_val, y_val = prepare(val, variant)
     data = (
         tf.data.Dataset.from_tensor_slices((x_train, y_train, sample_weights(train, motion_weight)))
