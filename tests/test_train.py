@@ -354,6 +354,15 @@ def test_distillation_targets_blend_labels_with_the_teachers_scores(tmp_path):
         main(["--distil", str(path), "--distil-weight", "1.5"])
 
 
+def test_fit_seed_changes_only_the_training_run():
+    from train.__main__ import _parser, fit_seed
+
+    default = _parser().parse_args([])
+    assert fit_seed(default) == default.seed  # the shipped recipe: one seed for data and network
+    other = _parser().parse_args(["--fit-seed", "7"])
+    assert fit_seed(other) == 7 and other.seed == default.seed  # same cached data, another network
+
+
 def test_motion_weight_weighs_only_the_blurred_patches_of_shaken_photos():
     from train.degrade import KINDS
     from train.fit import sample_weights

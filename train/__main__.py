@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split, evenly "
                         "spaced (quicker builds; default 0: all of them, as the shipped model was built)")
     parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--fit-seed", type=int, default=None,
+                        help="seed of the network's initialisation and batch order only (default --seed): "
+                        "another training run on the same cached data, to see the run-to-run spread")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--init", type=Path, default=None,
                         help="fine-tune: start from the weights of this exported focus.onnx (same architecture); "
@@ -335,6 +338,11 @@ def stride_of(args: argparse.Namespace, variant: str) -> int:
     return 1 if getattr(args, "command", "build") == "sweep" else int(getattr(args, "first_stride", 1) or 1)
 
 
+def fit_seed(args: argparse.Namespace) -> int:
+    seed = getattr(args, "fit_seed", None)
+    return int(args.seed if seed is None else seed)
+
+
 def separable_of(args: argparse.Namespace) -> bool:
     return getattr(args, "command", "build") != "sweep" and bool(getattr(args, "separable", False))
 
@@ -356,6 +364,8 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
         f"-f{'x'.join(map(str, filters))}-s{stride}" + ("-sep" if separable else "")
     motion = float(getattr(args, "motion_weight", 1.0))
     shape += f"-mw{motion:g}" if motion != 1.0 else ""
+    if fit_seed(args) != args.seed:
+        shape += f"-fs{fit_seed(args)}"
     teacher_path = getattr(args, "distil", None)
     if teacher_path:
         shape += f"-distil{file_sha256(teacher_path)[:8]}x{args.distil_weight:g}"
@@ -368,7 +378,7 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
     patches = data["patches"]
     teacher = teacher_scores(teacher_path, patches["train"]) if teacher_path else None
     model, history = train_model(patches["train"], patches["val"], variant=variant, kernel=kernel,
-                                 epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                                 epochs=args.epochs, batch_size=args.batch_size, seed=fit_seed(args),
                                  threads=args.workers, verbose=0 if args.quiet else 2,
                                  init=init if variant == args.variant else None, learning_rate=rate,
                                  filters=filters, stride=stride, motion_weight=motion, separable=separable,
@@ -542,6 +552,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
             "seconds": result["history"]["seconds"],
             "batch_size": args.batch_size,
             "seed": args.seed,
+            "fit_seed": fit_seed(args),
             "history": {k: [round(x, 4) for x in v] for k, v in result["history"].items() if isinstance(v, list)},
         },
         "export": {"tool": "tf2onnx.convert.from_function", "opset": 17,
