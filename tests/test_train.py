@@ -354,6 +354,51 @@ def test_distillation_targets_blend_labels_with_the_teachers_scores(tmp_path):
         main(["--distil", str(path), "--distil-weight", "1.5"])
 
 
+def test_an_ensemble_averages_its_members_and_runs_in_cull(tmp_path):
+    import onnxruntime as ort
+
+    from cull.card import load_card
+    from cull.patches import network_input
+    from cull.score import OnnxScorer
+    from train.ensemble import average_models
+    from train.export import export_onnx
+    from train.model import build_model
+
+    members = []
+    for seed in (1, 2, 3):
+        model = build_model("focus", 3, 64, filters=(8, 8, 8))
+        for layer in model.layers:  # distinct weights (and biases) per member
+            layer.set_weights([np.random.default_rng(seed).normal(0, 0.2, w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
+        members.append(tmp_path / f"member{seed}.onnx")
+        export_onnx(model, members[-1], 64)
+    out = tmp_path / "ensemble.onnx"
+    average_models(members, out)
+    x = network_input(np.random.default_rng(0).random((16, 64, 64), dtype=np.float32))
+
+    def run(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"patches": x})))
+
+    each = [run(path) for path in members]
+    merged = run(out)
+    assert set(merged) == {"p_sharp", "kind"}
+    for name in merged:
+        np.testing.assert_allclose(merged[name], np.mean([e[name] for e in each], axis=0), atol=1e-6)
+    assert np.ptp([e["p_sharp"] for e in each], axis=0).max() > 0.01  # the members do differ
+    card = replace(load_card(), model_path=out)
+    scores = OnnxScorer(card).score(x)  # cull runs it like any focus model, kind head included
+    np.testing.assert_allclose(scores.sharp, merged["p_sharp"].reshape(-1), atol=1e-6)
+    assert scores.kind is not None and scores.kind.shape == (16, 3)
+    with pytest.raises(ValueError, match="at least two"):
+        average_models(members[:1], tmp_path / "one.onnx")
+    other = tmp_path / "other.onnx"
+    export_onnx(build_model("seed", 3, 64, filters=(8, 8, 8)), other, 64)  # no kind head
+    with pytest.raises(ValueError, match="differ"):
+        average_models([members[0], other], tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists() and not list(tmp_path.glob("*.tmp"))
+
+
 def test_fit_seed_changes_only_the_training_run():
     from train.__main__ import _parser, fit_seed
 
