@@ -400,12 +400,14 @@ def test_an_ensemble_averages_its_members_and_runs_in_cull(tmp_path):
 
 
 def test_fit_seed_changes_only_the_training_run():
-    from train.__main__ import _parser, fit_seed
+    from train.__main__ import _parser, fit_seeds
 
     default = _parser().parse_args([])
-    assert fit_seed(default) == default.seed  # the shipped recipe: one seed for data and network
+    assert fit_seeds(default) == [default.seed]  # the shipped recipe: one seed for data and network
     other = _parser().parse_args(["--fit-seed", "7"])
-    assert fit_seed(other) == 7 and other.seed == default.seed  # same cached data, another network
+    assert fit_seeds(other) == [7] and other.seed == default.seed  # same cached data, another network
+    assert fit_seeds(_parser().parse_args(["--fit-seed", "7", "8"])) == [7, 8]  # two networks, averaged
+    assert fit_seeds(_parser().parse_args(["sweep", "--fit-seed", "7", "8"])) == [default.seed]
 
 
 def test_motion_weight_weighs_only_the_blurred_patches_of_shaken_photos():
@@ -473,7 +475,28 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
     assert json.loads((out / "focus.json").read_text())["seed_comparison"] == sweep
     load_card(out / "focus.json")  # the model file and its hash are untouched
     check_fit_used_production_scores(tmp_path, out)
+    check_an_average_of_runs_builds(tmp_path, data, real)  # (after: it writes the work folder's last fit)
     check_failed_builds_leave_the_shipped_model_alone(tmp_path, data, real, out, monkeypatch)
+
+
+def check_an_average_of_runs_builds(tmp_path, data, real):
+    """--fit-seed A B: two networks on the same cached data, shipped as one averaged model."""
+    from cull.card import load_card
+    from train.__main__ import main
+
+    out = tmp_path / "average"
+    code = main(["--data", str(data), "--real", str(real), "--out", str(out), "--work", str(tmp_path / "work"),
+                 "--epochs", "1", "--per-variant", "4", "--workers", "2", "--filters", "16", "32", "32",
+                 "--fit-seed", "1", "2", "--quiet"])
+    assert code == 0
+    card = load_card(out / "focus.json")
+    raw = json.loads((out / "focus.json").read_text())
+    assert raw["architecture"]["ensemble"] == 2 and "-avg2-" in raw["version"]
+    assert raw["training"]["fit_seeds"] == [1, 2] and [m["fit_seed"] for m in raw["training"]["members"]] == [1, 2]
+    assert raw["quantization"]["shipped"] is False and raw["export"]["parity_max_abs_diff"] < 1e-4
+    assert sorted(p.name for p in out.iterdir()) == ["CARD.md", "focus.json", "focus.onnx"]  # no member left over
+    assert len(list((tmp_path / "work").glob("*/model-*-fs1-*.keras"))) == 1  # each run cached by its seed
+    assert card.thresholds["lenient"].keep >= card.thresholds["lenient"].reject
 
 
 def check_fit_used_production_scores(tmp_path, out):

@@ -57,9 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split, evenly "
                         "spaced (quicker builds; default 0: all of them, as the shipped model was built)")
     parser.add_argument("--seed", type=int, default=20261125)
-    parser.add_argument("--fit-seed", type=int, default=None,
+    parser.add_argument("--fit-seed", type=int, nargs="+", default=None, metavar="SEED",
                         help="seed of the network's initialisation and batch order only (default --seed): "
-                        "another training run on the same cached data, to see the run-to-run spread")
+                        "another training run on the same cached data; several seeds train one network "
+                        "each and ship their average (train/ensemble.py)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--init", type=Path, default=None,
                         help="fine-tune: start from the weights of this exported focus.onnx (same architecture); "
@@ -183,19 +184,36 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
 
     spec = data["spec"]
     patches = data["patches"]
-    model, history = trained_model(args, data, variant, kernel)
-    logging.info("trained %s k=%d in %.0f s (%d epochs)", variant, kernel, history["seconds"], history["epochs_run"])
-    export_onnx(model, out, spec.patch_size)
+    runs = [trained_model(args, data, variant, kernel, seed) for seed in fit_seeds(args)]
+    models = [model for model, _ in runs]
+    history = runs[0][1]
+    for model_history in runs:
+        logging.info("trained %s k=%d in %.0f s (%d epochs)", variant, kernel, model_history[1]["seconds"],
+                     model_history[1]["epochs_run"])
     probe = network_input(patches["val"]["x"][:256].astype(np.float32) / 255.0)
-    diff = parity(model, out, probe)
+    if len(models) == 1:
+        export_onnx(models[0], out, spec.patch_size)
+        diff = parity(models[0], out, probe)
+    else:  # each member exported and checked, then averaged into one model (train/ensemble.py, tested)
+        from train.ensemble import average_models
+
+        members = [out.with_name(f"{out.stem}.member{i}.onnx") for i in range(len(models))]
+        for model, member in zip(models, members):
+            export_onnx(model, member, spec.patch_size)
+        diff = max(parity(model, member, probe) for model, member in zip(models, members))
+        average_models(members, out)
+        for member in members:
+            member.unlink()
     if not diff <= PARITY_TOLERANCE:
         raise TrainError(f"ONNX export differs from Keras by {diff:g} (> {PARITY_TOLERANCE:g}); nothing shipped")
     aggregate_k = 3
     common = dict(variant=variant, kernel=kernel, aggregate_k=aggregate_k, filters=trunk(args, variant),
-                  stride=stride_of(args, variant), separable=separable_of(args))
+                  stride=stride_of(args, variant), separable=separable_of(args), members=len(models))
     fit_scores, thresholds, val_scored = fit_on_production_scores(out, data, common, args.workers)
     quantization = {"shipped": False, "why": "not tried (--no-int8)"}
-    if args.int8:
+    if args.int8 and len(models) > 1:
+        quantization = {"shipped": False, "why": "not tried for an average of several networks"}
+    elif args.int8:
         quantization, int8_result = try_int8(out, data, common, args.workers, val_scored, thresholds, probe)
         if int8_result is not None:
             fit_scores, thresholds, val_scored = int8_result
@@ -208,14 +226,15 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
         scored = val_scored if folder == data["folders"]["val"] else score_folder(folder, card, workers=args.workers)
         evaluations[name] = {s: summarise_folder(folder, scored, card, s) for s in STRICTNESS_LEVELS}
     return {
-        "model": model,
+        "model": models[0] if len(models) == 1 else models,
         "common": common,
         "thresholds": thresholds,
         "fit_scores": fit_scores,
         "quantization": quantization,
         "history": history,
+        "member_histories": [h for _, h in runs] if len(runs) > 1 else [],
         "parity_max_abs_diff": diff,
-        "patch_metrics_test": patch_metrics(model, patches["test"], variant),
+        "patch_metrics_test": patch_metrics(models if len(models) > 1 else models[0], patches["test"], variant),
         "evaluations": evaluations,
     }
 
@@ -338,16 +357,21 @@ def stride_of(args: argparse.Namespace, variant: str) -> int:
     return 1 if getattr(args, "command", "build") == "sweep" else int(getattr(args, "first_stride", 1) or 1)
 
 
-def fit_seed(args: argparse.Namespace) -> int:
-    seed = getattr(args, "fit_seed", None)
-    return int(args.seed if seed is None else seed)
+def fit_seeds(args: argparse.Namespace) -> list[int]:
+    """One seed per network to train (the sweep: --seed alone)."""
+    seeds = getattr(args, "fit_seed", None)
+    if not seeds or getattr(args, "command", "build") == "sweep":
+        return [int(args.seed)]
+    return [int(s) for s in seeds]
 
 
 def separable_of(args: argparse.Namespace) -> bool:
     return getattr(args, "command", "build") != "sweep" and bool(getattr(args, "separable", False))
 
 
-def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, kernel: int) -> tuple[Any, dict[str, Any]]:
+def trained_model(
+    args: argparse.Namespace, data: dict[str, Any], variant: str, kernel: int, fit_seed: int
+) -> tuple[Any, dict[str, Any]]:
     """Train (or reuse the network this very configuration trained before, cached under --work)."""
     import keras
 
@@ -364,8 +388,8 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
         f"-f{'x'.join(map(str, filters))}-s{stride}" + ("-sep" if separable else "")
     motion = float(getattr(args, "motion_weight", 1.0))
     shape += f"-mw{motion:g}" if motion != 1.0 else ""
-    if fit_seed(args) != args.seed:
-        shape += f"-fs{fit_seed(args)}"
+    if fit_seed != args.seed:
+        shape += f"-fs{fit_seed}"
     teacher_path = getattr(args, "distil", None)
     if teacher_path:
         shape += f"-distil{file_sha256(teacher_path)[:8]}x{args.distil_weight:g}"
@@ -378,7 +402,7 @@ def trained_model(args: argparse.Namespace, data: dict[str, Any], variant: str, 
     patches = data["patches"]
     teacher = teacher_scores(teacher_path, patches["train"]) if teacher_path else None
     model, history = train_model(patches["train"], patches["val"], variant=variant, kernel=kernel,
-                                 epochs=args.epochs, batch_size=args.batch_size, seed=fit_seed(args),
+                                 epochs=args.epochs, batch_size=args.batch_size, seed=fit_seed,
                                  threads=args.workers, verbose=0 if args.quiet else 2,
                                  init=init if variant == args.variant else None, learning_rate=rate,
                                  filters=filters, stride=stride, motion_weight=motion, separable=separable,
@@ -552,7 +576,10 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
             "seconds": result["history"]["seconds"],
             "batch_size": args.batch_size,
             "seed": args.seed,
-            "fit_seed": fit_seed(args),
+            "fit_seeds": fit_seeds(args),
+            "members": [{"fit_seed": seed, "epochs_run": h["epochs_run"], "seconds": h["seconds"],
+                         "best_val_loss": round(min(h.get("val_loss", [float("nan")])), 4)}
+                        for seed, h in zip(fit_seeds(args), result["member_histories"])],
             "history": {k: [round(x, 4) for x in v] for k, v in result["history"].items() if isinstance(v, list)},
         },
         "export": {"tool": "tf2onnx.convert.from_function", "opset": 17,
@@ -563,8 +590,10 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
         "seed_comparison": sweep,
         "previous_model": previous,
     }
+    members = len(fit_seeds(args))
     tag = "" if tuple(args.filters) == (32, 64, 64) and args.first_stride == 1 and not args.separable else \
         f"-f{'x'.join(map(str, args.filters))}" + ("s2" if args.first_stride == 2 else "") + ("sep" if args.separable else "")
+    tag += f"-avg{members}" if members > 1 else ""
     version = f"{args.variant}-k{args.kernel}{tag}-{dt.date.today():%Y%m%d}-{file_sha256(out)[:8]}"
     card = write_card(out, version=version, thresholds=result["thresholds"], spec=data["spec"], extra=extra,
                       **result["common"])

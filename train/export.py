@@ -58,6 +58,7 @@ def write_card(
     filters: tuple[int, ...] = (32, 64, 64),
     stride: int = 1,
     separable: bool = False,
+    members: int = 1,
 ) -> Path:
     """Write focus.json next to the model (atomically), recording the model file's sha256."""
     card: dict[str, Any] = {
@@ -65,7 +66,7 @@ def write_card(
         "model_file": onnx_path.name,
         "sha256": file_sha256(onnx_path),
         "version": version,
-        "architecture": architecture(variant, kernel, tuple(filters), stride, separable),
+        "architecture": architecture(variant, kernel, tuple(filters), stride, separable, members),
         "input": {
             "name": "patches",
             "shape": [None, spec.patch_size, spec.patch_size, 1],

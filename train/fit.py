@@ -173,9 +173,11 @@ def train_model(
 
 
 def patch_metrics(model: Any, patches: dict[str, NDArray], variant: str) -> dict[str, float]:
-    """Patch-level accuracy per class at 0.5 (the study's measure), from the Keras model."""
+    """Patch-level accuracy per class at 0.5 (the study's measure), from the Keras model (a list of
+    models: from the mean of their scores, as their averaged export gives it)."""
     x, _ = prepare(patches, variant)
-    p = np.asarray(model.predict(x, batch_size=256, verbose=0)["p_sharp"]).reshape(-1)
+    models = model if isinstance(model, list) else [model]
+    p = np.mean([np.asarray(m.predict(x, batch_size=256, verbose=0)["p_sharp"]).reshape(-1) for m in models], axis=0)
     sharp = patches["sharp"].astype(bool)
     correct = (p >= 0.5) == sharp
     return {

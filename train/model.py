@@ -49,13 +49,17 @@ def build_model(
 
 
 def architecture(
-    variant: str, kernel: int, filters: tuple[int, ...] = FILTERS, stride: int = 1, separable: bool = False
+    variant: str, kernel: int, filters: tuple[int, ...] = FILTERS, stride: int = 1, separable: bool = False,
+    members: int = 1,
 ) -> dict[str, object]:
-    """The card's description of a network built by build_model."""
+    """The card's description of a network built by build_model (``members`` > 1: the mean of that
+    many such networks, trained alike from different seeds; train/ensemble.py)."""
     arch: dict[str, object] = {"variant": variant, "kernel": kernel, "filters": [int(f) for f in filters],
                                "dense": DENSE, "dropout": DROPOUT}
     if stride != 1:
         arch["first_stride"] = stride
     if separable:
         arch["separable"] = True  # convolutions 2 and 3 depthwise-separable
+    if members > 1:
+        arch["ensemble"] = members
     return arch
