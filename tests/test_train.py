@@ -403,9 +403,9 @@ def test_fit_seed_changes_only_the_training_run():
     from train.__main__ import _parser, fit_seeds
 
     default = _parser().parse_args([])
-    assert fit_seeds(default) == [default.seed, 7]  # the shipped recipe: the average of two runs
+    assert fit_seeds(default) == [default.seed]  # the shipped recipe: one seed for data and network
     other = _parser().parse_args(["--fit-seed", "7"])
-    assert fit_seeds(other) == [7] and other.seed == default.seed  # same cached data, one network
+    assert fit_seeds(other) == [7] and other.seed == default.seed  # same cached data, another network
     assert fit_seeds(_parser().parse_args(["--fit-seed", "7", "8"])) == [7, 8]  # two networks, averaged
     assert fit_seeds(_parser().parse_args(["sweep", "--fit-seed", "7", "8"])) == [default.seed]
 

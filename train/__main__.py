@@ -27,9 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
 
 
-FIT_SEEDS = (20261125, 7)  # the shipped model (model v6) averages these two runs
-
-
 def _parser() -> argparse.ArgumentParser:
     from platformdirs import user_cache_dir
 
@@ -60,10 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split, evenly "
                         "spaced (quicker builds; default 0: all of them, as the shipped model was built)")
     parser.add_argument("--seed", type=int, default=20261125)
-    parser.add_argument("--fit-seed", type=int, nargs="+", default=list(FIT_SEEDS), metavar="SEED",
-                        help="seed of a network's initialisation and batch order (the data keeps --seed): one "
-                        "network per seed, trained on the same cached data, shipped as their average "
-                        "(train/ensemble.py); default %(default)s, the shipped model's two runs")
+    parser.add_argument("--fit-seed", type=int, nargs="+", default=None, metavar="SEED",
+                        help="seed of the network's initialisation and batch order only (default --seed): "
+                        "another training run on the same cached data; several seeds train one network "
+                        "each and ship their average (train/ensemble.py)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--init", type=Path, default=None,
                         help="fine-tune: start from the weights of this exported focus.onnx (same architecture); "
