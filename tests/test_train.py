@@ -183,6 +183,22 @@ def test_in_focus_gate_refuses_a_model_that_rejects_a_sharp_real_photo():
         in_focus_gate({"real held-out": {"lenient": report(0), "strict": report(1)}}, 0)
 
 
+def test_real_flagged_gate_refuses_a_model_that_keeps_too_many_real_blurred_photos():
+    from train.__main__ import real_flagged_gate
+
+    def evaluations(kept):
+        confusion = {"sharp": {"keep": 8, "uncertain": 0, "reject": 0},
+                     "blurred": {"keep": kept, "uncertain": 6, "reject": 10 - kept}}
+        photos = [{"path": f"motion_blurred/{i}.jpg", "sharp": False, "verdict": "keep"} for i in range(kept)]
+        return {"real held-out": {"lenient": {"overall": {"model": {"confusion": confusion}}, "photos": photos}}}
+
+    real_flagged_gate(evaluations(1), 0.9)  # 15 of 16 flagged: the v5 model's figure
+    real_flagged_gate({}, 0.9)  # no real set: nothing to check
+    with pytest.raises(TrainError, match=r"flags 14 of 16 .*motion_blurred/1.jpg"):  # the averaged v6 candidate
+        real_flagged_gate(evaluations(2), 0.9)
+    real_flagged_gate(evaluations(2), 0.85)
+
+
 def test_no_regression_gate_keeps_a_better_shipped_model():
     from train.__main__ import no_regression_gate
 
@@ -451,7 +467,8 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
         save(blurred_image(i, 5), real / "defocused_blurred" / f"{i}_CAM_F.jpg")
     out = tmp_path / "models"
     code = main(["--data", str(data), "--real", str(real), "--out", str(out), "--work", str(tmp_path / "work"),
-                 "--epochs", "1", "--per-variant", "4", "--workers", "2", "--filters", "16", "32", "32", "--quiet"])
+                 "--epochs", "1", "--per-variant", "4", "--workers", "2", "--filters", "16", "32", "32",
+                 "--min-real-flagged", "0", "--quiet"])
     assert code == 0
     card = load_card(out / "focus.json")  # verifies the sha256 too
     raw = json.loads((out / "focus.json").read_text())
@@ -487,7 +504,7 @@ def check_an_average_of_runs_builds(tmp_path, data, real):
     out = tmp_path / "average"
     code = main(["--data", str(data), "--real", str(real), "--out", str(out), "--work", str(tmp_path / "work"),
                  "--epochs", "1", "--per-variant", "4", "--workers", "2", "--filters", "16", "32", "32",
-                 "--fit-seed", "1", "2", "--quiet"])
+                 "--fit-seed", "1", "2", "--min-real-flagged", "0", "--quiet"])
     assert code == 0
     card = load_card(out / "focus.json")
     raw = json.loads((out / "focus.json").read_text())
@@ -539,7 +556,8 @@ def check_failed_builds_leave_the_shipped_model_alone(tmp_path, data, real, out,
 
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     args = ["--data", str(data), "--real", str(real), "--out", str(out), "--work", str(tmp_path / "work"),
-            "--epochs", "1", "--per-variant", "4", "--workers", "2", "--filters", "16", "32", "32", "--quiet"]
+            "--epochs", "1", "--per-variant", "4", "--workers", "2", "--filters", "16", "32", "32",
+            "--min-real-flagged", "0", "--quiet"]
     with monkeypatch.context() as patch:
         patch.setattr(train.export, "PARITY_TOLERANCE", -1.0)  # no export can pass
         assert main(args) == 1

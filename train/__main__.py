@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-real-sharp-rejects", type=int, default=0,
                         help="refuse to ship a model that rejects more sharp photos of --real than this "
                         "(at any strictness); in-focus priority")
+    parser.add_argument("--min-real-flagged", type=_fraction, default=0.9,
+                        help="refuse to ship a model that flags (rejects or leaves uncertain) less than this share "
+                        "of the blurred photos of --real at lenient: the bar tests/test_model.py holds the "
+                        "shipped model to (default 0.9)")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -531,6 +535,19 @@ def in_focus_gate(evaluations: dict[str, Any], limit: int) -> None:
                              f"({', '.join(bad)}); nothing shipped")
 
 
+def real_flagged_gate(evaluations: dict[str, Any], minimum: float) -> None:
+    """Refuse a model that flags less than ``minimum`` of the real held-out blurred photos at lenient."""
+    report = evaluations.get("real held-out", {}).get("lenient")
+    if not report:
+        return
+    blurred = report["overall"]["model"]["confusion"]["blurred"]
+    total = sum(blurred.values())
+    if total and (blurred["uncertain"] + blurred["reject"]) / total < minimum:
+        kept = [p["path"] for p in report["photos"] if not p["sharp"] and p["verdict"] == "keep"]
+        raise TrainError(f"the new model flags {blurred['uncertain'] + blurred['reject']} of {total} blurred real "
+                         f"photos at lenient (below {minimum:.0%}; keeps {', '.join(kept)}); nothing shipped")
+
+
 def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None:
     """Build focus.onnx, focus.json and CARD.md in ``staging`` and check them."""
     from cull.card import file_sha256, load_card
@@ -543,6 +560,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
     out = staging / "focus.onnx"
     result = fit_and_export(args, data, args.variant, args.kernel, out)
     in_focus_gate(result["evaluations"], args.max_real_sharp_rejects)
+    real_flagged_gate(result["evaluations"], args.min_real_flagged)
     previous = previous_model_report(args, data)
     if not args.replace_worse:
         no_regression_gate(result["evaluations"], previous)
