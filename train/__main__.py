@@ -191,9 +191,8 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
     runs = [trained_model(args, data, variant, kernel, seed) for seed in fit_seeds(args)]
     models = [model for model, _ in runs]
     history = runs[0][1]
-    for model_history in runs:
-        logging.info("trained %s k=%d in %.0f s (%d epochs)", variant, kernel, model_history[1]["seconds"],
-                     model_history[1]["epochs_run"])
+    for _, run in runs:
+        logging.info("trained %s k=%d in %.0f s (%d epochs)", variant, kernel, run["seconds"], run["epochs_run"])
     probe = network_input(patches["val"]["x"][:256].astype(np.float32) / 255.0)
     if len(models) == 1:
         export_onnx(models[0], out, spec.patch_size)
@@ -230,7 +229,6 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
         scored = val_scored if folder == data["folders"]["val"] else score_folder(folder, card, workers=args.workers)
         evaluations[name] = {s: summarise_folder(folder, scored, card, s) for s in STRICTNESS_LEVELS}
     return {
-        "model": models[0] if len(models) == 1 else models,
         "common": common,
         "thresholds": thresholds,
         "fit_scores": fit_scores,
@@ -238,7 +236,7 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
         "history": history,
         "member_histories": [h for _, h in runs] if len(runs) > 1 else [],
         "parity_max_abs_diff": diff,
-        "patch_metrics_test": patch_metrics(models if len(models) > 1 else models[0], patches["test"], variant),
+        "patch_metrics_test": patch_metrics(models, patches["test"], variant),
         "evaluations": evaluations,
     }
 
