@@ -262,13 +262,8 @@ def stage_costs(paths: list[Path], card_path: Path | None = None, rounds: int = 
     card = load_card(card_path)
     scorer = OnnxScorer(card, threads=1)
     best: dict[str, float] = {}
-
-    def clock(name: str, seconds: float) -> None:
-        best[name] = min(best.get(name, float("inf")), seconds * 1000 / len(paths))
-
     for _ in range(rounds):
         spent = {"DCT 1/8 decode": 0.0, "analysis-scale decode": 0.0, "patch selection": 0.0, "network, 64 patches": 0.0}
-        patches = 0
         for path in paths:
             started = time.perf_counter()
             with Image.open(path) as image:
@@ -286,9 +281,8 @@ def stage_costs(paths: list[Path], card_path: Path | None = None, rounds: int = 
             spent["analysis-scale decode"] += decoded - middle
             spent["patch selection"] += selected - decoded
             spent["network, 64 patches"] += (scored - selected) * 64 / max(1, len(x))
-            patches += len(x)
         for name, seconds in spent.items():
-            clock(name, seconds)
+            best[name] = min(best.get(name, float("inf")), seconds * 1000 / len(paths))
     return best
 
 
