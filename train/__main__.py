@@ -556,6 +556,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
     from train.degrade import VERSION as DEGRADE_VERSION
 
     out = staging / "focus.onnx"
+    seeds = fit_seeds(args)
     result = fit_and_export(args, data, args.variant, args.kernel, out)
     in_focus_gate(result["evaluations"], args.max_real_sharp_rejects)
     real_flagged_gate(result["evaluations"], args.min_real_flagged)
@@ -592,10 +593,10 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
             "seconds": result["history"]["seconds"],
             "batch_size": args.batch_size,
             "seed": args.seed,
-            "fit_seeds": fit_seeds(args),
+            "fit_seeds": seeds,
             "members": [{"fit_seed": seed, "epochs_run": h["epochs_run"], "seconds": h["seconds"],
                          "best_val_loss": round(min(h.get("val_loss", [float("nan")])), 4)}
-                        for seed, h in zip(fit_seeds(args), result["member_histories"])],
+                        for seed, h in zip(seeds, result["member_histories"])],
             "history": {k: [round(x, 4) for x in v] for k, v in result["history"].items() if isinstance(v, list)},
         },
         "export": {"tool": "tf2onnx.convert.from_function", "opset": 17,
@@ -606,10 +607,9 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
         "seed_comparison": sweep,
         "previous_model": previous,
     }
-    members = len(fit_seeds(args))
     tag = "" if tuple(args.filters) == (32, 64, 64) and args.first_stride == 1 and not args.separable else \
         f"-f{'x'.join(map(str, args.filters))}" + ("s2" if args.first_stride == 2 else "") + ("sep" if args.separable else "")
-    tag += f"-avg{members}" if members > 1 else ""
+    tag += f"-avg{len(seeds)}" if len(seeds) > 1 else ""
     version = f"{args.variant}-k{args.kernel}{tag}-{dt.date.today():%Y%m%d}-{file_sha256(out)[:8]}"
     card = write_card(out, version=version, thresholds=result["thresholds"], spec=data["spec"], extra=extra,
                       **result["common"])

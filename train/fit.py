@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +173,10 @@ def train_model(
     return model, record
 
 
-def patch_metrics(model: Any, patches: dict[str, NDArray], variant: str) -> dict[str, float]:
-    """Patch-level accuracy per class at 0.5 (the study's measure), from the Keras model (a list of
-    models: from the mean of their scores, as their averaged export gives it)."""
+def patch_metrics(models: Sequence[Any], patches: dict[str, NDArray], variant: str) -> dict[str, float]:
+    """Patch-level accuracy per class at 0.5 (the study's measure), from the mean score of the Keras
+    models (one, or the members of an average, as their averaged export gives it)."""
     x, _ = prepare(patches, variant)
-    models = model if isinstance(model, list) else [model]
     p = np.mean([np.asarray(m.predict(x, batch_size=256, verbose=0)["p_sharp"]).reshape(-1) for m in models], axis=0)
     sharp = patches["sharp"].astype(bool)
     correct = (p >= 0.5) == sharp
