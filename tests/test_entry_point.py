@@ -1,0 +1,53 @@
+"""The `cull` command as installed: a console script whose worker processes stay light."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "photos"
+
+
+def _console_script() -> Path:
+    script = Path(sys.executable).parent / "cull"
+    if not script.exists():
+        pytest.skip("the cull console script is not installed beside this Python")
+    return script
+
+
+def test_the_console_script_runs_the_light_entry_point() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["cull"] == "cull.__main__:main"
+    probe = "import sys, cull.__main__; print(sorted(m for m in sys.modules if m.split('.')[0] in ('cull', 'typer', 'tqdm')))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['cull', 'cull.__main__']"
+
+
+def test_scan_workers_started_by_the_console_script_do_not_import_the_command_line(tmp_path: Path) -> None:
+    """Spawned workers run the parent's main script again; the `cull` script must not drag the whole
+    command-line layer (typer, tqdm, every command) into each of them."""
+    script = _console_script()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted(EXAMPLES.glob("*.jpg"))[:4]:
+        shutil.copy(path, photos)
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1", "CULL_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([str(script), "scan", str(photos), "--workers", "2", "--no-xmp", "--show", "none"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _imports(done.stderr, "onnxruntime") == 2  # each worker loaded the model: both really ran
+    assert _imports(done.stderr, "cull.cli") == 1  # the parent alone
+    assert _imports(done.stderr, "typer") == 1
+
+
+def _imports(importtime_log: str, module: str) -> int:
+    """How many processes imported ``module`` (-X importtime lists a module once per process)."""
+    return len(re.findall(rf"\|\s+{re.escape(module)}$", importtime_log, re.MULTILINE))
