@@ -387,8 +387,8 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 
 def to_gray_array(image: Image.Image) -> GrayImage:
-    array = np.array(image, dtype=np.float32)  # always a fresh copy: scaled in place, no second array
-    if array.ndim != 2:
-        raise UnreadableImage(f"unexpected image layout {array.shape}")
-    array *= np.float32(1.0 / 255.0)
-    return array
+    """8-bit ('L') or float ('F', 0-255) gray -> float32 in [0, 1], converted and scaled in one pass."""
+    pixels = np.asarray(image)
+    if pixels.ndim != 2:
+        raise UnreadableImage(f"unexpected image layout {pixels.shape}")
+    return np.multiply(pixels, np.float32(1.0 / 255.0), dtype=np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cull.decode import decode_gray
+from cull.decode import decode_gray, to_gray_array
 from cull.errors import UnreadableImage
 from tests.conftest import save, sharp_image
 
@@ -307,3 +307,15 @@ def test_a_raw_preview_too_small_for_the_analysis_is_not_decoded_through_the_con
     write_dng(preview, raw)
     assert _tiff_preview(raw, 1440, need=800) is None
     assert _tiff_preview(raw, 1440, need=640).size == (640, 480)
+
+
+def test_gray_conversion_gives_the_same_floats_as_converting_then_scaling():
+    """to_gray_array converts and scales in one pass; every 8-bit level and float value lands on
+    exactly the float32 that converting first and multiplying by 1/255 gives (scores stay bit for bit)."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    floats = np.linspace(0.0, 255.0, 1001, dtype=np.float32).reshape(7, 143)
+    for image in (Image.fromarray(levels), Image.fromarray(floats)):  # modes L and F
+        gray = to_gray_array(image)
+        expected = np.array(image, dtype=np.float32) * np.float32(1.0 / 255.0)
+        assert gray.dtype == np.float32 and gray.flags.writeable
+        assert np.array_equal(gray, expected)
