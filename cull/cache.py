@@ -34,9 +34,13 @@ CREATE TABLE IF NOT EXISTS scores_v2 (
     patches INTEGER NOT NULL,
     kind TEXT,
     sharp_share REAL NOT NULL,
+    motion REAL,
     PRIMARY KEY (path, model)
 )
 """
+# A scores_v2 table written before ``motion`` existed gains the column (its rows are of older card
+# fingerprints, never read again: cull.card.PHOTO_SCORE_FIELDS).
+SCORE_COLUMNS = ("path", "size", "mtime_ns", "model", "score", "patches", "kind", "sharp_share", "motion")
 FOOTPRINTS = """
 CREATE TABLE IF NOT EXISTS footprints_v1 (
     path BLOB NOT NULL,
@@ -129,6 +133,20 @@ class _SqliteFile:
 _Store = TypeVar("_Store", bound=_SqliteFile)
 
 
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}  # noqa: S608 - our own table name
+
+
+def _add_motion_column(db: sqlite3.Connection) -> None:
+    """Give an older cull's scores_v2 the ``motion`` column (another cull may just have done so)."""
+    try:
+        with db:
+            db.execute("ALTER TABLE scores_v2 ADD COLUMN motion REAL")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
+
+
 class ScoreCache(_SqliteFile):
     """A small wrapper over one SQLite file. ``readonly`` never creates or writes anything."""
 
@@ -140,6 +158,12 @@ class ScoreCache(_SqliteFile):
         self._pending_prints: list[tuple[object, ...]] = []
         try:
             self._db = self._connect(path, readonly, SCHEMA, FOOTPRINTS)
+            if self._db is not None and "motion" not in _columns(self._db, "scores_v2"):
+                if readonly:  # an older cull's cache: it holds no score of this card anyway
+                    self._db.close()
+                    self._db = None
+                else:
+                    _add_motion_column(self._db)
         except (sqlite3.Error, OSError) as exc:  # a broken cache only costs speed
             if str(path) not in _warned:
                 _warned.add(str(path))
@@ -151,18 +175,19 @@ class ScoreCache(_SqliteFile):
             return None
         try:
             row = self._db.execute(
-                "SELECT score, patches, kind, sharp_share FROM scores_v2 "
+                "SELECT score, patches, kind, sharp_share, motion FROM scores_v2 "
                 "WHERE path = ? AND model = ? AND size = ? AND mtime_ns = ?",
                 (os.fsencode(path), self.model, key[0], key[1]),
             ).fetchone()
         except sqlite3.Error:
             return None
-        return None if row is None else PhotoScore(row[0], row[1], row[2], row[3])
+        return None if row is None else PhotoScore(*row)
 
     def put(self, path: Path, key: FileKey, photo: PhotoScore) -> None:
         if self._db is None or self.readonly:
             return
-        self._pending.append((os.fsencode(path), key[0], key[1], self.model, photo.score, photo.patches, photo.kind, photo.sharp_share))
+        self._pending.append((os.fsencode(path), key[0], key[1], self.model, photo.score, photo.patches, photo.kind,
+                              photo.sharp_share, photo.motion))
         if len(self._pending) >= 256:
             self.flush()
 
@@ -191,7 +216,8 @@ class ScoreCache(_SqliteFile):
             return
         try:
             with self._db:
-                self._db.executemany("INSERT OR REPLACE INTO scores_v2 VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
+                self._db.executemany(f"INSERT OR REPLACE INTO scores_v2 ({', '.join(SCORE_COLUMNS)}) "  # noqa: S608
+                                     f"VALUES ({', '.join('?' * len(SCORE_COLUMNS))})", self._pending)
                 self._db.executemany("INSERT OR REPLACE INTO footprints_v1 VALUES (?, ?, ?, ?, ?)", self._pending_prints)
         except sqlite3.Error as exc:
             log.warning("could not update the score cache: %s", exc)

@@ -10,7 +10,9 @@ Rules (pure, see fit_thresholds):
   * reject: below a fraction of the lowest sharp score (lenient 0.5, normal 0.7, strict 0.85),
     never above ``keep``: no labelled sharp photo is rejected, with a margin;
   * keep: in the gap between the highest blurred and the lowest sharp score (midpoint in logit
-    space) when the classes separate, else just above the highest blurred score.
+    space) when the classes separate, else just above the highest blurred score;
+  * no steady path (the shipped card's second way to keep, fitted on its own validation photos:
+    a user's domain gets one keep threshold).
 Expected rates are leave-one-out (each photo judged by thresholds fitted without it) with exact
 Clopper-Pearson intervals, because the samples are small.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cull.card import STRICTNESS_LEVELS, ModelCard, Thresholds, default_card_path, file_sha256, load_card
+from cull.decide import verdict_for
 from cull.errors import DatasetError, ModelError
 from cull.evaluate import LabelledPhoto, labelled_photos
 from cull.fsutil import atomic_write_text
@@ -68,6 +71,7 @@ class Scored:
     sharp: bool
     score: float | None
     error: str | None = None
+    motion: float | None = None  # the kind head's mean P(motion): the base card's steady path needs it
 
 
 @dataclass
@@ -164,12 +168,8 @@ def fit_thresholds(sharp_scores: Sequence[float], blurred_scores: Sequence[float
     return out
 
 
-def _verdict(score: float | None, thresholds: Thresholds) -> str:
-    if score is None:
-        return "uncertain"
-    if score >= thresholds.keep:
-        return "keep"
-    return "reject" if score < thresholds.reject else "uncertain"
+def _verdict(photo: Scored, thresholds: Thresholds) -> str:
+    return "uncertain" if photo.score is None else verdict_for(photo.score, photo.motion, thresholds).value
 
 
 def rates_for(labels: Sequence[bool], verdicts: Sequence[str]) -> dict[str, Rate]:
@@ -208,7 +208,7 @@ def leave_one_out(scored: Sequence[Scored]) -> dict[str, list[str]]:
             fits[key] = fit_thresholds(s_rest, b_rest) if s_rest and b_rest else None
         fitted = fits[key]
         for name in STRICTNESS_LEVELS:
-            verdicts[name].append("uncertain" if fitted is None else _verdict(photo.score, fitted[name]))
+            verdicts[name].append("uncertain" if fitted is None else _verdict(photo, fitted[name]))
     return verdicts
 
 
@@ -223,7 +223,8 @@ def _score_photos(photos: list[LabelledPhoto], card: ModelCard, workers: int, pr
             found[photo.path] = Scored(photo.path, photo.sharp, None, analysis.error or "unreadable")
         else:
             enough = analysis.photo.patches >= card.analysis.min_patches
-            found[photo.path] = Scored(photo.path, photo.sharp, analysis.photo.score if enough else None)
+            found[photo.path] = Scored(photo.path, photo.sharp, analysis.photo.score if enough else None,
+                                       motion=analysis.photo.motion)
         if progress is not None:
             progress.update(1)
     return [found[p.path] for p in photos]
@@ -310,7 +311,7 @@ def calibrate(
     rates = {name: rates_for(labels, loo[name]) for name in STRICTNESS_LEVELS}
     base_scored = [s for s in tried[round(base.analysis.min_std, 6)] if s.error is None]
     base_rates = {
-        name: rates_for([s.sharp for s in base_scored], [_verdict(s.score, base.thresholds_for(name)) for s in base_scored])
+        name: rates_for([s.sharp for s in base_scored], [_verdict(s, base.thresholds_for(name)) for s in base_scored])
         for name in STRICTNESS_LEVELS
     }
     return Calibration(Path(folder), base, card, scored, rates, base_rates, rights, warnings)
@@ -332,14 +333,14 @@ def card_json(calibration: Calibration, base_path: Path, out: Path) -> dict[str,
         sha256=card.sha256,
         version=f"{calibration.base.version}+cal-{dt.date.today():%Y%m%d}",
         analysis={**raw["analysis"], "min_std": card.analysis.min_std},
-        thresholds={name: dataclasses.asdict(t) for name, t in card.thresholds.items()},
+        thresholds={name: t.as_dict() for name, t in card.thresholds.items()},
         calibration={
             "note": f"thresholds fitted by `cull calibrate` on {len(sharp)} sharp and {len(blurred)} blurred photos "
                     f"of {calibration.folder.resolve()}; model and analysis otherwise as {calibration.base.version}",
             "folder": str(calibration.folder.resolve()),
             "date": f"{dt.date.today():%Y-%m-%d}",
             "base_version": calibration.base.version,
-            "base_thresholds": {n: dataclasses.asdict(t) for n, t in calibration.base.thresholds.items()},
+            "base_thresholds": {n: t.as_dict() for n, t in calibration.base.thresholds.items()},
             "base_min_std": calibration.base.analysis.min_std,
             "texture_tried": {str(k): v for k, v in calibration.texture_tried.items()},
             "sharp_scores": [round(s, 4) for s in sorted(sharp)],

@@ -18,6 +18,9 @@ from cull.fsutil import file_sha256  # noqa: F401 - also cull.card.file_sha256 f
 
 CARD_FORMAT = 1
 STRICTNESS_LEVELS = ("lenient", "normal", "strict")
+# What a cached photo score holds (cull.score.PhotoScore): part of the fingerprint, so scores cached
+# before a field was added (2: ``motion``) are analysed again rather than decided without it.
+PHOTO_SCORE_FIELDS = 2
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,31 @@ class AnalysisSpec:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Photo score (P(in focus)) cut points: >= keep -> keep, < reject -> reject, else uncertain."""
+    """Photo score (P(in focus)) cut points: >= keep -> keep, < reject -> reject, else uncertain.
+
+    A second, optional way to keep (a card fitted on validation photos may set it): a score of at
+    least ``steady_keep`` keeps a photo whose patches show little sign of shake, i.e. whose kind
+    head's mean P(motion) is at most ``max_motion`` (a shaken photo is what scores high while blurred).
+    """
 
     keep: float
     reject: float
+    steady_keep: float | None = None
+    max_motion: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.reject <= self.keep <= 1.0:
             raise ModelError(f"thresholds must satisfy 0 <= reject <= keep <= 1, got {self}")
+        if (self.steady_keep is None) != (self.max_motion is None):
+            raise ModelError(f"steady_keep and max_motion go together, got {self}")
+        if self.steady_keep is not None and not (
+            self.reject <= self.steady_keep <= self.keep and 0.0 <= (self.max_motion or 0.0) <= 1.0
+        ):
+            raise ModelError(f"thresholds must satisfy reject <= steady_keep <= keep and 0 <= max_motion <= 1, got {self}")
+
+    def as_dict(self) -> dict[str, float]:
+        """The card's JSON form (the steady path only where set)."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -71,7 +91,7 @@ class ModelCard:
         scoring = {
             "model": self.sha256, "analysis": asdict(self.analysis), "aggregate_k": self.aggregate_k,
             "input": self.input_name, "score": self.score_output, "kind": self.kind_output,
-            "kind_labels": list(self.kind_labels),
+            "kind_labels": list(self.kind_labels), "photo_score": PHOTO_SCORE_FIELDS,
         }
         return hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()
 

@@ -12,6 +12,9 @@ from cull.card import ModelCard
 from cull.errors import ModelError
 
 
+MOTION = "motion"  # the kind head's label for camera shake / motion blur
+
+
 @dataclass(frozen=True)
 class PatchScores:
     """Per-patch outputs: ``sharp`` (N,) P(in focus); ``kind`` (N, K) class probabilities or None."""
@@ -69,18 +72,23 @@ class PhotoScore:
     patches: int
     kind: str | None = None
     sharp_share: float = 0.0  # share of scored patches that look in focus (p >= 0.5)
+    motion: float | None = None  # the kind head's mean P(motion blur) over the scored patches (None: no such head)
 
 
 def aggregate(scores: PatchScores, k: int, kind_labels: tuple[str, ...] = ()) -> PhotoScore:
     """Mean of the ``k`` best patch scores: any clearly sharp region keeps the photo.
 
-    The blur kind is the most likely class averaged over the patches (None without a kind head).
+    The blur kind is the most likely class averaged over the patches, and ``motion`` that average's
+    motion-blur probability (both None without a kind head naming them).
     """
     n = len(scores.sharp)
     if n == 0:
         return PhotoScore(None, 0)
     top = np.sort(scores.sharp)[::-1][: max(1, min(k, n))]
-    kind = None
+    kind = motion = None
     if scores.kind is not None and kind_labels:
-        kind = kind_labels[int(np.argmax(scores.kind.mean(axis=0)))]
-    return PhotoScore(float(top.mean()), n, kind, float((scores.sharp >= 0.5).mean()))
+        mean = scores.kind.mean(axis=0)
+        kind = kind_labels[int(np.argmax(mean))]
+        if MOTION in kind_labels:
+            motion = float(mean[kind_labels.index(MOTION)])
+    return PhotoScore(float(top.mean()), n, kind, float((scores.sharp >= 0.5).mean()), motion)

@@ -141,6 +141,7 @@ def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path
     shipped_card = load_card()
     assert card.sha256 == shipped_card.sha256 and card.model_path.resolve() == shipped_card.model_path.resolve()
     assert card.thresholds != shipped_card.thresholds and card.version.startswith(shipped_card.version)
+    assert all(t.steady_keep is None and t.max_motion is None for t in card.thresholds.values())  # one keep threshold
     assert card.analysis.min_std < shipped_card.analysis.min_std  # the texture threshold adapted to low contrast
     assert "10 sharp and 10 blurred" in card.extra["calibration"]["note"]
 

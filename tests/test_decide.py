@@ -40,3 +40,48 @@ def test_kind_is_the_most_likely_class_over_patches():
 def test_thresholds_must_be_ordered():
     with pytest.raises(ModelError):
         Thresholds(keep=0.2, reject=0.5)
+
+
+STEADY = Thresholds(keep=0.9, reject=0.2, steady_keep=0.8, max_motion=0.35)
+
+
+def test_the_steady_path_keeps_a_high_score_without_signs_of_shake():
+    keep = decide(PhotoScore(0.85, 64, "sharp", motion=0.2), STEADY, 4)
+    assert keep.verdict is Verdict.KEEP and keep.reason == "sharp region found, no sign of shake"
+    assert decide(PhotoScore(0.85, 64, "sharp", motion=0.35), STEADY, 4).verdict is Verdict.KEEP  # at the cap
+    assert decide(PhotoScore(0.95, 64, "motion", motion=0.9), STEADY, 4).reason == "sharp region found"
+
+
+@pytest.mark.parametrize("photo", [
+    PhotoScore(0.85, 64, "motion", motion=0.36),  # the patches look shaken: the full keep threshold applies
+    PhotoScore(0.79, 64, "sharp", motion=0.0),  # below the steady threshold
+    PhotoScore(0.85, 64, None, motion=None),  # no kind head, no evidence about shake
+    PhotoScore(0.85, 3, "sharp", motion=0.0),  # too few patches: uncertain whatever the scores
+])
+def test_the_steady_path_keeps_nothing_else(photo):
+    assert decide(photo, STEADY, 4).verdict is Verdict.UNCERTAIN
+
+
+def test_the_steady_path_never_changes_what_is_rejected():
+    for motion in (None, 0.0, 1.0):
+        assert decide(PhotoScore(0.19, 64, "defocus", motion=motion), STEADY, 4).verdict is Verdict.REJECT
+        assert decide(PhotoScore(0.19, 64, "defocus", motion=motion), Thresholds(0.9, 0.2), 4).verdict is Verdict.REJECT
+
+
+def test_motion_is_the_kind_heads_mean_motion_probability():
+    kind = np.array([[0.7, 0.1, 0.2], [0.5, 0.1, 0.4]], np.float32)
+    photo = aggregate(PatchScores(np.array([0.9, 0.8], np.float32), kind), 3, ("sharp", "defocus", "motion"))
+    assert photo.motion == pytest.approx(0.3)
+    assert aggregate(PatchScores(np.array([0.9], np.float32), kind[:1, :2]), 3, ("sharp", "defocus")).motion is None
+
+
+@pytest.mark.parametrize("fields", [
+    {"steady_keep": 0.8},  # without max_motion
+    {"steady_keep": 0.95, "max_motion": 0.3},  # above keep
+    {"steady_keep": 0.1, "max_motion": 0.3},  # below reject
+    {"steady_keep": 0.8, "max_motion": 1.5},
+])
+def test_a_steady_path_must_be_complete_and_ordered(fields):
+    with pytest.raises(ModelError):
+        Thresholds(keep=0.9, reject=0.2, **fields)
+    assert Thresholds(0.9, 0.2).as_dict() == {"keep": 0.9, "reject": 0.2}

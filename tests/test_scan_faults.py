@@ -115,6 +115,31 @@ def test_cache_lookup_is_keyed_by_the_model(tmp_path):
         assert cache.get(photo, (10, 21)) is None
 
 
+def test_the_cache_keeps_the_motion_evidence_and_upgrades_an_older_culls_table(tmp_path):
+    """The steady path decides on the kind head's P(motion): a cached score carries it.  A cache
+    written before the column existed gains it (read-only, it is simply not used)."""
+    import sqlite3
+
+    from cull.cache import ScoreCache
+    from cull.score import PhotoScore
+
+    db = tmp_path / "c.sqlite"
+    with sqlite3.connect(db) as old:
+        old.execute("CREATE TABLE scores_v2 (path BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
+                    "model TEXT NOT NULL, score REAL, patches INTEGER NOT NULL, kind TEXT, sharp_share REAL NOT NULL, "
+                    "PRIMARY KEY (path, model))")
+        old.execute("INSERT INTO scores_v2 VALUES (?, 1, 2, 'old', 0.5, 8, NULL, 0.1)", (b"/old.jpg",))
+    with ScoreCache(db, "model-a", readonly=True) as cache:
+        assert cache.get(tmp_path / "a.jpg", (10, 20)) is None  # nothing to read, no error
+    photo = PhotoScore(0.9, 12, "sharp", 0.5, motion=0.25)
+    with ScoreCache(db, "model-a") as cache:
+        cache.put(tmp_path / "a.jpg", (10, 20), photo)
+    with ScoreCache(db, "model-a", readonly=True) as cache:
+        assert cache.get(tmp_path / "a.jpg", (10, 20)) == photo
+    with sqlite3.connect(db) as check:
+        assert check.execute("SELECT COUNT(*) FROM scores_v2").fetchone()[0] == 2  # the old row is still there
+
+
 def test_a_file_changed_during_the_scan_is_not_cached(tmp_path, card, monkeypatch):
     """The score of a file replaced while it was being scanned must not be stored under the key (size,
     mtime) read before: once the original comes back with its mtime (an undo, a sync), that stale score

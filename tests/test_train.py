@@ -31,7 +31,7 @@ from train.degrade import (  # noqa: E402
     to_linear,
 )
 from train.errors import TrainError, TrainUsageError  # noqa: E402
-from train.thresholds import fit_thresholds  # noqa: E402
+from train.thresholds import fit_steady, fit_thresholds  # noqa: E402
 
 
 def test_psfs_conserve_light_and_have_the_requested_size():
@@ -230,6 +230,20 @@ def test_thresholds_lean_to_keep():
         assert t[name]["reject"] <= t[name]["keep"]
     with pytest.raises(ValueError):
         fit_thresholds([], [0.1])
+
+
+def test_the_steady_path_keeps_more_sharp_photos_and_no_more_blurred_ones():
+    sharp = [(0.9, m) for m in (0.05, 0.1, 0.15, 0.2, 0.3)] + [(0.97, 0.5)]
+    blurred = [(0.86, 0.4), (0.93, 0.6), (0.2, 0.1)]  # a soft photo, a shaken one scoring high, a clear blur
+    steady = fit_steady(sharp, blurred, keep=0.95, floor=0.5)
+    # the lowest cap keeping all five (0.30), less the margin; below it only the clear blur, far under the floor
+    assert steady == {"steady_keep": 0.5, "max_motion": 0.27}
+    assert not any(score >= steady["steady_keep"] and motion <= steady["max_motion"] for score, motion in blurred)
+    # a blurred photo without signs of shake raises the steady threshold above itself, with a margin
+    tighter = fit_steady(sharp, [*blurred, (0.7, 0.05)], keep=0.95, floor=0.5)
+    assert tighter == {"steady_keep": 0.72, "max_motion": 0.27}
+    assert fit_steady([(0.97, 0.1)], blurred, keep=0.95, floor=0.5) is None  # nothing to gain
+    assert fit_steady([(0.9, 0.5)], [(0.89, 0.5)], keep=0.95, floor=0.5) is None  # only a blurred twin's level
 
 
 def test_sources_split_by_scene_and_accept_the_study_layout(tmp_path):

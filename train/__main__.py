@@ -311,7 +311,7 @@ def fit_on_production_scores(
     from cull.decide import decide
     from cull.evaluate import score_folder
     from train.export import write_card
-    from train.thresholds import fit_thresholds
+    from train.thresholds import fit_steady, fit_thresholds
 
     spec = data["spec"]
     folder = data["folders"]["val"]
@@ -320,16 +320,27 @@ def fit_on_production_scores(
     write_card(onnx, version="fitting (every patch scored)", thresholds=placeholder, spec=every_patch, **common)
     full = score_folder(folder, load_card(onnx), workers=workers)
 
-    def split(scored: list[Any]) -> tuple[list[float], list[float]]:
-        ok = [s for s in scored if s.analysis.photo is not None and s.analysis.photo.score is not None]
-        return ([s.analysis.photo.score for s in ok if s.photo.sharp], [s.analysis.photo.score for s in ok if not s.photo.sharp])
+    def fit(scored: list[Any]) -> dict[str, dict[str, float]]:
+        """keep / reject per strictness, and the steady path where the kind head gives P(motion)."""
+        ok = [s.analysis.photo for s in scored if s.analysis.photo is not None and s.analysis.photo.score is not None]
+        labels = [s.photo.sharp for s in scored if s.analysis.photo is not None and s.analysis.photo.score is not None]
+        fitted = fit_thresholds([p.score for p, sharp in zip(ok, labels) if sharp],
+                                [p.score for p, sharp in zip(ok, labels) if not sharp])
+        if ok and all(p.motion is not None for p in ok):
+            steady = fit_steady([(p.score, p.motion) for p, sharp in zip(ok, labels) if sharp],
+                                [(p.score, p.motion) for p, sharp in zip(ok, labels) if not sharp],
+                                keep=min(t["keep"] for t in fitted.values()), floor=max(t["reject"] for t in fitted.values()))
+            for t in fitted.values():
+                t.update(steady or {})
+        return fitted
 
-    thresholds = fit_thresholds(*split(full))
+    thresholds = fit(full)
     write_card(onnx, version="candidate", thresholds=thresholds, spec=spec, **common)
     card = load_card(onnx)
     production = score_folder(folder, card, workers=workers)
-    again = fit_thresholds(*split(production))
-    if any(abs(again[s][t] - thresholds[s][t]) > 1e-6 for s in thresholds for t in ("keep", "reject")):
+    again = fit(production)
+    if any(again[s].keys() != thresholds[s].keys() or any(abs(again[s][t] - thresholds[s][t]) > 1e-6 for t in thresholds[s])
+           for s in thresholds):
         raise TrainError(f"thresholds refitted on production scores differ: {again} vs {thresholds}")
     for a, b in zip(full, production):
         if (a.analysis.photo is None) != (b.analysis.photo is None):

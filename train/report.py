@@ -35,6 +35,11 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
     ]
     for name, t in card["thresholds"].items():
         lines.append(f"| {name} | {t['reject']:.4f} | {t['keep']:.4f} |")
+    steady = next((t for t in card["thresholds"].values() if "steady_keep" in t), None)
+    if steady is not None:
+        lines += ["", f"Steady path (every strictness): a photo is also kept from {steady['steady_keep']:.4f} when the kind "
+                  f"head's mean P(motion) over its patches is at most {steady['max_motion']:.2f} (no sign of shake; fitted "
+                  "on the validation photos: no blurred one more is kept, see train/thresholds.py fit_steady)."]
     lines += ["", "## Photo-level results", "",
               "Sharp false-reject = sharp photos rejected; flagged = blurred photos marked reject or uncertain.",
               "", "| set | strictness | method | sharp falsely rejected | sharp kept | blurred flagged | blurred rejected | acc. sharp | acc. blurred |",

@@ -31,3 +31,41 @@ def fit_thresholds(sharp_scores: Sequence[float], blurred_scores: Sequence[float
         name: {"keep": round(max(keep, reject), 6), "reject": round(reject, 6)}
         for name, reject in sorted(rejects.items())
     }
+
+
+# The steady path (cull.card.Thresholds.steady_keep / max_motion): a second way to keep, for photos whose
+# patches the kind head does not take for shake.  Shaken photos are what score high while blurred and so
+# set ``keep``; a photo without signs of shake can be kept at a lower score, as long as no blurred
+# validation photo below the motion cap reaches it.
+STEADY_SCORE_MARGIN = 0.02  # steady_keep: this far above the highest such blurred validation score
+STEADY_MOTION_MARGIN = 0.03  # max_motion: this far below the cap that keeps the most sharp validation photos
+MOTION_CAPS = np.round(np.arange(0.05, 0.6001, 0.01), 2)
+
+
+def fit_steady(
+    sharp: Sequence[tuple[float, float]], blurred: Sequence[tuple[float, float]], keep: float, floor: float
+) -> dict[str, float] | None:
+    """``{"steady_keep": s, "max_motion": m}`` from validation (score, mean P(motion)) pairs, or None.
+
+    For each motion cap, the lowest steady_keep that keeps no more blurred photos than ``keep`` does
+    (STEADY_SCORE_MARGIN above the highest blurred score under the cap, never below ``floor``, the
+    highest reject threshold); the cap that keeps the most sharp photos below ``keep`` wins (the
+    lowest such cap), lowered by STEADY_MOTION_MARGIN, and its steady_keep is worked out again.
+    None when no cap gains a sharp photo.  Pure.
+    """
+
+    def steady_keep(cap: float) -> float:
+        under = [score for score, motion in blurred if motion <= cap and score < keep]
+        return round(min(keep, max(floor, max(under, default=0.0) + STEADY_SCORE_MARGIN)), 6)
+
+    def gained(cap: float) -> int:
+        threshold = steady_keep(cap)
+        return sum(1 for score, motion in sharp if threshold <= score < keep and motion <= cap)
+
+    gains = [gained(float(cap)) for cap in MOTION_CAPS]
+    if max(gains, default=0) == 0:
+        return None
+    cap = round(float(MOTION_CAPS[gains.index(max(gains))]) - STEADY_MOTION_MARGIN, 6)
+    if cap < 0 or gained(cap) == 0:
+        return None
+    return {"steady_keep": steady_keep(cap), "max_motion": cap}
