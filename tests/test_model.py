@@ -56,3 +56,23 @@ def test_no_real_sharp_photo_is_rejected_at_any_strictness(card):
     for strictness in STRICTNESS_LEVELS:
         report = summarise_folder(folder, scored, card, strictness)
         assert report["overall"]["model"]["confusion"]["sharp"]["reject"] == 0, strictness
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "real-blur-dev").is_dir(), reason="needs ../shared/data/real-blur-dev")
+def test_the_steady_path_keeps_no_real_blurred_photo_the_keep_threshold_flags(card):
+    """The shipped card's steady path (keep at a lower score without signs of shake) only adds keeps;
+    on the real dev photos it must not keep a blurred one that the plain keep threshold flags."""
+    from dataclasses import replace
+
+    from cull.decide import Verdict, decide
+
+    lenient = card.thresholds_for("lenient")
+    assert lenient.steady_keep is not None and lenient.steady_keep < lenient.keep
+    plain = replace(lenient, steady_keep=None, max_motion=None)
+    for scored in score_folder(SHARED_DATA / "real-blur-dev", card, workers=1):
+        photo = scored.analysis.photo
+        assert photo is not None and photo.motion is not None  # the kind head's evidence reaches the decision
+        with_path = decide(photo, lenient, card.analysis.min_patches).verdict
+        without = decide(photo, plain, card.analysis.min_patches).verdict
+        if not scored.photo.sharp:
+            assert (with_path is Verdict.KEEP) == (without is Verdict.KEEP), scored.photo.path
