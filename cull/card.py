@@ -57,8 +57,8 @@ class Thresholds:
             raise ModelError(f"thresholds must satisfy 0 <= reject <= keep <= 1, got {self}")
         if (self.steady_keep is None) != (self.max_motion is None):
             raise ModelError(f"steady_keep and max_motion go together, got {self}")
-        if self.steady_keep is not None and not (
-            self.reject <= self.steady_keep <= self.keep and 0.0 <= (self.max_motion or 0.0) <= 1.0
+        if self.steady_keep is not None and self.max_motion is not None and not (
+            self.reject <= self.steady_keep <= self.keep and 0.0 <= self.max_motion <= 1.0
         ):
             raise ModelError(f"thresholds must satisfy reject <= steady_keep <= keep and 0 <= max_motion <= 1, got {self}")
 

@@ -27,6 +27,9 @@ class Decision:
     reason: str
 
 
+STEADY_REASON = "sharp region found, no sign of shake"  # kept through the card's steady path
+
+
 def decide(photo: PhotoScore, thresholds: Thresholds, min_patches: int) -> Decision:
     """Keep when a sharp region is found; reject only on clear, sufficient evidence of blur."""
     if photo.score is None or photo.patches < min_patches:
@@ -37,9 +40,6 @@ def decide(photo: PhotoScore, thresholds: Thresholds, min_patches: int) -> Decis
     if verdict is Verdict.REJECT:
         return Decision(verdict, f"no sharp region ({photo.kind or 'blur'})")
     return Decision(verdict, "focus evidence is weak")
-
-
-STEADY_REASON = "sharp region found, no sign of shake"
 
 
 def verdict_for(score: float, motion: float | None, thresholds: Thresholds) -> Verdict:

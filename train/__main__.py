@@ -322,13 +322,12 @@ def fit_on_production_scores(
 
     def fit(scored: list[Any]) -> dict[str, dict[str, float]]:
         """keep / reject per strictness, and the steady path where the kind head gives P(motion)."""
-        ok = [s.analysis.photo for s in scored if s.analysis.photo is not None and s.analysis.photo.score is not None]
-        labels = [s.photo.sharp for s in scored if s.analysis.photo is not None and s.analysis.photo.score is not None]
-        fitted = fit_thresholds([p.score for p, sharp in zip(ok, labels) if sharp],
-                                [p.score for p, sharp in zip(ok, labels) if not sharp])
-        if ok and all(p.motion is not None for p in ok):
-            steady = fit_steady([(p.score, p.motion) for p, sharp in zip(ok, labels) if sharp],
-                                [(p.score, p.motion) for p, sharp in zip(ok, labels) if not sharp],
+        ok = [s for s in scored if s.analysis.photo is not None and s.analysis.photo.score is not None]
+        sharp = [s.analysis.photo for s in ok if s.photo.sharp]
+        blurred = [s.analysis.photo for s in ok if not s.photo.sharp]
+        fitted = fit_thresholds([p.score for p in sharp], [p.score for p in blurred])
+        if ok and all(p.motion is not None for p in sharp + blurred):
+            steady = fit_steady([(p.score, p.motion) for p in sharp], [(p.score, p.motion) for p in blurred],
                                 keep=min(t["keep"] for t in fitted.values()), floor=max(t["reject"] for t in fitted.values()))
             for t in fitted.values():
                 t.update(steady or {})
