@@ -66,6 +66,6 @@ def fit_steady(
     if max(gains, default=0) == 0:
         return None
     cap = round(float(MOTION_CAPS[gains.index(max(gains))]) - STEADY_MOTION_MARGIN, 6)
-    if cap < 0 or gained(cap) == 0:
+    if gained(cap) == 0:
         return None
     return {"steady_keep": steady_keep(cap), "max_motion": cap}
