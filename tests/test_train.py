@@ -11,7 +11,7 @@ from tests.conftest import blurred_image, save, sharp_image
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
-from train.data import find_sources, make_variant  # noqa: E402
+from train.data import Source, _photo_patches, choose_patches, find_sources, fine_detail, make_variant, spec_key  # noqa: E402
 from train.degrade import (  # noqa: E402
     DEFOCUS_RADIUS,
     MIN_DEFOCUS_SPREAD,
@@ -135,6 +135,54 @@ def test_blurred_labels_are_clearly_blurred_at_the_analysis_scale():
             assert degrade(gray, kind, np.random.default_rng(seed)).amount >= min(DEFOCUS_RADIUS[0], MOTION_LENGTH[0])
         small = make_variant(gray, "small-blurred", np.random.default_rng(seed))
         assert small.amount >= DEFOCUS_RADIUS[0]
+
+
+def test_blurred_photos_train_on_their_sharpest_looking_patches():
+    """Hard negatives: a scan keeps a photo on its best patches, so a blurred photo's training patches
+    include the ones that look sharpest (an edge running along the shake), not only random ones."""
+    from scipy.ndimage import convolve as convolve2d, gaussian_filter
+
+    rng = np.random.default_rng(3)
+    texture = gaussian_filter(rng.random((64, 64)), 1.0).astype(np.float32)
+    edge = np.zeros((64, 64), np.float32)
+    edge[:, 32:] = 1.0
+    shake = np.full((15, 1), 1 / 15)  # a vertical 15 px shake
+    patches = np.stack([
+        convolve2d(edge, shake.T),  # the shake across the edge: smeared
+        gaussian_filter(texture, 2.5),  # defocused texture
+        convolve2d(edge, shake),  # the shake along the edge: still crisp
+        texture,
+    ]).astype(np.float32)
+    detail = fine_detail(patches)
+    assert detail[0] < detail[1] < detail[3] and detail[2] == pytest.approx(fine_detail(edge[None])[0])
+    picked = choose_patches(patches, 2, 0.5, np.random.default_rng(0))
+    assert picked[0] == 2 and len(set(picked.tolist())) == 2  # the crisp-looking one first, then one at random
+    assert sorted(choose_patches(patches, 4, 0.0, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3]
+    assert len(choose_patches(patches[:1], 6, 0.5, rng)) == 1  # fewer candidates than asked: all of them
+
+
+def test_hard_negatives_change_only_the_blurred_patches_and_the_data_key(tmp_path):
+    from PIL import ImageFilter
+
+    from cull.card import AnalysisSpec
+
+    spec = AnalysisSpec()
+    source = Source(save(sharp_image(1), tmp_path / "a.jpg", quality=95), "train", "sharp", "a")
+    x0, sharp0, _ = _photo_patches((source, 5, spec, 6, 0.0))
+    x1, sharp1, _ = _photo_patches((source, 5, spec, 6, 0.5))
+    assert len(x0) == len(x1) and np.array_equal(sharp0, sharp1)  # as many patches, the same labels
+    assert np.array_equal(x0[:12], x1[:12])  # the photo's first (sharp) variants: the same draws
+    # a real blurred photo, learnt as it is: the same candidates, three of its six patches the sharpest-looking
+    soft = sharp_image(2).filter(ImageFilter.BoxBlur(2))
+    blurred = Source(save(soft, tmp_path / "b.jpg", quality=95), "train", "defocus", "b")
+    random_pick, _, _ = _photo_patches((blurred, 9, spec, 6, 0.0))
+    hard_pick, labels, _ = _photo_patches((blurred, 9, spec, 6, 0.5))
+    assert len(hard_pick) == 6 and not labels.any()
+    detail = fine_detail(hard_pick.astype(np.float32) / 255)
+    assert detail[:3].min() >= detail[3:].max()  # the hard ones come first
+    assert detail[:3].mean() > fine_detail(random_pick.astype(np.float32) / 255).mean()
+    keys = {spec_key(spec, 1, 6, [source], share) for share in (0.0, 0.5, 0.25)}
+    assert len(keys) == 3  # each recipe caches its own data; share 0 keeps the earlier recipe's key
 
 
 def test_camera_pipeline_keeps_size_and_range_and_is_reproducible():

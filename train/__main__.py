@@ -30,6 +30,8 @@ SHARED = REPO.parent / "shared" / "data"
 def _parser() -> argparse.ArgumentParser:
     from platformdirs import user_cache_dir
 
+    from train.data import HARD_NEGATIVE_SHARE
+
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
     parser.add_argument("command", nargs="?", default="build", choices=["build", "sweep"])
     parser.add_argument("--data", type=Path, action="append",
@@ -54,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--per-variant", type=int, default=6, help="patches kept per degraded photo")
+    parser.add_argument("--hard-negatives", type=_fraction, default=HARD_NEGATIVE_SHARE, metavar="SHARE",
+                        help="share of a blurred photo's patches chosen as the sharpest-looking of four times as "
+                        "many candidates, the rest at random (default %(default)s: all random)")
     parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split, evenly "
                         "spaced (quicker builds; default 0: all of them, as the shipped model was built)")
     parser.add_argument("--seed", type=int, default=20261125)
@@ -143,7 +148,7 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
             chosen = [s for s in sources if s.split == split]
             kept += chosen[:: max(1, -(-len(chosen) // args.limit))][: args.limit]
         sources = kept
-    key = spec_key(spec, args.seed, args.per_variant, sources)
+    key = spec_key(spec, args.seed, args.per_variant, sources, args.hard_negatives)
     work = args.work / key
     work.mkdir(parents=True, exist_ok=True)
     folders = {}
@@ -158,7 +163,8 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
         cached = work / f"{split}.npz"
         if not cached.exists():
             logging.info("making %s patches from %d photos ...", split, sum(s.split == split for s in sources))
-            arrays = build_patches(sources, split, spec, args.seed + offset, args.per_variant, args.workers)
+            arrays = build_patches(sources, split, spec, args.seed + offset, args.per_variant, args.workers,
+                                   args.hard_negatives)
             np.savez(work / f"{split}.tmp.npz", **arrays)
             os.replace(work / f"{split}.tmp.npz", cached)
         with np.load(cached) as npz:
@@ -562,7 +568,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
     from train.export import write_card
     from train.report import write_card_markdown
 
-    from train.data import PHOTO_VARIANTS, TRAIN_VARIANTS
+    from train.data import HARD_POOL, PHOTO_VARIANTS, TRAIN_VARIANTS
     from train.degrade import VERSION as DEGRADE_VERSION
 
     out = staging / "focus.onnx"
@@ -591,6 +597,8 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
             "recipe": f"v{DEGRADE_VERSION}",
             "degradations": DEGRADATIONS,
             "variants_per_photo": list(TRAIN_VARIANTS),
+            "patches_per_variant": args.per_variant,
+            "hard_negatives": {"share": args.hard_negatives, "pool": HARD_POOL} if args.hard_negatives else None,
             "photo_folder_variants": list(PHOTO_VARIANTS),
             "init": None if not args.init else {"sha256": file_sha256(args.init), "from": str(args.init),
                                                  "version": _card_version(args.init)},

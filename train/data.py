@@ -40,6 +40,12 @@ TRAIN_VARIANTS = ("sharp", "sharp", "depth", "depth", "composite", "defocus", "d
                   "motion", "small-sharp", "small-blurred")
 SMALL_LONG_SIDE = (180, 320)
 MIN_SHARP_PIXELS = 3 * 64 * 64  # a depth photo labelled sharp must have at least this much in focus
+# Hard negatives: a scan keeps a photo on its best few patches, so a blurred photo is kept when some of its
+# patches look sharp (edges running along a shake).  With a hard-negative share > 0, that share of a
+# blurred photo's patches are the ones that look sharpest (fine_detail) among HARD_POOL times as many
+# textured candidates; the rest are drawn at random, as every patch is with share 0.
+HARD_NEGATIVE_SHARE = 0.0  # the shipped model's recipe (v5)
+HARD_POOL = 4
 _SCENE = re.compile(r"^(\d+)_")
 
 
@@ -105,8 +111,8 @@ def load_source(path: Path) -> NDArray[np.float32]:
 
 # --- patch sets ---------------------------------------------------------------------------------
 
-def _photo_patches(args: tuple[Source, int, AnalysisSpec, int]) -> tuple[NDArray[np.uint8], NDArray[np.int8], NDArray[np.int8]]:
-    source, seed, spec, per_variant = args
+def _photo_patches(args: tuple[Source, int, AnalysisSpec, int, float]) -> tuple[NDArray[np.uint8], NDArray[np.int8], NDArray[np.int8]]:
+    source, seed, spec, per_variant, hard_share = args
     rng = np.random.default_rng(seed)
     empty = (np.zeros((0, spec.patch_size, spec.patch_size), np.uint8), np.zeros(0, np.int8), np.zeros(0, np.int8))
     try:
@@ -114,7 +120,6 @@ def _photo_patches(args: tuple[Source, int, AnalysisSpec, int]) -> tuple[NDArray
     except UnreadableImage as exc:
         log.warning("skipping %s: %s", source.path, exc)
         return empty
-    pick = replace(spec, max_patches=per_variant * 2)
     xs, sharp, kind = [], [], []
     if source.label != "sharp":  # a real blurred photo: learn from it as it is
         variants: tuple[str, ...] = ("as-is",)
@@ -130,10 +135,11 @@ def _photo_patches(args: tuple[Source, int, AnalysisSpec, int]) -> tuple[NDArray
             image, mask, label = d.image, d.sharp_mask, d.kind
         dy, dx = rng.integers(0, spec.patch_size, size=2)  # vary the tile grid
         image = image[dy:, dx:]
-        patches = select_patches(image, pick)
+        share = hard_share if label != "sharp" and mask is None else 0.0
+        patches = select_patches(image, replace(spec, max_patches=per_variant * (HARD_POOL if share else 2)))
         if len(patches) == 0:
             continue
-        chosen = rng.permutation(len(patches))[:per_variant]
+        chosen = choose_patches(patches.pixels, per_variant, share, rng)
         for i in chosen:
             patch_label = label
             if mask is not None:
@@ -151,6 +157,23 @@ def _photo_patches(args: tuple[Source, int, AnalysisSpec, int]) -> tuple[NDArray
     if not xs:
         return empty
     return np.stack(xs), np.array(sharp, np.int8), np.array(kind, np.int8)
+
+
+def fine_detail(pixels: NDArray[np.float32]) -> NDArray[np.float64]:
+    """How sharp each (N, P, P) patch looks: mean |Laplacian| over mean |gradient| (blur takes the
+    second derivative down faster than the first; an edge along a shake keeps both)."""
+    p = pixels.astype(np.float64)
+    lap = np.abs(p[:, 1:-1, 2:] + p[:, 1:-1, :-2] + p[:, 2:, 1:-1] + p[:, :-2, 1:-1] - 4 * p[:, 1:-1, 1:-1])
+    grad = np.abs(np.diff(p, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(p, axis=2)).mean(axis=(1, 2))
+    return lap.mean(axis=(1, 2)) / (grad + 1e-3)
+
+
+def choose_patches(pixels: NDArray[np.float32], count: int, hard_share: float, rng: np.random.Generator) -> NDArray[np.intp]:
+    """Indices of ``count`` patches: the ``hard_share`` that look sharpest (fine_detail), the rest at random."""
+    hard = int(round(count * hard_share))
+    ranked = np.argsort(-fine_detail(pixels), kind="stable") if hard else np.arange(len(pixels))
+    rest = ranked[hard:]
+    return np.concatenate([ranked[:hard], rest[rng.permutation(len(rest))[: count - hard]]]).astype(np.intp)
 
 
 def make_variant(gray: NDArray[np.float32], variant: str, rng: np.random.Generator) -> Degraded:
@@ -172,11 +195,13 @@ def make_variant(gray: NDArray[np.float32], variant: str, rng: np.random.Generat
 
 
 def build_patches(
-    sources: list[Source], split: str, spec: AnalysisSpec, seed: int, per_variant: int, workers: int
+    sources: list[Source], split: str, spec: AnalysisSpec, seed: int, per_variant: int, workers: int,
+    hard_share: float = 0.0,
 ) -> dict[str, NDArray]:
-    """Patch set of one split: x (N, P, P) uint8, sharp (N,) 0/1, kind (N,) index into KINDS."""
+    """Patch set of one split: x (N, P, P) uint8, sharp (N,) 0/1, kind (N,) index into KINDS;
+    ``hard_share``: of each blurred photo's patches, the share that are hard negatives (see HARD_POOL)."""
     chosen = [s for s in sources if s.split == split]
-    jobs = [(s, seed * 1_000_003 + i, spec, per_variant) for i, s in enumerate(chosen)]
+    jobs = [(s, seed * 1_000_003 + i, spec, per_variant, hard_share) for i, s in enumerate(chosen)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         parts = list(pool.map(_photo_patches, jobs, chunksize=4))
     x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, spec.patch_size, spec.patch_size), np.uint8)
@@ -244,6 +269,8 @@ def summarise_sources(sources: list[Source]) -> dict[str, dict[str, int]]:
     return summary
 
 
-def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Source]) -> str:
-    blob = json.dumps([asdict(spec), seed, per_variant, TRAIN_VARIANTS, PHOTO_VARIANTS, DEGRADE_VERSION, [str(s.path) for s in sources]])
+def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Source], hard_share: float = 0.0) -> str:
+    hard = [hard_share, HARD_POOL] if hard_share else []  # share 0: the key (and data) of the earlier recipe
+    blob = json.dumps([asdict(spec), seed, per_variant, TRAIN_VARIANTS, PHOTO_VARIANTS, DEGRADE_VERSION, *hard,
+                       [str(s.path) for s in sources]])
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
