@@ -6,12 +6,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tests.conftest import blurred_image, save, sharp_image
+from tests.conftest import REPO, blurred_image, save, sharp_image
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
-from train.data import Source, _photo_patches, choose_patches, find_sources, fine_detail, make_variant, spec_key  # noqa: E402
+from train.data import (  # noqa: E402
+    Source,
+    _photo_patches,
+    choose_patches,
+    find_sources,
+    fine_detail,
+    make_variant,
+    miner_scores,
+    spec_key,
+)
 from train.degrade import (  # noqa: E402
     DEFOCUS_RADIUS,
     MIN_DEFOCUS_SPREAD,
@@ -155,10 +164,10 @@ def test_blurred_photos_train_on_their_sharpest_looking_patches():
     ]).astype(np.float32)
     detail = fine_detail(patches)
     assert detail[0] < detail[1] < detail[3] and detail[2] == pytest.approx(fine_detail(edge[None])[0])
-    picked = choose_patches(patches, 2, 0.5, np.random.default_rng(0))
+    picked = choose_patches(detail, 4, 2, 0.5, np.random.default_rng(0))
     assert picked[0] == 2 and len(set(picked.tolist())) == 2  # the crisp-looking one first, then one at random
-    assert sorted(choose_patches(patches, 4, 0.0, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3]
-    assert len(choose_patches(patches[:1], 6, 0.5, rng)) == 1  # fewer candidates than asked: all of them
+    assert sorted(choose_patches(None, 4, 4, 0.0, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3]
+    assert len(choose_patches(detail[:1], 1, 6, 0.5, rng)) == 1  # fewer candidates than asked: all of them
 
 
 def test_hard_negatives_change_only_the_blurred_patches_and_the_data_key(tmp_path):
@@ -168,21 +177,31 @@ def test_hard_negatives_change_only_the_blurred_patches_and_the_data_key(tmp_pat
 
     spec = AnalysisSpec()
     source = Source(save(sharp_image(1), tmp_path / "a.jpg", quality=95), "train", "sharp", "a")
-    x0, sharp0, _ = _photo_patches((source, 5, spec, 6, 0.0))
-    x1, sharp1, _ = _photo_patches((source, 5, spec, 6, 0.5))
+    x0, sharp0, _ = _photo_patches((source, 5, spec, 6, 0.0, None))
+    x1, sharp1, _ = _photo_patches((source, 5, spec, 6, 0.5, None))
     assert len(x0) == len(x1) and np.array_equal(sharp0, sharp1)  # as many patches, the same labels
     assert np.array_equal(x0[:12], x1[:12])  # the photo's first (sharp) variants: the same draws
     # a real blurred photo, learnt as it is: the same candidates, three of its six patches the sharpest-looking
     soft = sharp_image(2).filter(ImageFilter.BoxBlur(2))
     blurred = Source(save(soft, tmp_path / "b.jpg", quality=95), "train", "defocus", "b")
-    random_pick, _, _ = _photo_patches((blurred, 9, spec, 6, 0.0))
-    hard_pick, labels, _ = _photo_patches((blurred, 9, spec, 6, 0.5))
+    random_pick, _, _ = _photo_patches((blurred, 9, spec, 6, 0.0, None))
+    hard_pick, labels, _ = _photo_patches((blurred, 9, spec, 6, 0.5, None))
     assert len(hard_pick) == 6 and not labels.any()
     detail = fine_detail(hard_pick.astype(np.float32) / 255)
     assert detail[:3].min() >= detail[3:].max()  # the hard ones come first
     assert detail[:3].mean() > fine_detail(random_pick.astype(np.float32) / 255).mean()
-    keys = {spec_key(spec, 1, 6, [source], share) for share in (0.0, 0.5, 0.25)}
-    assert len(keys) == 3  # each recipe caches its own data; share 0 keeps the earlier recipe's key
+    # mined by a focus network: the three it finds sharpest, and it finds them sharper than the random ones
+    miner = str(REPO / "models" / "focus.onnx")
+    mined, _, _ = _photo_patches((blurred, 9, spec, 6, 0.5, miner))
+    p_sharp = miner_scores(miner, mined.astype(np.float32) / 255)
+    assert p_sharp[:3].min() >= p_sharp[3:].max()
+    assert p_sharp[:3].mean() > miner_scores(miner, random_pick.astype(np.float32) / 255).mean()
+    keys = {spec_key(spec, 1, 6, [source], share, miner_path)
+            for share, miner_path in ((0.0, None), (0.5, None), (0.25, None), (0.5, REPO / "models" / "focus.onnx"))}
+    assert len(keys) == 4  # each recipe caches its own data; share 0 keeps the earlier recipe's key
+    from train.__main__ import main
+
+    assert main(["--miner", miner, "--work", str(tmp_path / "work")]) == 2  # a miner without a share: usage error
 
 
 def test_camera_pipeline_keeps_size_and_range_and_is_reproducible():

@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hard-negatives", type=_fraction, default=HARD_NEGATIVE_SHARE, metavar="SHARE",
                         help="share of a blurred photo's patches chosen as the sharpest-looking of four times as "
                         "many candidates, the rest at random (default %(default)s: all random)")
+    parser.add_argument("--miner", type=Path, default=None, metavar="MODEL.onnx",
+                        help="with --hard-negatives: an exported focus network whose P(in focus) says which "
+                        "patches look sharpest (default: their fine detail, |Laplacian| over |gradient|)")
     parser.add_argument("--limit", type=int, default=0, help="use at most this many source photos per split, evenly "
                         "spaced (quicker builds; default 0: all of them, as the shipped model was built)")
     parser.add_argument("--seed", type=int, default=20261125)
@@ -114,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not args.data:
         args.data = [SHARED / "sharp"]
-    for option, path in (("--init", args.init), ("--distil", args.distil)):
+    for option, path in (("--init", args.init), ("--distil", args.distil), ("--miner", args.miner)):
         if path is not None and not Path(path).is_file():
             logging.error("python -m train: %s %s: no such model file", option, path)
             return 2
+    if args.miner and not args.hard_negatives:
+        logging.error("python -m train: --miner chooses hard negatives: give --hard-negatives SHARE too")
+        return 2
     started = time.monotonic()
     try:
         data = prepare_data(args)
@@ -148,7 +154,7 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
             chosen = [s for s in sources if s.split == split]
             kept += chosen[:: max(1, -(-len(chosen) // args.limit))][: args.limit]
         sources = kept
-    key = spec_key(spec, args.seed, args.per_variant, sources, args.hard_negatives)
+    key = spec_key(spec, args.seed, args.per_variant, sources, args.hard_negatives, args.miner)
     work = args.work / key
     work.mkdir(parents=True, exist_ok=True)
     folders = {}
@@ -164,7 +170,7 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
         if not cached.exists():
             logging.info("making %s patches from %d photos ...", split, sum(s.split == split for s in sources))
             arrays = build_patches(sources, split, spec, args.seed + offset, args.per_variant, args.workers,
-                                   args.hard_negatives)
+                                   args.hard_negatives, args.miner)
             np.savez(work / f"{split}.tmp.npz", **arrays)
             os.replace(work / f"{split}.tmp.npz", cached)
         with np.load(cached) as npz:
@@ -598,7 +604,10 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
             "degradations": DEGRADATIONS,
             "variants_per_photo": list(TRAIN_VARIANTS),
             "patches_per_variant": args.per_variant,
-            "hard_negatives": {"share": args.hard_negatives, "pool": HARD_POOL} if args.hard_negatives else None,
+            "hard_negatives": None if not args.hard_negatives else {
+                "share": args.hard_negatives, "pool": HARD_POOL,
+                "miner": None if not args.miner else {"sha256": file_sha256(args.miner), "from": str(args.miner),
+                                                      "version": _card_version(args.miner)}},
             "photo_folder_variants": list(PHOTO_VARIANTS),
             "init": None if not args.init else {"sha256": file_sha256(args.init), "from": str(args.init),
                                                  "version": _card_version(args.init)},

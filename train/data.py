@@ -14,17 +14,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from cull.card import AnalysisSpec
+from cull.card import AnalysisSpec, file_sha256
 from cull.decode import decode_gray
 from cull.errors import UnreadableImage
 from cull.evaluate import folder_label
 from cull.formats import is_photo
-from cull.patches import select_patches
+from cull.patches import network_input, select_patches
 from train.degrade import KINDS, VERSION as DEGRADE_VERSION, Degraded, degrade, resize
 from train.errors import TrainUsageError
 
@@ -42,8 +43,9 @@ SMALL_LONG_SIDE = (180, 320)
 MIN_SHARP_PIXELS = 3 * 64 * 64  # a depth photo labelled sharp must have at least this much in focus
 # Hard negatives: a scan keeps a photo on its best few patches, so a blurred photo is kept when some of its
 # patches look sharp (edges running along a shake).  With a hard-negative share > 0, that share of a
-# blurred photo's patches are the ones that look sharpest (fine_detail) among HARD_POOL times as many
-# textured candidates; the rest are drawn at random, as every patch is with share 0.
+# blurred photo's patches are the ones that look sharpest among HARD_POOL times as many textured
+# candidates (to a miner network's focus head, or by fine_detail without one); the rest are drawn at
+# random, as every patch is with share 0.
 HARD_NEGATIVE_SHARE = 0.0  # the shipped model's recipe (v5)
 HARD_POOL = 4
 _SCENE = re.compile(r"^(\d+)_")
@@ -111,8 +113,8 @@ def load_source(path: Path) -> NDArray[np.float32]:
 
 # --- patch sets ---------------------------------------------------------------------------------
 
-def _photo_patches(args: tuple[Source, int, AnalysisSpec, int, float]) -> tuple[NDArray[np.uint8], NDArray[np.int8], NDArray[np.int8]]:
-    source, seed, spec, per_variant, hard_share = args
+def _photo_patches(args: tuple[Source, int, AnalysisSpec, int, float, str | None]) -> tuple[NDArray[np.uint8], NDArray[np.int8], NDArray[np.int8]]:
+    source, seed, spec, per_variant, hard_share, miner = args
     rng = np.random.default_rng(seed)
     empty = (np.zeros((0, spec.patch_size, spec.patch_size), np.uint8), np.zeros(0, np.int8), np.zeros(0, np.int8))
     try:
@@ -139,7 +141,8 @@ def _photo_patches(args: tuple[Source, int, AnalysisSpec, int, float]) -> tuple[
         patches = select_patches(image, replace(spec, max_patches=per_variant * (HARD_POOL if share else 2)))
         if len(patches) == 0:
             continue
-        chosen = choose_patches(patches.pixels, per_variant, share, rng)
+        looks_sharp = (miner_scores(miner, patches.pixels) if miner else fine_detail(patches.pixels)) if share else None
+        chosen = choose_patches(looks_sharp, len(patches), per_variant, share, rng)
         for i in chosen:
             patch_label = label
             if mask is not None:
@@ -168,10 +171,27 @@ def fine_detail(pixels: NDArray[np.float32]) -> NDArray[np.float64]:
     return lap.mean(axis=(1, 2)) / (grad + 1e-3)
 
 
-def choose_patches(pixels: NDArray[np.float32], count: int, hard_share: float, rng: np.random.Generator) -> NDArray[np.intp]:
-    """Indices of ``count`` patches: the ``hard_share`` that look sharpest (fine_detail), the rest at random."""
-    hard = int(round(count * hard_share))
-    ranked = np.argsort(-fine_detail(pixels), kind="stable") if hard else np.arange(len(pixels))
+_MINERS: dict[str, Any] = {}  # one onnxruntime session per miner model and worker process
+
+
+def miner_scores(model_path: str, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+    """P(in focus) that a focus network (exported ONNX) gives each (N, P, P) patch."""
+    if model_path not in _MINERS:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        _MINERS[model_path] = ort.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
+    result = _MINERS[model_path].run(["p_sharp"], {"patches": network_input(pixels)})[0]
+    return np.asarray(result, np.float32).reshape(-1)
+
+
+def choose_patches(looks_sharp: NDArray | None, candidates: int, count: int, hard_share: float,
+                   rng: np.random.Generator) -> NDArray[np.intp]:
+    """Indices of ``count`` of ``candidates`` patches: the ``hard_share`` that look sharpest (highest
+    ``looks_sharp``, needed only with a share), the rest at random."""
+    hard = int(round(count * hard_share)) if looks_sharp is not None else 0
+    ranked = np.argsort(-looks_sharp, kind="stable") if hard else np.arange(candidates)
     rest = ranked[hard:]
     return np.concatenate([ranked[:hard], rest[rng.permutation(len(rest))[: count - hard]]]).astype(np.intp)
 
@@ -196,12 +216,14 @@ def make_variant(gray: NDArray[np.float32], variant: str, rng: np.random.Generat
 
 def build_patches(
     sources: list[Source], split: str, spec: AnalysisSpec, seed: int, per_variant: int, workers: int,
-    hard_share: float = 0.0,
+    hard_share: float = 0.0, miner: Path | None = None,
 ) -> dict[str, NDArray]:
     """Patch set of one split: x (N, P, P) uint8, sharp (N,) 0/1, kind (N,) index into KINDS;
-    ``hard_share``: of each blurred photo's patches, the share that are hard negatives (see HARD_POOL)."""
+    ``hard_share``: of each blurred photo's patches, the share that are hard negatives (see HARD_POOL),
+    as ``miner`` (an exported focus network) sees them, or by fine_detail."""
     chosen = [s for s in sources if s.split == split]
-    jobs = [(s, seed * 1_000_003 + i, spec, per_variant, hard_share) for i, s in enumerate(chosen)]
+    jobs = [(s, seed * 1_000_003 + i, spec, per_variant, hard_share, str(miner) if miner else None)
+            for i, s in enumerate(chosen)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         parts = list(pool.map(_photo_patches, jobs, chunksize=4))
     x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, spec.patch_size, spec.patch_size), np.uint8)
@@ -269,8 +291,11 @@ def summarise_sources(sources: list[Source]) -> dict[str, dict[str, int]]:
     return summary
 
 
-def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Source], hard_share: float = 0.0) -> str:
-    hard = [hard_share, HARD_POOL] if hard_share else []  # share 0: the key (and data) of the earlier recipe
+def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Source], hard_share: float = 0.0,
+             miner: Path | None = None) -> str:
+    hard: list[Any] = []  # share 0: the key (and data) of the earlier recipe
+    if hard_share:
+        hard = [hard_share, HARD_POOL] + ([file_sha256(miner)] if miner else [])
     blob = json.dumps([asdict(spec), seed, per_variant, TRAIN_VARIANTS, PHOTO_VARIANTS, DEGRADE_VERSION, *hard,
                        [str(s.path) for s in sources]])
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
