@@ -18,7 +18,7 @@ from train.data import (  # noqa: E402
     find_sources,
     fine_detail,
     make_variant,
-    miner_scores,
+    focus_scores,
     spec_key,
 )
 from train.degrade import (  # noqa: E402
@@ -193,9 +193,9 @@ def test_hard_negatives_change_only_the_blurred_patches_and_the_data_key(tmp_pat
     # mined by a focus network: the three it finds sharpest, and it finds them sharper than the random ones
     miner = str(REPO / "models" / "focus.onnx")
     mined, _, _ = _photo_patches((blurred, 9, spec, 6, 0.5, miner))
-    p_sharp = miner_scores(miner, mined.astype(np.float32) / 255)
+    p_sharp = focus_scores(miner, mined.astype(np.float32) / 255)
     assert p_sharp[:3].min() >= p_sharp[3:].max()
-    assert p_sharp[:3].mean() > miner_scores(miner, random_pick.astype(np.float32) / 255).mean()
+    assert p_sharp[:3].mean() > focus_scores(miner, random_pick.astype(np.float32) / 255).mean()
     keys = {spec_key(spec, 1, 6, [source], share, miner_path)
             for share, miner_path in ((0.0, None), (0.5, None), (0.25, None), (0.5, REPO / "models" / "focus.onnx"))}
     assert len(keys) == 4  # each recipe caches its own data; share 0 keeps the earlier recipe's key

@@ -141,7 +141,7 @@ def _photo_patches(args: tuple[Source, int, AnalysisSpec, int, float, str | None
         patches = select_patches(image, replace(spec, max_patches=per_variant * (HARD_POOL if share else 2)))
         if len(patches) == 0:
             continue
-        looks_sharp = (miner_scores(miner, patches.pixels) if miner else fine_detail(patches.pixels)) if share else None
+        looks_sharp = (focus_scores(miner, patches.pixels) if miner else fine_detail(patches.pixels)) if share else None
         chosen = choose_patches(looks_sharp, len(patches), per_variant, share, rng)
         for i in chosen:
             patch_label = label
@@ -171,18 +171,19 @@ def fine_detail(pixels: NDArray[np.float32]) -> NDArray[np.float64]:
     return lap.mean(axis=(1, 2)) / (grad + 1e-3)
 
 
-_MINERS: dict[str, Any] = {}  # one onnxruntime session per miner model and worker process
+_SESSIONS: dict[str, Any] = {}  # one onnxruntime session per network file and process
 
 
-def miner_scores(model_path: str, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
-    """P(in focus) that a focus network (exported ONNX) gives each (N, P, P) patch."""
-    if model_path not in _MINERS:
+def focus_scores(model_path: str | Path, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+    """P(in focus) that an exported focus network (a miner, a teacher) gives each (N, P, P) patch in [0, 1]."""
+    key = str(model_path)
+    if key not in _SESSIONS:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        _MINERS[model_path] = ort.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
-    result = _MINERS[model_path].run(["p_sharp"], {"patches": network_input(pixels)})[0]
+        _SESSIONS[key] = ort.InferenceSession(key, sess_options=options, providers=["CPUExecutionProvider"])
+    result = _SESSIONS[key].run(["p_sharp"], {"patches": network_input(pixels)})[0]
     return np.asarray(result, np.float32).reshape(-1)
 
 
@@ -191,7 +192,7 @@ def choose_patches(looks_sharp: NDArray | None, candidates: int, count: int, har
     """Indices of ``count`` of ``candidates`` patches: the ``hard_share`` that look sharpest (highest
     ``looks_sharp``, needed only with a share), the rest at random."""
     hard = int(round(count * hard_share)) if looks_sharp is not None else 0
-    ranked = np.argsort(-looks_sharp, kind="stable") if hard else np.arange(candidates)
+    ranked = np.argsort(-looks_sharp, kind="stable") if looks_sharp is not None and hard else np.arange(candidates)
     rest = ranked[hard:]
     return np.concatenate([ranked[:hard], rest[rng.permutation(len(rest))[: count - hard]]]).astype(np.intp)
 

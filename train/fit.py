@@ -34,13 +34,10 @@ def sample_weights(patches: dict[str, NDArray], motion_weight: float = 1.0) -> N
 
 def teacher_scores(model_path: Path, patches: dict[str, NDArray], batch: int = 256) -> NDArray[np.float32]:
     """P(in focus) that an exported focus network gives each patch (the soft targets of distillation)."""
-    import onnxruntime as ort
+    from train.data import focus_scores
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    out = []
-    for start in range(0, len(patches["x"]), batch):
-        x = network_input(patches["x"][start : start + batch].astype(np.float32) / 255.0)
-        out.append(np.asarray(session.run(["p_sharp"], {"patches": x})[0], np.float32).reshape(-1))
+    out = [focus_scores(model_path, patches["x"][start : start + batch].astype(np.float32) / 255.0)
+           for start in range(0, len(patches["x"]), batch)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
