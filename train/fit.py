@@ -164,7 +164,7 @@ def train_model(
     history = model.fit(
         data, validation_data=(x_val, y_val), epochs=epochs, callbacks=callbacks, verbose=verbose
     )
-    record = {k: [float(v) for v in values] for k, values in history.history.items()}
+    record: dict[str, Any] = {k: [float(v) for v in values] for k, values in history.history.items()}
     record["seconds"] = round(time.monotonic() - started, 1)
     record["epochs_run"] = len(record.get("loss", []))
     return model, record
