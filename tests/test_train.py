@@ -17,8 +17,8 @@ from train.data import (  # noqa: E402
     choose_patches,
     find_sources,
     fine_detail,
-    make_variant,
     focus_scores,
+    make_variant,
     spec_key,
 )
 from train.degrade import (  # noqa: E402

@@ -191,8 +191,10 @@ def choose_patches(looks_sharp: NDArray | None, candidates: int, count: int, har
                    rng: np.random.Generator) -> NDArray[np.intp]:
     """Indices of ``count`` of ``candidates`` patches: the ``hard_share`` that look sharpest (highest
     ``looks_sharp``, needed only with a share), the rest at random."""
-    hard = int(round(count * hard_share)) if looks_sharp is not None else 0
-    ranked = np.argsort(-looks_sharp, kind="stable") if looks_sharp is not None and hard else np.arange(candidates)
+    hard = int(round(count * hard_share))
+    if looks_sharp is None or not hard:
+        return rng.permutation(candidates)[:count]
+    ranked = np.argsort(-looks_sharp, kind="stable")
     rest = ranked[hard:]
     return np.concatenate([ranked[:hard], rest[rng.permutation(len(rest))[: count - hard]]]).astype(np.intp)
 
