@@ -36,6 +36,11 @@ class AnalysisSpec:
     bright_mean: float = 0.97  # ... or brighter
     max_clipped: float = 0.3  # a patch with more than this share of clipped pixels is skipped
     first_pass: int = 8  # score this many best patches first; if they already prove "keep", stop there
+    tile_stride: int | None = None  # tile grid step, px, dividing patch_size (None: patch_size, tiles side by side)
+
+    @property
+    def tile_step(self) -> int:
+        return self.tile_stride or self.patch_size
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class ModelCard:
         (scale, patch logic, first pass), the aggregation and the input/output names.  Thresholds
         are left out (they only turn a score into a verdict), so the score cache keys on this."""
         scoring = {
-            "model": self.sha256, "analysis": asdict(self.analysis), "aggregate_k": self.aggregate_k,
+            "model": self.sha256, "analysis": analysis_dict(self.analysis), "aggregate_k": self.aggregate_k,
             "input": self.input_name, "score": self.score_output, "kind": self.kind_output,
             "kind_labels": list(self.kind_labels), "photo_score": PHOTO_SCORE_FIELDS,
         }
@@ -176,6 +181,8 @@ def validate_analysis(spec: AnalysisSpec, k: int, source: Path | str = "model ca
     problems = []
     if spec.long_side < 1 or spec.patch_size < 1:
         problems.append("long_side and patch_size must be positive")
+    elif spec.tile_stride is not None and not (1 <= spec.tile_stride <= spec.patch_size and spec.patch_size % spec.tile_stride == 0):
+        problems.append(f"tile_stride must divide patch_size ({spec.patch_size}), got {spec.tile_stride}")
     if k < 1:
         problems.append(f"aggregate.k must be at least 1, got {k}")
     if not 1 <= spec.min_patches <= spec.max_patches:
@@ -195,4 +202,6 @@ _PARSED_KEYS = {"format", "model_file", "sha256", "version", "analysis", "thresh
 
 
 def analysis_dict(spec: AnalysisSpec) -> dict[str, Any]:
-    return asdict(spec)
+    """The card's JSON form of ``spec``; a setting left unset (``tile_stride``) is left out, so
+    cards, and the score cache's keys, from before it existed stay as they were."""
+    return {name: value for name, value in asdict(spec).items() if value is not None}

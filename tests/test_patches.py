@@ -166,3 +166,58 @@ def test_property_same_patches_as_the_whole_image_way(height, width, size, seed,
             "flip": gray[:height, :width][::-1],
             "offset": gray[3:, 5:]}[layout]
     assert_as_reference(view, replace(SPEC, patch_size=size, max_patches=int(rng.integers(1, 80))))
+
+
+HALF = replace(SPEC, tile_stride=32)
+
+
+def test_overlapping_tile_statistics_match_each_window_computed_directly():
+    """With a tile stride of half the patch size every 64 px window on the 32 px grid is a tile, and
+    its statistics (summed from its four grid cells) are the window's own: a pixel's differences
+    reach into the row above and the column to the left, as for tiles side by side."""
+    rng = np.random.default_rng(11)
+    gray = rng.random((300, 455)).astype(np.float32)
+    gray[:40, :50] = 1.0
+    cell_rows, cell_cols, y0, x0 = tile_grid(gray.shape, 32)
+    region = gray[y0 : y0 + cell_rows * 32, x0 : x0 + cell_cols * 32]
+    stats = tile_stats(region, cell_rows, cell_cols, 32, cells=2)
+    assert stats.mean.shape == (cell_rows - 1, cell_cols - 1)
+    r64 = region.astype(np.float64)
+    dx = np.zeros_like(r64)
+    dx[:, 1:] = np.abs(np.diff(r64, axis=1))
+    dy = np.zeros_like(r64)
+    dy[1:] = np.abs(np.diff(r64, axis=0))
+    for row in range(cell_rows - 1):
+        for col in range(cell_cols - 1):
+            window = np.s_[row * 32 : row * 32 + 64, col * 32 : col * 32 + 64]
+            assert np.isclose(stats.mean[row, col], r64[window].mean(), atol=1e-6)
+            assert np.isclose(stats.std[row, col], r64[window].std(), atol=1e-4)
+            assert np.isclose(stats.clipped[row, col], ((region[window] >= 0.98) | (region[window] <= 0.02)).mean())
+            assert np.isclose(stats.energy[row, col], (dx[window] + dy[window]).mean(), rtol=1e-5)
+    patches = select_patches(gray, HALF)
+    assert patches.candidates == (cell_rows - 1) * (cell_cols - 1)
+    assert {int(y - y0) % 32 for y, _ in patches.origins} == {0} and {int(x - x0) % 32 for _, x in patches.origins} == {0}
+    for pixels, (y, x) in zip(patches.pixels, patches.origins):
+        assert np.array_equal(pixels, gray[y : y + 64, x : x + 64])
+
+
+def test_a_small_subject_between_tiles_falls_whole_into_an_overlapping_tile():
+    """A 64 px textured subject centred on a corner of the side-by-side grid is cut in four there;
+    the half-stride grid has a tile that holds all of it, ranked first."""
+    rng = np.random.default_rng(12)
+    gray = np.full((512, 512), 0.5, np.float32)
+    gray[96:160, 96:160] += rng.normal(0, 0.2, (64, 64)).astype(np.float32)  # spans tiles (64..192)^2
+    gray = np.clip(gray, 0, 1)
+    side_by_side = select_patches(gray, SPEC)
+    assert {tuple(o) for o in side_by_side.origins} == {(64, 64), (64, 128), (128, 64), (128, 128)}
+    overlapping = select_patches(gray, HALF)
+    assert tuple(overlapping.origins[0]) == (96, 96)
+    assert np.array_equal(overlapping.pixels[0], gray[96:160, 96:160])
+
+
+def test_no_tile_stride_is_the_side_by_side_grid():
+    gray = np.random.default_rng(13).random((700, 950)).astype(np.float32)
+    a, b = select_patches(gray, SPEC), select_patches(gray, replace(SPEC, tile_stride=64))
+    assert np.array_equal(a.origins, b.origins) and np.array_equal(a.pixels, b.pixels) and a.candidates == b.candidates
+    assert_as_reference(gray)
+    assert len(select_patches(gray[:63], HALF)) == 0  # smaller than one patch: no tile at any stride

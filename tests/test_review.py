@@ -553,3 +553,16 @@ def test_html_sheet_groups_bursts(bursts, tmp_path):
     assert groups[0].index("burst_1.jpg") < groups[0].index("#2/3") < groups[0].index("#3/3")  # sharpest first
     assert text.count('class="card"') == 4  # the burst (3) and the lone blurred photo
     assert CliRunner().invoke(cli_app, ["review", str(bursts), "--bursts", "--burst-gap", "-1"]).exit_code == 2
+
+
+def test_overlapping_patches_show_the_sharper_one_on_top():
+    """With a half-stride tile grid, patches overlap: where they do, the heat map shows the sharper."""
+    from cull.review.imaging import heat_colour, overlay
+
+    origins = np.array([[0, 0], [32, 32], [0, 64]], np.int32)
+    for values in ([0.9, 0.1, 0.5], [0.1, 0.9, 0.5]):
+        scores = [float(v) for v in np.array(values, np.float32)]
+        layer = np.asarray(overlay((128, 160), origins, np.array(scores, np.float32), 64))
+        sharper = int(np.argmax(scores[:2]))
+        assert tuple(layer[48, 48, :3]) == heat_colour(scores[sharper])  # inside both of the first two
+        assert tuple(layer[5, 5, :3]) == heat_colour(scores[0]) and tuple(layer[90, 90, :3]) == heat_colour(scores[1])

@@ -98,6 +98,23 @@ def test_same_onnx_other_aggregation_is_not_a_stale_cache_hit(tmp_path, card):
     # thresholds alone do not change scores: same fingerprint, cache still used
     stricter = load_card(custom_card(tmp_path / "cards2", thresholds__lenient={"keep": 0.99, "reject": 0.5}))
     assert stricter.fingerprint == card.fingerprint
+    # another tile grid chooses other patches: another fingerprint
+    side_by_side = load_card(custom_card(tmp_path / "cards3", analysis__tile_stride=64))
+    assert side_by_side.fingerprint != card.fingerprint
+
+
+def test_a_card_without_a_tile_stride_keeps_its_form_and_fingerprint():
+    """Cards written before the tile stride existed (cull calibrate's among them) judge with tiles side
+    by side, and neither their JSON form nor their score-cache key gains the new setting."""
+    from dataclasses import asdict, replace
+
+    from cull.card import AnalysisSpec, analysis_dict
+
+    spec = AnalysisSpec()
+    assert spec.tile_step == spec.patch_size and "tile_stride" not in analysis_dict(spec)
+    before = {k: v for k, v in asdict(spec).items() if k != "tile_stride"}  # the form before the setting
+    assert analysis_dict(spec) == before
+    assert analysis_dict(replace(spec, tile_stride=32))["tile_stride"] == 32
 
 
 def test_cache_lookup_is_keyed_by_the_model(tmp_path):
@@ -426,6 +443,7 @@ def test_bombs_are_refused_and_a_two_worker_scan_stays_small(tmp_path):
         ({"aggregate__k": 16}, "first_pass (8) must be at least max(aggregate.k, min_patches) = 16"),
         ({"analysis__min_patches": 100}, "need 1 <= min_patches <= max_patches"),
         ({"analysis__dark_mean": 0.99}, "need 0 <= dark_mean < bright_mean <= 1"),
+        ({"analysis__tile_stride": 24}, "tile_stride must divide patch_size (64), got 24"),
     ],
 )
 def test_contradictory_analysis_settings_are_a_model_error(tmp_path, changes, message):

@@ -204,6 +204,30 @@ def test_hard_negatives_change_only_the_blurred_patches_and_the_data_key(tmp_pat
     assert main(["--miner", miner, "--work", str(tmp_path / "work")]) == 2  # a miner without a share: usage error
 
 
+def test_the_card_judges_on_overlapping_tiles_while_training_patches_keep_their_grid(tmp_path):
+    """`--tile-stride` is the card's photo analysis only: the card records it (and says the tiles
+    overlap), the training data's spec and cache key stay those of tiles side by side."""
+    from cull.card import AnalysisSpec, load_card
+    from train.__main__ import TILE_STRIDE, main
+    from train.export import write_card
+
+    spec = AnalysisSpec()
+    source = Source(tmp_path / "s.jpg", "train", "sharp", "s")
+    assert spec_key(spec, 1, 6, [source]) == spec_key(replace(spec, tile_stride=None), 1, 6, [source])
+    onnx = tmp_path / "focus.onnx"
+    onnx.write_bytes((REPO / "models" / "focus.onnx").read_bytes())
+    thresholds = {s: {"keep": 0.9, "reject": 0.1} for s in ("lenient", "normal", "strict")}
+    card = write_card(onnx, version="t", variant="focus", kernel=3, spec=replace(spec, tile_stride=TILE_STRIDE),
+                      aggregate_k=3, thresholds=thresholds)
+    raw = json.loads(card.read_text())
+    assert raw["analysis"]["tile_stride"] == 32 and "overlapping" in raw["patch_logic"]
+    assert load_card(card).analysis.tile_step == 32
+    write_card(onnx, version="t", variant="focus", kernel=3, spec=spec, aggregate_k=3, thresholds=thresholds)
+    raw = json.loads(card.read_text())
+    assert "tile_stride" not in raw["analysis"] and "non-overlapping" in raw["patch_logic"]
+    assert main(["--tile-stride", "24", "--work", str(tmp_path / "work")]) == 2  # must divide 64: usage error
+
+
 def test_camera_pipeline_keeps_size_and_range_and_is_reproducible():
     gray = np.asarray(sharp_image().convert("L"), dtype=np.float32) / 255
     linear = to_linear(gray)

@@ -25,6 +25,7 @@ from train.errors import TrainError
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
+TILE_STRIDE = 32  # the card's tile grid step: tiles overlap by half (session 10, models/EXPERIMENTS.md)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--per-variant", type=int, default=6, help="patches kept per degraded photo")
+    parser.add_argument("--tile-stride", type=int, default=TILE_STRIDE, metavar="PX",
+                        help="the card's tile grid step for judging photos (64 = the patch size: tiles side by side; "
+                        "default %(default)s: overlapping by half); training patches always come from the side-by-side grid")
     parser.add_argument("--hard-negatives", type=_fraction, default=HARD_NEGATIVE_SHARE, metavar="SHARE",
                         help="share of a blurred photo's patches chosen as the sharpest-looking of four times as "
                         "many candidates, the rest at random (default %(default)s: all random)")
@@ -112,6 +116,8 @@ def _fraction(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cull.card import AnalysisSpec
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -123,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.miner and not args.hard_negatives:
         logging.error("python -m train: --miner chooses hard negatives: give --hard-negatives SHARE too")
+        return 2
+    size = AnalysisSpec().patch_size
+    if not (1 <= args.tile_stride <= size and size % args.tile_stride == 0):
+        logging.error("python -m train: --tile-stride must divide the patch size (%d), got %d", size, args.tile_stride)
         return 2
     started = time.monotonic()
     try:
@@ -143,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
 def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
+    from dataclasses import replace
+
     from cull.card import AnalysisSpec
     from train.data import build_patches, build_photo_folder, find_sources, spec_key, summarise_sources
 
-    spec = AnalysisSpec()
+    spec = AnalysisSpec()  # training patches: tiles side by side (v5's data, unchanged)
+    analysis = replace(spec, tile_stride=None if args.tile_stride == spec.patch_size else args.tile_stride)
     sources = find_sources(args.data)
     if args.limit:
         kept: list[Any] = []
@@ -177,7 +190,7 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
             patches[split] = {k: npz[k] for k in npz.files}
         logging.info("%s: %d patches (%.0f %% sharp)", split, len(patches[split]["x"]),
                      100 * patches[split]["sharp"].mean() if len(patches[split]["x"]) else 0)
-    return {"spec": spec, "sources": sources, "patches": patches, "folders": folders, "work": work,
+    return {"spec": spec, "analysis": analysis, "sources": sources, "patches": patches, "folders": folders, "work": work,
             "summary": summarise_sources(sources)}
 
 
@@ -325,7 +338,7 @@ def fit_on_production_scores(
     from train.export import write_card
     from train.thresholds import fit_steady, fit_thresholds
 
-    spec = data["spec"]
+    spec = data["analysis"]
     folder = data["folders"]["val"]
     placeholder = {s: {"keep": 0.5, "reject": 0.5} for s in STRICTNESS_LEVELS}
     every_patch = replace(spec, first_pass=spec.max_patches)
@@ -638,7 +651,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
         f"-f{'x'.join(map(str, args.filters))}" + ("s2" if args.first_stride == 2 else "") + ("sep" if args.separable else "")
     tag += f"-avg{len(seeds)}" if len(seeds) > 1 else ""
     version = f"{args.variant}-k{args.kernel}{tag}-{dt.date.today():%Y%m%d}-{file_sha256(out)[:8]}"
-    card = write_card(out, version=version, thresholds=result["thresholds"], spec=data["spec"], extra=extra,
+    card = write_card(out, version=version, thresholds=result["thresholds"], spec=data["analysis"], extra=extra,
                       **result["common"])
     load_card(card)  # the staged pair must load (format, thresholds, sha256) before it ships
     write_card_markdown(card, staging / "CARD.md")

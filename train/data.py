@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from cull.card import AnalysisSpec, file_sha256
+from cull.card import AnalysisSpec, analysis_dict, file_sha256
 from cull.decode import decode_gray
 from cull.errors import UnreadableImage
 from cull.evaluate import folder_label
@@ -299,6 +299,6 @@ def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Sour
     hard: list[Any] = []  # share 0: the key (and data) of the earlier recipe
     if hard_share:
         hard = [hard_share, HARD_POOL] + ([file_sha256(miner)] if miner else [])
-    blob = json.dumps([asdict(spec), seed, per_variant, TRAIN_VARIANTS, PHOTO_VARIANTS, DEGRADE_VERSION, *hard,
+    blob = json.dumps([analysis_dict(spec), seed, per_variant, TRAIN_VARIANTS, PHOTO_VARIANTS, DEGRADE_VERSION, *hard,
                        [str(s.path) for s in sources]])
     return hashlib.sha1(blob.encode()).hexdigest()[:12]

@@ -126,9 +126,11 @@ class Detail:
 
 
 def overlay(shape: tuple[int, int], origins: NDArray[np.int32], scores: NDArray[np.float32], size: int) -> Image.Image:
-    """RGBA heat map: each scored patch a translucent square in its colour, the rest transparent."""
+    """RGBA heat map: each scored patch a translucent square in its colour, the rest transparent; where
+    patches overlap (a card with a tile stride below the patch size) the sharper one is drawn on top."""
     layer = np.zeros((shape[0], shape[1], 4), np.uint8)
-    for (y, x), p in zip(origins, scores):
+    for index in np.argsort(scores, kind="stable"):
+        (y, x), p = origins[index], scores[index]
         r, g, b = heat_colour(float(p))
         layer[y : y + size, x : x + size] = (r, g, b, 120)
         layer[y : y + size, x, 3] = layer[y : y + size, x + size - 1, 3] = 230  # outline
