@@ -12,10 +12,10 @@ from numpy.typing import NDArray
 
 from cull.bursts import Footprint, footprint
 from cull.capture import read_capture
-from cull.card import ModelCard
+from cull.card import AnalysisSpec, ModelCard
 from cull.decode import decode_gray
 from cull.errors import UnreadableImage
-from cull.patches import network_input, select_patches
+from cull.patches import Patches, network_input, select_patches
 from cull.score import PatchScores, PhotoScore, Scorer, aggregate
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,17 @@ def analyse_chunk(
     Two passes (score_two_pass): a photo whose most textured patches already reach
     ``card.sure_keep`` is "keep" at any strictness (more patches can only raise the mean of the best
     k), so only the other photos have their remaining patches scored: same verdicts, less work.
-    ``with_bursts`` scores every selected patch (frames of a burst are compared region by region)
-    and adds each photo's burst footprint (capture data from EXIF, a signature, the patch map).
+    ``with_bursts`` scores every selected patch and, with overlapping tiles, the side-by-side tiles
+    not among them (frames of a burst are compared region by region on those), and adds each photo's
+    burst footprint (capture data from EXIF, a signature, the side-by-side patch map).
     """
     spec = card.analysis
     errors: dict[int, str] = {}
     inputs: dict[int, NDArray[np.float32]] = {}  # each photo's selected patches (gray, most textured first)
     laplacians: dict[int, float] = {}
     prints: dict[int, Footprint] = {}  # scores filled in after the network ran
+    grid_scores: dict[int, NDArray[np.intp]] = {}  # bursts: where each footprint tile's score is among the scored
+    selected: dict[int, int] = {}  # bursts: how many of the scored patches are the photo's own selection
     for index, path in enumerate(paths):
         try:
             gray = decode_gray(path, spec.long_side)
@@ -76,8 +79,10 @@ def analyse_chunk(
             inputs[index] = patches.pixels
             if with_bursts:
                 shot = read_capture(path)
+                grid, inputs[index], grid_scores[index] = _with_side_by_side_tiles(gray, patches, spec)
+                selected[index] = len(patches)
                 no_scores = np.zeros(0, np.float32)
-                prints[index] = footprint(gray, patches.origins, no_scores, (shot.camera, shot.time, shot.time_source), spec.patch_size)
+                prints[index] = footprint(gray, grid.origins, no_scores, (shot.camera, shot.time, shot.time_source), spec.patch_size)
         except UnreadableImage as exc:
             errors[index] = str(exc)
         except MemoryError:
@@ -96,12 +101,35 @@ def analyse_chunk(
         if index in errors:
             results.append(Analysis(path, error=errors[index]))
             continue
-        photo = aggregate(per_photo[index], card.aggregate_k, scorer.kind_labels)
+        scores = per_photo[index]
         print_ = prints.get(index)
         if print_ is not None:
-            print_ = replace(print_, scores=np.asarray(per_photo[index].sharp, np.float32))
+            print_ = replace(print_, scores=np.asarray(scores.sharp[grid_scores[index]], np.float32))
+            scores = _split(scores, [selected[index]])[0]
+        photo = aggregate(scores, card.aggregate_k, scorer.kind_labels)
         results.append(Analysis(path, photo, laplacian_var=laplacians.get(index), footprint=print_))
     return results
+
+
+def _with_side_by_side_tiles(
+    gray: NDArray[np.float32], patches: Patches, spec: AnalysisSpec
+) -> tuple[Patches, NDArray[np.float32], NDArray[np.intp]]:
+    """Bursts compare frames region by region on the side-by-side tiles (overlapping ones crowd onto the
+    most textured regions, so frames of a burst would share few).  Returns those tiles, the pixels to
+    score (the selected patches, then the tiles not among them) and where each tile's score will be."""
+    if spec.tile_step == spec.patch_size:
+        return patches, patches.pixels, np.arange(len(patches))
+    grid = select_patches(gray, replace(spec, tile_stride=None))
+    at = {(int(y), int(x)): i for i, (y, x) in enumerate(patches.origins)}
+    where = np.empty(len(grid), np.intp)
+    extra: list[int] = []
+    for i, (y, x) in enumerate(grid.origins):
+        found = at.get((int(y), int(x)))
+        if found is None:
+            found = len(patches) + len(extra)
+            extra.append(i)
+        where[i] = found
+    return grid, np.concatenate([patches.pixels, grid.pixels[extra]]), where
 
 
 def score_two_pass(

@@ -39,7 +39,8 @@ def select_patches(gray: NDArray[np.float32], spec: AnalysisSpec) -> Patches:
     """Return up to ``spec.max_patches`` informative tiles, most textured first.
 
     Tiles lie on a centred grid with a step of ``spec.tile_stride`` px (patch_size: side by side; half of it:
-    each tile overlaps its neighbours by half, so a small sharp subject falls whole into some tile).
+    each tile overlaps its neighbours by half, so a small sharp subject falls whole into some tile; the
+    grid of step-sized cells is centred, so it reaches closer to the edges than tiles side by side do).
     """
     size = spec.patch_size
     step = spec.tile_step

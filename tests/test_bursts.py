@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def _frame(key: str, image: Image.Image, time: float | None, scorer, card, camer
     from cull.patches import network_input, select_patches
 
     gray = np.asarray(image.convert("L"), np.float32) / 255.0
-    patches = select_patches(gray, card.analysis)
+    patches = select_patches(gray, replace(card.analysis, tile_stride=None))  # a footprint's tiles (cull.analyse)
     scores = scorer.score(network_input(patches.pixels)).sharp if len(patches) else np.zeros(0, np.float32)
     sig, scale = signature(gray)
     return Frame(key, camera, time, "exif", sig, scale, patches.origins, np.asarray(scores, np.float32))
@@ -297,3 +298,22 @@ def test_footprint_round_trips_through_bytes():
     assert np.array_equal(back.scores, fp.scores)
     with pytest.raises(ValueError):
         Footprint.from_bytes(b"junk")
+
+
+def test_bursts_keep_the_photo_score_and_compare_the_side_by_side_tiles(tmp_path, card, scorer):
+    """With the card's overlapping tiles, `--bursts` judges each photo exactly as a plain scan does
+    (the same selected patches, every one scored) and compares frames on the side-by-side tiles."""
+    from cull.analyse import analyse_chunk
+    from cull.decode import decode_gray
+    from cull.patches import network_input, select_patches
+
+    assert card.analysis.tile_step < card.analysis.patch_size  # the shipped card's grid overlaps
+    paths = [exif_jpeg(sharp_image(i), tmp_path / f"{i}.jpg", "2026:11:27 10:00:0" + str(i)) for i in range(3)]
+    every_patch = replace(card, analysis=replace(card.analysis, first_pass=card.analysis.max_patches))
+    plain = analyse_chunk(paths, every_patch, scorer)
+    bursts = analyse_chunk(paths, card, scorer, with_bursts=True)
+    for path, a, b in zip(paths, plain, bursts):
+        assert a.photo == b.photo and b.footprint is not None
+        grid = select_patches(decode_gray(path, card.analysis.long_side), replace(card.analysis, tile_stride=None))
+        assert np.array_equal(b.footprint.origins, grid.origins) and len(grid) > 3
+        assert np.allclose(b.footprint.scores, scorer.score(network_input(grid.pixels)).sharp, atol=1e-6)

@@ -500,3 +500,31 @@ def _scorer(card):  # type: ignore[no-untyped-def]
     from cull.score import OnnxScorer
 
     return OnnxScorer(card, threads=1)
+
+
+class _SteadyScorer:
+    """Every patch 0.8 sharp with no sign of shake: kept by the card's steady path, not by its keep."""
+
+    kind_labels = ("sharp", "defocus", "motion")
+
+    def score(self, batch):  # type: ignore[no-untyped-def]
+        from cull.score import PatchScores
+
+        kind = np.tile(np.array([[0.9, 0.1, 0.0]], np.float32), (len(batch), 1))
+        return PatchScores(np.full(len(batch), 0.8, np.float32), kind)
+
+
+def test_the_assist_uses_the_steady_path_only_when_it_scored_every_patch(card):
+    """The steady path is a mean over every patch; a preview scores at most half of them, which does not
+    bound the still's mean, so only a frame whose patches were all scored may be IN FOCUS through it."""
+    from cull.camera.assist import score_frame
+
+    lenient = card.thresholds_for("lenient")
+    assert lenient.steady_keep is not None and lenient.steady_keep <= 0.8 < lenient.keep
+    rng = np.random.default_rng(4)
+    big = (rng.random((480, 640)) * 200 + 20).astype(np.uint8)  # more textured tiles than the assist scores
+    small = big[:150, :200]
+    partial = score_frame(big, card, _SteadyScorer(), lenient)
+    whole = score_frame(small, card, _SteadyScorer(), lenient)
+    assert partial.photo.patches == card.analysis.max_patches // 2 and partial.verdict is Verdict.UNCERTAIN
+    assert whole.photo.patches < card.analysis.max_patches // 2 and whole.verdict is Verdict.KEEP

@@ -178,7 +178,7 @@ def test_overlapping_tile_statistics_match_each_window_computed_directly():
     rng = np.random.default_rng(11)
     gray = rng.random((300, 455)).astype(np.float32)
     gray[:40, :50] = 1.0
-    cell_rows, cell_cols, y0, x0 = tile_grid(gray.shape, 32)
+    cell_rows, cell_cols, y0, x0 = tile_grid(gray.shape, 32)  # a centred grid of 32 px cells
     region = gray[y0 : y0 + cell_rows * 32, x0 : x0 + cell_cols * 32]
     stats = tile_stats(region, cell_rows, cell_cols, 32, cells=2)
     assert stats.mean.shape == (cell_rows - 1, cell_cols - 1)
@@ -219,5 +219,10 @@ def test_no_tile_stride_is_the_side_by_side_grid():
     gray = np.random.default_rng(13).random((700, 950)).astype(np.float32)
     a, b = select_patches(gray, SPEC), select_patches(gray, replace(SPEC, tile_stride=64))
     assert np.array_equal(a.origins, b.origins) and np.array_equal(a.pixels, b.pixels) and a.candidates == b.candidates
+    every = replace(SPEC, max_patches=10_000, min_std=0.0)
+    assert len(select_patches(gray, every)) == 10 * 14  # 700 x 950: 10 x 14 tiles side by side, 30 / 59 px left over
+    overlapping = select_patches(gray, replace(every, tile_stride=32)).origins
+    assert len(overlapping) == (21 - 1) * (29 - 1)  # 21 x 29 cells of 32 px: 28 / 22 px left over
+    assert overlapping[:, 0].min() == 14 and overlapping[:, 1].min() == 11  # centred, nearer the edges
     assert_as_reference(gray)
     assert len(select_patches(gray[:63], HALF)) == 0  # smaller than one patch: no tile at any stride

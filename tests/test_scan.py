@@ -22,6 +22,7 @@ from cull.cli import app
 from cull.decide import Verdict
 from cull.scan import ScanOptions, scan
 from tests.conftest import (
+    CLEARLY_SHARP,
     EXAMPLES,
     blurred_image,
     drop_dac_override,
@@ -181,10 +182,10 @@ def test_parallel_workers_agree_with_one_worker(tmp_path, card):
     two = scan([photos], card, ScanOptions(workers=2, batch_size=16, use_cache=False))
     assert [r.path for r in one.results] == [r.path for r in two.results]
     assert [r.photo.score for r in two.results] == pytest.approx([r.photo.score for r in one.results], abs=1e-5)
-    verdicts = {r.path.name[0]: set() for r in one.results}
-    for r in one.results:
-        verdicts[r.path.name[0]].add(r.verdict)
-    assert verdicts["s"] == {Verdict.KEEP} and Verdict.KEEP not in verdicts["b"]
+    verdicts = {r.path.stem: r.verdict for r in one.results}
+    assert all(verdicts[f"s{i}"] is Verdict.KEEP for i in range(CLEARLY_SHARP))
+    assert verdicts["s3"] is not Verdict.REJECT  # kodim23, shallow depth of field: borderline, never rejected
+    assert all(verdicts[f"b{i}"] is not Verdict.KEEP for i in range(4))
 
 
 def test_a_corrupt_jpeg_is_judged_by_its_raw_partner(tmp_path, card, shared_raw):

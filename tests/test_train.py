@@ -597,8 +597,43 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
     assert json.loads((out / "focus.json").read_text())["seed_comparison"] == sweep
     load_card(out / "focus.json")  # the model file and its hash are untouched
     check_fit_used_production_scores(tmp_path, out)
+    check_refit_fits_the_same_network_anew(tmp_path, data, real, out)
     check_an_average_of_runs_builds(tmp_path, data, real)  # (after: it writes the work folder's last fit)
     check_failed_builds_leave_the_shipped_model_alone(tmp_path, data, real, out, monkeypatch)
+
+
+def check_refit_fits_the_same_network_anew(tmp_path, data, real, out):
+    """`python -m train refit`: the shipped network untouched, its card fitted again with the recipe's
+    photo analysis and its training record kept.  With the analysis it was built with (the build
+    judges on overlapping tiles too), the refit gives the build's own thresholds back."""
+    import shutil
+
+    from cull.card import load_card
+    from train.__main__ import main
+
+    built = json.loads((out / "focus.json").read_text())
+    assert built["analysis"]["tile_stride"] == 32 and "overlapping" in built["patch_logic"]
+    common = ["--data", str(data), "--real", str(real), "--work", str(tmp_path / "work"), "--workers", "2",
+              "--per-variant", "4", "--min-real-flagged", "0", "--replace-worse", "--quiet"]
+    same = tmp_path / "refit32"
+    shutil.copytree(out, same)
+    assert main(["refit", "--out", str(same), *common]) == 0
+    raw = json.loads((same / "focus.json").read_text())
+    card = load_card(same / "focus.json")
+    assert raw["thresholds"] == built["thresholds"] and raw["analysis"] == built["analysis"]
+    assert card.sha256 == built["sha256"] and (same / "focus.onnx").read_bytes() == (out / "focus.onnx").read_bytes()
+    assert raw["version"] == built["version"] + "+refit-" + raw["refit"]["date"].replace("-", "")
+    assert raw["training"] == built["training"] and raw["export"] == built["export"]
+    assert raw["refit"]["from"]["version"] == built["version"] and raw["previous_model"]["version"] == built["version"]
+    assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}
+    assert "Issue 11 figures" in (same / "CARD.md").read_text()
+    side_by_side = tmp_path / "refit64"
+    shutil.copytree(same, side_by_side)
+    assert main(["refit", "--out", str(side_by_side), "--tile-stride", "64", *common]) == 0
+    raw = json.loads((side_by_side / "focus.json").read_text())
+    assert "tile_stride" not in raw["analysis"] and "non-overlapping" in raw["patch_logic"]
+    assert raw["version"].count("+refit-") == 1 and raw["refit"]["from"]["analysis"]["tile_stride"] == 32
+    assert load_card(side_by_side / "focus.json").analysis.tile_step == 64
 
 
 def check_an_average_of_runs_builds(tmp_path, data, real):

@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     from train.data import HARD_NEGATIVE_SHARE
 
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="build", choices=["build", "sweep"])
+    parser.add_argument("command", nargs="?", default="build", choices=["build", "sweep", "refit"],
+                        help="build (default): train, fit, check, ship; sweep: the kernel-size study; refit: fit the "
+                        "shipped network's card again with this recipe's photo analysis (--tile-stride), no training")
     parser.add_argument("--data", type=Path, action="append",
                         help="photos to learn from (repeatable): a folder of sharp photos, or the study's "
                         "layout sharp/ defocused_blurred/ motion_blurred/ (default: ../shared/data/sharp)")
@@ -136,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.monotonic()
     try:
-        data = prepare_data(args)
+        data = prepare_data(args, patches=args.command != "refit")
         if args.command == "sweep":
             run_sweep(args, data)
+        elif args.command == "refit":
+            refit(args, data)
         else:
             build(args, data)
     except TrainError as exc:
@@ -150,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- data -------------------------------------------------------------------------------------------
 
-def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
+def prepare_data(args: argparse.Namespace, patches: bool = True) -> dict[str, Any]:
+    """Sources, the validation and test photo folders and (with ``patches``) the patch sets, cached
+    under ``--work`` by the recipe's data key."""
     import numpy as np
 
     from dataclasses import replace
@@ -177,8 +183,8 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
             logging.info("writing %s photo folder ...", split)
             build_photo_folder(sources, split, folder, args.seed + 100 + offset, args.workers)
         folders[split] = folder
-    patches = {}
-    for offset, split in enumerate(("train", "val", "test")):
+    patch_sets: dict[str, Any] = {}
+    for offset, split in enumerate(("train", "val", "test") if patches else ()):
         cached = work / f"{split}.npz"
         if not cached.exists():
             logging.info("making %s patches from %d photos ...", split, sum(s.split == split for s in sources))
@@ -187,10 +193,10 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
             np.savez(work / f"{split}.tmp.npz", **arrays)
             os.replace(work / f"{split}.tmp.npz", cached)
         with np.load(cached) as npz:
-            patches[split] = {k: npz[k] for k in npz.files}
-        logging.info("%s: %d patches (%.0f %% sharp)", split, len(patches[split]["x"]),
-                     100 * patches[split]["sharp"].mean() if len(patches[split]["x"]) else 0)
-    return {"spec": spec, "analysis": analysis, "sources": sources, "patches": patches, "folders": folders, "work": work,
+            patch_sets[split] = {k: npz[k] for k in npz.files}
+        logging.info("%s: %d patches (%.0f %% sharp)", split, len(patch_sets[split]["x"]),
+                     100 * patch_sets[split]["sharp"].mean() if len(patch_sets[split]["x"]) else 0)
+    return {"spec": spec, "analysis": analysis, "sources": sources, "patches": patch_sets, "folders": folders, "work": work,
             "summary": summarise_sources(sources)}
 
 
@@ -205,8 +211,7 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
     """
     import numpy as np
 
-    from cull.card import STRICTNESS_LEVELS, load_card
-    from cull.evaluate import score_folder, summarise_folder
+    from cull.card import load_card
     from cull.patches import network_input
     from train.export import PARITY_TOLERANCE, export_onnx, parity
     from train.fit import patch_metrics
@@ -245,14 +250,7 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
         quantization, int8_result = try_int8(out, data, common, args.workers, val_scored, thresholds, probe)
         if int8_result is not None:
             fit_scores, thresholds, val_scored = int8_result
-    card = load_card(out)
-    evaluations: dict[str, Any] = {}
-    sets = {"validation (synthetic)": data["folders"]["val"], "test (synthetic)": data["folders"]["test"]}
-    if args.real and Path(args.real).is_dir():
-        sets["real held-out"] = Path(args.real)
-    for name, folder in sets.items():
-        scored = val_scored if folder == data["folders"]["val"] else score_folder(folder, card, workers=args.workers)
-        evaluations[name] = {s: summarise_folder(folder, scored, card, s) for s in STRICTNESS_LEVELS}
+    evaluations = evaluate_card(args, data, load_card(out), val_scored)
     return {
         "common": common,
         "thresholds": thresholds,
@@ -264,6 +262,21 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
         "patch_metrics_test": patch_metrics(models, patches["test"], variant),
         "evaluations": evaluations,
     }
+
+
+def evaluate_card(args: argparse.Namespace, data: dict[str, Any], card: Any, val_scored: list[Any]) -> dict[str, Any]:
+    """The card judged at every strictness on the validation (already scored), test and real photos."""
+    from cull.card import STRICTNESS_LEVELS
+    from cull.evaluate import score_folder, summarise_folder
+
+    evaluations: dict[str, Any] = {}
+    sets = {"validation (synthetic)": data["folders"]["val"], "test (synthetic)": data["folders"]["test"]}
+    if args.real and Path(args.real).is_dir():
+        sets["real held-out"] = Path(args.real)
+    for name, folder in sets.items():
+        scored = val_scored if folder == data["folders"]["val"] else score_folder(folder, card, workers=args.workers)
+        evaluations[name] = {s: summarise_folder(folder, scored, card, s) for s in STRICTNESS_LEVELS}
+    return evaluations
 
 
 def verdicts(scored: list[Any], thresholds: dict[str, dict[str, float]], min_patches: int) -> dict[str, list[str]]:
@@ -656,6 +669,70 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
     load_card(card)  # the staged pair must load (format, thresholds, sha256) before it ships
     write_card_markdown(card, staging / "CARD.md")
     logging.info("built %s (%s)", version, card)
+
+
+def refit(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """Fit the shipped network's card again with this recipe's photo analysis, without training: the
+    same ONNX file, its thresholds and steady path fitted anew on the validation photos (scored the way
+    a scan scores them), judged on every photo set, held to the build's gates against the shipped card,
+    and shipped the same way.  The card keeps its training record and names the network's version with
+    ``+refit-DATE``."""
+    args.work.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="refit-", dir=args.work))
+    try:
+        stage_refit(args, data, staging)
+        promote(staging, args.out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def stage_refit(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None:
+    from cull.card import analysis_dict, load_card
+    from cull.errors import ModelError
+    from train.export import write_card
+    from train.report import write_card_markdown
+
+    try:
+        shipped = load_card(args.out / "focus.json")
+    except ModelError as exc:
+        raise TrainError(f"refit needs a shipped model: {exc}") from None
+    raw = json.loads((args.out / "focus.json").read_text(encoding="utf-8"))
+    arch = raw["architecture"]
+    common = dict(variant=arch["variant"], kernel=int(arch["kernel"]), aggregate_k=shipped.aggregate_k,
+                  filters=tuple(arch["filters"]), stride=int(arch.get("first_stride", 1)),
+                  separable=bool(arch.get("separable", False)), members=int(arch.get("ensemble", 1)))
+    out = staging / "focus.onnx"
+    shutil.copyfile(shipped.model_path, out)
+    fit_scores, thresholds, val_scored = fit_on_production_scores(out, data, common, args.workers)
+    evaluations = evaluate_card(args, data, load_card(out), val_scored)
+    in_focus_gate(evaluations, args.max_real_sharp_rejects)
+    real_flagged_gate(evaluations, args.min_real_flagged)
+    previous = previous_model_report(args, data)
+    if not args.replace_worse:
+        no_regression_gate(evaluations, previous)
+    (args.work / "last-fit-scores.json").write_text(json.dumps(fit_scores, indent=1))
+    base_version = shipped.version.split("+", 1)[0]
+    kept = {k: v for k, v in raw.items() if k not in {"format", "model_file", "sha256", "version", "architecture",
+                                                       "input", "analysis", "patch_logic", "aggregate", "outputs",
+                                                       "thresholds", "kind", "metrics", "previous_model"}}
+    if isinstance(kept.get("quantization"), dict):
+        kept["quantization"] = {**kept["quantization"], "when": "tried when the network was built, with the analysis before the refit"}
+    photos = {name: {s: compact(r) for s, r in per.items()} for name, per in evaluations.items()}
+    extra = {
+        **kept,
+        "metrics": {**raw.get("metrics", {}), "photos": photos},
+        "previous_model": previous,
+        "refit": {"date": dt.date.today().isoformat(), "network": base_version,
+                  "from": {"version": shipped.version, "analysis": analysis_dict(shipped.analysis),
+                           "thresholds": {s: t.as_dict() for s, t in shipped.thresholds.items()}},
+                  "why": "python -m train refit: the same network, its thresholds and steady path fitted again on the "
+                         "validation photos with this recipe's photo analysis; patch-level metrics are the network's own"},
+    }
+    version = f"{base_version}+refit-{dt.date.today():%Y%m%d}"
+    card = write_card(out, version=version, thresholds=thresholds, spec=data["analysis"], extra=extra, **common)
+    load_card(card)
+    write_card_markdown(card, staging / "CARD.md")
+    logging.info("refitted %s (%s)", version, card)
 
 
 def run_sweep(args: argparse.Namespace, data: dict[str, Any]) -> None:

@@ -27,6 +27,13 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
         f"- export: {card['export']}",
         f"- int8: {card.get('quantization', 'n/a')}",
         f"- threshold fit: {card.get('threshold_fit', 'n/a')}",
+    ]
+    refit = card.get("refit")
+    if refit:
+        lines.append(f"- refit {refit['date']} (`python -m train refit`): the network of {refit['from']['version']}, "
+                     f"its thresholds fitted again for this analysis (was {refit['from']['analysis']}, "
+                     f"lenient {refit['from']['thresholds'].get('lenient')}); its previous results: `previous_model` in the JSON")
+    lines += [
         "",
         "## Thresholds (photo score = P(in focus); >= keep: keep, < reject: reject, else uncertain)",
         "",

@@ -9,7 +9,7 @@ less than half the scale, where moderate blur no longer shows, and call a soft s
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,7 +63,8 @@ def score_frame(frame: Frame, card: ModelCard, scorer: Scorer, thresholds: Thres
     Only the most textured half of the card's patches is scored (a doubtful frame costs half the
     model time). The frame's score is then a lower bound of what all the patches would give (the
     mean of the best k can only rise with more patches), so IN FOCUS still means the still is kept;
-    a frame in focus is proven by its first few patches anyway."""
+    a frame in focus is proven by its first few patches anyway.  The card's steady path rests on a
+    mean over every patch, which a part does not bound, so it applies only when every patch was scored."""
     gray = frame_to_gray(frame, card.analysis.long_side)
     scale = frame.shape[1] / gray.shape[1]
     patches = select_patches(gray, card.analysis)
@@ -72,6 +73,8 @@ def score_frame(frame: Frame, card: ModelCard, scorer: Scorer, thresholds: Thres
     scores = score_two_pass([patches.pixels[:budget]], card, scorer)[0] if len(patches) else None
     model_seconds = time.perf_counter() - started
     photo = PhotoScore(None, 0) if scores is None else aggregate(scores, card.aggregate_k, scorer.kind_labels)
+    if len(patches) > budget:
+        thresholds = replace(thresholds, steady_keep=None, max_motion=None)
     verdict = decide(photo, thresholds, card.analysis.min_patches).verdict
     boxes = []
     if scores is not None:
