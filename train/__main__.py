@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from train.errors import TrainError
 
@@ -484,10 +484,16 @@ def compact(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 def build(args: argparse.Namespace, data: dict[str, Any]) -> None:
     """Build in a staging folder; replace the shipped model only when every check passed."""
+    ship_staged(args, "build-", lambda staging: stage(args, data, staging))
+
+
+def ship_staged(args: argparse.Namespace, prefix: str, make: Callable[[Path], None]) -> None:
+    """``make`` writes focus.onnx, focus.json and CARD.md into a fresh staging folder under --work (and
+    raises TrainError when a check fails); only then are they promoted over the shipped ones."""
     args.work.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="build-", dir=args.work))
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=args.work))
     try:
-        stage(args, data, staging)
+        make(staging)
         promote(staging, args.out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -677,13 +683,7 @@ def refit(args: argparse.Namespace, data: dict[str, Any]) -> None:
     a scan scores them), judged on every photo set, held to the build's gates against the shipped card,
     and shipped the same way.  The card keeps its training record and names the network's version with
     ``+refit-DATE``."""
-    args.work.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="refit-", dir=args.work))
-    try:
-        stage_refit(args, data, staging)
-        promote(staging, args.out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    ship_staged(args, "refit-", lambda staging: stage_refit(args, data, staging))
 
 
 def stage_refit(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None:
