@@ -190,7 +190,8 @@ def prepare_data(args: argparse.Namespace, patches: bool = True) -> dict[str, An
             logging.info("making %s patches from %d photos ...", split, sum(s.split == split for s in sources))
             arrays = build_patches(sources, split, spec, args.seed + offset, args.per_variant, args.workers,
                                    args.hard_negatives, args.miner)
-            np.savez(work / f"{split}.tmp.npz", **arrays)
+            saved: dict[str, Any] = dict(arrays)  # (numpy's stub reads ** as its allow_pickle flag)
+            np.savez(work / f"{split}.tmp.npz", **saved)
             os.replace(work / f"{split}.tmp.npz", cached)
         with np.load(cached) as npz:
             patch_sets[split] = {k: npz[k] for k in npz.files}
@@ -333,7 +334,7 @@ def try_int8(
 
 def fit_on_production_scores(
     onnx: Path, data: dict[str, Any], common: dict[str, Any], workers: int
-) -> tuple[dict[str, float], dict[str, dict[str, float]], list[Any]]:
+) -> tuple[dict[str, float | None], dict[str, dict[str, float]], list[Any]]:
     """Fit thresholds on validation scores that production would produce with the final card.
 
     Production stops scoring a photo early only when its score already reaches the card's highest
@@ -380,14 +381,15 @@ def fit_on_production_scores(
            for s in thresholds):
         raise TrainError(f"thresholds refitted on production scores differ: {again} vs {thresholds}")
     for a, b in zip(full, production):
-        if (a.analysis.photo is None) != (b.analysis.photo is None):
+        fitted_photo, production_photo = a.analysis.photo, b.analysis.photo
+        if (fitted_photo is None) != (production_photo is None):
             raise TrainError(f"{a.photo.path}: scored once but not the other time")
-        if a.analysis.photo is None:
+        if fitted_photo is None or production_photo is None:
             continue
         for name in STRICTNESS_LEVELS:
             t = Thresholds(**thresholds[name])
-            va = decide(a.analysis.photo, t, spec.min_patches).verdict
-            vb = decide(b.analysis.photo, t, spec.min_patches).verdict
+            va = decide(fitted_photo, t, spec.min_patches).verdict
+            vb = decide(production_photo, t, spec.min_patches).verdict
             if va != vb:
                 raise TrainError(f"{b.photo.path}: verdict {vb.value} in production but {va.value} when fitted")
     fit_scores = {str(s.photo.path): s.analysis.photo.score for s in full if s.analysis.photo is not None}
