@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,15 @@ def validate_analysis(spec: AnalysisSpec, k: int, source: Path | str = "model ca
     scoring would leave a sure keep with too few patches, i.e. *uncertain*.
     """
     problems = []
+    for setting in fields(spec):  # a hand-edited card may hold "8" or true where a number belongs
+        value, default = getattr(spec, setting.name), setting.default
+        whole = isinstance(default, int) or default is None  # tile_stride: a whole number when set
+        if value is None and default is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            problems.append(f"{setting.name} must be {'a whole number' if whole else 'a number'}, got {value!r}")
+    if problems:
+        raise ModelError(f"{source}: invalid analysis settings: {'; '.join(problems)}")
     if spec.long_side < 1 or spec.patch_size < 1:
         problems.append("long_side and patch_size must be positive")
     elif spec.tile_stride is not None and not (1 <= spec.tile_stride <= spec.patch_size and spec.patch_size % spec.tile_stride == 0):

@@ -444,6 +444,9 @@ def test_bombs_are_refused_and_a_two_worker_scan_stays_small(tmp_path):
         ({"analysis__min_patches": 100}, "need 1 <= min_patches <= max_patches"),
         ({"analysis__dark_mean": 0.99}, "need 0 <= dark_mean < bright_mean <= 1"),
         ({"analysis__tile_stride": 24}, "tile_stride must divide patch_size (64), got 24"),
+        ({"analysis__tile_stride": "32"}, "tile_stride must be a whole number, got '32'"),  # hand-edited cards
+        ({"analysis__first_pass": "8"}, "first_pass must be a whole number, got '8'"),
+        ({"analysis__min_std": True}, "min_std must be a number, got True"),
     ],
 )
 def test_contradictory_analysis_settings_are_a_model_error(tmp_path, changes, message):
