@@ -576,6 +576,20 @@ def _card_version(onnx: Path) -> str | None:
         return None
 
 
+def pass_gates(args: argparse.Namespace, data: dict[str, Any], evaluations: dict[str, Any],
+               fit_scores: dict[str, float | None]) -> dict[str, Any] | None:
+    """Every gate a model must pass before it ships (raises TrainError): no real sharp photo rejected,
+    enough real blurred ones flagged, no worse than the shipped card on validation (unless
+    --replace-worse).  Leaves the fit scores in --work and returns the shipped card's report."""
+    in_focus_gate(evaluations, args.max_real_sharp_rejects)
+    real_flagged_gate(evaluations, args.min_real_flagged)
+    previous = previous_model_report(args, data)
+    if not args.replace_worse:
+        no_regression_gate(evaluations, previous)
+    (args.work / "last-fit-scores.json").write_text(json.dumps(fit_scores, indent=1))
+    return previous
+
+
 def in_focus_gate(evaluations: dict[str, Any], limit: int) -> None:
     """Refuse a model that rejects more than ``limit`` sharp photos of the real held-out set."""
     real = evaluations.get("real held-out")
@@ -614,12 +628,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
     out = staging / "focus.onnx"
     seeds = fit_seeds(args)
     result = fit_and_export(args, data, args.variant, args.kernel, out)
-    in_focus_gate(result["evaluations"], args.max_real_sharp_rejects)
-    real_flagged_gate(result["evaluations"], args.min_real_flagged)
-    previous = previous_model_report(args, data)
-    if not args.replace_worse:
-        no_regression_gate(result["evaluations"], previous)
-    (args.work / "last-fit-scores.json").write_text(json.dumps(result["fit_scores"], indent=1))
+    previous = pass_gates(args, data, result["evaluations"], result["fit_scores"])
     sweep_file = args.out / "sweep.json"
     sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
     extra = {
@@ -692,6 +701,7 @@ def stage_refit(args: argparse.Namespace, data: dict[str, Any], staging: Path) -
     from cull.card import analysis_dict, load_card
     from cull.errors import ModelError
     from train.export import write_card
+    from train.model import architecture_args
     from train.report import write_card_markdown
 
     try:
@@ -699,20 +709,12 @@ def stage_refit(args: argparse.Namespace, data: dict[str, Any], staging: Path) -
     except ModelError as exc:
         raise TrainError(f"refit needs a shipped model: {exc}") from None
     raw = json.loads((args.out / "focus.json").read_text(encoding="utf-8"))
-    arch = raw["architecture"]
-    common = dict(variant=arch["variant"], kernel=int(arch["kernel"]), aggregate_k=shipped.aggregate_k,
-                  filters=tuple(arch["filters"]), stride=int(arch.get("first_stride", 1)),
-                  separable=bool(arch.get("separable", False)), members=int(arch.get("ensemble", 1)))
+    common = {**architecture_args(raw["architecture"]), "aggregate_k": shipped.aggregate_k}
     out = staging / "focus.onnx"
     shutil.copyfile(shipped.model_path, out)
     fit_scores, thresholds, val_scored = fit_on_production_scores(out, data, common, args.workers)
     evaluations = evaluate_card(args, data, load_card(out), val_scored)
-    in_focus_gate(evaluations, args.max_real_sharp_rejects)
-    real_flagged_gate(evaluations, args.min_real_flagged)
-    previous = previous_model_report(args, data)
-    if not args.replace_worse:
-        no_regression_gate(evaluations, previous)
-    (args.work / "last-fit-scores.json").write_text(json.dumps(fit_scores, indent=1))
+    previous = pass_gates(args, data, evaluations, fit_scores)
     base_version = shipped.version.split("+", 1)[0]
     kept = {k: v for k, v in raw.items() if k not in {"format", "model_file", "sha256", "version", "architecture",
                                                        "input", "analysis", "patch_logic", "aggregate", "outputs",

@@ -75,7 +75,7 @@ def write_card(
             "standardised: (p - mean) / max(std, 0.02)",
         },
         "analysis": analysis_dict(spec),
-        "patch_logic": ("centred grid of non-overlapping patch_size tiles" if spec.tile_stride in (None, spec.patch_size)
+        "patch_logic": ("centred grid of non-overlapping patch_size tiles" if spec.tile_step == spec.patch_size
                         else "centred grid of patch_size tiles every tile_stride px (overlapping)")
         + " at the analysis scale; tiles "
         "with std < min_std, mean outside [dark_mean, bright_mean] or > max_clipped clipped pixels are "

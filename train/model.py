@@ -14,6 +14,8 @@ convolution at full resolution. The head stays Dense 128 + Dropout 0.5.
 
 from __future__ import annotations
 
+from typing import Any
+
 VARIANTS = ("seed", "focus")
 FILTERS = (32, 64, 64)  # the seed's trunk
 DENSE = 128
@@ -63,3 +65,10 @@ def architecture(
     if members > 1:
         arch["ensemble"] = members
     return arch
+
+
+def architecture_args(arch: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``architecture`` that a card's description was written from (its inverse)."""
+    return {"variant": str(arch["variant"]), "kernel": int(arch["kernel"]), "filters": tuple(int(f) for f in arch["filters"]),
+            "stride": int(arch.get("first_stride", 1)), "separable": bool(arch.get("separable", False)),
+            "members": int(arch.get("ensemble", 1))}
