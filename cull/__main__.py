@@ -1,7 +1,7 @@
 """`python -m cull` and the `cull` command.
 
-Kept free of imports at module level: worker processes are started with the spawn method, which
-runs the parent's main script again in each worker (for `cull`, the console script that imports
+Kept free of imports at module level: worker processes (cull.runner.worker_context: a fork server
+or spawn) run the parent's main script again in each worker (for `cull`, the console script that imports
 ``main`` from here), so whatever this module imports every worker would import too (the whole
 command-line layer, typer and tqdm: ~0.2 s of CPU per worker, per pool).
 """
