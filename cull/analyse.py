@@ -106,7 +106,7 @@ def analyse_chunk(
         if print_ is not None:
             print_ = replace(print_, scores=np.asarray(scores.sharp[grid_scores[index]], np.float32))
             scores = _split(scores, [selected[index]])[0]
-        photo = aggregate(scores, card.aggregate_k, scorer.kind_labels)
+        photo = aggregate(scores, card.aggregate_k, scorer.kind_labels, card.head)
         results.append(Analysis(path, photo, laplacian_var=laplacians.get(index), footprint=print_))
     return results
 
@@ -164,22 +164,25 @@ def _sure_keep(scores: PatchScores, card: ModelCard) -> bool:
 def _split(scores: PatchScores, counts: list[int]) -> list[PatchScores]:
     out, start = [], 0
     for count in counts:
-        kind = scores.kind[start : start + count] if scores.kind is not None else None
-        out.append(PatchScores(scores.sharp[start : start + count], kind))
+        part = slice(start, start + count)
+        out.append(PatchScores(scores.sharp[part], *(None if a is None else a[part] for a in (scores.kind, scores.embedding))))
         start += count
     return out
 
 
-def _join(a: PatchScores, b: PatchScores) -> PatchScores:
-    kind = np.concatenate([a.kind, b.kind]) if a.kind is not None and b.kind is not None else None
-    return PatchScores(np.concatenate([a.sharp, b.sharp]), kind)
+def _join(*parts: PatchScores) -> PatchScores:
+    """One PatchScores of several, in order (kind / embedding only where every part has them)."""
+
+    def joined(arrays: list[NDArray[np.float32] | None]) -> NDArray[np.float32] | None:
+        present = [a for a in arrays if a is not None]
+        return np.concatenate(present) if present and len(present) == len(arrays) else None
+
+    return PatchScores(np.concatenate([p.sharp for p in parts]), joined([p.kind for p in parts]),
+                       joined([p.embedding for p in parts]))
 
 
 def _score_in_batches(scorer: Scorer, inputs: list[NDArray[np.float32]], batch_size: int) -> PatchScores:
     if not inputs or sum(len(x) for x in inputs) == 0:
         return PatchScores(np.zeros(0, np.float32), None)
     batch = np.concatenate(inputs)
-    parts = [scorer.score(batch[i : i + batch_size]) for i in range(0, len(batch), max(1, batch_size))]
-    sharp = np.concatenate([p.sharp for p in parts])
-    kinds = [p.kind for p in parts if p.kind is not None]
-    return PatchScores(sharp, np.concatenate(kinds) if len(kinds) == len(parts) else None)
+    return _join(*(scorer.score(batch[i : i + batch_size]) for i in range(0, len(batch), max(1, batch_size))))

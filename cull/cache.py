@@ -35,12 +35,15 @@ CREATE TABLE IF NOT EXISTS scores_v2 (
     kind TEXT,
     sharp_share REAL NOT NULL,
     motion REAL,
+    head REAL,
     PRIMARY KEY (path, model)
 )
 """
 # A scores_v2 table written before ``motion`` existed gains the column (its rows are of older card
-# fingerprints, never read again: cull.card.PHOTO_SCORE_FIELDS).
-SCORE_COLUMNS = ("path", "size", "mtime_ns", "model", "score", "patches", "kind", "sharp_share", "motion")
+# fingerprints, never read again: cull.card.PHOTO_SCORE_FIELDS); one written before ``head`` gains that
+# (its rows hold no head value, which only a card with a photo head, and so another fingerprint, has).
+SCORE_COLUMNS = ("path", "size", "mtime_ns", "model", "score", "patches", "kind", "sharp_share", "motion", "head")
+ADDED_COLUMNS = ("motion", "head")
 FOOTPRINTS = """
 CREATE TABLE IF NOT EXISTS footprints_v1 (
     path BLOB NOT NULL,
@@ -137,14 +140,15 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}  # noqa: S608 - our own table name
 
 
-def _add_motion_column(db: sqlite3.Connection) -> None:
-    """Give an older cull's scores_v2 the ``motion`` column (another cull may just have done so)."""
-    try:
-        with db:
-            db.execute("ALTER TABLE scores_v2 ADD COLUMN motion REAL")
-    except sqlite3.OperationalError as exc:
-        if "duplicate column" not in str(exc):
-            raise
+def _add_columns(db: sqlite3.Connection, names: list[str]) -> None:
+    """Give an older cull's scores_v2 the columns it lacks (another cull may just have added them)."""
+    for name in names:
+        try:
+            with db:
+                db.execute(f"ALTER TABLE scores_v2 ADD COLUMN {name} REAL")  # noqa: S608 - our own column names
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
 
 class ScoreCache(_SqliteFile):
@@ -156,14 +160,18 @@ class ScoreCache(_SqliteFile):
         self.readonly = readonly
         self._pending: list[tuple[object, ...]] = []
         self._pending_prints: list[tuple[object, ...]] = []
+        self._head = "head"  # the column read for PhotoScore.head
         try:
             self._db = self._connect(path, readonly, SCHEMA, FOOTPRINTS)
-            if self._db is not None and "motion" not in _columns(self._db, "scores_v2"):
-                if readonly:  # an older cull's cache: it holds no score of this card anyway
+            missing = [] if self._db is None else [c for c in ADDED_COLUMNS if c not in _columns(self._db, "scores_v2")]
+            if self._db is not None and missing:
+                if not readonly:
+                    _add_columns(self._db, missing)
+                elif "motion" in missing:  # an older cull's cache: it holds no score of this card anyway
                     self._db.close()
                     self._db = None
-                else:
-                    _add_motion_column(self._db)
+                else:  # read as written: no head values
+                    self._head = "NULL"
         except (sqlite3.Error, OSError) as exc:  # a broken cache only costs speed
             if str(path) not in _warned:
                 _warned.add(str(path))
@@ -175,7 +183,7 @@ class ScoreCache(_SqliteFile):
             return None
         try:
             row = self._db.execute(
-                "SELECT score, patches, kind, sharp_share, motion FROM scores_v2 "
+                f"SELECT score, patches, kind, sharp_share, motion, {self._head} FROM scores_v2 "  # noqa: S608
                 "WHERE path = ? AND model = ? AND size = ? AND mtime_ns = ?",
                 (os.fsencode(path), self.model, key[0], key[1]),
             ).fetchone()
@@ -187,7 +195,7 @@ class ScoreCache(_SqliteFile):
         if self._db is None or self.readonly:
             return
         self._pending.append((os.fsencode(path), key[0], key[1], self.model, photo.score, photo.patches, photo.kind,
-                              photo.sharp_share, photo.motion))
+                              photo.sharp_share, photo.motion, photo.head))
         if len(self._pending) >= 256:
             self.flush()
 

@@ -72,6 +72,7 @@ class Scored:
     score: float | None
     error: str | None = None
     motion: float | None = None  # the kind head's mean P(motion): the base card's steady path needs it
+    head: float | None = None  # the photo head's value: the base card's head path needs it
 
 
 @dataclass
@@ -169,7 +170,7 @@ def fit_thresholds(sharp_scores: Sequence[float], blurred_scores: Sequence[float
 
 
 def _verdict(photo: Scored, thresholds: Thresholds) -> str:
-    return "uncertain" if photo.score is None else verdict_for(photo.score, photo.motion, thresholds).value
+    return "uncertain" if photo.score is None else verdict_for(photo.score, photo.motion, thresholds, photo.head).value
 
 
 def rates_for(labels: Sequence[bool], verdicts: Sequence[str]) -> dict[str, Rate]:
@@ -224,7 +225,7 @@ def _score_photos(photos: list[LabelledPhoto], card: ModelCard, workers: int, pr
         else:
             enough = analysis.photo.patches >= card.analysis.min_patches
             found[photo.path] = Scored(photo.path, photo.sharp, analysis.photo.score if enough else None,
-                                       motion=analysis.photo.motion)
+                                       motion=analysis.photo.motion, head=analysis.photo.head)
         if progress is not None:
             progress.update(1)
     return [found[p.path] for p in photos]
@@ -328,6 +329,7 @@ def card_json(calibration: Calibration, base_path: Path, out: Path) -> dict[str,
     sharp = [s.score for s in calibration.scored if s.sharp and s.score is not None]
     blurred = [s.score for s in calibration.scored if not s.sharp and s.score is not None]
     raw.pop("metrics", None)  # the base card's figures belong to its thresholds, not these
+    raw.pop("photo_head", None)  # fitted on the base card's training photos, not this domain: no head path
     raw.update(
         model_file=model_file,
         sha256=card.sha256,

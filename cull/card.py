@@ -19,7 +19,8 @@ from cull.fsutil import file_sha256  # noqa: F401 - also cull.card.file_sha256 f
 CARD_FORMAT = 1
 STRICTNESS_LEVELS = ("lenient", "normal", "strict")
 # What a cached photo score holds (cull.score.PhotoScore): part of the fingerprint, so scores cached
-# before a field was added (2: ``motion``) are analysed again rather than decided without it.
+# before a field was added (2: ``motion``) are analysed again rather than decided without it.  (``head``
+# needs no step: it is None without a photo head, and a card with one has the head in its fingerprint.)
 PHOTO_SCORE_FIELDS = 2
 
 
@@ -56,6 +57,7 @@ class Thresholds:
     reject: float
     steady_keep: float | None = None
     max_motion: float | None = None
+    head_keep: float | None = None  # the photo head's path (PhotoHead): keep at a head value of at least this
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.reject <= self.keep <= 1.0:
@@ -66,10 +68,42 @@ class Thresholds:
             self.reject <= self.steady_keep <= self.keep and 0.0 <= self.max_motion <= 1.0
         ):
             raise ModelError(f"thresholds must satisfy reject <= steady_keep <= keep and 0 <= max_motion <= 1, got {self}")
+        if self.head_keep is not None and (isinstance(self.head_keep, bool) or not isinstance(self.head_keep, (int, float))):
+            raise ModelError(f"head_keep must be a number, got {self.head_keep!r}")
 
     def as_dict(self) -> dict[str, float]:
         """The card's JSON form (the steady path only where set)."""
         return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class PhotoHead:
+    """A logistic model over a photo's patch outputs (cull.score.photo_features), fitted on training
+    photos: its value (log-odds that the photo is in focus) is a third way to keep (Thresholds.head_keep).
+
+    ``output`` names the network's patch embedding; ``top``: how many best-scoring patches' embeddings
+    are averaged (besides all patches'); features are standardised by ``mean`` and ``scale``."""
+
+    output: str
+    top: int
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.mean), len(self.scale), len(self.weights)}
+        if len(sizes) != 1 or self.top < 1 or any(v <= 0 for v in self.scale):
+            raise ModelError("photo_head needs mean, scale and weights of one length, positive scales and top >= 1")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> PhotoHead:
+        return cls(str(raw["output"]), int(raw["top"]), tuple(map(float, raw["mean"])), tuple(map(float, raw["scale"])),
+                   tuple(map(float, raw["weights"])), float(raw["bias"]))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "top": self.top, "mean": list(self.mean), "scale": list(self.scale),
+                "weights": list(self.weights), "bias": self.bias}
 
 
 @dataclass(frozen=True)
@@ -86,6 +120,7 @@ class ModelCard:
     score_output: str = "p_sharp"
     kind_output: str | None = None
     kind_labels: tuple[str, ...] = ()
+    head: PhotoHead | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -93,11 +128,13 @@ class ModelCard:
         """sha256 over everything that shapes a photo's score: the ONNX file's hash, the analysis
         (scale, patch logic, first pass), the aggregation and the input/output names.  Thresholds
         are left out (they only turn a score into a verdict), so the score cache keys on this."""
-        scoring = {
+        scoring: dict[str, Any] = {
             "model": self.sha256, "analysis": analysis_dict(self.analysis), "aggregate_k": self.aggregate_k,
             "input": self.input_name, "score": self.score_output, "kind": self.kind_output,
             "kind_labels": list(self.kind_labels), "photo_score": PHOTO_SCORE_FIELDS,
         }
+        if self.head is not None:
+            scoring["head"] = self.head.as_dict()
         return hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -155,6 +192,7 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
             score_output=raw["outputs"]["score"],
             kind_output=kind.get("output"),
             kind_labels=tuple(kind.get("labels", ())),
+            head=PhotoHead.from_dict(raw["photo_head"]) if raw.get("photo_head") else None,
             extra={k: v for k, v in raw.items() if k not in _PARSED_KEYS},
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -165,6 +203,8 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     missing = [s for s in STRICTNESS_LEVELS if s not in card.thresholds]
     if missing:
         raise ModelError(f"{path}: thresholds missing for {', '.join(missing)}")
+    if card.head is None and any(t.head_keep is not None for t in card.thresholds.values()):
+        raise ModelError(f"{path}: thresholds name head_keep but the card has no photo_head")
     if not model_path.is_file():
         raise ModelError(f"model file {model_path} named by {path} does not exist")
     if verify and file_sha256(model_path) != card.sha256:
@@ -207,7 +247,8 @@ def validate_analysis(spec: AnalysisSpec, k: int, source: Path | str = "model ca
         raise ModelError(f"{source}: invalid analysis settings: {'; '.join(problems)}")
 
 
-_PARSED_KEYS = {"format", "model_file", "sha256", "version", "analysis", "thresholds", "aggregate", "input", "outputs", "kind"}
+_PARSED_KEYS = {"format", "model_file", "sha256", "version", "analysis", "thresholds", "aggregate", "input", "outputs", "kind",
+                "photo_head"}
 
 
 def analysis_dict(spec: AnalysisSpec) -> dict[str, Any]:

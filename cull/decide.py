@@ -28,27 +28,36 @@ class Decision:
 
 
 STEADY_REASON = "sharp region found, no sign of shake"  # kept through the card's steady path
+HEAD_REASON = "sharp region found by the photo head"  # kept through the card's photo head
 
 
 def decide(photo: PhotoScore, thresholds: Thresholds, min_patches: int) -> Decision:
     """Keep when a sharp region is found; reject only on clear, sufficient evidence of blur."""
     if photo.score is None or photo.patches < min_patches:
         return Decision(Verdict.UNCERTAIN, f"too little texture to judge ({photo.patches} usable patches)")
-    verdict = verdict_for(photo.score, photo.motion, thresholds)
+    verdict = verdict_for(photo.score, photo.motion, thresholds, photo.head)
     if verdict is Verdict.KEEP:
-        return Decision(verdict, "sharp region found" if photo.score >= thresholds.keep else STEADY_REASON)
+        if photo.score >= thresholds.keep:
+            return Decision(verdict, "sharp region found")
+        return Decision(verdict, STEADY_REASON if _steady(photo.score, photo.motion, thresholds) else HEAD_REASON)
     if verdict is Verdict.REJECT:
         return Decision(verdict, f"no sharp region ({photo.kind or 'blur'})")
     return Decision(verdict, "focus evidence is weak")
 
 
-def verdict_for(score: float, motion: float | None, thresholds: Thresholds) -> Verdict:
-    """The verdict for a photo score (and the kind head's mean P(motion), None without one). Pure.
+def verdict_for(score: float, motion: float | None, thresholds: Thresholds, head: float | None = None) -> Verdict:
+    """The verdict for a photo score (and the kind head's mean P(motion), the photo head's value: None
+    without them). Pure.
 
     Keep at ``keep``; with the card's steady path, also at ``steady_keep`` when ``motion`` is at most
-    ``max_motion`` (only keeps are added: what is rejected never depends on it)."""
-    steady = (thresholds.steady_keep is not None and thresholds.max_motion is not None and motion is not None
-              and score >= thresholds.steady_keep and motion <= thresholds.max_motion)
-    if score >= thresholds.keep or steady:
+    ``max_motion``; with its photo head, also when ``head`` reaches ``head_keep``.  Only keeps are
+    added: what is rejected depends on the score alone, and a photo under ``reject`` is never kept."""
+    headed = thresholds.head_keep is not None and head is not None and head >= thresholds.head_keep
+    if score >= thresholds.keep or _steady(score, motion, thresholds) or (headed and score >= thresholds.reject):
         return Verdict.KEEP
     return Verdict.REJECT if score < thresholds.reject else Verdict.UNCERTAIN
+
+
+def _steady(score: float, motion: float | None, thresholds: Thresholds) -> bool:
+    return (thresholds.steady_keep is not None and thresholds.max_motion is not None and motion is not None
+            and score >= thresholds.steady_keep and motion <= thresholds.max_motion)

@@ -158,7 +158,7 @@ def test_paths_cull_never_writes_are_kept_and_odd_names_work(tmp_path):
     latin1 = os.fsencode(tmp_path) + b"/caf\xe9.jpg"  # gone, from a folder that exists
     with sqlite3.connect(cache) as db:
         db.execute(SCHEMA)
-        db.executemany("INSERT INTO scores_v2 VALUES (?, 1, 1, 'm', 0.5, 8, NULL, 0.1, NULL)", [(p,) for p in [*odd, latin1]])
+        db.executemany("INSERT INTO scores_v2 VALUES (?, 1, 1, 'm', 0.5, 8, NULL, 0.1, NULL, NULL)", [(p,) for p in [*odd, latin1]])
     os.chdir(tmp_path)  # where "relative.jpg" would be judged gone
     outcome = prune_cache(cache)
     assert (outcome.gone_paths, outcome.unreachable_paths) == (1, 4)
@@ -172,10 +172,10 @@ def test_a_cache_from_an_older_cull_is_read_and_its_unused_table_dropped_on_requ
     cache = tmp_path / "scores.sqlite"
     with sqlite3.connect(cache) as db:
         db.execute(SCHEMA.replace("scores_v2", "scores").replace("path BLOB", "path TEXT"))
-        db.execute("INSERT INTO scores VALUES (?, 1, 1, 'm', 0.5, 8, NULL, 0.1, NULL)", (str(tmp_path / "a.jpg"),))
+        db.execute("INSERT INTO scores VALUES (?, 1, 1, 'm', 0.5, 8, NULL, 0.1, NULL, NULL)", (str(tmp_path / "a.jpg"),))
         db.execute(SCHEMA.replace("sharp_share REAL NOT NULL,", "sharp_share REAL NOT NULL, added_later TEXT,"))
-        db.execute("INSERT INTO scores_v2 VALUES (?, 1, 1, 'm', 0.5, 8, NULL, 0.1, 'x', NULL)", (os.fsencode(tmp_path / "gone.jpg"),))
-        db.execute("INSERT INTO scores_v2 VALUES (?, 1, 1, 'm', 0.5, 8, NULL, 0.1, 'x', NULL)", (str(tmp_path / "text.jpg"),))
+        db.execute("INSERT INTO scores_v2 VALUES (?, 1, 1, 'm', 0.5, 8, NULL, 0.1, 'x', NULL, NULL)", (os.fsencode(tmp_path / "gone.jpg"),))
+        db.execute("INSERT INTO scores_v2 VALUES (?, 1, 1, 'm', 0.5, 8, NULL, 0.1, 'x', NULL, NULL)", (str(tmp_path / "text.jpg"),))
     env = {"CULL_CACHE_DIR": str(tmp_path)}
     assert describe_cache(cache).older_rows == 1  # type: ignore[union-attr]
     info = runner.invoke(app, ["cache", "info"], env=env)

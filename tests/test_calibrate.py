@@ -119,9 +119,9 @@ def test_texture_choice_prefers_the_base_value_unless_another_decides_more():
 
 
 def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path):
-    """Grey low-contrast micrographs: the shipped card keeps at most about half the sharp frames (v2
-    kept almost none, v5 half); calibrated on 10 + 10 frames it keeps >= 90 % of 20 other sharp
-    frames, rejects none, flags >= 95 % of blurred."""
+    """Grey low-contrast micrographs: the shipped card leaves sharp frames uncertain (v2 kept almost
+    none, v5 half, v5 with its photo head three quarters); calibrated on 10 + 10 frames it keeps >= 90 %
+    of 20 other sharp frames, more than the shipped card, rejects none, flags >= 95 % of blurred."""
     calibration = micro_folder(tmp_path / "cal", range(10))
     held_out = micro_folder(tmp_path / "test", range(10, 30))
     runner = CliRunner()
@@ -129,7 +129,7 @@ def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path
     result = runner.invoke(app, ["eval", str(held_out), "-j1", "--json", str(shipped)])
     assert result.exit_code == 0, result.output
     before = json.loads(shipped.read_text())["overall"]["model"]
-    assert before["sharp_kept_rate"] <= 0.6  # with the shipped thresholds many sharp frames stay uncertain
+    assert before["sharp_kept_rate"] < 0.9  # with the shipped thresholds sharp frames stay uncertain
 
     card_path = tmp_path / "cards" / "micro.json"
     card_path.parent.mkdir()
@@ -141,7 +141,8 @@ def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path
     shipped_card = load_card()
     assert card.sha256 == shipped_card.sha256 and card.model_path.resolve() == shipped_card.model_path.resolve()
     assert card.thresholds != shipped_card.thresholds and card.version.startswith(shipped_card.version)
-    assert all(t.steady_keep is None and t.max_motion is None for t in card.thresholds.values())  # one keep threshold
+    assert all(t.steady_keep is None and t.max_motion is None and t.head_keep is None for t in card.thresholds.values())
+    assert card.head is None and shipped_card.head is not None  # one keep threshold: no steady or head path
     assert card.analysis.min_std < shipped_card.analysis.min_std  # the texture threshold adapted to low contrast
     assert "10 sharp and 10 blurred" in card.extra["calibration"]["note"]
 
@@ -155,6 +156,7 @@ def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path
         assert report["model_version"] == card.version
         assert after["confusion"]["sharp"]["reject"] == 0
         assert after["sharp_kept_rate"] >= 0.9 and after["blurred_flagged_rate"] >= 0.95
+        assert after["sharp_kept_rate"] > before["sharp_kept_rate"]
     verdicts = {Path(p["path"]).name + str(p["sharp"]): p["verdict"] for p in report["photos"]}
 
     # scan with two worker processes decides with the same card (thresholds and texture threshold)

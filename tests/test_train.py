@@ -460,7 +460,7 @@ def test_distillation_targets_blend_labels_with_the_teachers_scores(tmp_path):
     export_onnx(build_model("focus", 3, 64, filters=(8, 8, 8)), path, 64)
     patches = {"x": np.random.default_rng(2).integers(0, 256, (300, 64, 64), dtype=np.uint8)}  # > one batch
     scores = teacher_scores(path, patches)
-    card = replace(load_card(), model_path=path, kind_output=None)
+    card = replace(load_card(), model_path=path, kind_output=None, head=None)
     direct = OnnxScorer(card).score(network_input(patches["x"].astype(np.float32) / 255.0)).sharp
     np.testing.assert_allclose(scores, direct, atol=1e-6)  # the scores cull would give each patch
     labels = np.array([[1.0], [0.0], [1.0]], np.float32)
@@ -507,7 +507,7 @@ def test_an_ensemble_averages_its_members_and_runs_in_cull(tmp_path):
     for name in merged:
         np.testing.assert_allclose(merged[name], np.mean([e[name] for e in each], axis=0), atol=1e-6)
     assert np.ptp([e["p_sharp"] for e in each], axis=0).max() > 0.01  # the members do differ
-    card = replace(load_card(), model_path=out)
+    card = replace(load_card(), model_path=out, head=None)  # an average has no photo head
     scores = OnnxScorer(card).score(x)  # cull runs it like any focus model, kind head included
     np.testing.assert_allclose(scores.sharp, merged["p_sharp"].reshape(-1), atol=1e-6)
     assert scores.kind is not None and scores.kind.shape == (16, 3)
@@ -582,6 +582,8 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
     assert raw["export"]["parity_max_abs_diff"] < 1e-4
     assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}
     assert card.kind_labels == ("sharp", "defocus", "motion")
+    assert card.head is not None and "training photos" in raw["photo_head"]["fitted_on"]  # the photo head
+    assert "embedding" in {o.name for o in __import__("onnxruntime").InferenceSession(str(card.model_path)).get_outputs()}
     assert (out / "CARD.md").read_text().startswith("# Model card")
     assert "Issue 11 figures" in (out / "CARD.md").read_text()
     quantization = raw["quantization"]  # int8 ships only with every validation verdict unchanged
@@ -622,7 +624,8 @@ def check_refit_fits_the_same_network_anew(tmp_path, data, real, out):
     card = load_card(same / "focus.json")
     assert raw["thresholds"] == built["thresholds"] and raw["analysis"] == built["analysis"]
     assert card.sha256 == built["sha256"] and (same / "focus.onnx").read_bytes() == (out / "focus.onnx").read_bytes()
-    assert raw["version"] == built["version"] + "+refit-" + raw["refit"]["date"].replace("-", "")
+    assert raw["version"] == built["version"] + "+refit-" + raw["refit"]["date"].replace("-", "") + "+head"
+    assert raw["photo_head"] == built["photo_head"]  # the same network and training photos: the same head
     assert raw["training"] == built["training"] and raw["export"] == built["export"]
     assert raw["refit"]["from"]["version"] == built["version"] and raw["previous_model"]["version"] == built["version"]
     assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}
@@ -654,6 +657,7 @@ def check_an_average_of_runs_builds(tmp_path, data, real):
     assert sorted(p.name for p in out.iterdir()) == ["CARD.md", "focus.json", "focus.onnx"]  # no member left over
     assert len(list((tmp_path / "work").glob("*/model-*-fs1-*.keras"))) == 1  # each run cached by its seed
     assert card.thresholds["lenient"].keep >= card.thresholds["lenient"].reject
+    assert card.head is None and "photo_head" not in raw  # a photo head reads one network's embedding
 
 
 def check_fit_used_production_scores(tmp_path, out):

@@ -177,7 +177,7 @@ def prepare_data(args: argparse.Namespace, patches: bool = True) -> dict[str, An
     work = args.work / key
     work.mkdir(parents=True, exist_ok=True)
     folders = {}
-    for offset, split in enumerate(("val", "test")):
+    for offset, split in enumerate(("val", "test", "train")):  # train: the photo head's photos
         folder = work / "photos" / split
         if not (folder / "MANIFEST.json").exists():
             logging.info("writing %s photo folder ...", split)
@@ -243,6 +243,7 @@ def fit_and_export(args: argparse.Namespace, data: dict[str, Any], variant: str,
     aggregate_k = 3
     common = dict(variant=variant, kernel=kernel, aggregate_k=aggregate_k, filters=trunk(args, variant),
                   stride=stride_of(args, variant), separable=separable_of(args), members=len(models))
+    common["photo_head"] = fit_photo_head(out, data, common, args.workers)
     fit_scores, thresholds, val_scored = fit_on_production_scores(out, data, common, args.workers)
     quantization = {"shipped": False, "why": "not tried (--no-int8)"}
     if args.int8 and len(models) > 1:
@@ -332,6 +333,26 @@ def try_int8(
     return info, fitted
 
 
+def fit_photo_head(onnx: Path, data: dict[str, Any], common: dict[str, Any], workers: int) -> dict[str, Any] | None:
+    """The photo head's card entry (train/head.py) for the staged single network ``onnx``, which gains the
+    embedding output; fitted on the training split's photo folder.  None for a network without a kind
+    head (the seed) or an average of several."""
+    from cull.card import STRICTNESS_LEVELS, load_card
+    from train.export import write_card
+    from train.head import add_embedding_output, choose_l2, describe, fit_head, folder_features
+
+    if common.get("variant") != "focus" or common.get("members", 1) != 1:
+        return None
+    add_embedding_output(onnx, onnx)
+    placeholder = {s: {"keep": 0.5, "reject": 0.5} for s in STRICTNESS_LEVELS}
+    write_card(onnx, version="fitting the photo head", thresholds=placeholder, spec=data["analysis"], **common)
+    features, sharp = folder_features(data["folders"]["train"], load_card(onnx), workers)
+    l2, losses = choose_l2(features, sharp)
+    head = fit_head(features, sharp, l2)
+    logging.info("photo head fitted on %d training photos (L2 %g; cross-validated log-loss %s)", len(features), l2, losses)
+    return {**head.as_dict(), **describe(head, l2, losses, len(features))}
+
+
 def fit_on_production_scores(
     onnx: Path, data: dict[str, Any], common: dict[str, Any], workers: int
 ) -> tuple[dict[str, float | None], dict[str, dict[str, float]], list[Any]]:
@@ -350,7 +371,7 @@ def fit_on_production_scores(
     from cull.decide import decide
     from cull.evaluate import score_folder
     from train.export import write_card
-    from train.thresholds import fit_steady, fit_thresholds
+    from train.thresholds import fit_head_keep, fit_steady, fit_thresholds
 
     spec = data["analysis"]
     folder = data["folders"]["val"]
@@ -370,6 +391,11 @@ def fit_on_production_scores(
                                 keep=min(t["keep"] for t in fitted.values()), floor=max(t["reject"] for t in fitted.values()))
             for t in fitted.values():
                 t.update(steady or {})
+        if ok and all(p.head is not None for p in sharp + blurred):
+            head_keep = fit_head_keep([(p.score, p.motion, p.head) for p in sharp], [(p.score, p.motion, p.head) for p in blurred],
+                                      fitted["lenient"])
+            for t in fitted.values():
+                t.update({} if head_keep is None else {"head_keep": head_keep})
         return fitted
 
     thresholds = fit(full)
@@ -712,13 +738,15 @@ def stage_refit(args: argparse.Namespace, data: dict[str, Any], staging: Path) -
     common = {**architecture_args(raw["architecture"]), "aggregate_k": shipped.aggregate_k}
     out = staging / "focus.onnx"
     shutil.copyfile(shipped.model_path, out)
+    common["photo_head"] = fit_photo_head(out, data, common, args.workers)
     fit_scores, thresholds, val_scored = fit_on_production_scores(out, data, common, args.workers)
     evaluations = evaluate_card(args, data, load_card(out), val_scored)
     previous = pass_gates(args, data, evaluations, fit_scores)
     base_version = shipped.version.split("+", 1)[0]
     kept = {k: v for k, v in raw.items() if k not in {"format", "model_file", "sha256", "version", "architecture",
                                                        "input", "analysis", "patch_logic", "aggregate", "outputs",
-                                                       "thresholds", "kind", "metrics", "previous_model"}}
+                                                       "thresholds", "kind", "metrics", "previous_model",
+                                                       "photo_head"}}
     if isinstance(kept.get("quantization"), dict):
         kept["quantization"] = {**kept["quantization"], "when": "tried when the network was built, with the analysis before the refit"}
     photos = {name: {s: compact(r) for s, r in per.items()} for name, per in evaluations.items()}
@@ -729,10 +757,11 @@ def stage_refit(args: argparse.Namespace, data: dict[str, Any], staging: Path) -
         "refit": {"date": dt.date.today().isoformat(), "network": base_version,
                   "from": {"version": shipped.version, "analysis": analysis_dict(shipped.analysis),
                            "thresholds": {s: t.as_dict() for s, t in shipped.thresholds.items()}},
-                  "why": "python -m train refit: the same network, its thresholds and steady path fitted again on the "
-                         "validation photos with this recipe's photo analysis; patch-level metrics are the network's own"},
+                  "why": "python -m train refit: the same network (with its patch embedding as one more output), its "
+                         "photo head fitted on the training photos, its thresholds, steady path and head path fitted again "
+                         "on the validation photos with this recipe's photo analysis; patch-level metrics are the network's own"},
     }
-    version = f"{base_version}+refit-{dt.date.today():%Y%m%d}"
+    version = f"{base_version}+refit-{dt.date.today():%Y%m%d}" + ("+head" if common["photo_head"] else "")
     card = write_card(out, version=version, thresholds=thresholds, spec=data["analysis"], extra=extra, **common)
     load_card(card)
     write_card_markdown(card, staging / "CARD.md")

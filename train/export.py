@@ -59,8 +59,10 @@ def write_card(
     stride: int = 1,
     separable: bool = False,
     members: int = 1,
+    photo_head: dict[str, Any] | None = None,
 ) -> Path:
-    """Write focus.json next to the model (atomically), recording the model file's sha256."""
+    """Write focus.json next to the model (atomically), recording the model file's sha256 (and the photo
+    head, train/head.py, where one was fitted)."""
     card: dict[str, Any] = {
         "format": CARD_FORMAT,
         "model_file": onnx_path.name,
@@ -88,6 +90,8 @@ def write_card(
     }
     if variant == "focus":
         card["kind"] = {"output": "kind", "labels": list(KINDS)}
+    if photo_head:
+        card["photo_head"] = photo_head
     card.update(extra or {})
     path = onnx_path.with_suffix(".json")
     tmp = path.with_suffix(".json.tmp")

@@ -47,6 +47,14 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
         lines += ["", f"Steady path (every strictness): a photo is also kept from {steady['steady_keep']:.4f} when the kind "
                   f"head's mean P(motion) over its patches is at most {steady['max_motion']:.2f} (no sign of shake; fitted "
                   "on the validation photos: no blurred one more is kept, see train/thresholds.py fit_steady)."]
+    head = card.get("photo_head")
+    head_keep = next((t["head_keep"] for t in card["thresholds"].values() if "head_keep" in t), None)
+    if head and head_keep is not None:
+        lines += ["", f"Photo head (every strictness): a photo the head rates in focus with log-odds of at least {head_keep:.3f} "
+                  f"is kept unless its score is under the reject threshold; {head.get('model', 'logistic regression')}, "
+                  f"ridge {head.get('l2')}, fitted on {head.get('fitted_on', 'the training photos')}; reads "
+                  f"{head.get('features', 'cull.score.photo_features')} (train/head.py; head_keep fitted on the validation "
+                  "photos: no blurred one more is kept, see train/thresholds.py fit_head_keep)."]
     lines += ["", "## Photo-level results", "",
               "Sharp false-reject = sharp photos rejected; flagged = blurred photos marked reject or uncertain.",
               "", "| set | strictness | method | sharp falsely rejected | sharp kept | blurred flagged | blurred rejected | acc. sharp | acc. blurred |",

@@ -69,3 +69,31 @@ def fit_steady(
     if gained(cap) == 0:
         return None
     return {"steady_keep": steady_keep(cap), "max_motion": cap}
+
+
+# The photo head's path (cull.card.PhotoHead, Thresholds.head_keep): a third way to keep, for photos whose
+# patch outputs taken together (train/head.py) look in focus.  It may keep no blurred validation photo that
+# the other paths leave unkept.
+HEAD_MARGIN = 0.5  # head_keep: this far (log-odds) above the highest such blurred validation photo's head value
+
+
+def fit_head_keep(
+    sharp: Sequence[tuple[float, float | None, float]], blurred: Sequence[tuple[float, float | None, float]],
+    lenient: dict[str, float],
+) -> float | None:
+    """head_keep from validation (score, mean P(motion), head value) triples and the fitted lenient
+    thresholds: HEAD_MARGIN above the highest head value of a blurred photo that ``keep`` and the steady
+    path leave unkept and lenient does not reject; None when that keeps no sharp photo more.  Pure."""
+    from cull.card import Thresholds
+    from cull.decide import Verdict, verdict_for
+
+    thresholds = Thresholds(**lenient)
+
+    def undecided(score: float, motion: float | None) -> bool:
+        return verdict_for(score, motion, thresholds) is Verdict.UNCERTAIN
+
+    open_blurred = [head for score, motion, head in blurred if undecided(score, motion)]
+    head_keep = round(max(open_blurred, default=float("-inf")) + HEAD_MARGIN, 6)
+    if head_keep == float("-inf") or not any(undecided(s, m) and h >= head_keep for s, m, h in sharp):
+        return None
+    return head_keep

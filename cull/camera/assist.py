@@ -64,7 +64,8 @@ def score_frame(frame: Frame, card: ModelCard, scorer: Scorer, thresholds: Thres
     model time). The frame's score is then a lower bound of what all the patches would give (the
     mean of the best k can only rise with more patches), so IN FOCUS still means the still is kept;
     a frame in focus is proven by its first few patches anyway.  The card's steady path rests on a
-    mean over every patch, which a part does not bound, so it applies only when every patch was scored."""
+    mean over every patch, which a part does not bound, and so does its photo head: they apply only when every
+    patch was scored."""
     gray = frame_to_gray(frame, card.analysis.long_side)
     scale = frame.shape[1] / gray.shape[1]
     patches = select_patches(gray, card.analysis)
@@ -72,9 +73,9 @@ def score_frame(frame: Frame, card: ModelCard, scorer: Scorer, thresholds: Thres
     started = time.perf_counter()
     scores = score_two_pass([patches.pixels[:budget]], card, scorer)[0] if len(patches) else None
     model_seconds = time.perf_counter() - started
-    photo = PhotoScore(None, 0) if scores is None else aggregate(scores, card.aggregate_k, scorer.kind_labels)
+    photo = PhotoScore(None, 0) if scores is None else aggregate(scores, card.aggregate_k, scorer.kind_labels, card.head)
     if len(patches) > budget:
-        thresholds = replace(thresholds, steady_keep=None, max_motion=None)
+        thresholds = replace(thresholds, steady_keep=None, max_motion=None, head_keep=None)
     verdict = decide(photo, thresholds, card.analysis.min_patches).verdict
     boxes = []
     if scores is not None:
