@@ -51,13 +51,15 @@ class Thresholds:
     A second, optional way to keep (a card fitted on validation photos may set it): a score of at
     least ``steady_keep`` keeps a photo whose patches show little sign of shake, i.e. whose kind
     head's mean P(motion) is at most ``max_motion`` (a shaken photo is what scores high while blurred).
+    A third (with the card's PhotoHead): a photo head value of at least ``head_keep`` keeps a photo
+    that ``reject`` does not reject.
     """
 
     keep: float
     reject: float
     steady_keep: float | None = None
     max_motion: float | None = None
-    head_keep: float | None = None  # the photo head's path (PhotoHead): keep at a head value of at least this
+    head_keep: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.reject <= self.keep <= 1.0:

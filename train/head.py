@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cull.card import ModelCard, PhotoHead
+from cull.score import head_value
 
 EMBEDDING_OUTPUT = "embedding"
 HEAD_TOP = 8  # the best-scoring patches whose embeddings are averaged (besides all patches')
@@ -91,17 +92,11 @@ def choose_l2(features: NDArray[np.float64], sharp: NDArray[np.bool_], choices: 
         total = 0.0
         for k in range(folds):
             head = fit_head(features[fold != k], sharp[fold != k], l2)
-            z = np.array([_value(head, row) for row in features[fold == k]])
+            z = np.array([head_value(head, row) for row in features[fold == k]])
             y = sharp[fold == k]
             total += float(np.sum(np.logaddexp(0.0, -z) * y + np.logaddexp(0.0, z) * ~y))
         losses[l2] = round(total / len(features), 6)
     return min(losses, key=lambda l2: losses[l2]), losses
-
-
-def _value(head: PhotoHead, row: NDArray[np.float64]) -> float:
-    from cull.score import head_value
-
-    return head_value(head, row)
 
 
 def fit_head(features: NDArray[np.float64], sharp: NDArray[np.bool_], l2: float,
