@@ -51,3 +51,17 @@ def test_scan_workers_started_by_the_console_script_do_not_import_the_command_li
 def _imports(importtime_log: str, module: str) -> int:
     """How many processes imported ``module`` (-X importtime lists a module once per process)."""
     return len(re.findall(rf"\|\s+{re.escape(module)}$", importtime_log, re.MULTILINE))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux's way (spawn elsewhere)")
+def test_the_fork_server_preloads_nothing_that_starts_threads_but_numpy() -> None:
+    """Workers fork from a server that imported cull.runner (Linux): onnxruntime starts a thread when
+    imported and must be imported in each worker after the fork, never by cull.runner itself."""
+    from cull.runner import worker_context
+
+    probe = ("import sys, os, cull.runner; print('onnxruntime' in sys.modules, 'rawpy' in sys.modules, "
+             "len(os.listdir('/proc/self/task')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert done.stdout.split() == ["False", "False", "1"]  # no thread at all once BLAS is held to one
+    assert worker_context().get_start_method() == "forkserver"
