@@ -579,6 +579,7 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
     raw = json.loads((out / "focus.json").read_text())
     assert raw["architecture"]["filters"] == [16, 32, 32] and "-f16x32x32-" in raw["version"]
     assert raw["training"]["recipe"] == "v5"
+    assert raw["training"]["libraries"]["numpy"] == np.__version__ and "onnxruntime" in raw["training"]["libraries"]
     assert raw["export"]["parity_max_abs_diff"] < 1e-4
     assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}
     assert card.kind_labels == ("sharp", "defocus", "motion")
@@ -626,6 +627,7 @@ def check_refit_fits_the_same_network_anew(tmp_path, data, real, out):
     assert card.sha256 == built["sha256"] and (same / "focus.onnx").read_bytes() == (out / "focus.onnx").read_bytes()
     assert raw["version"] == built["version"] + "+refit-" + raw["refit"]["date"].replace("-", "") + "+head"
     assert raw["photo_head"] == built["photo_head"]  # the same network and training photos: the same head
+    assert raw["refit"]["libraries"] == built["training"]["libraries"]
     assert raw["training"] == built["training"] and raw["export"] == built["export"]
     assert raw["refit"]["from"]["version"] == built["version"] and raw["previous_model"]["version"] == built["version"]
     assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}

@@ -595,6 +595,23 @@ def no_regression_gate(evaluations: dict[str, Any], previous: dict[str, Any] | N
                          f"photos: {'; '.join(worse)}; kept the shipped model (--replace-worse to override)")
 
 
+LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "scipy", "pillow")
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of the libraries a build's data, network and fit depend on: a network is
+    reproduced bit for bit only with the same ones (the card of model v5 did not record them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
 def _card_version(onnx: Path) -> str | None:
     try:
         return str(json.loads(Path(onnx).with_suffix(".json").read_text())["version"])
@@ -694,6 +711,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
                          "best_val_loss": round(min(h.get("val_loss", [float("nan")])), 4)}
                         for seed, h in zip(seeds, result["member_histories"])],
             "history": {k: [round(x, 4) for x in v] for k, v in result["history"].items() if isinstance(v, list)},
+            "libraries": library_versions(),
         },
         "export": {"tool": "tf2onnx.convert.from_function", "opset": 17,
                    "parity_max_abs_diff": result["parity_max_abs_diff"]},
@@ -754,7 +772,7 @@ def stage_refit(args: argparse.Namespace, data: dict[str, Any], staging: Path) -
         **kept,
         "metrics": {**raw.get("metrics", {}), "photos": photos},
         "previous_model": previous,
-        "refit": {"date": dt.date.today().isoformat(), "network": base_version,
+        "refit": {"date": dt.date.today().isoformat(), "network": base_version, "libraries": library_versions(),
                   "from": {"version": shipped.version, "analysis": analysis_dict(shipped.analysis),
                            "thresholds": {s: t.as_dict() for s, t in shipped.thresholds.items()}},
                   "why": "python -m train refit: the same network (with its patch embedding as one more output), its "
