@@ -494,3 +494,14 @@ def test_a_cached_rescan_starts_no_worker_and_loads_no_model(tmp_path, card, mon
     monkeypatch.setattr(cull.runner, "OnnxScorer", lambda *a, **k: pytest.fail("loaded the model"))
     for workers in (1, 2):
         assert all(r.cached for r in scan([photos], card, ScanOptions(workers=workers)).results)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_photo_head_reading_an_output_the_model_lacks_is_a_model_error(tmp_path, workers):
+    """A hand-edited card (or one beside another model) whose photo head names an output the ONNX file
+    does not have: a one-line model error and exit 2, in process and from worker processes alike."""
+    path = custom_card(tmp_path / "card", photo_head__output="pooled")
+    photos = photos_folder(tmp_path / "photos", 2)
+    result = run("scan", photos, "--model", path, "--workers", workers, "--no-xmp")
+    assert result.exit_code == 2 and "lacks outputs ['pooled'] named by its card" in result.stderr
+    assert "Traceback" not in result.stderr and not list(photos.glob("*.xmp"))
