@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from cull.bursts import Footprint, footprint
 from cull.capture import read_capture
 from cull.card import AnalysisSpec, ModelCard
-from cull.decode import decode_gray
+from cull.decode import decode_levels, to_unit
 from cull.errors import UnreadableImage
 from cull.patches import Patches, network_input, select_patches
 from cull.score import PatchScores, PhotoScore, Scorer, aggregate
@@ -72,13 +72,14 @@ def analyse_chunk(
     selected: dict[int, int] = {}  # bursts: how many of the scored patches are the photo's own selection
     for index, path in enumerate(paths):
         try:
-            gray = decode_gray(path, spec.long_side)
+            levels = decode_levels(path, spec.long_side)  # 8-bit as decoded: selection converts only what it reads
             if with_laplacian:
-                laplacians[index] = laplacian_variance(gray)
-            patches = select_patches(gray, spec)
+                laplacians[index] = laplacian_variance(to_unit(levels))
+            patches = select_patches(levels, spec)
             inputs[index] = patches.pixels
             if with_bursts:
                 shot = read_capture(path)
+                gray = to_unit(levels)
                 grid, inputs[index], grid_scores[index] = _with_side_by_side_tiles(gray, patches, spec)
                 selected[index] = len(patches)
                 no_scores = np.zeros(0, np.float32)

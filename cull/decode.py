@@ -41,6 +41,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     HEIF_AVAILABLE = False
 
 GrayImage = NDArray[np.float32]
+GrayLevels = NDArray[np.uint8] | NDArray[np.float32]  # 8-bit levels, or float32 in [0, 1]
+UNIT = np.float32(1.0 / 255.0)  # one 8-bit gray level in [0, 1]
 
 
 def decode_gray(path: Path, long_side: int) -> GrayImage:
@@ -49,10 +51,17 @@ def decode_gray(path: Path, long_side: int) -> GrayImage:
     The file's content decides the decoder: a ``.nef`` that is really a JPEG is read as a JPEG.
     Raises UnreadableImage with a one-line reason for anything that is not a decodable photo.
     """
+    return to_unit(decode_levels(path, long_side))
+
+
+def decode_levels(path: Path, long_side: int) -> GrayLevels:
+    """decode_gray without the conversion to float: 8-bit gray (0-255) as decoded, or float32 in [0, 1]
+    for 16/32-bit sources; ``to_unit`` turns either into decode_gray's array, bit for bit.  Patch
+    selection reads it as it is: no full-size float copy of the photo (6 MB at the analysis scale)."""
     path = Path(path)
     try:
         image = open_reduced(path, long_side)
-        return to_gray_array(reduce_long_side(image, long_side, SCALE_TOLERANCE))
+        return gray_levels(reduce_long_side(image, long_side, SCALE_TOLERANCE))
     except UnreadableImage:
         raise
     except MemoryError:
@@ -388,7 +397,25 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 def to_gray_array(image: Image.Image) -> GrayImage:
     """8-bit ('L') or float ('F', 0-255) gray -> float32 in [0, 1], converted and scaled in one pass."""
+    return to_unit(gray_levels(image))
+
+
+def gray_levels(image: Image.Image) -> GrayLevels:
+    """8-bit ('L') gray -> its uint8 levels as they are; float ('F', 0-255) -> float32 in [0, 1]."""
     pixels = np.asarray(image)
     if pixels.ndim != 2:
         raise UnreadableImage(f"unexpected image layout {pixels.shape}")
-    return np.multiply(pixels, np.float32(1.0 / 255.0), dtype=np.float32)
+    return pixels if pixels.dtype == np.uint8 else np.multiply(pixels, UNIT, dtype=np.float32)
+
+
+def to_unit(levels: NDArray[Any], out: NDArray[np.floating] | None = None) -> GrayImage:
+    """Gray levels (gray_levels) -> float32 in [0, 1], or into ``out`` if given.  8-bit levels are scaled
+    by 1/255 in float32, one rounding that every path shares, so a photo's patches are the same numbers
+    whether it was converted whole or strip by strip; float levels are already in [0, 1] (copied)."""
+    if levels.dtype == np.uint8:
+        return np.multiply(levels, UNIT, out=out, dtype=np.float32)
+    if out is None:
+        return levels.astype(np.float32, copy=False)
+    np.copyto(out, levels)
+    return out
+

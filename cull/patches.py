@@ -14,6 +14,7 @@ from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
 from cull.card import AnalysisSpec
+from cull.decode import to_unit
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,11 @@ def tile_grid(shape: tuple[int, int], size: int) -> tuple[int, int, int, int]:
     return rows, cols, (height - rows * size) // 2, (width - cols * size) // 2
 
 
-def select_patches(gray: NDArray[np.float32], spec: AnalysisSpec) -> Patches:
-    """Return up to ``spec.max_patches`` informative tiles, most textured first.
+def select_patches(gray: NDArray[np.floating] | NDArray[np.uint8], spec: AnalysisSpec) -> Patches:
+    """Return up to ``spec.max_patches`` informative tiles, most textured first, as float32 in [0, 1].
+
+    ``gray`` is in [0, 1], or 8-bit levels (cull.decode.decode_levels): those are judged and returned
+    exactly as their float32 conversion (cull.decode.to_unit) would be, strip by strip.
 
     Tiles lie on a centred grid with a step of ``spec.tile_stride`` px (patch_size: side by side; half of it:
     each tile overlaps its neighbours by half, so a small sharp subject falls whole into some tile; the
@@ -64,7 +68,7 @@ def select_patches(gray: NDArray[np.float32], spec: AnalysisSpec) -> Patches:
     flat_index = np.flatnonzero(usable.ravel())
     order = flat_index[np.argsort(-stats.energy.ravel()[flat_index], kind="stable")][: spec.max_patches]
     r, c = np.divmod(order, cols)
-    pixels = np.ascontiguousarray(blocks[r, c], dtype=np.float32)
+    pixels = to_unit(blocks[r, c]) if gray.dtype == np.uint8 else np.ascontiguousarray(blocks[r, c], dtype=np.float32)
     origins = np.stack([y0 + r * step, x0 + c * step], axis=1).astype(np.int32)
     return Patches(pixels, origins, rows * cols)
 
@@ -79,7 +83,7 @@ class TileStats:
     energy: NDArray[np.float32]  # mean |dx| + |dy| (differences reach into the tile above / to the left)
 
 
-def tile_stats(region: NDArray[np.float32], rows: int, cols: int, size: int, cells: int = 1) -> TileStats:
+def tile_stats(region: NDArray[Any], rows: int, cols: int, size: int, cells: int = 1) -> TileStats:
     """Statistics of every tile of ``cells`` x ``cells`` grid cells of ``size`` px (one tile per cell
     position: tiles overlap when ``cells`` > 1) of ``region``, exactly ``rows * size`` by ``cols * size``.
 
@@ -87,7 +91,8 @@ def tile_stats(region: NDArray[np.float32], rows: int, cols: int, size: int, cel
     One tile-high strip at a time, copied into buffers that stay in the CPU cache: the whole-image way
     (a full-size temporary per step) cost twice as long on a 1.5 MP analysis image, with the same sums.
     The sums are made in the image's own precision (float64 stays float64, anything else float32), as
-    arithmetic on the image itself would, so a float64 image is judged exactly as before.
+    arithmetic on the image itself would, so a float64 image is judged exactly as before; 8-bit levels
+    are converted to [0, 1] a strip at a time, as cull.decode.to_unit converts a whole image.
     """
     width = cols * size
     real = np.dtype(np.float64) if region.dtype == np.float64 else np.dtype(np.float32)
@@ -106,8 +111,8 @@ def tile_stats(region: NDArray[np.float32], rows: int, cols: int, size: int, cel
         top, height = t * size, n * size
         pixels, above = strip[1 : height + 1], strip[:height]
         work, dy, high, low = work_buffer[:height], dy_buffer[:height], high_buffer[:height], low_buffer[:height]
-        strip[0] = region[top - 1] if t else region[0]  # the first row has no row above: dy = 0
-        np.copyto(pixels, region[top : top + height])
+        to_unit(region[top - 1] if t else region[0], out=strip[0])  # the first row has no row above: dy = 0
+        to_unit(region[top : top + height], out=pixels)
         sums[t : t + n] = _per_cell(pixels, n, cols, size)
         np.multiply(pixels, pixels, out=work)
         squares[t : t + n] = _per_cell(work, n, cols, size)

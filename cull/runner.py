@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing
 import os
 import sys
 from collections import deque
@@ -27,6 +26,7 @@ from pathlib import Path
 from cull.analyse import BATCH_SIZE, Analysis, analyse_chunk
 from cull.card import ModelCard
 from cull.errors import ModelError, WorkerError
+from cull.forkserver import worker_context
 from cull.score import OnnxScorer, Scorer
 
 log = logging.getLogger(__name__)
@@ -145,19 +145,6 @@ def _guarded(chunk: list[Path], run: Callable[[], list[Analysis]]) -> list[Analy
     except Exception as exc:  # noqa: BLE001 - e.g. the scorer failing on a batch
         log.debug("chunk failed", exc_info=True)
         return [Analysis(p, error=f"analysis failed: {type(exc).__name__}: {exc}") for p in chunk]
-
-
-def worker_context() -> multiprocessing.context.BaseContext:
-    """How worker processes start.  Linux: forked from a fork server that imported the analysis code
-    (numpy, Pillow, cull) once, instead of each worker importing it afresh (spawn: ~0.15 s of CPU per
-    worker, per pool).  Nothing imported there starts a thread but numpy's BLAS, which is fork-safe;
-    onnxruntime (it starts a thread when imported) and rawpy (OpenMP) are imported by each worker after
-    the fork.  Elsewhere spawn."""
-    if not sys.platform.startswith("linux"):
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
 
 
 class _Pooled:

@@ -216,7 +216,7 @@ def test_scan_bursts_groups_ranks_reports_and_rescans_without_decoding(library, 
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cached rescan with --bursts must not decode")
 
-    monkeypatch.setattr(cull.analyse, "decode_gray", no_decoding)
+    monkeypatch.setattr(cull.analyse, "decode_levels", no_decoding)
     again = run("scan", work, "--bursts", "--workers", "1", "--no-xmp", "--report", tmp_path / "r2.jsonl")
     assert again.exit_code == 0, again.output
     assert f"({len(rows)} from cache)" in again.stdout

@@ -33,7 +33,7 @@ MARKERS = "CULL_TEST_NODE_MARKERS"
 def slow_and_mark_node() -> None:
     """In a Ray worker: every decode takes 0.4 s longer and first leaves a file named after the
     worker's node, so the test knows which node is busy and has time to kill it mid-chunk."""
-    original = cull.analyse.decode_gray
+    original = cull.analyse.decode_levels
     folder = Path(os.environ[MARKERS])
     node = ray.get_runtime_context().get_node_id()
 
@@ -42,7 +42,7 @@ def slow_and_mark_node() -> None:
         time.sleep(0.4)
         return original(path, long_side)
 
-    cull.analyse.decode_gray = decode  # type: ignore[assignment]
+    cull.analyse.decode_levels = decode  # type: ignore[assignment]
 
 
 def _key(result) -> tuple[object, ...]:  # type: ignore[no-untyped-def]

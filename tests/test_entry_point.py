@@ -65,3 +65,32 @@ def test_the_fork_server_preloads_nothing_that_starts_threads_but_numpy() -> Non
                           env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     assert done.stdout.split() == ["False", "False", "1"]  # no thread at all once BLAS is held to one
     assert worker_context().get_start_method() == "forkserver"
+
+
+def test_the_fork_server_starts_early_only_for_commands_that_analyse() -> None:
+    from cull.forkserver import command_of, start_early
+
+    assert command_of(["-v", "scan", "photos"]) == "scan"
+    assert command_of(["scan", "photos", "--help"]) is None and command_of([]) is None
+    assert not start_early(["move", "--rejects", "photos"])
+    assert not start_early(["--version"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux's way (spawn elsewhere)")
+def test_scan_starts_the_fork_server_before_the_command_line_loads() -> None:
+    """`cull scan` starts the workers' fork server first thing, so that the server's imports run while the
+    command line layer loads; a pool started later forks its workers from that same server."""
+    probe = (
+        "import sys, multiprocessing.forkserver as fs\n"
+        "from cull.forkserver import start_early\n"
+        "assert start_early(['scan', 'photos'])\n"
+        "started = fs._forkserver._forkserver_pid\n"
+        "print('typer' in sys.modules, 'numpy' in sys.modules, started is not None)\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from cull.forkserver import worker_context\n"
+        "with ProcessPoolExecutor(1, mp_context=worker_context()) as pool:\n"
+        "    print(pool.submit(sum, [1, 2]).result(), fs._forkserver._forkserver_pid == started)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "False", "True", "3", "True"]

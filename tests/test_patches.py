@@ -226,3 +226,39 @@ def test_no_tile_stride_is_the_side_by_side_grid():
     assert overlapping[:, 0].min() == 14 and overlapping[:, 1].min() == 11  # centred, nearer the edges
     assert_as_reference(gray)
     assert len(select_patches(gray[:63], HALF)) == 0  # smaller than one patch: no tile at any stride
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(60, 400), width=st.integers(60, 400), seed=st.integers(0, 2**16), stride=st.sampled_from([None, 32]))
+def test_8_bit_levels_are_judged_and_cut_exactly_as_their_float_image(height, width, seed, stride):
+    """A scan selects from the decoded 8-bit levels (no full-size float copy of the photo): the same
+    statistics, the same tiles and the same float32 pixels, bit for bit, as from the whole image
+    converted first (cull.decode.to_unit), clipped and dark levels included."""
+    from cull.decode import to_unit
+
+    rng = np.random.default_rng(seed)
+    levels = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    levels[: height // 3] //= 8  # a dark band and a clipped one: the thresholds' edges are met
+    levels[-height // 4 :] |= 0xF8
+    spec = replace(SPEC, tile_stride=stride)
+    whole, strips = select_patches(to_unit(levels), spec), select_patches(levels, spec)
+    assert strips.pixels.dtype == np.float32 and strips.pixels.flags.c_contiguous
+    assert np.array_equal(whole.origins, strips.origins) and whole.candidates == strips.candidates
+    assert np.array_equal(whole.pixels, strips.pixels)
+
+
+def test_levels_of_a_photo_give_the_patches_of_its_float_decode(tmp_path):
+    """decode_levels + selection == decode_gray + selection on real photos (8-bit JPEG, 16-bit PNG)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cull.decode import decode_gray, decode_levels
+
+    examples = sorted((Path(__file__).resolve().parent.parent / "examples" / "photos").glob("*.jpg"))[:3]
+    deep = tmp_path / "deep.png"
+    Image.fromarray((np.random.default_rng(3).random((300, 420)) * 65535).astype(np.uint16)).save(deep)
+    assert decode_levels(deep, 1440).dtype == np.float32  # 16-bit sources stay float
+    for path in [*examples, deep]:
+        a, b = select_patches(decode_gray(path, 1440), SPEC), select_patches(decode_levels(path, 1440), SPEC)
+        assert len(a) > 0 and np.array_equal(a.pixels, b.pixels) and np.array_equal(a.origins, b.origins)

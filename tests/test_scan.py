@@ -152,7 +152,7 @@ def test_rescan_of_unchanged_files_decodes_nothing(tmp_path, card, monkeypatch):
         raise AssertionError("a cached rescan must not decode")
 
     with monkeypatch.context() as patched:
-        patched.setattr(cull.analyse, "decode_gray", no_decode)
+        patched.setattr(cull.analyse, "decode_levels", no_decode)
         second = scan([photos], card, ScanOptions(workers=1))
     assert all(r.cached for r in second.results)
     assert [r.photo.score for r in second.results] == pytest.approx([r.photo.score for r in first.results], abs=1e-6)

@@ -31,14 +31,14 @@ def run(*args: object):
 
 def kill_on_crash_names() -> None:
     """In a worker: decoding a file named crash* kills the process, as the OOM killer or a LibRaw segfault would."""
-    original = cull.analyse.decode_gray
+    original = cull.analyse.decode_levels
 
     def decode(path: Path, long_side: int):  # type: ignore[no-untyped-def]
         if Path(path).name.startswith("crash"):
             os.kill(os.getpid(), signal.SIGKILL)
         return original(path, long_side)
 
-    cull.analyse.decode_gray = decode  # type: ignore[assignment]
+    cull.analyse.decode_levels = decode  # type: ignore[assignment]
 
 
 def exit_at_start() -> None:
@@ -164,16 +164,16 @@ def test_a_file_changed_during_the_scan_is_not_cached(tmp_path, card, monkeypatc
     photos = photos_folder(tmp_path / "p", 1)
     sharp = photos / "s0.jpg"
     original_bytes, original_ns = sharp.read_bytes(), sharp.stat().st_mtime_ns
-    decode = cull.analyse.decode_gray
+    decode = cull.analyse.decode_levels
 
     def replaced_while_scanning(path, long_side):
         if path.name == "s0.jpg":
             save(blurred_image(0, 8), path)  # another program rewrites the photo mid-scan
         return decode(path, long_side)
 
-    monkeypatch.setattr(cull.analyse, "decode_gray", replaced_while_scanning)
+    monkeypatch.setattr(cull.analyse, "decode_levels", replaced_while_scanning)
     assert scan([photos], card, ScanOptions(workers=1)).results[1].verdict.value != "keep"
-    monkeypatch.setattr(cull.analyse, "decode_gray", decode)
+    monkeypatch.setattr(cull.analyse, "decode_levels", decode)
     sharp.write_bytes(original_bytes)
     os.utime(sharp, ns=(original_ns, original_ns))
     again = {r.path.name: r for r in scan([photos], card, ScanOptions(workers=1)).results}

@@ -370,7 +370,7 @@ def test_embedding_keeps_the_cache_valid_so_a_rescan_decodes_nothing(tmp_path, m
     def no_decode(*a, **k):
         raise AssertionError("the embedded photo's score must still be cached")
 
-    monkeypatch.setattr(cull.analyse, "decode_gray", no_decode)
+    monkeypatch.setattr(cull.analyse, "decode_levels", no_decode)
     again = CliRunner().invoke(app, ["scan", str(photo.parent), "--embed", "--workers", "1"])
     assert again.exit_code == 0, again.output
     assert "(1 from cache)" in again.stdout and "XMP: 0 written, 1 unchanged" in again.stdout
