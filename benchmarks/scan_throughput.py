@@ -255,7 +255,7 @@ def stage_costs(paths: list[Path], card_path: Path | None = None, rounds: int = 
     network on 64 patches (in the scan's batches).  Says where a soft photo's time goes, and so what the
     0.7x target leaves the network."""
     from cull.analyse import BATCH_SIZE
-    from cull.decode import decode_gray
+    from cull.decode import decode_levels
     from cull.patches import network_input, select_patches
     from cull.score import OnnxScorer
 
@@ -270,9 +270,9 @@ def stage_costs(paths: list[Path], card_path: Path | None = None, rounds: int = 
                 image.draft("L", (image.width // 8, image.height // 8))
                 np.asarray(image.convert("L"))
             middle = time.perf_counter()
-            gray = decode_gray(path, card.analysis.long_side)
+            levels = decode_levels(path, card.analysis.long_side)  # as a scan decodes: 8-bit, selection converts
             decoded = time.perf_counter()
-            x = network_input(select_patches(gray, card.analysis).pixels)
+            x = network_input(select_patches(levels, card.analysis).pixels)
             selected = time.perf_counter()
             for i in range(0, len(x), BATCH_SIZE):
                 scorer.score(x[i : i + BATCH_SIZE])
