@@ -12,10 +12,25 @@ def main() -> None:
 
     from cull.forkserver import start_early
 
+    _stop_cleanly_on_termination()
     start_early(sys.argv[1:])  # the workers' fork server loads on another core while the command line does
     from cull.cli import app
 
     app(prog_name="cull")
+
+
+def _stop_cleanly_on_termination() -> None:
+    """SIGTERM (``timeout``, ``kill``, a process manager) and SIGHUP (the terminal closed) end the command
+    as an exception does: worker pools shut down, temporary files are removed, nothing is left running.
+    The default action would end this process alone and leave its workers waiting for work for ever."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
 
 
 if __name__ == "__main__":

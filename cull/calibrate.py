@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cull.card import STRICTNESS_LEVELS, ModelCard, Thresholds, default_card_path, file_sha256, load_card
+from cull.card import CARD_FORMAT, STRICTNESS_LEVELS, ModelCard, Thresholds, default_card_path, file_sha256, load_card
 from cull.decide import verdict_for
 from cull.errors import DatasetError, ModelError
-from cull.evaluate import LabelledPhoto, labelled_photos
+from cull.evaluate import LabelledPhoto, labelled_tree
 from cull.fsutil import atomic_write_text
+from cull.report import display_path, json_object
 from cull.runner import analyse_paths
 
 log = logging.getLogger(__name__)
@@ -251,17 +252,18 @@ def choose_texture(tried: dict[float, list[Scored]], base_std: float) -> float:
     return max(tried, key=lambda m: (rights[m], m == base_std, -abs(math.log(max(m, _EPS) / max(base_std, _EPS)))))
 
 
-def count_photos(folder: Path) -> tuple[list[LabelledPhoto], int, int]:
-    """The labelled photos and how many are sharp / blurred. Raises DatasetError when too few."""
-    photos = labelled_photos(folder)
+def count_photos(folder: Path) -> tuple[list[LabelledPhoto], list[Scored], int, int]:
+    """The labelled photos, what could not be read under the labelled folders (as unscored errors) and
+    how many photos are sharp / blurred. Raises DatasetError when too few."""
+    photos, unreadable = labelled_tree(folder)
     n_sharp = sum(p.sharp for p in photos)
     n_blurred = len(photos) - n_sharp
     if min(n_sharp, n_blurred) < MIN_PER_CLASS:
         raise DatasetError(
-            f"{folder}: {n_sharp} sharp and {n_blurred} blurred photos; calibration needs at least "
+            f"{display_path(folder)}: {n_sharp} sharp and {n_blurred} blurred photos; calibration needs at least "
             f"{MIN_PER_CLASS} of each ({RECOMMENDED_PER_CLASS} or more recommended)"
         )
-    return photos, n_sharp, n_blurred
+    return photos, [Scored(p.path, p.sharp, None, why) for p, why in unreadable], n_sharp, n_blurred
 
 
 def calibrate(
@@ -273,7 +275,7 @@ def calibrate(
     with the most right leave-one-out decisions kept (the base value on a tie).  Raises DatasetError
     when a class has fewer than MIN_PER_CLASS usable photos.
     """
-    photos, n_sharp, n_blurred = count_photos(folder)
+    photos, unreadable, n_sharp, n_blurred = count_photos(folder)
     candidates = [base.analysis.min_std * f for f in (TEXTURE_FACTORS if fit_texture else (1.0,))]
     if progress is not None:
         progress.total = len(photos) * len(candidates)
@@ -283,7 +285,7 @@ def calibrate(
         tried[round(min_std, 6)] = _score_photos(photos, _with_texture(base, min_std), workers, progress)
     best = choose_texture(tried, base.analysis.min_std)
     rights = {m: _right(s) for m, s in tried.items()}
-    scored = tried[best]
+    scored = tried[best] + unreadable
 
     warnings: list[str] = []
     usable = [s for s in scored if s.error is None]
@@ -291,15 +293,16 @@ def calibrate(
     blurred = [s.score for s in usable if not s.sharp and s.score is not None]
     if min(len(sharp), len(blurred)) < MIN_PER_CLASS:
         raise DatasetError(
-            f"{folder}: only {len(sharp)} sharp and {len(blurred)} blurred photos could be scored "
+            f"{display_path(folder)}: only {len(sharp)} sharp and {len(blurred)} blurred photos could be scored "
             f"(unreadable or too little texture); calibration needs at least {MIN_PER_CLASS} of each"
+            + "".join([f"; {display_path(s.path)}: {s.error or 'too little texture'}" for s in scored if s.score is None][:3])
         )
     if min(len(sharp), len(blurred)) < RECOMMENDED_PER_CLASS:
         warnings.append(f"few examples ({len(sharp)} sharp, {len(blurred)} blurred scored of {n_sharp} + {n_blurred}): "
                         f"the rates below are rough; {RECOMMENDED_PER_CLASS} or more of each are recommended")
     if min(sharp) <= max(blurred):
         overlap = sum(s <= max(blurred) for s in sharp)
-        warnings.append(f"the classes overlap: the lowest sharp score {min(sharp):.3f} is below the highest blurred "
+        warnings.append(f"the classes overlap: the lowest sharp score {min(sharp):.3f} is not above the highest blurred "
                         f"score {max(blurred):.3f}; {overlap} sharp photo(s) will be uncertain, not kept")
     unscored = [s for s in usable if s.score is None]
     if unscored:
@@ -325,7 +328,8 @@ def card_json(calibration: Calibration, base_path: Path, out: Path) -> dict[str,
     card = calibration.card
     model = card.model_path.resolve()
     folder = out.resolve().parent
-    model_file = os.path.relpath(model, folder) if model.is_relative_to(folder) else str(model)
+    relative = model.is_relative_to(folder) and not out.is_symlink()  # through a link: read from two folders
+    model_file = os.path.relpath(model, folder) if relative else str(model)
     sharp = [s.score for s in calibration.scored if s.sharp and s.score is not None]
     blurred = [s.score for s in calibration.scored if not s.sharp and s.score is not None]
     raw.pop("metrics", None)  # the base card's figures belong to its thresholds, not these
@@ -361,6 +365,12 @@ def base_card_path(model: Path | None) -> Path:
     return path.with_suffix(".json") if path.suffix.lower() == ".onnx" else path
 
 
+def is_calibrated_card(path: Path) -> bool:
+    """Whether ``path`` holds a card written by `cull calibrate` (which a later calibration may replace)."""
+    raw = json_object(path)
+    return raw is not None and raw.get("format") == CARD_FORMAT and isinstance(raw.get("calibration"), dict)
+
+
 def write_card(calibration: Calibration, base_path: Path, out: Path) -> ModelCard:
     """Write the calibrated card atomically and read it back. Raises ModelError (or OSError)."""
     if file_sha256(calibration.card.model_path) != calibration.card.sha256:
@@ -380,7 +390,7 @@ def format_calibration(calibration: Calibration) -> str:
     blurred = sorted(s.score for s in cal.scored if not s.sharp and s.score is not None)
     t = cal.card.thresholds
     lines = [
-        f"{cal.folder}: {len(sharp)} sharp, {len(blurred)} blurred photos scored with {base.version}",
+        f"{display_path(cal.folder)}: {len(sharp)} sharp, {len(blurred)} blurred photos scored with {base.version}",
         f"  scores: sharp {sharp[0]:.3f}-{sharp[-1]:.3f}, blurred {blurred[0]:.3f}-{blurred[-1]:.3f}"
         + ("  (separated)" if blurred[-1] < sharp[0] else "  (OVERLAP)"),
         f"  texture threshold (min_std): {cal.card.analysis.min_std:g}"
@@ -397,6 +407,4 @@ def format_calibration(calibration: Calibration) -> str:
     lines += ["", f"with the base card's thresholds ({base.version}, same photos):"]
     for name in STRICTNESS_LEVELS:
         lines.append(f"  {name:9}" + "".join(f"{str(cal.base_rates[name][key]):>20}" for key, _ in _LABELS))
-    for error in cal.errors:
-        lines.append(f"  error: {error.path}: {error.error}")
-    return "\n".join(lines)
+    return "\n".join(lines)  # per-photo errors: the caller reports them (Calibration.errors)

@@ -171,11 +171,15 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if path != default_card_path():  # a card the user named: most likely a typo
+            raise ModelError(f"no model card at {path} (no such file)") from None
         raise ModelError(
             f"no model card at {path}; build the model with `python -m train` (needs the [train] extra)"
         ) from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read model card {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: malformed model card (a JSON {type(raw).__name__}, not an object)")
     try:
         if raw.get("format") != CARD_FORMAT:
             raise ModelError(f"{path}: unsupported card format {raw.get('format')!r}")
@@ -197,7 +201,7 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
             head=PhotoHead.from_dict(raw["photo_head"]) if raw.get("photo_head") else None,
             extra={k: v for k, v in raw.items() if k not in _PARSED_KEYS},
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: a list or string where an object belongs
         if isinstance(exc, ModelError):
             raise
         raise ModelError(f"{path}: malformed model card ({type(exc).__name__}: {exc})") from None
@@ -243,8 +247,8 @@ def validate_analysis(spec: AnalysisSpec, k: int, source: Path | str = "model ca
                         f"= {max(k, spec.min_patches)}")
     if not 0.0 <= spec.dark_mean < spec.bright_mean <= 1.0:
         problems.append("need 0 <= dark_mean < bright_mean <= 1")
-    if not 0.0 <= spec.max_clipped <= 1.0 or spec.min_std < 0.0:
-        problems.append("need 0 <= max_clipped <= 1 and min_std >= 0")
+    if not 0.0 <= spec.max_clipped <= 1.0 or not 0.0 <= spec.min_std <= 1.0:  # NaN fails both
+        problems.append("need 0 <= max_clipped <= 1 and 0 <= min_std <= 1")
     if problems:
         raise ModelError(f"{source}: invalid analysis settings: {'; '.join(problems)}")
 

@@ -212,12 +212,16 @@ def eval_command(
     Example: cull eval ../shared/data/real-blur-dev
     Bursts: cull eval my-bursts/ --bursts   (my-bursts/<burst>/frames…, my-bursts/labels.csv)
     """
-    from cull.evaluate import evaluate_folder, format_report
+    from cull.evaluate import evaluate_folder, format_report, is_eval_report
     from cull.evaluate_bursts import evaluate_burst_folder, format_burst_report
     from cull.fsutil import atomic_write_text
+    from cull.report import check_output, display_path
 
-    if json_out is not None and not json_out.parent.is_dir():
-        raise _fail(f"--json: folder {json_out.parent} does not exist")
+    if json_out is not None:
+        try:
+            check_output(json_out, "--json", (".json",), is_eval_report, "a cull eval report")
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
     if not 0 <= burst_gap <= 3600:
         raise _fail("--burst-gap must be between 0 and 3600 seconds")
     card = _card(model)
@@ -231,11 +235,13 @@ def eval_command(
     except CullError as exc:
         raise _fail(str(exc)) from None
     typer.echo(format_burst_report(result) if bursts else format_report(result))
+    for failure in result["errors"]:
+        typer.echo(f"error: {display_path(failure['path'])}: {failure['error']}", err=True)
     if json_out is not None:
         try:
             atomic_write_text(json_out, json.dumps(result, indent=2, default=str) + "\n")
-        except OSError as exc:
-            raise _fail(f"cannot write {json_out}: {exc.strerror or exc}", 1) from None
+        except OSError as exc:  # checked before the work: a disk that filled up, a folder that went read-only
+            raise _fail(f"cannot write {display_path(json_out)}: {exc.strerror or exc}") from None
     raise typer.Exit(1 if result["errors"] else 0)
 
 
@@ -251,15 +257,20 @@ def calibrate(
 
     Example: cull calibrate ~/micro-labelled --out micro.json && cull scan ~/micro --model micro.json
     """
-    from cull.calibrate import base_card_path, calibrate as run_calibrate, format_calibration, write_card
+    from cull.calibrate import base_card_path, calibrate as run_calibrate, format_calibration, is_calibrated_card, write_card
+    from cull.report import check_output, display_path
 
-    if out.suffix.lower() != ".json":
-        raise _fail(f"--out must end in .json, not {out.name!r}")
     base_path = base_card_path(model)
-    if out.resolve() == base_path.resolve():
-        raise _fail(f"--out {out} would overwrite the base card; choose another name")
-    if not out.parent.is_dir():
-        raise _fail(f"folder {out.parent} does not exist")
+    try:
+        base_named = out.exists() and base_path.exists() and out.samefile(base_path)  # through links too
+    except OSError:  # a link loop, a folder that cannot be searched: check_output says which
+        base_named = False
+    if base_named:
+        raise _fail(f"--out {display_path(out)} would overwrite the base card; choose another name")
+    try:
+        check_output(out, "--out", (".json",), is_calibrated_card, "a card written by cull calibrate")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     card = _card(model)
     try:
         with tqdm(unit="photo", file=sys.stderr, disable=None, desc="calibrating") as bar:
@@ -269,11 +280,16 @@ def calibrate(
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(format_calibration(result))
+    for error in result.errors:
+        typer.echo(f"error: {display_path(error.path)}: {error.error}", err=True)
     try:
         write_card(result, base_path, out)
-    except (CullError, OSError) as exc:
-        raise _fail(f"cannot write {out}: {exc}", 1) from None
-    typer.echo(f"\nwrote {out} (model {result.card.model_path}); use it with: cull scan PATH --model {out}")
+    except CullError as exc:
+        raise _fail(f"cannot write {display_path(out)}: {exc}") from None
+    except OSError as exc:  # checked before the work: a disk that filled up, a folder that went read-only
+        raise _fail(f"cannot write {display_path(out)}: {exc.strerror or exc}") from None
+    shown = display_path(out)
+    typer.echo(f"\nwrote {shown} (model {display_path(result.card.model_path)}); use it with: cull scan PATH --model {shown}")
     raise typer.Exit(1 if result.errors else 0)
 
 

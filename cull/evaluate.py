@@ -6,6 +6,8 @@ A labelled folder holds ``sharp*/`` sub-folders (in focus) and any ``*blur*/`` s
 
 from __future__ import annotations
 
+import errno
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +16,20 @@ from typing import Any, Sequence
 from cull.analyse import Analysis
 from cull.card import ModelCard
 from cull.decide import Verdict, decide
+from cull.discover import Skipped, discover, is_hidden_or_system
 from cull.errors import DatasetError
-from cull.formats import is_photo
+from cull.report import display_path, json_object
 from cull.runner import analyse_paths
 
 LAPLACIAN_THRESHOLD = 100.0  # the classic global cut-off for variance of the Laplacian
+REPORT_KIND = "cull eval"  # marks `cull eval --json` output, which a later run may replace
+
+
+def is_eval_report(path: Path) -> bool:
+    """Whether ``path`` holds a `cull eval --json` report (this version's, or one from before the marker)."""
+    raw = json_object(path)
+    return raw is not None and (raw.get("report") == REPORT_KIND or {"folder", "model_version", "overall"} <= raw.keys()
+                                or {"rank1_accuracy", "pair_recall"} <= raw.keys())
 
 
 @dataclass(frozen=True)
@@ -40,23 +51,52 @@ def folder_label(name: str) -> bool | None:
 
 def labelled_photos(root: Path) -> list[LabelledPhoto]:
     """Every photo under ``root``'s labelled sub-folders, sorted. Raises DatasetError if unusable."""
+    return labelled_tree(root)[0]
+
+
+def labelled_tree(root: Path) -> tuple[list[LabelledPhoto], list[tuple[LabelledPhoto, str]]]:
+    """Every photo under ``root``'s labelled sub-folders (walked as ``cull scan`` walks a folder: hidden
+    files and folders left out, folder links followed once), and what could not be read there, with
+    why (a dangling link, a folder that cannot be listed...). Raises DatasetError if unusable."""
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder")
+    try:
+        subfolders = sorted(p for p in root.iterdir() if _is_folder(p))
+    except NotADirectoryError:
+        raise DatasetError(f"{root} is not a folder") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot list {display_path(root)}: {exc.strerror or exc}") from None
     photos: list[LabelledPhoto] = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+    skipped: list[tuple[LabelledPhoto, str]] = []
+    for sub in subfolders:
         label = folder_label(sub.name)
-        if label is None:
+        if label is None or is_hidden_or_system(sub.name):
             continue
-        photos += [
-            LabelledPhoto(f, label, sub.name) for f in sorted(sub.rglob("*")) if f.is_file() and is_photo(f)
-        ]
+        for found in discover([sub]):
+            if isinstance(found, Skipped):
+                if found.error:
+                    skipped.append((LabelledPhoto(found.path, label, sub.name), found.reason))
+                continue
+            photos += [LabelledPhoto(path, label, sub.name) for path in (found.path, found.partner) if path is not None]
+    photos.sort(key=lambda p: p.path)
     if not any(p.sharp for p in photos) or all(p.sharp for p in photos):
+        unread = "".join(f"; {display_path(p.path)}: {reason}" for p, reason in skipped[:3])
         raise DatasetError(
-            f"{root} needs a sharp/ folder and at least one *blur*/ folder of photos "
-            "(e.g. sharp/, defocused_blurred/, motion_blurred/)"
+            f"{display_path(root)} needs a sharp/ folder and at least one *blur*/ folder of photos "
+            f"(e.g. sharp/, defocused_blurred/, motion_blurred/){unread}"
         )
-    return photos
+    return photos, skipped
+
+
+def _is_folder(path: Path) -> bool:
+    """Path.is_dir that raises for a folder that cannot be read instead of answering False."""
+    try:
+        return stat.S_ISDIR(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # a dangling link at the top: not a labelled folder
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return False
+        raise
 
 
 def evaluate(labels: Sequence[bool], verdicts: Sequence[Verdict]) -> dict[str, Any]:
@@ -106,14 +146,14 @@ class ScoredPhoto:
 
 def score_folder(root: Path, card: ModelCard, *, workers: int = 1, progress: Any = None) -> list[ScoredPhoto]:
     """Analyse every labelled photo under ``root`` once (model score and Laplacian statistic)."""
-    photos = labelled_photos(root)
+    photos, unreadable = labelled_tree(root)
     by_path = {p.path: p for p in photos}
     analyses: dict[Path, Analysis] = {}
     for analysis in analyse_paths(by_path, card, workers=workers, with_laplacian=True):
         analyses[analysis.path] = analysis
         if progress is not None:
             progress.update(1)
-    return [ScoredPhoto(p, analyses[p.path]) for p in photos]
+    return [ScoredPhoto(p, analyses[p.path]) for p in photos] + [ScoredPhoto(p, Analysis(p.path, error=why)) for p, why in unreadable]
 
 
 def summarise_folder(
@@ -157,6 +197,7 @@ def summarise_folder(
 
     groups = sorted({r["group"] for r in rows})
     return {
+        "report": REPORT_KIND,
         "folder": str(root),
         "strictness": strictness,
         "model_version": card.version,
@@ -184,7 +225,7 @@ def evaluate_folder(
 
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text rendering of evaluate_folder's report."""
-    lines = [f"{report['folder']}  (strictness {report['strictness']}, model {report['model_version']})"]
+    lines = [f"{display_path(report['folder'])}  (strictness {report['strictness']}, model {report['model_version']})"]
     for method, title in (("model", "cull model"), ("laplacian", f"Laplacian variance < {report['laplacian_threshold']:g}")):
         m = report["overall"][method]
         c = m["confusion"]
@@ -207,10 +248,8 @@ def format_report(report: dict[str, Any]) -> str:
             m = summary[method]
             right = round((m["accuracy"] or 0) * (m["n_sharp"] + m["n_blurred"]))
             cells.append(f"{right}/{m['n_sharp'] + m['n_blurred']}")
-        lines.append(f"  {group:24} {cells[0]:>8} | {cells[1]}")
-    for failure in report["errors"]:
-        lines.append(f"  error: {failure['path']}: {failure['error']}")
-    return "\n".join(lines)
+        lines.append(f"  {display_path(group):24} {cells[0]:>8} | {cells[1]}")
+    return "\n".join(lines)  # per-photo errors: the caller reports them (report["errors"])
 
 
 def _pct(value: float | None) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from cull.card import ModelCard
 from cull.errors import DatasetError
+from cull.evaluate import REPORT_KIND
 from cull.formats import is_photo
 
 LABELS = "labels.csv"
@@ -81,6 +82,7 @@ def evaluate_bursts(truth: BurstTruth, found: Mapping[Path, tuple[str, int]]) ->
     ]
     right = sum(1 for name, first in rank_one if first == truth.sharpest[name])
     return {
+        "report": REPORT_KIND,
         "photos": len(photos),
         "true_bursts": sum(1 for g in truth.groups.values() if len(g) > 1),
         "found_bursts": len(members),

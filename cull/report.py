@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +47,45 @@ def file_row(path: Path, partner: Path | None = None, **fields: Any) -> dict[str
 def check_target(out: Path) -> None:
     """Raise ValueError (a usage error) when a report could not be written to ``out``: checked
     before any work is done."""
-    if out.suffix.lower() not in SUFFIXES:
-        raise ValueError(f"--report must end in .jsonl or .csv, not {out.name!r}")
-    folder = out.parent
-    if not folder.is_dir():
-        raise ValueError(f"--report: folder {folder} does not exist")
-    if out.is_dir():
-        raise ValueError(f"--report: {out} is a folder")
+    check_output(out, "--report", SUFFIXES)
+
+
+def check_output(out: Path, option: str, suffixes: Iterable[str], replaceable: Callable[[Path], bool] | None = None,
+                 kind: str = "") -> Path:
+    """Raise ValueError (a usage error, checked before any work is done) when ``out`` cannot be written,
+    or (with ``replaceable``) names an existing file that is not ``kind`` (one of cull's own outputs,
+    which a rerun may replace: a photo, a note or a model card never is). Returns the file a write
+    replaces (a link's target)."""
+    suffixes = tuple(suffixes)
+    if out.suffix.lower() not in suffixes:
+        raise ValueError(f"{option} must end in {' or '.join(suffixes)}, not {display_path(out.name)!r}")
     try:
+        if not out.parent.is_dir():
+            raise ValueError(f"{option}: folder {display_path(out.parent)} does not exist")
+        if out.is_dir():
+            raise ValueError(f"{option}: {display_path(out)} is a folder")
         target = write_through(out)  # a link: the file it names is what gets written, where it is
+        exists = target.exists()
     except OSError as exc:
-        raise ValueError(f"--report: {out}: {exc.strerror or exc}") from None
-    if not os.access(target.parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ValueError(f"--report: cannot write to {target} (permission denied or read-only)")
+        raise ValueError(f"{option}: {display_path(out)}: {exc.strerror or exc}") from None
+    if not os.access(target.parent, os.W_OK | os.X_OK) or (exists and not os.access(target, os.W_OK)):
+        raise ValueError(f"{option}: cannot write to {display_path(target)} (permission denied or read-only)")
+    if exists and replaceable is not None and not replaceable(target):
+        raise ValueError(f"{option}: {display_path(out)} exists and is not {kind}; cull only replaces its own "
+                         "output: remove the file or choose another name")
+    return target
+
+
+def json_object(path: Path, limit: int = 256 << 20) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is not one (not JSON, not an object, over ``limit``
+    bytes, unreadable)."""
+    try:
+        if path.stat().st_size > limit:
+            return None
+        raw = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def write_report(rows: Iterable[dict[str, Any]], out: Path) -> None:
