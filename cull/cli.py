@@ -117,7 +117,7 @@ def scan(
     """Score every photo's focus and decide keep / uncertain / reject.
 
     Example: cull scan ~/Photos/2026 --report scan.jsonl
-    Bursts: cull scan ~/Photos/2026 --bursts --keep-best (then cull move ~/Photos/2026 --rejects --uncertain)
+    Bursts: cull scan ~/Photos/2026 --bursts --keep-best (then cull move ~/Photos/2026 --rejects --uncertain --keep-best)
     """
     from cull.report import check_target, display_path, file_row, write_report
     from cull.scan import ScanOptions, refresh_cache, validate_options
@@ -348,6 +348,8 @@ def move(
     strictness: StrictnessOption = Strictness.LENIENT,
     workers: WorkersOption = default_workers(),
     model: ModelOption = None,
+    keep_best: Annotated[bool, typer.Option("--keep-best", help="judge bursts as `scan --bursts --keep-best` does: with --uncertain, the frames clearly softer than their burst's best move too")] = False,
+    burst_gap: Annotated[float, typer.Option(help="with --keep-best: largest gap in seconds between frames of one burst")] = 2.0,
 ) -> None:
     """Move rejected shots (RAW + JPEG + sidecars) aside. Undo with `cull undo PATH`.
 
@@ -357,14 +359,19 @@ def move(
     """
     from cull.decide import Verdict
     from cull.move import MoveError, default_target, describe_os_error, move_rejects
-    from cull.scan import ScanOptions
+    from cull.scan import ScanOptions, validate_options
 
     if not rejects and not uncertain:
         raise _fail("say what to move: --rejects, and optionally --uncertain")
     target = to if to is not None else default_target(path)
     wanted = frozenset({Verdict.REJECT} | ({Verdict.UNCERTAIN} if uncertain else set()))
     card = _card(model)
-    options = ScanOptions(workers=workers, strictness=strictness, dry_run=dry_run)
+    options = ScanOptions(workers=workers, strictness=strictness, dry_run=dry_run,
+                          bursts=keep_best, burst_gap=burst_gap, keep_best=keep_best)
+    try:
+        validate_options(options)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     bar = progress_bar("checking")
     try:
         outcome = move_rejects(path, target, card, options, wanted,

@@ -246,11 +246,13 @@ def test_keep_best_flags_softer_frames_uncertain_never_reject_and_move_leaves_th
     tags = json.loads(subprocess.run(["exiftool", "-j", "-XMP:all", *[f"{p}.xmp" for p in best]],
                                      capture_output=True, text=True, check=True).stdout)
     assert all(t["BurstRank"] == 1 and t["Burst"].startswith("burst-") and t["BurstSize"] >= 2 for t in tags)
-    moved = run("move", work, "--rejects", "--uncertain", "--workers", "1")
+    moved = run("move", work, "--rejects", "--uncertain", "--keep-best", "--workers", "1")
     assert moved.exit_code == 0, moved.output
     for path in best:
         assert path.is_file(), f"the best frame {path} stays in place"
     assert not any((work / "_culled" / Path(r["path"]).relative_to(work)).exists() for r in rows if r["burst_rank"] == 1)
+    softer = [Path(r["path"]) for r in rows if r["reason"] == "a sharper frame exists in this burst"]
+    assert softer and all((work / "_culled" / p.relative_to(work)).is_file() and not p.exists() for p in softer)
     cleared = run("xmp", "clear", work)
     assert cleared.exit_code == 0, cleared.output
     assert not any(p.suffix == ".xmp" for p in work.rglob("*") if "_culled" not in p.parts)
@@ -283,6 +285,7 @@ def test_eval_bursts_reports_grouping_and_rank_one(library):
 
 def test_burst_options_are_checked_before_any_work(tmp_path):
     assert run("scan", tmp_path, "--keep-best").exit_code == 2
+    assert run("move", tmp_path, "--rejects", "--keep-best", "--burst-gap", "-1").exit_code == 2
     assert run("scan", tmp_path, "--bursts", "--burst-gap", "-1").exit_code == 2
     assert run("eval", tmp_path, "--bursts").exit_code == 2  # no burst sub-folders
 
@@ -317,3 +320,41 @@ def test_bursts_keep_the_photo_score_and_compare_the_side_by_side_tiles(tmp_path
         grid = select_patches(decode_gray(path, card.analysis.long_side), replace(card.analysis, tile_stride=None))
         assert np.array_equal(b.footprint.origins, grid.origins) and len(grid) > 3
         assert np.allclose(b.footprint.scores, scorer.score(network_input(grid.pixels)).sharp, atol=1e-6)
+
+
+def _look_alike_frames(count: int, source: str, mix: float, seed: int = 0) -> list:
+    """Frames with one capture time whose signatures share ``mix`` of their variance (correlation ~ mix)."""
+    from cull.bursts import Frame
+
+    rng = np.random.default_rng(seed)
+    common = rng.normal(size=(64, 96)).astype(np.float32)
+    frames = []
+    for i in range(count):
+        own = rng.normal(size=(64, 96)).astype(np.float32)
+        sig = np.sqrt(mix) * common + np.sqrt(1 - mix) * own
+        frames.append(Frame(f"f{i:04d}.jpg", None, 1000.0, source, (sig - sig.mean()) / sig.std(), 15.0,
+                            np.zeros((0, 2), np.int32), np.zeros(0, np.float32)))
+    return frames
+
+
+def test_photos_timed_by_file_time_must_look_much_more_alike_to_be_grouped():
+    """A folder copied at once gives unrelated photos one modification time: their signatures, which
+    for unrelated scenes reach ~0.5-0.78, must not make them a burst; frames with a camera time may."""
+    from cull.bursts import group_bursts
+
+    assert group_bursts(_look_alike_frames(6, "exif", 0.65)) != []
+    assert group_bursts(_look_alike_frames(6, "mtime", 0.65)) == []
+    assert group_bursts(_look_alike_frames(6, "mtime", 0.95)) == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_grouping_compares_each_frame_with_a_bounded_number_of_bursts(monkeypatch):
+    """Frames within the gap of each other that do not match (a copied folder, a long --burst-gap) must
+    not make grouping quadratic: each is compared with the few bursts most recently extended."""
+    import cull.bursts
+
+    calls = []
+    real = cull.bursts.align
+    monkeypatch.setattr(cull.bursts, "align", lambda a, b: calls.append(1) or real(a, b))
+    frames = _look_alike_frames(300, "exif", 0.0)
+    assert cull.bursts.group_bursts(frames) == []
+    assert len(calls) <= 2 * cull.bursts.MAX_OPEN_BURSTS * len(frames)
