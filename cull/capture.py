@@ -35,8 +35,8 @@ def parse_exif_time(value: str, subsec: str | None = None) -> float | None:
     except ValueError:
         return None
     seconds = stamp.replace(tzinfo=dt.timezone.utc).timestamp()
-    digits = (subsec or "").strip().rstrip("\x00")
-    if digits.isdigit():
+    digits = (subsec or "").strip().rstrip("\x00")[:9]  # nanoseconds at most; the rest is noise
+    if digits.isascii() and digits.isdigit():  # "²" is a digit to str.isdigit, not to int()
         seconds += int(digits) / 10 ** len(digits)
     return seconds
 

@@ -199,37 +199,66 @@ def same_device(src: Path, dst_folder: Path) -> bool:
 
 
 def _place(src: Path, dst: Path, sha256: str, size: int, mtime_ns: int) -> None:
-    """Move one file without ever overwriting: rename, or copy + fsync + verify + remove across devices."""
+    """Move one file without ever overwriting: rename, or copy + fsync + verify + remove across devices.
+    A move that fails leaves the source where it was and nothing at the destination."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, "destination already exists", str(dst))
-    if same_device(src, dst.parent):
-        try:
-            os.link(src, dst)  # fails if dst exists: no race can make us overwrite
-            os.unlink(src)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            os.rename(src, dst)  # file systems without hard links (FAT, exFAT)
-    else:
-        partial = dst.with_name(f".{dst.name}{PARTIAL}")
-        try:
-            shutil.copy2(src, partial)
-            with open(partial, "rb+") as fh:
-                os.fsync(fh.fileno())
-            if partial.stat().st_size != size or sha256_of(partial) != sha256:
-                raise OSError(errno.EIO, "copy does not match the original (size or sha256)", str(dst))
-            os.utime(partial, ns=(time.time_ns(), mtime_ns))
-            os.link(partial, dst)  # no-clobber: raises if something took the name meanwhile
-            os.unlink(partial)
-        except BaseException:
-            if partial.exists():
-                partial.unlink()
-            raise
-        fsync_dir(dst.parent)
-        os.unlink(src)
+    if not same_device(src, dst.parent) or not _move_on_device(src, dst):
+        _copy_across(src, dst, sha256, size, mtime_ns)
     fsync_dir(dst.parent)
     fsync_dir(src.parent)
+
+
+def _move_on_device(src: Path, dst: Path) -> bool:
+    """A hard link then an unlink (no race can make it overwrite), or a rename on file systems without
+    hard links (FAT, exFAT).  False when the two places are different mounts after all (EXDEV: a bind
+    mount or a container volume shares its file system's device number): the caller copies instead."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        try:
+            os.rename(src, dst)
+        except OSError as again:
+            if again.errno == errno.EXDEV:
+                return False
+            raise
+        return True
+    _remove_source(src, dst)
+    return True
+
+
+def _copy_across(src: Path, dst: Path, sha256: str, size: int, mtime_ns: int) -> None:
+    partial = dst.with_name(f".{dst.name}{PARTIAL}")
+    try:
+        shutil.copy2(src, partial)
+        with open(partial, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if partial.stat().st_size != size or sha256_of(partial) != sha256:
+            raise OSError(errno.EIO, "copy does not match the original (size or sha256)", str(dst))
+        os.utime(partial, ns=(time.time_ns(), mtime_ns))
+        os.link(partial, dst)  # no-clobber: raises if something took the name meanwhile
+        os.unlink(partial)
+    except BaseException:
+        if partial.exists():
+            partial.unlink()
+        raise
+    fsync_dir(dst.parent)
+    _remove_source(src, dst)
+
+
+def _remove_source(src: Path, dst: Path) -> None:
+    """Unlink ``src`` now that ``dst`` holds it; when that fails (a read-only folder, no permission) take
+    ``dst`` away again, so a failed move leaves no second copy in the target."""
+    try:
+        os.unlink(src)
+    except BaseException:
+        os.unlink(dst)
+        raise
 
 
 def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[PlannedMove], None] | None = None) -> MoveResult:

@@ -42,6 +42,9 @@ def exif_jpeg(image: Image.Image, path: Path, when: str | None, subsec: str | No
 def test_exif_time_with_subseconds():
     assert parse_exif_time("2024:05:01 10:11:12", "25") - parse_exif_time("2024:05:01 10:11:12") == pytest.approx(0.25)
     assert parse_exif_time("2024:05:01 10:11:12", "5") - parse_exif_time("2024:05:01 10:11:12") == pytest.approx(0.5)
+    base = parse_exif_time("2024:05:01 10:11:12")
+    assert parse_exif_time("2024:05:01 10:11:12", "\u00b2") == base  # a digit to str.isdigit, not to int()
+    assert parse_exif_time("2024:05:01 10:11:12", "1" * 5000) == pytest.approx(base + 0.111111111)  # int() refuses 4300+ digits
     assert parse_exif_time("0000:00:00 00:00:00") is None
     assert parse_exif_time("garbage") is None
 

@@ -334,3 +334,60 @@ def test_cli_move_and_undo_with_a_name_that_is_not_utf8(tmp_path):
                           timeout=300)
     assert back.returncode == 0, back.stderr
     assert snapshot(root) == before
+
+
+def _photo(path: Path) -> tuple[str, int, int]:
+    from cull.move import sha256_of
+
+    save(sharp_image(0), path)
+    info = path.stat()
+    return sha256_of(path), info.st_size, info.st_mtime_ns
+
+
+def test_a_bind_mount_of_the_same_file_system_is_moved_by_copying(tmp_path, monkeypatch):
+    """A bind mount or a container volume shares its file system's device number, yet link() and
+    rename() across it fail with EXDEV: the move copies, verifies and removes instead."""
+    import errno as errnos
+
+    import cull.move
+
+    src = tmp_path / "photos" / "IMG_1.jpg"
+    digest, size, mtime_ns = _photo(src)
+    dst = tmp_path / "mounted" / "IMG_1.jpg"
+
+    def cross_mount(a, b, *args, **kwargs):  # noqa: ANN001 - os.link's and os.rename's signature
+        if Path(b).parent == dst.parent and not Path(a).name.startswith("."):
+            raise OSError(errnos.EXDEV, "Invalid cross-device link")
+        return real_link(a, b, *args, **kwargs)
+
+    real_link = os.link
+    monkeypatch.setattr(cull.move.os, "link", cross_mount)
+    cull.move._place(src, dst, digest, size, mtime_ns)
+    assert not src.exists() and dst.is_file() and cull.move.sha256_of(dst) == digest
+    assert dst.stat().st_mtime_ns == mtime_ns and not list(dst.parent.glob(".*"))
+
+
+@pytest.mark.parametrize("across", [False, True])
+def test_a_source_that_cannot_be_removed_leaves_no_copy_in_the_target(tmp_path, monkeypatch, across):
+    """A read-only photo folder: the file cannot leave it, so the link or copy just made goes too."""
+    import errno as errnos
+
+    import cull.move
+
+    src = tmp_path / "photos" / "IMG_1.jpg"
+    digest, size, mtime_ns = _photo(src)
+    dst = tmp_path / "out" / "IMG_1.jpg"
+    real_unlink = os.unlink
+
+    def read_only_source(path, *args, **kwargs):  # noqa: ANN001
+        if Path(path) == src:
+            raise PermissionError(errnos.EACCES, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(cull.move.os, "unlink", read_only_source)
+    if across:
+        monkeypatch.setattr(cull.move, "same_device", lambda a, b: False)
+    with pytest.raises(PermissionError):
+        cull.move._place(src, dst, digest, size, mtime_ns)
+    assert src.is_file() and cull.move.sha256_of(src) == digest
+    assert list(dst.parent.iterdir()) == []
