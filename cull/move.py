@@ -524,7 +524,8 @@ def move_rejects(
     def plan_from_scan() -> tuple[list[tuple[Path, str]], MovePlan]:
         found = scan([root], card, scan_options, on_total=on_total, on_result=on_result)
         shots = [Shot(r.path, r.partner) for r in found.results if r.verdict in wanted]
-        return found.failures, plan_moves(shots, root, target)
+        judged = {r.partner for r in found.results if r.verdict is not None}  # a damaged JPEG judged by its RAW
+        return [(p, why) for p, why in found.failures if p not in judged], plan_moves(shots, root, target)
 
     if options.dry_run:
         not_judged, plan = plan_from_scan()

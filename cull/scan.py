@@ -179,8 +179,9 @@ def scan(
                         finish(PhotoResult(analysis.path, partner, error=analysis.error))
                     continue
                 if analysis.path in retry:  # the partner was scored instead: it becomes the shot's path
-                    partner = retry[analysis.path][0]
-                    log.info("%s unreadable (%s); scored its partner %s", partner, retry[analysis.path][1], analysis.path)
+                    partner, why = retry[analysis.path]
+                    # the shot has a verdict, but the damaged file is still reported (and counts in the exit code)
+                    outcome.skipped.append(Skipped(partner, f"{why}; the shot is judged by its partner {analysis.path.name}"))
                 key = keys.get(analysis.path)  # a partner scored instead is not cached: lookups go by the shot's path
                 if cache is not None and key is not None and file_key(analysis.path) == key:
                     cache.put(analysis.path.absolute(), key, analysis.photo)

@@ -199,6 +199,9 @@ def test_a_corrupt_jpeg_is_judged_by_its_raw_partner(tmp_path, card, shared_raw)
     by_name = {r.path.name: r for r in result.results}
     assert by_name["DC50.KDC"].photo is not None and by_name["DC50.KDC"].partner.name == "DC50.jpg"
     assert by_name["other.jpg"].error.startswith("empty file") and "partner: not a RAW file LibRaw can read" in by_name["other.jpg"].error
+    # the shot has its verdict, and the damaged JPEG is still reported, once, in the failures (exit code 1)
+    damaged = [(p.name, why) for p, why in result.failures if p.name == "DC50.jpg"]
+    assert len(damaged) == 1 and "judged by its partner DC50.KDC" in damaged[0][1]
 
 
 def test_first_pass_gives_the_same_verdicts_as_scoring_every_patch(tmp_path, card):
