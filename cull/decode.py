@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import sys
+import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import IO, Any
@@ -82,6 +86,8 @@ def open_reduced(path: Path, long_side: int) -> Image.Image:
             return _open_raster(path, long_side)
         try:
             return _open_raw(path, long_side)
+        except DamagedRaw:
+            raise  # its small TIFF thumbnail would be judged instead: "too little texture", no error
         except UnreadableImage:
             if kind is None:
                 raise
@@ -188,7 +194,56 @@ def _orient(image: Image.Image) -> Image.Image:
 _RAW_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
 
 
+class DamagedRaw(UnreadableImage):
+    """A RAW file LibRaw found truncated or corrupt: not to be replaced by a thumbnail beside its data."""
+
+
 def _open_raw(path: Path, long_side: int) -> Image.Image:
+    failure: UnreadableImage | None = None
+    with _c_stderr_captured() as said:
+        try:
+            image = _read_raw(path, long_side)
+        except UnreadableImage as exc:
+            failure = exc
+    damage = next((line for line in said[0].splitlines() if any(m in line for m in LIBRAW_DAMAGE)), None)
+    if damage is not None:  # LibRaw refuses a truncated file, or reads on past corrupt data filling in zeros
+        raise DamagedRaw(f"damaged or truncated RAW file (LibRaw: {damage.rsplit(': ', 1)[-1].strip()})")
+    if failure is not None:
+        raise failure
+    return image
+
+
+LIBRAW_DAMAGE = ("Unexpected end of file", "Corrupt data")  # what LibRaw prints (to stderr) for a damaged file
+
+
+@contextmanager
+def _c_stderr_captured() -> Iterator[list[str]]:
+    """Collect what C code writes to file descriptor 2 while the block runs (LibRaw reports a damaged
+    file there, and only there); the list holds it once the block has ended.  Nothing reaches the
+    terminal unformatted."""
+    said: list[str] = [""]
+    with _STDERR_LOCK:  # one redirection at a time: threads (cull review) would restore each other's
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no usable descriptor 2: nothing to capture
+            yield said
+            return
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield said
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                said[0] = sink.read(1 << 16).decode("utf-8", "replace")
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+def _read_raw(path: Path, long_side: int) -> Image.Image:
     import rawpy  # imported lazily: LibRaw is only needed for RAW files
 
     try:

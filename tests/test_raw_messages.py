@@ -41,3 +41,17 @@ def test_unsupported_raw_without_a_preview_keeps_the_plain_reason(tmp_path):
     path.write_bytes(b"hello, this is not a photo\n" * 20)
     with pytest.raises(UnreadableImage, match=r"^not a RAW file LibRaw can read \(unsupported or corrupt\)$"):
         decode_gray(path, 1024)
+
+
+@pytest.mark.parametrize("share", [0.99, 0.6, 0.1])
+def test_a_truncated_raw_is_reported_damaged_not_judged_by_its_thumbnail(tmp_path, shared_raw, capfd, share):
+    """LibRaw prints "Unexpected end of file" to stderr and refuses the file; its TIFF container still
+    opens as a 96 px thumbnail, which must not be judged instead ("too little texture", exit 0)."""
+    data = (shared_raw / "RAW_KODAK_DC50.KDC").read_bytes()
+    path = tmp_path / "DC50.KDC"
+    path.write_bytes(data[: int(len(data) * share)])
+    with pytest.raises(UnreadableImage, match=r"^damaged or truncated RAW file \(LibRaw: Unexpected end of file\)$"):
+        decode_gray(path, 1024)
+    assert "Unexpected end of file" not in capfd.readouterr().err  # LibRaw's own line stays off the terminal
+    path.write_bytes(data)
+    assert decode_gray(path, 1024).shape == (256, 384)
