@@ -48,6 +48,8 @@ def read_capture(path: Path) -> Capture:
         if path.stat().st_size <= _MAX_EXIF_READ:
             import exifread
 
+            logging.getLogger("exifread").setLevel(logging.ERROR)  # "Possibly corrupted field ...": EXIF is optional here
+
             with open(path, "rb") as handle:
                 tags = exifread.process_file(handle, details=False, extract_thumbnail=False)
     except Exception as exc:  # noqa: BLE001 - exifread raises many kinds on odd files; EXIF is optional here

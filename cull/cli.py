@@ -157,7 +157,8 @@ def scan(
         if show is Show.ALL or (show is Show.REJECTS and item.verdict is not None and item.verdict.value != "keep"):
             score = "  -  " if item.photo is None or item.photo.score is None else f"{item.photo.score:.3f}"
             place = f"  [{item.burst.burst} #{item.burst.rank}/{item.burst.size}]" if item.burst is not None else ""
-            typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {display_path(item.path)}{place}  ({item.decision.reason if item.decision else ''})")
+            why = f"  ({item.decision.reason})" if item.decision else ""  # an error's reason: on stderr below
+            typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {display_path(item.path)}{place}{why}")
     failures = list(result.failures)
     xmp_note = ""
     if not no_xmp and not dry_run:
@@ -369,6 +370,8 @@ def move(
     options = ScanOptions(workers=workers, strictness=strictness, dry_run=dry_run,
                           bursts=keep_best, burst_gap=burst_gap, keep_best=keep_best)
     try:
+        if burst_gap != 2.0 and not keep_best:
+            raise ValueError("--burst-gap works with --keep-best")
         validate_options(options)
     except ValueError as exc:
         raise _fail(str(exc)) from None

@@ -112,7 +112,7 @@ def _list_folder(
         return
     key = (info.st_dev, info.st_ino)
     if key in visited:
-        yield Skipped(folder, "symbolic link loop (folder already scanned)", error=False)
+        yield Skipped(folder, "folder already scanned (a link loop back to it, or given twice)", error=False)
         return
     visited.add(key)
     if key in excluded:

@@ -61,6 +61,8 @@ def validate_options(
         raise ValueError("--keep-best works on bursts: add --bursts")
     if not 0 <= options.burst_gap <= 3600:
         raise ValueError("--burst-gap must be between 0 and 3600 seconds")
+    if options.burst_gap != DEFAULT_GAP and not options.bursts:
+        raise ValueError("--burst-gap works on bursts: add --bursts")
 
 
 @dataclass(frozen=True)

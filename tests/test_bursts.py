@@ -289,6 +289,8 @@ def test_eval_bursts_reports_grouping_and_rank_one(library):
 def test_burst_options_are_checked_before_any_work(tmp_path):
     assert run("scan", tmp_path, "--keep-best").exit_code == 2
     assert run("move", tmp_path, "--rejects", "--keep-best", "--burst-gap", "-1").exit_code == 2
+    assert run("scan", tmp_path, "--burst-gap", "5").exit_code == 2  # not silently ignored without --bursts
+    assert run("move", tmp_path, "--rejects", "--burst-gap", "5").exit_code == 2
     assert run("scan", tmp_path, "--bursts", "--burst-gap", "-1").exit_code == 2
     assert run("eval", tmp_path, "--bursts").exit_code == 2  # no burst sub-folders
 
