@@ -18,8 +18,10 @@ scene in focus. Ranking never rejects anything by itself (see ``soften_verdicts`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -271,10 +273,18 @@ def _order_with_ties(rows: list[tuple[float, float, str]]) -> list[int]:
 def find_bursts(frames: Sequence[Frame], gap: float = DEFAULT_GAP, min_similarity: float = MIN_SIMILARITY) -> dict[str, Ranked]:
     """Group and rank: ``{frame key: Ranked}`` for every frame that belongs to a burst."""
     ranked: dict[str, Ranked] = {}
-    for number, members in enumerate(group_bursts(frames, gap, min_similarity), start=1):
-        for row in rank_burst([frames[i] for i in members], f"burst-{number:04d}"):
+    for members in group_bursts(frames, gap, min_similarity):
+        for row in rank_burst([frames[i] for i in members], burst_id(frames[members[0]].key)):
             ranked[row.key] = row
     return ranked
+
+
+def burst_id(first_frame: str) -> str:
+    """A burst's id, from its first frame in capture order (absolute path): the same on every rescan
+    and whatever else was scanned with it, and distinct across folders (a catalogue filter on
+    ``cull:Burst`` never mixes two bursts, as per-scan numbers did)."""
+    digest = hashlib.sha256(os.path.abspath(first_frame).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"burst-{digest[:8]}"
 
 
 def clearly_softer(row: Ranked, best: Ranked) -> bool:

@@ -363,3 +363,23 @@ def test_grouping_compares_each_frame_with_a_bounded_number_of_bursts(monkeypatc
     frames = _look_alike_frames(300, "exif", 0.0)
     assert cull.bursts.group_bursts(frames) == []
     assert len(calls) <= 2 * cull.bursts.MAX_OPEN_BURSTS * len(frames)
+
+
+def test_burst_ids_are_stable_and_distinct_across_folders(library, tmp_path, monkeypatch):
+    """A burst keeps its id on every rescan, however its folder is named on the command line; bursts
+    of two folders never share one (a catalogue filter on cull:Burst must not mix them)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(library, a)
+    shutil.copytree(library, b)
+
+    def ids(folder: Path | str) -> dict[str, str]:
+        report = tmp_path / "r.jsonl"
+        result = run("scan", folder, "--bursts", "--workers", "1", "--no-xmp", "--report", report)
+        assert result.exit_code == 0, result.output
+        return {str(Path(r["abs_path"])): r["burst"] for r in map(json.loads, report.read_text().splitlines()) if r["burst"]}
+
+    first = ids(a)
+    assert first and len(set(first.values())) >= 2
+    monkeypatch.chdir(tmp_path)
+    assert ids("a") == first  # a relative path, another working folder: the same ids
+    assert not set(first.values()) & set(ids(b).values())
