@@ -318,6 +318,12 @@ def calibrate(
         name: rates_for([s.sharp for s in base_scored], [_verdict(s, base.thresholds_for(name)) for s in base_scored])
         for name in STRICTNESS_LEVELS
     }
+    worse = [name for name in STRICTNESS_LEVELS
+             if rates[name]["sharp_kept"].k < base_rates[name]["sharp_kept"].k
+             and rates[name]["blurred_flagged"].k <= base_rates[name]["blurred_flagged"].k]
+    if worse:
+        warnings.append(f"on these photos the calibrated card keeps fewer sharp photos than the base card ({', '.join(worse)}) "
+                        "and flags no more blurred ones: the base card may serve you better")
     return Calibration(Path(folder), base, card, scored, rates, base_rates, rights, warnings)
 
 

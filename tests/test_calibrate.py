@@ -215,3 +215,21 @@ def test_calibrate_warns_on_overlap_and_few_examples_and_points_beside_the_card(
     sharp_scores = raw["calibration"]["sharp_scores"]
     assert all(card.thresholds[n].reject <= min(sharp_scores) for n in card.thresholds)
     assert card.thresholds["lenient"].keep > max(raw["calibration"]["blurred_scores"]) - 1e-4
+
+
+def test_a_calibration_that_does_worse_than_its_base_says_so(tmp_path, monkeypatch):
+    """Thresholds that keep fewer sharp photos than the base card and flag no more blurred ones (here
+    forced: keep at 1.0) come with a warning that the base card may serve better."""
+    import cull.calibrate
+    from cull.card import Thresholds
+
+    from tests.conftest import blurred_image
+
+    folder = tmp_path / "set"
+    for i in range(6):
+        save(sharp_image(i), folder / "sharp" / f"s{i}.jpg")
+        save(blurred_image(i, 8), folder / "blurred" / f"b{i}.jpg")
+    monkeypatch.setattr(cull.calibrate, "fit_thresholds",
+                        lambda sharp, blurred: {n: Thresholds(keep=1.0, reject=0.0) for n in ("lenient", "normal", "strict")})
+    result = cull.calibrate.calibrate(folder, load_card(), workers=1, fit_texture=False)
+    assert any("keeps fewer sharp photos than the base card" in w for w in result.warnings)
