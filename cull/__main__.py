@@ -24,8 +24,12 @@ def _stop_cleanly_on_termination() -> None:
     as an exception does: worker pools shut down, temporary files are removed, nothing is left running.
     The default action would end this process alone and leave its workers waiting for work for ever."""
     import signal
+    import sys
 
     def stop(signum: int, frame: object) -> None:
+        runner = sys.modules.get("cull.runner")
+        if runner is not None and runner.stop_pools(128 + signum):
+            return  # workers ended; the pool raises SystemExit where it is safe to
         raise SystemExit(128 + signum)
 
     for name in ("SIGTERM", "SIGHUP"):

@@ -321,10 +321,21 @@ def describe_os_error(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return "no space left on the target device"
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-        return f"permission denied or read-only ({exc.filename or 'target'})"
+        return f"permission denied or read-only ({_blocked_folder(exc) or exc.filename or 'target'})"
     if isinstance(exc, FileExistsError):
         return f"{exc.filename} already exists (not overwritten)"
     return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+
+
+def _blocked_folder(exc: OSError) -> str | None:
+    """The folder that refused a link or rename (the destination's, for an undo into a read-only photo
+    folder), rather than the file name the error carries first."""
+    for name in (exc.filename2, exc.filename):
+        if name:
+            folder = os.path.dirname(os.path.abspath(os.fsdecode(name)))
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"folder {folder} is not writable"
+    return None
 
 
 # --- recovery and undo --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ raises ModelError, exactly as it does in-process.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import logging
 import os
 import sys
@@ -77,6 +78,23 @@ def _ready() -> WorkerState:
     if _state is None or _state.scorer is None:
         raise ModelError(_state.init_error if _state is not None and _state.init_error else "worker not initialised")
     return _state
+
+
+_running: list[_Pooled] = []  # pools whose run() is under way in this process
+_stop_code: list[int] = []  # set by stop_pools: the exit status the running pool ends with
+
+
+def stop_pools(code: int) -> bool:
+    """For a termination signal's handler: when a pool is running, end its worker processes and make
+    it raise SystemExit(``code``) where it next looks (an exception raised from a signal handler at an
+    arbitrary point of concurrent.futures can leave one of its locks held, and the pool's shutdown then
+    waits for ever).  False when no pool is running: the caller may raise at once."""
+    if not _running:
+        return False
+    _stop_code.append(code)
+    for process in multiprocessing.active_children():  # the workers (the fork server is no Process child)
+        process.terminate()
+    return True
 
 
 def _ping() -> bool:
@@ -165,6 +183,13 @@ class _Pooled:
         )
 
     def run(self, chunks: Iterator[list[Path]]) -> Iterator[Analysis]:
+        _running.append(self)
+        try:
+            yield from self._run(chunks)
+        finally:
+            _running.remove(self)
+
+    def _run(self, chunks: Iterator[list[Path]]) -> Iterator[Analysis]:
         first = next(chunks, None)
         if first is None:  # nothing to do: start no process
             return
@@ -178,6 +203,8 @@ class _Pooled:
                 in_flight: dict[Future[list[Analysis]], list[Path]] = {}
                 broken = False
                 while not broken:
+                    if _stop_code:
+                        raise SystemExit(_stop_code[0])
                     if isolating:  # one suspect at a time, alone, so a crash names its file
                         if not in_flight and self.suspects:
                             path = self.suspects.popleft()
@@ -192,6 +219,8 @@ class _Pooled:
                     if not in_flight:
                         break
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    if _stop_code:  # a termination signal ended the workers (stop_pools): end here, at a safe point
+                        raise SystemExit(_stop_code[0])
                     if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                         broken = True
                         wait(in_flight, return_when=ALL_COMPLETED)  # a broken pool fails every pending task

@@ -3,6 +3,7 @@ shared companions, exit codes, torn journals, names that are not UTF-8, symlinke
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -391,3 +392,15 @@ def test_a_source_that_cannot_be_removed_leaves_no_copy_in_the_target(tmp_path, 
         cull.move._place(src, dst, digest, size, mtime_ns)
     assert src.is_file() and cull.move.sha256_of(src) == digest
     assert list(dst.parent.iterdir()) == []
+
+
+def test_a_refused_link_names_the_folder_that_refused_it(tmp_path):
+    """An undo into a read-only photo folder fails on link(target file, photo path): the message names the
+    photo folder, not the file in the target."""
+    from cull.move import describe_os_error
+
+    readable = tmp_path / "_culled"
+    readable.mkdir()
+    refused = PermissionError(errno.EACCES, "Permission denied", str(readable / "IMG_1.jpg"), None,
+                              str(tmp_path / "no-such-folder" / "IMG_1.jpg"))
+    assert describe_os_error(refused) == f"permission denied or read-only (folder {tmp_path / 'no-such-folder'} is not writable)"
