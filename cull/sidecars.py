@@ -404,6 +404,17 @@ def write_verdict(
                 _remember(target, payload, None, places, stamp)
                 outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
+            if verdict.verdict == "keep" and verdict.burst is None and not target.embedded:
+                # an earlier verdict (or burst place) of cull's is here: undone as `cull xmp clear` would, so a
+                # kept photo ends with no sidecar of cull's, or the user's sidecar as it was
+                kept = clear(existing)  # type: ignore[arg-type]  # has_cull_fields: not None
+                action = _put(target, kept, ours=created_by_cull(existing))
+                if places is not None:
+                    places.noted(target.path, exists=kept is not None)
+                    if kept is not None:
+                        _remember(target, payload, None, places, None, written=kept)
+                outcomes.append(WriteOutcome(target.path, action))
+                continue
             result = merge(existing, verdict, protected=reason)
             conflict = conflict or result.conflict
             if existing is not None and same_content(existing, result.packet):
@@ -546,7 +557,7 @@ def _write_results(results: Sequence[PhotoResult], options: XmpOptions, model_ve
             for outcome in outcomes:
                 if outcome.action == "error":
                     summary.errors.append((outcome.target, outcome.detail or "error"))
-                elif outcome.action == "written":
+                elif outcome.action in ("written", "removed", "restored"):  # the sidecar changed: an earlier verdict undone too
                     summary.written += 1
                     written.append(outcome.target)
                     if outcome.embedded:

@@ -382,3 +382,29 @@ def read_embedded_bytes(photo: Path) -> bytes:
     data = read_embedded(photo)
     assert data is not None
     return data
+
+
+def test_a_photo_kept_after_an_earlier_verdict_ends_with_no_sidecar_of_culls(tmp_path):
+    """A photo rejected (or placed in a burst) by an earlier scan and kept now: the sidecar cull created
+    goes, a sidecar the user had comes back byte for byte (README: a kept photo gets no sidecar)."""
+    import os
+
+    from cull.cli import app
+
+    photos = tmp_path / "p"
+    save(blurred_image(0, 8), photos / "mine.jpg")
+    save(blurred_image(1, 8), photos / "theirs.jpg")
+    users = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag><rdf:li>harbour</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>'
+    (photos / "theirs.jpg.xmp").write_bytes(users)
+    runner = CliRunner()
+    first = runner.invoke(app, ["scan", str(photos), "--workers", "1", "--show", "none"])
+    assert first.exit_code == 0 and read_fields((photos / "mine.jpg.xmp").read_bytes())["cull:Verdict"] == "reject"
+    assert read_fields((photos / "theirs.jpg.xmp").read_bytes())["cull:Verdict"] == "reject"
+    for i, name in enumerate(("mine.jpg", "theirs.jpg")):  # the photos are replaced by sharp ones
+        save(sharp_image(i), photos / name)
+        os.utime(photos / name, (2_000_000_000 + i, 2_000_000_000 + i))
+    again = runner.invoke(app, ["scan", str(photos), "--workers", "1", "--show", "none"])
+    assert again.exit_code == 0 and "2 keep" in again.stdout and "XMP: 2 written" in again.stdout
+    assert not (photos / "mine.jpg.xmp").exists() and (photos / "theirs.jpg.xmp").read_bytes() == users
+    third = runner.invoke(app, ["scan", str(photos), "--workers", "1", "--show", "none"])
+    assert "XMP: 0 written" in third.stdout and not (photos / "mine.jpg.xmp").exists()
