@@ -395,8 +395,16 @@ def format_calibration(calibration: Calibration) -> str:
     sharp = sorted(s.score for s in cal.scored if s.sharp and s.score is not None)
     blurred = sorted(s.score for s in cal.scored if not s.sharp and s.score is not None)
     t = cal.card.thresholds
+    groups: dict[bool, set[str]] = {True: set(), False: set()}
+    for s in cal.scored:
+        try:
+            groups[s.sharp].add(s.path.relative_to(cal.folder).parts[0] + "/")
+        except (ValueError, IndexError):
+            continue
     lines = [
         f"{display_path(cal.folder)}: {len(sharp)} sharp, {len(blurred)} blurred photos scored with {base.version}",
+        f"  classes: sharp from {', '.join(display_path(g) for g in sorted(groups[True])) or '-'}; "
+        f"blurred from {', '.join(display_path(g) for g in sorted(groups[False])) or '-'}",
         f"  scores: sharp {sharp[0]:.3f}-{sharp[-1]:.3f}, blurred {blurred[0]:.3f}-{blurred[-1]:.3f}"
         + ("  (separated)" if blurred[-1] < sharp[0] else "  (OVERLAP)"),
         f"  texture threshold (min_std): {cal.card.analysis.min_std:g}"

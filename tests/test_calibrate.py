@@ -136,6 +136,7 @@ def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path
     result = runner.invoke(app, ["calibrate", str(calibration), "--out", str(card_path), "-j1"])
     assert result.exit_code == 0, result.output
     assert "leave-one-out" in result.stdout and "Clopper-Pearson" in result.stdout
+    assert "classes: sharp from sharp/; blurred from defocus_blurred/" in result.stdout
     assert "10/10" in result.stdout and "warning" not in result.stderr
     card = load_card(card_path)
     shipped_card = load_card()
