@@ -60,11 +60,13 @@ class Footprint:
     origins: NDArray[np.int32]
     scores: NDArray[np.float32]
     patch_size: int = 64
+    ctime_ns: int | None = None  # the file's status-change time when the capture data was read (None: unknown)
 
     def to_bytes(self) -> bytes:
         header = json.dumps({
             "camera": self.camera, "time": self.time, "time_source": self.time_source, "scale": self.scale,
             "shape": list(self.signature.shape), "n": int(len(self.scores)), "patch": self.patch_size,
+            "ctime_ns": self.ctime_ns,
         }).encode()
         return b"".join([
             struct.pack("<I", len(header)), header, self.signature.astype(np.int8).tobytes(),
@@ -84,7 +86,7 @@ class Footprint:
             origins = np.frombuffer(data, "<i4", 2 * n, at + size).reshape(n, 2).astype(np.int32)
             scores = np.frombuffer(data, "<f4", n, at + size + 8 * n).astype(np.float32)
             return cls(header["camera"], header["time"], header["time_source"], signature, float(header["scale"]),
-                       origins, scores, int(header["patch"]))
+                       origins, scores, int(header["patch"]), header.get("ctime_ns"))
         except (struct.error, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a burst footprint: {exc}") from None
 

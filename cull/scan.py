@@ -16,7 +16,8 @@ from typing import Any
 
 from cull.analyse import BATCH_SIZE, Analysis
 from cull.bursts import DEFAULT_GAP, SOFTER_REASON, Footprint, Ranked, clearly_softer, find_bursts, frame
-from cull.cache import FactCache, ScoreCache, default_cache_path, file_key
+from cull.cache import FactCache, FileKey, ScoreCache, default_cache_path, file_key
+from cull.capture import read_capture
 from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
@@ -160,7 +161,7 @@ def scan(
                 if print_ is None:
                     hit = None  # scored before without bursts: analyse again for the footprint
                 else:
-                    prints[shot.path] = print_
+                    prints[shot.path] = _current_capture(shot.path, print_, cache, key)
             if hit is not None:
                 finish(_decided(shot.path, shot.partner, hit, card, thresholds, cached=True))
             else:
@@ -188,7 +189,7 @@ def scan(
                 if cache is not None and key is not None and file_key(analysis.path) == key:
                     cache.put(analysis.path.absolute(), key, analysis.photo)
                     if analysis.footprint is not None:
-                        cache.put_footprint(analysis.path.absolute(), key, analysis.footprint)
+                        cache.put_footprint(analysis.path.absolute(), key, replace(analysis.footprint, ctime_ns=_ctime_ns(analysis.path)))
                 if analysis.footprint is not None:
                     prints[retry[analysis.path][0] if analysis.path in retry else analysis.path] = analysis.footprint
                 finish(_decided(analysis.path, partner, analysis.photo, card, thresholds))
@@ -213,6 +214,26 @@ def _user_verdicts(results: list[PhotoResult], options: ScanOptions) -> list[Pho
         return apply_user_verdicts(results, Places())
     with FactCache(options.cache_path or default_cache_path(), readonly=options.dry_run) as facts:
         return apply_user_verdicts(results, Places(facts))
+
+
+def _ctime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_ctime_ns
+    except OSError:
+        return None
+
+
+def _current_capture(path: Path, print_: Footprint, cache: ScoreCache, key: FileKey) -> Footprint:
+    """A cached footprint with its capture data read again when the file's status changed since it was
+    read (``exiftool -P`` edits the capture time keeping size and mtime: only the ctime moves; a move
+    or undo moves it too, and costs one EXIF read)."""
+    ctime = _ctime_ns(path)
+    if ctime is None or ctime == print_.ctime_ns:
+        return print_
+    shot = read_capture(path)
+    fresh = replace(print_, camera=shot.camera, time=shot.time, time_source=shot.time_source, ctime_ns=ctime)
+    cache.put_footprint(path.absolute(), key, fresh)
+    return fresh
 
 
 def place_in_bursts(

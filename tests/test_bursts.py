@@ -383,3 +383,30 @@ def test_burst_ids_are_stable_and_distinct_across_folders(library, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     assert ids("a") == first  # a relative path, another working folder: the same ids
     assert not set(first.values()) & set(ids(b).values())
+
+
+def test_a_capture_time_edited_in_place_is_read_again_on_a_cached_rescan(tmp_path):
+    """`exiftool -P` fixes a capture time keeping size and mtime (the score cache's key): the cached
+    footprint must not keep the old time, or the frame stays in a burst it left."""
+    rng = np.random.default_rng(4)
+    base = sharp_image(0)
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for i in range(3):
+        exif_jpeg(_shot(base, rng, blur=3.0 if i == 1 else 0.0), folder / f"f{i}.jpg", f"2024:05:01 10:00:0{i}")
+        os.utime(folder / f"f{i}.jpg", (1_714_557_602, 1_714_557_602))
+
+    def bursts(*extra: str) -> dict[str, object]:
+        report = tmp_path / "r.jsonl"
+        result = run("scan", folder, "--bursts", "--workers", "1", "--no-xmp", "--report", report, *extra)
+        assert result.exit_code == 0, result.output
+        return {Path(r["path"]).name: r["burst_size"] for r in map(json.loads, report.read_text().splitlines())}
+
+    assert bursts() == {"f0.jpg": 3, "f1.jpg": 3, "f2.jpg": 3}
+    path = folder / "f1.jpg"
+    before = path.stat()
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"2024:05:01 10:00:01", b"2024:05:01 11:30:01", 1))  # same length
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert bursts() == bursts("--no-cache") == {"f0.jpg": 2, "f1.jpg": None, "f2.jpg": 2}
