@@ -133,6 +133,41 @@ def test_symlink_escaping_the_roots_is_not_served(tmp_path, card):
     (root / "blur.jpg").symlink_to(outside)
     assert client.get(f"/api/detail/{blur.id}").status_code == 404
     assert client.get(f"/api/thumb/{blur.id}").status_code == 404
+    before = outside.read_bytes()
+    answer = post(client, "/api/decide", {"id": blur.id, "decision": "reject"})  # nor written into
+    assert answer.status_code == 404 and outside.read_bytes() == before
+    assert not (tmp_path / "secret" / "private.jpg.xmp").exists() and not (root / "blur.jpg.xmp").exists()
+
+
+def test_odd_or_huge_request_bodies_are_refused_not_a_server_error(library, card):
+    session = session_for(library, card)
+    client = client_for(session)
+    headers = {"X-Cull-Token": TOKEN, "Content-Type": "application/json"}
+    for body in ('{"id": true, "decision": "reject"}', '{"id": 0.9, "decision": "reject"}',
+                 '{"id": "0", "decision": "reject"}', '{"id": 1e400, "decision": "reject"}',
+                 '{"id": Infinity, "decision": "reject"}', "[" * 100_000 + "]" * 100_000, "[1, 2]", "nonsense"):
+        answer = client.post("/api/decide", content=body, headers=headers)
+        assert answer.status_code in (400, 413), (body[:40], answer.status_code)
+    assert client.post("/api/keep-best", content='{"id": false}', headers=headers).status_code == 400
+    huge = client.post("/api/decide", content=b"{" + b" " * (1 << 20) + b"}", headers=headers)
+    assert huge.status_code == 413
+    assert all(item.user is None for item in session.all_items)  # nothing was decided
+
+
+def test_only_the_pages_own_requests_keep_the_server_from_idling_out(library, card):
+    """Requests without the token (any local process or web page can knock) must not keep a forgotten
+    review running for ever: they do not reset the idle clock."""
+    app = create_app(session_for(library, card), TOKEN)
+    now = [100.0]
+    app.clock = lambda: now[0]
+    app.last_seen = now[0]
+    stranger = TestClient(app, base_url="http://127.0.0.1:8765")
+    now[0] = 200.0
+    assert stranger.get("/api/items").status_code == 401
+    assert app.last_seen == 100.0
+    friend = TestClient(app, base_url="http://127.0.0.1:8765")
+    friend.cookies.set(COOKIE, TOKEN)
+    assert friend.get("/api/items").status_code == 200 and app.last_seen == 200.0
 
 
 def test_state_changes_need_post_with_the_token_header(library, card):
@@ -229,12 +264,30 @@ def test_user_packet_keeps_foreign_fields_and_survives_clear():
     assert fields["xmp:Rating"] == "-1" and fields["cull:Verdict"] is None and fields["xmp:Label"] is None
     assert b"darktable:history" in decided  # the edit history is kept
     assert clear(decided) == decided  # `cull xmp clear` leaves the user's own decision alone
-    kept = read_fields(user_packet(decided, "keep"))
-    assert kept["xmp:Rating"] is None and kept["xmpDM:pick"] == "1" and kept["digiKam:PickLabel"] == "3"
+    kept = read_fields(user_packet(decided, "keep"))  # darktable's own xmp:Rating="0" (unrated) comes back
+    assert kept["xmp:Rating"] == "0" and kept["xmpDM:pick"] == "1" and kept["digiKam:PickLabel"] == "3"
     unsure = read_fields(user_packet(decided, "uncertain"))
-    assert unsure["xmp:Rating"] is None and unsure["xmpDM:pick"] is None and unsure["digiKam:PickLabel"] == "2"
+    assert unsure["xmp:Rating"] == "0" and unsure["xmpDM:pick"] is None and unsure["digiKam:PickLabel"] == "2"
     with pytest.raises(ValueError):
         user_packet(None, "delete")
+
+
+def test_a_rating_or_pick_the_user_set_comes_back_after_a_reject_made_in_review():
+    """X on a photo the user rated 5 stars and picked in Lightroom, then P or U: the 5 stars and the pick
+    are the user's again (the reject's -1 used to be removed, leaving no rating at all)."""
+    from cull.xmp import Packet, RATING, PICK
+
+    users = Packet(None)
+    users.set(RATING, "5")
+    users.set(PICK, "1")
+    rejected = user_packet(users.serialize(), "reject")
+    assert read_fields(rejected)["xmp:Rating"] == "-1"
+    again = user_packet(rejected, "reject")  # a second X keeps the first prior, not the -1
+    for decision in ("keep", "uncertain"):
+        fields = read_fields(user_packet(again, decision))
+        assert fields["xmp:Rating"] == "5", decision
+    assert read_fields(user_packet(again, "uncertain"))["xmpDM:pick"] is None  # U: no pick either way
+    assert read_fields(user_packet(user_packet(again, "uncertain"), "keep"))["xmp:Rating"] == "5"
 
 
 def test_show_filters_and_orders_worst_first(library, card):

@@ -19,6 +19,7 @@ Z (undo) puts them back exactly, unless the file was changed in between.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -52,29 +53,62 @@ def _int(value: str | None) -> int | None:
 def user_packet(existing: bytes | None, decision: str, label: str = "Yellow") -> bytes:
     """``existing`` (or a new packet) with cull's fields removed and the user's ``decision`` set.
 
+    The values a decision replaces (a star rating, a pick flag, labels) are kept in ``cull:UserPrior``
+    and put back before the next decision is applied, so X on a photo rated 5 stars, then P or U,
+    ends with the 5 stars again: a rating the user set is never lost to a decision made here.
     Pure. Raises XmpError for a malformed packet, ValueError for an unknown decision.
     """
     if decision not in DECISIONS:
         raise ValueError(f"unknown decision {decision!r}")
     packet = Packet(clear(existing) if existing is not None and existing.strip() else None)
+    _put_back_prior(packet)
+    changes: list[tuple[tuple[str, str], str | None]]
     if decision == "reject":
-        for prop, value in ((RATING, "-1"), (PICK, "-1"), (GOOD, "False"), (PICK_LABEL, "1")):
-            packet.set(prop, value)
+        changes = [(RATING, "-1"), (PICK, "-1"), (GOOD, "False"), (PICK_LABEL, "1")]
     elif decision == "keep":
-        for prop, value in ((PICK, "1"), (GOOD, "True"), (PICK_LABEL, "3")):
-            packet.set(prop, value)
+        changes = [(PICK, "1"), (GOOD, "True"), (PICK_LABEL, "3")]
         if _int(packet.get(RATING)) == -1:
-            packet.remove(RATING)
+            changes.append((RATING, None))
     else:
+        changes = [(PICK, None), (GOOD, None), (PICK_LABEL, "2")]
         if _int(packet.get(RATING)) == -1:
-            packet.remove(RATING)
-        packet.remove(PICK)
-        packet.remove(GOOD)
-        packet.set(PICK_LABEL, "2")
+            changes.append((RATING, None))
         if not packet.get(LABEL):
-            packet.set(LABEL, label)
+            changes.append((LABEL, label))
+    prior = {f"{p[0]}:{p[1]}": packet.get(p) for p, value in changes if packet.get(p) is not None and packet.get(p) != value}
+    for prop, value in changes:
+        if value is None:
+            packet.remove(prop)
+        else:
+            packet.set(prop, value)
+    if prior:
+        packet.set(USER_PRIOR, json.dumps(prior, sort_keys=True))
     packet.set(USER_VERDICT, decision)
     return packet.serialize()
+
+
+USER_PRIOR = ("cull", "UserPrior")  # the user's own values a decision made in `cull review` replaced (JSON)
+
+
+def _put_back_prior(packet: Packet) -> None:
+    """Restore what an earlier decision made here replaced (``cull:UserPrior``), then forget it."""
+    raw = packet.get(USER_PRIOR)
+    if raw is None:
+        return
+    packet.remove(USER_PRIOR)
+    try:
+        prior = json.loads(raw)
+    except ValueError:
+        return
+    if not isinstance(prior, dict):
+        return
+    for name, value in prior.items():
+        prefix, _, local = str(name).partition(":")
+        if (prefix, local) in _DECIDED_PROPS and isinstance(value, str):
+            packet.set((prefix, local), value)
+
+
+_DECIDED_PROPS = {RATING, PICK, GOOD, PICK_LABEL, LABEL}
 
 
 @dataclass(frozen=True)

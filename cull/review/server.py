@@ -79,9 +79,10 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self.last_seen = self.clock()
         request = Request(scope)
         response = self._check(request)
+        if response is None:  # only the page's own requests keep it alive: a stranger knocking does not
+            self.last_seen = self.clock()
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -128,6 +129,31 @@ def cookie_name(port: int | str) -> str:
 
 def _image(data: bytes, media: str) -> Response:
     return Response(data, media_type=media)
+
+
+MAX_BODY = 64 << 10  # a decision is a few dozen bytes: anything bigger is refused unread
+
+
+async def _json_body(request: Request) -> dict[str, Any] | Response:
+    """The request's JSON object, read up to MAX_BODY bytes; a Response (413, 400) for anything else."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return PlainTextResponse("request body too large", 413)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY:
+            return PlainTextResponse("request body too large", 413)
+    try:
+        body = json.loads(bytes(data))
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        return PlainTextResponse("expected a JSON object", 400)
+    return body if isinstance(body, dict) else PlainTextResponse("expected a JSON object", 400)
+
+
+def _whole(value: object) -> int | None:
+    """A photo id: a JSON whole number (not true, 0.9, "0" or 1e400)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def create_app(session: ReviewSession, token: str) -> Guard:
@@ -180,10 +206,11 @@ def create_app(session: ReviewSession, token: str) -> Guard:
         return PlainTextResponse("not found", 404)
 
     async def decide(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body())
-            item_id, decision = int(body["id"]), str(body["decision"])
-        except (ValueError, KeyError, TypeError):
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        item_id, decision = _whole(body.get("id")), body.get("decision")
+        if item_id is None or not isinstance(decision, str):
             return PlainTextResponse("expected JSON {id, decision}", 400)
         if decision not in DECISIONS:
             return PlainTextResponse(f"decision must be one of {', '.join(DECISIONS)}", 400)
@@ -194,9 +221,11 @@ def create_app(session: ReviewSession, token: str) -> Guard:
         return JSONResponse({"item": item.public(), "undo": session.undo_depth})
 
     async def keep_best(request: Request) -> Response:
-        try:
-            item_id = int(json.loads(await request.body())["id"])
-        except (ValueError, KeyError, TypeError):
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        item_id = _whole(body.get("id"))
+        if item_id is None:
             return PlainTextResponse("expected JSON {id}", 400)
         try:
             frames = await run_in_threadpool(session.keep_best, item_id)

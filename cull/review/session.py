@@ -103,8 +103,10 @@ class ReviewSession:
 
     # -- decisions -------------------------------------------------------------------------------
     def decide(self, item_id: int, decision: str) -> Item:
-        """Record the user's ``decision`` in XMP. Raises KeyError, ValueError or DecisionError."""
-        item = self.item(item_id)
+        """Record the user's ``decision`` in XMP. Raises KeyError, ValueError or DecisionError.
+        A photo replaced since the scan by a link leading outside the scanned folders is refused, as
+        for reading it (KeyError): a decision must not write into a file elsewhere."""
+        item = self.servable(item_id)
         with self._lock:
             photos = [p for p in (item.path, item.partner) if p is not None]
             writes = write_decision(photos, decision, self.options.xmp)
@@ -117,7 +119,7 @@ class ReviewSession:
         """"Keep best, flag the rest" on the burst of ``item_id``: its sharpest frame (rank 1) gets the
         user's keep, every other frame uncertain (never reject: in-focus priority), as one undo step.
         Returns the frames, sharpest first. Raises KeyError, ValueError (not a burst) or DecisionError."""
-        frames = self.neighbours(item_id)
+        frames = [self.servable(f.id) for f in self.neighbours(item_id)]
         if len(frames) < 2 or frames[0].rank != 1:
             raise ValueError("not a burst: B works on the frames of a burst (cull review --bursts)")
         plan = [([p for p in (f.path, f.partner) if p is not None], "keep" if f.rank == 1 else "uncertain") for f in frames]
