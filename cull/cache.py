@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import errno
 import os
 import sqlite3
 import time
@@ -96,7 +97,11 @@ class _SqliteFile:
         """Raises sqlite3.Error or OSError; None for a read-only cache that does not exist yet."""
         if readonly:
             return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True) if path.is_file() else None
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # mkdir's "File exists" for a file, a dangling link or a link loop there
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder: a file, or a link to nothing or to itself",
+                                     str(path.parent)) from None
         db = sqlite3.connect(path)
         deadline = time.monotonic() + SETUP_SECONDS
         while True:

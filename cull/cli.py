@@ -109,7 +109,7 @@ def scan(
     embed: Annotated[bool, typer.Option("--embed", help="write XMP inside JPEG/TIFF/DNG/PNG/WebP files (losslessly) instead of a sidecar")] = False,
     sidecar_style: Annotated[SidecarStyle, typer.Option(help="RAW sidecar naming: adobe (IMG_1.xmp), darktable (IMG_1.CR2.xmp), both")] = SidecarStyle.ADOBE,
     label: Annotated[str, typer.Option(help="colour label word for uncertain photos (Lightroom matches the word)")] = "Yellow",
-    ray_address: Annotated[str | None, typer.Option("--ray", metavar="local|auto|ADDRESS", help="analyse on a Ray cluster: a local runtime (-j CPUs), the one RAY_ADDRESS names, or HOST:PORT (extra [ray]; see docs/cluster.md)")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray", metavar="local|auto|ADDRESS", help="analyse on a Ray cluster: a local runtime (-j CPUs), the one RAY_ADDRESS names, or HOST:PORT (the ray extra: pip install 'cull-focus\\[ray]'; see docs/cluster.md)")] = None,
     bursts: Annotated[bool, typer.Option("--bursts", help="group the frames of a burst (same camera, seconds apart, same scene) and rank them, 1 = sharpest")] = False,
     burst_gap: Annotated[float, typer.Option(help="largest gap in seconds between frames of one burst")] = 2.0,
     keep_best: Annotated[bool, typer.Option("--keep-best", help="with --bursts: frames clearly softer than their burst's best become uncertain")] = False,

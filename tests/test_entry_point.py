@@ -94,3 +94,13 @@ def test_scan_starts_the_fork_server_before_the_command_line_loads() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["False", "False", "True", "3", "True"]
+
+
+def test_scan_help_names_the_extra_that_ray_needs() -> None:
+    """The help formatter takes [ray] for markup and drops it unless escaped."""
+    from typer.testing import CliRunner
+
+    from cull.cli import app
+
+    result = CliRunner().invoke(app, ["scan", "--help"], env={"COLUMNS": "300", "TERM": "dumb"})
+    assert result.exit_code == 0 and "cull-focus[ray]" in result.output

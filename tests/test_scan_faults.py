@@ -359,7 +359,7 @@ def test_cache_dir_that_is_a_file_warns_once_and_scans(tmp_path, monkeypatch, ca
         assert run("scan", photos, "-j", "1", "--dry-run").exit_code == 0
     assert result.exit_code == 0, result.output
     warnings = [r.getMessage() for r in caplog.records if r.name == "cull.cache"]
-    assert len(warnings) == 1 and "unusable (File exists); scanning without it" in warnings[0]
+    assert len(warnings) == 1 and "unusable (not a folder: a file, or a link to nothing or to itself); scanning without it" in warnings[0]
     assert "2 photos" in result.stdout
 
 
