@@ -138,12 +138,18 @@ def scan(
     card = _card(model)
     cluster_note = ""
     if ray_address is not None:
+        import signal
+
         from cull.cluster import connect, disconnect
 
+        own = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)}
         try:
             cluster_note = f"; {connect(ray_address, local_cpus=workers).describe()}"
         except CullError as exc:
             raise _fail(str(exc)) from None
+        for name, handler in own.items():  # Ray's driver puts in its own (a stack dump, exit 15): cull's stop cleanly
+            if callable(handler):
+                signal.signal(getattr(signal, name), handler)
     bar = progress_bar("scanning")
     try:
         result = run_scan(paths, card, options, on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1))

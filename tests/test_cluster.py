@@ -86,6 +86,34 @@ def test_ray_local_scan_through_the_cli_matches_the_local_pool(tmp_path, monkeyp
     assert "Ray cluster local: 1 node, 2 CPUs" in result.stdout
 
 
+def test_cull_keeps_its_own_sigterm_handling_after_ray_connects(tmp_path, monkeypatch, photos, local_ray):
+    """ray.init puts in a SIGTERM handler of its own (exit 15, a stack dump on stderr); `cull scan --ray`
+    puts cull's back, so SIGTERM stops it as it stops a local scan (143, workers and runtime shut down)."""
+    import signal
+
+    import cull.cluster
+
+    def rays_own(signum, frame):  # noqa: ANN001 - a signal handler's signature
+        raise SystemExit(signum)
+
+    def connect(address, local_cpus=None):  # noqa: ANN001
+        signal.signal(signal.SIGTERM, rays_own)
+        return local_ray
+
+    def culls(signum, frame):  # noqa: ANN001
+        raise SystemExit(128 + signum)
+
+    monkeypatch.setattr(cull.cluster, "connect", connect)
+    monkeypatch.setattr(cull.cluster, "disconnect", lambda: None)
+    previous = signal.signal(signal.SIGTERM, culls)
+    try:
+        result = runner.invoke(app, ["scan", str(photos), "--ray", "local", "--no-xmp", "--no-cache"])
+        assert result.exit_code == 0, result.output
+        assert signal.getsignal(signal.SIGTERM) is culls
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_file_that_kills_its_ray_worker_is_reported_and_the_rest_scored(tmp_path, card, pool_rows, photos, local_ray):
     folder = tmp_path / "p"
     shutil.copytree(photos, folder)
