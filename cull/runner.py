@@ -15,7 +15,6 @@ import itertools
 import multiprocessing
 import logging
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -95,6 +94,12 @@ def stop_pools(code: int) -> bool:
     for process in multiprocessing.active_children():  # the workers (the fork server is no Process child)
         process.terminate()
     return True
+
+
+def _end_if_stopping() -> None:
+    """Raise SystemExit when a termination signal ended the workers (stop_pools): called where it is safe."""
+    if _stop_code:
+        raise SystemExit(_stop_code[0])
 
 
 def _ping() -> bool:
@@ -203,8 +208,7 @@ class _Pooled:
                 in_flight: dict[Future[list[Analysis]], list[Path]] = {}
                 broken = False
                 while not broken:
-                    if _stop_code:
-                        raise SystemExit(_stop_code[0])
+                    _end_if_stopping()
                     if isolating:  # one suspect at a time, alone, so a crash names its file
                         if not in_flight and self.suspects:
                             path = self.suspects.popleft()
@@ -219,8 +223,7 @@ class _Pooled:
                     if not in_flight:
                         break
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    if _stop_code:  # a termination signal ended the workers (stop_pools): end here, at a safe point
-                        raise SystemExit(_stop_code[0])
+                    _end_if_stopping()  # before the ended workers are taken for a crash
                     if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                         broken = True
                         wait(in_flight, return_when=ALL_COMPLETED)  # a broken pool fails every pending task

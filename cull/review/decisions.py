@@ -75,7 +75,8 @@ def user_packet(existing: bytes | None, decision: str, label: str = "Yellow") ->
             changes.append((RATING, None))
         if not packet.get(LABEL):
             changes.append((LABEL, label))
-    prior = {f"{p[0]}:{p[1]}": packet.get(p) for p, value in changes if packet.get(p) is not None and packet.get(p) != value}
+    before = {prop: packet.get(prop) for prop, _ in changes}
+    prior = {f"{p[0]}:{p[1]}": old for p, value in changes if (old := before[p]) is not None and old != value}
     for prop, value in changes:
         if value is None:
             packet.remove(prop)
