@@ -73,7 +73,14 @@ def default_cache_path() -> Path:
 
 
 SETUP_SECONDS = 30.0  # how long opening the cache waits for another cull that is creating it
-_warned: set[str] = set()  # one warning per unusable cache file and process
+_warned: set[str] = set()  # one warning per unusable cache file (or failing update of one) and process
+
+
+def _warn_once(key: str, message: str, *args: object) -> None:
+    """Log ``message`` the first time ``key`` comes up in this process (a full disk fails every flush)."""
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
 
 FileKey = tuple[int, int]  # (size, mtime_ns)
 
@@ -162,6 +169,7 @@ class ScoreCache(_SqliteFile):
     def __init__(self, path: Path, model: str, readonly: bool = False) -> None:
         """``model``: the card's fingerprint (cull.card.ModelCard.fingerprint)."""
         self.model = model
+        self.path = path
         self.readonly = readonly
         self._pending: list[tuple[object, ...]] = []
         self._pending_prints: list[tuple[object, ...]] = []
@@ -178,10 +186,8 @@ class ScoreCache(_SqliteFile):
                 else:  # read as written: no head values
                     self._head = "NULL"
         except (sqlite3.Error, OSError) as exc:  # a broken cache only costs speed
-            if str(path) not in _warned:
-                _warned.add(str(path))
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                log.warning("score cache %s unusable (%s); scanning without it", path, reason)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            _warn_once(str(path), "score cache %s unusable (%s); scanning without it", path, reason)
 
     def get(self, path: Path, key: FileKey) -> PhotoScore | None:
         if self._db is None:
@@ -233,7 +239,7 @@ class ScoreCache(_SqliteFile):
                                      f"VALUES ({', '.join('?' * len(SCORE_COLUMNS))})", self._pending)
                 self._db.executemany("INSERT OR REPLACE INTO footprints_v1 VALUES (?, ?, ?, ?, ?)", self._pending_prints)
         except sqlite3.Error as exc:
-            log.warning("could not update the score cache: %s", exc)
+            _warn_once(f"scores {self.path}", "could not update the score cache: %s", exc)
         self._pending.clear()
         self._pending_prints.clear()
 
@@ -261,6 +267,7 @@ class FactCache(_SqliteFile):
     only costs speed. ``readonly`` never writes."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
         self.readonly = readonly
         self._seen: dict[bytes, tuple[str, dict[str, object]]] = {}
         self._folders: set[bytes] = set()  # folders whose rows were all read at once
@@ -324,5 +331,5 @@ class FactCache(_SqliteFile):
                 self._db.executemany("INSERT OR REPLACE INTO xmp_facts_v1 VALUES (?, ?, ?)",
                                      [(key, stamp, json.dumps(facts)) for key, stamp, facts in rows])
         except sqlite3.Error as exc:
-            log.warning("could not update the XMP fact cache: %s", exc)
+            _warn_once(f"facts {self.path}", "could not update the XMP fact cache: %s", exc)
         self._dirty.clear()

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -78,16 +79,29 @@ def connect(address: str, local_cpus: int | None = None) -> ClusterInfo:
     if address != "local":
         _probe(address)
     try:
-        if address == "local":
-            with _offline_env():
-                ray.init(address="local", num_cpus=local_cpus, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False, _node_ip_address="127.0.0.1")
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        with _warnings_only_on_success():
+            if address == "local":
+                with _offline_env():
+                    ray.init(address="local", num_cpus=local_cpus, include_dashboard=False, log_to_driver=False,
+                             configure_logging=False, _node_ip_address="127.0.0.1")
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
     except Exception as exc:  # noqa: BLE001 - Ray raises many types here (connection, auth, version)
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}") from None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return ClusterInfo(address, len(nodes), int(ray.cluster_resources().get("CPU", 0)))
+
+
+@contextmanager
+def _warnings_only_on_success() -> Iterator[None]:
+    """Hold back the warnings of the block and show them only if it succeeds: Ray's client warns that
+    a connection timed out (with its own source line) just before it raises, and cull's one-line
+    error already says so."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        yield
+    for warning in caught:
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 # What the processes of a local runtime inherit: no usage report, and an HTTP proxy nobody listens on,

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from cull.cache import ScoreCache
+from cull.score import PhotoScore
 from cull.scan import ScanOptions, scan
 from tests.conftest import REPO, blurred_image, save, sharp_image
 
@@ -98,3 +99,32 @@ def test_opening_a_cache_that_another_cull_is_creating_waits_instead_of_going_un
     with real_connect(db) as check:
         assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert check.execute("SELECT COUNT(*) FROM scores_v2").fetchone()[0] == 0
+
+
+def test_a_cache_that_cannot_be_written_warns_once_per_scan_not_at_every_flush(tmp_path, caplog):
+    """A full disk fails every flush (one per 256 scores and at the end): one warning says it."""
+
+    class Full:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def executemany(self, sql: str, rows: object) -> sqlite3.Cursor:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def __enter__(self) -> Full:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.db.rollback()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.db, name)
+
+    db = tmp_path / "scores.sqlite"
+    cache = ScoreCache(db, "m")
+    cache._db = Full(cache._db)  # type: ignore[assignment,arg-type]
+    with caplog.at_level(logging.WARNING, logger="cull.cache"):
+        for i in range(600):
+            cache.put(tmp_path / f"{i}.jpg", (1, i), PhotoScore(0.5, 8))
+        cache.close()
+    assert [r.getMessage() for r in caplog.records] == ["could not update the score cache: database or disk is full"]

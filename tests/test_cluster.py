@@ -13,6 +13,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before any ra
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -338,3 +339,39 @@ def test_chunks_taper_towards_the_end_so_the_last_tasks_finish_together():
     assert max(sizes[-2 * 2:]) == 1  # the last task per slot is a single photo
     assert [len(c) for c in tapered_chunks(iter(paths), 8, cpus=2)] == [8] * 25  # open-ended: even chunks
     assert list(tapered_chunks([], 8, cpus=2)) == []
+
+
+
+def test_a_ray_client_timeout_is_one_line_without_rays_own_warning(monkeypatch):
+    """Ray's client warns "connection timed out" (with its source line) and then raises: only cull's
+    one-line error shows.  A warning from a connection that succeeds still shows."""
+    import warnings
+
+    import ray
+
+    from cull.cluster import ClusterError, connect
+
+    def timing_out(*args: object, **kwargs: object) -> None:
+        warnings.warn("Ray Client connection timed out. Ensure that the Ray Client port is reachable", UserWarning,
+                      stacklevel=1)
+        raise ConnectionError("ray client connection timeout")
+
+    def joining(*args: object, **kwargs: object) -> None:
+        warnings.warn("a version note worth reading", UserWarning, stacklevel=1)
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()  # something listens, as a head's client port does: the fast probe passes
+        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setattr(ray, "is_initialized", lambda: False)
+        monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
+        monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4})
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            monkeypatch.setattr(ray, "init", timing_out)
+            with pytest.raises(ClusterError, match=r"at ray://127\.0\.0\.1:\d+: ray client connection timeout$"):
+                connect(address)
+            assert not shown
+            monkeypatch.setattr(ray, "init", joining)
+            assert connect(address).cpus == 4
+            assert [str(w.message) for w in shown] == ["a version note worth reading"]
