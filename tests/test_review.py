@@ -254,6 +254,31 @@ def test_a_later_scan_keeps_the_users_decisions(library, card):
     assert "sharp.jpg" in names and by_name(again, "sharp.jpg").user == "reject"
 
 
+
+def test_a_reject_the_user_rated_says_so_on_the_page_and_the_sheet(library, card, tmp_path):
+    """cull says reject, the user's 4 stars keep it out of the XMP (scan prints a conflict line): the
+    grid, the detail and the contact sheet say so too, until the user decides for the photo."""
+    (library / "blur.xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4"/>'
+        '</rdf:RDF></x:xmpmeta>')
+    session = session_for(library, card, Show.FLAGGED)
+    client = client_for(session)
+    listed = {i["name"]: i for i in client.get("/api/items").json()["items"]}
+    assert listed["blur.jpg"]["verdict"] == "reject"
+    assert listed["blur.jpg"]["protected"] == "not marked rejected: you rated it 4 stars"
+    assert listed["soft.png"]["protected"] is None  # nothing of the user's there
+    answer = post(client, "/api/decide", {"id": by_name(session, "blur.jpg").id, "decision": "uncertain"})
+    assert answer.status_code == 200 and answer.json()["item"]["protected"] is None  # the user's call shows instead
+    post(client, "/api/undo")
+    listed = {i["name"]: i for i in client.get("/api/items").json()["items"]}
+    assert listed["blur.jpg"]["protected"] == "not marked rejected: you rated it 4 stars"
+
+    sheet = tmp_path / "sheet.html"
+    result = CliRunner().invoke(cli_app, ["review", str(library), "--html", str(sheet), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert sheet.read_text().count('class="badge protected">not marked rejected: you rated it 4 stars<') == 1
+
 def test_user_packet_keeps_foreign_fields_and_survives_clear():
     from cull.xmp import Verdict, clear, merge
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,18 +64,27 @@ def cache_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {**os.environ, "CULL_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
 
 
-@pytest.fixture(scope="module")
-def server(library: Path, cache_env: dict[str, str]) -> Iterator[str]:
-    env = cache_env
+@contextmanager
+def review_server(library: Path, env: dict[str, str], *options: str) -> Iterator[str]:
+    """`cull review LIBRARY --no-browser --port 0` in a subprocess: its address while it runs."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cull", "review", str(library), "--no-browser", "--port", "0", "--idle-timeout", "10", "--workers", "1"],
+        [sys.executable, "-m", "cull", "review", str(library), *options, "--no-browser", "--port", "0",
+         "--idle-timeout", "10", "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
-    url = proc.stdout.readline().strip()  # type: ignore[union-attr]
-    assert url.startswith("http://127.0.0.1:"), (url, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:"), (url, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(library: Path, cache_env: dict[str, str]) -> Iterator[str]:
+    with review_server(library, cache_env) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -222,16 +232,8 @@ def burst_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def burst_server(burst_library: Path, cache_env: dict[str, str]) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cull", "review", str(burst_library), "--bursts", "--no-browser", "--port", "0",
-         "--idle-timeout", "10", "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cache_env,
-    )
-    url = proc.stdout.readline().strip()  # type: ignore[union-attr]
-    assert url.startswith("http://127.0.0.1:"), (url, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with review_server(burst_library, cache_env, "--bursts") as url:
+        yield url
 
 
 def test_b_on_a_burst_keeps_the_best_frame_and_flags_the_rest(browser: Browser, burst_server: str, burst_library: Path) -> None:
@@ -270,3 +272,22 @@ def test_b_on_a_burst_keeps_the_best_frame_and_flags_the_rest(browser: Browser, 
     page.wait_for_function("() => [...document.querySelectorAll('.burst .card')].every(c => !c.dataset.user)")
     assert not any((burst_library / f"{name}.xmp").exists() for name in [best, *others])
     context.close()
+
+
+def test_a_reject_the_user_rated_is_marked_in_the_grid_and_the_detail(browser: Browser, tmp_path: Path,
+                                                                      cache_env: dict[str, str]) -> None:
+    root = tmp_path / "photos"
+    save(blurred_image(1, 8.0), root / "rated.jpg", quality=92)
+    (root / "rated.xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="2"/></rdf:RDF></x:xmpmeta>')
+    with review_server(root, cache_env) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']")
+        note = "not marked rejected: you rated it 2 stars"
+        assert page.locator(".card .badge.protected").all_inner_texts() == [note]
+        page.keyboard.press("Enter")
+        assert page.locator("#detail-facts .badge.protected").inner_text() == note
+        context.close()

@@ -54,10 +54,18 @@ class Item:
     burst: str | None = None  # the burst id (scan --bursts), None for a photo on its own
     rank: int | None = None  # 1 = the burst's sharpest frame
     size: int | None = None
+    protected: str | None = None  # cull says reject, but the user rated, picked or accepted the shot: why
 
     @property
     def effective(self) -> str:
         return self.user or self.verdict
+
+    @property
+    def protection_note(self) -> str | None:
+        """What the page says of a reject the user's own rating, pick or accept keeps out of the XMP."""
+        if not self.protected or self.user:
+            return None
+        return f"not marked rejected: {self.protected.replace('user ', 'you ', 1)}"
 
     def public(self) -> dict[str, Any]:
         """What the page may know: names relative to the scanned root, never an absolute path."""
@@ -74,6 +82,7 @@ class Item:
             "burst": self.burst,
             "burst_rank": self.rank,
             "burst_size": self.size,
+            "protected": self.protection_note,
         }
 
 

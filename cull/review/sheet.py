@@ -36,6 +36,7 @@ details{padding:0 .5em .5em}details img{display:block;max-width:100%;margin:.4em
 details img.crop{max-width:none;image-rendering:pixelated}.crops{overflow:auto}
 .burst{grid-column:1/-1;display:flex;flex-wrap:wrap;gap:10px;padding:6px 8px 8px;border:1px dashed #4a5060;border-radius:8px}
 .burst>.card{flex:0 0 240px}.burst>p{width:100%;margin:0}.best{background:#3fb950}
+.protected{color:#e6e6e6;outline:1px dashed #3fb950;font-weight:400}
 """
 
 
@@ -65,6 +66,8 @@ def render_sheet(session: ReviewSession, progress: Callable[[], None] | None = N
                          + f'<strong>#{item.rank}/{item.size}</strong>')
         if item.user:
             parts.append(f'<span class="badge {esc(item.user)}">you: {esc(item.user)}</span>')
+        if item.protection_note:
+            parts.append(f'<span class="badge protected">{esc(item.protection_note)}</span>')
         parts.append(f'<span class="dim">{esc(score)}{" · " + esc(item.kind) if item.kind else ""}'
                      f'{" · + " + esc(item.partner.name) if item.partner else ""}</span>')
         name = (facts["where"] + "/" if facts["where"] else "") + item.path.name

@@ -64,6 +64,7 @@
     }
     meta.append(badge(item.verdict, false));
     if (item.user) meta.append(badge(item.user, true));
+    if (item.protected) meta.append(el("span", "badge protected", item.protected));
     meta.append(el("span", "dim", item.score === null ? "no score" : "score " + item.score.toFixed(3)));
     if (item.kind) meta.append(el("span", "dim", item.kind));
     if (item.partner) meta.append(el("span", "dim", "+ " + item.partner));
@@ -197,6 +198,7 @@
     const facts = document.getElementById("detail-facts");
     facts.replaceChildren(badge(item.verdict, false));
     if (item.user) facts.append(" ", badge(item.user, true));
+    if (item.protected) facts.append(" ", el("span", "badge protected", item.protected));
     if (item.burst) facts.append(" burst #" + item.burst_rank + "/" + item.burst_size + (item.burst_rank === 1 ? " ★ best" : "") + " ·");
     facts.append(" " + (item.score === null ? "no score" : "score " + item.score.toFixed(3)) +
       (item.kind ? " · " + item.kind : "") + (item.partner ? " · + " + item.partner : "") + " · " + item.reason);
