@@ -152,7 +152,7 @@ def align(reference: NDArray[np.float32], other: NDArray[np.float32]) -> tuple[i
 
     Phase correlation finds the shift (within MAX_SHIFT); similarity is the normalised correlation
     of the overlapping parts after that shift (1.0 = identical, about 0 = unrelated). Signatures of
-    different shapes (another orientation or aspect) are not the same scene: similarity 0.
+    different shapes (another orientation, aspect or, mostly, pixel size) are not the same scene: similarity 0.
     """
     if reference.shape != other.shape or min(reference.shape) < 4:
         return 0, 0, 0.0
