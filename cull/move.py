@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from cull.formats import is_photo, is_raw
 from cull.fsutil import file_sha256 as sha256_of
 from cull.fsutil import fsync_dir
 from cull.journal import JOURNAL_DIR, Journal, Step, journals, target_lock
-from cull.protect import shot_protection
+from cull.protect import Places, has_twin, index_names, name_key, shot_protection
 
 if TYPE_CHECKING:
     from cull.card import ModelCard
@@ -96,39 +97,58 @@ def validate_target(root: Path, target: Path) -> None:
             )
 
 
-def companions(photo: Path, listing: dict[str, str], shot: Iterable[Path] = ()) -> list[Path]:
-    """Sidecars and companions of ``photo`` present in its folder (``listing``: lower name -> name).
+def companions(photo: Path, index: dict[str, list[str]], shot: Iterable[Path] = ()) -> list[Path]:
+    """Sidecars and companions of ``photo`` present in its folder (``index``: its names by
+    cull.protect.name_key, so a name that differs only in case or Unicode normalisation is found).
 
     Companions named after the whole file (IMG_7.CR2.xmp) always belong to it.  Those named after
     the stem (IMG_7.xmp) are shared by every photo with that stem, so they go with ``photo`` only
     when its shot (``shot``: all the shot's files) holds every such photo, or holds the one RAW
-    among them (an Adobe sidecar belongs to the RAW).
+    among them (an Adobe sidecar belongs to the RAW).  darktable's duplicates of the photo
+    (IMG_7_01.CR2.xmp) go with it, unless a photo of that name is in the folder.  When another photo
+    has the photo's name but for case (IMG_3.JPG beside IMG_3.jpg), only exact names are its own.
     """
-    found = [photo.name.lower() + ext for ext in BY_NAME]
-    if _owns_stem(photo, listing, {p.name.lower() for p in shot} | {photo.name.lower()}):
-        found += [photo.stem.lower() + ext for ext in BY_STEM]
-    return [photo.parent / listing[lower] for lower in found if lower in listing and lower != photo.name.lower()]
+    members = {p.name for p in shot} | {photo.name}
+    twin = has_twin(photo, index.get(name_key(photo.name), []))
+    wanted = [photo.name + ext for ext in BY_NAME]
+    if _owns_stem(photo, index, members):
+        wanted += [photo.stem + ext for ext in BY_STEM]
+    found = [name for want in wanted for name in index.get(name_key(want), []) if not twin or name == want]
+    found += _darktable_duplicates(photo, index)
+    return [photo.parent / name for name in dict.fromkeys(found) if name != photo.name]
 
 
-def _owns_stem(photo: Path, listing: dict[str, str], members: set[str]) -> bool:
-    stem = photo.stem.lower()
-    sharing = {lower for lower in listing if Path(lower).stem == stem and is_photo(Path(lower))}
+def _darktable_duplicates(photo: Path, index: dict[str, list[str]]) -> list[str]:
+    """darktable's sidecars of duplicates of ``photo``: NAME_NN.EXT.xmp (NN: two or three digits)."""
+    pattern = re.compile(re.escape(name_key(photo.stem)) + r"_(\d{2,3})" + re.escape(name_key(photo.suffix + ".xmp")))
+    found = []
+    for key, names in index.items():
+        match = pattern.fullmatch(key)
+        if match and not index.get(name_key(f"{photo.stem}_{match.group(1)}{photo.suffix}")):
+            found += names
+    return found
+
+
+def _owns_stem(photo: Path, index: dict[str, list[str]], members: set[str]) -> bool:
+    stem = name_key(photo.stem)
+    sharing = {name for names in index.values() for name in names
+               if name_key(Path(name).stem) == stem and is_photo(Path(name))}
     if sharing <= members:
         return True
-    raws = [lower for lower in sharing if is_raw(Path(lower))]
+    raws = [name for name in sharing if is_raw(Path(name))]
     return len(raws) == 1 and raws[0] in members
 
 
 def shot_files(shot: Shot) -> list[Path]:
     members = [shot.path] + ([shot.partner] if shot.partner else [])
     try:
-        listing = {name.lower(): name for name in os.listdir(shot.path.parent)}
+        index = index_names(os.listdir(shot.path.parent))
     except OSError:
-        listing = {}
+        index = {}
     files: list[Path] = []
     for member in members:
         files.append(member)
-        files += companions(member, listing, members)
+        files += companions(member, index, members)
     return list(dict.fromkeys(files))
 
 
@@ -154,11 +174,12 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
     root, target = _absolute(root), _absolute(target)
     root_real = root.resolve()
     claimed: set[Path] = set()
+    places = Places()  # each folder listed once
     for given in shots:
         shot = Shot(_absolute(given.path), _absolute(given.partner) if given.partner else None)
         # In-focus priority: a shot the user rated, picked or accepted (anywhere: sidecars, embedded XMP,
         # its partner) is never moved as a reject; it stays in place and is reported (cull.protect).
-        if (why := shot_protection(shot.path, shot.partner)) is not None:
+        if (why := shot_protection(shot.path, shot.partner, places)) is not None:
             plan.protected.append((shot.path, why))
             continue
         files = shot_files(shot)

@@ -9,7 +9,11 @@ the places are:
   sees embedded ratings too;
 - ``NAME.EXT.xmp`` (darktable, digiKam);
 - ``NAME.xmp`` (Lightroom, Bridge, Capture One, digiKam's "commercial programs" naming), beside a
-  JPEG too, unless a RAW of the same name owns it.
+  JPEG too, unless a RAW of the same name owns it;
+- and a sidecar whose name differs from those only in case or Unicode normalisation (``img_5.xmp``
+  beside ``IMG_5.JPG``, an NFC name beside an NFD photo name): on macOS, Windows and SMB shares that
+  *is* the sidecar, so a library made there and read here has it so.  Not when another photo of the
+  folder has such a name too (``IMG_3.JPG`` beside ``IMG_3.jpg``): then only exact names count.
 
 A sidecar is opened only when it is a regular file of at most 64 MB (a FIFO would block, a link
 to /dev/zero would never end).  A sidecar that is malformed or cannot be read holds no rating any
@@ -26,6 +30,7 @@ import logging
 import mmap
 import os
 import stat
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +40,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from cull import __version__
 from cull.cache import FactCache, stamp_of
 from cull.errors import CullError, SidecarRefused
-from cull.formats import is_raw, tiff_ifds
+from cull.formats import is_photo, is_raw, tiff_ifds
 from cull.fsutil import file_type
 from cull.xmp import Packet, XmpError, user_protection
 
@@ -58,25 +63,45 @@ PROTECTION_FACT = f"protection@{__version__}"
 USER_VERDICT_FACT = f"user_verdict@{__version__}"
 
 
+def name_key(name: str) -> str:
+    """A file name as macOS, Windows and SMB shares compare it: case and Unicode normalisation
+    (NFC / NFD) do not count."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def index_names(names: list[str]) -> dict[str, list[str]]:
+    """``names`` by name_key: the names each one stands for."""
+    index: dict[str, list[str]] = {}
+    for name in names:
+        index.setdefault(name_key(name), []).append(name)
+    return index
+
+
+def has_twin(photo: Path, alike: list[str]) -> bool:
+    """Whether another photo's name is among ``alike`` (the names of ``photo``'s folder equal to
+    its name but for case or normalisation): IMG_3.JPG beside IMG_3.jpg."""
+    return any(name != photo.name and is_photo(Path(name)) for name in alike)
+
+
 class Places:
     """One pass over many shots: each folder listed once (``may_exist``), and the fact cache.
 
-    A name missing from the listing is taken as absent (compared case-insensitively, so a
-    case-insensitive file system costs at most a stat); a file created by someone else after its
-    folder was listed is seen by the next pass. cull's own writes are noted (``noted``)."""
+    A name missing from the listing is taken as absent (compared by name_key, so a case-insensitive
+    file system costs at most a stat); a file created by someone else after its folder was listed is
+    seen by the next pass. cull's own writes are noted (``noted``)."""
 
     def __init__(self, facts: FactCache | None = None) -> None:
         self.facts = facts
-        self._names: dict[str, tuple[list[str], frozenset[str]] | None] = {}  # by folder (str: no Path hashing)
+        self._names: dict[str, tuple[list[str], dict[str, list[str]]] | None] = {}  # by folder (str: no Path hashing)
 
-    def _listing(self, folder: str) -> tuple[list[str], frozenset[str]] | None:
+    def _listing(self, folder: str) -> tuple[list[str], dict[str, list[str]]] | None:
         if folder not in self._names:
             try:
                 names = os.listdir(folder or ".")
             except OSError:
                 self._names[folder] = None
             else:
-                self._names[folder] = (names, frozenset(n.casefold() for n in names))
+                self._names[folder] = (names, index_names(names))
         return self._names[folder]
 
     def names(self, folder: Path) -> list[str] | None:
@@ -84,22 +109,32 @@ class Places:
         listing = self._listing(str(folder))
         return None if listing is None else listing[0]
 
+    def alike(self, path: Path) -> list[str] | None:
+        """The names in ``path``'s folder equal to its name but for case or normalisation, its own
+        included when it exists (None: the folder cannot be listed)."""
+        folder, name = os.path.split(str(path))
+        listing = self._listing(folder)
+        return None if listing is None else listing[1].get(name_key(name), [])
+
     def may_exist(self, path: Path) -> bool:
         folder, name = os.path.split(str(path))
         listing = self._listing(folder)
-        return listing is None or name.casefold() in listing[1]
+        return listing is None or name_key(name) in listing[1]
 
     def any_sidecar(self, photo: Path) -> bool:
         """Whether ``NAME.EXT.xmp`` or ``NAME.xmp`` of ``photo`` may exist (string work only)."""
         listing = self._listing(os.path.split(str(photo))[0])
-        return listing is None or (photo.name + ".xmp").casefold() in listing[1] or (photo.stem + ".xmp").casefold() in listing[1]
+        return listing is None or name_key(photo.name + ".xmp") in listing[1] or name_key(photo.stem + ".xmp") in listing[1]
 
     def noted(self, path: Path, exists: bool) -> None:
         """cull created (or removed) ``path``."""
         folder, name = os.path.split(str(path))
         listing = self._names.get(folder)
-        if listing is not None and exists and name.casefold() not in listing[1]:
-            self._names[folder] = ([*listing[0], name], listing[1] | {name.casefold()})
+        if listing is not None and exists:
+            alike = listing[1].setdefault(name_key(name), [])
+            if name not in alike:
+                alike.append(name)
+                listing[0].append(name)
 
     def regular(self, path: Path) -> os.stat_result | None:
         """The lstat of ``path`` when it is a regular file (not a link) that facts may stand for."""
@@ -148,6 +183,17 @@ def sidecar_places(photo: Path, partner: Path | None = None, places: Places | No
     if not raw_owns_adobe_sidecar(photo, partner, places):
         found.append(adobe_sidecar(photo))
     return list(dict.fromkeys(found))
+
+
+def sidecars_to_read(photo: Path, partner: Path | None = None, places: Places | None = None) -> list[Path]:
+    """Where ``photo``'s user rating, pick or decision may be: sidecar_places, then the existing
+    sidecars whose names differ from those only in case or normalisation (see the module docstring)."""
+    places = places or Places()  # one listing of the folder for the names below
+    exact = sidecar_places(photo, partner, places)
+    if has_twin(photo, places.alike(photo) or []):
+        return exact
+    alike = [place.with_name(name) for place in exact for name in places.alike(place) or []]
+    return list(dict.fromkeys(exact + alike))
 
 
 def read_sidecar(path: Path, places: Places | None = None) -> bytes | None:
@@ -384,7 +430,7 @@ def _from_sidecars(
     the XMP writer reports it as an error."""
     if places is not None and not places.any_sidecar(photo):
         return None
-    for place in sidecar_places(photo, partner, places):
+    for place in sidecars_to_read(photo, partner, places):
         if places is not None and not places.may_exist(place):
             continue
         known, value, stamp = _known(places, place, fact)
