@@ -42,7 +42,7 @@ from cull.cache import FactCache, stamp_of
 from cull.errors import CullError, SidecarRefused
 from cull.formats import is_photo, is_raw, tiff_ifds
 from cull.fsutil import file_type
-from cull.xmp import Packet, XmpError, user_protection
+from cull.xmp import MAX_PACKET_BYTES, Packet, XmpError, user_protection
 
 if TYPE_CHECKING:
     from cull.scan import PhotoResult
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 USER_VERDICT = ("cull", "UserVerdict")  # a decision made in `cull review` (see cull.review.decisions)
 DECISIONS = ("reject", "keep", "uncertain")
 
-MAX_SIDECAR_BYTES = 64 * 1024 * 1024
+MAX_SIDECAR_BYTES = MAX_PACKET_BYTES
 SCAN_BYTES = 64 * 1024 * 1024  # embedded packets are looked for in the first 64 MB of a photo
 MAX_PACKETS = 16
 EMBEDDABLE = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".dng", ".png", ".webp"})
@@ -378,7 +378,7 @@ def _learn(places: Places | None, path: Path, stamp: str | None, fact: str, valu
 
 def file_protection(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
     """Why ``photo`` itself (its sidecars and embedded XMP) must not be marked rejected, or None."""
-    reason = _from_sidecars(photo, partner, places, PROTECTION_FACT, sidecar_protection)
+    reason = _from_sidecars(photo, partner, places, PROTECTION_FACT, sidecar_protection, unreadable_protects=True)
     if reason:
         return reason
     fact = f"embedded-{PROTECTION_FACT}-{load_pyexiv2() is not None}"
@@ -420,14 +420,16 @@ def read_user_verdict(photo: Path, partner: Path | None = None, places: Places |
 
 
 def _from_sidecars(
-    photo: Path, partner: Path | None, places: Places | None, fact: str, read: Callable[[bytes], str | None]
+    photo: Path, partner: Path | None, places: Places | None, fact: str, read: Callable[[bytes], str | None],
+    unreadable_protects: bool = False,
 ) -> str | None:
     """The first non-empty ``read(sidecar bytes)`` over ``photo``'s sidecar places, in order.
 
     With ``places``, a folder without sidecars costs nothing and a sidecar whose stamp is the one
     recorded under ``fact`` is not opened again.  A sidecar that is refused (not a regular file, too
-    big), unreadable or malformed holds nothing any application could show: it is skipped here, and
-    the XMP writer reports it as an error."""
+    big), unreadable or malformed is reported by the XMP writer as an error; here it is skipped, or
+    with ``unreadable_protects`` it is the answer: another program may well read a rating in it
+    (exiftool and exiv2 read a packet cull refuses), and when unsure cull does not reject."""
     if places is not None and not places.any_sidecar(photo):
         return None
     for place in sidecars_to_read(photo, partner, places):
@@ -438,6 +440,7 @@ def _from_sidecars(
             if value:
                 return str(value)
             continue
+        data = None
         try:
             data = read_sidecar(place)  # regular files only, size-capped (never blocks on a FIFO)
             if data is None:
@@ -445,11 +448,27 @@ def _from_sidecars(
             found = read(data)
         except (OSError, CullError) as exc:  # SidecarRefused and XmpError are CullErrors
             log.info("%s: not read for the user's rating or decision: %s", place, exc)
+            if unreadable_protects and (data is None or _names_a_rating(data)):
+                return f"its sidecar {place.name} cannot be read, and may hold a rating ({_why(exc)})"
             continue
         _learn(places, place, stamp, fact, found)
         if found:
             return found
     return None
+
+
+_RATING_WORDS = tuple(word.encode(encoding) for word in ("Rating", "pick", "Pick", "UserVerdict")
+                      for encoding in ("utf-8", "utf-16-le", "utf-16-be"))
+
+
+def _names_a_rating(data: bytes) -> bool:
+    """Whether bytes cull cannot parse as XMP could still hold a rating, pick or decision for a reader
+    more forgiving than cull's (the property's name is in them)."""
+    return any(word in data for word in _RATING_WORDS)
+
+
+def _why(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)).rstrip(".")
 
 
 def apply_user_verdicts(results: Sequence[PhotoResult], places: Places | None = None) -> list[PhotoResult]:

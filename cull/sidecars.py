@@ -243,7 +243,8 @@ def _umask() -> int:
 def check_writable(path: Path, ours: bool = False) -> os.stat_result | None:
     """Refuse (NotWritable) a file this user must not replace: no write permission for this user
     (``os.access``), no write bit at all (locked on purpose, even for root), owned by another user
-    (a rename would take it over), or in a folder this user cannot write. ``ours``: a sidecar cull
+    (a rename would take it over), or in a folder this user cannot write (or, for root, one
+    without write bits). ``ours``: a sidecar cull
     created itself, whose mode never locks cull out. Returns the file's stat (None: no file yet).
     A symbolic link is judged by the file it names, which is what a write replaces (write_through)."""
     try:
@@ -253,6 +254,8 @@ def check_writable(path: Path, ours: bool = False) -> os.stat_result | None:
     folder = path.parent
     if not os.access(folder, os.W_OK | os.X_OK):
         raise NotWritable(f"permission denied (folder {folder} is not writable); not modified")
+    if os.geteuid() == 0 and not os.stat(folder).st_mode & 0o222:  # locked on purpose: root too keeps out
+        raise NotWritable(f"read-only folder {folder} (no write bits); not modified")
     try:
         info = os.lstat(path)
     except FileNotFoundError:

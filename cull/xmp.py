@@ -42,7 +42,11 @@ NS = {
 RATING, LABEL = ("xmp", "Rating"), ("xmp", "Label")
 PICK, GOOD = ("xmpDM", "pick"), ("xmpDM", "good")
 PICK_LABEL = ("digiKam", "PickLabel")
-CULL_FIELDS = ("Score", "Verdict", "Kind", "Model", "Changed", "Prior", "Conflict", "Original", "Burst", "BurstRank", "BurstSize")
+CULL_FIELDS = ("Score", "Verdict", "Kind", "Model", "Changed", "Prior", "Conflict", "Original", "Burst", "BurstRank", "BurstSize",
+               "Overruled")
+REJECT_FIELDS = {RATING: "-1", PICK: "-1", GOOD: "False", PICK_LABEL: "1"}
+MAX_PACKET_BYTES = 64 * 1024 * 1024  # the largest sidecar cull reads (cull.protect), so the largest it writes
+MAX_ORIGINAL_BYTES = 2 * 1024 * 1024  # a packet up to this size is kept whole inside (cull:Original) for `xmp clear`
 DEFAULT_LABEL = "Yellow"
 
 
@@ -85,6 +89,7 @@ class Packet:
             self.root = ET.Element(_q("x", "xmpmeta"))
             ET.SubElement(ET.SubElement(self.root, _q("rdf", "RDF")), _q("rdf", "Description"), {_q("rdf", "about"): ""})
             return
+        data = data.rstrip(b"\0 \t\r\n")  # NUL padding after the packet (a crash, a padding writer): exiftool reads it too
         try:
             for _event, (prefix, uri) in SafeET.iterparse(io.BytesIO(data), events=("start-ns",)):
                 self.prefixes.setdefault(prefix, uri)
@@ -109,24 +114,41 @@ class Packet:
         return found
 
     def get(self, prop: tuple[str, str]) -> str | None:
-        tag = _q(*prop)
+        """The property's value where it is first written (an attribute, an element, or a structured
+        value: ``rdf:value`` or a container of one item, as exiftool reads them); None: absent."""
+        values = self.values(prop, aliases=False)
+        return values[0] if values else None
+
+    def values(self, prop: tuple[str, str], aliases: bool = True) -> list[str]:
+        """Every value the packet holds for ``prop`` (two rdf:Descriptions may each have one), with
+        ``aliases`` also under a namespace URI other readers take for the same (xmp without its
+        trailing slash).  Raises XmpError for a structure cull cannot read a value from."""
+        tags = [_q(*prop), *(ALIASES.get(prop, ()) if aliases else ())]
+        found = []
         for desc in self.descriptions():
-            if tag in desc.attrib:
-                return desc.attrib[tag]
-            child = desc.find(tag)
-            if child is not None:
-                return (child.text or "").strip()
-        return None
+            for tag in tags:
+                if tag in desc.attrib:
+                    found.append(desc.attrib[tag])
+                for child in desc.findall(tag):
+                    holder, attribute = _value_holder(child, prop)
+                    found.append((holder.get(attribute) or "") if attribute else (holder.text or "").strip())
+        return found
 
     def set(self, prop: tuple[str, str], value: str) -> None:
+        """Set the property where it is first written (in place, structured values too), else add
+        it to the first rdf:Description: a property is never written twice."""
         tag = _q(*prop)
         for desc in self.descriptions():
             if tag in desc.attrib:
                 desc.attrib[tag] = value
                 return
             child = desc.find(tag)
-            if child is not None and len(child) == 0:
-                child.text = value
+            if child is not None:
+                holder, attribute = _value_holder(child, prop)
+                if attribute:
+                    holder.set(attribute, value)
+                else:
+                    holder.text = value
                 return
         self.descriptions()[0].set(tag, value)
 
@@ -162,6 +184,32 @@ class Packet:
 
 
 XML_NS = "http://www.w3.org/XML/1998/namespace"
+# Read as the same property (never written): exiftool and exiv2 take xmp's URI without its slash for xmp's.
+ALIASES = {RATING: ("{http://ns.adobe.com/xap/1.0}Rating",)}
+_CONTAINERS = tuple(_q("rdf", kind) for kind in ("Bag", "Seq", "Alt"))
+
+
+def _value_holder(element: ET.Element, prop: tuple[str, str]) -> tuple[ET.Element, str | None]:
+    """Where a property element keeps its value: (element, None) for its text, (element, name) for
+    an attribute.  A simple value; a qualified one (``rdf:value`` as an attribute, a child, or in a
+    nested rdf:Description); a container of exactly one item.  Raises XmpError for anything else."""
+    value = _q("rdf", "value")
+    if len(element) == 0:
+        return (element, value) if value in element.attrib else (element, None)
+    nested = element.find(_q("rdf", "Description"))
+    for holder in (element, nested):
+        if holder is None:
+            continue
+        if value in holder.attrib:
+            return holder, value
+        inner = holder.find(value)
+        if inner is not None and len(inner) == 0:
+            return inner, None
+    if len(element) == 1 and element[0].tag in _CONTAINERS:
+        items = element[0].findall(_q("rdf", "li"))
+        if len(items) == 1 and len(items[0]) == 0:
+            return items[0], None
+    raise XmpError(f"{_key(prop)} is written in a form cull cannot read")
 
 
 def _split(name: str) -> tuple[str | None, str]:
@@ -223,33 +271,69 @@ def canonical(element: ET.Element) -> Any:
 def _int(value: str | None) -> int | None:
     try:
         return int(float(value)) if value not in (None, "") else None
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc", "NaN", "inf", "1e400": not a number cull can use
         return None
+
+
+def _ints(values: list[str]) -> list[int]:
+    return [number for number in map(_int, values) if number is not None]
+
+
+def _record(packet: Packet, field: str) -> dict[str, Any]:
+    """One of cull's JSON fields (Changed, Prior, Overruled) as a dict: {} when absent or not such JSON."""
+    try:
+        value = json.loads(packet.get(("cull", field)) or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _prop(key: str) -> tuple[str, str] | None:
+    """"xmp:Rating" -> ("xmp", "Rating"); None for a name of a namespace cull does not know."""
+    prefix, _, name = key.partition(":")
+    return (prefix, name) if prefix in NS and name else None
 
 
 def _undo(packet: Packet) -> None:
     """Put back the values cull replaced, where the user has not changed them since."""
-    changed = json.loads(packet.get(("cull", "Changed")) or "{}")
-    prior = json.loads(packet.get(("cull", "Prior")) or "{}")
-    for key, wrote in changed.items():
-        prop = tuple(key.split(":", 1))
-        if packet.get(prop) == wrote:  # type: ignore[arg-type]
-            packet.restore(prop, prior.get(key))  # type: ignore[arg-type]
+    prior = _record(packet, "Prior")
+    for key, wrote in _record(packet, "Changed").items():
+        prop = _prop(key)
+        if prop is not None and packet.get(prop) == wrote:
+            value = prior.get(key)
+            packet.restore(prop, value if isinstance(value, str) else None)
+
+
+def overruled(packet: Packet) -> dict[str, str]:
+    """The fields the user changed after cull set them ("xmp:Rating" -> the value cull had written):
+    those of cull:Changed that hold another value now (or none), and those recorded before
+    (cull:Overruled).  They are the user's from then on: cull never sets them again."""
+    found = {key: value for key, value in _record(packet, "Overruled").items() if isinstance(value, str)}
+    for key, wrote in _record(packet, "Changed").items():
+        prop = _prop(key)
+        if prop is not None and isinstance(wrote, str) and packet.get(prop) != wrote:
+            found[key] = wrote
+    return found
 
 
 def user_protection(packet: Packet) -> str | None:
     """Why a photo must not be marked rejected (the user rated, picked or accepted it), or None.
 
-    ``xmp:Rating`` 0 means unrated (XMP spec), -1 rejected: neither protects."""
-    rating = _int(packet.get(RATING))
+    ``xmp:Rating`` 0 means unrated (XMP spec), -1 rejected: neither protects.  A packet that holds a
+    field twice (two rdf:Descriptions) is protected when either value protects."""
+    rating = max(_ints(packet.values(RATING)), default=None)
     if rating is not None and rating >= 1:
         return f"user rated it {rating} star{'s' if rating > 1 else ''}"
-    if _int(packet.get(PICK)) == 1:
+    if 1 in _ints(packet.values(PICK)):
         return "user picked it (flagged)"
-    if _int(packet.get(PICK_LABEL)) == 3:
+    if 3 in _ints(packet.values(PICK_LABEL)):
         return "user accepted it (digiKam pick label)"
     if packet.get(("cull", "UserVerdict")) == "keep":
         return "user kept it (cull review)"
+    taken_back = [key for key, wrote in overruled(packet).items()
+                  if (prop := _prop(key)) is not None and REJECT_FIELDS.get(prop) == wrote]
+    if taken_back:
+        return f"user took back cull's reject ({', '.join(sorted(taken_back))})"
     return None
 
 
@@ -260,24 +344,25 @@ def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None
     (the user's value lives elsewhere: the partner, the other sidecar, the embedded XMP)."""
     packet = Packet(existing)
     original = packet.get(("cull", "Original"))
-    if original is None and existing is not None and existing.strip() and not has_cull_fields(existing):
-        original = base64.b64encode(zlib.compress(existing, 9)).decode("ascii")
+    if original is None and existing is not None and len(existing) <= MAX_ORIGINAL_BYTES and not has_cull_fields(existing):
+        original = base64.b64encode(zlib.compress(existing, 9)).decode("ascii")  # an empty file too: it comes back
+    users = overruled(packet)  # before cull's earlier values are taken back
+    conflict = (user_protection(packet) or protected) if verdict.verdict == "reject" else None
     _undo(packet)
     for field in CULL_FIELDS:
         packet.remove(("cull", field))
     wanted: dict[tuple[str, str], str] = {}
-    conflict = None
-    if verdict.verdict == "reject":
-        conflict = user_protection(packet) or protected
-        if conflict is None:
-            wanted = {RATING: "-1", PICK: "-1", GOOD: "False", PICK_LABEL: "1"}
+    if verdict.verdict == "reject" and conflict is None:
+        wanted = dict(REJECT_FIELDS)
     elif verdict.verdict == "uncertain":
         wanted = {PICK_LABEL: "2", LABEL: verdict.label}
     changed: dict[str, str] = {}
     prior: dict[str, str | None] = {}
     for prop, value in wanted.items():
+        if _key(prop) in users:
+            continue
         current = packet.get(prop)
-        empty = current in (None, "") or (prop in (RATING, PICK, PICK_LABEL) and _int(current) == 0)
+        empty = all(v == "" or (prop in (RATING, PICK, PICK_LABEL) and _int(v) == 0) for v in packet.values(prop))
         if empty and current != value:
             prior[_key(prop)] = current
             changed[_key(prop)] = value
@@ -296,11 +381,17 @@ def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None
     if changed:
         packet.set(("cull", "Changed"), json.dumps(changed, sort_keys=True))
         packet.set(("cull", "Prior"), json.dumps(prior, sort_keys=True))
+    if users:
+        packet.set(("cull", "Overruled"), json.dumps(users, sort_keys=True))
     if conflict:
         packet.set(("cull", "Conflict"), conflict)
     if original is not None:
         packet.set(("cull", "Original"), original)
-    return MergeResult(packet.serialize(), conflict)
+    merged = packet.serialize()
+    if len(merged) > MAX_PACKET_BYTES:
+        raise XmpError(f"with cull's fields it would be {len(merged) / 2**20:.0f} MB, over the "
+                       f"{MAX_PACKET_BYTES >> 20} MB cull reads back")
+    return MergeResult(merged, conflict)
 
 
 COLOUR_LABELS = ("Red", "Yellow", "Green", "Blue", "Purple")
@@ -327,15 +418,22 @@ def same_content(a: bytes, b: bytes) -> bool:
     return a == b or canonical(Packet(a).root) == canonical(Packet(b).root)
 
 
+_CULL_URI = tuple(NS["cull"].encode(encoding) for encoding in ("utf-8", "utf-16-le", "utf-16-be"))
+
+
 def has_cull_fields(data: bytes | None) -> bool:
-    """Whether cull has written into this packet before (cheap text check, no parse)."""
-    return data is not None and NS["cull"].encode() in data
+    """Whether cull has written into this packet before (cheap text check, no parse; a packet
+    another program rewrote in UTF-16 too)."""
+    return data is not None and any(uri in data for uri in _CULL_URI)
 
 
 def clear(existing: bytes) -> bytes | None:
     """Remove exactly what cull wrote. Returns the bytes to keep, ``existing`` itself if cull never
     wrote here, the original bytes when nothing else changed since, or None when cull created the
-    packet and nothing else is in it (the sidecar can go)."""
+    packet and nothing else is in it (the sidecar can go).  A packet without cull's namespace is not
+    parsed: another program's broken sidecar is none of clear's business."""
+    if not has_cull_fields(existing):
+        return existing
     packet = Packet(existing)
     if all(packet.get(("cull", f)) is None for f in CULL_FIELDS):
         return existing
