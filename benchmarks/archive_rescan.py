@@ -40,7 +40,7 @@ from cull.runner import default_workers  # noqa: E402
 from scan_throughput import EXAMPLES, timed_process  # noqa: E402
 
 PER_FOLDER = 1000
-SUMMARY = re.compile(r"^(\d+) photos: .*\((\d+) from cache\)", re.M)
+SUMMARY = re.compile(r"^(\d+) files?: .*\((\d+) from cache\)", re.M)
 
 
 def make_tree(root: Path, count: int) -> list[Path]:

@@ -172,11 +172,12 @@ def scan(
             written = write_results(result.results, XmpOptions(embed, sidecar_style, label), card.version, use_cache=not no_cache)
         except CullError as exc:
             raise _fail(str(exc)) from None
-        failures += written.errors or []
         refresh_cache(result, written.embedded or [], card, options)
         for path, conflict in written.conflicts or []:
             typer.echo(f"conflict: {display_path(path)}: {conflict}", err=True)
-        xmp_note = f"; XMP: {written.written} written, {written.unchanged} unchanged"
+        xmp_note = f"; XMP: {written.written} written, {written.unchanged} unchanged" + (
+            f", {len(written.errors)} failed" if written.errors else "")
+        failures += written.errors or []
     for path, reason in failures:
         typer.echo(f"error: {display_path(path)}: {reason}", err=True)
     for skipped in result.skipped:
@@ -190,14 +191,15 @@ def scan(
             raise _fail(f"cannot write report {report}: {exc.strerror or exc}", 1) from None
     counts = result.counts()
     rate = len(result.results) / result.seconds if result.seconds > 0 else 0.0
-    where = f"report: {report}" if report is not None and not dry_run else "no files written" if dry_run else "results on screen only"
+    where = f"report: {report}" if report is not None and not dry_run else "no files written" if dry_run else "no report"
     if bursts:
         burst_ids = {r.burst.burst for r in result.results if r.burst is not None}
         framed = sum(1 for r in result.results if r.burst is not None)
         where += f"; {len(burst_ids)} bursts ({framed} frames)"
+    files = counts["keep"] + counts["uncertain"] + counts["reject"] + len(result.failures)  # each file once
     typer.echo(
-        f"{len(result.results)} photos: {counts['keep']} keep, {counts['uncertain']} uncertain, "
-        f"{counts['reject']} reject, {len(failures)} errors ({counts['cached']} from cache) "
+        f"{files} file{'' if files == 1 else 's'}: {counts['keep']} keep, {counts['uncertain']} uncertain, "
+        f"{counts['reject']} reject, {len(result.failures)} unreadable ({counts['cached']} from cache) "
         f"in {result.seconds:.1f} s ({rate:.1f} files/s); {where}{xmp_note}; strictness {options.strictness.value}{cluster_note}"
     )
     raise typer.Exit(1 if failures else 0)
@@ -507,20 +509,28 @@ def undo(
 
     target = to if to is not None else default_target(path)
     try:
-        result = run_undo(target, everything)
+        result = run_undo(target, everything, root=path)
     except MoveError as exc:
         raise _fail(str(exc), 1) from None
     except OSError as exc:
         raise _fail(f"cannot undo in {_shown(target)}: {exc.strerror or exc}", 1) from None
     for dst, reason in result.left:
         typer.echo(f"left in place: {_shown(dst)}: {_shown(reason)}", err=True)
+    for dst, reason in result.missing:
+        typer.echo(f"missing: {_shown(dst)}: {_shown(reason)}", err=True)
+    for src in result.edited:
+        typer.echo(f"note: {_shown(src)} was changed in {_shown(target)} since the move; put back with your changes", err=True)
     typer.echo(f"put back {result.restored} files ({result.bytes / 1e6:.1f} MB) from {len(result.journals)} move(s)"
-               + (f"; {len(result.left)} left in {_shown(target)}" if result.left else ""))
+               + (f"; {len(result.left)} left in {_shown(target)}" if result.left else "")
+               + (f"; {len(result.missing)} missing" if result.missing else ""))
+    if result.other_roots:
+        typer.echo(f"note: moves into {_shown(target)} from {', '.join(map(_shown, result.other_roots))} were left alone "
+                   "(undo those with their own folder)", err=True)
     if result.earlier:
         again = f"cull undo {_shown(path)}" + (f" --to {_shown(to)}" if to is not None else "") + " --all"
         typer.echo(f"note: {result.earlier} files from an earlier move are still in {_shown(target)}: "
                    f"run `{again}` to put them back too", err=True)
-    raise typer.Exit(1 if result.left else 0)
+    raise typer.Exit(1 if result.left or result.missing else 0)
 
 
 @app.command()

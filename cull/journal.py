@@ -58,6 +58,12 @@ class Journal:
     def __init__(self, path: Path, base: Path | None = None) -> None:
         self.path = path
         self.base = base  # folder that relative paths of an old (pre-absolute) journal are relative to
+        self.moved: list[tuple[Path, Path]] = []  # (old folder, where it is now), deepest first: see rebase
+
+    def rebase(self, moved: dict[Path, Path]) -> None:
+        """Read the journalled paths under each old folder (a key) as under its new place (its value):
+        a library renamed, or a drive mounted at another path, since the move."""
+        self.moved = sorted(moved.items(), key=lambda item: len(item[0].parts), reverse=True)
 
     @classmethod
     def create(cls, target: Path, root: Path) -> Journal:
@@ -104,21 +110,26 @@ class Journal:
 
     def _path(self, text: str) -> Path:
         path = Path(text)
-        return path if path.is_absolute() or self.base is None else self.base / path
+        if not path.is_absolute() and self.base is not None:
+            path = self.base / path
+        for old, new in self.moved:
+            if path.is_relative_to(old):
+                return new / path.relative_to(old)
+        return path
 
     def steps(self) -> list[Step]:
-        steps: dict[str, Step] = {}
+        steps: dict[Path, Step] = {}  # by destination, as read now (records written before and after a rebase meet)
         for r in self.records():
             op = r.get("op")
-            if op == "intent":
-                steps[r["dst"]] = Step(self._path(r["src"]), self._path(r["dst"]), r["size"], r["sha256"],
-                                       r["mtime_ns"], r["shot"])
-            elif op == "done" and r["dst"] in steps:
-                steps[r["dst"]].done = True
-            elif op == "undo-done" and r["dst"] in steps:
-                steps[r["dst"]].undone = True
-            elif op == "undo-failed" and r["dst"] in steps:
-                steps[r["dst"]].undo_failed = r.get("reason")
+            dst = self._path(r["dst"]) if isinstance(r.get("dst"), str) else None
+            if op == "intent" and dst is not None:
+                steps[dst] = Step(self._path(r["src"]), dst, r["size"], r["sha256"], r["mtime_ns"], r["shot"])
+            elif dst in steps and op == "done":
+                steps[dst].done = True
+            elif dst in steps and op == "undo-done":
+                steps[dst].undone = True
+            elif dst in steps and op == "undo-failed":
+                steps[dst].undo_failed = r.get("reason")
         return list(steps.values())
 
     def shot_plans(self) -> dict[str, list[tuple[Path, Path]]]:

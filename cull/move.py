@@ -373,9 +373,12 @@ class Recovery:
 class UndoResult:
     restored: int = 0
     bytes: int = 0
-    left: list[tuple[Path, str]] = field(default_factory=list)
+    left: list[tuple[Path, str]] = field(default_factory=list)  # still in the target, and why
+    missing: list[tuple[Path, str]] = field(default_factory=list)  # in neither place (deleted from the target?)
+    edited: list[Path] = field(default_factory=list)  # changed in the target since the move: put back as they are now
     journals: list[Path] = field(default_factory=list)
     earlier: int = 0  # files of older, not undone moves still in the target (plain undo takes only the last)
+    other_roots: list[str] = field(default_factory=list)  # folders whose moves into a shared target were left alone
 
 
 def _settle(step: Step) -> str:
@@ -437,69 +440,119 @@ def _roll_forward(journal: Journal, recovery: Recovery) -> None:
     journal.append({"op": "end", "time": time.time(), "recovered": True})
 
 
-def undo(target: Path, everything: bool = False) -> UndoResult:
+def undo(target: Path, everything: bool = False, root: Path | None = None) -> UndoResult:
     """Put back what the last move (or every move) took, holding the target's lock.
 
-    A file whose original place is taken stays in the target; a file found in neither place is an
-    error.  Either leaves the move open (undoable again) and is listed in ``left``.
+    ``root``: only moves made from that folder (a target several libraries share); a move whose
+    folder no longer exists counts as root's when the target is root's own ``_culled``.  Shot by
+    shot: a shot whose place is taken in part (a newer photo of the same name) stays whole in the
+    target; a file found in neither place is reported as missing.  Either leaves the move open
+    (undoable again).  A file changed in the target since the move is put back as it is now.
     Raises MoveError when there is nothing to undo.
     """
-    if not [j for j in journals(target) if not j.undone()]:
-        raise MoveError(f"nothing to undo in {target} (no cull move into it, or every move already undone)")
     result = UndoResult()
+    pending = [j for j in journals(target) if not j.undone()]
+    mine = [j for j in pending if root is None or _made_from(j, root, target)]
+    result.other_roots = sorted({str(j.header().get("root", "?")) for j in pending if j not in mine})
+    if not mine:
+        where = f" from {root}" if root is not None and pending else ""
+        raise MoveError(f"nothing to undo{where} in {target} (no cull move into it, or every move already undone)"
+                        + (f"; moves from {', '.join(result.other_roots)} are there" if result.other_roots else ""))
     with target_lock(target):
-        pending = [j for j in journals(target) if not j.undone()]
+        pending = [j for j in journals(target) if not j.undone() and (root is None or _made_from(j, root, target))]
         chosen = pending if everything else pending[-1:]
         for journal in reversed(chosen):
             result.journals.append(journal.path)
+            _rebase(journal, root, target)
             _undo_journal(journal, _absolute(target), result)
         older = [] if everything else pending[:-1]
         result.earlier = sum(1 for journal in older for step in journal.steps() if not step.undone and step.dst.exists())
     return result
 
 
+def _made_from(journal: Journal, root: Path, target: Path) -> bool:
+    """Whether ``journal`` is a move out of ``root`` (or out of a folder since renamed, when the
+    target is root's own ``_culled``)."""
+    recorded = journal.header().get("root")
+    if not isinstance(recorded, str):
+        return True  # a journal too old to say: as before
+    if os.path.realpath(recorded) == os.path.realpath(root):
+        return True
+    return not os.path.exists(recorded) and os.path.realpath(target) == os.path.realpath(default_target(root))
+
+
+def _rebase(journal: Journal, root: Path | None, target: Path) -> None:
+    """A move whose folder or target no longer exists where it was journalled (renamed, a drive
+    mounted elsewhere) is read at the folder and target given now."""
+    header = journal.header()
+    moved = {}
+    for key, now in (("target", target), ("root", root)):
+        recorded = header.get(key)
+        if (isinstance(recorded, str) and now is not None and os.path.isabs(recorded)
+                and not os.path.lexists(recorded) and Path(recorded) != _absolute(now)):
+            moved[Path(recorded)] = _absolute(now)
+    if moved:
+        journal.rebase(moved)
+
+
 def _undo_journal(journal: Journal, target: Path, result: UndoResult) -> None:
-    failures = len(result.left)
+    problems = len(result.left) + len(result.missing)
+    shots: dict[str, list[Step]] = {}
     for step in reversed(journal.steps()):
-        if step.undone:
-            continue
-        where = _settle(step)
-        if where == "neither":
-            reason = _nowhere(step)
-            result.left.append((step.dst, reason))
-            journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
-            continue
-        if where == "src":
-            if step.done:  # it arrived once, and is back at its place now: someone moved it back
-                journal.append({"op": "undo-done", "dst": str(step.dst), "note": "already back in place"})
-            else:
-                journal.append({"op": "undo-done", "dst": str(step.dst), "note": "had not moved"})
-            continue
-        if where == "both":
-            if sha256_of(step.dst) == step.sha256 == sha256_of(step.src):
-                step.dst.unlink()  # an identical verified copy of a source that never left
-                journal.append({"op": "undo-done", "dst": str(step.dst)})
-            else:
-                reason = f"{step.src} is taken by another file; left at {step.dst}"
-                result.left.append((step.dst, reason))
-                journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
-            continue
-        try:
-            _place(step.dst, step.src, step.sha256, step.size, step.mtime_ns)
-            os.utime(step.src, ns=(time.time_ns(), step.mtime_ns))
-            if sha256_of(step.src) != step.sha256:
-                raise OSError(errno.EIO, "restored file does not match its journalled sha256", str(step.src))
-        except OSError as exc:
-            reason = describe_os_error(exc)
-            result.left.append((step.dst, reason))
-            journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
-            continue
-        journal.append({"op": "undo-done", "dst": str(step.dst)})
-        result.restored += 1
-        result.bytes += step.size
+        if not step.undone:
+            shots.setdefault(step.shot, []).append(step)
+    for steps in shots.values():
+        _undo_shot(journal, [(step, _settle(step)) for step in steps], result)
     _prune_empty(target, journal)
-    if len(result.left) == failures:  # everything of this move is back (or had never left)
+    if len(result.left) + len(result.missing) == problems:  # everything of this move is back (or had never left)
         journal.append({"op": "undo-end", "time": time.time()})
+
+
+def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoResult) -> None:
+    """Put one shot's files back, or leave the whole shot in the target when a place is taken."""
+
+    def leave(step: Step, reason: str, into: list[tuple[Path, str]]) -> None:
+        into.append((step.dst, reason))
+        journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
+
+    taken = [step for step, where in settled
+             if where == "both" and not (sha256_of(step.dst) == step.sha256 == sha256_of(step.src))]
+    for step, where in settled:
+        if where == "neither":
+            leave(step, _nowhere(step) + " (deleted from the target?)", result.missing)
+        elif taken and where in ("both", "dst"):
+            reason = (f"{step.src} is taken by another file" if step in taken
+                      else f"left with its shot: {', '.join(str(t.src) for t in taken)} is taken by another file")
+            leave(step, reason, result.left)
+        elif where == "src":  # it arrived once and is back in its place now (someone moved it back), or never left
+            journal.append({"op": "undo-done", "dst": str(step.dst), "note": "already back in place" if step.done else "had not moved"})
+        elif where == "both":
+            step.dst.unlink()  # an identical verified copy of a source that never left
+            journal.append({"op": "undo-done", "dst": str(step.dst)})
+        else:
+            try:
+                edited = _put_back(step)
+            except OSError as exc:
+                leave(step, describe_os_error(exc), result.left)
+                continue
+            if edited:
+                result.edited.append(step.src)
+            journal.append({"op": "undo-done", "dst": str(step.dst), **({"edited": True} if edited else {})})
+            result.restored += 1
+            result.bytes += step.size
+
+
+def _put_back(step: Step) -> bool:
+    """Move ``step.dst`` back to ``step.src``, checked by sha256.  Returns whether it was changed in the
+    target since the move: then it comes back as it is now, with its own modification time (an editor's
+    change must look changed to darktable and to cull's cache); otherwise with the journalled one."""
+    info = step.dst.stat()
+    sha256 = sha256_of(step.dst)
+    edited = (info.st_size, sha256) != (step.size, step.sha256)
+    _place(step.dst, step.src, sha256, info.st_size, info.st_mtime_ns)
+    if not edited:
+        os.utime(step.src, ns=(time.time_ns(), step.mtime_ns))
+    return edited
 
 
 def _prune_empty(target: Path, journal: Journal) -> None:

@@ -90,12 +90,13 @@ def test_a_file_in_neither_place_stops_undo_and_the_move_stays_undoable(tmp_path
     aside = tmp_path / "IMG_0001.CR2"
     os.rename(target / "IMG_0001.CR2", aside)  # someone took it out of _culled
     first = undo(target)
-    assert [reason for _dst, reason in first.left] == [f"neither at {root / 'IMG_0001.CR2'} nor at {target / 'IMG_0001.CR2'}"]
+    assert not first.left and [reason for _dst, reason in first.missing] == [
+        f"neither at {root / 'IMG_0001.CR2'} nor at {target / 'IMG_0001.CR2'} (deleted from the target?)"]
     assert first.restored == 2
     assert not journals(target)[0].undone()  # not marked undone: a later undo can still finish it
     os.rename(aside, target / "IMG_0001.CR2")
     second = undo(target)
-    assert second.restored == 1 and not second.left and journals(target)[0].undone()
+    assert second.restored == 1 and not second.left and not second.missing and journals(target)[0].undone()
     assert snapshot(root) == before
     with pytest.raises(MoveError, match="nothing to undo"):
         undo(target)

@@ -56,7 +56,7 @@ def test_examples_folder_sharp_kept_blurred_flagged(tmp_path):
             assert row["verdict"] != "reject", row  # in-focus priority: a sharp photo is never rejected
     sharp_kept = [r for r in rows if "_" not in Path(r["path"]).stem and r["verdict"] == "keep"]
     assert len(sharp_kept) >= 3  # kodim23 (shallow depth of field, soft film scan) may be uncertain
-    assert "8 photos" in result.stdout and "files/s" in result.stdout
+    assert "8 files: " in result.stdout and "files/s" in result.stdout
 
 
 def test_csv_report_and_raw_jpeg_pair_scored_once(tmp_path):

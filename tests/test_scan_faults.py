@@ -207,7 +207,7 @@ def test_cli_scan_with_a_crashing_file_writes_report_and_xmp_and_exits_1(tmp_pat
     rows = {Path(r["path"]).name: r for r in map(json.loads, report.read_text().splitlines())}
     assert rows["crash.jpg"]["error"] == "worker process crashed while reading this file"
     assert rows["b0.jpg"]["verdict"] in ("reject", "uncertain") and (photos / "b0.jpg.xmp").exists()
-    assert "3 photos" in result.stdout and "crash.jpg: worker process crashed" in result.stderr
+    assert "3 files: " in result.stdout and "crash.jpg: worker process crashed" in result.stderr
 
 
 def test_workers_that_die_at_start_end_with_a_clear_error(tmp_path, card):
@@ -360,7 +360,7 @@ def test_cache_dir_that_is_a_file_warns_once_and_scans(tmp_path, monkeypatch, ca
     assert result.exit_code == 0, result.output
     warnings = [r.getMessage() for r in caplog.records if r.name == "cull.cache"]
     assert len(warnings) == 1 and "unusable (not a folder: a file, or a link to nothing or to itself); scanning without it" in warnings[0]
-    assert "2 photos" in result.stdout
+    assert "2 files: " in result.stdout
 
 
 def test_cache_dir_under_a_read_only_parent_warns_and_scans(tmp_path):
@@ -505,3 +505,21 @@ def test_a_photo_head_reading_an_output_the_model_lacks_is_a_model_error(tmp_pat
     result = run("scan", photos, "--model", path, "--workers", workers, "--no-xmp")
     assert result.exit_code == 2 and "lacks outputs ['pooled'] named by its card" in result.stderr
     assert "Traceback" not in result.stderr and not list(photos.glob("*.xmp"))
+
+
+def test_the_summary_counts_each_file_once_and_xmp_failures_apart(tmp_path):
+    """A broken link is a file that could not be read, not a photo error on top of the photos; a
+    sidecar that cannot be written is an XMP failure of a photo that was judged."""
+    save(blurred_image(1, 8.0), tmp_path / "blur.jpg", quality=92)
+    save(sharp_image(2), tmp_path / "sharp.jpg", quality=92)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "blur.jpg.xmp").write_bytes(b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+                                            b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>')
+    (tmp_path / "blur.jpg.xmp").chmod(0o444)
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), "--workers", "1"])
+    assert result.exit_code == 1
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("4 files: 1 keep, ") and ", 2 unreadable (" in summary, summary
+    assert "XMP: 0 written, 1 unchanged, 1 failed" in summary, summary
+    assert "error: " in result.stderr and "read-only file" in result.stderr

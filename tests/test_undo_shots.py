@@ -1,0 +1,99 @@
+"""`cull undo` shot by shot, and as a photographer's library changes between the move and the undo: a
+new photo takes an old name, files are edited or weeded out in `_culled`, targets are shared, libraries
+are renamed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cull.cli import app
+from cull.discover import Shot, discover
+from cull.move import execute, plan_moves, undo
+from tests.test_move import make_shot, snapshot
+
+
+def move_all(root: Path, target: Path | None = None) -> Path:
+    """Move every shot of ``root`` (as `cull move` would move rejects) into ``target``; returns it."""
+    target = target or root / "_culled"
+    shots = [s for s in discover([root]) if isinstance(s, Shot)]
+    result = execute(plan_moves(shots, root, target), root, target)
+    assert not result.failed, result.failed
+    return target
+
+
+def test_a_new_photo_in_one_of_a_shots_places_keeps_the_whole_old_shot_in_the_target(tmp_path):
+    """Camera counters wrap: IMG_0001.JPG of a new card must not get the old IMG_0001's RAW and sidecars."""
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0001", True, True, ["adobe", "darktable"], 1)
+    make_shot(root, "IMG_0002", False, True, ["darktable"], 2)
+    target = move_all(root)
+    (root / "IMG_0001.JPG").write_bytes(b"a new, sharp photo of the next import")
+    result = undo(target)
+    assert sorted(dst.name for dst, _ in result.left) == ["IMG_0001.CR2", "IMG_0001.CR2.xmp", "IMG_0001.JPG", "IMG_0001.xmp"]
+    assert any("is taken by another file" in why for _, why in result.left)
+    assert sorted(p.name for p in root.iterdir() if p.is_file()) == ["IMG_0001.JPG", "IMG_0002.JPG", "IMG_0002.JPG.xmp"]
+    assert (root / "IMG_0001.JPG").read_bytes() == b"a new, sharp photo of the next import"
+    (root / "IMG_0001.JPG").rename(tmp_path / "elsewhere.jpg")  # the name is free again: the old shot comes back whole
+    again = undo(target)
+    assert not again.left and again.restored == 4
+
+
+def test_files_weeded_out_of_the_target_are_missing_not_left(tmp_path):
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_1", True, True, ["darktable"], 1)
+    make_shot(root, "IMG_2", False, True, ["darktable"], 2)
+    target = move_all(root)
+    (target / "IMG_1.JPG").unlink()  # the user deleted the worst frames
+    (target / "IMG_2.JPG").unlink()
+    result = CliRunner().invoke(app, ["undo", str(root)])
+    assert result.exit_code == 1
+    assert "2 missing" in result.stdout and "left in" not in result.stdout, result.stdout
+    assert result.stderr.count("missing: ") == 2 and "deleted from the target?" in result.stderr
+    assert sorted(p.name for p in root.iterdir() if p.is_file()) == ["IMG_1.CR2", "IMG_1.CR2.xmp", "IMG_2.JPG.xmp"]
+
+
+def test_a_file_edited_in_the_target_comes_back_with_the_edit_and_its_own_time(tmp_path):
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_3", False, True, ["darktable"], 3)
+    before = snapshot(root)
+    target = move_all(root)
+    (target / "IMG_3.JPG.xmp").write_bytes(b"darktable rewrote me while browsing _culled")
+    edited_at = (target / "IMG_3.JPG.xmp").stat().st_mtime_ns
+    result = CliRunner().invoke(app, ["undo", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "was changed in" in result.stderr and "put back with your changes" in result.stderr
+    assert (root / "IMG_3.JPG.xmp").read_bytes() == b"darktable rewrote me while browsing _culled"
+    assert (root / "IMG_3.JPG.xmp").stat().st_mtime_ns == edited_at  # looks changed, to darktable and to cull's cache
+    assert snapshot(root)["IMG_3.JPG"] == before["IMG_3.JPG"]
+    assert not any(p.is_file() for p in target.iterdir() if p.name != ".cull-journal")
+
+
+def test_undo_of_one_library_leaves_another_librarys_move_into_a_shared_target(tmp_path):
+    shared = tmp_path / "rejects"
+    lib_a, lib_b = tmp_path / "A", tmp_path / "B"
+    make_shot(lib_a, "a", False, True, [], 1)
+    make_shot(lib_b, "b", False, True, [], 2)
+    move_all(lib_a, shared)
+    move_all(lib_b, shared)  # the last move into the shared target
+    result = CliRunner().invoke(app, ["undo", str(lib_a), "--to", str(shared)])
+    assert result.exit_code == 0, result.output
+    assert (lib_a / "a.JPG").is_file() and not (lib_b / "b.JPG").exists()
+    assert "were left alone" in result.stderr and str(lib_b) in result.stderr
+    nothing = CliRunner().invoke(app, ["undo", str(lib_a), "--to", str(shared)])
+    assert nothing.exit_code == 1 and "nothing to undo from" in nothing.stderr and str(lib_b) in nothing.stderr
+    assert CliRunner().invoke(app, ["undo", str(lib_b), "--to", str(shared)]).exit_code == 0
+    assert (lib_b / "b.JPG").is_file()
+
+
+def test_a_library_renamed_with_its_culled_folder_is_still_undone(tmp_path):
+    root = tmp_path / "shoot"
+    make_shot(root / "day1", "IMG_4", False, True, ["darktable"], 4)
+    move_all(root)
+    renamed = tmp_path / "2026-06-01 shoot"
+    os.rename(root, renamed)  # or the drive mounted at another path
+    result = CliRunner().invoke(app, ["undo", str(renamed)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (renamed / "day1").iterdir()) == ["IMG_4.JPG", "IMG_4.JPG.xmp"]
