@@ -55,9 +55,12 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _shown(value: object) -> str:
-    """A path (or message) safe to print: bytes that are not UTF-8 shown as \\xNN escapes."""
+    """A path (or message) safe to print on one line: bytes that are not UTF-8 and control characters
+    shown as escapes (cull.report.display_path)."""
+    from cull.report import display_path
+
     try:
-        return os.fsencode(str(value)).decode("utf-8", "backslashreplace")
+        return display_path(str(value))
     except UnicodeError:
         return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -119,6 +122,7 @@ def scan(
     Example: cull scan ~/Photos/2026 --report scan.jsonl
     Bursts: cull scan ~/Photos/2026 --bursts --keep-best (then cull move ~/Photos/2026 --rejects --uncertain --keep-best)
     """
+    from cull.protect import protected_shots
     from cull.report import check_target, display_path, file_row, write_report
     from cull.scan import ScanOptions, refresh_cache, validate_options
     from cull.scan import scan as run_scan
@@ -167,12 +171,14 @@ def scan(
             typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {display_path(item.path)}{place}{why}")
     failures = list(result.failures)
     xmp_note = ""
+    protected: dict[Path, str] | None = None  # rejected shots the user's rating (etc.) keeps; None: not looked up
     if not no_xmp and not dry_run:
         try:
             written = write_results(result.results, XmpOptions(embed, sidecar_style, label), card.version, use_cache=not no_cache)
         except CullError as exc:
             raise _fail(str(exc)) from None
         refresh_cache(result, written.embedded or [], card, options)
+        protected = written.protected
         for path, conflict in written.conflicts or []:
             typer.echo(f"conflict: {display_path(path)}: {conflict}", err=True)
         xmp_note = f"; XMP: {written.written} written, {written.unchanged} unchanged" + (
@@ -184,7 +190,10 @@ def scan(
         if not skipped.error:
             typer.echo(f"note: {display_path(skipped.path)}: {skipped.reason}", err=True)
     if report is not None and not dry_run:
-        rows = [r.row() for r in result.results] + [file_row(s.path, error=s.reason) for s in result.skipped if s.error]
+        if protected is None:
+            protected = protected_shots(result.results)
+        rows = [{**r.row(), "protected": protected.get(r.path)} for r in result.results]
+        rows += [file_row(s.path, error=s.reason) for s in result.skipped if s.error]
         try:
             write_report(rows, report)
         except OSError as exc:

@@ -414,6 +414,19 @@ def shot_protection(photo: Path, partner: Path | None, places: Places | None = N
     return None
 
 
+def protected_shots(results: Sequence[PhotoResult]) -> dict[Path, str]:
+    """The rejected shots among ``results`` that the user's rating, pick, accept or decision keeps
+    (path -> why), as the XMP writer and `cull move` judge them; each folder listed once."""
+    places = Places()
+    found = {}
+    for result in results:
+        if result.verdict is not None and result.verdict.value == "reject":
+            why = shot_protection(result.path, result.partner, places)
+            if why:
+                found[result.path] = why
+    return found
+
+
 def read_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
     """The decision recorded in ``photo``'s sidecars by an earlier review, or None."""
     return _from_sidecars(photo, partner, places, USER_VERDICT_FACT, sidecar_user_verdict)

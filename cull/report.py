@@ -20,7 +20,7 @@ from cull.fsutil import atomic_write_bytes, write_through
 REPORT_VERSION = 1
 FIELDS = (
     "path", "abs_path", "verdict", "score", "kind", "partner", "partner_abs", "size", "mtime", "error",
-    "reason", "report_version", "burst", "burst_rank", "burst_size",
+    "reason", "report_version", "burst", "burst_rank", "burst_size", "protected",
 )
 SUFFIXES = (".jsonl", ".csv")
 
@@ -105,6 +105,11 @@ def write_report(rows: Iterable[dict[str, Any]], out: Path) -> None:
     atomic_write_bytes(out, buffer.getvalue().encode("utf-8", "surrogateescape"))
 
 
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]} | {0x0A: "\\n", 0x09: "\\t", 0x0D: "\\r"}
+
+
 def display_path(path: Path | str) -> str:
-    """A path for the terminal: bytes that are not UTF-8 shown as ``\\xe9`` instead of failing."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path for the terminal, one line: bytes that are not UTF-8 shown as ``\\xe9`` instead of
+    failing, and control characters (a newline in a name) as ``\\n`` / ``\\x1b``, so a listing stays one
+    line per photo and no name can send escape sequences to the terminal."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace").translate(_CONTROL)

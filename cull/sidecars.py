@@ -518,6 +518,7 @@ class XmpSummary:
     unchanged: int = 0
     errors: list[tuple[Path, str]] = field(default_factory=list)
     conflicts: list[tuple[Path, str]] = field(default_factory=list)  # one per protected shot
+    protected: dict[Path, str] = field(default_factory=dict)  # a rejected shot's path -> why it is not marked (cull.protect)
     embedded: list[Path] = field(default_factory=list)  # photos whose own XMP block was rewritten (image data untouched)
     stale_removed: list[Path] = field(default_factory=list)  # temp files of an interrupted run, removed
 
@@ -552,6 +553,7 @@ def _write_results(results: Sequence[PhotoResult], options: XmpOptions, model_ve
         verdict = Verdict(result.decision.verdict.value, score, kind, model_version, options.label, burst)
         protection = shot_protection(result.path, result.partner, places) if verdict.verdict == "reject" else None
         if protection:
+            summary.protected[result.path] = protection
             summary.conflicts.append((result.path, f"{protection}: not marked rejected"))
         for photo, partner in ((result.path, result.partner), (result.partner, result.path)):
             if photo is None:

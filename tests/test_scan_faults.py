@@ -242,7 +242,7 @@ def test_a_model_that_will_not_load_is_a_clean_exit_2(tmp_path, workers):
 # --- report format (docs/report-format.md), file modes, non-UTF-8 names (fault D8) ---
 
 REPORT_FIELDS = ["path", "abs_path", "verdict", "score", "kind", "partner", "partner_abs", "size", "mtime", "error",
-                 "reason", "report_version", "burst", "burst_rank", "burst_size"]
+                 "reason", "report_version", "burst", "burst_rank", "burst_size", "protected"]
 
 
 def test_report_rows_carry_the_versioned_fields_in_order(tmp_path, monkeypatch):
@@ -523,3 +523,31 @@ def test_the_summary_counts_each_file_once_and_xmp_failures_apart(tmp_path):
     assert summary.startswith("4 files: 1 keep, ") and ", 2 unreadable (" in summary, summary
     assert "XMP: 0 written, 1 unchanged, 1 failed" in summary, summary
     assert "error: " in result.stderr and "read-only file" in result.stderr
+
+
+def test_a_name_with_a_newline_or_an_escape_stays_on_one_line_of_the_listing(tmp_path):
+    save(blurred_image(1, 8.0), tmp_path / "new\nline.jpg", quality=92)
+    save(blurred_image(2, 8.0), tmp_path / "\x1b[31mred.jpg", quality=92)
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), "--workers", "1", "--no-xmp"])
+    assert result.exit_code == 0, result.output
+    listed = [line for line in result.stdout.splitlines() if line.startswith(("reject", "uncertain"))]
+    assert len(listed) == 2 and any("new\\nline.jpg" in line for line in listed), listed
+    assert "\x1b" not in result.stdout and any("\\x1b[31mred.jpg" in line for line in listed)
+
+
+@pytest.mark.parametrize("no_xmp", [False, True])
+def test_a_reject_the_user_rated_is_marked_protected_in_the_report(tmp_path, no_xmp):
+    """The report keeps cull's verdict, and says why the shot is not marked or moved as a reject."""
+    photos = tmp_path / "p"
+    save(blurred_image(1, 8.0), photos / "rated.jpg", quality=92)
+    save(blurred_image(2, 8.0), photos / "plain.jpg", quality=92)
+    (photos / "rated.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+                                      '02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/'
+                                      'xap/1.0/" xmp:Rating="3"/></rdf:RDF></x:xmpmeta>')
+    report = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(app, ["scan", str(photos), "--workers", "1", "--report", str(report)]
+                                + (["--no-xmp"] if no_xmp else []))
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["path"]).name: r for r in map(json.loads, report.read_text().splitlines())}
+    assert rows["rated.jpg"]["verdict"] == "reject" and rows["rated.jpg"]["protected"] == "user rated it 3 stars"
+    assert rows["plain.jpg"]["verdict"] == "reject" and rows["plain.jpg"]["protected"] is None
