@@ -33,7 +33,8 @@ app = typer.Typer(
 )
 
 class Show(str, Enum):
-    REJECTS = "rejects"
+    FLAGGED = "flagged"  # reject + uncertain, as `cull review --show flagged`
+    REJECTS = "rejects"  # the same: scan's name for it before review had `flagged`
     ALL = "all"
     NONE = "none"
 
@@ -107,7 +108,7 @@ def scan(
     strictness: StrictnessOption = Strictness.LENIENT,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ignore and do not update the score cache")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="score and report on screen only; write nothing")] = False,
-    show: Annotated[Show, typer.Option(help="which photos to list: rejects (reject + uncertain), all, none")] = Show.REJECTS,
+    show: Annotated[Show, typer.Option(help="which photos to list: flagged (reject + uncertain; `rejects` says the same), all, none")] = Show.FLAGGED,
     no_xmp: Annotated[bool, typer.Option("--no-xmp", help="do not write verdicts to XMP")] = False,
     embed: Annotated[bool, typer.Option("--embed", help="write XMP inside JPEG/TIFF/DNG/PNG/WebP files (losslessly) instead of a sidecar")] = False,
     sidecar_style: Annotated[SidecarStyle, typer.Option(help="RAW sidecar naming: adobe (IMG_1.xmp), darktable (IMG_1.CR2.xmp), both")] = SidecarStyle.ADOBE,
@@ -164,7 +165,7 @@ def scan(
         if ray_address is not None:
             disconnect()
     for item in result.results:
-        if show is Show.ALL or (show is Show.REJECTS and item.verdict is not None and item.verdict.value != "keep"):
+        if show is Show.ALL or (show in (Show.FLAGGED, Show.REJECTS) and item.verdict is not None and item.verdict.value != "keep"):
             score = "  -  " if item.photo is None or item.photo.score is None else f"{item.photo.score:.3f}"
             place = f"  [{item.burst.burst} #{item.burst.rank}/{item.burst.size}]" if item.burst is not None else ""
             why = f"  ({item.decision.reason})" if item.decision else ""  # an error's reason: on stderr below
@@ -265,7 +266,7 @@ def eval_command(
 
 @app.command()
 def calibrate(
-    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="labelled folder: sharp/ and *blur*/ sub-folders, >= 10 photos each")],
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="labelled folder: sharp/ and *blur*/ sub-folders (10 or more photos each recommended, at least 5)")],
     out: Annotated[Path, typer.Option("--out", help="the calibrated card to write (.json)")],
     model: ModelOption = None,
     workers: WorkersOption = default_workers(),
@@ -323,7 +324,7 @@ def xmp_clear(
 
     Sidecars that existed before cull come back byte for byte (unless you edited them since, in
     which case your edits are kept); sidecars cull created are removed; XMP that `scan --embed`
-    put inside a photo is removed (checked by reading it back; needs the [embed] extra, without
+    put inside a photo is removed (checked by reading it back; needs the \\[embed] extra, without
     it embedded XMP is left alone). Temporary files of an interrupted run are removed too.
 
     Example: cull xmp clear ~/Photos/2026
@@ -380,7 +381,9 @@ def move(
     from cull.scan import ScanOptions, validate_options
 
     if not rejects and not uncertain:
-        raise _fail("say what to move: --rejects, and optionally --uncertain")
+        raise _fail("say what to move: --rejects, --uncertain, or both")
+    if keep_best and not uncertain:
+        raise _fail("--keep-best works with --uncertain (it makes the softer frames of a burst uncertain)")
     target = to if to is not None else default_target(path)
     wanted = frozenset({Verdict.REJECT} | ({Verdict.UNCERTAIN} if uncertain else set()))
     card = _card(model)
@@ -572,6 +575,8 @@ def camera(
                                 (Trigger.AUTO, auto)) if on]
     if len(triggers) > 1:
         raise _fail("choose one of --capture-on-keypress, --interval and --auto")
+    if dng and source != "picamera2":
+        raise _fail("--dng needs the Raspberry Pi camera (--source picamera2): other sources give no raw frames")
     try:
         width, height = (int(v) for v in preview_size.lower().split("x"))
     except ValueError:
@@ -633,8 +638,13 @@ def review(
     from cull.review.sheet import write_sheet
     from cull.scan import ScanOptions
 
-    if html is not None and html.suffix.lower() not in (".html", ".htm"):
-        raise _fail(f"--html must end in .html, not {html.name!r}")
+    if html is not None:
+        from cull.report import check_output
+
+        try:  # a missing or read-only folder is found before the scan, as for scan --report
+            check_output(html, "--html", (".html", ".htm"))
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
     if not 0 <= burst_gap <= 3600:
         raise _fail("--burst-gap must be between 0 and 3600 seconds")
     card = _card(model)

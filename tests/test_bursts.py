@@ -291,6 +291,8 @@ def test_burst_options_are_checked_before_any_work(tmp_path):
     assert run("move", tmp_path, "--rejects", "--keep-best", "--burst-gap", "-1").exit_code == 2
     assert run("scan", tmp_path, "--burst-gap", "5").exit_code == 2  # not silently ignored without --bursts
     assert run("move", tmp_path, "--rejects", "--burst-gap", "5").exit_code == 2
+    no_uncertain = run("move", tmp_path, "--rejects", "--keep-best")  # would change nothing: it only makes frames uncertain
+    assert no_uncertain.exit_code == 2 and "--keep-best works with --uncertain" in no_uncertain.output
     assert run("scan", tmp_path, "--bursts", "--burst-gap", "-1").exit_code == 2
     assert run("eval", tmp_path, "--bursts").exit_code == 2  # no burst sub-folders
 

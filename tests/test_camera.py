@@ -245,6 +245,13 @@ def test_without_opencv_camera_sources_and_preview_say_which_extra_to_install(tm
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_dng_without_the_pi_camera_is_a_usage_error_not_silently_ignored(tmp_path):
+    result = CliRunner().invoke(app, ["camera", "--source", f"folder:{frames(tmp_path / 'f', 's')}", "--dng",
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--dng needs the Raspberry Pi camera" in result.output
+    assert not (tmp_path / "o").exists()
+
+
 def fake_cv2(folder: Path, message: str) -> Path:
     """A cv2 package whose namedWindow raises cv2.error(message), as a build without a GUI
     (opencv-python-headless) or a GTK build without a reachable display does."""

@@ -379,6 +379,9 @@ def test_html_sheet_is_self_contained(library, tmp_path):
     assert out.stat().st_mode & 0o777 == 0o666 & ~mask
     bad = CliRunner().invoke(cli_app, ["review", str(library), "--html", str(tmp_path / "x.txt")])
     assert bad.exit_code == 2
+    missing = CliRunner().invoke(cli_app, ["review", str(library), "--html", str(tmp_path / "nowhere" / "s.html")])
+    assert missing.exit_code == 2 and "folder" in missing.output and "does not exist" in missing.output
+    assert "scanning" not in missing.output  # refused before any work, as scan --report is
 
 
 def test_cli_prints_the_address_first_and_stops_when_idle(library):

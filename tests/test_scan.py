@@ -57,6 +57,11 @@ def test_examples_folder_sharp_kept_blurred_flagged(tmp_path):
     sharp_kept = [r for r in rows if "_" not in Path(r["path"]).stem and r["verdict"] == "keep"]
     assert len(sharp_kept) >= 3  # kodim23 (shallow depth of field, soft film scan) may be uncertain
     assert "8 files: " in result.stdout and "files/s" in result.stdout
+    listed = [line.split()[0] for line in result.stdout.splitlines()[:-1]]
+    assert sorted(listed) == sorted(r["verdict"] for r in rows if r["verdict"] != "keep")  # the default: flagged
+    for show in ("flagged", "rejects"):  # review's word, and scan's older one for the same
+        again = run("scan", photos, "--workers", "1", "--show", show, "--no-xmp")
+        assert again.stdout.splitlines()[:-1] == result.stdout.splitlines()[:-1]
 
 
 def test_csv_report_and_raw_jpeg_pair_scored_once(tmp_path):
