@@ -97,9 +97,40 @@ def validate_target(root: Path, target: Path) -> None:
             )
 
 
-def companions(photo: Path, index: dict[str, list[str]], shot: Iterable[Path] = ()) -> list[Path]:
-    """Sidecars and companions of ``photo`` present in its folder (``index``: its names by
-    cull.protect.name_key, so a name that differs only in case or Unicode normalisation is found).
+_DUPLICATE = re.compile(r"(.+)_(\d{2,3})(\.[^.]+)\.xmp")  # darktable's NAME_NN.EXT.xmp, on name_key'd names
+
+
+@dataclass(frozen=True)
+class FolderNames:
+    """One listing of a folder, indexed once for every shot in it (names compared by
+    cull.protect.name_key: case and Unicode normalisation do not count)."""
+
+    by_key: dict[str, list[str]]
+    photos_by_stem: dict[str, list[str]]
+    duplicates: dict[str, list[str]]  # a photo's name -> darktable's sidecars of its duplicates
+
+    @classmethod
+    def of(cls, folder: Path) -> FolderNames:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            names = []
+        by_key = index_names(names)
+        photos_by_stem: dict[str, list[str]] = {}
+        for name in names:
+            if is_photo(Path(name)):
+                photos_by_stem.setdefault(name_key(Path(name).stem), []).append(name)
+        duplicates: dict[str, list[str]] = {}
+        for key, same in by_key.items():
+            match = _DUPLICATE.fullmatch(key)
+            if match and f"{match[1]}_{match[2]}{match[3]}" not in by_key:  # not the sidecar of a photo of that name
+                duplicates.setdefault(match[1] + match[3], []).extend(same)
+        return cls(by_key, photos_by_stem, duplicates)
+
+
+def companions(photo: Path, names: FolderNames, shot: Iterable[Path] = ()) -> list[Path]:
+    """Sidecars and companions of ``photo`` present in its folder (``names``: its listing), also
+    under names that differ only in case or Unicode normalisation.
 
     Companions named after the whole file (IMG_7.CR2.xmp) always belong to it.  Those named after
     the stem (IMG_7.xmp) are shared by every photo with that stem, so they go with ``photo`` only
@@ -109,46 +140,34 @@ def companions(photo: Path, index: dict[str, list[str]], shot: Iterable[Path] = 
     has the photo's name but for case (IMG_3.JPG beside IMG_3.jpg), only exact names are its own.
     """
     members = {p.name for p in shot} | {photo.name}
-    twin = has_twin(photo, index.get(name_key(photo.name), []))
+    twin = has_twin(photo, names.by_key.get(name_key(photo.name), []))
     wanted = [photo.name + ext for ext in BY_NAME]
-    if _owns_stem(photo, index, members):
+    if _owns_stem(photo, names, members):
         wanted += [photo.stem + ext for ext in BY_STEM]
-    found = [name for want in wanted for name in index.get(name_key(want), []) if not twin or name == want]
-    found += _darktable_duplicates(photo, index)
+    found = [name for want in wanted for name in names.by_key.get(name_key(want), []) if not twin or name == want]
+    found += names.duplicates.get(name_key(photo.name), [])
     return [photo.parent / name for name in dict.fromkeys(found) if name != photo.name]
 
 
-def _darktable_duplicates(photo: Path, index: dict[str, list[str]]) -> list[str]:
-    """darktable's sidecars of duplicates of ``photo``: NAME_NN.EXT.xmp (NN: two or three digits)."""
-    pattern = re.compile(re.escape(name_key(photo.stem)) + r"_(\d{2,3})" + re.escape(name_key(photo.suffix + ".xmp")))
-    found = []
-    for key, names in index.items():
-        match = pattern.fullmatch(key)
-        if match and not index.get(name_key(f"{photo.stem}_{match.group(1)}{photo.suffix}")):
-            found += names
-    return found
-
-
-def _owns_stem(photo: Path, index: dict[str, list[str]], members: set[str]) -> bool:
-    stem = name_key(photo.stem)
-    sharing = {name for names in index.values() for name in names
-               if name_key(Path(name).stem) == stem and is_photo(Path(name))}
+def _owns_stem(photo: Path, names: FolderNames, members: set[str]) -> bool:
+    sharing = set(names.photos_by_stem.get(name_key(photo.stem), []))
     if sharing <= members:
         return True
     raws = [name for name in sharing if is_raw(Path(name))]
     return len(raws) == 1 and raws[0] in members
 
 
-def shot_files(shot: Shot) -> list[Path]:
+def shot_files(shot: Shot, folders: dict[Path, FolderNames] | None = None) -> list[Path]:
+    """The shot's files: its photo, partner and their companions.  ``folders``: listings already made."""
+    folders = {} if folders is None else folders
+    if shot.path.parent not in folders:
+        folders[shot.path.parent] = FolderNames.of(shot.path.parent)
+    names = folders[shot.path.parent]
     members = [shot.path] + ([shot.partner] if shot.partner else [])
-    try:
-        index = index_names(os.listdir(shot.path.parent))
-    except OSError:
-        index = {}
     files: list[Path] = []
     for member in members:
         files.append(member)
-        files += companions(member, index, members)
+        files += companions(member, names, members)
     return list(dict.fromkeys(files))
 
 
@@ -175,6 +194,7 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
     root_real = root.resolve()
     claimed: set[Path] = set()
     places = Places()  # each folder listed once
+    folders: dict[Path, FolderNames] = {}
     for given in shots:
         shot = Shot(_absolute(given.path), _absolute(given.partner) if given.partner else None)
         # In-focus priority: a shot the user rated, picked or accepted (anywhere: sidecars, embedded XMP,
@@ -182,7 +202,7 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
         if (why := shot_protection(shot.path, shot.partner, places)) is not None:
             plan.protected.append((shot.path, why))
             continue
-        files = shot_files(shot)
+        files = shot_files(shot, folders)
         bad = [(f, reason) for f in files if (reason := _refusal(f, root, root_real))]
         if bad:
             plan.refused += bad
