@@ -37,6 +37,7 @@ NS = {
     "xmp": "http://ns.adobe.com/xap/1.0/",
     "xmpDM": "http://ns.adobe.com/xmp/1.0/DynamicMedia/",
     "digiKam": "http://www.digikam.org/ns/1.0/",
+    "darktable": "http://darktable.sf.net/",
     "cull": "https://github.com/cull-photo/cull/ns/1.0/",
 }
 RATING, LABEL = ("xmp", "Rating"), ("xmp", "Label")
@@ -337,6 +338,21 @@ def user_protection(packet: Packet) -> str | None:
     return None
 
 
+def _own_colour_label(packet: Packet) -> bool:
+    """Whether the user gave the photo a colour label where digiKam (``digiKam:ColorLabel``, 0 = none)
+    or darktable (``darktable:colorlabels``, a list) keep theirs: cull's xmp:Label would then show
+    one colour in Lightroom and the user's in those."""
+    try:
+        if any(number not in (None, 0) for number in map(_int, packet.values(("digiKam", "ColorLabel")))):
+            return True
+    except XmpError:
+        return True
+    tag = _q("darktable", "colorlabels")
+    return any(tag in desc.attrib or any((item.text or "").strip() for element in desc.findall(tag)
+                                          for item in element.iter(_q("rdf", "li")))
+               for desc in packet.descriptions())
+
+
 def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None) -> MergeResult:
     """Return the packet with ``verdict`` applied. Raises XmpError for a malformed packet.
 
@@ -355,7 +371,7 @@ def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None
     if verdict.verdict == "reject" and conflict is None:
         wanted = dict(REJECT_FIELDS)
     elif verdict.verdict == "uncertain":
-        wanted = {PICK_LABEL: "2", LABEL: verdict.label}
+        wanted = {PICK_LABEL: "2"} if _own_colour_label(packet) else {PICK_LABEL: "2", LABEL: verdict.label}
     changed: dict[str, str] = {}
     prior: dict[str, str | None] = {}
     for prop, value in wanted.items():

@@ -169,3 +169,16 @@ def test_root_leaves_a_folder_locked_without_write_bits_alone(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == ["c.jpg"]
     finally:
         folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(("body", "own"), [
+    (' xmlns:digiKam="http://www.digikam.org/ns/1.0/" digiKam:ColorLabel="5"/>', True),  # blue in digiKam
+    (' xmlns:digiKam="http://www.digikam.org/ns/1.0/" digiKam:ColorLabel="0"/>', False),  # none
+    (' xmlns:darktable="http://darktable.sf.net/"><darktable:colorlabels><rdf:Seq><rdf:li>0</rdf:li>'
+     '<rdf:li>3</rdf:li></rdf:Seq></darktable:colorlabels></rdf:Description>', True),  # red and blue in darktable
+    (' xmlns:darktable="http://darktable.sf.net/"><darktable:colorlabels><rdf:Seq/></darktable:colorlabels>'
+     '</rdf:Description>', False),
+])
+def test_an_uncertain_photo_the_user_colour_labelled_in_digikam_or_darktable_gets_no_yellow(body, own):
+    fields = read_fields(merge(packet(body), UNCERTAIN).packet)
+    assert fields["digiKam:PickLabel"] == "2" and fields["xmp:Label"] == (None if own else "Yellow")
