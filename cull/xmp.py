@@ -37,7 +37,6 @@ NS = {
     "xmp": "http://ns.adobe.com/xap/1.0/",
     "xmpDM": "http://ns.adobe.com/xmp/1.0/DynamicMedia/",
     "digiKam": "http://www.digikam.org/ns/1.0/",
-    "darktable": "http://darktable.sf.net/",
     "cull": "https://github.com/cull-photo/cull/ns/1.0/",
 }
 RATING, LABEL = ("xmp", "Rating"), ("xmp", "Label")
@@ -347,7 +346,7 @@ def _own_colour_label(packet: Packet) -> bool:
             return True
     except XmpError:
         return True
-    tag = _q("darktable", "colorlabels")
+    tag = "{http://darktable.sf.net/}colorlabels"  # read only: not among the namespaces cull writes (NS)
     return any(tag in desc.attrib or any((item.text or "").strip() for element in desc.findall(tag)
                                           for item in element.iter(_q("rdf", "li")))
                for desc in packet.descriptions())
