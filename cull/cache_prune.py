@@ -7,6 +7,7 @@ only means that photo is analysed again if it ever comes back.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections import Counter
@@ -72,9 +73,19 @@ def _count(db: sqlite3.Connection, table: str, where: str = "", *args: object) -
     return int(db.execute(f"SELECT COUNT(*) FROM {table} {where}", args).fetchone()[0])  # noqa: S608 - our own table names
 
 
+def _no_cache_yet(path: Path) -> bool:
+    """Whether there is no cache file at ``path`` yet.  Raises NotADirectoryError when its folder
+    (``CULL_CACHE_DIR``) is a file, a link to nothing or a loop, as a scan says it."""
+    if path.is_file():
+        return False
+    if os.path.lexists(path.parent) and not path.parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder: a file, or a link to nothing or to itself", str(path.parent))
+    return True
+
+
 def describe_cache(path: Path) -> CacheContents | None:
     """The contents of the cache at ``path`` (None: there is no cache yet), read-only."""
-    if not path.is_file():
+    if _no_cache_yet(path):
         return None
     db = _open_readonly(path)
     try:
@@ -126,6 +137,8 @@ def cache_failure_hint(exc: BaseException) -> str | None:
     """What to tell the user about a cache that could not be read or pruned, when it is not damaged
     (None: it may be damaged)."""
     text = str(exc).lower()
+    if isinstance(exc, NotADirectoryError):
+        return " (CULL_CACHE_DIR, or the user cache folder, must be a folder; nothing was changed)"
     if isinstance(exc, PermissionError) or "readonly" in text or "read-only" in text or "unable to open" in text:
         return " (the cache file or its folder is read-only for this user; nothing was changed)"
     if "locked" in text or "busy" in text:
@@ -140,7 +153,7 @@ def prune_cache(path: Path, keep_model: str | None = None, dry_run: bool = False
     an interrupted prune leaves the cache as it was.  Safe beside a running scan (SQLite locking;
     compaction is skipped while the file is busy)."""
     outcome = PruneOutcome()
-    if not path.is_file():
+    if _no_cache_yet(path):
         return outcome
     db = _open_readonly(path) if dry_run else sqlite3.connect(path, timeout=10)
     db.isolation_level = None  # transactions only where this code begins them

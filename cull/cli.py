@@ -677,5 +677,5 @@ def review(
                                on_url=lambda url: typer.echo(url))
     except OSError as exc:
         raise _fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}", 1) from None
-    typer.echo(f"stopped ({'idle' if stopped == 'idle' else 'Ctrl-C'}); decisions are in XMP", err=True)
+    typer.echo(f"stopped ({ {'idle': 'idle', 'terminated': 'SIGTERM'}.get(stopped, 'Ctrl-C') }); decisions are in XMP", err=True)
     raise typer.Exit(0)

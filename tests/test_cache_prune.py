@@ -313,3 +313,13 @@ def test_folders_this_user_cannot_look_into_keep_their_rows(tmp_path):
     assert result.returncode == 0 and "of 1 files that are gone" in result.stdout, result.stdout + result.stderr
     assert "kept 3 files whose folder is missing, empty or unreadable" in result.stdout
     assert rows(tmp_path / "cache" / "scores.sqlite", "scores_v2") == sorted(os.fsencode(p) for p in kept)
+
+
+def test_info_and_prune_say_a_cache_folder_that_is_a_file_is_not_a_folder(tmp_path, monkeypatch):
+    """As a scan warns; `no score cache yet` and `removed 0 files` (exit 0) hid it."""
+    (tmp_path / "cachefile").write_bytes(b"not a folder")
+    monkeypatch.setenv("CULL_CACHE_DIR", str(tmp_path / "cachefile"))
+    for command in (["cache", "info"], ["cache", "prune"], ["cache", "prune", "--dry-run"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1 and "not a folder" in result.stderr and "must be a folder" in result.stderr, command
+    assert (tmp_path / "cachefile").read_bytes() == b"not a folder"

@@ -470,7 +470,7 @@ def test_ctrl_c_stops_the_server(library, stop):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "stopped (Ctrl-C)" in proc.stderr.read()  # type: ignore[union-attr]
+    assert f"stopped ({ {'SIGINT': 'Ctrl-C', 'SIGTERM': 'SIGTERM'}[stop] })" in proc.stderr.read()  # type: ignore[union-attr]
 
 
 @needs_exiftool

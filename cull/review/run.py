@@ -28,7 +28,7 @@ def serve_review(
     """Serve ``session`` until Ctrl-C / SIGTERM or ``idle_minutes`` without a request.
 
     ``on_url`` gets the address with its token before the first request can arrive.
-    Returns why it stopped ("interrupted" or "idle"). Raises OSError when the port is taken.
+    Returns why it stopped ("interrupted", "terminated" or "idle"). Raises OSError when the port is taken.
     """
     token = new_token()
     sock = bind(port)

@@ -300,6 +300,8 @@ def serve(app: Guard, sock: socket.socket, idle_timeout: float | None,
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         asyncio.run(main())  # uvicorn shuts down gracefully, then re-raises the signal it caught
+    except Terminated:
+        reason[0] = "terminated"
     except KeyboardInterrupt:
         pass
     finally:
@@ -308,5 +310,9 @@ def serve(app: Guard, sock: socket.socket, idle_timeout: float | None,
     return reason[0]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so both stop the server the same way."""
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
