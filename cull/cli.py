@@ -332,9 +332,12 @@ def xmp_clear(
     import time
 
     from cull.discover import Shot, discover
+    from cull.protect import EMBEDDABLE, embedded_packets
+    from cull.xmp import has_cull_fields
 
     changed = errors = 0
-    started, folders, rewritten = time.time(), set(), []
+    started, folders, rewritten, inside = time.time(), set(), [], []
+    can_embed = embedding_available()
     for item in discover(paths):
         if not isinstance(item, Shot):
             continue
@@ -352,7 +355,12 @@ def xmp_clear(
                     changed += 1
                     rewritten.append(outcome.target)
                     typer.echo(outcome.describe())
+            if not can_embed and photo.suffix.lower() in EMBEDDABLE and any(map(has_cull_fields, embedded_packets(photo))):
+                inside.append(photo)
     remove_stale_temps(link_target_folders(rewritten), started)  # left by a killed write through a link
+    if inside:
+        typer.echo(f"note: {len(inside)} photos keep cull's XMP inside the file (e.g. {_shown(inside[0])}): "
+                   "removing it needs the [embed] extra: pip install 'cull-focus[embed]'", err=True)
     typer.echo(f"{changed} XMP files restored or removed, {errors} errors")
     raise typer.Exit(1 if errors else 0)
 

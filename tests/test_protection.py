@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from cull.cli import app
 from cull.errors import SidecarRefused
-from cull.protect import file_protection, read_embedded, read_sidecar, shot_protection
+from cull.protect import file_protection, load_pyexiv2, read_embedded, read_sidecar, shot_protection
 from cull.sidecars import (
     TEMP_NAME,
     XmpOptions,
@@ -296,6 +296,17 @@ def test_without_pyexiv2_clear_skips_embedded_and_embed_is_a_usage_error(tmp_pat
     embed = CliRunner().invoke(app, ["scan", str(photos), "--embed", "--workers", "1"])
     assert embed.exit_code == 2 and "--embed needs pyexiv2" in embed.stderr
     assert sorted(p.name for p in photos.iterdir()) == ["never.jpg", "rej.jpg"]  # nothing scanned or written
+
+
+@pytest.mark.skipif(load_pyexiv2() is None, reason="needs pyexiv2 to embed first")
+def test_clear_without_pyexiv2_says_which_photos_keep_culls_xmp_inside(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    inside = save(blurred_image(1, 9), photos / "inside.jpg")
+    write_verdict(inside, REJECT, XmpOptions(embed=True))
+    monkeypatch.setitem(sys.modules, "pyexiv2", None)
+    cleared = CliRunner().invoke(app, ["xmp", "clear", str(photos)])
+    assert cleared.exit_code == 0, cleared.output
+    assert "note: 1 photos keep cull's XMP inside the file" in cleared.stderr and "cull-focus[embed]" in cleared.stderr
 
 
 # --- D15: --label -------------------------------------------------------------------------------
