@@ -425,6 +425,10 @@ def move(
         typer.echo(f"refused: {_shown(src)}: {_shown(reason)}", err=True)
     for shot, why in outcome.plan.protected:  # never moved: the user rated, picked or accepted it
         typer.echo(f"kept in place: {_shown(shot)}: {why}", err=True)
+    if outcome.marked_elsewhere:
+        typer.echo(f"note: {len(outcome.marked_elsewhere)} photos (e.g. {_shown(outcome.marked_elsewhere[0])}) are marked "
+                   "reject in their XMP by an earlier scan, but this move did not judge them so: give move the "
+                   "--model, --strictness (and --burst-gap) that scan had", err=True)
     moved = outcome.result
     if moved is None:
         for planned in outcome.plan.moves:

@@ -25,7 +25,7 @@ from cull.formats import is_photo, is_raw
 from cull.fsutil import file_sha256 as sha256_of
 from cull.fsutil import fsync_dir
 from cull.journal import JOURNAL_DIR, Journal, Step, journals, target_lock
-from cull.protect import Places, has_twin, index_names, name_key, shot_protection
+from cull.protect import Places, has_twin, index_names, name_key, read_cull_verdict, read_user_verdict, shot_protection
 
 if TYPE_CHECKING:
     from cull.card import ModelCard
@@ -598,6 +598,7 @@ class MoveOutcome:
     not_judged: list[tuple[Path, str]]
     plan: MovePlan
     result: MoveResult | None
+    marked_elsewhere: list[Path] = field(default_factory=list)  # XMP says reject (an earlier scan), this move did not judge so
 
     @property
     def failed(self) -> bool:
@@ -626,17 +627,23 @@ def move_rejects(
     validate_target(root, target)
     scan_options = replace(options, exclude=tuple(options.exclude) + (target,))
 
+    marked: list[Path] = []
+
     def plan_from_scan() -> tuple[list[tuple[Path, str]], MovePlan]:
         found = scan([root], card, scan_options, on_total=on_total, on_result=on_result)
         shots = [Shot(r.path, r.partner) for r in found.results if r.verdict in wanted]
         judged = {r.partner for r in found.results if r.verdict is not None}  # a damaged JPEG judged by its RAW
+        places = Places()
+        marked.extend(r.path for r in found.results if r.verdict is not None and r.verdict not in wanted
+                      and read_cull_verdict(r.path, r.partner, places) == "reject"
+                      and read_user_verdict(r.path, r.partner, places) is None)  # not a photo the user decided
         return [(p, why) for p, why in found.failures if p not in judged], plan_moves(shots, root, target)
 
     if options.dry_run:
         not_judged, plan = plan_from_scan()
-        return MoveOutcome(target, Recovery(), not_judged, plan, None)
+        return MoveOutcome(target, Recovery(), not_judged, plan, None, marked)
     with target_lock(target):
         recovery = finish_interrupted(target)
         not_judged, plan = plan_from_scan()
         result = execute(plan, root, target)
-    return MoveOutcome(target, recovery, not_judged, plan, result)
+    return MoveOutcome(target, recovery, not_judged, plan, result, marked)

@@ -42,7 +42,7 @@ from cull.cache import FactCache, stamp_of
 from cull.errors import CullError, SidecarRefused
 from cull.formats import is_photo, is_raw, tiff_ifds
 from cull.fsutil import file_type
-from cull.xmp import MAX_PACKET_BYTES, Packet, XmpError, user_protection
+from cull.xmp import MAX_PACKET_BYTES, Packet, XmpError, has_cull_fields, user_protection
 
 if TYPE_CHECKING:
     from cull.scan import PhotoResult
@@ -61,6 +61,7 @@ EMBEDDABLE = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".dng", ".png"
 # fact names in cull.cache.FactCache: another cull version reads the files again
 PROTECTION_FACT = f"protection@{__version__}"
 USER_VERDICT_FACT = f"user_verdict@{__version__}"
+CULL_VERDICT_FACT = f"cull_verdict@{__version__}"
 
 
 def name_key(name: str) -> str:
@@ -425,6 +426,17 @@ def protected_shots(results: Sequence[PhotoResult]) -> dict[Path, str]:
             if why:
                 found[result.path] = why
     return found
+
+
+def sidecar_cull_verdict(data: bytes) -> str | None:
+    """The verdict a cull scan wrote into one sidecar's bytes (cull:Verdict), or None. Raises XmpError."""
+    return Packet(data).get(("cull", "Verdict")) if has_cull_fields(data) else None
+
+
+def read_cull_verdict(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
+    """The verdict the last scan wrote into ``photo``'s sidecars (it may have judged with another card
+    or strictness than the caller), or None."""
+    return _from_sidecars(photo, partner, places, CULL_VERDICT_FACT, sidecar_cull_verdict)
 
 
 def read_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:

@@ -97,3 +97,21 @@ def test_a_library_renamed_with_its_culled_folder_is_still_undone(tmp_path):
     result = CliRunner().invoke(app, ["undo", str(renamed)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (renamed / "day1").iterdir()) == ["IMG_4.JPG", "IMG_4.JPG.xmp"]
+
+
+
+def test_move_says_when_xmp_rejects_of_an_earlier_scan_are_not_its_own(tmp_path):
+    """scan --model mine.json (or --strictness strict), then a plain move: move judges again with its
+    own card, and names the photos an earlier scan marked reject that it does not take."""
+    from cull.xmp import Verdict, merge
+    from tests.conftest import save, sharp_image
+
+    save(sharp_image(3), tmp_path / "judged_elsewhere.jpg", quality=92)
+    (tmp_path / "judged_elsewhere.jpg.xmp").write_bytes(merge(None, Verdict("reject", 0.3, "defocus", "mine")).packet)
+    save(sharp_image(4), tmp_path / "decided.jpg", quality=92)
+    (tmp_path / "decided.jpg.xmp").write_bytes(merge(None, Verdict("reject", 0.3, "defocus", "mine")).packet.replace(
+        b'cull:Verdict="reject"', b'cull:Verdict="reject" cull:UserVerdict="keep"'))
+    result = CliRunner().invoke(app, ["move", str(tmp_path), "--rejects", "--workers", "1", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 photos (e.g. " in result.stderr and "judged_elsewhere.jpg" in result.stderr  # not the user's keep
+    assert "--model, --strictness" in result.stderr
