@@ -182,6 +182,15 @@ def scan(
         protected = written.protected
         for path, conflict in written.conflicts or []:
             typer.echo(f"conflict: {display_path(path)}: {conflict}", err=True)
+        if embed:
+            from cull.formats import is_raw
+            from cull.protect import EMBEDDABLE
+
+            aside = [r.path for r in result.results if r.verdict is not None and r.verdict.value != "keep"
+                     and r.path.suffix.lower() not in EMBEDDABLE and not is_raw(r.path)]
+            if aside:
+                typer.echo(f"note: --embed: {len(aside)} photos (e.g. {display_path(aside[0])}) are of a format cull does "
+                           "not write XMP into (HEIC, AVIF); their verdicts went to sidecars", err=True)
         xmp_note = f"; XMP: {written.written} written, {written.unchanged} unchanged" + (
             f", {len(written.errors)} failed" if written.errors else "")
         failures += written.errors or []

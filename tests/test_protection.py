@@ -486,3 +486,15 @@ def test_a_container_that_does_not_parse_is_still_scanned_for_xmp(tmp_path, monk
         photo = tmp_path / name
         photo.write_bytes(head + b"\x00" * 4096 + user_xmp(Rating="2") + b"\x00" * 64)
         assert file_protection(photo) == "user rated it 2 stars", name
+
+
+@pytest.mark.skipif(load_pyexiv2() is None, reason="--embed needs pyexiv2")
+def test_embed_says_when_a_format_gets_a_sidecar_instead(tmp_path):
+    pytest.importorskip("PIL.AvifImagePlugin")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    blurred_image(1, 9).convert("RGB").save(photos / "a.avif")
+    result = CliRunner().invoke(app, ["scan", str(photos), "--embed", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert (photos / "a.avif.xmp").exists()  # the reject is in a sidecar, and a note says so
+    assert "note: --embed: 1 photos" in result.stderr and "HEIC, AVIF" in result.stderr
