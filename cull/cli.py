@@ -553,6 +553,9 @@ def undo(
         typer.echo(f"missing: {_shown(dst)}: {_shown(reason)}", err=True)
     for src in result.edited:
         typer.echo(f"note: {_shown(src)} was changed in {_shown(target)} since the move; put back with your changes", err=True)
+    for folder in result.recreated:
+        typer.echo(f"note: folder {_shown(folder)} was gone (renamed since the move?) and was made again for the files "
+                   "put back", err=True)
     typer.echo(f"put back {result.restored} files ({result.bytes / 1e6:.1f} MB) from {len(result.journals)} move(s)"
                + (f"; {len(result.left)} left in {_shown(target)}" if result.left else "")
                + (f"; {len(result.missing)} missing" if result.missing else ""))

@@ -399,6 +399,7 @@ class UndoResult:
     journals: list[Path] = field(default_factory=list)
     earlier: int = 0  # files of older, not undone moves still in the target (plain undo takes only the last)
     other_roots: list[str] = field(default_factory=list)  # folders whose moves into a shared target were left alone
+    recreated: list[Path] = field(default_factory=list)  # photo folders that were gone and were made again
 
 
 def _settle(step: Step) -> str:
@@ -550,6 +551,8 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
             step.dst.unlink()  # an identical verified copy of a source that never left
             journal.append({"op": "undo-done", "dst": str(step.dst)})
         else:
+            if not step.src.parent.is_dir() and step.src.parent not in result.recreated:
+                result.recreated.append(step.src.parent)  # renamed or removed since the move: said, not silent
             try:
                 edited = _put_back(step)
             except OSError as exc:

@@ -115,3 +115,17 @@ def test_move_says_when_xmp_rejects_of_an_earlier_scan_are_not_its_own(tmp_path)
     assert result.exit_code == 0, result.output
     assert "note: 1 photos (e.g. " in result.stderr and "judged_elsewhere.jpg" in result.stderr  # not the user's keep
     assert "--model, --strictness" in result.stderr
+
+
+def test_undo_into_a_subfolder_renamed_since_says_it_made_the_old_one_again(tmp_path):
+    root = tmp_path / "lib"
+    make_shot(root / "2024" / "wedding", "IMG_5", False, True, [], 5)
+    make_shot(root / "2024" / "wedding", "IMG_6", False, True, [], 6)
+    target = root / "_culled"
+    shots = [s for s in discover([root]) if isinstance(s, Shot) and s.path.name == "IMG_5.JPG"]
+    execute(plan_moves(shots, root, target), root, target)
+    os.rename(root / "2024" / "wedding", root / "2024" / "2024-06-01 wedding")
+    result = CliRunner().invoke(app, ["undo", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "note: folder " in result.stderr and "wedding was gone (renamed since the move?)" in result.stderr
+    assert (root / "2024" / "wedding" / "IMG_5.JPG").is_file()
