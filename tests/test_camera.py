@@ -536,3 +536,11 @@ def test_the_assist_uses_the_steady_path_only_when_it_scored_every_patch(card):
     whole = score_frame(small, card, _SteadyScorer(), lenient)
     assert partial.photo.patches == card.analysis.max_patches // 2 and partial.verdict is Verdict.UNCERTAIN
     assert whole.photo.patches < card.analysis.max_patches // 2 and whole.verdict is Verdict.KEEP
+
+
+def test_a_webcam_that_is_not_there_is_one_line_without_opencvs_own_log(tmp_path):
+    pytest.importorskip("cv2")
+    run = subprocess.run([sys.executable, "-m", "cull", "camera", "--source", "opencv:9", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "c")})
+    assert run.returncode == 1, run.stderr  # the camera, not the command line: exit 1
+    assert run.stderr.strip().splitlines() == ["cull: cannot open camera opencv:9 (is it connected, and not in use by another program?)"]

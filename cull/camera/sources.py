@@ -12,10 +12,10 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 Frame = NDArray[np.uint8]  # H x W x 3 RGB, or H x W gray
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mjpeg", ".mjpg", ".webm", ".h264"})
 CAMERA_EXTRA = "pip install 'cull-focus[camera]'"
+T = TypeVar("T")
 JPEG_QUALITY = 95
 
 
@@ -60,6 +61,20 @@ def require_cv2(feature: str) -> ModuleType:
     except ImportError:
         raise CameraSetupError(f"{feature} needs OpenCV: {CAMERA_EXTRA}") from None
     return cv2
+
+
+def _quietly(cv2: ModuleType, call: Callable[[], T]) -> T:
+    """``call()`` with OpenCV's own log silenced (it prints WARN/ERROR lines for every capture
+    backend that cannot open a camera, before cull's one-line message says so)."""
+    cv_log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if cv_log is None:
+        return call()
+    level = cv_log.getLogLevel()
+    cv_log.setLogLevel(cv_log.LOG_LEVEL_SILENT)
+    try:
+        return call()
+    finally:
+        cv_log.setLogLevel(level)
 
 
 def encode_jpeg(rgb: Frame, quality: int = JPEG_QUALITY) -> bytes:
@@ -156,7 +171,7 @@ class OpenCVSource:
     def __init__(self, index: int) -> None:
         cv2 = require_cv2("--source opencv:N")
         self.name = f"opencv:{index}"
-        self._capture = cv2.VideoCapture(index)
+        self._capture = _quietly(cv2, lambda: cv2.VideoCapture(index))  # every backend it tries logs its failure
         if not self._capture.isOpened():
             raise CameraError(f"cannot open camera {self.name} (is it connected, and not in use by another program?)")
         self._current: Frame | None = None
