@@ -215,7 +215,7 @@ def scan(
         burst_ids = {r.burst.burst for r in result.results if r.burst is not None}
         framed = sum(1 for r in result.results if r.burst is not None)
         where += f"; {len(burst_ids)} bursts ({framed} frames)"
-    files = counts["keep"] + counts["uncertain"] + counts["reject"] + len(result.failures)  # each file once
+    files = counts["keep"] + counts["uncertain"] + counts["reject"] + len(result.failures)  # a judged shot once, an unreadable file once
     typer.echo(
         f"{files} file{'' if files == 1 else 's'}: {counts['keep']} keep, {counts['uncertain']} uncertain, "
         f"{counts['reject']} reject, {len(result.failures)} unreadable ({counts['cached']} from cache) "
@@ -532,6 +532,7 @@ def undo(
     path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="the folder given to `cull move`")],
     to: Annotated[Path | None, typer.Option("--to", help="the target given to `cull move --to`")] = None,
     everything: Annotated[bool, typer.Option("--all", help="undo every move into the target, not only the last")] = False,
+    moved_from: Annotated[Path | None, typer.Option("--from", help="the moves made from this folder (renamed since to PATH; with a shared --to)")] = None,
 ) -> None:
     """Put back what `cull move` moved (names, contents and modification times).
 
@@ -542,7 +543,7 @@ def undo(
 
     target = to if to is not None else default_target(path)
     try:
-        result = run_undo(target, everything, root=path)
+        result = run_undo(target, everything, root=path, moved_from=moved_from)
     except MoveError as exc:
         raise _fail(str(exc), 1) from None
     except OSError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -25,7 +24,10 @@ from cull.formats import is_photo, is_raw
 from cull.fsutil import file_sha256 as sha256_of
 from cull.fsutil import fsync_dir
 from cull.journal import JOURNAL_DIR, Journal, Step, journals, target_lock
-from cull.protect import Places, has_twin, index_names, name_key, read_cull_verdict, read_user_verdict, shot_protection
+from cull.protect import (
+    Places, darktable_duplicates, duplicates_of, has_twin, index_names, name_key, read_cull_verdict, read_user_verdict,
+    shot_protection,
+)
 
 if TYPE_CHECKING:
     from cull.card import ModelCard
@@ -97,9 +99,6 @@ def validate_target(root: Path, target: Path) -> None:
             )
 
 
-_DUPLICATE = re.compile(r"(.+)_(\d{2,3})(\.[^.]+)\.xmp")  # darktable's NAME_NN.EXT.xmp, on name_key'd names
-
-
 @dataclass(frozen=True)
 class FolderNames:
     """One listing of a folder, indexed once for every shot in it (names compared by
@@ -120,12 +119,7 @@ class FolderNames:
         for name in names:
             if is_photo(Path(name)):
                 photos_by_stem.setdefault(name_key(Path(name).stem), []).append(name)
-        duplicates: dict[str, list[str]] = {}
-        for key, same in by_key.items():
-            match = _DUPLICATE.fullmatch(key)
-            if match and f"{match[1]}_{match[2]}{match[3]}" not in by_key:  # not the sidecar of a photo of that name
-                duplicates.setdefault(match[1] + match[3], []).extend(same)
-        return cls(by_key, photos_by_stem, duplicates)
+        return cls(by_key, photos_by_stem, darktable_duplicates(names, by_key))
 
 
 def companions(photo: Path, names: FolderNames, shot: Iterable[Path] = ()) -> list[Path]:
@@ -145,7 +139,7 @@ def companions(photo: Path, names: FolderNames, shot: Iterable[Path] = ()) -> li
     if _owns_stem(photo, names, members):
         wanted += [photo.stem + ext for ext in BY_STEM]
     found = [name for want in wanted for name in names.by_key.get(name_key(want), []) if not twin or name == want]
-    found += names.duplicates.get(name_key(photo.name), [])
+    found += duplicates_of(photo, names.duplicates, twin)
     return [photo.parent / name for name in dict.fromkeys(found) if name != photo.name]
 
 
@@ -230,6 +224,8 @@ def _refusal(path: Path, root: Path, root_real: Path) -> str | None:
         return f"reached through a symbolic link that leads outside {root}"
     if not path.is_file():
         return "is not a regular file"
+    if os.geteuid() == 0 and not os.stat(path.parent).st_mode & 0o222:  # locked on purpose: as scan's XMP writer
+        return "is in a read-only folder (no write bits); not moved"
     return None
 
 
@@ -461,59 +457,66 @@ def _roll_forward(journal: Journal, recovery: Recovery) -> None:
     journal.append({"op": "end", "time": time.time(), "recovered": True})
 
 
-def undo(target: Path, everything: bool = False, root: Path | None = None) -> UndoResult:
+def undo(target: Path, everything: bool = False, root: Path | None = None, moved_from: Path | None = None) -> UndoResult:
     """Put back what the last move (or every move) took, holding the target's lock.
 
-    ``root``: only moves made from that folder (a target several libraries share); a move whose
-    folder no longer exists counts as root's when the target is root's own ``_culled``.  Shot by
-    shot: a shot whose place is taken in part (a newer photo of the same name) stays whole in the
-    target; a file found in neither place is reported as missing.  Either leaves the move open
-    (undoable again).  A file changed in the target since the move is put back as it is now.
-    Raises MoveError when there is nothing to undo.
+    ``root``: only moves made from that folder (a target several libraries share).  A move found in a
+    target that is not where it was journalled (the library renamed, or its drive mounted elsewhere,
+    with its ``_culled``) is read at ``root`` and ``target``; ``moved_from``: the moves made from that
+    folder (which no longer exists, or is another now), read at ``root``.  Shot by shot: a shot whose
+    place is taken in part (a newer photo of the same name) stays whole in the target; a file found
+    in neither place is reported as missing.  Either leaves the move open (undoable again).  A file
+    changed in the target since the move is put back as it is now.  Raises MoveError when there is
+    nothing to undo.
     """
     result = UndoResult()
     pending = [j for j in journals(target) if not j.undone()]
-    mine = [j for j in pending if root is None or _made_from(j, root, target)]
-    result.other_roots = sorted({str(j.header().get("root", "?")) for j in pending if j not in mine})
+    mine = [j for j in pending if _belongs(j, root, target, moved_from) is not None]
+    others = sorted({str(j.header().get("root", "?")) for j in pending if j not in mine})
+    result.other_roots = others
     if not mine:
-        where = f" from {root}" if root is not None and pending else ""
-        raise MoveError(f"nothing to undo{where} in {target} (no cull move into it, or every move already undone)"
-                        + (f"; moves from {', '.join(result.other_roots)} are there" if result.other_roots else ""))
+        where = f" from {moved_from or root}" if root is not None and pending else ""
+        hint = ""
+        if others:
+            gone = [o for o in others if not os.path.exists(o)]
+            hint = f"; moves from {', '.join(others)} are there" + (
+                f" (if {gone[0]} is {root} now, renamed: add --from {gone[0]})" if gone and root is not None else "")
+        raise MoveError(f"nothing to undo{where} in {target} (no cull move into it, or every move already undone){hint}")
     with target_lock(target):
-        pending = [j for j in journals(target) if not j.undone() and (root is None or _made_from(j, root, target))]
-        chosen = pending if everything else pending[-1:]
-        for journal in reversed(chosen):
+        owned: list[tuple[Journal, dict[Path, Path]]] = []
+        for candidate in journals(target):
+            moved = None if candidate.undone() else _belongs(candidate, root, target, moved_from)
+            if moved is not None:
+                candidate.rebase(moved)
+                owned.append((candidate, moved))
+        chosen = owned if everything else owned[-1:]
+        for journal, _ in reversed(chosen):
             result.journals.append(journal.path)
-            _rebase(journal, root, target)
             _undo_journal(journal, _absolute(target), result)
-        older = [] if everything else pending[:-1]
-        result.earlier = sum(1 for journal in older for step in journal.steps() if not step.undone and step.dst.exists())
+        older = [] if everything else owned[:-1]
+        result.earlier = sum(1 for earlier, _ in older for step in earlier.steps() if not step.undone and step.dst.exists())
     return result
 
 
-def _made_from(journal: Journal, root: Path, target: Path) -> bool:
-    """Whether ``journal`` is a move out of ``root`` (or out of a folder since renamed, when the
-    target is root's own ``_culled``)."""
-    recorded = journal.header().get("root")
-    if not isinstance(recorded, str):
-        return True  # a journal too old to say: as before
-    if os.path.realpath(recorded) == os.path.realpath(root):
-        return True
-    return not os.path.exists(recorded) and os.path.realpath(target) == os.path.realpath(default_target(root))
-
-
-def _rebase(journal: Journal, root: Path | None, target: Path) -> None:
-    """A move whose folder or target no longer exists where it was journalled (renamed, a drive
-    mounted elsewhere) is read at the folder and target given now."""
+def _belongs(journal: Journal, root: Path | None, target: Path, moved_from: Path | None) -> dict[Path, Path] | None:
+    """Whether ``journal`` is a move out of ``root`` into ``target``: None when it is not, else the
+    folders its journalled paths must be read at now (old -> new; empty when nothing moved)."""
     header = journal.header()
-    moved = {}
-    for key, now in (("target", target), ("root", root)):
-        recorded = header.get(key)
-        if (isinstance(recorded, str) and now is not None and os.path.isabs(recorded)
-                and not os.path.lexists(recorded) and Path(recorded) != _absolute(now)):
-            moved[Path(recorded)] = _absolute(now)
-    if moved:
-        journal.rebase(moved)
+    recorded_root, recorded_target = header.get("root"), header.get("target")
+    if not isinstance(recorded_root, str) or not isinstance(recorded_target, str) or not os.path.isabs(recorded_target):
+        return {}  # a journal too old to say: as before
+    old_root, old_target, here = Path(recorded_root), Path(recorded_target), _absolute(target)
+    if os.path.realpath(old_target) != os.path.realpath(here):
+        # journalled elsewhere, found here: the target moved.  Only a library's own _culled moves with it.
+        if root is None or old_target != default_target(old_root) or here != default_target(_absolute(root)):
+            return None if root is not None else {old_target: here}
+        return {old_target: here, old_root: _absolute(root)}
+    if root is None:
+        return {}
+    if moved_from is not None:
+        same = old_root == _absolute(moved_from) or os.path.realpath(old_root) == os.path.realpath(moved_from)
+        return {old_root: _absolute(root)} if same else None
+    return {} if os.path.realpath(old_root) == os.path.realpath(root) else None
 
 
 def _undo_journal(journal: Journal, target: Path, result: UndoResult) -> None:
@@ -537,11 +540,12 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
         journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
 
     taken = [step for step, where in settled
-             if where == "both" and not (sha256_of(step.dst) == step.sha256 == sha256_of(step.src))]
+             if (where == "both" and not (sha256_of(step.dst) == step.sha256 == sha256_of(step.src)))
+             or (where == "src" and step.done and not _is_journalled(step.src, step))]  # another photo of that name
     for step, where in settled:
         if where == "neither":
             leave(step, _nowhere(step) + " (deleted from the target?)", result.missing)
-        elif taken and where in ("both", "dst"):
+        elif taken and (where in ("both", "dst") or step in taken):
             reason = (f"{step.src} is taken by another file" if step in taken
                       else f"left with its shot: {', '.join(str(t.src) for t in taken)} is taken by another file")
             leave(step, reason, result.left)
@@ -563,6 +567,14 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
             journal.append({"op": "undo-done", "dst": str(step.dst), **({"edited": True} if edited else {})})
             result.restored += 1
             result.bytes += step.size
+
+
+def _is_journalled(path: Path, step: Step) -> bool:
+    """Whether ``path`` holds the file the journal moved (size, then sha256)."""
+    try:
+        return path.stat().st_size == step.size and sha256_of(path) == step.sha256
+    except OSError:
+        return False
 
 
 def _put_back(step: Step) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import re
 import stat
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -78,6 +79,30 @@ def index_names(names: list[str]) -> dict[str, list[str]]:
     return index
 
 
+_DUPLICATE = re.compile(r"(.+)_(\d{2,3})(\.[^.]+)\.xmp", re.IGNORECASE)  # darktable: NAME_NN.EXT.xmp
+
+
+def darktable_duplicates(names: list[str], by_key: dict[str, list[str]]) -> dict[str, list[str]]:
+    """darktable's sidecars of the duplicates (virtual copies) of each photo of a folder, NAME_NN.EXT.xmp,
+    by name_key of the photo's name NAME.EXT (``by_key``: the folder's names, index_names).  The
+    sidecar of a photo that has that name itself (IMG_0001_03.CR2 beside IMG_0001.CR2) is not one."""
+    found: dict[str, list[str]] = {}
+    for name in names:
+        match = _DUPLICATE.fullmatch(name)
+        if match and name_key(f"{match[1]}_{match[2]}{match[3]}") not in by_key:
+            found.setdefault(name_key(match[1] + match[3]), []).append(name)
+    return found
+
+
+def duplicates_of(photo: Path, found: dict[str, list[str]], twin: bool) -> list[str]:
+    """``photo``'s duplicate sidecars among ``found`` (darktable_duplicates); with a ``twin`` photo
+    (IMG_3.JPG beside IMG_3.jpg) only those named after exactly this one."""
+    names = found.get(name_key(photo.name), [])
+    if twin:
+        names = [name for name in names if (match := _DUPLICATE.fullmatch(name)) and match[1] + match[3] == photo.name]
+    return names
+
+
 def has_twin(photo: Path, alike: list[str]) -> bool:
     """Whether another photo's name is among ``alike`` (the names of ``photo``'s folder equal to
     its name but for case or normalisation): IMG_3.JPG beside IMG_3.jpg."""
@@ -94,6 +119,7 @@ class Places:
     def __init__(self, facts: FactCache | None = None) -> None:
         self.facts = facts
         self._names: dict[str, tuple[list[str], dict[str, list[str]]] | None] = {}  # by folder (str: no Path hashing)
+        self._duplicates: dict[str, dict[str, list[str]]] = {}
 
     def _listing(self, folder: str) -> tuple[list[str], dict[str, list[str]]] | None:
         if folder not in self._names:
@@ -117,15 +143,27 @@ class Places:
         listing = self._listing(folder)
         return None if listing is None else listing[1].get(name_key(name), [])
 
+    def duplicates(self, photo: Path) -> list[str]:
+        """darktable's sidecars of ``photo``'s duplicates in its folder (darktable_duplicates, duplicates_of)."""
+        folder = os.path.split(str(photo))[0]
+        listing = self._listing(folder)
+        if listing is None:
+            return []
+        if folder not in self._duplicates:
+            self._duplicates[folder] = darktable_duplicates(*listing)
+        return duplicates_of(photo, self._duplicates[folder], has_twin(photo, listing[1].get(name_key(photo.name), [])))
+
     def may_exist(self, path: Path) -> bool:
         folder, name = os.path.split(str(path))
         listing = self._listing(folder)
         return listing is None or name_key(name) in listing[1]
 
     def any_sidecar(self, photo: Path) -> bool:
-        """Whether ``NAME.EXT.xmp`` or ``NAME.xmp`` of ``photo`` may exist (string work only)."""
+        """Whether ``NAME.EXT.xmp``, ``NAME.xmp`` or a duplicate's ``NAME_NN.EXT.xmp`` of ``photo`` may exist
+        (string work only)."""
         listing = self._listing(os.path.split(str(photo))[0])
-        return listing is None or name_key(photo.name + ".xmp") in listing[1] or name_key(photo.stem + ".xmp") in listing[1]
+        return (listing is None or name_key(photo.name + ".xmp") in listing[1] or name_key(photo.stem + ".xmp") in listing[1]
+                or bool(self.duplicates(photo)))
 
     def noted(self, path: Path, exists: bool) -> None:
         """cull created (or removed) ``path``."""
@@ -186,15 +224,31 @@ def sidecar_places(photo: Path, partner: Path | None = None, places: Places | No
     return list(dict.fromkeys(found))
 
 
+def existing_name(place: Path, photo: Path, places: Places | None = None) -> Path:
+    """``place`` (a sidecar name of ``photo``), or the one existing sidecar whose name differs from it
+    only in case or normalisation (the same file on macOS, Windows and SMB shares) when ``place``
+    itself does not exist and no other photo has the photo's name but for case: cull writes into the
+    user's ``img_5.jpg.xmp`` rather than beside it (copied back there, the two would collide)."""
+    if os.path.lexists(place):
+        return place
+    places = places or Places()
+    alike = [name for name in places.alike(place) or [] if name != place.name]
+    if len(alike) == 1 and not has_twin(photo, places.alike(photo) or []):
+        return place.with_name(alike[0])
+    return place
+
+
 def sidecars_to_read(photo: Path, partner: Path | None = None, places: Places | None = None) -> list[Path]:
     """Where ``photo``'s user rating, pick or decision may be: sidecar_places, then the existing
-    sidecars whose names differ from those only in case or normalisation (see the module docstring)."""
-    places = places or Places()  # one listing of the folder for the names below
+    sidecars whose names differ from those only in case or normalisation (see the module docstring),
+    then darktable's sidecars of the photo's duplicates (a 5-star virtual copy keeps the shot too)."""
+    places = places or Places()  # one listing of the folder for the names below (pass one for many photos)
     exact = sidecar_places(photo, partner, places)
+    duplicates = [photo.with_name(name) for name in places.duplicates(photo)]
     if has_twin(photo, places.alike(photo) or []):
-        return exact
+        return exact + duplicates
     alike = [place.with_name(name) for place in exact for name in places.alike(place) or []]
-    return list(dict.fromkeys(exact + alike))
+    return list(dict.fromkeys(exact + alike + duplicates))
 
 
 def read_sidecar(path: Path, places: Places | None = None) -> bytes | None:

@@ -49,6 +49,7 @@ from cull.protect import (
     _exists,
     adobe_sidecar,
     darktable_sidecar,
+    existing_name,
     load_pyexiv2,
     read_embedded,
     read_sidecar,
@@ -124,19 +125,20 @@ def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None, p
     suffix = photo.suffix.lower()
     if is_raw(photo) and suffix != ".dng":
         style = options.sidecar_style
+        adobe, darktable = (existing_name(p, photo, places) for p in (adobe_sidecar(photo), darktable_sidecar(photo)))
         paths = []
         if style in (SidecarStyle.ADOBE, SidecarStyle.BOTH):
-            paths.append(adobe_sidecar(photo))
-        if style in (SidecarStyle.DARKTABLE, SidecarStyle.BOTH) or _exists(darktable_sidecar(photo), places):
-            paths.append(darktable_sidecar(photo))
-        if style == SidecarStyle.DARKTABLE and _exists(adobe_sidecar(photo), places):
-            paths.append(adobe_sidecar(photo))  # an existing Lightroom sidecar is kept in step
+            paths.append(adobe)
+        if style in (SidecarStyle.DARKTABLE, SidecarStyle.BOTH) or _exists(darktable, places):
+            paths.append(darktable)
+        if style == SidecarStyle.DARKTABLE and _exists(adobe, places):
+            paths.append(adobe)  # an existing Lightroom sidecar is kept in step
         return [Target(p) for p in dict.fromkeys(paths)]
     if options.embed and suffix in EMBEDDABLE:
         return [Target(photo, embedded=True)]
     if places is not None and not places.any_sidecar(photo):
         return [Target(darktable_sidecar(photo))]
-    existing = [p for p in sidecar_places(photo, partner, places)
+    existing = [p for p in (existing_name(place, photo, places) for place in sidecar_places(photo, partner, places))
                 if (places is None or places.may_exist(p)) and os.path.lexists(p)]
     return [Target(p) for p in existing] or [Target(darktable_sidecar(photo))]
 
@@ -144,7 +146,9 @@ def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None, p
 def existing_targets(photo: Path) -> list[Target]:
     """Every place cull may have written for ``photo`` (for clearing). The photo's own XMP block
     only when pyexiv2 is installed (without it cull cannot have embedded anything)."""
-    found = [Target(p) for p in dict.fromkeys([adobe_sidecar(photo), darktable_sidecar(photo)]) if p.is_file()]
+    places = Places()
+    found = [Target(p) for p in dict.fromkeys(existing_name(place, photo, places) for place in
+                                               (adobe_sidecar(photo), darktable_sidecar(photo))) if p.is_file()]
     if photo.suffix.lower() in EMBEDDABLE and photo.is_file() and embedding_available():
         found.append(Target(photo, embedded=True))
     return found
@@ -224,7 +228,8 @@ def created_by_cull(data: bytes | None) -> bool:
         packet = Packet(data)
     except XmpError:
         return False
-    return packet.get(("cull", "Verdict")) is not None and packet.get(("cull", "Original")) is None
+    return (packet.get(("cull", "Verdict")) is not None and packet.get(("cull", "Original")) is None
+            and packet.get(("cull", "Existed")) is None)
 
 
 def _umask() -> int:

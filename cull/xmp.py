@@ -43,8 +43,9 @@ RATING, LABEL = ("xmp", "Rating"), ("xmp", "Label")
 PICK, GOOD = ("xmpDM", "pick"), ("xmpDM", "good")
 PICK_LABEL = ("digiKam", "PickLabel")
 CULL_FIELDS = ("Score", "Verdict", "Kind", "Model", "Changed", "Prior", "Conflict", "Original", "Burst", "BurstRank", "BurstSize",
-               "Overruled")
+               "Overruled", "Existed")
 REJECT_FIELDS = {RATING: "-1", PICK: "-1", GOOD: "False", PICK_LABEL: "1"}
+OWNED = frozenset({*REJECT_FIELDS, LABEL})  # the fields outside cull's namespace that cull sets
 MAX_PACKET_BYTES = 64 * 1024 * 1024  # the largest sidecar cull reads (cull.protect), so the largest it writes
 MAX_ORIGINAL_BYTES = 2 * 1024 * 1024  # a packet up to this size is kept whole inside (cull:Original) for `xmp clear`
 DEFAULT_LABEL = "Yellow"
@@ -89,7 +90,8 @@ class Packet:
             self.root = ET.Element(_q("x", "xmpmeta"))
             ET.SubElement(ET.SubElement(self.root, _q("rdf", "RDF")), _q("rdf", "Description"), {_q("rdf", "about"): ""})
             return
-        data = data.rstrip(b"\0 \t\r\n")  # NUL padding after the packet (a crash, a padding writer): exiftool reads it too
+        if not _utf16(data):  # NUL padding after the packet (a crash, a padding writer): exiftool reads it too
+            data = data.rstrip(b"\0 \t\r\n")
         try:
             for _event, (prefix, uri) in SafeET.iterparse(io.BytesIO(data), events=("start-ns",)):
                 self.prefixes.setdefault(prefix, uri)
@@ -144,7 +146,7 @@ class Packet:
                 return
             child = desc.find(tag)
             if child is not None:
-                holder, attribute = _value_holder(child, prop)
+                holder, attribute = _value_holder(child, prop, create=True)
                 if attribute:
                     holder.set(attribute, value)
                 else:
@@ -184,15 +186,22 @@ class Packet:
 
 
 XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+
+def _utf16(data: bytes) -> bool:
+    """Whether ``data`` is UTF-16 text (a BOM, or a NUL in its first two bytes, as ASCII markup has),
+    where NUL bytes are half of every character."""
+    return data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\0" in data[:2]
 # Read as the same property (never written): exiftool and exiv2 take xmp's URI without its slash for xmp's.
 ALIASES = {RATING: ("{http://ns.adobe.com/xap/1.0}Rating",)}
 _CONTAINERS = tuple(_q("rdf", kind) for kind in ("Bag", "Seq", "Alt"))
 
 
-def _value_holder(element: ET.Element, prop: tuple[str, str]) -> tuple[ET.Element, str | None]:
+def _value_holder(element: ET.Element, prop: tuple[str, str], create: bool = False) -> tuple[ET.Element, str | None]:
     """Where a property element keeps its value: (element, None) for its text, (element, name) for
     an attribute.  A simple value; a qualified one (``rdf:value`` as an attribute, a child, or in a
-    nested rdf:Description); a container of exactly one item.  Raises XmpError for anything else."""
+    nested rdf:Description); a container of exactly one item, or of none (no value: with ``create``,
+    an item is added to hold one).  Raises XmpError for anything else."""
     value = _q("rdf", "value")
     if len(element) == 0:
         return (element, value) if value in element.attrib else (element, None)
@@ -209,6 +218,8 @@ def _value_holder(element: ET.Element, prop: tuple[str, str]) -> tuple[ET.Elemen
         items = element[0].findall(_q("rdf", "li"))
         if len(items) == 1 and len(items[0]) == 0:
             return items[0], None
+        if not items and len(element[0]) == 0:  # an empty Bag / Seq / Alt: no value
+            return (ET.SubElement(element[0], _q("rdf", "li")), None) if create else (element[0], None)
     raise XmpError(f"{_key(prop)} is written in a form cull cannot read")
 
 
@@ -281,17 +292,21 @@ def _ints(values: list[str]) -> list[int]:
 
 def _record(packet: Packet, field: str) -> dict[str, Any]:
     """One of cull's JSON fields (Changed, Prior, Overruled) as a dict: {} when absent or not such JSON."""
+    text = packet.get(("cull", field)) or "{}"
+    if len(text) > 65536:  # cull writes a few fields here; anything bigger is not its own
+        return {}
     try:
-        value = json.loads(packet.get(("cull", field)) or "{}")
-    except ValueError:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return {}
     return value if isinstance(value, dict) else {}
 
 
 def _prop(key: str) -> tuple[str, str] | None:
-    """"xmp:Rating" -> ("xmp", "Rating"); None for a name of a namespace cull does not know."""
+    """"xmp:Rating" -> ("xmp", "Rating"); None for anything but the fields cull writes (a forged
+    cull:Changed must not make clear remove rdf:about or a field of the user's)."""
     prefix, _, name = key.partition(":")
-    return (prefix, name) if prefix in NS and name else None
+    return (prefix, name) if (prefix, name) in OWNED else None
 
 
 def _undo(packet: Packet) -> None:
@@ -330,8 +345,8 @@ def user_protection(packet: Packet) -> str | None:
         return "user accepted it (digiKam pick label)"
     if packet.get(("cull", "UserVerdict")) == "keep":
         return "user kept it (cull review)"
-    taken_back = [key for key, wrote in overruled(packet).items()
-                  if (prop := _prop(key)) is not None and REJECT_FIELDS.get(prop) == wrote]
+    taken_back = [key for key, wrote in overruled(packet).items()  # and not rejected again by the user since
+                  if (prop := _prop(key)) is not None and REJECT_FIELDS.get(prop) == wrote and packet.get(prop) != wrote]
     if taken_back:
         return f"user took back cull's reject ({', '.join(sorted(taken_back))})"
     return None
@@ -359,8 +374,12 @@ def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None
     (the user's value lives elsewhere: the partner, the other sidecar, the embedded XMP)."""
     packet = Packet(existing)
     original = packet.get(("cull", "Original"))
-    if original is None and existing is not None and len(existing) <= MAX_ORIGINAL_BYTES and not has_cull_fields(existing):
-        original = base64.b64encode(zlib.compress(existing, 9)).decode("ascii")  # an empty file too: it comes back
+    existed = packet.get(("cull", "Existed"))  # a packet of the user's too big to keep whole inside
+    if original is None and existed is None and existing is not None and not has_cull_fields(existing):
+        if len(existing) <= MAX_ORIGINAL_BYTES:
+            original = base64.b64encode(zlib.compress(existing, 9)).decode("ascii")  # an empty file too: it comes back
+        else:
+            existed = "True"
     users = overruled(packet)  # before cull's earlier values are taken back
     conflict = (user_protection(packet) or protected) if verdict.verdict == "reject" else None
     _undo(packet)
@@ -402,6 +421,8 @@ def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None
         packet.set(("cull", "Conflict"), conflict)
     if original is not None:
         packet.set(("cull", "Original"), original)
+    elif existed is not None:
+        packet.set(("cull", "Existed"), existed)
     merged = packet.serialize()
     if len(merged) > MAX_PACKET_BYTES:
         raise XmpError(f"with cull's fields it would be {len(merged) / 2**20:.0f} MB, over the "
@@ -453,9 +474,12 @@ def clear(existing: bytes) -> bytes | None:
     if all(packet.get(("cull", f)) is None for f in CULL_FIELDS):
         return existing
     original_b64 = packet.get(("cull", "Original"))
+    existed = packet.get(("cull", "Existed")) is not None  # the user's, too big for a copy inside: never removed
     _undo(packet)
     for field in CULL_FIELDS:
         packet.remove(("cull", field))
+    if existed:
+        return packet.serialize()
     if original_b64:
         original = zlib.decompress(base64.b64decode(original_b64))
         if canonical(Packet(original).root) == canonical(packet.root):

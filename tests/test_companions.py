@@ -15,6 +15,7 @@ from cull.cli import app
 from cull.discover import Shot
 from cull.move import execute, plan_moves, undo
 from cull.protect import shot_protection
+from cull.xmp import read_fields
 from tests.conftest import blurred_image, save, sharp_image
 from tests.test_move import snapshot
 from tests.test_protection import user_xmp
@@ -55,13 +56,14 @@ def test_scan_and_move_keep_a_photo_rated_in_a_sidecar_of_another_case(tmp_path)
     scanned = runner.invoke(app, ["scan", str(tmp_path), "--workers", "1"])
     assert scanned.exit_code == 0, scanned.output
     assert "conflict:" in scanned.stderr and "user rated it 5 stars" in scanned.stderr
-    written = [p for p in tmp_path.glob("*.xmp") if p.name != "img_5.xmp"]
-    assert not [p for p in written if b'Rating="-1"' in p.read_bytes()]  # no reject written anywhere
-    assert (tmp_path / "img_5.xmp").read_bytes() == user_bytes
+    assert not [p for p in tmp_path.glob("*.xmp") if b'Rating="-1"' in p.read_bytes()]  # no reject written anywhere
+    assert sorted(p.name for p in tmp_path.glob("*.xmp")) == ["img_5.xmp"]  # cull's note went into the user's file
+    assert read_fields((tmp_path / "img_5.xmp").read_bytes())["xmp:Rating"] == "5"
     moved = runner.invoke(app, ["move", str(tmp_path), "--rejects", "--workers", "1"])
     assert moved.exit_code == 0, moved.output
-    assert "kept in place:" in moved.stderr
-    assert (tmp_path / "IMG_5.JPG").is_file() and (tmp_path / "img_5.xmp").read_bytes() == user_bytes
+    assert "kept in place:" in moved.stderr and (tmp_path / "IMG_5.JPG").is_file()
+    assert runner.invoke(app, ["xmp", "clear", str(tmp_path)]).exit_code == 0
+    assert (tmp_path / "img_5.xmp").read_bytes() == user_bytes
 
 
 @pytest.mark.parametrize("sidecar", ["img_6.jpg.xmp", "IMG_6.JPG.XMP", f"{NFC}.jpg.xmp"])
@@ -101,3 +103,34 @@ def test_darktable_duplicates_move_with_their_photo_and_come_back(tmp_path):
     assert sorted(p.name for p in root.iterdir() if p.is_file()) == ["IMG_0001_03.CR2", "IMG_0001_03.CR2.xmp"]
     assert not undo(root / "_culled").left
     assert snapshot(root) == before
+
+
+def test_a_rated_darktable_duplicate_keeps_its_shot_in_place(tmp_path):
+    """IMG_1_01.JPG.xmp is the user's 5-star virtual copy in darktable: the shot is not moved."""
+    save(blurred_image(1, 8.0), tmp_path / "IMG_1.JPG")
+    (tmp_path / "IMG_1_01.JPG.xmp").write_bytes(user_xmp(Rating="5"))
+    assert shot_protection(tmp_path / "IMG_1.JPG", None) == "user rated it 5 stars"
+    plan = plan_moves([Shot(tmp_path / "IMG_1.JPG", None)], tmp_path, tmp_path / "_culled")
+    assert plan.moves == [] and plan.protected
+
+
+def test_a_twins_darktable_duplicate_stays_with_that_twin(tmp_path):
+    save(sharp_image(0), tmp_path / "IMG_3.JPG")
+    save(blurred_image(1, 8.0), tmp_path / "IMG_3.jpg")
+    (tmp_path / "IMG_3_01.JPG.xmp").write_bytes(user_xmp(Label="Red"))  # a duplicate of the sharp IMG_3.JPG
+    assert moved_names(tmp_path, Shot(tmp_path / "IMG_3.jpg", None)) == ["IMG_3.jpg"]
+    assert moved_names(tmp_path, Shot(tmp_path / "IMG_3.JPG", None)) == ["IMG_3.JPG", "IMG_3_01.JPG.xmp"]
+
+
+def test_cull_writes_into_the_users_sidecar_of_another_case_not_beside_it(tmp_path):
+    """img_5.jpg.xmp beside IMG_5.JPG is one file on macOS, Windows and SMB shares: a second
+    IMG_5.JPG.xmp would collide with it there (one of them lost)."""
+    save(blurred_image(1, 8.0), tmp_path / "IMG_5.JPG", quality=92)
+    (tmp_path / "img_5.jpg.xmp").write_bytes(user_xmp(Label="Red"))
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("*.xmp")) == ["img_5.jpg.xmp"]
+    fields = read_fields((tmp_path / "img_5.jpg.xmp").read_bytes())
+    assert fields["xmp:Label"] == "Red" and fields["cull:Verdict"] in ("reject", "uncertain")
+    cleared = CliRunner().invoke(app, ["xmp", "clear", str(tmp_path)])
+    assert cleared.exit_code == 0 and (tmp_path / "img_5.jpg.xmp").read_bytes() == user_xmp(Label="Red")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cull.cli import app
@@ -129,3 +130,62 @@ def test_undo_into_a_subfolder_renamed_since_says_it_made_the_old_one_again(tmp_
     assert result.exit_code == 0, result.output
     assert "note: folder " in result.stderr and "wedding was gone (renamed since the move?)" in result.stderr
     assert (root / "2024" / "wedding" / "IMG_5.JPG").is_file()
+
+
+def test_a_deleted_reject_whose_name_a_new_photo_took_keeps_its_sidecars_in_the_target(tmp_path):
+    """The user deleted the blurry IMG_1.JPG from _culled; the next import brought a new IMG_1.JPG.
+    Its old reject sidecar must not come back beside the new photo."""
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_1", False, True, ["darktable"], 1)
+    target = move_all(root)
+    (target / "IMG_1.JPG").unlink()
+    (root / "IMG_1.JPG").write_bytes(b"a new photo of the next import")
+    result = undo(target)
+    assert not (root / "IMG_1.JPG.xmp").exists() and (target / "IMG_1.JPG.xmp").is_file()
+    assert any("taken by another file" in why for _, why in result.left)
+
+
+def test_a_renamed_sub_folder_moved_into_the_librarys_culled_is_not_undone_into_the_library(tmp_path):
+    lib = tmp_path / "lib"
+    make_shot(lib / "2024", "A", False, True, [], 1)
+    move_all(lib / "2024", lib / "_culled")  # cull move lib/2024 --to lib/_culled
+    os.rename(lib / "2024", lib / "2024-summer")
+    result = CliRunner().invoke(app, ["undo", str(lib)])
+    assert result.exit_code == 1 and "nothing to undo" in result.stderr
+    assert not (lib / "A.JPG").exists() and (lib / "_culled" / "A.JPG").is_file()
+
+
+def test_a_renamed_library_is_undone_even_when_a_folder_of_its_old_name_is_back(tmp_path):
+    lib, renamed = tmp_path / "lib", tmp_path / "lib2"
+    make_shot(lib, "A", False, True, [], 1)
+    move_all(lib)
+    os.rename(lib, renamed)
+    lib.mkdir()  # a camera import makes the old folder again
+    result = CliRunner().invoke(app, ["undo", str(renamed)])
+    assert result.exit_code == 0, result.output
+    assert (renamed / "A.JPG").is_file() and not list(lib.iterdir())
+
+
+def test_a_renamed_library_with_a_shared_target_is_undone_with_from(tmp_path):
+    lib, renamed, shared = tmp_path / "lib", tmp_path / "lib2", tmp_path / "shared"
+    make_shot(lib, "A", False, True, [], 1)
+    move_all(lib, shared)
+    os.rename(lib, renamed)
+    refused = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared)])
+    assert refused.exit_code == 1 and f"add --from {lib}" in refused.stderr
+    result = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared), "--from", str(lib)])
+    assert result.exit_code == 0, result.output
+    assert (renamed / "A.JPG").is_file() and not lib.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root moves out of any folder; an ordinary user is kept out by permissions")
+def test_root_does_not_move_photos_out_of_a_folder_locked_without_write_bits(tmp_path):
+    root = tmp_path / "lib"
+    make_shot(root / "locked", "A", False, True, [], 1)
+    (root / "locked").chmod(0o555)
+    try:
+        shots = [s for s in discover([root]) if isinstance(s, Shot)]
+        plan = plan_moves(shots, root, root / "_culled")
+        assert not plan.moves and "read-only folder (no write bits)" in plan.refused[0][1]
+    finally:
+        (root / "locked").chmod(0o755)

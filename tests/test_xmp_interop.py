@@ -182,3 +182,49 @@ def test_root_leaves_a_folder_locked_without_write_bits_alone(tmp_path):
 def test_an_uncertain_photo_the_user_colour_labelled_in_digikam_or_darktable_gets_no_yellow(body, own):
     fields = read_fields(merge(packet(body), UNCERTAIN).packet)
     assert fields["digiKam:PickLabel"] == "2" and fields["xmp:Label"] == (None if own else "Yellow")
+
+
+def test_utf16_packets_are_read_whole():
+    """NUL padding is stripped from 8-bit packets only: in UTF-16 every other byte is a NUL."""
+    text = ('<?xml version="1.0" encoding="UTF-16"?>' + HEAD + ' xmp:Rating="3"/>' + TAIL)
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be"):
+        assert user_protection(Packet(text.encode(encoding))) == "user rated it 3 stars", encoding
+
+
+def test_a_reject_the_user_gives_again_after_taking_it_back_is_not_called_taken_back():
+    edited = Packet(merge(packet("/>"), REJECT).packet)
+    edited.set(("xmp", "Rating"), "0")
+    taken_back = merge(edited.serialize(), REJECT).packet
+    again = Packet(taken_back)
+    again.set(("xmp", "Rating"), "-1")  # the user agrees with cull after all
+    assert user_protection(Packet(again.serialize())) is None
+    result = merge(again.serialize(), REJECT)
+    assert result.conflict is None and read_fields(result.packet)["xmp:Rating"] == "-1"
+
+
+def test_culls_json_fields_that_are_not_its_own_are_ignored_not_a_crash():
+    deep = packet(' xmlns:cull="https://github.com/cull-photo/cull/ns/1.0/" cull:Verdict="reject" cull:Overruled="'
+                  + "[" * 200_000 + '"/>')
+    assert read_fields(merge(deep, REJECT).packet)["xmp:Rating"] == "-1"
+    forged = packet(' xmp:Label="Red" xmlns:cull="https://github.com/cull-photo/cull/ns/1.0/" cull:Verdict="reject" '
+                    "cull:Changed='{\"rdf:about\": \"\", \"xmp:Label\": \"Blue\"}'/>")
+    cleared = clear(forged)
+    assert cleared is not None and b'rdf:about=""' in cleared  # only the fields cull writes are ever taken back
+    assert read_fields(cleared)["xmp:Label"] == "Red"  # and only where they still hold what cull wrote
+
+
+def test_clear_never_removes_a_big_sidecar_of_the_users():
+    big = packet('/>') + b" " * (3 << 20)
+    merged = merge(big, REJECT).packet
+    assert b"Existed" in merged and b"Original" not in merged
+    cleared = clear(merged)
+    assert cleared is not None and read_fields(cleared)["xmp:Rating"] is None
+
+
+def test_an_empty_container_is_no_value_and_is_filled_in_place():
+    data = packet('><xmp:Rating><rdf:Bag/></xmp:Rating></rdf:Description>')
+    assert user_protection(Packet(data)) is None
+    merged = merge(data, REJECT).packet
+    assert Packet(merged).values(("xmp", "Rating")) == ["-1"]
+    cleared = clear(merged)
+    assert cleared is not None and Packet(cleared).values(("xmp", "Rating")) == [""]  # empty again, one property

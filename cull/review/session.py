@@ -11,7 +11,7 @@ from typing import Any
 
 from cull.card import ModelCard
 from cull.errors import CullError
-from cull.protect import shot_protection
+from cull.protect import Places, shot_protection
 from cull.review.decisions import Change, DecisionError, read_user_verdict, restore, write_decision, write_decisions
 from cull.review.imaging import Detail, LruCache, compute_detail, thumbnail
 from cull.review.items import Item, Show, build_items, burst_of, inside, real_roots, shown
@@ -162,10 +162,12 @@ def load_session(
     files that could not be judged. Raises CullError."""
     result = scan(roots, card, scan_options, on_total=on_total, on_result=on_result, scorer_factory=scorer_factory)
     items = build_items(result.results, roots)
+    places = Places()  # each folder listed once
     for item in items:
-        item.user = read_user_verdict(item.path, item.partner) or (read_user_verdict(item.partner, item.path) if item.partner else None)
+        item.user = read_user_verdict(item.path, item.partner, places) or (
+            read_user_verdict(item.partner, item.path, places) if item.partner else None)
         if item.verdict == "reject":  # as the scan's conflict line says: the XMP does not mark it rejected
-            item.protected = shot_protection(item.path, item.partner)
+            item.protected = shot_protection(item.path, item.partner, places)
     return ReviewSession(roots, items, card, options, scorer_factory), list(result.failures)
 
 
