@@ -630,8 +630,8 @@ def camera(
     typer.echo(f"{summary.frames} frames in {summary.seconds:.1f} s "
                f"({summary.frames / max(summary.seconds, 1e-6):.1f} fps); {len(summary.shots)} shots "
                f"({verdicts.count('keep')} keep, {verdicts.count('uncertain')} uncertain, {verdicts.count('reject')} reject, "
-               f"{len(failed)} with errors) in {out}; stopped by {summary.stopped_by}")
-    raise typer.Exit(1 if failed else 0)
+               f"{len(failed)} with errors) in {out}; stopped by {_shown(summary.stopped_by)}")
+    raise typer.Exit(1 if failed or summary.error else 0)
 
 
 @app.command()

@@ -420,7 +420,7 @@ SCALE_TOLERANCE = 1.1  # DCT scaling landing within 10 % of the analysis scale i
 
 def reduce_long_side(image: Image.Image, long_side: int, tolerance: float = 1.0) -> Image.Image:
     """Shrink (never enlarge) so that max(width, height) <= long_side * tolerance, antialiased."""
-    image = _flatten(image)
+    image = flatten(image)
     width, height = image.size
     if max(width, height) <= long_side * tolerance:
         return image
@@ -429,7 +429,7 @@ def reduce_long_side(image: Image.Image, long_side: int, tolerance: float = 1.0)
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def _flatten(image: Image.Image) -> Image.Image:
+def flatten(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 'L' (8-bit gray) or 'F' (float gray, for 16/32-bit sources)."""
     mode = image.mode
     if mode == "L":

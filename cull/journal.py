@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cull.errors import MoveError
+
 log = logging.getLogger(__name__)
 
 JOURNAL_DIR = ".cull-journal"
@@ -185,9 +187,14 @@ _held: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth): re-entrant w
 _held_guard = threading.Lock()
 
 
+class TargetBusy(MoveError):
+    """Another cull move or undo holds the target's lock (``target_lock`` with ``wait=False``)."""
+
+
 @contextmanager
-def target_lock(target: Path) -> Iterator[None]:
-    """Hold the exclusive lock of a move target (created if needed); wait while another process has it.
+def target_lock(target: Path, wait: bool = True) -> Iterator[None]:
+    """Hold the exclusive lock of a move target (created if needed); wait while another process has it
+    (``wait=False``: raise TargetBusy instead, for a caller that must not stall, the camera).
 
     Re-entrant within a process (one thread moves at a time; it is not a lock between threads).  On release the lock file (and the folders it needed, when empty)
     is removed again, so a move that moved nothing leaves no trace.
@@ -210,7 +217,7 @@ def target_lock(target: Path) -> Iterator[None]:
         return
     absolute = Path(os.path.abspath(target))
     created = [p for p in [absolute, *absolute.parents] if not p.exists()]  # deepest first
-    fd = _acquire(Path(key))
+    fd = _acquire(Path(key), wait)
     with _held_guard:
         _held[key] = (fd, 1)
     try:
@@ -227,7 +234,7 @@ def target_lock(target: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _acquire(path: Path) -> int:
+def _acquire(path: Path, wait: bool = True) -> int:
     waited = False
     while True:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +248,8 @@ def _acquire(path: Path) -> int:
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
+                if not wait:
+                    raise TargetBusy(f"another cull move or undo into {path.parent.parent} is running") from None
                 if not waited:
                     waited = True
                     log.warning("waiting for another cull move or undo into %s to finish", path.parent.parent)

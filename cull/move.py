@@ -298,14 +298,15 @@ def _remove_source(src: Path, dst: Path) -> None:
         raise
 
 
-def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[PlannedMove], None] | None = None) -> MoveResult:
-    """Carry out a plan, journalling every step, holding the target's lock. A shot that fails
-    part-way is put back whole."""
+def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[PlannedMove], None] | None = None,
+            wait: bool = True) -> MoveResult:
+    """Carry out a plan, journalling every step, holding the target's lock (``wait=False``: raise
+    journal.TargetBusy rather than wait for another move). A shot that fails part-way is put back whole."""
     result = MoveResult()
     if not plan.moves:
         return result
     root, target = _absolute(root), _absolute(target)
-    with target_lock(target):
+    with target_lock(target, wait):
         journal = Journal.create(target, root)
         result.journal = journal.path
         by_shot: dict[str, list[PlannedMove]] = {}

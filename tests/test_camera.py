@@ -229,6 +229,45 @@ def test_a_still_never_replaces_an_existing_file(tmp_path):
     (tmp_path / "cull_1-1.dng").write_bytes(b"an earlier raw")
     assert _free_name(tmp_path, "cull_1", dng=False).name == "cull_1-1.jpg"
     assert _free_name(tmp_path, "cull_1", dng=True).name == "cull_1-2.jpg"
+    # a sidecar left by a photo that is gone (a Pi without a clock repeats times across boots): not inherited
+    (tmp_path / "cull_2.jpg.xmp").write_bytes(b"someone's 5 stars")
+    (tmp_path / "cull_3.xmp").write_bytes(b"Lightroom's")
+    (tmp_path / "cull_4.jpg").symlink_to(tmp_path / "nowhere")
+    assert [_free_name(tmp_path, f"cull_{i}", dng=False).name for i in (2, 3, 4)] == ["cull_2-1.jpg", "cull_3-1.jpg", "cull_4-1.jpg"]
+
+
+def test_a_reject_does_not_stall_the_feed_while_another_move_holds_culled(tmp_path, card):
+    """Another `cull move OUT --rejects` or undo holds the lock: the shot says so, the camera goes on."""
+    out = tmp_path / "out"
+    lock = out / "_culled" / ".cull-journal" / "lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | "
+                               "os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+        started = time.monotonic()
+        shot = screen_shot([_reject_still(out)], card, _scorer(card), CameraOptions(out=out, move_rejects=True))
+        assert time.monotonic() - started < 30  # it did not wait for the 60 s holder
+        assert shot.moved_to is None and shot.error and "another cull move or undo" in shot.error
+        assert "cull move" in shot.error and shot.path.is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_replay_scales_16_bit_frames_and_applies_exif_orientation(tmp_path):
+    from cull.camera.sources import replay_frame
+
+    gray = np.asarray(sharp_image(0).convert("L"))
+    sixteen = Image.fromarray(gray.astype(np.uint16) * 257)
+    assert np.array_equal(replay_frame(sixteen), gray)  # a plain convert clipped every value to white
+    rotated = tmp_path / "r.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    Image.new("RGB", (64, 32)).save(rotated, exif=exif)
+    with Image.open(rotated) as image:
+        assert replay_frame(image).shape[:2] == (64, 32)  # upright, as a scan decodes it
 
 
 # --- review D9: OpenCV is an extra; without it (or without its GUI) a clear message, exit 2 ---------
@@ -335,8 +374,14 @@ def test_camera_that_fails_to_open_or_disconnects_is_a_clear_error(tmp_path, mon
             pass
 
     monkeypatch.setattr(cv2, "VideoCapture", FlakyCapture)
-    with pytest.raises(CameraError, match="stopped delivering frames after 3"):
-        run(open_source("opencv:0", LONG_SIDE), card, CameraOptions(out=tmp_path / "o"))
+    summary, _ = run(open_source("opencv:0", LONG_SIDE), card, CameraOptions(out=tmp_path / "o", trigger=Trigger.INTERVAL,
+                                                                            interval=0.0))
+    assert summary.frames == 3 and len(summary.shots) == 3  # what was taken before the camera went is kept
+    assert summary.error and "stopped delivering frames after 3" in summary.error
+    assert summary.stopped_by.startswith("camera error: ")
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a: type("Dead", (FlakyCapture,), {"read": lambda self: (False, None)})())
+    with pytest.raises(CameraError, match="delivers no frames"):  # nothing delivered at all: an error, no session
+        run(open_source("opencv:0", LONG_SIDE), card, CameraOptions(out=tmp_path / "o2"))
 
 
 def test_pi_camera_without_picamera2_says_what_to_install(monkeypatch):

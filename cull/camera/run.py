@@ -11,6 +11,7 @@ decided, its verdict goes to XMP, and a reject can be moved to ``_culled``. Ever
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from cull.card import ModelCard
 from cull.decide import Decision, Verdict, decide
 from cull.discover import Shot
 from cull.errors import CullError
+from cull.journal import TargetBusy
 from cull.score import OnnxScorer, Scorer
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class CameraSummary:
     shots: list[ShotResult] = field(default_factory=list)
     seconds: float = 0.0
     stopped_by: str = "end of stream"
+    error: str | None = None  # the camera failed mid-session (the session still has its summary)
 
     @property
     def failed_shots(self) -> list[ShotResult]:
@@ -174,7 +177,9 @@ def _move_reject(still: Path, partner: Path | None, out: Path) -> tuple[Path | N
     target = default_target(out)
     try:
         plan = plan_moves([Shot(still, partner)], out, target)
-        result = execute(plan, out, target)
+        result = execute(plan, out, target, wait=False)  # never stall the feed behind another cull move or undo
+    except TargetBusy as exc:
+        return None, [f"not moved to {target.name}: {exc} (move it later: cull move {out} --rejects)"]
     except (OSError, CullError) as exc:
         return None, [f"not moved to {target.name}: {_describe(exc)}"]
     problems = [f"not moved: {path.name}: {reason}" for path, reason in plan.refused + result.failed]
@@ -183,11 +188,20 @@ def _move_reject(still: Path, partner: Path | None, out: Path) -> tuple[Path | N
 
 
 def _free_name(out: Path, stem: str, dng: bool) -> Path:
-    """``stem.jpg`` in ``out``, with a counter added if that name (or its DNG) is taken: never overwrite."""
+    """``stem.jpg`` in ``out``, with a counter added if that name is taken: by a file or a link to
+    nothing, its DNG, or a sidecar left by a photo that is gone (NAME.jpg.xmp, NAME.xmp: a new still
+    must not inherit a rating that was never its own).  Never overwrite."""
     path, n = out / f"{stem}.jpg", 1
-    while path.exists() or (dng and path.with_suffix(".dng").exists()):
+    while any(os.path.lexists(taken) for taken in _names_of(path, dng)):
         path, n = out / f"{stem}-{n}.jpg", n + 1
     return path
+
+
+def _names_of(still: Path, dng: bool) -> list[Path]:
+    names = [still, still.with_name(still.name + ".xmp"), still.with_suffix(".xmp")]
+    if dng:
+        names += [still.with_suffix(".dng"), still.with_name(still.stem + ".dng.xmp")]
+    return names
 
 
 def take_shot(source: FrameSource, card: ModelCard, scorer: Scorer, options: CameraOptions, number: int) -> ShotResult:
@@ -226,7 +240,7 @@ def run_camera(
     fps = 0.0
     try:
         with stop_on_signals(flag):
-            for frame in source.frames():
+            for frame in _frames_until_failure(source, summary):
                 score = score_frame(frame, card, scorer, thresholds)
                 now = time.monotonic()
                 rate = 1.0 / max(now - previous, 1e-6)
@@ -262,3 +276,16 @@ def run_camera(
         source.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _frames_until_failure(source: FrameSource, summary: CameraSummary) -> Iterator[Frame]:
+    """The source's frames; a camera that fails after delivering some ends the session with its
+    summary (``stopped_by``, ``error``: the shots taken are listed, not lost), one that never
+    delivered raises CameraError."""
+    try:
+        yield from source.frames()
+    except CameraError as exc:
+        if not summary.frames:
+            raise
+        summary.stopped_by = f"camera error: {exc}"
+        summary.error = str(exc)

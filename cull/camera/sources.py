@@ -19,8 +19,9 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageOps
 
+from cull.decode import flatten
 from cull.errors import CullError
 from cull.formats import RASTER_EXTENSIONS
 from cull.fsutil import atomic_write_bytes, unlink_quietly
@@ -77,6 +78,18 @@ def _quietly(cv2: ModuleType, call: Callable[[], T]) -> T:
         cv_log.setLogLevel(level)
 
 
+def replay_frame(image: Image.Image) -> Frame:
+    """A replayed image as a camera delivers a frame: upright (its EXIF orientation applied, as a scan
+    decodes it), 8-bit gray or RGB; 16-bit and float gray scaled to 8 bits as cull.decode scales them
+    (a plain convert clipped a 16-bit frame to white)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("L", "RGB"):
+        return np.asarray(image)
+    if image.mode == "F" or image.mode.startswith("I"):
+        return np.asarray(flatten(image), dtype=np.float32).round().clip(0, 255).astype(np.uint8)
+    return np.asarray(image.convert("RGB"))
+
+
 def encode_jpeg(rgb: Frame, quality: int = JPEG_QUALITY) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
@@ -131,7 +144,7 @@ class ReplaySource:
             for path in self._images:
                 try:
                     with Image.open(path) as image:
-                        yield np.asarray(image if image.mode == "L" else image.convert("RGB"))
+                        yield replay_frame(image)
                 except OSError as exc:
                     raise CameraError(f"replay frame {path.name} is unreadable: {exc}") from None
             return
