@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sqlite3
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -584,7 +585,7 @@ def camera(
     dng: Annotated[bool, typer.Option("--dng", help="also save a DNG of each shot (Raspberry Pi camera)")] = False,
     strictness: StrictnessOption = Strictness.LENIENT,
     preview_size: Annotated[str, typer.Option(help="largest size of the --preview window, WxH (frames are scored at the still's analysis scale)")] = "960x720",
-    fps: Annotated[float, typer.Option(help="replay speed for folder: sources (0: as fast as scored)")] = 0.0,
+    fps: Annotated[float, typer.Option(min=0.0, help="replay speed for folder: sources (0: as fast as scored)")] = 0.0,
     max_frames: Annotated[int, typer.Option(min=0, help="stop after this many frames (0: run until Ctrl-C)")] = 0,
     model: ModelOption = None,
 ) -> None:
@@ -600,6 +601,10 @@ def camera(
                                 (Trigger.AUTO, auto)) if on]
     if len(triggers) > 1:
         raise _fail("choose one of --capture-on-keypress, --interval and --auto")
+    if (interval is not None and not math.isfinite(interval)) or not math.isfinite(fps):
+        raise _fail("--interval and --fps take numbers (not nan or inf)")
+    if capture_on_keypress and not sys.stdin.isatty():
+        raise _fail("--capture-on-keypress needs a terminal to read keys from (stdin is not one): use --interval or --auto")
     if dng and source != "picamera2":
         raise _fail("--dng needs the Raspberry Pi camera (--source picamera2): other sources give no raw frames")
     try:

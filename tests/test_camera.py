@@ -284,6 +284,14 @@ def test_without_opencv_camera_sources_and_preview_say_which_extra_to_install(tm
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_options_that_would_silently_do_nothing_are_usage_errors(tmp_path):
+    source = f"folder:{frames(tmp_path / 'f', 's')}"
+    for args in (["--interval", "nan"], ["--fps", "nan"], ["--fps", "-3"], ["--capture-on-keypress"]):  # stdin: no tty
+        result = CliRunner().invoke(app, ["camera", "--source", source, "--out", str(tmp_path / "o"), *args])
+        assert result.exit_code == 2, (args, result.output)
+    assert not (tmp_path / "o").exists()
+
+
 def test_dng_without_the_pi_camera_is_a_usage_error_not_silently_ignored(tmp_path):
     result = CliRunner().invoke(app, ["camera", "--source", f"folder:{frames(tmp_path / 'f', 's')}", "--dng",
                                       "--out", str(tmp_path / "o")])

@@ -121,7 +121,7 @@ def stop_on_signals(flag: StopFlag) -> Iterator[None]:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror or type(exc).__name__}{where}"
+        return f"{exc.strerror or str(exc) or type(exc).__name__}{where}"
     return str(exc)
 
 

@@ -145,7 +145,7 @@ class ReplaySource:
                 try:
                     with Image.open(path) as image:
                         yield replay_frame(image)
-                except OSError as exc:
+                except (OSError, Image.DecompressionBombError) as exc:  # the second is no OSError
                     raise CameraError(f"replay frame {path.name} is unreadable: {exc}") from None
             return
         capture = self._cv2.VideoCapture(str(self.location))
