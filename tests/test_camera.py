@@ -597,3 +597,20 @@ def test_a_webcam_that_is_not_there_is_one_line_without_opencvs_own_log(tmp_path
                          capture_output=True, text=True, timeout=120, env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "c")})
     assert run.returncode == 1, run.stderr  # the camera, not the command line: exit 1
     assert run.stderr.strip().splitlines() == ["cull: cannot open camera opencv:9 (is it connected, and not in use by another program?)"]
+
+
+def test_ctrl_c_during_a_slow_replay_stops_at_once_without_another_shot(tmp_path):
+    source = frames(tmp_path / "f", "bbbbbbbb")
+    proc = subprocess.Popen([sys.executable, "-m", "cull", "camera", "--source", f"folder:{source}", "--fps", "0.2",
+                             "--interval", "0.1", "--out", str(tmp_path / "o")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "c")})
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "o").glob("cull_*.jpg")) and time.monotonic() < deadline:  # the first shot is taken
+        time.sleep(0.05)
+    time.sleep(0.5)  # now in the 5 s pause before the next frame
+    asked = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - asked < 3, err  # it waited out the 5 s pause before
+    assert proc.returncode == 0 and "stopped by SIGINT" in out, (out, err)
+    assert len(list((tmp_path / "o").glob("cull_*.jpg"))) == 1  # and took one more shot

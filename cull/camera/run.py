@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from cull.analyse import analyse_chunk
 from cull.camera.assist import AutoCapture, FrameScore, score_frame
-from cull.camera.sources import CameraError, Frame, FrameSource
+from cull.camera.sources import CameraError, Frame, FrameSource, ReplaySource
 from cull.card import ModelCard
 from cull.decide import Decision, Verdict, decide
 from cull.discover import Shot
@@ -238,9 +238,14 @@ def run_camera(
     auto = AutoCapture(options.auto_frames)
     started = last_shot = previous = time.monotonic()
     fps = 0.0
+    if isinstance(source, ReplaySource):
+        source.stopping = lambda: bool(flag)
     try:
         with stop_on_signals(flag):
             for frame in _frames_until_failure(source, summary):
+                if flag:  # a stop asked for while the next frame was awaited: not scored, not shot
+                    summary.stopped_by = flag.reason or "stopped"
+                    break
                 score = score_frame(frame, card, scorer, thresholds)
                 now = time.monotonic()
                 rate = 1.0 / max(now - previous, 1e-6)

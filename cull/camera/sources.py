@@ -126,6 +126,7 @@ class ReplaySource:
         self.name = f"folder:{location}"
         self.fps = fps
         self.loop = loop
+        self.stopping: Callable[[], bool] = lambda: False  # the loop's stop request: ends a pacing pause early
         self._current: Frame | None = None
         self._cv2: ModuleType | None = None
         if not self.location.exists():
@@ -166,8 +167,10 @@ class ReplaySource:
                 started = time.monotonic()
                 self._current = full
                 yield full
-                if self.fps:
-                    time.sleep(max(0.0, 1.0 / self.fps - (time.monotonic() - started)))
+                if self.fps:  # paced as a camera delivers frames; a stop request (Ctrl-C) ends the pause
+                    until = started + 1.0 / self.fps
+                    while not self.stopping() and (left := until - time.monotonic()) > 0:
+                        time.sleep(min(left, 0.05))
             if not self.loop:
                 return
 
