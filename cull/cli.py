@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
-import math
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -158,6 +159,7 @@ def scan(
                 signal.signal(getattr(signal, name), handler)
     bar = progress_bar("scanning")
     try:
+        began = time.monotonic()
         result = run_scan(paths, card, options, on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1))
     except CullError as exc:
         raise _fail(str(exc)) from None
@@ -210,7 +212,8 @@ def scan(
         except OSError as exc:
             raise _fail(f"cannot write report {report}: {exc.strerror or exc}", 1) from None
     counts = result.counts()
-    rate = len(result.results) / result.seconds if result.seconds > 0 else 0.0
+    seconds = time.monotonic() - began  # the whole job: scan, XMP and report (the scan alone overstated the rate)
+    rate = len(result.results) / seconds if seconds > 0 else 0.0
     where = f"report: {report}" if report is not None and not dry_run else "no files written" if dry_run else "no report"
     if bursts:
         burst_ids = {r.burst.burst for r in result.results if r.burst is not None}
@@ -220,7 +223,7 @@ def scan(
     typer.echo(
         f"{files} file{'' if files == 1 else 's'}: {counts['keep']} keep, {counts['uncertain']} uncertain, "
         f"{counts['reject']} reject, {len(result.failures)} unreadable ({counts['cached']} from cache) "
-        f"in {result.seconds:.1f} s ({rate:.1f} files/s); {where}{xmp_note}; strictness {options.strictness.value}{cluster_note}"
+        f"in {seconds:.1f} s ({rate:.1f} files/s); {where}{xmp_note}; strictness {options.strictness.value}{cluster_note}"
     )
     raise typer.Exit(1 if failures else 0)
 
@@ -339,15 +342,15 @@ def xmp_clear(
 
     Example: cull xmp clear ~/Photos/2026
     """
-    import time
 
     from cull.discover import Shot, discover
-    from cull.protect import EMBEDDABLE, embedded_packets
+    from cull.protect import EMBEDDABLE, Places, embedded_packets
     from cull.xmp import has_cull_fields
 
     changed = errors = 0
     started, folders, rewritten, inside = time.time(), set(), [], []
     can_embed = embedding_available()
+    places = Places()  # each folder listed once (a listing per photo was quadratic in a folder's size)
     for item in discover(paths):
         if not isinstance(item, Shot):
             continue
@@ -357,7 +360,7 @@ def xmp_clear(
         for photo in (item.path, item.partner):
             if photo is None:
                 continue
-            for outcome in clear_photo(photo):
+            for outcome in clear_photo(photo, places):
                 if outcome.action == "error":
                     errors += 1
                     typer.echo(outcome.describe(), err=True)

@@ -120,6 +120,7 @@ class Places:
         self.facts = facts
         self._names: dict[str, tuple[list[str], dict[str, list[str]]] | None] = {}  # by folder (str: no Path hashing)
         self._duplicates: dict[str, dict[str, list[str]]] = {}
+        self._raw_stems: dict[str, frozenset[str]] = {}
 
     def _listing(self, folder: str) -> tuple[list[str], dict[str, list[str]]] | None:
         if folder not in self._names:
@@ -142,6 +143,14 @@ class Places:
         folder, name = os.path.split(str(path))
         listing = self._listing(folder)
         return None if listing is None else listing[1].get(name_key(name), [])
+
+    def raw_stems(self, folder: Path) -> frozenset[str]:
+        """The stems (lower case) of the RAW files in ``folder``, worked out once per folder."""
+        key = str(folder)
+        if key not in self._raw_stems:
+            names = self.names(folder) or []
+            self._raw_stems[key] = frozenset(Path(n).stem.lower() for n in names if is_raw(Path(n)))
+        return self._raw_stems[key]
 
     def duplicates(self, photo: Path) -> list[str]:
         """darktable's sidecars of ``photo``'s duplicates in its folder (darktable_duplicates, duplicates_of)."""
@@ -206,14 +215,7 @@ def raw_owns_adobe_sidecar(photo: Path, partner: Path | None = None, places: Pla
         return True
     if not _exists(adobe_sidecar(photo), places):
         return False
-    stem = photo.stem.lower()
-    try:
-        names = places.names(photo.parent) if places is not None else os.listdir(photo.parent)
-    except OSError:
-        return False
-    if names is None:
-        return False
-    return any(Path(n).stem.lower() == stem and is_raw(Path(n)) for n in names)
+    return photo.stem.lower() in (places or Places()).raw_stems(photo.parent)
 
 
 def sidecar_places(photo: Path, partner: Path | None = None, places: Places | None = None) -> list[Path]:

@@ -143,10 +143,11 @@ def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None, p
     return [Target(p) for p in existing] or [Target(darktable_sidecar(photo))]
 
 
-def existing_targets(photo: Path) -> list[Target]:
+def existing_targets(photo: Path, places: Places | None = None) -> list[Target]:
     """Every place cull may have written for ``photo`` (for clearing). The photo's own XMP block
-    only when pyexiv2 is installed (without it cull cannot have embedded anything)."""
-    places = Places()
+    only when pyexiv2 is installed (without it cull cannot have embedded anything).  ``places``:
+    one listing per folder over many photos."""
+    places = places or Places()
     found = [Target(p) for p in dict.fromkeys(existing_name(place, photo, places) for place in
                                                (adobe_sidecar(photo), darktable_sidecar(photo))) if p.is_file()]
     if photo.suffix.lower() in EMBEDDABLE and photo.is_file() and embedding_available():
@@ -441,11 +442,11 @@ def write_verdict(
     return outcomes, conflict
 
 
-def clear_photo(photo: Path) -> list[WriteOutcome]:
+def clear_photo(photo: Path, places: Places | None = None) -> list[WriteOutcome]:
     """Remove what cull wrote for ``photo``: restore replaced values, drop sidecars cull created,
     remove the XMP block cull embedded (checked by reading it back)."""
     outcomes = []
-    for target in existing_targets(photo):
+    for target in existing_targets(photo, places):
         try:
             existing = _read(target)
             if existing is None:
