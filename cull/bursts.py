@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import functools
 import math
 import os
 import struct
@@ -170,15 +171,24 @@ def align(reference: NDArray[np.float32], other: NDArray[np.float32]) -> tuple[i
 
 
 def _peak_candidates(surface: NDArray[np.float64], limit_y: int, limit_x: int, count: int = 3) -> list[tuple[int, int]]:
-    height, width = surface.shape
+    """The ``count`` highest points of the correlation ``surface`` within the allowed shifts, as (dy, dx)."""
+    allowed, dys, dxs = _shift_window(surface.shape, limit_y, limit_x)
+    values = surface.ravel()[allowed]  # only the allowed shifts are sorted (a sixth of the surface)
+    best = np.argsort(values)[::-1][:count]
+    return [(int(dys[i]), int(dxs[i])) for i in best if np.isfinite(values[i])] or [(0, 0)]
+
+
+@functools.lru_cache(maxsize=32)
+def _shift_window(shape: tuple[int, ...], limit_y: int, limit_x: int) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+    """The flat indices of a correlation surface of ``shape`` whose shifts are within the limits, in
+    order, and the (dy, dx) each stands for (the surface wraps: the upper half of an axis is negative)."""
+    height, width = shape
     ys = np.arange(height)
     xs = np.arange(width)
     ys = np.where(ys > height // 2, ys - height, ys)
     xs = np.where(xs > width // 2, xs - width, xs)
-    allowed = (np.abs(ys)[:, None] <= limit_y) & (np.abs(xs)[None, :] <= limit_x)
-    masked = np.where(allowed, surface, -np.inf)
-    flat = np.argsort(masked, axis=None)[::-1][:count]
-    return [(int(ys[i // width]), int(xs[i % width])) for i in flat if np.isfinite(masked.flat[i])] or [(0, 0)]
+    allowed = np.flatnonzero((np.abs(ys)[:, None] <= limit_y) & (np.abs(xs)[None, :] <= limit_x))
+    return allowed, ys[allowed // width], xs[allowed % width]
 
 
 def _overlap_correlation(reference: NDArray[np.float32], other: NDArray[np.float32], dy: int, dx: int) -> float:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
@@ -412,3 +414,20 @@ def test_a_capture_time_edited_in_place_is_read_again_on_a_cached_rescan(tmp_pat
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     assert bursts() == bursts("--no-cache") == {"f0.jpg": 2, "f1.jpg": None, "f2.jpg": 2}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(4, 80), st.integers(4, 80), st.integers(0, 80), st.integers(0, 80), st.integers(0, 2**32 - 1))
+def test_peak_candidates_sorts_only_the_allowed_shifts_with_the_same_answer(height, width, limit_y, limit_x, seed):
+    """The allowed-window sort (4x faster alignment) gives the peaks a sort of the whole masked surface gives."""
+    from cull.bursts import _peak_candidates
+
+    surface = np.random.default_rng(seed).standard_normal((height, width))
+    ys = np.arange(height)
+    xs = np.arange(width)
+    ys = np.where(ys > height // 2, ys - height, ys)
+    xs = np.where(xs > width // 2, xs - width, xs)
+    masked = np.where((np.abs(ys)[:, None] <= limit_y) & (np.abs(xs)[None, :] <= limit_x), surface, -np.inf)
+    flat = np.argsort(masked, axis=None)[::-1][:3]
+    whole = [(int(ys[i // width]), int(xs[i % width])) for i in flat if np.isfinite(masked.flat[i])] or [(0, 0)]
+    assert _peak_candidates(surface, limit_y, limit_x) == whole
