@@ -568,9 +568,9 @@ def undo(
         typer.echo(f"note: moves into {_shown(target)} from {', '.join(map(_shown, result.other_roots))} were left alone "
                    "(undo those with their own folder)", err=True)
     if result.earlier:
-        again = f"cull undo {_shown(path)}" + (f" --to {_shown(to)}" if to is not None else "") + " --all"
-        typer.echo(f"note: {result.earlier} files from an earlier move are still in {_shown(target)}: "
-                   f"run `{again}` to put them back too", err=True)
+        again = f"cull undo {_shown(path)}" + (f" --to {_shown(to)}" if to is not None else "")
+        typer.echo(f"note: {result.earlier} files from an earlier move are still in {_shown(target)} (undo takes one "
+                   f"move at a time): `{again}` again puts back the one before, `{again} --all` every one", err=True)
     raise typer.Exit(1 if result.left or result.missing else 0)
 
 

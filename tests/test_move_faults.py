@@ -159,7 +159,7 @@ def test_undo_after_crash_and_rerun_points_to_undo_all(tmp_path):
     result = CliRunner().invoke(app, ["undo", str(root)])
     assert result.exit_code == 0, result.output
     assert f"4 files from an earlier move are still in {target}" in result.output
-    assert f"cull undo {root} --all" in result.output
+    assert f"`cull undo {root} --all` every one" in result.output
     assert CliRunner().invoke(app, ["undo", str(root), "--all"]).exit_code == 0
     assert snapshot(root) == before
 
