@@ -8,6 +8,8 @@ The rules (in-focus priority: a hand-made choice always wins):
   "By hand" means: not the value this plug-in recorded that it set.
 - A value this plug-in set that the new report no longer asks for (the verdict changed) is cleared.
 - Undo clears exactly the values the plug-in set, and only where they are still what it set.
+- A reject the report marks `protected` (the user rated, picked or accepted it outside Lightroom:
+  darktable's sidecar, digiKam, cull review) is treated as keep: never flagged Rejected here either.
 No SDK use: photos are looked up and read through functions the caller passes in.
 ]]
 
@@ -107,7 +109,7 @@ local function newCounts()
     return {
         rows = 0, matched = 0, viaPartner = 0, notFound = 0, unmatchable = 0, noVerdict = 0,
         toReject = 0, toLabel = 0, toClear = 0, already = 0, handSet = 0, keep = 0, duplicates = 0,
-        unreadable = 0,
+        unreadable = 0, protected = 0,
     }
 end
 
@@ -163,7 +165,12 @@ function CullPlan.build(report, settings, lookup, readState)
                     counts.duplicates = counts.duplicates + 1
                 else
                     seen[key] = true
-                    local decision = CullPlan.evaluate(row.verdict, readState(photo), settings)
+                    local verdict = row.verdict
+                    if verdict == "reject" and row.protected ~= nil then
+                        verdict = "keep"  -- the user's choice elsewhere wins, as cull's own XMP writer does
+                        counts.protected = counts.protected + 1
+                    end
+                    local decision = CullPlan.evaluate(verdict, readState(photo), settings)
                     if decision.status == "apply" then
                         local ops = decision.ops
                         if ops.setPick then counts.toReject = counts.toReject + 1 end
@@ -203,6 +210,10 @@ function CullPlan.summary(plan, settings)
             or "Uncertain photos get no label (labelling is off).",
         string.format("Already flagged/rated/labelled by hand, never changed: %d.", c.handSet),
     }
+    if c.protected > 0 then
+        lines[#lines + 1] = string.format(
+            "Rejected by cull but rated, picked or kept by you elsewhere, never flagged: %d.", c.protected)
+    end
     if c.toClear > 0 then
         lines[#lines + 1] = string.format("Verdict changed since the last apply: %s will lose what cull set.",
             plural(c.toClear, "photo"))

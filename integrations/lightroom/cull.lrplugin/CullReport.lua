@@ -75,7 +75,7 @@ end
 local function makeRow(record, lineNo)
     local fields = {}
     for _, key in ipairs({ "report_version", "path", "abs_path", "partner", "partner_abs", "verdict",
-                           "score", "kind", "size", "mtime", "error" }) do
+                           "score", "kind", "size", "mtime", "error", "protected" }) do
         local value, err = coerce(key, record[key])
         if err then
             return nil, err
@@ -86,7 +86,7 @@ local function makeRow(record, lineNo)
         line = lineNo, version = fields.report_version, path = fields.path, absPath = fields.abs_path,
         partner = fields.partner, partnerAbs = fields.partner_abs, verdict = fields.verdict,
         score = fields.score, kind = fields.kind, size = fields.size, mtime = fields.mtime,
-        error = fields.error,
+        error = fields.error, protected = fields.protected,
     }
     if row.absPath == nil and CullReport.isAbsolute(row.path) then
         row.absPath = row.path -- a report written before abs_path existed, scanned with an absolute path

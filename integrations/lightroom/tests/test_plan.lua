@@ -76,6 +76,30 @@ T.test("plan: reject flags, uncertain labels, keep does nothing, hand-set never 
     T.contains(text, "never changed: 5", "hand-set count")
 end)
 
+T.test("plan: a reject the report marks protected is never flagged, and an earlier flag of ours is cleared", function()
+    local lookup, read = fakeCatalog {
+        { path = "/p/rated_in_darktable.jpg" },
+        { path = "/p/flagged_before.jpg", pick = -1, receipt = { verdict = "reject", setPick = "-1" } },
+        { path = "/p/plain.jpg" },
+    }
+    local report = { rows = {
+        row("/p/rated_in_darktable.jpg", "reject", { protected = "user rated it 4 stars" }),
+        row("/p/flagged_before.jpg", "reject", { protected = "user took back cull's reject (xmp:Rating)" }),
+        row("/p/plain.jpg", "reject"),
+    } }
+    local plan = CullPlan.build(report, {}, lookup, read)
+    T.eq(plan.counts.protected, 2, "protected count"); T.eq(plan.counts.toReject, 1, "only the plain reject")
+    T.eq(plan.counts.toClear, 1, "the earlier flag of ours comes off")
+    T.eq(#plan.actions, 2, "actions")
+    T.contains(table.concat(CullPlan.summary(plan, {}), "\n"), "kept by you elsewhere, never flagged: 2", "summary")
+end)
+
+T.test("report: the protected field is read from JSON Lines", function()
+    local report = CullReport.parse('{"report_version": 1, "path": "/a.jpg", "abs_path": "/a.jpg", "verdict": "reject", '
+        .. '"protected": "user picked it (flagged)"}\n', "r.jsonl")
+    T.eq(report.rows[1].protected, "user picked it (flagged)", "protected")
+end)
+
 T.test("plan: configurable label, labelling off, grey/empty mean no label", function()
     local lookup, read = fakeCatalog { { path = "/a" }, { path = "/b", label = "grey" }, { path = "/c", label = "" } }
     local report = { rows = { row("/a", "uncertain"), row("/b", "uncertain"), row("/c", "uncertain") } }
