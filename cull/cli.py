@@ -566,7 +566,8 @@ def undo(
                + (f"; {len(result.missing)} missing" if result.missing else ""))
     if result.other_roots:
         typer.echo(f"note: moves into {_shown(target)} from {', '.join(map(_shown, result.other_roots))} were left alone "
-                   "(undo those with their own folder)", err=True)
+                   "(undo those with their own folder, or, for a folder since renamed to this one, add --from OLD_FOLDER)",
+                   err=True)
     if result.earlier:
         again = f"cull undo {_shown(path)}" + (f" --to {_shown(to)}" if to is not None else "")
         typer.echo(f"note: {result.earlier} files from an earlier move are still in {_shown(target)} (undo takes one "

@@ -48,6 +48,11 @@ class Step:
     done: bool = False
     undone: bool = False
     undo_failed: str | None = None
+    journalled: str = ""  # ``dst`` as the intent wrote it: later records name the step so, whatever rebase reads it as
+
+    @property
+    def key(self) -> str:
+        return self.journalled or str(self.dst)
 
 
 def _dumps(record: dict[str, Any]) -> str:
@@ -125,7 +130,8 @@ class Journal:
             op = r.get("op")
             dst = self._path(r["dst"]) if isinstance(r.get("dst"), str) else None
             if op == "intent" and dst is not None:
-                steps[dst] = Step(self._path(r["src"]), dst, r["size"], r["sha256"], r["mtime_ns"], r["shot"])
+                steps[dst] = Step(self._path(r["src"]), dst, r["size"], r["sha256"], r["mtime_ns"], r["shot"],
+                                  journalled=r["dst"])
             elif dst in steps and op == "done":
                 steps[dst].done = True
             elif dst in steps and op == "undo-done":

@@ -471,6 +471,9 @@ def undo(target: Path, everything: bool = False, root: Path | None = None, moved
     nothing to undo.
     """
     result = UndoResult()
+    if moved_from is not None and root is not None and not _renamed_from(moved_from, _absolute(root)):
+        raise MoveError(f"--from {moved_from}: a folder with files in it, or {root} itself, inside it or around it; "
+                        f"it cannot be the folder {root} was renamed from")
     pending = [j for j in journals(target) if not j.undone()]
     mine = [j for j in pending if _belongs(j, root, target, moved_from) is not None]
     others = sorted({str(j.header().get("root", "?")) for j in pending if j not in mine})
@@ -479,9 +482,9 @@ def undo(target: Path, everything: bool = False, root: Path | None = None, moved
         where = f" from {moved_from or root}" if root is not None and pending else ""
         hint = ""
         if others:
-            gone = [o for o in others if not os.path.exists(o)]
+            renamed = [o for o in others if root is not None and _renamed_from(Path(o), _absolute(root))]
             hint = f"; moves from {', '.join(others)} are there" + (
-                f" (if {gone[0]} is {root} now, renamed: add --from {gone[0]})" if gone and root is not None else "")
+                f" (if {renamed[0]} is {root} now, renamed: add --from {renamed[0]})" if renamed else "")
         raise MoveError(f"nothing to undo{where} in {target} (no cull move into it, or every move already undone){hint}")
     with target_lock(target):
         owned: list[tuple[Journal, dict[Path, Path]]] = []
@@ -501,23 +504,44 @@ def undo(target: Path, everything: bool = False, root: Path | None = None, moved
 
 def _belongs(journal: Journal, root: Path | None, target: Path, moved_from: Path | None) -> dict[Path, Path] | None:
     """Whether ``journal`` is a move out of ``root`` into ``target``: None when it is not, else the
-    folders its journalled paths must be read at now (old -> new; empty when nothing moved)."""
+    folders its journalled paths must be read at now (old -> new; empty when nothing moved).
+
+    A move journalled elsewhere and found here moved with its library (a target inside the library,
+    as ``_culled``, at the same place under ``root``): the library was renamed.  That is taken for
+    granted only when the old folder is gone; if a folder of the old name is there (an import made
+    it again, or it is another library the target was moved into), ``moved_from`` must name it.
+    ``moved_from`` (a shared target's moves, made from a folder renamed since to ``root``) must be
+    gone or empty, and neither inside ``root`` nor around it."""
     header = journal.header()
     recorded_root, recorded_target = header.get("root"), header.get("target")
-    if not isinstance(recorded_root, str) or not isinstance(recorded_target, str) or not os.path.isabs(recorded_target):
+    if not isinstance(recorded_root, str) or not isinstance(recorded_target, str):
         return {}  # a journal too old to say: as before
-    old_root, old_target, here = Path(recorded_root), Path(recorded_target), _absolute(target)
-    if os.path.realpath(old_target) != os.path.realpath(here):
-        # journalled elsewhere, found here: the target moved.  Only a library's own _culled moves with it.
-        if root is None or old_target != default_target(old_root) or here != default_target(_absolute(root)):
-            return None if root is not None else {old_target: here}
-        return {old_target: here, old_root: _absolute(root)}
+    old_root = Path(recorded_root) if os.path.isabs(recorded_root) or journal.base is None else journal.base / recorded_root
     if root is None:
         return {}
-    if moved_from is not None:
-        same = old_root == _absolute(moved_from) or os.path.realpath(old_root) == os.path.realpath(moved_from)
-        return {old_root: _absolute(root)} if same else None
-    return {} if os.path.realpath(old_root) == os.path.realpath(root) else None
+    new_root, here = _absolute(root), _absolute(target)
+    if moved_from is not None and not _renamed_from(moved_from, new_root):
+        return None
+    named = moved_from is not None and os.path.realpath(old_root) == os.path.realpath(moved_from)
+    if not os.path.isabs(recorded_target) or os.path.realpath(recorded_target) == os.path.realpath(here):
+        if named:
+            return {old_root: new_root}
+        return {} if os.path.realpath(old_root) == os.path.realpath(root) else None
+    old_target = Path(recorded_target)
+    if not old_target.is_relative_to(old_root) or here != new_root / old_target.relative_to(old_root):
+        return None  # journalled elsewhere, and not a target that moves with its library
+    if named or not os.path.lexists(old_root):
+        return {old_target: here, old_root: new_root}
+    return None
+
+
+def _renamed_from(old: Path, root: Path) -> bool:
+    """Whether ``old`` can be the folder ``root`` was renamed from: gone, or an empty folder (made
+    again), and neither ``root`` nor inside it nor around it."""
+    old_real, root_real = Path(os.path.realpath(old)), Path(os.path.realpath(root))
+    if old_real == root_real or old_real.is_relative_to(root_real) or root_real.is_relative_to(old_real):
+        return False
+    return not os.path.lexists(old) or (old.is_dir() and not any(old.iterdir()))
 
 
 def _undo_journal(journal: Journal, target: Path, result: UndoResult) -> None:
@@ -538,11 +562,12 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
 
     def leave(step: Step, reason: str, into: list[tuple[Path, str]]) -> None:
         into.append((step.dst, reason))
-        journal.append({"op": "undo-failed", "dst": str(step.dst), "reason": reason})
+        journal.append({"op": "undo-failed", "dst": step.key, "reason": reason})
 
+    in_target = any(where in ("dst", "both") for _, where in settled)
     taken = [step for step, where in settled
              if (where == "both" and not (sha256_of(step.dst) == step.sha256 == sha256_of(step.src)))
-             or (where == "src" and step.done and not _is_journalled(step.src, step))]  # another photo of that name
+             or (where == "src" and step.done and in_target and not _is_journalled(step.src, step))]  # another photo
     for step, where in settled:
         if where == "neither":
             leave(step, _nowhere(step) + " (deleted from the target?)", result.missing)
@@ -551,10 +576,10 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
                       else f"left with its shot: {', '.join(str(t.src) for t in taken)} is taken by another file")
             leave(step, reason, result.left)
         elif where == "src":  # it arrived once and is back in its place now (someone moved it back), or never left
-            journal.append({"op": "undo-done", "dst": str(step.dst), "note": "already back in place" if step.done else "had not moved"})
+            journal.append({"op": "undo-done", "dst": step.key, "note": "already back in place" if step.done else "had not moved"})
         elif where == "both":
             step.dst.unlink()  # an identical verified copy of a source that never left
-            journal.append({"op": "undo-done", "dst": str(step.dst)})
+            journal.append({"op": "undo-done", "dst": step.key})
         else:
             if not step.src.parent.is_dir() and step.src.parent not in result.recreated:
                 result.recreated.append(step.src.parent)  # renamed or removed since the move: said, not silent
@@ -565,7 +590,7 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
                 continue
             if edited:
                 result.edited.append(step.src)
-            journal.append({"op": "undo-done", "dst": str(step.dst), **({"edited": True} if edited else {})})
+            journal.append({"op": "undo-done", "dst": step.key, **({"edited": True} if edited else {})})
             result.restored += 1
             result.bytes += step.size
 

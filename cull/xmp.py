@@ -92,6 +92,9 @@ class Packet:
             return
         if not _utf16(data):  # NUL padding after the packet (a crash, a padding writer): exiftool reads it too
             data = data.rstrip(b"\0 \t\r\n")
+        else:  # the same in UTF-16: whole NUL characters at the end, never half of the last one
+            while len(data) % 2 == 0 and data.endswith(b"\0\0"):
+                data = data[:-2]
         try:
             for _event, (prefix, uri) in SafeET.iterparse(io.BytesIO(data), events=("start-ns",)):
                 self.prefixes.setdefault(prefix, uri)
@@ -166,6 +169,17 @@ class Packet:
             self.remove(prop)
         else:
             self.set(prop, value)
+            if value == "":
+                self._empty_again(prop)
+
+    def _empty_again(self, prop: tuple[str, str]) -> None:
+        """An empty container that ``set`` gave an item to hold cull's value is empty again."""
+        for desc in self.descriptions():
+            child = desc.find(_q(*prop))
+            if child is not None and len(child) == 1 and child[0].tag in _CONTAINERS:
+                items = child[0].findall(_q("rdf", "li"))
+                if len(items) == 1 and len(child[0]) == 1 and len(items[0]) == 0 and not (items[0].text or "").strip():
+                    child[0].remove(items[0])
 
     def serialize(self) -> bytes:
         """Deterministic bytes (same packet in, same bytes out), prefixes as the source wrote them.

@@ -234,6 +234,10 @@ def test_a_still_never_replaces_an_existing_file(tmp_path):
     (tmp_path / "cull_3.xmp").write_bytes(b"Lightroom's")
     (tmp_path / "cull_4.jpg").symlink_to(tmp_path / "nowhere")
     assert [_free_name(tmp_path, f"cull_{i}", dng=False).name for i in (2, 3, 4)] == ["cull_2-1.jpg", "cull_3-1.jpg", "cull_4-1.jpg"]
+    # names cull would read a rating from for the new still: another case, a darktable duplicate's sidecar
+    (tmp_path / "cull_5.JPG.xmp").write_bytes(b"a stranger's 5 stars")
+    (tmp_path / "cull_6_01.jpg.xmp").write_bytes(b"a stranger's virtual copy")
+    assert [_free_name(tmp_path, f"cull_{i}", dng=False).name for i in (5, 6)] == ["cull_5-1.jpg", "cull_6-1.jpg"]
 
 
 def test_a_reject_does_not_stall_the_feed_while_another_move_holds_culled(tmp_path, card):

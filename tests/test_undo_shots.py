@@ -155,15 +155,97 @@ def test_a_renamed_sub_folder_moved_into_the_librarys_culled_is_not_undone_into_
     assert not (lib / "A.JPG").exists() and (lib / "_culled" / "A.JPG").is_file()
 
 
-def test_a_renamed_library_is_undone_even_when_a_folder_of_its_old_name_is_back(tmp_path):
+def test_a_renamed_library_whose_old_name_is_back_is_undone_with_from(tmp_path):
+    """A folder of the old name is there again (an import made it, empty): the move may be that one's,
+    so undo asks to be told; with --from it puts the files back in the renamed library."""
     lib, renamed = tmp_path / "lib", tmp_path / "lib2"
     make_shot(lib, "A", False, True, [], 1)
     move_all(lib)
     os.rename(lib, renamed)
-    lib.mkdir()  # a camera import makes the old folder again
-    result = CliRunner().invoke(app, ["undo", str(renamed)])
+    lib.mkdir()
+    refused = CliRunner().invoke(app, ["undo", str(renamed)])
+    assert refused.exit_code == 1 and f"add --from {lib}" in refused.stderr
+    result = CliRunner().invoke(app, ["undo", str(renamed), "--from", str(lib)])
     assert result.exit_code == 0, result.output
     assert (renamed / "A.JPG").is_file() and not list(lib.iterdir())
+
+
+def test_a_culled_folder_moved_into_another_library_is_not_undone_there(tmp_path):
+    lib, other = tmp_path / "lib", tmp_path / "lib2"
+    make_shot(lib, "A", False, True, [], 1)
+    make_shot(other, "B", False, True, [], 2)
+    move_all(lib)
+    os.rename(lib / "_culled", other / "_culled")  # lib still exists, with its photos
+    (lib / "keep.txt").write_text("the library is still here")
+    refused = CliRunner().invoke(app, ["undo", str(other)])
+    assert refused.exit_code == 1 and "nothing to undo" in refused.stderr and "--from" not in refused.stderr
+    assert not (other / "A.JPG").exists()
+    wrong = CliRunner().invoke(app, ["undo", str(other), "--from", str(lib)])  # lib is no renamed folder
+    assert wrong.exit_code == 1 and "cannot be the folder" in wrong.stderr and not (other / "A.JPG").exists()
+
+
+def test_from_must_name_a_folder_that_is_gone_and_not_around_path(tmp_path):
+    lib1, lib2, shared = tmp_path / "L1", tmp_path / "L2", tmp_path / "T"
+    make_shot(lib1, "A", False, True, [], 1)
+    make_shot(lib2, "B", False, True, [], 2)
+    move_all(lib1, shared)
+    (lib1 / "kept.JPG").write_bytes(b"L1 is still a library with photos")
+    for path, old in ((lib2, lib1), (lib1 / "sub", lib1)):
+        path.mkdir(exist_ok=True)
+        result = CliRunner().invoke(app, ["undo", str(path), "--to", str(shared), "--from", str(old)])
+        assert result.exit_code == 1 and "cannot be the folder" in result.stderr, result.output
+    assert (shared / "A.JPG").is_file()
+
+
+def test_an_old_relative_journal_is_not_every_librarys(tmp_path, monkeypatch):
+    lib1, lib2, shared = tmp_path / "L1", tmp_path / "L2", tmp_path / "T"
+    make_shot(lib1, "A", False, True, [], 1)
+    lib2.mkdir()
+    move_all(lib1, shared)
+    journal = next((shared / ".cull-journal").glob("move-*.jsonl"))
+    journal.write_text(journal.read_text().replace(f"{tmp_path}/", ""))  # an old journal: paths relative to the cwd
+    monkeypatch.chdir(tmp_path)
+    refused = CliRunner().invoke(app, ["undo", str(lib2), "--to", str(shared)])
+    assert refused.exit_code == 1 and not (lib2 / "A.JPG").exists()
+
+
+def test_a_shot_put_back_by_hand_and_edited_closes_the_move(tmp_path):
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_2", False, True, ["darktable"], 2)
+    target = move_all(root)
+    for name in ("IMG_2.JPG", "IMG_2.JPG.xmp"):
+        os.rename(target / name, root / name)
+    (root / "IMG_2.JPG.xmp").write_bytes(b"rated in darktable since")
+    result = undo(target)
+    assert not result.left and not result.missing
+    from cull.journal import journals
+    assert all(j.undone() for j in journals(target))
+
+
+def test_a_hidden_target_inside_a_renamed_library_follows_it(tmp_path):
+    lib, renamed = tmp_path / "lib", tmp_path / "lib2"
+    make_shot(lib, "A", False, True, [], 1)
+    move_all(lib, lib / ".trash")
+    os.rename(lib, renamed)
+    result = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(renamed / ".trash")])
+    assert result.exit_code == 0, result.output
+    assert (renamed / "A.JPG").is_file()
+
+
+def test_records_of_an_undo_made_after_one_rename_still_match_after_another(tmp_path):
+    lib = tmp_path / "lib"
+    make_shot(lib, "A", False, True, [], 1)
+    make_shot(lib, "B", False, True, [], 2)
+    target = move_all(lib)
+    os.rename(lib, tmp_path / "lib2")
+    (tmp_path / "lib2" / "B.JPG").write_bytes(b"a new photo took B's name")
+    first = undo(tmp_path / "lib2" / "_culled", root=tmp_path / "lib2")
+    assert first.restored == 1 and len(first.left) == 1
+    (tmp_path / "lib2" / "B.JPG").unlink()
+    os.rename(tmp_path / "lib2", tmp_path / "lib3")
+    second = undo(tmp_path / "lib3" / "_culled", root=tmp_path / "lib3")
+    assert second.restored == 1 and not second.missing and not second.left  # A's restore was remembered
+    assert sorted(p.name for p in (tmp_path / "lib3").iterdir() if p.is_file()) == ["A.JPG", "B.JPG"]
 
 
 def test_a_renamed_library_with_a_shared_target_is_undone_with_from(tmp_path):

@@ -29,6 +29,7 @@ from cull.decide import Decision, Verdict, decide
 from cull.discover import Shot
 from cull.errors import CullError
 from cull.journal import TargetBusy
+from cull.protect import darktable_duplicates, index_names, name_key
 from cull.score import OnnxScorer, Scorer
 
 log = logging.getLogger(__name__)
@@ -191,16 +192,22 @@ def _free_name(out: Path, stem: str, dng: bool) -> Path:
     """``stem.jpg`` in ``out``, with a counter added if that name is taken: by a file or a link to
     nothing, its DNG, or a sidecar left by a photo that is gone (NAME.jpg.xmp, NAME.xmp: a new still
     must not inherit a rating that was never its own).  Never overwrite."""
+    try:
+        listed = os.listdir(out)
+    except OSError:
+        listed = []
+    taken = index_names(listed)  # by name_key: IMG.JPG.xmp and img.jpg.xmp are the same name on many systems
+    duplicates = darktable_duplicates(listed, taken)  # NAME_01.jpg.xmp: a sidecar cull would read for NAME.jpg
     path, n = out / f"{stem}.jpg", 1
-    while any(os.path.lexists(taken) for taken in _names_of(path, dng)):
+    while any(name_key(name) in taken or name_key(name) in duplicates for name in _names_of(path, dng)):
         path, n = out / f"{stem}-{n}.jpg", n + 1
     return path
 
 
-def _names_of(still: Path, dng: bool) -> list[Path]:
-    names = [still, still.with_name(still.name + ".xmp"), still.with_suffix(".xmp")]
+def _names_of(still: Path, dng: bool) -> list[str]:
+    names = [still.name, still.name + ".xmp", still.stem + ".xmp"]
     if dng:
-        names += [still.with_suffix(".dng"), still.with_name(still.stem + ".dng.xmp")]
+        names += [still.stem + ".dng", still.stem + ".dng.xmp"]
     return names
 
 
