@@ -86,7 +86,8 @@ class Journal:
             except FileExistsError:
                 seq += 1
         journal = cls(path)
-        journal.append({"op": "begin", "seq": seq, "root": str(root), "target": str(target), "time": time.time()})
+        journal.append({"op": "begin", "seq": seq, "root": str(root), "target": str(target), "time": time.time(),
+                        "root_id": folder_id(root)})
         return journal
 
     def append(self, record: dict[str, Any]) -> None:
@@ -150,6 +151,28 @@ class Journal:
 
     def undone(self) -> bool:
         return any(r.get("op") == "undo-end" for r in self.records())
+
+
+def folder_id(folder: Path | str) -> list[int] | None:
+    """(device, inode) of a folder, which a rename keeps: tells a renamed library from a new folder
+    made under its old name (None when it cannot be read)."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return [info.st_dev, info.st_ino]
+
+
+def same_folder(recorded: object, folder: Path | str) -> bool | None:
+    """Whether ``folder`` is the folder whose folder_id was ``recorded``: None when that cannot be
+    told (nothing recorded, an unreadable folder, or another device: a drive mounted again may get
+    another device number, so only the same device is compared)."""
+    now = folder_id(folder)
+    if not (isinstance(recorded, list) and len(recorded) == 2 and all(isinstance(v, int) for v in recorded)) or now is None:
+        return None
+    if recorded[0] != now[0]:
+        return None
+    return recorded[1] == now[1]
 
 
 def sequence(path: Path) -> int:

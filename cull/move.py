@@ -23,7 +23,7 @@ from cull.errors import MoveError
 from cull.formats import is_photo, is_raw
 from cull.fsutil import file_sha256 as sha256_of
 from cull.fsutil import fsync_dir
-from cull.journal import JOURNAL_DIR, Journal, Step, journals, target_lock
+from cull.journal import JOURNAL_DIR, Journal, Step, journals, same_folder, target_lock
 from cull.protect import (
     Places, darktable_duplicates, duplicates_of, has_twin, index_names, name_key, read_cull_verdict, read_user_verdict,
     shot_protection,
@@ -506,12 +506,12 @@ def _belongs(journal: Journal, root: Path | None, target: Path, moved_from: Path
     """Whether ``journal`` is a move out of ``root`` into ``target``: None when it is not, else the
     folders its journalled paths must be read at now (old -> new; empty when nothing moved).
 
-    A move journalled elsewhere and found here moved with its library (a target inside the library,
-    as ``_culled``, at the same place under ``root``): the library was renamed.  That is taken for
-    granted only when the old folder is gone; if a folder of the old name is there (an import made
-    it again, or it is another library the target was moved into), ``moved_from`` must name it.
-    ``moved_from`` (a shared target's moves, made from a folder renamed since to ``root``) must be
-    gone or empty, and neither inside ``root`` nor around it."""
+    The journal records the library folder's identity (device, inode: a rename keeps them).  Where
+    it can be compared, it decides: ``root`` is that folder (under its old path or renamed) or it is
+    not, whatever folder now has the old path.  Where it cannot (an older journal, another device),
+    paths decide: a move journalled elsewhere and found here moved with its library (a target inside
+    it, as ``_culled``, at the same place under ``root``) when the old folder is gone; ``moved_from``
+    (a gone or empty folder, not around ``root``) names the old path of a library renamed since."""
     header = journal.header()
     recorded_root, recorded_target = header.get("root"), header.get("target")
     if not isinstance(recorded_root, str) or not isinstance(recorded_target, str):
@@ -522,17 +522,23 @@ def _belongs(journal: Journal, root: Path | None, target: Path, moved_from: Path
     new_root, here = _absolute(root), _absolute(target)
     if moved_from is not None and not _renamed_from(moved_from, new_root):
         return None
-    named = moved_from is not None and os.path.realpath(old_root) == os.path.realpath(moved_from)
-    if not os.path.isabs(recorded_target) or os.path.realpath(recorded_target) == os.path.realpath(here):
-        if named:
-            return {old_root: new_root}
-        return {} if os.path.realpath(old_root) == os.path.realpath(root) else None
-    old_target = Path(recorded_target)
-    if not old_target.is_relative_to(old_root) or here != new_root / old_target.relative_to(old_root):
-        return None  # journalled elsewhere, and not a target that moves with its library
-    if named or not os.path.lexists(old_root):
-        return {old_target: here, old_root: new_root}
-    return None
+    same = same_folder(header.get("root_id"), new_root)
+    at_old_path = os.path.realpath(old_root) == os.path.realpath(root)
+    if same is False or (same is None and moved_from is not None and not at_old_path
+                         and os.path.realpath(old_root) != os.path.realpath(moved_from)):
+        return None  # another folder than the library the move was made from
+    target_here = not os.path.isabs(recorded_target) or os.path.realpath(recorded_target) == os.path.realpath(here)
+    moved: dict[Path, Path] = {}
+    if not target_here:
+        old_target = Path(recorded_target)
+        if not old_target.is_relative_to(old_root) or here != new_root / old_target.relative_to(old_root):
+            return None  # journalled elsewhere, and not a target that moves with its library
+        moved[old_target] = here
+    if at_old_path:
+        return moved
+    renamed = same is True or (moved_from is not None and os.path.realpath(old_root) == os.path.realpath(moved_from)) or (
+        not target_here and not os.path.lexists(old_root))
+    return {**moved, old_root: new_root} if renamed else None
 
 
 def _renamed_from(old: Path, root: Path) -> bool:
@@ -567,11 +573,14 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
     in_target = any(where in ("dst", "both") for _, where in settled)
     taken = [step for step, where in settled
              if (where == "both" and not (sha256_of(step.dst) == step.sha256 == sha256_of(step.src)))
-             or (where == "src" and step.done and in_target and not _is_journalled(step.src, step))]  # another photo
+             or (where == "src" and step.done and in_target and not _is_moved_file(step))]  # another photo's
     for step, where in settled:
         if where == "neither":
             leave(step, _nowhere(step) + " (deleted from the target?)", result.missing)
-        elif taken and (where in ("both", "dst") or step in taken):
+        elif step in taken and where == "src":  # gone from the target, and its name taken by another file
+            leave(step, f"no longer in {step.dst.parent} (deleted from the target?), and {step.src} is another file now",
+                  result.missing)
+        elif taken and where in ("both", "dst"):
             reason = (f"{step.src} is taken by another file" if step in taken
                       else f"left with its shot: {', '.join(str(t.src) for t in taken)} is taken by another file")
             leave(step, reason, result.left)
@@ -595,10 +604,11 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
             result.bytes += step.size
 
 
-def _is_journalled(path: Path, step: Step) -> bool:
-    """Whether ``path`` holds the file the journal moved (size, then sha256)."""
+def _is_moved_file(step: Step) -> bool:
+    """Whether the file at ``step.src`` is the one the journal moved (size, then sha256).  An inode
+    cannot tell: a file deleted from the target frees its inode for the next new file."""
     try:
-        return path.stat().st_size == step.size and sha256_of(path) == step.sha256
+        return step.src.stat().st_size == step.size and sha256_of(step.src) == step.sha256
     except OSError:
         return False
 

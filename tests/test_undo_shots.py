@@ -5,6 +5,7 @@ are renamed."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -155,19 +156,31 @@ def test_a_renamed_sub_folder_moved_into_the_librarys_culled_is_not_undone_into_
     assert not (lib / "A.JPG").exists() and (lib / "_culled" / "A.JPG").is_file()
 
 
-def test_a_renamed_library_whose_old_name_is_back_is_undone_with_from(tmp_path):
-    """A folder of the old name is there again (an import made it, empty): the move may be that one's,
-    so undo asks to be told; with --from it puts the files back in the renamed library."""
+def test_a_renamed_library_whose_old_name_is_back_is_still_undone_into_it(tmp_path):
+    """A folder of the old name is there again (an import made it): the recorded folder identity says
+    which one the move was made from.  Undo from the new folder of the old name finds nothing."""
     lib, renamed = tmp_path / "lib", tmp_path / "lib2"
     make_shot(lib, "A", False, True, [], 1)
+    make_shot(tmp_path / "shared_src", "Z", False, True, [], 3)
     move_all(lib)
     os.rename(lib, renamed)
     lib.mkdir()
-    refused = CliRunner().invoke(app, ["undo", str(renamed)])
-    assert refused.exit_code == 1 and f"add --from {lib}" in refused.stderr
-    result = CliRunner().invoke(app, ["undo", str(renamed), "--from", str(lib)])
+    result = CliRunner().invoke(app, ["undo", str(renamed)])
     assert result.exit_code == 0, result.output
     assert (renamed / "A.JPG").is_file() and not list(lib.iterdir())
+
+
+def test_a_folder_made_under_a_moved_librarys_old_name_gets_nothing_of_it(tmp_path):
+    lib, renamed, shared = tmp_path / "A", tmp_path / "A2", tmp_path / "T"
+    make_shot(lib, "X", False, True, [], 1)
+    move_all(lib, shared)
+    os.rename(lib, renamed)
+    lib.mkdir()
+    (lib / "new.JPG").write_bytes(b"another library now")
+    refused = CliRunner().invoke(app, ["undo", str(lib), "--to", str(shared)])
+    assert refused.exit_code == 1 and not (lib / "X.JPG").exists()
+    assert CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared)]).exit_code == 0
+    assert (renamed / "X.JPG").is_file()
 
 
 def test_a_culled_folder_moved_into_another_library_is_not_undone_there(tmp_path):
@@ -248,16 +261,25 @@ def test_records_of_an_undo_made_after_one_rename_still_match_after_another(tmp_
     assert sorted(p.name for p in (tmp_path / "lib3").iterdir() if p.is_file()) == ["A.JPG", "B.JPG"]
 
 
-def test_a_renamed_library_with_a_shared_target_is_undone_with_from(tmp_path):
+def test_a_renamed_library_with_a_shared_target_is_known_by_its_folder(tmp_path):
+    """The journal records the library folder's identity (a rename keeps it): `undo NEW --to T` finds
+    the renamed library's moves.  A journal without it (an older cull) needs `--from OLD`."""
     lib, renamed, shared = tmp_path / "lib", tmp_path / "lib2", tmp_path / "shared"
     make_shot(lib, "A", False, True, [], 1)
-    move_all(lib, shared)
+    make_shot(lib, "B", False, True, [], 2)
+    shots = [s for s in discover([lib]) if isinstance(s, Shot)]
+    for shot in shots:  # two moves
+        execute(plan_moves([shot], lib, shared), lib, shared)
     os.rename(lib, renamed)
+    first = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared)])
+    assert first.exit_code == 0, first.output
+    journal = sorted((shared / ".cull-journal").glob("move-*.jsonl"))[0]
+    journal.write_text(re.sub(r', "root_id": \[[0-9, ]+\]', "", journal.read_text()))  # as an older cull wrote it
     refused = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared)])
     assert refused.exit_code == 1 and f"add --from {lib}" in refused.stderr
     result = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared), "--from", str(lib)])
     assert result.exit_code == 0, result.output
-    assert (renamed / "A.JPG").is_file() and not lib.exists()
+    assert sorted(p.name for p in renamed.iterdir()) == ["A.JPG", "B.JPG"] and not lib.exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root moves out of any folder; an ordinary user is kept out by permissions")
