@@ -98,6 +98,10 @@ T.test("report: the protected field is read from JSON Lines", function()
     local report = CullReport.parse('{"report_version": 1, "path": "/a.jpg", "abs_path": "/a.jpg", "verdict": "reject", '
         .. '"protected": "user picked it (flagged)"}\n', "r.jsonl")
     T.eq(report.rows[1].protected, "user picked it (flagged)", "protected")
+    local csv = CullReport.parse("path,abs_path,verdict,report_version,protected\n"
+        .. "/a.jpg,/a.jpg,reject,1,user rated it 3 stars\n/b.jpg,/b.jpg,reject,1,\n", "r.csv")
+    T.eq(csv.rows[1].protected, "user rated it 3 stars", "CSV: protected")
+    T.eq(csv.rows[2].protected, nil, "CSV: an empty cell is no protection")
 end)
 
 T.test("plan: configurable label, labelling off, grey/empty mean no label", function()
