@@ -545,7 +545,8 @@ def undo(
     from cull.move import MoveError, default_target
     from cull.move import undo as run_undo
 
-    target = to if to is not None else default_target(path)
+    path = Path(os.path.realpath(path))  # link/../lib is the real folder's parent's lib, not the lexical one
+    target = Path(os.path.realpath(to)) if to is not None else default_target(path)
     try:
         result = run_undo(target, everything, root=path, moved_from=moved_from)
     except MoveError as exc:
@@ -558,6 +559,8 @@ def undo(
         typer.echo(f"missing: {_shown(dst)}: {_shown(reason)}", err=True)
     for src in result.edited:
         typer.echo(f"note: {_shown(src)} was changed in {_shown(target)} since the move; put back with your changes", err=True)
+    for note in result.notes:
+        typer.echo(f"note: {_shown(note)}", err=True)
     for folder in result.recreated:
         typer.echo(f"note: folder {_shown(folder)} was gone (renamed since the move?) and was made again for the files "
                    "put back", err=True)

@@ -397,6 +397,7 @@ class UndoResult:
     earlier: int = 0  # files of older, not undone moves still in the target (plain undo takes only the last)
     other_roots: list[str] = field(default_factory=list)  # folders whose moves into a shared target were left alone
     recreated: list[Path] = field(default_factory=list)  # photo folders that were gone and were made again
+    notes: list[str] = field(default_factory=list)  # worth saying, not a failure
 
 
 def _settle(step: Step) -> str:
@@ -461,31 +462,29 @@ def _roll_forward(journal: Journal, recovery: Recovery) -> None:
 def undo(target: Path, everything: bool = False, root: Path | None = None, moved_from: Path | None = None) -> UndoResult:
     """Put back what the last move (or every move) took, holding the target's lock.
 
-    ``root``: only moves made from that folder (a target several libraries share).  A move found in a
-    target that is not where it was journalled (the library renamed, or its drive mounted elsewhere,
-    with its ``_culled``) is read at ``root`` and ``target``; ``moved_from``: the moves made from that
-    folder (which no longer exists, or is another now), read at ``root``.  Shot by shot: a shot whose
-    place is taken in part (a newer photo of the same name) stays whole in the target; a file found
-    in neither place is reported as missing.  Either leaves the move open (undoable again).  A file
-    changed in the target since the move is put back as it is now.  Raises MoveError when there is
-    nothing to undo.
+    ``root``: only moves made from that folder (a target several libraries share; see _belongs for a
+    library renamed since, and ``moved_from``, its old path).  Shot by shot: a shot whose place is
+    taken in part (a newer photo of the same name) stays whole in the target; a file found in neither
+    place is reported as missing.  Either leaves the move open (undoable again).  A file changed in
+    the target since the move is put back as it is now.  Raises MoveError when there is nothing to undo.
     """
     result = UndoResult()
-    if moved_from is not None and root is not None and not _renamed_from(moved_from, _absolute(root)):
-        raise MoveError(f"--from {moved_from}: a folder with files in it, or {root} itself, inside it or around it; "
-                        f"it cannot be the folder {root} was renamed from")
     pending = [j for j in journals(target) if not j.undone()]
-    mine = [j for j in pending if _belongs(j, root, target, moved_from) is not None]
-    others = sorted({str(j.header().get("root", "?")) for j in pending if j not in mine})
-    result.other_roots = others
+    if moved_from is not None and root is not None:
+        made = [j for j in pending if isinstance(old := j.header().get("root"), str)
+                and os.path.realpath(old) == os.path.realpath(moved_from)]
+        if made and not any(_renamed_from(moved_from, _absolute(root), same_folder(j.header().get("root_id"), _absolute(root)))
+                            for j in made):
+            raise MoveError(f"--from {moved_from}: a folder with files in it, or {root} itself, inside it or around it; "
+                            f"it cannot be the folder {root} was renamed from")
+    verdicts = {j.path: _belongs(j, root, target, moved_from) for j in pending}
+    mine = [j for j in pending if verdicts[j.path] is not None]
+    others = [j for j in pending if verdicts[j.path] is None]
+    result.other_roots = sorted({str(j.header().get("root", "?")) for j in others})
     if not mine:
         where = f" from {moved_from or root}" if root is not None and pending else ""
-        hint = ""
-        if others:
-            renamed = [o for o in others if root is not None and _renamed_from(Path(o), _absolute(root))]
-            hint = f"; moves from {', '.join(others)} are there" + (
-                f" (if {renamed[0]} is {root} now, renamed: add --from {renamed[0]})" if renamed else "")
-        raise MoveError(f"nothing to undo{where} in {target} (no cull move into it, or every move already undone){hint}")
+        raise MoveError(f"nothing to undo{where} in {target} (no cull move into it, or every move already undone)"
+                        + _other_moves_hint(others, root, target))
     with target_lock(target):
         owned: list[tuple[Journal, dict[Path, Path]]] = []
         for candidate in journals(target):
@@ -493,6 +492,9 @@ def undo(target: Path, everything: bool = False, root: Path | None = None, moved
             if moved is not None:
                 candidate.rebase(moved)
                 owned.append((candidate, moved))
+                if root is not None and same_folder(candidate.header().get("root_id"), _absolute(root)) is False and not moved:
+                    result.notes.append(f"{root} is not the folder the move {candidate.path.name} was made from (a copy, a "
+                                        "folder made again, or a drive mounted again?): its files go back to their journalled paths")
         chosen = owned if everything else owned[-1:]
         for journal, _ in reversed(chosen):
             result.journals.append(journal.path)
@@ -506,12 +508,14 @@ def _belongs(journal: Journal, root: Path | None, target: Path, moved_from: Path
     """Whether ``journal`` is a move out of ``root`` into ``target``: None when it is not, else the
     folders its journalled paths must be read at now (old -> new; empty when nothing moved).
 
-    The journal records the library folder's identity (device, inode: a rename keeps them).  Where
-    it can be compared, it decides: ``root`` is that folder (under its old path or renamed) or it is
-    not, whatever folder now has the old path.  Where it cannot (an older journal, another device),
-    paths decide: a move journalled elsewhere and found here moved with its library (a target inside
-    it, as ``_culled``, at the same place under ``root``) when the old folder is gone; ``moved_from``
-    (a gone or empty folder, not around ``root``) names the old path of a library renamed since."""
+    - ``root`` at the journalled path: its move (as journalled; a copy or a folder made again there
+      gets a note, not a refusal: FAT drives give folders new inode numbers on every mount).
+    - A target inside the library (``_culled``) found at the same place under ``root``, not where it
+      was journalled: the library moved with it.  Taken as a rename when the old path is gone and
+      the journalled folder identity (device, inode) does not say otherwise, or when the identity
+      says it is ``root`` (the old name made again since), or with ``--from``.
+    - Any other move is ``root``'s only with ``moved_from`` naming its journalled path (a shared
+      target: an inode can be reused by a new folder, so it never decides that alone)."""
     header = journal.header()
     recorded_root, recorded_target = header.get("root"), header.get("target")
     if not isinstance(recorded_root, str) or not isinstance(recorded_target, str):
@@ -520,13 +524,9 @@ def _belongs(journal: Journal, root: Path | None, target: Path, moved_from: Path
     if root is None:
         return {}
     new_root, here = _absolute(root), _absolute(target)
-    if moved_from is not None and not _renamed_from(moved_from, new_root):
+    named = moved_from is not None and os.path.realpath(old_root) == os.path.realpath(moved_from)
+    if moved_from is not None and named and not _renamed_from(moved_from, new_root, same_folder(header.get("root_id"), new_root)):
         return None
-    same = same_folder(header.get("root_id"), new_root)
-    at_old_path = os.path.realpath(old_root) == os.path.realpath(root)
-    if same is False or (same is None and moved_from is not None and not at_old_path
-                         and os.path.realpath(old_root) != os.path.realpath(moved_from)):
-        return None  # another folder than the library the move was made from
     target_here = not os.path.isabs(recorded_target) or os.path.realpath(recorded_target) == os.path.realpath(here)
     moved: dict[Path, Path] = {}
     if not target_here:
@@ -534,20 +534,40 @@ def _belongs(journal: Journal, root: Path | None, target: Path, moved_from: Path
         if not old_target.is_relative_to(old_root) or here != new_root / old_target.relative_to(old_root):
             return None  # journalled elsewhere, and not a target that moves with its library
         moved[old_target] = here
-    if at_old_path:
+    if os.path.realpath(old_root) == os.path.realpath(root):
         return moved
-    renamed = same is True or (moved_from is not None and os.path.realpath(old_root) == os.path.realpath(moved_from)) or (
-        not target_here and not os.path.lexists(old_root))
-    return {**moved, old_root: new_root} if renamed else None
+    if named:
+        return {**moved, old_root: new_root}
+    same = same_folder(header.get("root_id"), new_root)
+    if not target_here and (same is True or (same is None and not os.path.lexists(old_root))):
+        return {**moved, old_root: new_root}
+    return None
 
 
-def _renamed_from(old: Path, root: Path) -> bool:
-    """Whether ``old`` can be the folder ``root`` was renamed from: gone, or an empty folder (made
-    again), and neither ``root`` nor inside it nor around it."""
+def _renamed_from(old: Path, root: Path, same: bool | None = None) -> bool:
+    """Whether ``old`` can be the folder ``root`` was renamed from: neither ``root`` nor inside it nor
+    around it, and gone or an empty folder (made again), or anything when the journalled folder
+    identity (``same``) says ``root`` is the library."""
     old_real, root_real = Path(os.path.realpath(old)), Path(os.path.realpath(root))
     if old_real == root_real or old_real.is_relative_to(root_real) or root_real.is_relative_to(old_real):
         return False
-    return not os.path.lexists(old) or (old.is_dir() and not any(old.iterdir()))
+    return same is True or not os.path.lexists(old) or (old.is_dir() and not any(old.iterdir()))
+
+
+def _other_moves_hint(others: list[Journal], root: Path | None, target: Path) -> str:
+    """What to say of the moves in ``target`` that are not ``root``'s: whose they are, and ``--from``
+    where it would take them."""
+    if not others:
+        return ""
+    roots = sorted({str(j.header().get("root", "?")) for j in others})
+    hint = f"; moves from {', '.join(roots)} are there"
+    if root is None:
+        return hint
+    for journal in others:
+        old = journal.header().get("root")
+        if isinstance(old, str) and _belongs(journal, root, target, Path(old)) is not None:
+            return hint + f" (if {old} is {root} now, renamed: add --from {old})"
+    return hint
 
 
 def _undo_journal(journal: Journal, target: Path, result: UndoResult) -> None:
@@ -585,6 +605,9 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
                       else f"left with its shot: {', '.join(str(t.src) for t in taken)} is taken by another file")
             leave(step, reason, result.left)
         elif where == "src":  # it arrived once and is back in its place now (someone moved it back), or never left
+            if step.done and not _is_moved_file(step):  # put back by hand and changed, or deleted and its name taken
+                result.notes.append(f"{step.src}: not in the target; the file at its place is not the one moved "
+                                    "(put back by hand and changed, or another file of that name): left as it is")
             journal.append({"op": "undo-done", "dst": step.key, "note": "already back in place" if step.done else "had not moved"})
         elif where == "both":
             step.dst.unlink()  # an identical verified copy of a source that never left

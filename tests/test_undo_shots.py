@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -170,17 +171,38 @@ def test_a_renamed_library_whose_old_name_is_back_is_still_undone_into_it(tmp_pa
     assert (renamed / "A.JPG").is_file() and not list(lib.iterdir())
 
 
-def test_a_folder_made_under_a_moved_librarys_old_name_gets_nothing_of_it(tmp_path):
+def test_undo_at_the_journalled_path_of_another_folder_goes_there_with_a_note(tmp_path):
+    """The journalled path decides where files go back (a library restored from a copy, or a FAT drive
+    mounted again, has a new inode); when the folder there is not the one the move was made from
+    (a folder made under a renamed library's old name), a note says so.  The renamed library itself
+    takes its moves with --from."""
     lib, renamed, shared = tmp_path / "A", tmp_path / "A2", tmp_path / "T"
     make_shot(lib, "X", False, True, [], 1)
-    move_all(lib, shared)
+    make_shot(lib, "Y", False, True, [], 2)
+    shots = [s for s in discover([lib]) if isinstance(s, Shot)]
+    for shot in shots:
+        execute(plan_moves([shot], lib, shared), lib, shared)
     os.rename(lib, renamed)
     lib.mkdir()
     (lib / "new.JPG").write_bytes(b"another library now")
-    refused = CliRunner().invoke(app, ["undo", str(lib), "--to", str(shared)])
-    assert refused.exit_code == 1 and not (lib / "X.JPG").exists()
-    assert CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared)]).exit_code == 0
+    there = CliRunner().invoke(app, ["undo", str(lib), "--to", str(shared)])
+    assert there.exit_code == 0 and "is not the folder the move" in there.stderr
+    assert (lib / "Y.JPG").is_file()
+    mine = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared), "--from", str(lib)])
+    assert mine.exit_code == 0, mine.output
     assert (renamed / "X.JPG").is_file()
+
+
+def test_a_library_replaced_by_its_copy_at_the_same_path_is_undone(tmp_path):
+    lib = tmp_path / "lib"
+    make_shot(lib, "A", False, True, [], 1)
+    move_all(lib)
+    shutil.copytree(lib, tmp_path / "lib.copy", symlinks=True)  # a restore from backup, a sync tool: new inodes
+    shutil.rmtree(lib)
+    os.rename(tmp_path / "lib.copy", lib)
+    result = CliRunner().invoke(app, ["undo", str(lib)])
+    assert result.exit_code == 0, result.output
+    assert (lib / "A.JPG").is_file()
 
 
 def test_a_culled_folder_moved_into_another_library_is_not_undone_there(tmp_path):
@@ -271,12 +293,12 @@ def test_a_renamed_library_with_a_shared_target_is_known_by_its_folder(tmp_path)
     for shot in shots:  # two moves
         execute(plan_moves([shot], lib, shared), lib, shared)
     os.rename(lib, renamed)
-    first = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared)])
+    refused = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared)])  # an inode alone never decides
+    assert refused.exit_code == 1 and f"add --from {lib}" in refused.stderr
+    first = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared), "--from", str(lib)])
     assert first.exit_code == 0, first.output
     journal = sorted((shared / ".cull-journal").glob("move-*.jsonl"))[0]
     journal.write_text(re.sub(r', "root_id": \[[0-9, ]+\]', "", journal.read_text()))  # as an older cull wrote it
-    refused = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared)])
-    assert refused.exit_code == 1 and f"add --from {lib}" in refused.stderr
     result = CliRunner().invoke(app, ["undo", str(renamed), "--to", str(shared), "--from", str(lib)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in renamed.iterdir()) == ["A.JPG", "B.JPG"] and not lib.exists()
@@ -293,3 +315,25 @@ def test_root_does_not_move_photos_out_of_a_folder_locked_without_write_bits(tmp
         assert not plan.moves and "read-only folder (no write bits)" in plan.refused[0][1]
     finally:
         (root / "locked").chmod(0o755)
+
+
+def test_a_one_file_shot_whose_place_another_file_took_is_noted_not_called_back_in_place(tmp_path):
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_7", False, True, [], 7)
+    target = move_all(root)
+    (target / "IMG_7.JPG").unlink()  # weeded out of _culled ...
+    (root / "IMG_7.JPG").write_bytes(b"... and the next import brought a new IMG_7.JPG")
+    result = CliRunner().invoke(app, ["undo", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "the file at its place is not the one moved" in result.stderr
+    assert (root / "IMG_7.JPG").read_bytes() == b"... and the next import brought a new IMG_7.JPG"
+
+
+def test_undo_through_a_link_and_dotdot_takes_the_real_folder(tmp_path):
+    real = tmp_path / "disk" / "lib"
+    make_shot(real, "A", False, True, [], 1)
+    move_all(real)
+    (tmp_path / "link").symlink_to(tmp_path / "disk" / "lib")
+    result = CliRunner().invoke(app, ["undo", str(tmp_path / "link" / ".." / "lib")])  # link/.. is disk, not tmp_path
+    assert result.exit_code == 0, result.output
+    assert (real / "A.JPG").is_file() and "put back 1 files" in result.stdout
