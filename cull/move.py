@@ -20,14 +20,11 @@ from typing import TYPE_CHECKING
 
 from cull.discover import CULLED_DIR, Shot, is_hidden_or_system
 from cull.errors import MoveError
-from cull.formats import is_photo, is_raw
+from cull.formats import is_raw
 from cull.fsutil import file_sha256 as sha256_of
 from cull.fsutil import fsync_dir
 from cull.journal import JOURNAL_DIR, Journal, Step, journals, same_folder, target_lock
-from cull.protect import (
-    Places, darktable_duplicates, duplicates_of, has_twin, index_names, name_key, read_cull_verdict, read_user_verdict,
-    shot_protection,
-)
+from cull.protect import Places, has_twin, read_cull_verdict, read_user_verdict, shot_protection
 
 if TYPE_CHECKING:
     from cull.card import ModelCard
@@ -99,31 +96,8 @@ def validate_target(root: Path, target: Path) -> None:
             )
 
 
-@dataclass(frozen=True)
-class FolderNames:
-    """One listing of a folder, indexed once for every shot in it (names compared by
-    cull.protect.name_key: case and Unicode normalisation do not count)."""
-
-    by_key: dict[str, list[str]]
-    photos_by_stem: dict[str, list[str]]
-    duplicates: dict[str, list[str]]  # a photo's name -> darktable's sidecars of its duplicates
-
-    @classmethod
-    def of(cls, folder: Path) -> FolderNames:
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            names = []
-        by_key = index_names(names)
-        photos_by_stem: dict[str, list[str]] = {}
-        for name in names:
-            if is_photo(Path(name)):
-                photos_by_stem.setdefault(name_key(Path(name).stem), []).append(name)
-        return cls(by_key, photos_by_stem, darktable_duplicates(names, by_key))
-
-
-def companions(photo: Path, names: FolderNames, shot: Iterable[Path] = ()) -> list[Path]:
-    """Sidecars and companions of ``photo`` present in its folder (``names``: its listing), also
+def companions(photo: Path, places: Places, shot: Iterable[Path] = ()) -> list[Path]:
+    """Sidecars and companions of ``photo`` present in its folder (``places``: its listing), also
     under names that differ only in case or Unicode normalisation.
 
     Companions named after the whole file (IMG_7.CR2.xmp) always belong to it.  Those named after
@@ -134,34 +108,32 @@ def companions(photo: Path, names: FolderNames, shot: Iterable[Path] = ()) -> li
     has the photo's name but for case (IMG_3.JPG beside IMG_3.jpg), only exact names are its own.
     """
     members = {p.name for p in shot} | {photo.name}
-    twin = has_twin(photo, names.by_key.get(name_key(photo.name), []))
+    twin = has_twin(photo, places.alike(photo) or [])
     wanted = [photo.name + ext for ext in BY_NAME]
-    if _owns_stem(photo, names, members):
+    if _owns_stem(photo, places, members):
         wanted += [photo.stem + ext for ext in BY_STEM]
-    found = [name for want in wanted for name in names.by_key.get(name_key(want), []) if not twin or name == want]
-    found += duplicates_of(photo, names.duplicates, twin)
+    found = [name for want in wanted for name in places.alike(photo.with_name(want)) or [] if not twin or name == want]
+    found += places.duplicates(photo)
     return [photo.parent / name for name in dict.fromkeys(found) if name != photo.name]
 
 
-def _owns_stem(photo: Path, names: FolderNames, members: set[str]) -> bool:
-    sharing = set(names.photos_by_stem.get(name_key(photo.stem), []))
+def _owns_stem(photo: Path, places: Places, members: set[str]) -> bool:
+    sharing = set(places.photos_by_stem(photo))
     if sharing <= members:
         return True
     raws = [name for name in sharing if is_raw(Path(name))]
     return len(raws) == 1 and raws[0] in members
 
 
-def shot_files(shot: Shot, folders: dict[Path, FolderNames] | None = None) -> list[Path]:
-    """The shot's files: its photo, partner and their companions.  ``folders``: listings already made."""
-    folders = {} if folders is None else folders
-    if shot.path.parent not in folders:
-        folders[shot.path.parent] = FolderNames.of(shot.path.parent)
-    names = folders[shot.path.parent]
+def shot_files(shot: Shot, places: Places | None = None) -> list[Path]:
+    """The shot's files: its photo, partner and their companions.  ``places``: one listing per folder
+    over many shots."""
+    places = places or Places()
     members = [shot.path] + ([shot.partner] if shot.partner else [])
     files: list[Path] = []
     for member in members:
         files.append(member)
-        files += companions(member, names, members)
+        files += companions(member, places, members)
     return list(dict.fromkeys(files))
 
 
@@ -188,7 +160,6 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
     root_real = root.resolve()
     claimed: set[Path] = set()
     places = Places()  # each folder listed once
-    folders: dict[Path, FolderNames] = {}
     for given in shots:
         shot = Shot(_absolute(given.path), _absolute(given.partner) if given.partner else None)
         # In-focus priority: a shot the user rated, picked or accepted (anywhere: sidecars, embedded XMP,
@@ -196,7 +167,7 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
         if (why := shot_protection(shot.path, shot.partner, places)) is not None:
             plan.protected.append((shot.path, why))
             continue
-        files = shot_files(shot, folders)
+        files = shot_files(shot, places)
         bad = [(f, reason) for f in files if (reason := _refusal(f, root, root_real))]
         if bad:
             plan.refused += bad

@@ -121,6 +121,7 @@ class Places:
         self._names: dict[str, tuple[list[str], dict[str, list[str]]] | None] = {}  # by folder (str: no Path hashing)
         self._duplicates: dict[str, dict[str, list[str]]] = {}
         self._raw_stems: dict[str, frozenset[str]] = {}
+        self._photos_by_stem: dict[str, dict[str, list[str]]] = {}
 
     def _listing(self, folder: str) -> tuple[list[str], dict[str, list[str]]] | None:
         if folder not in self._names:
@@ -151,6 +152,18 @@ class Places:
             names = self.names(folder) or []
             self._raw_stems[key] = frozenset(Path(n).stem.lower() for n in names if is_raw(Path(n)))
         return self._raw_stems[key]
+
+    def photos_by_stem(self, photo: Path) -> list[str]:
+        """The photos of ``photo``'s folder whose stem is its stem but for case or normalisation
+        (the photos that share its ``NAME.xmp``), worked out once per folder."""
+        folder = os.path.split(str(photo))[0]
+        if folder not in self._photos_by_stem:
+            by_stem: dict[str, list[str]] = {}
+            for name in self.names(Path(folder)) or []:
+                if is_photo(Path(name)):
+                    by_stem.setdefault(name_key(Path(name).stem), []).append(name)
+            self._photos_by_stem[folder] = by_stem
+        return self._photos_by_stem[folder].get(name_key(photo.stem), [])
 
     def duplicates(self, photo: Path) -> list[str]:
         """darktable's sidecars of ``photo``'s duplicates in its folder (darktable_duplicates, duplicates_of)."""

@@ -11,7 +11,6 @@ decided, its verdict goes to XMP, and a reject can be moved to ``_culled``. Ever
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from cull.decide import Decision, Verdict, decide
 from cull.discover import Shot
 from cull.errors import CullError
 from cull.journal import TargetBusy
-from cull.protect import darktable_duplicates, index_names, name_key
+from cull.protect import Places
 from cull.score import OnnxScorer, Scorer
 
 log = logging.getLogger(__name__)
@@ -192,15 +191,10 @@ def _free_name(out: Path, stem: str, dng: bool) -> Path:
     """``stem.jpg`` in ``out``, with a counter added if that name is taken: by a file or a link to
     nothing, its DNG, or a sidecar left by a photo that is gone (NAME.jpg.xmp, NAME.xmp: a new still
     must not inherit a rating that was never its own).  Never overwrite."""
-    try:
-        listed = os.listdir(out)
-    except OSError:
-        listed = []
-    taken = index_names(listed)  # by name_key: IMG.JPG.xmp and img.jpg.xmp are the same name on many systems
-    duplicates = darktable_duplicates(listed, taken)  # NAME_01.jpg.xmp: a sidecar cull would read for NAME.jpg
+    places = Places()  # the folder listed once; names compared as macOS, Windows and SMB compare them
     path, n = out / f"{stem}.jpg", 1
-    while any(name_key(name) in taken or name_key(name) in duplicates for name in _names_of(path, dng)):
-        path, n = out / f"{stem}-{n}.jpg", n + 1
+    while any(places.alike(out / name) or places.duplicates(out / name) for name in _names_of(path, dng)):
+        path, n = out / f"{stem}-{n}.jpg", n + 1  # a duplicate's NAME_01.jpg.xmp is read for NAME.jpg too
     return path
 
 
