@@ -128,12 +128,15 @@ class ModelCard:
     @property
     def fingerprint(self) -> str:
         """sha256 over everything that shapes a photo's score: the ONNX file's hash, the analysis
-        (scale, patch logic, first pass), the aggregation and the input/output names.  Thresholds
-        are left out (they only turn a score into a verdict), so the score cache keys on this."""
+        (scale, patch logic, first pass), the aggregation, the input/output names and ``sure_keep``
+        (a photo whose first patches reach it is scored no further, so its stored score is a lower
+        bound that only a card with the same bound may reuse).  The other thresholds are left out
+        (they only turn a score into a verdict), so the score cache keys on this."""
         scoring: dict[str, Any] = {
             "model": self.sha256, "analysis": analysis_dict(self.analysis), "aggregate_k": self.aggregate_k,
             "input": self.input_name, "score": self.score_output, "kind": self.kind_output,
             "kind_labels": list(self.kind_labels), "photo_score": PHOTO_SCORE_FIELDS,
+            "early_stop_at": round(self.sure_keep, 9),
         }
         if self.head is not None:
             scoring["head"] = self.head.as_dict()

@@ -95,12 +95,32 @@ def test_same_onnx_other_aggregation_is_not_a_stale_cache_hit(tmp_path, card):
     fresh = scan([photos], other, ScanOptions(workers=1))
     assert not any(r.cached for r in fresh.results)
     assert all(r.cached for r in scan([photos], other, ScanOptions(workers=1)).results)
-    # thresholds alone do not change scores: same fingerprint, cache still used
-    stricter = load_card(custom_card(tmp_path / "cards2", thresholds__lenient={"keep": 0.99, "reject": 0.5}))
+    # reject thresholds alone do not change scores: same fingerprint, cache still used
+    stricter = load_card(custom_card(tmp_path / "cards2", thresholds__lenient={**card.thresholds["lenient"].as_dict(), "reject": 0.3}))
     assert stricter.fingerprint == card.fingerprint
+    # the highest keep threshold is where scoring stops early: another one, another fingerprint
+    keener = load_card(custom_card(tmp_path / "cards4", thresholds__lenient={"keep": 0.99, "reject": 0.5}))
+    assert keener.sure_keep != card.sure_keep and keener.fingerprint != card.fingerprint
     # another tile grid chooses other patches: another fingerprint
     side_by_side = load_card(custom_card(tmp_path / "cards3", analysis__tile_stride=64))
     assert side_by_side.fingerprint != card.fingerprint
+
+
+def test_an_early_stopped_score_of_a_card_with_a_lower_keep_is_not_reused(tmp_path, card):
+    """A photo whose first patches reach the card's highest keep is scored no further: its stored score
+    is only a lower bound.  A card with a higher keep (two calibrated cards of one base, say) must not read
+    it as a full score: a sharp photo came out uncertain, or rejected at strict, after such a scan."""
+    photos = tmp_path / "p"
+    for i in range(3):  # softly blurred: the first 8 patches' best 3 pass 0.2, all 64 score higher still
+        save(blurred_image(i, 1.0), photos / f"soft{i}.jpg")
+    low = {"keep": 0.2, "reject": 0.1}
+    eager = load_card(custom_card(tmp_path / "cards", thresholds__lenient=low, thresholds__normal=low, thresholds__strict=low))
+    stopped = scan([photos], eager, ScanOptions(workers=1))
+    after = scan([photos], card, ScanOptions(workers=1, strictness="normal"))
+    fresh = scan([photos], card, ScanOptions(workers=1, strictness="normal", use_cache=False))
+    assert any(s.photo.score < f.photo.score - 1e-6 for s, f in zip(stopped.results, fresh.results))  # some stopped early
+    assert not any(r.cached for r in after.results)
+    assert [(r.verdict, r.photo.score) for r in after.results] == [(r.verdict, r.photo.score) for r in fresh.results]
 
 
 def test_a_card_without_a_tile_stride_keeps_its_form_and_fingerprint():
