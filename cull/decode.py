@@ -6,6 +6,7 @@ RAW uses the embedded preview, falling back to a half-size demosaic when the pre
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import os
@@ -16,6 +17,7 @@ import warnings
 from collections.abc import Iterator
 from typing import IO, Any
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cull.errors import UnreadableImage
-from cull.formats import HEIF_EXTENSIONS, is_raw, sniff, tiff_ifds
+from cull.formats import HEIF_EXTENSIONS, is_raw, sniff, tiff_holds_raw, tiff_ifds
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,12 @@ log = logging.getLogger(__name__)
 MAX_PIXELS_SCALED = 400_000_000
 MAX_PIXELS_FULL = 100_000_000
 MAX_PIXELS = MAX_PIXELS_SCALED  # the largest accepted anywhere (kept for callers)
+# A progressive JPEG is decoded once per scan over every coefficient of the image: cameras and editors
+# write about 10 scans, a crafted file thousands (3000 scans of 100 MP: 52 s in one worker).
+MAX_JPEG_SCANS = 100
+# MPO is how Pillow names a camera JPEG that carries a second, preview picture (CIPA multi-picture
+# format), opened by its JPEG reader: a JPEG in every other respect (DCT scaling, limits).
+JPEG_FORMATS = ("JPEG", "MPO")
 
 try:  # HEIC only where pillow-heif is installed (the [heic] extra)
     from pillow_heif import register_heif_opener
@@ -43,6 +51,12 @@ try:  # HEIC only where pillow-heif is installed (the [heic] extra)
     HEIF_AVAILABLE = True
 except ImportError:  # pragma: no cover - depends on the environment
     HEIF_AVAILABLE = False
+
+# The Pillow readers cull opens files with (AVIF where this Pillow has it, HEIF where pillow-heif
+# registered it), JPEG first: a JPEG opens without loading Pillow's other plugins.  Any other reader is
+# never tried: Pillow would hand a PostScript file named .jpg to Ghostscript.
+PHOTO_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP") + (
+    ("AVIF",) if importlib.util.find_spec("PIL.AvifImagePlugin") else ()) + (("HEIF",) if HEIF_AVAILABLE else ())
 
 GrayImage = NDArray[np.float32]
 GrayLevels = NDArray[np.uint8] | NDArray[np.float32]  # 8-bit levels, or float32 in [0, 1]
@@ -89,8 +103,8 @@ def open_reduced(path: Path, long_side: int) -> Image.Image:
         except DamagedRaw:
             raise  # its small TIFF thumbnail would be judged instead: "too little texture", no error
         except UnreadableImage:
-            if kind is None:
-                raise
+            if kind is None or (kind == "tiff" and tiff_holds_raw(path)):
+                raise  # a RAW's TIFF container: its first image is a preview, not the photo
             try:  # a TIFF/BMP/GIF container that LibRaw refuses may still be a plain image
                 return _open_raster(path, long_side)
             except Exception:  # noqa: BLE001 - report LibRaw's reason, the file claims to be RAW
@@ -98,6 +112,11 @@ def open_reduced(path: Path, long_side: int) -> Image.Image:
             raise
     if path.suffix.lower() in HEIF_EXTENSIONS and not HEIF_AVAILABLE:
         raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull-focus[heic]'")
+    with open(path, "rb") as fh:
+        raw_content = sniff(fh.read(16)) == "tiff" and tiff_holds_raw(path)
+    if raw_content:  # a DNG, NEF ... under a raster name: its first image is only a preview
+        log.info("%s holds camera RAW data despite its name; decoding it as RAW", path)
+        return _open_raw(path, long_side)
     return _open_raster(path, long_side)
 
 
@@ -121,22 +140,91 @@ def describe_decode_error(exc: BaseException) -> str:
 
 def pixel_limit(image_format: str | None, progressive: bool = False) -> int:
     """How many pixels cull accepts for this format.  A baseline JPEG decodes DCT-scaled in a few
-    rows of memory; a progressive one still holds every DCT coefficient (2 bytes per sample), so it
-    gets the full-decode limit."""
-    return MAX_PIXELS_SCALED if image_format == "JPEG" and not progressive else MAX_PIXELS_FULL
+    rows of memory; a progressive one (or a baseline one whose colours come in separate scans) still
+    holds every DCT coefficient (2 bytes per sample), so it gets the full-decode limit."""
+    return MAX_PIXELS_SCALED if image_format in JPEG_FORMATS and not progressive else MAX_PIXELS_FULL
 
 
 def check_pixels(image: Image.Image) -> None:
-    """Refuse an image whose declared size is over its format's limit, before any pixel is decoded."""
+    """Refuse an image whose declared size is over its format's limit, or a JPEG with more scans than
+    MAX_JPEG_SCANS, before any pixel is decoded."""
     width, height = image.size
-    progressive = image.format == "JPEG" and bool(image.info.get("progressive") or image.info.get("progression"))
-    limit = pixel_limit(image.format, progressive)
+    fp = getattr(image, "fp", None)
+    layout = jpeg_layout(fp) if image.format in JPEG_FORMATS and fp is not None else None
+    buffered = layout is not None and layout.buffered
+    limit = pixel_limit(image.format, buffered)
     if width * height > limit:
-        kind = f"{'progressive ' if progressive else ''}{image.format or 'this format'}"
+        kind = "this format" if not image.format else image.format if not buffered else \
+            f"progressive {image.format}" if layout and layout.progressive else f"{image.format} with colours in separate scans"
         raise UnreadableImage(
             f"image too large to analyse safely ({width}x{height} = {width * height / 1e6:.0f} MP; "
             f"the limit for {kind} is {limit // 1_000_000} MP)"
         )
+    if layout is not None and layout.scans > MAX_JPEG_SCANS:
+        raise UnreadableImage(f"JPEG with {layout.scans} scans refused (each is decoded over the whole image; "
+                              f"cameras and editors write about 10, cull accepts up to {MAX_JPEG_SCANS})")
+
+
+@dataclass(frozen=True)
+class JpegLayout:
+    """How a JPEG stream's scans are laid out: ``buffered`` when libjpeg must hold every coefficient
+    (progressive, or a sequential frame whose first scan carries fewer components than the frame);
+    ``scans`` counted over the whole file for a progressive one (else the SOS markers before the
+    first scan's data, 1)."""
+
+    progressive: bool
+    buffered: bool
+    scans: int
+
+
+def jpeg_layout(fh: IO[bytes], chunk: int = 1 << 20) -> JpegLayout | None:
+    """Read a JPEG's marker segments up to its first scan (skipping over APP data by seeking), and
+    for a progressive one count its scans; the file position is restored.  None: not parseable
+    here (Pillow's decoder will say why)."""
+    try:
+        saved = fh.tell()
+    except (OSError, ValueError):
+        return None
+    try:
+        fh.seek(0)
+        if fh.read(2) != b"\xff\xd8":
+            return None
+        components = 0
+        progressive = False
+        for _ in range(10_000):  # marker segments before the first scan
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                return None
+            marker, length = head[1], int.from_bytes(head[2:4], "big")
+            if marker == 0xFF:  # fill byte before a marker
+                fh.seek(-3, os.SEEK_CUR)
+                continue
+            if length < 2:
+                return None
+            if marker in _SOF:
+                frame = fh.read(length - 2)
+                if len(frame) < 6:
+                    return None
+                components, progressive = frame[5], marker in (0xC2, 0xC6, 0xCA, 0xCE)
+                continue
+            if marker == 0xDA:
+                first = fh.read(1)
+                in_scan = first[0] if first else 0
+                if not progressive:
+                    return JpegLayout(False, 0 < in_scan < components, 1)
+                fh.seek(0)
+                scans, tail = 0, b""
+                while block := fh.read(chunk):
+                    data = tail + block
+                    scans += data.count(b"\xff\xda")  # 0xFF in entropy-coded data is always followed by 0x00
+                    tail = data[-1:] if data[-1:] == b"\xff" else b""
+                return JpegLayout(True, True, scans)
+            fh.seek(length - 2, os.SEEK_CUR)
+        return None
+    except (OSError, ValueError):
+        return None
+    finally:
+        fh.seek(saved)
 
 
 @contextmanager
@@ -157,16 +245,37 @@ def open_checked(source: Path | IO[bytes], long_side: int | None, draft_mode: st
     ``long_side``, in ``draft_mode``; None: full size); the image is loaded.  Raises UnreadableImage
     for an image over the limit, Pillow's errors otherwise."""
     with _own_pixel_check():
-        image = Image.open(source)
+        image = Image.open(source, formats=PHOTO_FORMATS)
         try:
+            if image.format == "TIFF":
+                _seek_main_page(image)
             check_pixels(image)
-            if image.format == "JPEG" and long_side is not None:
+            if image.format in JPEG_FORMATS and long_side is not None:
                 image.draft(draft_mode, draft_request(image.size, long_side))
             image.load()
         except BaseException:
             image.close()
             raise
     return image
+
+
+MAX_TIFF_PAGES = 64  # pages of a multi-page TIFF looked at for the photo
+
+
+def _seek_main_page(image: Image.Image) -> None:
+    """Go to a TIFF's photo: its largest page not marked as a reduced-resolution version (NewSubfileType
+    bit 0); a file whose first page is a small preview is judged by the full image after it."""
+    best, best_area = 0, -1
+    for index in range(MAX_TIFF_PAGES):
+        try:
+            image.seek(index)
+        except EOFError:
+            break
+        reduced = bool(int(image.tag_v2.get(254, 0) or 0) & 1)  # type: ignore[attr-defined]
+        area = image.size[0] * image.size[1] * (not reduced)
+        if area > best_area:
+            best, best_area = index, area
+    image.seek(best)
 
 
 def _open_raster(path: Path, long_side: int) -> Image.Image:

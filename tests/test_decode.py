@@ -319,3 +319,115 @@ def test_gray_conversion_gives_the_same_floats_as_converting_then_scaling():
         expected = np.array(image, dtype=np.float32) * np.float32(1.0 / 255.0)
         assert gray.dtype == np.float32 and gray.flags.writeable
         assert np.array_equal(gray, expected)
+
+
+# --- hostile and unusual files (probe of session 14) ---
+
+
+def _jpeg_header(sof: int, width: int, height: int, components: int, scans: list[int]) -> bytes:
+    """A JPEG's marker segments only (no tables, no entropy data): enough for Image.open and
+    cull's checks, which run before any pixel is decoded."""
+    frame = bytes([8]) + struct.pack(">HH", height, width) + bytes([components])
+    frame += b"".join(bytes([i + 1, 0x11, 0]) for i in range(components))
+    out = b"\xff\xd8" + bytes([0xFF, sof]) + struct.pack(">H", len(frame) + 2) + frame
+    for count in scans:  # one SOS per scan, naming ``count`` components
+        body = bytes([count]) + b"".join(bytes([i + 1, 0]) for i in range(count)) + b"\x00\x3f\x00"
+        out += b"\xff\xda" + struct.pack(">H", len(body) + 2) + body + b"\x00" * 8
+    return out + b"\xff\xd9"
+
+
+def test_a_baseline_jpeg_with_colours_in_separate_scans_gets_the_full_decode_limit(tmp_path):
+    """libjpeg buffers every coefficient of such a file, as of a progressive one: a 6 MB file of
+    400 MP took 3.2 GB in one worker under the 400 MP baseline limit."""
+    bomb = tmp_path / "multiscan.jpg"
+    bomb.write_bytes(_jpeg_header(0xC0, 20000, 20000, 4, [1, 1, 1, 1]))
+    with pytest.raises(UnreadableImage, match=r"400 MP; the limit for JPEG with colours in separate scans is 100 MP"):
+        decode_gray(bomb, LONG)
+    interleaved = tmp_path / "interleaved.jpg"  # the usual layout: one scan with every colour, baseline limit
+    interleaved.write_bytes(_jpeg_header(0xC0, 20000, 20000, 3, [3]))
+    with pytest.raises(UnreadableImage) as caught:
+        decode_gray(interleaved, LONG)
+    assert "limit" not in str(caught.value)  # it got as far as decoding (and found no data)
+
+
+def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding(tmp_path):
+    from cull.decode import MAX_JPEG_SCANS
+
+    bomb = tmp_path / "scans.jpg"
+    bomb.write_bytes(_jpeg_header(0xC2, 4000, 3000, 1, [1] * (MAX_JPEG_SCANS + 1)))
+    with pytest.raises(UnreadableImage, match=rf"JPEG with {MAX_JPEG_SCANS + 1} scans refused"):
+        decode_gray(bomb, LONG)
+    normal = save(sharp_image(0), tmp_path / "progressive.jpg", progressive=True)
+    assert decode_gray(normal, LONG).size
+
+
+def test_a_postscript_file_named_jpg_is_never_handed_to_ghostscript(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: pytest.fail("Ghostscript was run"))
+    eps = tmp_path / "a.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n0 0 moveto 100 100 lineto stroke\nshowpage\n")
+    with pytest.raises(UnreadableImage, match="not an image file"):
+        decode_gray(eps, LONG)
+
+
+def test_a_camera_jpeg_with_a_multi_picture_preview_decodes_as_a_jpeg(tmp_path, monkeypatch):
+    """Pillow calls a JPEG with a CIPA MPF preview "MPO": it was decoded in full (3x slower, other
+    scores) and held to the 100 MP limit of formats decoded in full."""
+    from cull import decode
+
+    photo = sharp_image(1).resize((3072, 2048))
+    plain = save(photo, tmp_path / "plain.jpg", quality=92)
+    mpo = save(photo, tmp_path / "camera.jpg", format="MPO", save_all=True,
+               append_images=[photo.resize((640, 426))], quality=92)
+    assert Image.open(mpo).format == "MPO"
+    np.testing.assert_array_equal(decode_gray(mpo, LONG), decode_gray(plain, LONG))
+    monkeypatch.setattr(decode, "MAX_PIXELS_FULL", 1_000_000)
+    assert decode_gray(mpo, LONG).size  # 6 MP: within the JPEG limit, not the full-decode one
+
+
+def test_a_tiff_whose_first_page_is_a_preview_is_judged_by_the_full_image(tmp_path):
+    import tifffile
+
+    photo = np.asarray(sharp_image(0).convert("L").resize((1536, 1024)))
+    path = tmp_path / "preview_first.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(photo[::8, ::8].copy(), photometric="minisblack", subfiletype=1)  # reduced resolution
+        tif.write(photo, photometric="minisblack")
+    assert decode_gray(path, LONG).shape == (1024, 1536)  # the photo (within the scale tolerance), not 192 x 128
+
+
+def test_raw_content_under_a_raster_name_is_decoded_as_raw(tmp_path, shared_raw):
+    """A KDC (a TIFF container whose first image is a 96 x 64 thumbnail) renamed .tif or .JPG."""
+    import shutil
+
+    raw = next(p for p in shared_raw.iterdir() if p.suffix.upper() == ".KDC")
+    expected = decode_gray(raw, LONG)
+    assert max(expected.shape) > 96
+    for name in ("renamed.tif", "renamed.JPG"):
+        copy = shutil.copy(raw, tmp_path / name)
+        np.testing.assert_array_equal(decode_gray(copy, LONG), expected)
+
+
+def test_a_dng_libraw_refuses_is_an_error_not_its_preview(tmp_path, monkeypatch):
+    """A DNG's first image is a small preview; judging it kept a blurred photo (a preview always looks
+    sharp).  LibRaw's refusal is the file's error; a plain TIFF named .dng still decodes as a TIFF."""
+    import tifffile
+
+    from cull import decode
+
+    def refuse(path, long_side):
+        raise UnreadableImage("LibRaw cannot read this file (LibRaw: unsupported compression)")
+
+    monkeypatch.setattr(decode, "_open_raw", refuse)
+    photo = np.asarray(sharp_image(0).convert("RGB").resize((1024, 1024)))
+    dng = tmp_path / "a.dng"
+    with tifffile.TiffWriter(dng) as tif:
+        tif.write(photo[::4, ::4].copy(), photometric="rgb", subfiletype=1, subifds=1,
+                  extratags=[(50706, 1, 4, (1, 4, 0, 0), True)])
+        tif.write(photo[:, :, 1].copy(), photometric=32803, extratags=[(33421, 3, 2, (2, 2), True), (33422, 1, 4, (0, 1, 1, 2), True)])
+    with pytest.raises(UnreadableImage, match="unsupported compression"):
+        decode_gray(dng, LONG)
+    plain = tmp_path / "plain.dng"
+    Image.fromarray(photo).save(plain, format="TIFF")
+    assert decode_gray(plain, LONG).shape == (1024, 1024)

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
-from cull.decode import flatten
+from cull.decode import PHOTO_FORMATS, flatten
 from cull.errors import CullError
 from cull.formats import RASTER_EXTENSIONS
 from cull.fsutil import atomic_write_bytes, unlink_quietly
@@ -144,7 +144,7 @@ class ReplaySource:
         if self._cv2 is None:
             for path in self._images:
                 try:
-                    with Image.open(path) as image:
+                    with Image.open(path, formats=PHOTO_FORMATS) as image:
                         yield replay_frame(image)
                 except (OSError, Image.DecompressionBombError) as exc:  # the second is no OSError
                     raise CameraError(f"replay frame {path.name} is unreadable: {exc}") from None

@@ -67,7 +67,7 @@ def _open_raw_color(path: Path, long_side: int | None) -> Image.Image:
         try:
             thumb = raw.extract_thumb()
             if thumb.format == rawpy.ThumbFormat.JPEG:
-                with Image.open(io.BytesIO(bytes(thumb.data))) as header:
+                with Image.open(io.BytesIO(bytes(thumb.data)), formats=["JPEG"]) as header:
                     size = header.size
                 if max(size) >= need:
                     preview = open_checked(io.BytesIO(bytes(thumb.data)), long_side, draft_mode="RGB")
