@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 # check only raises above twice its global limit, and cull leaves that global alone).  A baseline
 # JPEG is decoded DCT-scaled (1/8 at most), so a 400 MP panorama costs little; every other format
 # (and progressive JPEG) is decoded in full, about 3-6 bytes per pixel plus the gray copy: a
-# 100 MP RGB PNG peaks at about 0.6 GB per worker, so two workers stay under 1.5 GB.
+# 100 MP RGB PNG peaks at about 0.6 GB per worker; 16-bit, float and alpha images at the limit
+# about 1.4-1.65 GB (their conversion to gray makes full-size copies).
 MAX_PIXELS_SCALED = 400_000_000
 MAX_PIXELS_FULL = 100_000_000
 MAX_PIXELS = MAX_PIXELS_SCALED  # the largest accepted anywhere (kept for callers)

@@ -1,6 +1,7 @@
 """train/: degradations, splits, thresholds, Keras-vs-ONNX parity, and a smoke training run."""
 
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -580,6 +581,9 @@ def test_smoke_training_builds_a_loadable_model_and_card(tmp_path, monkeypatch):
     assert raw["architecture"]["filters"] == [16, 32, 32] and "-f16x32x32-" in raw["version"]
     assert raw["training"]["recipe"] == "v5"
     assert raw["training"]["libraries"]["numpy"] == np.__version__ and "onnxruntime" in raw["training"]["libraries"]
+    paths = raw["training"]["cpu_paths"]  # which instruction paths numpy took (AVX-512 ones change the data)
+    assert set(paths["environment"]) == {"NPY_DISABLE_CPU_FEATURES", "ONEDNN_MAX_CPU_ISA"} and paths["numpy"] == np.__version__
+    assert isinstance(paths["numpy_dispatch"], list)
     assert raw["export"]["parity_max_abs_diff"] < 1e-4
     assert set(raw["metrics"]["photos"]) >= {"validation (synthetic)", "test (synthetic)", "real held-out"}
     assert card.kind_labels == ("sharp", "defocus", "motion")
@@ -710,3 +714,28 @@ def check_failed_builds_leave_the_shipped_model_alone(tmp_path, data, real, out,
     assert main(args + ["--max-real-sharp-rejects", "-1"]) == 1  # the gate refuses any model
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not list((tmp_path / "work").glob("build-*"))  # staging folders are cleaned up
+
+
+def test_python_m_train_holds_numpy_and_onednn_to_avx2_before_importing_them(tmp_path):
+    """numpy's AVX-512 kernels round differently from its AVX2 ones: on an AVX-512 machine v5's own
+    recipe made 2 other training patches (37 146 against 37 144) and so another network.  The entry
+    point sets the environment before numpy is imported, so a build is the same on either machine."""
+    import subprocess
+    import sys
+
+    from train.__main__ import PORTABLE_CPU
+
+    probe = (
+        "import os, runpy, sys\n"
+        f"sys.argv = ['train', '--tile-stride', '24', '--work', {str(tmp_path)!r}]\n"
+        "try:\n    runpy.run_module('train', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exit:\n    assert exit.code == 2\n"
+        "import numpy\n"
+        "from train.__main__ import cpu_paths\n"
+        "paths = cpu_paths()\n"
+        "print(paths['environment'] == {k: os.environ[k] for k in paths['environment']}, 'X86_V4' in paths['numpy_dispatch'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]  # set, and numpy took no AVX-512 path

@@ -26,6 +26,16 @@ from train.errors import TrainError
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
 TILE_STRIDE = 32  # the card's tile grid step: tiles overlap by half (session 10, models/EXPERIMENTS.md)
+# The same code on two x86-64 machines builds the same network only if numpy and oneDNN take the same
+# instruction paths: numpy's AVX-512 kernels (sin, exp, ... in the blur kernels) round differently from
+# its AVX2 ones, which changed 2 of v5's 37 144 training patches on an AVX-512 machine and so the whole
+# trained network (models/EXPERIMENTS.md, session 14).  `python -m train` holds both to AVX2, which
+# every machine that ran a build here has; numpy reads this when imported, TensorFlow when it starts.
+PORTABLE_CPU = {
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512CD AVX512_KNL AVX512_KNM "
+                                "AVX512_SKX AVX512_CLX AVX512_CNL",  # numpy 2.4's dispatch groups and older names
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -712,6 +722,7 @@ def stage(args: argparse.Namespace, data: dict[str, Any], staging: Path) -> None
                         for seed, h in zip(seeds, result["member_histories"])],
             "history": {k: [round(x, 4) for x in v] for k, v in result["history"].items() if isinstance(v, list)},
             "libraries": library_versions(),
+            "cpu_paths": cpu_paths(),
         },
         "export": {"tool": "tf2onnx.convert.from_function", "opset": 17,
                    "parity_max_abs_diff": result["parity_max_abs_diff"]},
@@ -773,6 +784,7 @@ def stage_refit(args: argparse.Namespace, data: dict[str, Any], staging: Path) -
         "metrics": {**raw.get("metrics", {}), "photos": photos},
         "previous_model": previous,
         "refit": {"date": dt.date.today().isoformat(), "network": base_version, "libraries": library_versions(),
+                  "cpu_paths": cpu_paths(),
                   "from": {"version": shipped.version, "analysis": analysis_dict(shipped.analysis),
                            "thresholds": {s: t.as_dict() for s, t in shipped.thresholds.items()}},
                   "why": "python -m train refit: the same network (with its patch embedding as one more output), its "
@@ -829,5 +841,20 @@ def refresh_seed_comparison(card_path: Path, payload: dict[str, Any]) -> None:
     write_card_markdown(card_path, card_path.parent / "CARD.md")
 
 
+def cpu_paths() -> dict[str, Any]:
+    """What the card records of the build's instruction paths: the settings above as they were, and the
+    dispatch targets numpy actually used."""
+    import numpy as np
+
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__  # type: ignore[no-redef]
+    return {"environment": {k: os.environ.get(k) for k in PORTABLE_CPU},
+            "numpy_dispatch": [t for t in __cpu_dispatch__ if __cpu_features__.get(t)], "numpy": np.__version__}
+
+
 if __name__ == "__main__":
+    for _name, _value in PORTABLE_CPU.items():
+        os.environ.setdefault(_name, _value)  # before numpy or TensorFlow is imported (spawned workers inherit it)
     sys.exit(main())
