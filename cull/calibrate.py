@@ -7,10 +7,13 @@ base card's model (full scoring, as production sees it), thresholds are fitted w
 priority, and a new card pointing at the same ONNX model is written.
 
 Rules (pure, see fit_thresholds):
-  * reject: below a fraction of the lowest sharp score (lenient 0.5, normal 0.7, strict 0.85),
-    never above ``keep``: no labelled sharp photo is rejected, with a margin;
   * keep: in the gap between the highest blurred and the lowest sharp score (midpoint in logit
-    space) when the classes separate, else just above the highest blurred score;
+    space, raised towards the blurred scores' 99th percentile, never above the lowest sharp score)
+    when the classes separate, else just above the highest blurred score;
+  * reject: below a fraction of the lowest sharp score (lenient 0.5, normal 0.7, strict 0.85), but
+    at most the logit midpoint between the highest blurred score and ``keep``: no labelled sharp
+    photo is rejected, with a margin, and a photo in the empty gap between the classes is
+    *uncertain*, not rejected;
   * no steady path (the shipped card's second way to keep, fitted on its own validation photos:
     a user's domain gets one keep threshold).
 Expected rates are leave-one-out (each photo judged by thresholds fitted without it) with exact
@@ -33,7 +36,7 @@ from typing import Any
 from cull.card import CARD_FORMAT, STRICTNESS_LEVELS, ModelCard, Thresholds, default_card_path, file_sha256, load_card
 from cull.decide import verdict_for
 from cull.errors import DatasetError, ModelError
-from cull.evaluate import LabelledPhoto, labelled_tree
+from cull.evaluate import LabelledPhoto, label_warnings, labelled_tree
 from cull.fsutil import atomic_write_text
 from cull.report import display_path, json_object
 from cull.runner import analyse_paths
@@ -51,7 +54,7 @@ _EPS = 1e-6
 
 @dataclass(frozen=True)
 class Rate:
-    """``k`` of ``n`` with a two-sided Clopper-Pearson interval."""
+    """``k`` of ``n`` with a two-sided Clopper-Pearson interval (printed widened to whole percents)."""
 
     k: int
     n: int
@@ -61,7 +64,7 @@ class Rate:
     def __str__(self) -> str:
         if self.n == 0:
             return "n/a"
-        return f"{self.k}/{self.n} ({100 * self.low:.0f}-{100 * self.high:.0f}%)"
+        return f"{self.k}/{self.n} ({math.floor(100 * self.low)}-{math.ceil(100 * self.high)}%)"
 
 
 @dataclass(frozen=True)
@@ -145,29 +148,46 @@ def _logit(p: float) -> float:
 def fit_thresholds(sharp_scores: Sequence[float], blurred_scores: Sequence[float]) -> dict[str, Thresholds]:
     """Thresholds per strictness from labelled scores, with in-focus priority. Pure.
 
-    No sharp score is below any ``reject`` (each is a fraction of the lowest sharp score, capped at
-    ``keep``).  ``keep`` is the logit midpoint between the highest blurred and the lowest sharp score,
-    raised to the blurred scores' 99th percentile (logit-normal fit) when that is higher, but never
-    above the lowest sharp score; when the classes overlap it sits just above the highest blurred score.  Raises ValueError on an empty class or a score outside [0, 1].
+    ``keep`` is the logit midpoint between the highest blurred and the lowest sharp score, raised to
+    the blurred scores' 99th percentile (logit-normal fit) when that is higher, but never above the
+    lowest sharp score (which is kept: rounding to 1e-6 never lifts ``keep`` past it); when the classes
+    overlap it sits just above the highest blurred score.  ``reject`` is a fraction of the lowest sharp
+    score, but at most the logit midpoint between the highest blurred score and ``keep``: photos in the
+    gap between the classes stay *uncertain*, and no labelled sharp photo is rejected.  Raises
+    ValueError on an empty class or a score outside [0, 1].
     """
     if not sharp_scores or not blurred_scores:
         raise ValueError("need scores for both sharp and blurred photos")
     if any(not 0.0 <= s <= 1.0 for s in (*sharp_scores, *blurred_scores)):
         raise ValueError("scores must lie in [0, 1]")
-    s_min, b_max = min(sharp_scores), max(blurred_scores)
+    s_min, b_max = float(min(sharp_scores)), float(max(blurred_scores))
     keep = _sigmoid((_logit(b_max) + _logit(s_min)) / 2)
     logits = [_logit(b) for b in blurred_scores]
     if len(logits) >= 3:  # unseen blurred photos may score higher than these few: their 99th percentile
         mean = sum(logits) / len(logits)
         sd = math.sqrt(sum((x - mean) ** 2 for x in logits) / (len(logits) - 1))
         keep = max(keep, _sigmoid(mean + BLURRED_Z * sd))
-    keep = max(min(keep, s_min), min(1.0, b_max + _EPS))  # never above the lowest sharp score unless they overlap
-    keep = math.ceil(keep * 1e6) / 1e6 if keep < 1.0 else 1.0
+    if b_max < s_min:  # separated: b_max < keep <= s_min, on the 1e-6 grid where one fits
+        keep = min(keep, s_min) if b_max < min(keep, s_min) else s_min
+        keep = next((k for k in (_ceil6(keep), _floor6(keep)) if b_max < k <= s_min), keep)
+    else:  # overlap: just above the highest blurred score
+        keep = _ceil6(min(1.0, b_max + _EPS))
+    gap = min(_sigmoid((_logit(b_max) + _logit(keep)) / 2), keep)  # the middle of the empty gap below keep
     out = {}
     for name in STRICTNESS_LEVELS:
-        reject = math.floor(min(REJECT_FRACTIONS[name] * s_min, keep) * 1e6) / 1e6
-        out[name] = Thresholds(keep=keep, reject=reject)
+        reject = min(REJECT_FRACTIONS[name] * s_min, gap)
+        rounded = min(_floor6(reject), keep)
+        # down to 1e-6, unless that would spare the highest blurred photo that ``reject`` rejects
+        out[name] = Thresholds(keep=keep, reject=rounded if rounded > b_max or reject <= b_max else reject)
     return out
+
+
+def _ceil6(value: float) -> float:
+    return math.ceil(value * 1e6) / 1e6
+
+
+def _floor6(value: float) -> float:
+    return math.floor(value * 1e6) / 1e6
 
 
 def _verdict(photo: Scored, thresholds: Thresholds) -> str:
@@ -244,12 +264,28 @@ def _right(scored: Sequence[Scored]) -> int:
     return right - 10 * sum(s.sharp and v == "reject" for s, v in zip(usable, verdicts))
 
 
+def _scored_per_class(scored: Sequence[Scored]) -> tuple[int, int]:
+    """How many sharp and blurred photos have a score."""
+    usable = [s for s in scored if s.error is None and s.score is not None]
+    return sum(s.sharp for s in usable), sum(not s.sharp for s in usable)
+
+
 def choose_texture(tried: dict[float, list[Scored]], base_std: float) -> float:
-    """The min_std whose scores give the most right leave-one-out decisions; the base value on a tie,
-    then the one closest to it. Pure."""
+    """Among the min_std values under which at least MIN_PER_CLASS photos of each class score, the one
+    whose scores give the most right leave-one-out decisions; on a tie the base value, then the one
+    scoring more photos, then the one closest to the base value.  When none scores enough, the one
+    scoring the most (the caller refuses). Pure."""
     base_std = round(base_std, 6)
-    rights = {m: _right(s) for m, s in tried.items()}
-    return max(tried, key=lambda m: (rights[m], m == base_std, -abs(math.log(max(m, _EPS) / max(base_std, _EPS)))))
+    counts = {m: _scored_per_class(s) for m, s in tried.items()}
+    enough = [m for m in tried if min(counts[m]) >= MIN_PER_CLASS]
+
+    def closeness(m: float) -> float:
+        return -abs(math.log(max(m, _EPS) / max(base_std, _EPS)))
+
+    if not enough:
+        return max(tried, key=lambda m: (min(counts[m]), sum(counts[m]), m == base_std, closeness(m)))
+    rights = {m: _right(tried[m]) for m in enough}
+    return max(enough, key=lambda m: (rights[m], m == base_std, sum(counts[m]), closeness(m)))
 
 
 def count_photos(folder: Path) -> tuple[list[LabelledPhoto], list[Scored], int, int]:
@@ -271,9 +307,10 @@ def calibrate(
 ) -> Calibration:
     """Score ``folder``'s labelled photos with ``base``'s model and fit a calibrated card.
 
-    With ``fit_texture`` a few patch texture thresholds (``analysis.min_std``) are tried and the one
-    with the most right leave-one-out decisions kept (the base value on a tie).  Raises DatasetError
-    when a class has fewer than MIN_PER_CLASS usable photos.
+    With ``fit_texture`` a few patch texture thresholds (``analysis.min_std``) are tried and, among
+    those under which MIN_PER_CLASS photos of each class score, the one with the most right
+    leave-one-out decisions kept (see choose_texture).  Raises DatasetError when a class has fewer
+    than MIN_PER_CLASS usable photos (shots: a RAW+JPEG pair counts once).
     """
     photos, unreadable, n_sharp, n_blurred = count_photos(folder)
     candidates = [base.analysis.min_std * f for f in (TEXTURE_FACTORS if fit_texture else (1.0,))]
@@ -287,14 +324,17 @@ def calibrate(
     rights = {m: _right(s) for m, s in tried.items()}
     scored = tried[best] + unreadable
 
-    warnings: list[str] = []
+    warnings = label_warnings(folder, [s.error or "" for s in unreadable])
     usable = [s for s in scored if s.error is None]
     sharp = [s.score for s in usable if s.sharp and s.score is not None]
     blurred = [s.score for s in usable if not s.sharp and s.score is not None]
     if min(len(sharp), len(blurred)) < MIN_PER_CLASS:
+        tried_note = (f" at any texture threshold tried (min_std {', '.join(f'{m:g}' for m in tried)})" if fit_texture
+                      else f" at the base card's texture threshold (min_std {best:g}); other texture thresholds were "
+                           "not tried (--keep-texture)")
         raise DatasetError(
             f"{display_path(folder)}: only {len(sharp)} sharp and {len(blurred)} blurred photos could be scored "
-            f"(unreadable or too little texture); calibration needs at least {MIN_PER_CLASS} of each"
+            f"(unreadable or too little texture){tried_note}; calibration needs at least {MIN_PER_CLASS} of each"
             + "".join([f"; {display_path(s.path)}: {s.error or 'too little texture'}" for s in scored if s.score is None][:3])
         )
     if min(len(sharp), len(blurred)) < RECOMMENDED_PER_CLASS:
@@ -389,6 +429,11 @@ _LABELS = (("sharp_kept", "sharp kept"), ("sharp_rejected", "sharp rejected"),
            ("blurred_flagged", "blurred flagged"), ("blurred_rejected", "blurred rejected"))
 
 
+def _threshold(value: float) -> str:
+    """A threshold as the card stores it: 6 decimals, or all of them when it is not on that grid."""
+    return f"{value:.6f}" if round(value, 6) == value else repr(float(value))
+
+
 def format_calibration(calibration: Calibration) -> str:
     """A plain-text summary: scores, texture threshold, thresholds, expected rates (before and after)."""
     cal, base = calibration, calibration.base
@@ -409,8 +454,8 @@ def format_calibration(calibration: Calibration) -> str:
         + ("  (separated)" if blurred[-1] < sharp[0] else "  (OVERLAP)"),
         f"  texture threshold (min_std): {cal.card.analysis.min_std:g}"
         + (f" (was {base.analysis.min_std:g})" if cal.card.analysis.min_std != base.analysis.min_std else " (unchanged)"),
-        f"  keep at or above {t['lenient'].keep:.4f}; reject below: "
-        + ", ".join(f"{n} {t[n].reject:.4f}" for n in STRICTNESS_LEVELS),
+        f"  keep at or above {_threshold(t['lenient'].keep)}; reject below: "
+        + ", ".join(f"{n} {_threshold(t[n].reject)}" for n in STRICTNESS_LEVELS),
         "",
         f"expected rates, leave-one-out (each photo judged by thresholds fitted without it), "
         f"{100 * CONFIDENCE:.0f}% Clopper-Pearson intervals:",

@@ -1,17 +1,21 @@
 """`cull eval`: how well the model (and a Laplacian-variance baseline) sorts labelled folders.
 
 A labelled folder holds ``sharp*/`` sub-folders (in focus) and any ``*blur*/`` sub-folders
-(out of focus), e.g. the blur-dataset layout sharp/, defocused_blurred/, motion_blurred/.
+(out of focus), e.g. the blur-dataset layout sharp/, defocused_blurred/, motion_blurred/; a name
+that says it is not blurred (unblurred/, deblurred/, not_blurry/, no-blur/...) labels no blurred class.
+A RAW+JPEG pair is one labelled photo (one shot, scored through the JPEG as `cull scan` does), and
+a file labelled both sharp and blurred (the same file reached through a link) is left out of both.
 """
 
 from __future__ import annotations
 
 import errno
+import re
 import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from cull.analyse import Analysis
 from cull.card import ModelCard
@@ -23,6 +27,8 @@ from cull.runner import analyse_paths
 
 LAPLACIAN_THRESHOLD = 100.0  # the classic global cut-off for variance of the Laplacian
 REPORT_KIND = "cull eval"  # marks `cull eval --json` output, which a later run may replace
+BOTH_LABELS = "labelled both sharp and blurred"  # the error for a file under a sharp and a blurred folder
+_NOT_BLURRED = re.compile(r"(?<![a-z])(?:un|de|not|non|no)[\s_.-]*blur")  # unblurred, not_blurry, no-blur...
 
 
 def is_eval_report(path: Path) -> bool:
@@ -37,12 +43,19 @@ class LabelledPhoto:
     path: Path
     sharp: bool
     group: str  # the sub-folder it came from
+    partner: Path | None = None  # the RAW (or JPEG) of the same shot, not scored
+
+
+def says_not_blurred(name: str) -> bool:
+    """Whether a folder name with "blur" in it says it is not blurred (unblurred, deblurred, not_blurry,
+    non_blur, noblur, no-blur; any case)."""
+    return _NOT_BLURRED.search(name.lower()) is not None
 
 
 def folder_label(name: str) -> bool | None:
-    """True for a sharp folder, False for a blurred one, None for anything else."""
+    """True for a sharp folder, False for a blurred one, None for anything else (unblurred/ too)."""
     lowered = name.lower()
-    if "blur" in lowered:
+    if "blur" in lowered and not says_not_blurred(lowered):
         return False
     if lowered.startswith("sharp"):
         return True
@@ -55,9 +68,10 @@ def labelled_photos(root: Path) -> list[LabelledPhoto]:
 
 
 def labelled_tree(root: Path) -> tuple[list[LabelledPhoto], list[tuple[LabelledPhoto, str]]]:
-    """Every photo under ``root``'s labelled sub-folders (walked as ``cull scan`` walks a folder: hidden
-    files and folders left out, folder links followed once), and what could not be read there, with
-    why (a dangling link, a folder that cannot be listed...). Raises DatasetError if unusable."""
+    """Every shot under ``root``'s labelled sub-folders (walked as ``cull scan`` walks a folder: hidden
+    files and folders left out, folder links followed once, a RAW+JPEG pair one photo), and what could
+    not be used there, with why (a dangling link, a folder that cannot be listed, a file labelled both
+    sharp and blurred...). Raises DatasetError if unusable."""
     root = Path(root)
     try:
         subfolders = sorted(p for p in root.iterdir() if _is_folder(p))
@@ -76,7 +90,9 @@ def labelled_tree(root: Path) -> tuple[list[LabelledPhoto], list[tuple[LabelledP
                 if found.error:
                     skipped.append((LabelledPhoto(found.path, label, sub.name), found.reason))
                 continue
-            photos += [LabelledPhoto(path, label, sub.name) for path in (found.path, found.partner) if path is not None]
+            photos.append(LabelledPhoto(found.path, label, sub.name, found.partner))
+    photos, both = _without_both_labels(photos)
+    skipped += both
     photos.sort(key=lambda p: p.path)
     if not any(p.sharp for p in photos) or all(p.sharp for p in photos):
         unread = "".join(f"; {display_path(p.path)}: {reason}" for p, reason in skipped[:3])
@@ -85,6 +101,62 @@ def labelled_tree(root: Path) -> tuple[list[LabelledPhoto], list[tuple[LabelledP
             f"(e.g. sharp/, defocused_blurred/, motion_blurred/){unread}"
         )
     return photos, skipped
+
+
+def _without_both_labels(photos: list[LabelledPhoto]) -> tuple[list[LabelledPhoto], list[tuple[LabelledPhoto, str]]]:
+    """The photos less those whose file (device and inode, or its partner's) is also labelled the other
+    way, and those, each with why."""
+    by_file: dict[tuple[int, int], list[LabelledPhoto]] = {}
+    for photo in photos:
+        for path in filter(None, (photo.path, photo.partner)):
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            by_file.setdefault((info.st_dev, info.st_ino), []).append(photo)
+    clash: dict[Path, set[Path]] = {}
+    for group in by_file.values():
+        if len({p.sharp for p in group}) > 1:
+            for photo in group:
+                clash.setdefault(photo.path, set()).update(p.path for p in group if p.path != photo.path)
+    return ([p for p in photos if p.path not in clash],
+            [(p, f"{BOTH_LABELS} (the same file as {', '.join(display_path(q) for q in sorted(clash[p.path]))})")
+             for p in photos if p.path in clash])
+
+
+def label_warnings(root: Path, reasons: Iterable[str]) -> list[str]:
+    """Warnings about the labelling of ``root``: folders named with "blur" that say they are not blurred
+    (left out), and files labelled both sharp and blurred (``reasons``: why photos were not used)."""
+    warnings = []
+    try:
+        names = sorted(p.name for p in Path(root).iterdir() if _is_folder(p) and not is_hidden_or_system(p.name))
+    except OSError:
+        names = []
+    for name in names:
+        if "blur" in name.lower() and folder_label(name) is None:
+            warnings.append(f"{display_path(name)}/ says it is not blurred: it is not taken as a blurred class "
+                            "(its photos are left out; name it sharp... to label them sharp)")
+    both = sum(reason.startswith(BOTH_LABELS) for reason in reasons)
+    if both:
+        warnings.append(f"{both} path(s) name a file that is {BOTH_LABELS} (e.g. a link in sharp/ to a blurred "
+                        "photo): left out of both classes")
+    return warnings
+
+
+def calibration_note(root: Path, card: ModelCard) -> str | None:
+    """A note when ``card`` was calibrated on the photos of ``root``: its rates there flatter it."""
+    calibration = card.extra.get("calibration")
+    folder = calibration.get("folder") if isinstance(calibration, dict) else None
+    if not isinstance(folder, str):
+        return None
+    try:
+        same = Path(root).resolve() == Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return None
+    if not same:
+        return None
+    return (f"{card.version} was calibrated on {display_path(folder)}: these rates are on the calibration photos "
+            "themselves and flatter the card; evaluate it on other labelled photos")
 
 
 def _is_folder(path: Path) -> bool:
@@ -218,9 +290,14 @@ def evaluate_folder(
     laplacian_threshold: float = LAPLACIAN_THRESHOLD,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Score every labelled photo under ``root`` and summarise (see summarise_folder)."""
+    """Score every labelled photo under ``root`` and summarise (see summarise_folder), with ``notes``:
+    the labelling's warnings and whether the card was calibrated on these photos."""
     scored = score_folder(root, card, workers=workers, progress=progress)
-    return summarise_folder(root, scored, card, strictness, laplacian_threshold)
+    report = summarise_folder(root, scored, card, strictness, laplacian_threshold)
+    note = calibration_note(root, card)
+    reasons = [s.analysis.error or "" for s in scored if s.analysis.photo is None]
+    report["notes"] = label_warnings(root, reasons) + ([note] if note else [])
+    return report
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -249,6 +326,8 @@ def format_report(report: dict[str, Any]) -> str:
             right = round((m["accuracy"] or 0) * (m["n_sharp"] + m["n_blurred"]))
             cells.append(f"{right}/{m['n_sharp'] + m['n_blurred']}")
         lines.append(f"  {display_path(group):24} {cells[0]:>8} | {cells[1]}")
+    if report.get("notes"):
+        lines += [""] + [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)  # per-photo errors: the caller reports them (report["errors"])
 
 

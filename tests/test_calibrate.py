@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFilter
 from typer.testing import CliRunner
 
+import cull.calibrate
 from cull.calibrate import (
+    MIN_PER_CLASS,
     REJECT_FRACTIONS,
+    Rate,
     Scored,
+    calibrate,
     choose_texture,
     clopper_pearson,
     fit_thresholds,
+    format_calibration,
     leave_one_out,
     rates_for,
 )
 from cull.card import load_card
 from cull.cli import app
+from cull.decide import verdict_for
+from cull.errors import DatasetError
+from cull.evaluate import BOTH_LABELS
 from tests.conftest import REPO, save, sharp_image
 
 
@@ -84,17 +95,70 @@ def test_fit_never_rejects_a_labelled_sharp_photo_and_keeps_a_margin():
         fitted = fit_thresholds(sharp, blurred)
         for name, t in fitted.items():
             assert t.reject <= REJECT_FRACTIONS[name] * min(sharp) + 1e-9  # margin below the lowest sharp score
-            assert t.reject <= t.keep and t.keep > max(blurred) - 1e-9 or t.keep >= min(sharp) - 1e-6
-            assert t.keep > max(blurred)  # every labelled blurred photo is flagged
+            assert t.reject <= t.keep and t.keep > max(blurred)  # every labelled blurred photo is flagged
+            if min(sharp) > max(blurred):
+                assert t.keep <= min(sharp)  # no slack: the lowest sharp photo is kept
         assert fitted["lenient"].reject <= fitted["normal"].reject <= fitted["strict"].reject
     separated = fit_thresholds([0.6, 0.7, 0.8], [0.05, 0.1, 0.2])
     assert 0.2 < separated["lenient"].keep <= 0.6  # between the classes: every sharp photo kept
+    # the blurred 99th percentile reaches the lowest sharp score: keep is capped there, not rounded up past it
+    capped = fit_thresholds([0.6000004, 0.9, 0.95, 0.97, 0.99], [0.05, 0.1, 0.2, 0.5, 0.58])
+    assert 0.58 < capped["lenient"].keep <= 0.6000004
     overlapping = fit_thresholds([0.4, 0.7, 0.8], [0.05, 0.1, 0.6])
     assert overlapping["lenient"].keep == pytest.approx(0.6, abs=1e-5)  # just above the highest blurred
     with pytest.raises(ValueError):
         fit_thresholds([], [0.1])
     with pytest.raises(ValueError):
         fit_thresholds([1.5], [0.1])
+
+
+SCORES = st.one_of(st.floats(0.0, 1.0), st.floats(0.0, 1.0, width=32), st.sampled_from([0.0, 1e-7, 0.5, 0.9999999, 1.0]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(SCORES, min_size=1, max_size=25), st.lists(SCORES, min_size=1, max_size=25))
+def test_no_labelled_sharp_photo_is_rejected_and_the_lowest_is_kept_when_the_classes_separate(sharp, blurred):
+    fitted = fit_thresholds(sharp, blurred)
+    for name, t in fitted.items():
+        verdicts = [verdict_for(s, None, t).value for s in sharp]
+        assert "reject" not in verdicts
+        if min(sharp) > max(blurred):
+            assert set(verdicts) == {"keep"}  # the lowest sharp photo included
+        if max(blurred) < 1.0:
+            assert all(verdict_for(b, None, t).value != "keep" for b in blurred)
+        # every blurred photo the fraction rule alone (capped at keep) rejects is still rejected
+        fraction_rule = math.floor(min(REJECT_FRACTIONS[name] * min(sharp), t.keep) * 1e6) / 1e6
+        assert all(verdict_for(b, None, t).value == "reject" for b in blurred if b < fraction_rule)
+
+
+def test_well_separated_classes_leave_an_uncertain_band_between_them():
+    """Sharp 0.97-1.0 against blurred 0.01-0.05: keep sits in the gap, and reject no higher than the
+    middle of the gap below keep, so a photo in the gap is uncertain at every strictness, not a
+    knife-edge between keep and reject."""
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        sharp = list(rng.uniform(0.9, 1.0, int(rng.integers(5, 30))))
+        blurred = list(rng.uniform(0.0, 0.05, int(rng.integers(5, 30))))
+        for name, t in fit_thresholds(sharp, blurred).items():
+            assert max(blurred) < t.reject < t.keep <= min(sharp)
+            logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+            assert logit(t.keep) - logit(t.reject) >= (logit(t.keep) - logit(max(blurred))) / 2 - 1e-3
+            assert verdict_for((t.reject + t.keep) / 2, None, t).value == "uncertain"
+            assert all(verdict_for(s, None, t).value == "keep" for s in sharp)
+            assert all(verdict_for(b, None, t).value == "reject" for b in blurred)
+    # the probe's case: sharp 0.969-1.000, blurred 0.009-0.024; photos at 0.449 and 0.468 sat either
+    # side of a lenient card's keep = reject = 0.4647
+    fitted = fit_thresholds(list(np.linspace(0.969, 1.0, 10)), list(np.linspace(0.009, 0.024, 10)))
+    for t in fitted.values():
+        assert verdict_for(0.449, None, t).value == "uncertain" and verdict_for(0.2, None, t).value == "uncertain"
+        assert verdict_for(0.969, None, t).value == "keep" and verdict_for(0.024, None, t).value == "reject"
+
+
+def test_rates_print_their_interval_widened_to_whole_percents():
+    assert str(Rate(0, 4, *clopper_pearson(0, 4))) == "0/4 (0-61%)"  # exact 0-60.2 %
+    assert str(Rate(1, 3, *clopper_pearson(1, 3))) == "1/3 (0-91%)"  # exact 0.8-90.6 %
+    assert str(Rate(10, 10, *clopper_pearson(10, 10))) == "10/10 (69-100%)"  # exact 69.2-100 %
+    assert str(Rate(0, 0, 0.0, 1.0)) == "n/a"
 
 
 def test_leave_one_out_reports_the_outlier_that_resubstitution_hides():
@@ -106,7 +170,7 @@ def test_leave_one_out_reports_the_outlier_that_resubstitution_hides():
     rates = rates_for([s.sharp for s in scored], loo["lenient"])
     assert loo["lenient"][0] == "reject" and rates["sharp_rejected"].k == 1
     assert loo["lenient"][9] == "keep"  # the high blurred outlier is kept by the others' keep threshold
-    assert str(rates["sharp_rejected"]) == "1/5 (1-72%)"
+    assert str(rates["sharp_rejected"]) == "1/5 (0-72%)"  # exact 0.5-71.6 %
     # a photo with too little texture is uncertain, never rejected
     assert leave_one_out(scored + [Scored(Path("flat.png"), True, None)])["strict"][-1] == "uncertain"
 
@@ -116,6 +180,112 @@ def test_texture_choice_prefers_the_base_value_unless_another_decides_more():
     worse = [Scored(Path(f"{i}"), i < 5, None if i < 3 else (0.8 if i < 5 else 0.1)) for i in range(10)]
     assert choose_texture({0.025: good, 0.015: good}, 0.025) == 0.025
     assert choose_texture({0.025: worse, 0.015: good, 0.009: good}, 0.025) == 0.015
+
+
+def scored_set(sharp: list[float | None], blurred: list[float | None]) -> list[Scored]:
+    return [Scored(Path(f"{i}"), i < len(sharp), v) for i, v in enumerate(sharp + blurred)]
+
+
+SHARP = [0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.99, 0.83, 0.88, 0.91]
+BLURRED = [0.05, 0.1, 0.12, 0.2, 0.15, 0.08, 0.03, 0.06, 0.07, 0.11]
+
+
+def test_texture_choice_only_considers_values_that_score_enough_photos_of_each_class():
+    """The probe's low-contrast case: at the base min_std only 7 sharp and 4 blurred photos score (too
+    few to calibrate), though those few decide well; a lower value scores them all."""
+    few = scored_set(SHARP[:7] + [None] * 3, BLURRED[:4] + [None] * 6)
+    overlapping = scored_set(SHARP, [0.05, 0.1, 0.12, 0.95, 0.15, 0.98, 0.03, 0.9, 0.07, 0.11])
+    assert cull.calibrate._right(few) > cull.calibrate._right(overlapping)
+    assert choose_texture({0.025: few, 0.015: overlapping}, 0.025) == 0.015
+    # ties: the base value, then the one scoring more photos, then the closest
+    all_ = scored_set(SHARP, BLURRED) + [Scored(Path("x"), True, None)]
+    more = scored_set(SHARP, BLURRED) + [Scored(Path("x"), True, 0.45)]  # scored, but uncertain
+    assert cull.calibrate._right(all_) == cull.calibrate._right(more)
+    assert choose_texture({0.025: all_, 0.009: more}, 0.025) == 0.025
+    assert choose_texture({0.025: few, 0.015: all_, 0.009: more}, 0.025) == 0.009
+    assert choose_texture({0.025: few, 0.015: all_, 0.009: all_}, 0.025) == 0.015
+    # none scores enough: the one scoring the most (calibrate then refuses)
+    fewer = scored_set(SHARP[:4] + [None] * 6, BLURRED[:4] + [None] * 6)
+    assert choose_texture({0.025: fewer, 0.015: few}, 0.025) == 0.015
+
+
+def fake_folder(root: Path, n_sharp: int, n_blurred: int) -> Path:
+    """Labelled files that are never decoded (scoring is faked)."""
+    for cls, n in (("sharp", n_sharp), ("blurred", n_blurred)):
+        for i in range(n):
+            (save_dir(root / cls) / f"{cls[0]}{i}.jpg").write_bytes(b"\xff\xd8 not decoded")
+    return root
+
+
+def fake_scoring(monkeypatch, score_at):
+    """Replace scoring: ``score_at(photo, min_std)`` gives each photo's score (None: too little texture)."""
+    def score(photos, card, workers, progress):
+        return [Scored(p.path, p.sharp, score_at(p, card.analysis.min_std)) for p in photos]
+    monkeypatch.setattr(cull.calibrate, "_score_photos", score)
+
+
+def test_calibrate_chooses_a_texture_threshold_that_scores_enough_photos(tmp_path, monkeypatch):
+    """At the base min_std only 3 blurred photos have texture enough; lower values score all of them:
+    calibration goes on with one of those.  With --keep-texture it refuses, saying the others were
+    not tried."""
+    folder = fake_folder(tmp_path / "set", 8, 8)
+    base = load_card()
+
+    def score_at(photo, min_std):
+        i = int(photo.path.stem[1:])
+        if not photo.sharp and i >= 3 and min_std >= base.analysis.min_std:
+            return None
+        return 0.8 + i / 100 if photo.sharp else 0.05 + i / 100
+
+    fake_scoring(monkeypatch, score_at)
+    result = calibrate(folder, base, fit_texture=True)
+    assert result.card.analysis.min_std < base.analysis.min_std
+    assert sum(s.score is not None for s in result.scored) == 16
+    with pytest.raises(DatasetError, match="only 8 sharp and 3 blurred .* other texture thresholds were not tried"):
+        calibrate(folder, base, fit_texture=False)
+
+
+def test_a_file_labelled_both_sharp_and_blurred_is_left_out_of_both(tmp_path, monkeypatch):
+    """sharp/link.jpg is a link to blurred/b0.jpg: both paths are errors, neither class counts the file,
+    and a warning says why.  A folder named unblurred/ is no blurred class."""
+    folder = fake_folder(tmp_path / "set", 6, 7)
+    (folder / "sharp" / "link.jpg").symlink_to(folder / "blurred" / "b0.jpg")
+    (save_dir(folder / "Unblurred") / "u0.jpg").write_bytes(b"\xff\xd8")
+    fake_scoring(monkeypatch, lambda photo, min_std: 0.9 if photo.sharp else 0.1)
+    result = calibrate(folder, load_card(), fit_texture=False)
+    errors = {s.path.name: s.error for s in result.errors}
+    assert set(errors) == {"link.jpg", "b0.jpg"} and all(e.startswith(BOTH_LABELS) for e in errors.values())
+    usable = [s for s in result.scored if s.error is None]
+    assert (sum(s.sharp for s in usable), sum(not s.sharp for s in usable)) == (6, 6)
+    assert "u0.jpg" not in {s.path.name for s in result.scored}
+    assert any("2 path(s)" in w and BOTH_LABELS in w for w in result.warnings)
+    assert any(w.startswith("Unblurred/ says it is not blurred") for w in result.warnings)
+    assert "blurred from blurred/" in format_calibration(result)
+
+
+def test_the_summary_shows_thresholds_to_the_decimal_the_card_stores(tmp_path, monkeypatch):
+    """Thresholds print with 6 decimals, or all the card stores when keep must sit between two scores
+    closer than 1e-6: a threshold equal to a score is not hidden by rounding."""
+    folder = fake_folder(tmp_path / "set", 6, 6)
+    sharp = [0.78000001, 0.9, 0.95, 0.97, 0.98, 0.99]
+    blurred = [0.05, 0.1, 0.2, 0.5, 0.7, 0.78]
+    fake_scoring(monkeypatch, lambda p, m: (sharp if p.sharp else blurred)[int(p.path.stem[1:])])
+    result = calibrate(folder, load_card(), fit_texture=False)
+    assert result.card.thresholds["lenient"].keep == 0.78000001
+    assert "keep at or above 0.78000001; reject below: lenient 0.390000, normal 0.546000, strict 0.663000" in (
+        format_calibration(result))
+
+
+def test_raw_jpeg_pairs_count_as_one_shot_each(tmp_path):
+    """3 RAW+JPEG pairs per class are 3 shots per class: too few to calibrate (6 files are not 6 photos)."""
+    from tests.rawfiles import write_dng
+
+    for cls in ("sharp", "blurred"):
+        for i in range(3):
+            jpg = save(sharp_image(i, 0.1), tmp_path / cls / f"IMG_{i}.JPG")
+            write_dng(jpg, tmp_path / cls / f"IMG_{i}.DNG")
+    with pytest.raises(DatasetError, match=f"3 sharp and 3 blurred photos; calibration needs at least {MIN_PER_CLASS}"):
+        cull.calibrate.count_photos(tmp_path)
 
 
 def test_calibrate_fits_a_shifted_domain_and_scan_and_eval_use_the_card(tmp_path):
