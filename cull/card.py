@@ -62,6 +62,10 @@ class Thresholds:
     head_keep: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("keep", "reject", "steady_keep", "max_motion"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ModelError(f"{name} must be a number, got {value!r}")
         if not 0.0 <= self.reject <= self.keep <= 1.0:
             raise ModelError(f"thresholds must satisfy 0 <= reject <= keep <= 1, got {self}")
         if (self.steady_keep is None) != (self.max_motion is None):
@@ -188,7 +192,7 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
             raise ModelError(f"{path}: unsupported card format {raw.get('format')!r}")
         model_path = path.parent / raw["model_file"]
         analysis = AnalysisSpec(**raw["analysis"])
-        thresholds = {name: Thresholds(**t) for name, t in raw["thresholds"].items()}
+        thresholds = {name: _thresholds(path, name, t) for name, t in raw["thresholds"].items()}
         kind = raw.get("kind") or {}
         card = ModelCard(
             model_path=model_path,
@@ -219,6 +223,14 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     if verify and file_sha256(model_path) != card.sha256:
         raise ModelError(f"{model_path} does not match the sha256 in its card {path}; rebuild or re-export")
     return card
+
+
+def _thresholds(path: Path, strictness: str, raw: Any) -> Thresholds:
+    """One strictness's thresholds; a mistake in them names the card and the strictness."""
+    try:
+        return Thresholds(**raw)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {strictness} thresholds: {exc}") from None
 
 
 def validate_analysis(spec: AnalysisSpec, k: int, source: Path | str = "model card") -> None:

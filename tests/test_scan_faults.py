@@ -480,6 +480,23 @@ def test_contradictory_analysis_settings_are_a_model_error(tmp_path, changes, me
     assert result.exit_code == 2 and message in result.stderr
 
 
+@pytest.mark.parametrize(
+    "lenient,message",
+    [
+        ({"keep": True, "reject": False}, "lenient thresholds: keep must be a number, got True"),  # every photo was uncertain
+        ({"keep": "0.9", "reject": 0.1}, "lenient thresholds: keep must be a number, got '0.9'"),
+        ({"keep": 0.2, "reject": 0.5}, "lenient thresholds: thresholds must satisfy 0 <= reject <= keep <= 1"),
+    ],
+)
+def test_hand_edited_thresholds_are_refused_naming_the_card_and_strictness(tmp_path, lenient, message):
+    from cull.errors import ModelError
+
+    path = custom_card(tmp_path, thresholds__lenient=lenient)
+    with pytest.raises(ModelError) as raised:
+        load_card(path)
+    assert str(raised.value).startswith(f"{path}: ") and message in str(raised.value)
+
+
 class _FailingScorer:
     kind_labels: tuple[str, ...] = ()
 
