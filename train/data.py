@@ -300,5 +300,17 @@ def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Sour
     if hard_share:
         hard = [hard_share, HARD_POOL] + ([file_sha256(miner)] if miner else [])
     blob = json.dumps([analysis_dict(spec), seed, per_variant, TRAIN_VARIANTS, PHOTO_VARIANTS, DEGRADE_VERSION, *hard,
-                       [str(s.path) for s in sources]])
+                       [str(s.path) for s in sources], numpy_paths()])
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def numpy_paths() -> str:
+    """Which of numpy's instruction paths the degradations take here: its AVX-512 kernels round
+    differently from its AVX2 ones (python -m train holds it to AVX2), so data made on either is
+    cached apart.  Also numpy's version, which changes the data too."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__  # type: ignore[no-redef]
+    wide = any(__cpu_features__.get(t) for t in __cpu_dispatch__ if t == "X86_V4" or t.startswith("AVX512"))
+    return f"numpy {np.__version__} {'avx512' if wide else 'avx2'}"
