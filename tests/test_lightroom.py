@@ -87,7 +87,13 @@ def test_lua_harness_passes():
                  "apply command: every look-up happens before the first write access",
                  "apply command: 0 matches -> clear message, remap set in the dialog, then applied and remembered",
                  "undo command: clears exactly what cull set, keeps what the user changed since",
-                 "sdk stand-in: yielding inside write access raises; plain pcall around a yield fails"):
+                 "sdk stand-in: yielding inside write access raises; plain pcall around a yield fails",
+                 "apply command: a protected reject on a photo cull labelled before loses the label, is never flagged",
+                 "apply command: a protected reject cull flagged before: the flag comes off, as the preview says",
+                 "apply command: re-applying leaves a reject the user unflagged and a label the user removed",
+                 "apply command: ignore case never lands on a virtual copy; the master gets the verdict",
+                 "apply command: a setting changed in the preview, then Apply: matched again and shown before writing",
+                 "report: a 100 000-line JSON Lines report is read whole, in place, with progress ticks"):
         assert name in passed
 
 

@@ -2,9 +2,10 @@
 
 Works on the SDK objects it is given (catalog, photos, progress scope) and imports nothing, so a
 stand-in SDK can drive it. Each chunk is one catalog:withWriteAccessDo call; inside it nothing
-yields (no dialogs, no sleeps, no progress waits): the photo's state is re-read, the decision is
-re-checked (a photo changed by hand since the preview is skipped), then pickStatus / colour label
-and the receipt (plug-in metadata) are written. The rating is never written.
+yields (no dialogs, no sleeps, no progress waits): the photo's state is re-read and the decision
+re-checked with the verdict the plan decided on (keep for a protected reject); a photo whose
+decision is no longer the previewed one (changed by hand since the preview) is skipped. Then
+pickStatus / colour label and the receipt (plug-in metadata) are written. The rating is never written.
 ]]
 
 local CullPlan = require "CullPlan"
@@ -21,6 +22,7 @@ function CullApply.readState(photo, plugin)
         pick = photo:getRawMetadata("pickStatus") or 0,
         rating = photo:getRawMetadata("rating"),
         label = photo:getRawMetadata("colorNameForLabel"),
+        labelText = photo:getFormattedMetadata("label"), -- a label of no colour of the active set
         receipt = {
             verdict = photo:getPropertyForPlugin(plugin, "verdict"),
             setPick = photo:getPropertyForPlugin(plugin, "setPick"),
@@ -61,6 +63,17 @@ local function writeOps(photo, ops, plugin, receipt, row)
     end
 end
 
+local OPS = { "setPick", "clearPick", "setLabel", "clearLabel" }
+
+local function sameOps(a, b)
+    for _, key in ipairs(OPS) do
+        if a[key] ~= b[key] then
+            return false
+        end
+    end
+    return true
+end
+
 --- Apply one action inside write access; returns "done", "changed" (left alone) or "failed", message.
 local function applyOne(action, plugin, settings)
     local photo = action.photo
@@ -74,6 +87,9 @@ local function applyOne(action, plugin, settings)
         local decision = CullPlan.evaluate(action.verdict, state, settings)
         if decision.status ~= "apply" then
             return decision.status == "handSet" and "changed" or "done"
+        end
+        if action.ops and not sameOps(decision.ops, action.ops) then
+            return "changed" -- not what the preview promised: the photo changed since; leave it
         end
         writeOps(photo, decision.ops, plugin, decision.receipt, action.row)
         return "done"

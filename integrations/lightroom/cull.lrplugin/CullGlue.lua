@@ -47,30 +47,41 @@ function CullGlue.settingsFrom(source)
     return settings
 end
 
+--- The case-folded path -> photo index of the catalog's photos, virtual copies left out (a virtual
+-- copy has its master's path; the verdict belongs to the master, and copies are left alone).
+function CullGlue.caseFoldedIndex(catalog)
+    local index = {}
+    local photos = catalog:getAllPhotos()
+    local meta = catalog:batchGetRawMetadata(photos, { "path", "isVirtualCopy" })
+    for _, p in ipairs(photos) do
+        local known = meta[p] and meta[p].path
+        if known and not meta[p].isVirtualCopy then
+            index[CullPaths.key(known, true)] = p
+        end
+    end
+    return index
+end
+
 --- A lookup function path -> photo. Exact first (findPhotoByPath); with ignoreCase, a case-folded
--- index of the catalog's paths is built once, on the first miss.
-function CullGlue.makeLookup(catalog, settings)
-    local index
+-- index of the catalog's paths is built on the first miss, once per cache (a table the caller keeps
+-- for one run, so "Match again" does not scan the whole catalog again). Never a virtual copy.
+function CullGlue.makeLookup(catalog, settings, cache)
+    cache = cache or {}
     return function(path)
         if path == nil then
             return nil
         end
         local photo = catalog:findPhotoByPath(path)
+        if photo and photo:getRawMetadata("isVirtualCopy") then
+            photo = photo:getRawMetadata("masterPhoto") -- the SDK does not say which one a path finds
+        end
         if photo or not settings.ignoreCase then
             return photo
         end
-        if index == nil then
-            index = {}
-            local photos = catalog:getAllPhotos()
-            local meta = catalog:batchGetRawMetadata(photos, { "path" })
-            for _, p in ipairs(photos) do
-                local known = meta[p] and meta[p].path
-                if known then
-                    index[CullPaths.key(known, true)] = p
-                end
-            end
+        if cache.index == nil then
+            cache.index = CullGlue.caseFoldedIndex(catalog)
         end
-        return index[CullPaths.key(path, true)]
+        return cache.index[CullPaths.key(path, true)]
     end
 end
 
@@ -78,9 +89,39 @@ local function readState(photo)
     return CullApply.readState(photo, _PLUGIN)
 end
 
---- Look every row up and decide (no write access is taken here).
-function CullGlue.plan(catalog, report, settings)
-    return CullPlan.build(report, settings, CullGlue.makeLookup(catalog, settings), readState)
+--- Let Lightroom's other tasks and its user interface run during a long read or match (a no-op
+-- where the caller cannot yield: outside a task, as in the plain-Lua tests).
+local function breathe()
+    if LrTasks.canYield() then
+        LrTasks.yield()
+    end
+end
+
+--- Look every row up and decide (no write access is taken here). cache: see makeLookup.
+function CullGlue.plan(catalog, report, settings, cache)
+    local lookup = CullGlue.makeLookup(catalog, settings, cache)
+    local rows = 0
+    local function breathingLookup(path)
+        rows = rows + 1
+        if rows % CullReport.TICK_LINES == 0 then
+            breathe()
+        end
+        return lookup(path)
+    end
+    return CullPlan.build(report, settings, breathingLookup, readState)
+end
+
+--- The settings that change what the preview shows (the smart-collections box changes no count).
+CullGlue.PLAN_KEYS = { "remapFrom", "remapTo", "ignoreCase", "uncertainLabel" }
+
+--- True when settings b would give another plan than settings a.
+function CullGlue.planSettingsDiffer(a, b)
+    for _, key in ipairs(CullGlue.PLAN_KEYS) do
+        if a[key] ~= b[key] then
+            return true
+        end
+    end
+    return false
 end
 
 local function chooseReport(prefs)
@@ -104,12 +145,18 @@ local LABEL_ITEMS = {
     { title = "Purple", value = "purple" }, { title = "No label", value = "none" },
 }
 
-local function previewDialog(props, plan, reportPath)
+CullGlue.SETTINGS_CHANGED = "The settings changed, so the report was matched again: check these counts, "
+    .. "then Apply."
+
+local function previewDialog(props, plan, reportPath, note)
     local f = LrView.osFactory()
     local bind = LrView.bind
     local matched = plan.counts.matched > 0
     local text = matched and table.concat(CullPlan.summary(plan, CullGlue.settingsFrom(props)), "\n")
         or CullPlan.zeroMatchHelp(plan, CullGlue.settingsFrom(props))
+    if note then
+        text = note .. "\n\n" .. text
+    end
     local contents = f:column {
         bind_to_object = props,
         spacing = f:control_spacing(),
@@ -188,7 +235,7 @@ function CullGlue.runApply(context, reportPath)
         return { status = "noReport" }
     end
     prefs.lastReportFolder = reportPath:match("^(.*)[\\/][^\\/]*$")
-    local report, err = CullReport.readFile(reportPath)
+    local report, err = CullReport.readFile(reportPath, breathe)
     if not report then
         LrDialogs.message("cull: cannot use this report", err, "critical")
         return { status = "badReport", message = err }
@@ -198,11 +245,14 @@ function CullGlue.runApply(context, reportPath)
     for _, key in ipairs(SETTING_KEYS) do
         props[key] = saved[key]
     end
-    local plan, settings
+    -- What is written is the plan the user last saw: Apply after a setting was changed in the dialog
+    -- matches again and shows the new preview instead of writing counts nobody saw.
+    local plan, settings, note
+    local cache = {}
     while true do
-        settings = CullGlue.settingsFrom(props)
-        plan = CullGlue.plan(catalog, report, settings)
-        local choice = previewDialog(props, plan, reportPath)
+        local planned = CullGlue.settingsFrom(props)
+        plan = CullGlue.plan(catalog, report, planned, cache)
+        local choice = previewDialog(props, plan, reportPath, note)
         if choice == "cancel" then
             return { status = "canceled", plan = plan }
         end
@@ -210,11 +260,12 @@ function CullGlue.runApply(context, reportPath)
         for _, key in ipairs(SETTING_KEYS) do
             prefs[key] = settings[key]
         end
-        if choice == "ok" and plan.counts.matched > 0 then
+        local changed = CullGlue.planSettingsDiffer(planned, settings)
+        if choice == "ok" and plan.counts.matched > 0 and not changed then
             break
         end
+        note = (choice == "ok" and changed and plan.counts.matched > 0) and CullGlue.SETTINGS_CHANGED or nil
     end
-    plan = CullGlue.plan(catalog, report, settings) -- the settings the user confirmed
     local result = { done = 0, changed = 0, failed = 0, notReached = 0, chunks = 0, failures = {} }
     if #plan.actions > 0 then
         local progress = LrProgressScope { title = "Applying cull verdicts", functionContext = context }

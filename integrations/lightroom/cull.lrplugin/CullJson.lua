@@ -1,6 +1,8 @@
 --[[ CullJson: a small, strict JSON decoder (RFC 8259) in plain Lua 5.1.
 
 decode(text) returns the value, or nil and an error message with the byte offset.
+decodeAt(text, first, last) decodes the value in text's bytes first..last (one line of a JSON Lines
+file) without copying that line out: a big report is read in place, line by line.
 NaN, Infinity and -Infinity (which Python's json module writes for such floats) are accepted.
 Objects become tables, arrays become tables with n = length, null becomes CullJson.null
 inside arrays and a missing key inside objects. \uXXXX escapes become UTF-8; a surrogate
@@ -33,12 +35,22 @@ function CullJson.encodeCodePoint(cp)
         0x80 + math.floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
 end
 
+-- The span being decoded: byte offsets in messages count from origin + 1, and nothing past limit is
+-- read. Set by decode / decodeAt on entry; nothing here yields, so no two decodes interleave.
+local origin, limit = 0, 0
+-- Whitespace: a whole JSON text may span lines; a JSON Lines record never crosses its newline.
+local SPACE, LINE_SPACE = "^[ \t\r\n]*", "^[ \t\r]*"
+local space = SPACE
+
 local function fail(pos, message)
-    error({ cullJson = true, message = string.format("%s at byte %d", message, pos) }, 0)
+    error({ cullJson = true, message = string.format("%s at byte %d", message, pos - origin) }, 0)
 end
 
 local function skipSpace(text, pos)
-    local _, last = find(text, "^[ \t\r\n]*", pos)
+    local _, last = find(text, space, pos)
+    if last > limit then
+        return limit + 1 -- a CR that ends a CRLF line is not part of the record
+    end
     return last + 1
 end
 
@@ -52,14 +64,18 @@ end
 
 local function parseString(text, pos)
     -- pos is at the opening quote
-    local parts, i = {}, pos + 1
+    local parts, i = nil, pos + 1
     while true do
         local stop = find(text, '["\\%z\1-\31]', i)
-        if not stop then
+        if not stop or stop > limit then
             fail(pos, "unterminated string")
         end
-        parts[#parts + 1] = sub(text, i, stop - 1)
         local c = byte(text, stop)
+        if c == 34 and parts == nil then
+            return sub(text, i, stop - 1), stop + 1 -- no escape: one substring, no table
+        end
+        parts = parts or {}
+        parts[#parts + 1] = sub(text, i, stop - 1)
         if c == 34 then
             return table.concat(parts), stop + 1
         elseif c < 32 then
@@ -164,6 +180,9 @@ parseValue = function(text, pos, depth)
     if depth > 64 then
         fail(pos, "nested too deeply")
     end
+    if pos > limit then
+        fail(pos, "unexpected end of text")
+    end
     local c = sub(text, pos, pos)
     if c == "{" then
         return parseObject(text, pos, depth)
@@ -189,26 +208,46 @@ parseValue = function(text, pos, depth)
     return parseNumber(text, pos)
 end
 
---- Decode one JSON text; returns value or nil, message (never raises for bad input).
-function CullJson.decode(text)
-    if type(text) ~= "string" then
-        return nil, "not a string"
+local function decodeSpan(text, first, last)
+    local v, p = parseValue(text, skipSpace(text, first), 0)
+    p = skipSpace(text, p)
+    if p <= last then
+        fail(p, "trailing characters")
     end
-    local ok, value, pos = pcall(function()
-        local v, p = parseValue(text, skipSpace(text, 1), 0)
-        p = skipSpace(text, p)
-        if p <= #text then
-            fail(p, "trailing characters")
-        end
-        return v, p
-    end)
+    return v, p
+end
+
+local function protected(text, first, last)
+    local ok, value, pos = pcall(decodeSpan, text, first, last)
     if ok then
-        return value, pos
+        return value, pos - origin
     end
     if type(value) == "table" and value.cullJson then
         return nil, value.message
     end
     error(value, 0) -- a bug in this decoder, not bad input
+end
+
+--- Decode one JSON text; returns value or nil, message (never raises for bad input).
+function CullJson.decode(text)
+    if type(text) ~= "string" then
+        return nil, "not a string"
+    end
+    origin, limit, space = 0, #text, SPACE
+    return protected(text, 1, #text)
+end
+
+--- Decode the JSON text in bytes first..last of text: one JSON Lines record, so no newline inside,
+-- and the byte after last is a newline, the CR of a CRLF, or the end of text (the caller finds the
+-- newlines). Same results and messages as decode(text:sub(first, last)), offsets counted from first,
+-- but no copy of the line is made: Lua 5.1 interns every string, and a copy per line of a large
+-- report costs time that grows faster than the report.
+function CullJson.decodeAt(text, first, last)
+    if type(text) ~= "string" then
+        return nil, "not a string"
+    end
+    origin, limit, space = first - 1, last, LINE_SPACE
+    return protected(text, first, last)
 end
 
 return CullJson

@@ -36,6 +36,9 @@ local function trimTrailing(p)
     if t == "" then
         return p:sub(1, 1) -- "/" stays "/"
     end
+    if t:match("^%a:$") then
+        return t .. "\\" -- a drive root ("D:\\", "D:/" or "D:") stays a Windows drive root
+    end
     return t
 end
 

@@ -1,11 +1,15 @@
 --[[ CullPlan: decide, photo by photo, what "apply" and "undo" would change. Touches nothing.
 
 A photo's state: { pick = -1|0|1, rating = nil|1..5, label = colour name or "none",
+                   labelText = the label's name as the Metadata panel shows it (nil or "" when none),
                    receipt = { verdict, setPick, setLabel } }  -- what this plug-in set earlier
 The rules (in-focus priority: a hand-made choice always wins):
 - reject    -> flag Rejected (pickStatus -1); uncertain -> colour label (default yellow); keep -> nothing.
-- A photo flagged (picked or rejected), rated >= 1 star, or colour-labelled by hand is never changed.
-  "By hand" means: not the value this plug-in recorded that it set.
+- A photo flagged (picked or rejected), rated >= 1 star, or labelled by hand is never changed.
+  "By hand" means: not the value this plug-in recorded that it set. A label whose text matches no
+  colour of the active label set (Lightroom reads its colour as "none") is a label too.
+- A flag or label this plug-in set that is now cleared was taken back by the user (Edit > Undo
+  reverts the receipt with it): that is a hand-made choice as well, and re-applying never sets it again.
 - A value this plug-in set that the new report no longer asks for (the verdict changed) is cleared.
 - Undo clears exactly the values the plug-in set, and only where they are still what it set.
 - A reject the report marks `protected` (the user rated, picked or accepted it outside Lightroom:
@@ -47,6 +51,15 @@ function CullPlan.desired(verdict, settings)
     return {}
 end
 
+--- True when the photo carries a label the user can see: a colour, or a label whose text matches no
+-- colour of the active label set (its colour reads "none", its text is still there).
+function CullPlan.labelled(state)
+    if CullPlan.hasLabel(state.label) then
+        return true
+    end
+    return type(state.labelText) == "string" and state.labelText:match("%S") ~= nil
+end
+
 --- Decide for one photo. Returns { status, ops, receipt, handSet = {reasons} }.
 -- status: "apply" (ops to write), "already" (nothing to do, applied before), "handSet" (left alone),
 -- "keep" (nothing asked, nothing to clear).
@@ -56,15 +69,20 @@ function CullPlan.evaluate(verdict, state, settings)
     local oursPick = receipt.setPick == "-1" and pick == -1
     local oursLabel = receipt.setLabel ~= nil and state.label == receipt.setLabel
     local want = CullPlan.desired(verdict, settings)
+    local labelled = CullPlan.labelled(state)
     local reasons = {}
     if pick ~= 0 and not oursPick then
         reasons[#reasons + 1] = pick == 1 and "picked" or "rejected"
+    elseif receipt.setPick == "-1" and pick == 0 then
+        reasons[#reasons + 1] = "unflagged" -- the user took cull's Rejected flag back
     end
     if state.rating ~= nil and state.rating >= 1 then
         reasons[#reasons + 1] = "rated"
     end
-    if CullPlan.hasLabel(state.label) and not oursLabel then
+    if labelled and not oursLabel then
         reasons[#reasons + 1] = "labelled"
+    elseif receipt.setLabel ~= nil and not labelled then
+        reasons[#reasons + 1] = "label removed" -- the user took cull's label off
     end
     local hadReceipt = receipt.setPick ~= nil or receipt.setLabel ~= nil
     if #reasons > 0 then
@@ -79,7 +97,7 @@ function CullPlan.evaluate(verdict, state, settings)
     elseif want.pick == nil and oursPick then
         ops.clearPick = true
     end
-    if want.label ~= nil and (not CullPlan.hasLabel(state.label) or (oursLabel and state.label ~= want.label)) then
+    if want.label ~= nil and (not labelled or (oursLabel and state.label ~= want.label)) then
         ops.setLabel = want.label
     elseif want.label == nil and oursLabel then
         ops.clearLabel = true
@@ -176,8 +194,9 @@ function CullPlan.build(report, settings, lookup, readState)
                         if ops.setPick then counts.toReject = counts.toReject + 1 end
                         if ops.setLabel then counts.toLabel = counts.toLabel + 1 end
                         if ops.clearPick or ops.clearLabel then counts.toClear = counts.toClear + 1 end
+                        -- the verdict decided on (keep for a protected reject): the write re-checks with it
                         plan.actions[#plan.actions + 1] = {
-                            photo = photo, row = row, verdict = row.verdict, ops = ops, receipt = decision.receipt,
+                            photo = photo, row = row, verdict = verdict, ops = ops, receipt = decision.receipt,
                         }
                     elseif decision.status == "handSet" then
                         counts.handSet = counts.handSet + 1
@@ -208,7 +227,8 @@ function CullPlan.summary(plan, settings)
         string.format("Will flag %s as Rejected.", plural(c.toReject, "photo")),
         label and string.format("Will give %s the %s label (uncertain).", plural(c.toLabel, "photo"), label)
             or "Uncertain photos get no label (labelling is off).",
-        string.format("Already flagged/rated/labelled by hand, never changed: %d.", c.handSet),
+        string.format("Already flagged/rated/labelled by hand (or cull's flag/label taken back), never changed: %d.",
+            c.handSet),
     }
     if c.protected > 0 then
         lines[#lines + 1] = string.format(

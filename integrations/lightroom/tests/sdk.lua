@@ -9,7 +9,16 @@ against real Lightroom) say the real one is strict:
   metamethod/C-call boundary"); LrTasks.pcall works;
 - photo:setRawMetadata / setPropertyForPlugin / createSmartCollection raise outside write access;
   setRawMetadata('rating', 0) raises (a cleared rating is nil); pickStatus must be -1/0/1;
-  colorNameForLabel one of red/yellow/green/blue/purple/none; unknown keys raise;
+  unknown keys raise;
+- colour labels as the API reference documents them: setRawMetadata('colorNameForLabel', v) takes
+  red/yellow/green/blue/purple/none, not case sensitive; any other string becomes a label of that
+  text with no colour (the white label). getRawMetadata('colorNameForLabel') is one of the six,
+  'none' for such a label; getFormattedMetadata('label') is the label's text ("Yellow" for the
+  default label set's yellow, "" for no label);
+- virtual copies (Catalog:addTestVirtualCopy) as the API reference documents them: same 'path' as
+  their master, getRawMetadata('isVirtualCopy') true, 'masterPhoto' the master, the master's
+  'virtualCopies' / 'countVirtualCopies' list them; getAllPhotos includes them; findPhotoByPath
+  returns the master (what plug-ins rely on; the reference does not say);
 - plug-in properties must be declared in the plug-in's metadata provider (CullMetadata.lua) with
   the declared data type; findPhotosWithProperty returns photos that carry the field;
 - findPhotoByPath is an exact (case-sensitive) match and returns nil for unknown paths;
@@ -51,6 +60,7 @@ function sdk.new(opts)
     world.progressScopes = {}
     world.cancelAtPortion = nil
     world.yields = 0
+    world.taskYields = 0      -- LrTasks.yield calls (the plug-in letting Lightroom breathe)
     world.events = {}         -- order of look-ups, dialogs and write steps: { kind, detail }
 
     local info = dofile(opts.pluginDir .. "/Info.lua")
@@ -135,6 +145,7 @@ function World:makeModules()
     end
     function LrTasks.yield()
         world:yieldPoint("LrTasks.yield")
+        world.taskYields = world.taskYields + 1
     end
     function LrTasks.sleep()
         world:yieldPoint("LrTasks.sleep")
@@ -276,8 +287,10 @@ local Photo = {}
 Photo.__index = Photo
 
 local RAW_KEYS = { path = true, pickStatus = true, rating = true, colorNameForLabel = true, uuid = true,
-    fileName = true }
+    fileName = true, isVirtualCopy = true, masterPhoto = true, virtualCopies = true, countVirtualCopies = true }
 local LABELS = { red = true, yellow = true, green = true, blue = true, purple = true, none = true }
+-- The default label set ("Lightroom Default"): the text each colour's label carries.
+local LABEL_TEXT = { red = "Red", yellow = "Yellow", green = "Green", blue = "Blue", purple = "Purple", none = "" }
 
 function Photo:getRawMetadata(key)
     if not RAW_KEYS[key] then
@@ -286,7 +299,25 @@ function Photo:getRawMetadata(key)
     if key == "pickStatus" then return self.pick end
     if key == "colorNameForLabel" then return self.label end
     if key == "fileName" then return self.path:match("[^\\/]*$") end
+    if key == "isVirtualCopy" then return self.masterPhoto ~= nil end
+    if key == "virtualCopies" then
+        local copies = {}
+        for i, p in ipairs(self.copies) do copies[i] = p end
+        return copies
+    end
+    if key == "countVirtualCopies" then return #self.copies end
     return self[key]
+end
+
+local FORMATTED_KEYS = { label = true, fileName = true }
+
+function Photo:getFormattedMetadata(key)
+    if not FORMATTED_KEYS[key] then
+        error("LrPhoto:getFormattedMetadata: key not supported by this stand-in: " .. tostring(key), 2)
+    end
+    if key == "fileName" then return self.path:match("[^\\/]*$") end
+    if self.labelText ~= nil then return self.labelText end
+    return LABEL_TEXT[self.label] or ""
 end
 
 function Photo:assertWrite(what)
@@ -308,10 +339,14 @@ function Photo:setRawMetadata(key, value)
         end
         self.pick = value
     elseif key == "colorNameForLabel" then
-        if not LABELS[value] then
-            error("LrPhoto:setRawMetadata: bad colorNameForLabel " .. tostring(value), 2)
+        if type(value) ~= "string" then
+            error("LrPhoto:setRawMetadata: colorNameForLabel takes a string, got " .. type(value), 2)
         end
-        self.label = value
+        if LABELS[value:lower()] or value == "" then
+            self.label, self.labelText = value == "" and "none" or value:lower(), nil
+        else
+            self.label, self.labelText = "none", value -- a label of no colour: shown white
+        end
     else
         error("LrPhoto:setRawMetadata: key not supported by this stand-in: " .. tostring(key), 2)
     end
@@ -358,15 +393,29 @@ function World:newCatalog()
 end
 
 --- Test helper (not SDK): add a photo already in the catalog.
+-- spec: path, pick, rating, label (colour name), labelText (a label of no colour: label is "none"), props.
 function Catalog:addTestPhoto(spec)
     local photo = setmetatable({
         world = self.world, path = spec.path, pick = spec.pick or 0, rating = spec.rating,
-        label = spec.label or "none", props = spec.props or {}, uuid = "uuid-" .. (#self.photos + 1),
-        localIdentifier = #self.photos + 1,
+        label = spec.label or "none", labelText = spec.labelText, props = spec.props or {},
+        uuid = "uuid-" .. (#self.photos + 1), localIdentifier = #self.photos + 1, copies = {},
     }, Photo)
     self.photos[#self.photos + 1] = photo
-    self.byPath[spec.path] = photo
+    if not spec.masterPhoto then
+        self.byPath[spec.path] = photo
+    end
     return photo
+end
+
+--- Test helper (not SDK): add a virtual copy of master (Photo > Create Virtual Copy): its own flag,
+-- rating and label (spec), its master's path.
+function Catalog:addTestVirtualCopy(master, spec)
+    spec = spec or {}
+    spec.path, spec.masterPhoto = master.path, master
+    local copy = self:addTestPhoto(spec)
+    copy.masterPhoto = master
+    master.copies[#master.copies + 1] = copy
+    return copy
 end
 
 function Catalog:findPhotoByPath(path)

@@ -284,3 +284,176 @@ T.test("apply command: non-UTF-8 and relative rows are listed as unmatchable in 
     T.eq(outcome.status, "applied", "the rest applied")
     T.eq(world.catalog.byPath["/p/ok.jpg"].pick, -1, "good row applied")
 end)
+
+--- Run "Apply cull verdicts…" on report text with the preview answered by answers (default: Apply).
+local function applyText(world, text, answers, suffix)
+    world.answers.runOpenPanel = { { writeTemp(text, suffix) } }
+    world.answers.presentModalDialog = answers or { "ok" }
+    return runMenu(world, "ApplyMenu.lua")
+end
+
+local function protectedRow(absPath, why)
+    return jsonRow(absPath, "reject"):gsub("}$", ', "protected": "' .. why .. '"}')
+end
+
+T.test("apply command: a protected reject on a photo cull labelled before loses the label, is never flagged",
+    function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local p = world.catalog:addTestPhoto { path = "/p/a.jpg" }
+    applyText(world, jsonRow("/p/a.jpg", "uncertain") .. "\n")
+    T.eq(p.label, "yellow", "first run: labelled")
+    local outcome = applyText(world, protectedRow("/p/a.jpg", "user rated it 4 stars") .. "\n")
+    local c = outcome.plan.counts
+    T.eq(c.protected, 1, "counted protected"); T.eq(c.toReject, 0, "preview: none to flag"); T.eq(c.toClear, 1, "to clear")
+    T.eq(p.pick, 0, "written: never flagged Rejected"); T.eq(p.label, "none", "cull's label cleared")
+    T.eq(p.props.verdict, nil, "no receipt left"); T.eq(p.props.setPick, nil, "no flag receipt")
+    T.eq(outcome.plan.actions[1].verdict, "keep", "the action carries the verdict decided on")
+    T.eq(outcome.result.done, 1, "done"); T.eq(outcome.result.changed, 0, "nothing skipped")
+end)
+
+T.test("apply command: a protected reject cull flagged before: the flag comes off, as the preview says", function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local p = world.catalog:addTestPhoto { path = "/p/a.jpg" }
+    applyText(world, jsonRow("/p/a.jpg", "reject") .. "\n")
+    T.eq(p.pick, -1, "first run: flagged")
+    local outcome = applyText(world, protectedRow("/p/a.jpg", "user took back cull's reject (xmp:Rating)") .. "\n")
+    T.contains(dialogText(world.dialogs[#world.dialogs]), "1 photo will lose what cull set", "preview")
+    T.eq(p.pick, 0, "written: flag removed"); T.eq(p.props.verdict, nil, "receipt cleared")
+    T.eq(outcome.result.done, 1, "done")
+    local again = applyText(world, protectedRow("/p/a.jpg", "user rated it 2 stars") .. "\n")
+    T.eq(#again.plan.actions, 0, "third run: nothing to do"); T.eq(p.pick, 0, "still not flagged")
+end)
+
+T.test("apply: the write re-checks with the plan's verdict and skips a photo whose decision changed", function()
+    local world = sdk.new { pluginDir = T.pluginDir }
+    local p = world.catalog:addTestPhoto { path = "/p/a.jpg", pick = -1,
+        props = { verdict = "reject", setPick = "-1" } }
+    local CullGlue = require "CullGlue"
+    local plan = CullGlue.plan(world.catalog, { rows = { { absPath = "/p/a.jpg", verdict = "reject",
+        protected = "user picked it (flagged)" } } }, {})
+    T.eq(plan.actions[1].ops.clearPick, true, "planned: clear our flag")
+    p.label = "yellow" -- meanwhile: the photo got a label the plan did not see
+    p.props.setLabel = "yellow"
+    local result
+    world.modules.LrTasks.startAsyncTask(function()
+        result = require("CullApply").run { catalog = world.catalog, actions = plan.actions, plugin = _PLUGIN,
+            settings = {} }
+    end)
+    T.eq(world:runTasks()[1], nil, "task")
+    T.eq(result.changed, 1, "not what was previewed: left alone"); T.eq(p.label, "yellow", "label kept")
+    T.eq(p.pick, -1, "nothing written")
+end)
+
+T.test("apply command: re-applying leaves a reject the user unflagged and a label the user removed", function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local a = world.catalog:addTestPhoto { path = "/p/a.jpg" }
+    local b = world.catalog:addTestPhoto { path = "/p/b.jpg" }
+    local report = jsonRow("/p/a.jpg", "reject") .. "\n" .. jsonRow("/p/b.jpg", "uncertain") .. "\n"
+    applyText(world, report)
+    T.eq(a.pick, -1, "flagged"); T.eq(b.label, "yellow", "labelled")
+    a.pick = 0        -- the user: Unflag (U)
+    b.label = "none"  -- the user: Label > None
+    local steps = #world.steps
+    local outcome = applyText(world, report)
+    local text = dialogText(world.dialogs[#world.dialogs])
+    T.contains(text, "Will flag 0 photos as Rejected", "preview: nothing to flag")
+    T.contains(text, "Will give 0 photos the yellow label", "preview: nothing to label")
+    T.contains(text, "never changed: 2", "both counted as the user's")
+    T.eq(#outcome.plan.actions, 0, "no action"); T.eq(#world.steps, steps, "nothing written")
+    T.eq(a.pick, 0, "still unflagged"); T.eq(b.label, "none", "still no label")
+    -- a newer report that changed its mind leaves them alone too; undo tells they changed since
+    applyText(world, jsonRow("/p/a.jpg", "uncertain") .. "\n" .. jsonRow("/p/b.jpg", "reject") .. "\n")
+    T.eq(a.label, "none", "not labelled"); T.eq(b.pick, 0, "not flagged")
+    world.answers.confirm = { "ok" }
+    local undo = runMenu(world, "UndoMenu.lua")
+    T.eq(undo.plan.counts.changedSince, 2, "undo: changed since"); T.eq(a.props.verdict, nil, "receipts cleared")
+end)
+
+T.test("apply command: a label of no colour of the active set is the user's: never replaced, never flagged", function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local a = world.catalog:addTestPhoto { path = "/p/a.jpg", labelText = "Review" }   -- from another label set
+    local b = world.catalog:addTestPhoto { path = "/p/b.jpg", labelText = "To Print" }
+    local c = world.catalog:addTestPhoto { path = "/p/c.jpg" }
+    local outcome = applyText(world, jsonRow("/p/a.jpg", "uncertain") .. "\n" .. jsonRow("/p/b.jpg", "reject") .. "\n"
+        .. jsonRow("/p/c.jpg", "uncertain") .. "\n")
+    T.eq(outcome.plan.counts.handSet, 2, "both hand-set")
+    T.eq(a:getFormattedMetadata("label"), "Review", "label text kept"); T.eq(b.pick, 0, "not flagged")
+    T.eq(c.label, "yellow", "a photo with no label is labelled")
+    for _, w in ipairs(world.writes) do
+        if w.key == "colorNameForLabel" then
+            T.ok(({ red = 1, yellow = 1, green = 1, blue = 1, purple = 1, none = 1 })[w.value], "writes colour names only")
+        end
+    end
+end)
+
+T.test("apply command: ignore case never lands on a virtual copy; the master gets the verdict", function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { ignoreCase = true, makeCollections = false } }
+    local master = world.catalog:addTestPhoto { path = "C:\\Photos\\IMG_1.JPG" }
+    local copy = world.catalog:addTestVirtualCopy(master)
+    local other = world.catalog:addTestPhoto { path = "C:\\Photos\\IMG_2.JPG" }
+    local copy2 = world.catalog:addTestVirtualCopy(other, { label = "red" })
+    local outcome = applyText(world, "path,abs_path,verdict,report_version\r\n"
+        .. "a,c:\\photos\\img_1.jpg,reject,1\r\nb,C:\\Photos\\IMG_2.JPG,uncertain,1\r\n", nil, ".csv")
+    T.eq(outcome.plan.counts.matched, 2, "matched")
+    T.eq(master.pick, -1, "case-insensitive match: the master"); T.eq(copy.pick, 0, "its virtual copy left alone")
+    T.eq(other.label, "yellow", "exact match: the master"); T.eq(copy2.label, "red", "copy untouched")
+    T.eq(copy.props.verdict, nil, "no receipt on a copy")
+end)
+
+T.test("apply command: an exact look-up that finds a virtual copy uses its master", function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local master = world.catalog:addTestPhoto { path = "/p/a.jpg" }
+    local copy = world.catalog:addTestVirtualCopy(master)
+    world.catalog.byPath["/p/a.jpg"] = copy -- the reference does not say which one findPhotoByPath returns
+    applyText(world, jsonRow("/p/a.jpg", "reject") .. "\n")
+    T.eq(master.pick, -1, "master flagged"); T.eq(copy.pick, 0, "copy left alone")
+end)
+
+T.test("apply command: a setting changed in the preview, then Apply: matched again and shown before writing",
+    function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local a = world.catalog:addTestPhoto { path = "/a/x.jpg" }
+    local b = world.catalog:addTestPhoto { path = "/b/x.jpg" }
+    local report = jsonRow("/a/x.jpg", "reject") .. "\n"
+    local function editPrefix(args)
+        local props = sdk.dialogProps(args)
+        props.remapFrom, props.remapTo = "/a", "/b" -- a changed (or mistyped) prefix, then "Apply"
+        return "ok"
+    end
+    local outcome = applyText(world, report, { editPrefix, "cancel" })
+    T.eq(outcome.status, "canceled", "the second preview was declined")
+    T.eq(#world.steps, 0, "nothing written"); T.eq(b.pick, 0, "/b untouched"); T.eq(a.pick, 0, "/a untouched")
+    local second = dialogText(world.dialogs[3])
+    T.contains(second, "The settings changed", "says why it shows again")
+    T.eq(world.dialogs[3].args.actionVerb, "Apply", "Apply again to write")
+    -- Apply on the second preview writes what it showed
+    local world2 = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    world2.catalog:addTestPhoto { path = "/a/x.jpg" }
+    local b2 = world2.catalog:addTestPhoto { path = "/b/x.jpg" }
+    local applied = applyText(world2, report, { editPrefix, "ok" })
+    T.eq(applied.status, "applied", "applied"); T.eq(b2.pick, -1, "what the second preview showed")
+    T.eq(world2.catalog.byPath["/a/x.jpg"].pick, 0, "not what the first one showed")
+    T.eq(#applied.plan.actions, 1, "the previewed plan")
+    -- the smart-collections box changes no count: Apply writes at once
+    local world3 = sdk.new { pluginDir = T.pluginDir }
+    local a3 = world3.catalog:addTestPhoto { path = "/a/x.jpg" }
+    applyText(world3, report, { function(args)
+        sdk.dialogProps(args).makeCollections = false
+        return "ok"
+    end })
+    T.eq(a3.pick, -1, "applied after one preview"); T.eq(world3.catalog.smartCollections["cull: Rejects"], nil, "no collections")
+end)
+
+T.test("apply command: a long report is read and matched in steps that let Lightroom run (LrTasks.yield)",
+    function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local lines = {}
+    for i = 1, 1500 do
+        local path = string.format("/p/IMG_%04d.JPG", i)
+        world.catalog:addTestPhoto { path = path }
+        lines[i] = jsonRow(path, "keep")
+    end
+    local outcome = applyText(world, table.concat(lines, "\n") .. "\n")
+    T.eq(outcome.plan.counts.matched, 1500, "matched")
+    T.ok(world.taskYields >= 6, "yielded while reading and matching: " .. world.taskYields)
+end)

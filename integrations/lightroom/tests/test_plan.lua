@@ -26,6 +26,16 @@ T.test("paths: Windows to Mac and Mac to Windows convert separators", function()
     T.eq(remap("C:/Users/ann/a.jpg", "C:\\Users\\ann", "E:\\ann"), "E:\\ann\\a.jpg", "mixed separators")
 end)
 
+T.test("paths: a drive root keeps its backslash, as the remap target and as the prefix", function()
+    T.eq(remap("/mnt/c/Users/ann/a.jpg", "/mnt/c", "D:\\"), "D:\\Users\\ann\\a.jpg", "to D:\\")
+    T.eq(remap("/mnt/c/Users/ann/a.jpg", "/mnt/c/", "D:/"), "D:\\Users\\ann\\a.jpg", "to D:/")
+    T.eq(remap("/mnt/c/a.jpg", "/mnt/c", "d:"), "d:\\a.jpg", "to a bare drive letter")
+    T.eq(remap("/mnt/c", "/mnt/c", "D:\\"), "D:\\", "the root itself")
+    T.eq(remap("C:\\Users\\a.jpg", "C:\\", "/Volumes/C"), "/Volumes/C/Users/a.jpg", "from C:\\")
+    T.eq(remap("C:\\Users\\a.jpg", "C:\\", "E:\\"), "E:\\Users\\a.jpg", "drive to drive")
+    T.eq(remap("c:/Users/a.jpg", "C:", "/V", true), "/V/Users/a.jpg", "from a bare drive letter, ignoring case")
+end)
+
 T.test("paths: case-insensitive prefix only when asked", function()
     local p, hit = remap("C:\\USERS\\Ann\\a.JPG", "c:\\users\\ann", "/V")
     T.eq(hit, false, "case-sensitive by default"); T.eq(p, "C:\\USERS\\Ann\\a.JPG", "unchanged")
@@ -91,6 +101,8 @@ T.test("plan: a reject the report marks protected is never flagged, and an earli
     T.eq(plan.counts.protected, 2, "protected count"); T.eq(plan.counts.toReject, 1, "only the plain reject")
     T.eq(plan.counts.toClear, 1, "the earlier flag of ours comes off")
     T.eq(#plan.actions, 2, "actions")
+    T.eq(plan.actions[1].verdict, "keep", "the write re-checks with keep, not reject")
+    T.eq(plan.actions[2].verdict, "reject", "a plain reject stays reject")
     T.contains(table.concat(CullPlan.summary(plan, {}), "\n"), "kept by you elsewhere, never flagged: 2", "summary")
 end)
 
@@ -159,6 +171,36 @@ T.test("plan: re-apply is idempotent; a changed verdict clears only what cull se
     local userLabel = CullPlan.evaluate("reject", { pick = 0, label = "green",
         receipt = { verdict = "uncertain", setLabel = "yellow" } }, {})
     T.eq(userLabel.status, "handSet", "user relabelled: left alone")
+end)
+
+T.test("plan: a flag or label cull set and the user took back is the user's choice", function()
+    local unflagged = CullPlan.evaluate("reject", { pick = 0, label = "none",
+        receipt = { verdict = "reject", setPick = "-1" } }, {})
+    T.eq(unflagged.status, "handSet", "not flagged again"); T.eq(unflagged.reasons[1], "unflagged", "reason")
+    T.eq(next(unflagged.ops), nil, "no ops")
+    local unlabelled = CullPlan.evaluate("uncertain", { pick = 0, label = "none",
+        receipt = { verdict = "uncertain", setLabel = "yellow" } }, {})
+    T.eq(unlabelled.status, "handSet", "not labelled again"); T.eq(unlabelled.reasons[1], "label removed", "reason")
+    T.eq(CullPlan.evaluate("keep", { pick = 0, label = "none", receipt = { verdict = "reject", setPick = "-1" } }, {})
+        .status, "handSet", "a newer verdict leaves it alone too")
+    local relabelled = CullPlan.evaluate("uncertain", { pick = 0, label = "none", labelText = "Review",
+        receipt = { verdict = "uncertain", setLabel = "yellow" } }, {})
+    T.eq(relabelled.reasons[1], "labelled", "cull's yellow replaced by a label of no colour")
+end)
+
+T.test("plan: a label whose text matches no colour of the active set counts as a label", function()
+    local custom = { pick = 0, label = "none", labelText = "Review", receipt = {} }
+    T.ok(CullPlan.labelled(custom), "labelled")
+    T.eq(CullPlan.evaluate("uncertain", custom, {}).status, "handSet", "not replaced by yellow")
+    T.eq(CullPlan.evaluate("reject", custom, {}).status, "handSet", "not flagged")
+    T.eq(CullPlan.evaluate("keep", custom, {}).status, "keep", "keep: nothing to do")
+    for _, text in ipairs({ "", " ", false }) do -- false: getFormattedMetadata gave nil
+        local none = { pick = 0, label = "none", labelText = text or nil, receipt = {} }
+        T.ok(not CullPlan.labelled(none), "no label: " .. tostring(text))
+        T.eq(CullPlan.evaluate("uncertain", none, {}).ops.setLabel, "yellow", "labelled yellow")
+    end
+    local ours = { pick = 0, label = "yellow", labelText = "Yellow", receipt = { verdict = "uncertain", setLabel = "yellow" } }
+    T.eq(CullPlan.evaluate("uncertain", ours, {}).status, "already", "cull's own yellow is not the user's")
 end)
 
 T.test("plan: undo decisions clear only values still as cull set them", function()
