@@ -92,6 +92,12 @@ def test_lua_harness_passes():
                  "apply command: a protected reject cull flagged before: the flag comes off, as the preview says",
                  "apply command: re-applying leaves a reject the user unflagged and a label the user removed",
                  "apply command: ignore case never lands on a virtual copy; the master gets the verdict",
+                 "plan: a virtual copy flagged, rated or labelled by hand keeps its master as it is",
+                 "plan: masters kept through a virtual copy count as hand-set; the preview says why",
+                 "apply: a master whose virtual copy is rated, picked or labelled: nothing written, counted hand-set",
+                 "apply: a virtual copy marked by hand after the preview keeps its master as it is",
+                 "apply: only a photo with virtual copies has its copies read",
+                 "apply command: a master whose virtual copy you rated is never flagged; undo clears only cull's flag",
                  "apply command: a setting changed in the preview, then Apply: matched again and shown before writing",
                  "report: a 100 000-line JSON Lines report is read whole, in place, with progress ticks"):
         assert name in passed

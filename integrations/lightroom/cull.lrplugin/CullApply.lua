@@ -2,9 +2,10 @@
 
 Works on the SDK objects it is given (catalog, photos, progress scope) and imports nothing, so a
 stand-in SDK can drive it. Each chunk is one catalog:withWriteAccessDo call; inside it nothing
-yields (no dialogs, no sleeps, no progress waits): the photo's state is re-read and the decision
-re-checked with the verdict the plan decided on (keep for a protected reject); a photo whose
-decision is no longer the previewed one (changed by hand since the preview) is skipped. Then
+yields (no dialogs, no sleeps, no progress waits): the photo's state (with its virtual copies') is
+re-read and the decision re-checked with the verdict the plan decided on (keep for a protected
+reject); a photo whose decision is no longer the previewed one (it or one of its virtual copies
+changed by hand since the preview) is skipped. Then
 pickStatus / colour label and the receipt (plug-in metadata) are written. The rating is never written.
 ]]
 
@@ -16,8 +17,8 @@ CullApply.CHUNK_SIZE = 200
 CullApply.FIELDS = { "verdict", "setPick", "setLabel", "score", "kind" }
 CullApply.WRITE_TIMEOUT = 30 -- seconds to wait for write access before giving up on a chunk
 
---- Read a photo's state (outside or inside write access; never yields).
-function CullApply.readState(photo, plugin)
+--- One photo's own flag, rating, label and receipt.
+local function readOwn(photo, plugin)
     return {
         pick = photo:getRawMetadata("pickStatus") or 0,
         rating = photo:getRawMetadata("rating"),
@@ -29,6 +30,24 @@ function CullApply.readState(photo, plugin)
             setLabel = photo:getPropertyForPlugin(plugin, "setLabel"),
         },
     }
+end
+
+--- Read a photo's state (outside or inside write access; never yields). A master photo's state also
+-- holds its virtual copies' states (state.copies): deleting or removing a master in Lightroom takes
+-- its copies with it, so a copy the user flagged, rated or labelled makes the master the user's too.
+-- Only a photo with copies costs more than one extra read ('countVirtualCopies' is 0 for the rest,
+-- and for a virtual copy itself).
+function CullApply.readState(photo, plugin)
+    local state = readOwn(photo, plugin)
+    local count = photo:getRawMetadata("countVirtualCopies")
+    if type(count) == "number" and count > 0 then
+        local copies = {}
+        for _, copy in ipairs(photo:getRawMetadata("virtualCopies") or {}) do
+            copies[#copies + 1] = readOwn(copy, plugin)
+        end
+        state.copies = copies
+    end
+    return state
 end
 
 local function formatScore(score)

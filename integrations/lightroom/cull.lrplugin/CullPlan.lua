@@ -2,12 +2,17 @@
 
 A photo's state: { pick = -1|0|1, rating = nil|1..5, label = colour name or "none",
                    labelText = the label's name as the Metadata panel shows it (nil or "" when none),
-                   receipt = { verdict, setPick, setLabel } }  -- what this plug-in set earlier
+                   receipt = { verdict, setPick, setLabel },  -- what this plug-in set earlier
+                   copies = nil or { state of each virtual copy (no copies of its own) } }
 The rules (in-focus priority: a hand-made choice always wins):
 - reject    -> flag Rejected (pickStatus -1); uncertain -> colour label (default yellow); keep -> nothing.
 - A photo flagged (picked or rejected), rated >= 1 star, or labelled by hand is never changed.
   "By hand" means: not the value this plug-in recorded that it set. A label whose text matches no
   colour of the active label set (Lightroom reads its colour as "none") is a label too.
+- A master photo one of whose virtual copies is flagged, rated or labelled by hand (the same rules)
+  is the user's as well, and never changed: Lightroom deletes (or removes) a master together with
+  its virtual copies, so a Rejected master would take the user's copy with it. A report row never
+  names a virtual copy (the look-up gives the master), so copies are never changed either.
 - A flag or label this plug-in set that is now cleared was taken back by the user (Edit > Undo
   reverts the receipt with it): that is a hand-made choice as well, and re-applying never sets it again.
 - A value this plug-in set that the new report no longer asks for (the verdict changed) is cleared.
@@ -60,14 +65,52 @@ function CullPlan.labelled(state)
     return type(state.labelText) == "string" and state.labelText:match("%S") ~= nil
 end
 
---- Decide for one photo. Returns { status, ops, receipt, handSet = {reasons} }.
--- status: "apply" (ops to write), "already" (nothing to do, applied before), "handSet" (left alone),
--- "keep" (nothing asked, nothing to clear).
+--- True when the photo's Rejected flag is the one this plug-in recorded that it set.
+local function ourPick(state)
+    local receipt = state.receipt or {}
+    return receipt.setPick == "-1" and (state.pick or 0) == -1
+end
+
+--- True when the photo's label is the one this plug-in recorded that it set.
+local function ourLabel(state)
+    local receipt = state.receipt or {}
+    return receipt.setLabel ~= nil and state.label == receipt.setLabel
+end
+
+--- Why a master photo is the user's through its virtual copies (state.copies): each kind of hand-made
+-- value found on a copy, once: "a virtual copy is picked" / "rejected" / "rated" / "labelled".
+-- The same rules as for a photo itself; a value this plug-in recorded that it set does not count.
+function CullPlan.copyReasons(copies)
+    local reasons, found = {}, {}
+    local function add(what)
+        if not found[what] then
+            found[what] = true
+            reasons[#reasons + 1] = "a virtual copy is " .. what
+        end
+    end
+    for _, copy in ipairs(copies or {}) do
+        local pick = copy.pick or 0
+        if pick ~= 0 and not ourPick(copy) then
+            add(pick == 1 and "picked" or "rejected")
+        end
+        if copy.rating ~= nil and copy.rating >= 1 then
+            add("rated")
+        end
+        if CullPlan.labelled(copy) and not ourLabel(copy) then
+            add("labelled")
+        end
+    end
+    return reasons
+end
+
+--- Decide for one photo. Returns { status, ops, receipt, reasons, viaCopy }.
+-- status: "apply" (ops to write), "already" (nothing to do, applied before), "handSet" (left alone;
+-- reasons says why, viaCopy when a virtual copy is among them), "keep" (nothing asked, nothing to clear).
 function CullPlan.evaluate(verdict, state, settings)
     local receipt = state.receipt or {}
     local pick = state.pick or 0
-    local oursPick = receipt.setPick == "-1" and pick == -1
-    local oursLabel = receipt.setLabel ~= nil and state.label == receipt.setLabel
+    local oursPick = ourPick(state)
+    local oursLabel = ourLabel(state)
     local want = CullPlan.desired(verdict, settings)
     local labelled = CullPlan.labelled(state)
     local reasons = {}
@@ -84,10 +127,14 @@ function CullPlan.evaluate(verdict, state, settings)
     elseif receipt.setLabel ~= nil and not labelled then
         reasons[#reasons + 1] = "label removed" -- the user took cull's label off
     end
+    local copyReasons = CullPlan.copyReasons(state.copies)
+    for _, reason in ipairs(copyReasons) do
+        reasons[#reasons + 1] = reason
+    end
     local hadReceipt = receipt.setPick ~= nil or receipt.setLabel ~= nil
     if #reasons > 0 then
         if want.pick or want.label or hadReceipt then
-            return { status = "handSet", reasons = reasons, ops = {} }
+            return { status = "handSet", reasons = reasons, ops = {}, viaCopy = #copyReasons > 0 }
         end
         return { status = "keep", ops = {} }
     end
@@ -127,7 +174,7 @@ local function newCounts()
     return {
         rows = 0, matched = 0, viaPartner = 0, notFound = 0, unmatchable = 0, noVerdict = 0,
         toReject = 0, toLabel = 0, toClear = 0, already = 0, handSet = 0, keep = 0, duplicates = 0,
-        unreadable = 0, protected = 0,
+        unreadable = 0, protected = 0, handSetViaCopy = 0, rejectedViaCopy = 0,
     }
 end
 
@@ -188,7 +235,8 @@ function CullPlan.build(report, settings, lookup, readState)
                         verdict = "keep"  -- the user's choice elsewhere wins, as cull's own XMP writer does
                         counts.protected = counts.protected + 1
                     end
-                    local decision = CullPlan.evaluate(verdict, readState(photo), settings)
+                    local state = readState(photo)
+                    local decision = CullPlan.evaluate(verdict, state, settings)
                     if decision.status == "apply" then
                         local ops = decision.ops
                         if ops.setPick then counts.toReject = counts.toReject + 1 end
@@ -200,6 +248,12 @@ function CullPlan.build(report, settings, lookup, readState)
                         }
                     elseif decision.status == "handSet" then
                         counts.handSet = counts.handSet + 1
+                        if decision.viaCopy then
+                            counts.handSetViaCopy = counts.handSetViaCopy + 1
+                            if ourPick(state) then -- flagged by an earlier apply, before the copy was marked
+                                counts.rejectedViaCopy = counts.rejectedViaCopy + 1
+                            end
+                        end
                         plan.handSet[#plan.handSet + 1] = { photo = photo, row = row, reasons = decision.reasons }
                     elseif decision.status == "already" then
                         counts.already = counts.already + 1
@@ -230,6 +284,15 @@ function CullPlan.summary(plan, settings)
         string.format("Already flagged/rated/labelled by hand (or cull's flag/label taken back), never changed: %d.",
             c.handSet),
     }
+    if c.handSetViaCopy > 0 then
+        lines[#lines + 1] = string.format(
+            "Of these, a virtual copy is flagged/rated/labelled by hand: %d (deleting a master deletes its copies).",
+            c.handSetViaCopy)
+    end
+    if c.rejectedViaCopy > 0 then
+        lines[#lines + 1] = string.format("Still Rejected from an earlier apply although a virtual copy is yours: %s "
+            .. "(Undo cull verdicts… or Unflag before Delete Rejected Photos).", plural(c.rejectedViaCopy, "photo"))
+    end
     if c.protected > 0 then
         lines[#lines + 1] = string.format(
             "Rejected by cull but rated, picked or kept by you elsewhere, never flagged: %d.", c.protected)

@@ -177,6 +177,94 @@ T.test("apply: a photo changed by hand after the preview is left alone", functio
     T.eq(world.catalog.photos[4].props.verdict, nil, "no receipt on a photo left alone")
 end)
 
+--- Every write that touched one of photos (a set).
+local function writesTo(world, photos)
+    local found = {}
+    for _, w in ipairs(world.writes) do
+        if photos[w.photo] then found[#found + 1] = w end
+    end
+    return found
+end
+
+T.test("apply: a master whose virtual copy is rated, picked or labelled: nothing written, counted hand-set",
+    function()
+    local world = newWorld()
+    local c = world.catalog
+    local rated = c:addTestPhoto { path = "/p/rated.jpg" }
+    local ratedCopy = c:addTestVirtualCopy(rated, { rating = 3 })
+    local picked = c:addTestPhoto { path = "/p/picked.jpg" }
+    local pickedCopy = c:addTestVirtualCopy(picked, { pick = 1 })
+    local labelled = c:addTestPhoto { path = "/p/labelled.jpg" }
+    c:addTestVirtualCopy(labelled) -- an unmarked copy beside a marked one
+    local labelledCopy = c:addTestVirtualCopy(labelled, { labelText = "Review" }) -- a label of no colour
+    local plain = c:addTestPhoto { path = "/p/plain.jpg" }
+    local plainCopy = c:addTestVirtualCopy(plain)
+    local rows = {}
+    for i, p in ipairs({ rated, picked, labelled, plain }) do
+        rows[i] = { absPath = p.path, path = p.path, verdict = "reject", score = 0.01, kind = "defocus" }
+    end
+    local CullGlue, CullPlan = require "CullGlue", require "CullPlan"
+    local plan = CullGlue.plan(world.catalog, { rows = rows }, {})
+    T.eq(plan.counts.handSet, 3, "hand-set"); T.eq(plan.counts.handSetViaCopy, 3, "through a copy")
+    T.eq(plan.counts.toReject, 1, "only the master with an unmarked copy"); T.eq(#plan.actions, 1, "one action")
+    T.eq(plan.handSet[1].reasons[1], "a virtual copy is rated", "rated")
+    T.eq(plan.handSet[2].reasons[1], "a virtual copy is picked", "picked")
+    T.eq(plan.handSet[3].reasons[1], "a virtual copy is labelled", "labelled")
+    T.contains(table.concat(CullPlan.summary(plan, {}), "\n"), "never changed: 3", "summary")
+    local CullApply = require "CullApply"
+    local result = inTask(world, function()
+        return CullApply.run { catalog = world.catalog, actions = plan.actions, plugin = _PLUGIN, settings = {} }
+    end)
+    T.eq(result.done, 1, "done")
+    local kept = { [rated] = true, [picked] = true, [labelled] = true, [ratedCopy] = true, [pickedCopy] = true,
+        [labelledCopy] = true, [plainCopy] = true }
+    T.eq(#writesTo(world, kept), 0, "nothing written to those masters or to any copy")
+    T.eq(rated.pick, 0, "not Rejected"); T.eq(rated.props.verdict, nil, "no receipt")
+    T.eq(ratedCopy.rating, 3, "the copy keeps its stars"); T.eq(pickedCopy.pick, 1, "and its flag")
+    T.eq(plain.pick, -1, "a master with an unmarked copy is flagged"); T.eq(plainCopy.pick, 0, "its copy is not")
+end)
+
+T.test("apply: a virtual copy marked by hand after the preview keeps its master as it is", function()
+    local world = newWorld()
+    local master = world.catalog:addTestPhoto { path = "/p/a.jpg" }
+    local copy = world.catalog:addTestVirtualCopy(master)
+    local plan = require("CullGlue").plan(world.catalog,
+        { rows = { { absPath = "/p/a.jpg", path = "/p/a.jpg", verdict = "reject" } } }, {})
+    T.eq(#plan.actions, 1, "planned")
+    copy.rating = 2 -- starred while the preview was open
+    local result = inTask(world, function()
+        return require("CullApply").run { catalog = world.catalog, actions = plan.actions, plugin = _PLUGIN,
+            settings = {} }
+    end)
+    T.eq(result.changed, 1, "skipped as changed"); T.eq(result.done, 0, "nothing done")
+    T.eq(#world.writes, 0, "no write"); T.eq(master.pick, 0, "master not Rejected")
+end)
+
+T.test("apply: only a photo with virtual copies has its copies read", function()
+    local world = newWorld()
+    local reads = {}
+    local function watch(photo)
+        local get = getmetatable(photo).__index.getRawMetadata
+        photo.getRawMetadata = function(self, key)
+            reads[#reads + 1] = { photo = self, key = key }
+            return get(self, key)
+        end
+        return photo
+    end
+    local lone = watch(world.catalog:addTestPhoto { path = "/p/lone.jpg" })
+    local master = watch(world.catalog:addTestPhoto { path = "/p/master.jpg" })
+    local copy = watch(world.catalog:addTestVirtualCopy(master, { rating = 1 }))
+    local CullApply = require "CullApply"
+    local loneState = CullApply.readState(lone, _PLUGIN)
+    T.eq(loneState.copies, nil, "no copies"); T.eq(CullApply.readState(copy, _PLUGIN).copies, nil, "a copy has none")
+    for _, r in ipairs(reads) do
+        T.ok(r.key ~= "virtualCopies", "virtualCopies read only for a master with copies")
+    end
+    local state = CullApply.readState(master, _PLUGIN)
+    T.eq(#state.copies, 1, "one copy"); T.eq(state.copies[1].rating, 1, "its rating")
+    T.eq(state.copies[1].copies, nil, "copies are not read recursively")
+end)
+
 T.test("apply: busy catalog -> 'aborted' stops cleanly; a failing photo does not stop its chunk", function()
     local world, plan = plannedWorld(3)
     world.busy = true

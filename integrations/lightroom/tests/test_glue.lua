@@ -391,13 +391,13 @@ T.test("apply command: ignore case never lands on a virtual copy; the master get
     local master = world.catalog:addTestPhoto { path = "C:\\Photos\\IMG_1.JPG" }
     local copy = world.catalog:addTestVirtualCopy(master)
     local other = world.catalog:addTestPhoto { path = "C:\\Photos\\IMG_2.JPG" }
-    local copy2 = world.catalog:addTestVirtualCopy(other, { label = "red" })
+    local copy2 = world.catalog:addTestVirtualCopy(other) -- unmarked: a marked copy would keep its master as is
     local outcome = applyText(world, "path,abs_path,verdict,report_version\r\n"
         .. "a,c:\\photos\\img_1.jpg,reject,1\r\nb,C:\\Photos\\IMG_2.JPG,uncertain,1\r\n", nil, ".csv")
     T.eq(outcome.plan.counts.matched, 2, "matched")
     T.eq(master.pick, -1, "case-insensitive match: the master"); T.eq(copy.pick, 0, "its virtual copy left alone")
-    T.eq(other.label, "yellow", "exact match: the master"); T.eq(copy2.label, "red", "copy untouched")
-    T.eq(copy.props.verdict, nil, "no receipt on a copy")
+    T.eq(other.label, "yellow", "exact match: the master"); T.eq(copy2.label, "none", "copy untouched")
+    T.eq(copy.props.verdict, nil, "no receipt on a copy"); T.eq(copy2.props.verdict, nil, "nor on the other")
 end)
 
 T.test("apply command: an exact look-up that finds a virtual copy uses its master", function()
@@ -407,6 +407,40 @@ T.test("apply command: an exact look-up that finds a virtual copy uses its maste
     world.catalog.byPath["/p/a.jpg"] = copy -- the reference does not say which one findPhotoByPath returns
     applyText(world, jsonRow("/p/a.jpg", "reject") .. "\n")
     T.eq(master.pick, -1, "master flagged"); T.eq(copy.pick, 0, "copy left alone")
+end)
+
+T.test("apply command: a master whose virtual copy you rated is never flagged; undo clears only cull's flag",
+    function()
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local c = world.catalog
+    local kept = c:addTestPhoto { path = "/p/kept.jpg" }
+    local keptCopy = c:addTestVirtualCopy(kept, { rating = 4 })
+    local early = c:addTestPhoto { path = "/p/early.jpg" }
+    local report = jsonRow("/p/kept.jpg", "reject") .. "\n" .. jsonRow("/p/early.jpg", "reject") .. "\n"
+    local first = applyText(world, report)
+    T.eq(first.plan.counts.handSet, 1, "counted hand-set"); T.eq(first.plan.counts.toReject, 1, "one to flag")
+    T.contains(dialogText(world.dialogs[2]), "never changed: 1", "the preview counts it")
+    T.contains(dialogText(world.dialogs[2]), "a virtual copy is flagged/rated/labelled by hand: 1", "and says why")
+    T.eq(kept.pick, 0, "master not Rejected"); T.eq(kept.props.verdict, nil, "no receipt")
+    T.eq(keptCopy.rating, 4, "copy keeps its stars")
+    for _, w in ipairs(world.writes) do
+        T.ok(w.photo ~= kept and w.photo ~= keptCopy, "nothing written to the master or its copy")
+    end
+    T.eq(early.pick, -1, "the other master is flagged")
+    -- a copy made and starred after the apply: re-applying leaves cull's flag, the preview warns; undo clears it
+    local earlyCopy = c:addTestVirtualCopy(early, { rating = 5 })
+    local before = #world.writes
+    local again = applyText(world, report)
+    T.eq(again.plan.counts.handSet, 2, "both hand-set now"); T.eq(#world.writes, before, "nothing written")
+    T.contains(dialogText(world.dialogs[#world.dialogs]), "Still Rejected from an earlier apply", "warned")
+    world.answers.confirm = { "ok" }
+    local undo = runMenu(world, "UndoMenu.lua")
+    T.eq(undo.plan.counts.photos, 1, "only the photo cull flagged"); T.eq(undo.plan.counts.clearFlags, 1, "its flag")
+    T.eq(early.pick, 0, "cull's flag cleared"); T.eq(early.props.verdict, nil, "receipt cleared")
+    T.eq(earlyCopy.rating, 5, "copy untouched"); T.eq(kept.pick, 0, "kept master untouched")
+    for _, w in ipairs(world.writes) do
+        T.ok(w.photo ~= earlyCopy and w.photo ~= keptCopy and w.photo ~= kept, "undo wrote only to the flagged master")
+    end
 end)
 
 T.test("apply command: a setting changed in the preview, then Apply: matched again and shown before writing",

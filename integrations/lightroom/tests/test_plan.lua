@@ -52,7 +52,7 @@ local function fakeCatalog(specs)
     local photos, byPath = {}, {}
     for i, s in ipairs(specs) do
         local p = { localIdentifier = i, path = s.path, state = { pick = s.pick or 0, rating = s.rating,
-            label = s.label or "none", receipt = s.receipt or {} } }
+            label = s.label or "none", labelText = s.labelText, receipt = s.receipt or {}, copies = s.copies } }
         photos[i] = p
         byPath[s.path] = p
     end
@@ -201,6 +201,72 @@ T.test("plan: a label whose text matches no colour of the active set counts as a
     end
     local ours = { pick = 0, label = "yellow", labelText = "Yellow", receipt = { verdict = "uncertain", setLabel = "yellow" } }
     T.eq(CullPlan.evaluate("uncertain", ours, {}).status, "already", "cull's own yellow is not the user's")
+end)
+
+local function copyState(spec)
+    return { pick = spec.pick or 0, rating = spec.rating, label = spec.label or "none", labelText = spec.labelText,
+        receipt = spec.receipt or {} }
+end
+
+T.test("plan: a virtual copy flagged, rated or labelled by hand keeps its master as it is", function()
+    local function master(copies, extra)
+        local state = { pick = 0, label = "none", receipt = {}, copies = {} }
+        for i, spec in ipairs(copies) do state.copies[i] = copyState(spec) end
+        for k, v in pairs(extra or {}) do state[k] = v end
+        return state
+    end
+    for _, case in ipairs({
+        { { pick = 1 }, "a virtual copy is picked" }, { { pick = -1 }, "a virtual copy is rejected" },
+        { { rating = 1 }, "a virtual copy is rated" }, { { label = "red" }, "a virtual copy is labelled" },
+        { { labelText = "Review" }, "a virtual copy is labelled" }, -- a label of no colour of the active set
+    }) do
+        for _, verdict in ipairs({ "reject", "uncertain" }) do
+            local d = CullPlan.evaluate(verdict, master({ {}, case[1] }), {})
+            T.eq(d.status, "handSet", case[2] .. ": " .. verdict); T.eq(d.reasons[1], case[2], "reason")
+            T.eq(next(d.ops), nil, "no ops"); T.eq(d.receipt, nil, "no receipt"); T.ok(d.viaCopy, "via a copy")
+        end
+    end
+    local two = CullPlan.evaluate("reject", master({ { rating = 2 }, { rating = 5, label = "green" } }), {})
+    T.eq(table.concat(two.reasons, "; "), "a virtual copy is rated; a virtual copy is labelled", "each reason once")
+    local both = CullPlan.evaluate("reject", master({ { pick = 1 } }, { rating = 3 }), {})
+    T.eq(table.concat(both.reasons, "; "), "rated; a virtual copy is picked", "the master's own reason first")
+    -- not by hand: an unmarked copy, or what cull itself recorded on a copy
+    local plain = CullPlan.evaluate("reject", master({ {}, { labelText = "" } }), {})
+    T.eq(plain.status, "apply", "unmarked copies"); T.eq(plain.ops.setPick, -1, "the master is flagged")
+    T.eq(plain.viaCopy, nil, "no copy reason")
+    local ours = CullPlan.evaluate("reject", master({
+        { pick = -1, receipt = { verdict = "reject", setPick = "-1" } },
+        { label = "yellow", receipt = { verdict = "uncertain", setLabel = "yellow" } },
+    }), {})
+    T.eq(ours.status, "apply", "values cull recorded on a copy are not the user's")
+    T.eq(CullPlan.evaluate("keep", master({ { rating = 4 } }), {}).status, "keep", "keep: nothing to do anyway")
+    T.eq(#CullPlan.copyReasons(nil), 0, "a photo without copies")
+end)
+
+T.test("plan: masters kept through a virtual copy count as hand-set; the preview says why", function()
+    local lookup, read = fakeCatalog {
+        { path = "/p/rated_copy.jpg", copies = { copyState { rating = 3 } } },
+        { path = "/p/plain_copy.jpg", copies = { copyState {} } },
+        { path = "/p/applied.jpg", pick = -1, receipt = { verdict = "reject", setPick = "-1" },
+            copies = { copyState { pick = 1 } } }, -- cull flagged it before the copy was picked
+        { path = "/p/labelled_copy.jpg", copies = { copyState { label = "blue" } } },
+    }
+    local plan = CullPlan.build({ rows = {
+        row("/p/rated_copy.jpg", "reject"), row("/p/plain_copy.jpg", "reject"), row("/p/applied.jpg", "reject"),
+        row("/p/labelled_copy.jpg", "uncertain"),
+    } }, {}, lookup, read)
+    local c = plan.counts
+    T.eq(c.toReject, 1, "only the master with an unmarked copy"); T.eq(c.toLabel, 0, "no label")
+    T.eq(c.handSet, 3, "hand-set"); T.eq(c.handSetViaCopy, 3, "through a copy"); T.eq(c.rejectedViaCopy, 1, "still ours")
+    T.eq(#plan.actions, 1, "one action"); T.eq(plan.actions[1].row.absPath, "/p/plain_copy.jpg", "that one")
+    T.eq(plan.handSet[1].reasons[1], "a virtual copy is rated", "reason kept for the record")
+    local text = table.concat(CullPlan.summary(plan, {}), "\n")
+    T.contains(text, "never changed: 3", "counted as hand-set")
+    T.contains(text, "a virtual copy is flagged/rated/labelled by hand: 3", "why")
+    T.contains(text, "Still Rejected from an earlier apply although a virtual copy is yours: 1 photo", "warning")
+    local quiet = table.concat(CullPlan.summary(CullPlan.build({ rows = { row("/p/plain_copy.jpg", "reject") } }, {},
+        lookup, read), {}), "\n")
+    T.ok(not quiet:find("virtual copy", 1, true), "no copy lines when no copy is marked")
 end)
 
 T.test("plan: undo decisions clear only values still as cull set them", function()
