@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from cull.capture import CAPTURE_VERSION
+
 SIGNATURE_SIDE = 96  # long side of the signature thumbnail, pixels
 MAX_SHIFT = 0.2  # largest camera shift between frames of one burst, as a share of the image
 DEFAULT_GAP = 2.0  # seconds between consecutive frames of one burst
@@ -42,6 +44,11 @@ MIN_SIMILARITY_MTIME = 0.8
 MAX_OPEN_BURSTS = 8  # a frame is compared with the bursts most recently extended (interleaved scenes)
 TIE = 0.02  # common-region scores closer than this are a tie (broken by the share in focus)
 CLEARLY_SOFTER = 0.15  # --keep-best: this much below the best frame's common score means "softer"
+# --keep-best demotes a frame only when it and the best kept frame look alike at least this much: the
+# grouping's 0.5 lets unrelated photos of one size through (1-8 % of pairs on four photo sets, a horizon
+# landscape against another up to 0.86); shifted and blurred frames of one scene reach 0.85 and more.
+# A pair under it stays as it was: in-focus priority.
+DEMOTE_SIMILARITY = 0.85
 SOFTER_REASON = "a sharper frame exists in this burst"
 
 
@@ -62,12 +69,13 @@ class Footprint:
     scores: NDArray[np.float32]
     patch_size: int = 64
     ctime_ns: int | None = None  # the file's status-change time when the capture data was read (None: unknown)
+    capture_version: int = CAPTURE_VERSION  # how the capture data was read (cull.capture.CAPTURE_VERSION)
 
     def to_bytes(self) -> bytes:
         header = json.dumps({
             "camera": self.camera, "time": self.time, "time_source": self.time_source, "scale": self.scale,
             "shape": list(self.signature.shape), "n": int(len(self.scores)), "patch": self.patch_size,
-            "ctime_ns": self.ctime_ns,
+            "ctime_ns": self.ctime_ns, "capture": self.capture_version,
         }).encode()
         return b"".join([
             struct.pack("<I", len(header)), header, self.signature.astype(np.int8).tobytes(),
@@ -87,7 +95,7 @@ class Footprint:
             origins = np.frombuffer(data, "<i4", 2 * n, at + size).reshape(n, 2).astype(np.int32)
             scores = np.frombuffer(data, "<f4", n, at + size + 8 * n).astype(np.float32)
             return cls(header["camera"], header["time"], header["time_source"], signature, float(header["scale"]),
-                       origins, scores, int(header["patch"]), header.get("ctime_ns"))
+                       origins, scores, int(header["patch"]), header.get("ctime_ns"), int(header.get("capture", 1)))
         except (struct.error, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a burst footprint: {exc}") from None
 
@@ -300,5 +308,10 @@ def burst_id(first_frame: str) -> str:
 
 
 def clearly_softer(row: Ranked, best: Ranked) -> bool:
-    """True when ``row`` is clearly softer than its burst's best frame (for --keep-best)."""
-    return row.rank > 1 and best.common_score - row.common_score >= CLEARLY_SOFTER
+    """True when ``row`` is clearly softer than ``best``, a better-ranked frame of its burst (for --keep-best)."""
+    return row.key != best.key and row.rank > best.rank and best.common_score - row.common_score >= CLEARLY_SOFTER
+
+
+def same_scene(a: Frame, b: Frame) -> bool:
+    """Whether two frames look alike enough for one to be demoted against the other (DEMOTE_SIMILARITY)."""
+    return align(a.signature, b.signature)[2] >= DEMOTE_SIMILARITY

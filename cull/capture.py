@@ -12,10 +12,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 _SERIAL_TAGS = ("EXIF BodySerialNumber", "MakerNote SerialNumber", "Image CameraSerialNumber", "MakerNote InternalSerialNumber")
+# What a cached capture reading is worth: 2 reads maker notes (exifread's details), where Nikon, Fuji,
+# Olympus and Sony bodies keep their serial number; readings of version 1 are read again.
+CAPTURE_VERSION = 2
 _MAX_EXIF_READ = 64 * 1024 * 1024  # never read EXIF from a file larger than this (a RAW is well below)
 
 
@@ -41,6 +45,26 @@ def parse_exif_time(value: str, subsec: str | None = None) -> float | None:
     return seconds
 
 
+def _maker_note_tags(handle: Any, path: Path) -> dict[str, object]:
+    """The maker notes' tags (exifread's details), read apart: two bodies of one model are told apart by
+    the serial that many Nikon, Fuji, Olympus and Sony bodies keep only there, and a maker note exifread
+    cannot parse must not cost the capture time read without it."""
+    import exifread
+
+    try:
+        handle.seek(0)
+        return {k: v for k, v in exifread.process_file(handle, details=True, extract_thumbnail=False).items()
+                if k.startswith("MakerNote ")}
+    except Exception as exc:  # noqa: BLE001 - as above
+        log.debug("no maker notes from %s: %s", path, exc)
+        return {}
+
+
+def _readable(serial: str) -> bool:
+    """A serial number as text (a maker note exifread misreads gives control bytes)."""
+    return serial.strip().isprintable() and any(c.isalnum() for c in serial)
+
+
 def read_capture(path: Path) -> Capture:
     """Camera identity and capture time of ``path``; never raises (falls back to mtime)."""
     tags: dict[str, object] = {}
@@ -52,10 +76,12 @@ def read_capture(path: Path) -> Capture:
 
             with open(path, "rb") as handle:
                 tags = exifread.process_file(handle, details=False, extract_thumbnail=False)
+                if not any(t in tags for t in _SERIAL_TAGS) and "Image Make" in tags:
+                    tags = {**tags, **_maker_note_tags(handle, path)}
     except Exception as exc:  # noqa: BLE001 - exifread raises many kinds on odd files; EXIF is optional here
         log.debug("no EXIF from %s: %s", path, exc)
     camera_parts = [str(tags[t]).strip() for t in ("Image Make", "Image Model") if t in tags]
-    serial = next((str(tags[t]).strip() for t in _SERIAL_TAGS if t in tags), None)
+    serial = next((str(tags[t]).strip() for t in _SERIAL_TAGS if t in tags and _readable(str(tags[t]))), None)
     if serial:
         camera_parts.append(serial)
     camera = " ".join(p for p in camera_parts if p) or None

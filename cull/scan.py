@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from cull.analyse import BATCH_SIZE, Analysis
-from cull.bursts import DEFAULT_GAP, SOFTER_REASON, Footprint, Ranked, clearly_softer, find_bursts, frame
+from cull.bursts import DEFAULT_GAP, SOFTER_REASON, Footprint, Ranked, clearly_softer, find_bursts, frame, same_scene
 from cull.cache import FactCache, FileKey, ScoreCache, default_cache_path, file_key
-from cull.capture import read_capture
+from cull.capture import CAPTURE_VERSION, read_capture
 from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
@@ -228,7 +228,7 @@ def _current_capture(path: Path, print_: Footprint, cache: ScoreCache, key: File
     read (``exiftool -P`` edits the capture time keeping size and mtime: only the ctime moves; a move
     or undo moves it too, and costs one EXIF read)."""
     ctime = _ctime_ns(path)
-    if ctime is None or ctime == print_.ctime_ns:
+    if ctime is None or (ctime == print_.ctime_ns and print_.capture_version == CAPTURE_VERSION):
         return print_
     shot = read_capture(path)
     fresh = replace(print_, camera=shot.camera, time=shot.time, time_source=shot.time_source, ctime_ns=ctime)
@@ -240,16 +240,25 @@ def place_in_bursts(
     results: list[PhotoResult], prints: dict[Path, Footprint], gap: float, keep_best: bool
 ) -> list[PhotoResult]:
     """Results with their burst places; with ``keep_best``, a kept frame clearly softer than its
-    burst's best becomes uncertain (never reject: in-focus priority). Pure."""
+    burst's best *kept* frame, and of the same scene (same_scene), becomes uncertain (never reject:
+    in-focus priority).  The best kept frame is never demoted, so a burst with a kept frame keeps one,
+    even where rank 1 went to a frame that is only uncertain (evenly soft beats a sharp subject on the
+    mean of the shared regions). Pure."""
     keyed = {str(r.path): r for r in results if r.path in prints and r.decision is not None}
-    ranked = find_bursts([frame(key, prints[r.path]) for key, r in keyed.items()], gap)
-    best = {row.burst: row for row in ranked.values() if row.rank == 1}
+    frames = {key: frame(key, prints[r.path]) for key, r in keyed.items()}
+    ranked = find_bursts(list(frames.values()), gap)
+    best: dict[str, Ranked] = {}  # burst -> its best-ranked kept frame
+    for row in sorted(ranked.values(), key=lambda r: r.rank):
+        if keyed[row.key].verdict is Verdict.KEEP:
+            best.setdefault(row.burst, row)
     placed = []
     for result in results:
         row = ranked.get(str(result.path)) if str(result.path) in keyed else None
         if row is not None:
             result = replace(result, burst=row)
-            if keep_best and result.verdict is Verdict.KEEP and clearly_softer(row, best[row.burst]):
+            top = best.get(row.burst)
+            if (keep_best and result.verdict is Verdict.KEEP and top is not None and clearly_softer(row, top)
+                    and same_scene(frames[row.key], frames[top.key])):
                 result = replace(result, decision=Decision(Verdict.UNCERTAIN, SOFTER_REASON))
         placed.append(result)
     return placed

@@ -431,3 +431,101 @@ def test_peak_candidates_sorts_only_the_allowed_shifts_with_the_same_answer(heig
     flat = np.argsort(masked, axis=None)[::-1][:3]
     whole = [(int(ys[i // width]), int(xs[i % width])) for i in flat if np.isfinite(masked.flat[i])] or [(0, 0)]
     assert _peak_candidates(surface, limit_y, limit_x) == whole
+
+
+# --- --keep-best and same-model bodies (probe of session 14) ---
+
+
+def _print(sig: np.ndarray, when: float, scores: list[float], camera: str = "cam") -> "Footprint":
+    from cull.bursts import Footprint
+
+    origins = np.array([(64 * (i // 4), 64 * (i % 4)) for i in range(len(scores))], np.int32)
+    return Footprint(camera, when, "exif", np.clip(np.round(sig * 32), -127, 127).astype(np.int8), 8.0,
+                     origins, np.array(scores, np.float32))
+
+
+def _result(path: Path, verdict: "Verdict") -> "PhotoResult":
+    from cull.decide import Decision
+    from cull.scan import PhotoResult
+    from cull.score import PhotoScore
+
+    return PhotoResult(path, photo=PhotoScore(0.9, 16), decision=Decision(verdict, "as scored"))
+
+
+def test_keep_best_never_demotes_the_burst_s_best_kept_frame(tmp_path):
+    """Rank 1 can go to an evenly soft frame cull itself left *uncertain* (the mean of the shared
+    regions favours it over a sharp subject on a blurred background): the kept frame was demoted against
+    it, and `move --rejects --uncertain --keep-best` took the whole burst aside."""
+    from cull.decide import Verdict
+    from cull.scan import place_in_bursts
+
+    sig, _ = signature(np.asarray(sharp_image(0).convert("L"), np.float32) / 255)
+    even = [0.9] * 16  # uncertain: soft everywhere
+    subject = [0.99] * 2 + [0.3] * 14  # kept: a sharp subject, the rest blurred
+    softer = [0.99] + [0.1] * 15  # kept too, clearly softer than the subject frame
+    prints = {tmp_path / f"IMG_{i}.JPG": _print(sig, 100 + 0.1 * i, s) for i, s in enumerate((even, subject, softer))}
+    verdicts = [Verdict.UNCERTAIN, Verdict.KEEP, Verdict.KEEP]
+    results = [_result(p, v) for p, v in zip(prints, verdicts)]
+    placed = place_in_bursts(results, prints, gap=2.0, keep_best=True)
+    assert [r.burst.rank for r in placed] == [1, 2, 3]  # the ranking itself is unchanged
+    assert [r.verdict for r in placed] == [Verdict.UNCERTAIN, Verdict.KEEP, Verdict.UNCERTAIN]
+
+
+def test_keep_best_leaves_frames_of_another_scene_alone(tmp_path):
+    """Unrelated photos of one size pass the grouping's similarity in 1-8 % of pairs (a street burst and
+    a waterfall shot within the gap became one burst, the waterfall's sharp frame demoted)."""
+    from cull.bursts import DEMOTE_SIMILARITY, MIN_SIMILARITY
+    from cull.decide import Verdict
+    from cull.scan import place_in_bursts
+
+    a, _ = signature(np.asarray(sharp_image(0).convert("L"), np.float32) / 255)
+    b, _ = signature(np.asarray(sharp_image(1).convert("L").resize(sharp_image(0).size), np.float32) / 255)
+    for mix, demoted in ((0.45, False), (0.97, True)):  # a look-alike of a: a mixed with another scene (0.73, 0.9996)
+        other = mix * a + (1 - mix) * b
+        other = (other - other.mean()) / other.std()
+        similarity = align(a, other.astype(np.float32))[2]
+        assert MIN_SIMILARITY <= similarity and (similarity < DEMOTE_SIMILARITY) is not demoted
+        prints = {tmp_path / "best.JPG": _print(a, 100.0, [0.99] * 16),
+                  tmp_path / "other.JPG": _print(other, 100.5, [0.99] + [0.2] * 15)}
+        placed = place_in_bursts([_result(p, Verdict.KEEP) for p in prints], prints, gap=2.0, keep_best=True)
+        assert placed[1].burst is not None and placed[1].burst.rank == 2  # grouped and ranked all the same
+        assert (placed[1].verdict is Verdict.UNCERTAIN) is demoted
+
+
+def test_a_serial_number_is_read_from_the_maker_notes_and_only_as_text(tmp_path, monkeypatch):
+    """Many Nikon, Fuji, Olympus and Sony bodies keep their serial only in the maker notes, which the
+    capture reading skipped (exifread reads them only with details): two interleaved Z 6 bodies made one
+    burst.  The maker notes are read apart, so one exifread cannot parse costs nothing else."""
+    import exifread
+
+    from cull import capture
+
+    path = exif_jpeg(sharp_image(0), tmp_path / "a.jpg", "2024:05:01 10:11:12", "25", make="NIKON CORPORATION", model="NIKON Z 6")
+    image = Image.open(path)
+    exif = image.getexif()
+    exif.get_ifd(0x8769)[0x927C] = b"Nikon\x00\x02\x10\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00"
+    image.save(path, quality=92, exif=exif)
+    real = exifread.process_file
+
+    def with_serial(serial):
+        def process(handle, details=True, **kw):
+            tags = dict(real(handle, details=False, **kw))
+            if details:
+                tags["MakerNote SerialNumber"] = serial
+            return tags
+        return process
+
+    cameras = set()
+    for serial in ("3001111", "3002222", "\x02\x03\x02"):
+        monkeypatch.setattr(exifread, "process_file", with_serial(serial))
+        cameras.add(capture.read_capture(path).camera)
+    assert cameras == {"NIKON CORPORATION NIKON Z 6 3001111", "NIKON CORPORATION NIKON Z 6 3002222", "NIKON CORPORATION NIKON Z 6"}
+
+    def broken(handle, details=True, **kw):
+        if details:
+            raise ValueError("a maker note exifread cannot parse")
+        return real(handle, details=False, **kw)
+
+    monkeypatch.setattr(exifread, "process_file", broken)
+    shot = capture.read_capture(path)
+    assert shot.time_source == "exif" and shot.camera == "NIKON CORPORATION NIKON Z 6"
