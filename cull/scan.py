@@ -248,9 +248,9 @@ def place_in_bursts(
     frames = {key: frame(key, prints[r.path]) for key, r in keyed.items()}
     ranked = find_bursts(list(frames.values()), gap)
     best: dict[str, Ranked] = {}  # burst -> its best-ranked kept frame
-    for row in sorted(ranked.values(), key=lambda r: r.rank):
-        if keyed[row.key].verdict is Verdict.KEEP:
-            best.setdefault(row.burst, row)
+    for ranked_row in sorted(ranked.values(), key=lambda r: r.rank):
+        if keyed[ranked_row.key].verdict is Verdict.KEEP:
+            best.setdefault(ranked_row.burst, ranked_row)
     placed = []
     for result in results:
         row = ranked.get(str(result.path)) if str(result.path) in keyed else None
