@@ -117,7 +117,14 @@ def open_reduced(path: Path, long_side: int) -> Image.Image:
         raw_content = sniff(fh.read(16)) == "tiff" and tiff_holds_raw(path)
     if raw_content:  # a DNG, NEF ... under a raster name: its first image is only a preview
         log.info("%s holds camera RAW data despite its name; decoding it as RAW", path)
-        return _open_raw(path, long_side)
+        try:
+            return _open_raw(path, long_side)
+        except DamagedRaw:
+            raise
+        except UnreadableImage:
+            if tiff_holds_raw(path, samples_only=True):
+                raise
+            return _open_raster(path, long_side)  # only a DNG version tag (copied metadata): a plain TIFF
     return _open_raster(path, long_side)
 
 
@@ -152,6 +159,8 @@ def check_pixels(image: Image.Image) -> None:
     width, height = image.size
     fp = getattr(image, "fp", None)
     layout = jpeg_layout(fp) if image.format in JPEG_FORMATS and fp is not None else None
+    if layout is None and image.format in JPEG_FORMATS and (image.info.get("progressive") or image.info.get("progression")):
+        layout = JpegLayout(True, True, _count_scans(fp, 0) if fp is not None else 0)  # unparsed here: Pillow's word
     buffered = layout is not None and layout.buffered
     limit = pixel_limit(image.format, buffered)
     if width * height > limit:
@@ -213,19 +222,28 @@ def jpeg_layout(fh: IO[bytes], chunk: int = 1 << 20) -> JpegLayout | None:
                 in_scan = first[0] if first else 0
                 if not progressive:
                     return JpegLayout(False, 0 < in_scan < components, 1)
-                fh.seek(0)
-                scans, tail = 0, b""
-                while block := fh.read(chunk):
-                    data = tail + block
-                    scans += data.count(b"\xff\xda")  # 0xFF in entropy-coded data is always followed by 0x00
-                    tail = data[-1:] if data[-1:] == b"\xff" else b""
-                return JpegLayout(True, True, scans)
+                return JpegLayout(True, True, _count_scans(fh, fh.tell() - 5, chunk))
             fh.seek(length - 2, os.SEEK_CUR)
         return None
     except (OSError, ValueError):
         return None
     finally:
         fh.seek(saved)
+
+
+def _count_scans(fh: IO[bytes], start: int, chunk: int = 1 << 20) -> int:
+    """SOS markers from ``start`` (the first scan, past the APP segments) up to the first EOI: data
+    after the image (a motion photo's video, an MPF preview) and APP payloads are not counted."""
+    fh.seek(max(0, start))
+    scans, tail = 0, b""
+    while block := fh.read(chunk):
+        data = tail + block
+        end = data.find(b"\xff\xd9")
+        scans += data[: end if end >= 0 else len(data)].count(b"\xff\xda")
+        if end >= 0:
+            break
+        tail = data[-1:] if data[-1:] == b"\xff" else b""
+    return scans
 
 
 @contextmanager
@@ -265,15 +283,23 @@ MAX_TIFF_PAGES = 64  # pages of a multi-page TIFF looked at for the photo
 
 def _seek_main_page(image: Image.Image) -> None:
     """Go to a TIFF's photo: its largest page not marked as a reduced-resolution version (NewSubfileType
-    bit 0); a file whose first page is a small preview is judged by the full image after it."""
+    bit 0) or a transparency mask (bit 2), among those Pillow can read; a file whose first page is a small
+    preview is judged by the full image after it."""
     best, best_area = 0, -1
     for index in range(MAX_TIFF_PAGES):
         try:
             image.seek(index)
         except EOFError:
             break
-        reduced = bool(int(image.tag_v2.get(254, 0) or 0) & 1)  # type: ignore[attr-defined]
-        area = image.size[0] * image.size[1] * (not reduced)
+        except Exception:  # noqa: BLE001 - a page Pillow cannot read (a mask, float16 ...) is not the photo
+            log.debug("TIFF page %d skipped", index, exc_info=True)
+            if index == 0:
+                raise
+            continue
+        kind = int(image.tag_v2.get(254, 0) or 0)  # type: ignore[attr-defined]  # NewSubfileType
+        if kind & 4 and index:  # a transparency mask: never the photo
+            continue
+        area = image.size[0] * image.size[1] * (not kind & 1)  # bit 0: a reduced-resolution version
         if area > best_area:
             best, best_area = index, area
     image.seek(best)

@@ -86,13 +86,13 @@ RAW_PHOTOMETRICS = frozenset({32803, 34892})  # CFA, LinearRaw: sensor data, not
 DNG_VERSION = 50706
 
 
-def tiff_holds_raw(path: Path) -> bool:
+def tiff_holds_raw(path: Path, samples_only: bool = False) -> bool:
     """Whether a TIFF container holds camera RAW data (a DNG version tag, or an IFD or SubIFD of CFA or
     linear raw samples): its first image is then a preview, never the photo."""
     try:
         with open(path, "rb") as fh, tiff_ifds(fh, str(path)) as ifds:
             if not ifds:
                 return False
-            return DNG_VERSION in ifds[0].tags or any(int(getattr(p, "photometric", 0) or 0) in RAW_PHOTOMETRICS for p in ifds)
+            return (not samples_only and DNG_VERSION in ifds[0].tags) or any(int(getattr(p, "photometric", 0) or 0) in RAW_PHOTOMETRICS for p in ifds)
     except (OSError, ValueError, TypeError):
         return False

@@ -231,7 +231,8 @@ def _current_capture(path: Path, print_: Footprint, cache: ScoreCache, key: File
     if ctime is None or (ctime == print_.ctime_ns and print_.capture_version == CAPTURE_VERSION):
         return print_
     shot = read_capture(path)
-    fresh = replace(print_, camera=shot.camera, time=shot.time, time_source=shot.time_source, ctime_ns=ctime)
+    fresh = replace(print_, camera=shot.camera, time=shot.time, time_source=shot.time_source, ctime_ns=ctime,
+                    capture_version=CAPTURE_VERSION)
     cache.put_footprint(path.absolute(), key, fresh)
     return fresh
 

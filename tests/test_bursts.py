@@ -529,3 +529,23 @@ def test_a_serial_number_is_read_from_the_maker_notes_and_only_as_text(tmp_path,
     monkeypatch.setattr(exifread, "process_file", broken)
     shot = capture.read_capture(path)
     assert shot.time_source == "exif" and shot.camera == "NIKON CORPORATION NIKON Z 6"
+
+
+def test_a_cached_capture_of_the_earlier_reading_is_read_once_more_and_stored_as_current(tmp_path):
+    """Footprints cached before maker notes were read are read again, once: the refreshed one kept the
+    old version, so every later scan read the EXIF again."""
+    from cull.capture import CAPTURE_VERSION
+    from cull.scan import _current_capture
+
+    path = exif_jpeg(sharp_image(0), tmp_path / "a.jpg", "2024:05:01 10:11:12", "25")
+    stored = []
+
+    class Cache:
+        def put_footprint(self, photo, key, print_):
+            stored.append(print_)
+
+    old = replace(_print(np.zeros((64, 96), np.float32), 0.0, [0.9]), camera="old", capture_version=1,
+                  ctime_ns=path.stat().st_ctime_ns)
+    fresh = _current_capture(path, old, Cache(), "key")  # type: ignore[arg-type]
+    assert fresh.camera == "Canon EOS R6" and fresh.capture_version == CAPTURE_VERSION and stored == [fresh]
+    assert _current_capture(path, fresh, Cache(), "key") is fresh and len(stored) == 1  # type: ignore[arg-type]

@@ -452,3 +452,42 @@ def test_signed_integer_gray_is_shifted_not_clipped(tmp_path):
     Image.fromarray((photo * 40 - 5000).astype(np.int32), mode="I").save(path)
     gray = decode_gray(path, LONG)
     assert float(gray.std()) > 0.1 and float(gray.min()) == 0.0
+
+
+def test_the_jpeg_limits_hold_where_cull_cannot_parse_the_markers_and_count_only_the_image_s_scans(tmp_path):
+    """From an attack review: one junk byte after APP0 (Pillow and libjpeg skip it) made the layout
+    unparseable and a 144 MP progressive JPEG got the 400 MP limit; data after the image (a motion
+    photo's video) was counted as scans and refused an ordinary photo."""
+    app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    header = _jpeg_header(0xC2, 12000, 12000, 1, [1])
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(header[:2] + app0 + b"\x00" + header[2:])
+    with pytest.raises(UnreadableImage, match=r"the limit for progressive JPEG is 100 MP"):
+        decode_gray(junk, LONG)
+    photo = save(sharp_image(0), tmp_path / "motion.jpg", progressive=True)
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    assert video.count(b"\xff\xda") > 50  # as many "scans" as the limit allows, and more
+    photo.write_bytes(photo.read_bytes() + video * 2)
+    assert decode_gray(photo, LONG).size
+
+
+def test_a_tiff_page_pillow_cannot_read_is_passed_over(tmp_path):
+    import tifffile
+
+    photo = np.asarray(sharp_image(0).convert("L").resize((1024, 768)))
+    path = tmp_path / "with_extra_pages.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(photo, photometric="minisblack")
+        tif.write(np.zeros((2048, 2048), np.float16), photometric="minisblack")  # Pillow: unknown mode
+    gray = decode_gray(path, LONG)
+    assert gray.shape == (768, 1024) and float(gray.std()) > 0.05
+
+
+def test_a_plain_tiff_carrying_a_copied_dng_version_tag_still_decodes(tmp_path):
+    import tifffile
+
+    photo = np.asarray(sharp_image(0).convert("RGB").resize((1024, 768)))
+    path = tmp_path / "exported.tif"
+    tifffile.imwrite(path, photo, photometric="rgb", extratags=[(50706, 1, 4, (1, 4, 0, 0), True)])
+    assert decode_gray(path, LONG).shape == (768, 1024)
