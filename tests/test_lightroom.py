@@ -97,7 +97,9 @@ def test_lua_harness_passes():
                  "apply: a master whose virtual copy is rated, picked or labelled: nothing written, counted hand-set",
                  "apply: a virtual copy marked by hand after the preview keeps its master as it is",
                  "apply: only a photo with virtual copies has its copies read",
-                 "apply command: a master whose virtual copy you rated is never flagged; undo clears only cull's flag",
+                 "apply: cull's earlier flag comes off a master whose copy was marked since; nothing else is written",
+                 "apply command: a master whose virtual copy you rated is never flagged; cull's earlier flag comes off",
+                 "plan: a master cull flagged or labelled before its virtual copy was marked loses only cull's values",
                  "apply command: a setting changed in the preview, then Apply: matched again and shown before writing",
                  "report: a 100 000-line JSON Lines report is read whole, in place, with progress ticks"):
         assert name in passed

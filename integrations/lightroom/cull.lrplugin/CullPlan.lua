@@ -10,9 +10,11 @@ The rules (in-focus priority: a hand-made choice always wins):
   "By hand" means: not the value this plug-in recorded that it set. A label whose text matches no
   colour of the active label set (Lightroom reads its colour as "none") is a label too.
 - A master photo one of whose virtual copies is flagged, rated or labelled by hand (the same rules)
-  is the user's as well, and never changed: Lightroom deletes (or removes) a master together with
-  its virtual copies, so a Rejected master would take the user's copy with it. A report row never
-  names a virtual copy (the look-up gives the master), so copies are never changed either.
+  is the user's as well, and never flagged or labelled: Lightroom deletes (or removes) a master
+  together with its virtual copies, so a Rejected master would take the user's copy with it. A flag
+  or label this plug-in set on it earlier (before the copy was marked) comes off, with the receipt,
+  as for a protected reject; what the user set on the master stays. A report row never names a
+  virtual copy (the look-up gives the master), so copies are never changed either.
 - A flag or label this plug-in set that is now cleared was taken back by the user (Edit > Undo
   reverts the receipt with it): that is a hand-made choice as well, and re-applying never sets it again.
 - A value this plug-in set that the new report no longer asks for (the verdict changed) is cleared.
@@ -104,8 +106,9 @@ function CullPlan.copyReasons(copies)
 end
 
 --- Decide for one photo. Returns { status, ops, receipt, reasons, viaCopy }.
--- status: "apply" (ops to write), "already" (nothing to do, applied before), "handSet" (left alone;
--- reasons says why, viaCopy when a virtual copy is among them), "keep" (nothing asked, nothing to clear).
+-- status: "apply" (ops to write; viaCopy: only cull's own flag/label come off a master kept for a copy),
+-- "already" (nothing to do, applied before), "handSet" (left alone; reasons says why, viaCopy when a
+-- virtual copy is among them), "keep" (nothing asked, nothing to clear).
 function CullPlan.evaluate(verdict, state, settings)
     local receipt = state.receipt or {}
     local pick = state.pick or 0
@@ -132,6 +135,12 @@ function CullPlan.evaluate(verdict, state, settings)
         reasons[#reasons + 1] = reason
     end
     local hadReceipt = receipt.setPick ~= nil or receipt.setLabel ~= nil
+    if #copyReasons > 0 and (oursPick or oursLabel) then
+        -- set before the copy was marked: only cull's own values come off, and with them the receipt
+        -- (nothing left for undo); what the user set on the master stays, as for a protected reject
+        return { status = "apply", ops = { clearPick = oursPick or nil, clearLabel = oursLabel or nil },
+            receipt = {}, reasons = reasons, viaCopy = true }
+    end
     if #reasons > 0 then
         if want.pick or want.label or hadReceipt then
             return { status = "handSet", reasons = reasons, ops = {}, viaCopy = #copyReasons > 0 }
@@ -174,7 +183,7 @@ local function newCounts()
     return {
         rows = 0, matched = 0, viaPartner = 0, notFound = 0, unmatchable = 0, noVerdict = 0,
         toReject = 0, toLabel = 0, toClear = 0, already = 0, handSet = 0, keep = 0, duplicates = 0,
-        unreadable = 0, protected = 0, handSetViaCopy = 0, rejectedViaCopy = 0,
+        unreadable = 0, protected = 0, handSetViaCopy = 0, clearedViaCopy = 0,
     }
 end
 
@@ -241,7 +250,11 @@ function CullPlan.build(report, settings, lookup, readState)
                         local ops = decision.ops
                         if ops.setPick then counts.toReject = counts.toReject + 1 end
                         if ops.setLabel then counts.toLabel = counts.toLabel + 1 end
-                        if ops.clearPick or ops.clearLabel then counts.toClear = counts.toClear + 1 end
+                        if decision.viaCopy then
+                            counts.clearedViaCopy = counts.clearedViaCopy + 1
+                        elseif ops.clearPick or ops.clearLabel then
+                            counts.toClear = counts.toClear + 1
+                        end
                         -- the verdict decided on (keep for a protected reject): the write re-checks with it
                         plan.actions[#plan.actions + 1] = {
                             photo = photo, row = row, verdict = verdict, ops = ops, receipt = decision.receipt,
@@ -250,9 +263,6 @@ function CullPlan.build(report, settings, lookup, readState)
                         counts.handSet = counts.handSet + 1
                         if decision.viaCopy then
                             counts.handSetViaCopy = counts.handSetViaCopy + 1
-                            if ourPick(state) then -- flagged by an earlier apply, before the copy was marked
-                                counts.rejectedViaCopy = counts.rejectedViaCopy + 1
-                            end
                         end
                         plan.handSet[#plan.handSet + 1] = { photo = photo, row = row, reasons = decision.reasons }
                     elseif decision.status == "already" then
@@ -289,9 +299,10 @@ function CullPlan.summary(plan, settings)
             "Of these, a virtual copy is flagged/rated/labelled by hand: %d (deleting a master deletes its copies).",
             c.handSetViaCopy)
     end
-    if c.rejectedViaCopy > 0 then
-        lines[#lines + 1] = string.format("Still Rejected from an earlier apply although a virtual copy is yours: %s "
-            .. "(Undo cull verdicts… or Unflag before Delete Rejected Photos).", plural(c.rejectedViaCopy, "photo"))
+    if c.clearedViaCopy > 0 then
+        lines[#lines + 1] = string.format("Will take cull's earlier flag or label off %s whose virtual copy is "
+            .. "flagged/rated/labelled by hand (deleting a master deletes its copies).",
+            plural(c.clearedViaCopy, "master photo"))
     end
     if c.protected > 0 then
         lines[#lines + 1] = string.format(

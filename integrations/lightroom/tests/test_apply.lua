@@ -240,6 +240,44 @@ T.test("apply: a virtual copy marked by hand after the preview keeps its master 
     T.eq(#world.writes, 0, "no write"); T.eq(master.pick, 0, "master not Rejected")
 end)
 
+T.test("apply: cull's earlier flag comes off a master whose copy was marked since; nothing else is written",
+    function()
+    local world = newWorld()
+    local c = world.catalog
+    local rows = {}
+    for i, name in ipairs({ "a", "b" }) do
+        local path = "/p/" .. name .. ".jpg"
+        rows[i] = { absPath = path, path = path, verdict = "reject", score = 0.01, kind = "defocus" }
+        c:addTestPhoto { path = path, pick = -1, props = { verdict = "reject", setPick = "-1", score = "0.010" } }
+    end
+    local a, b = c.photos[1], c.photos[2]
+    local aCopy = c:addTestVirtualCopy(a, { rating = 2 })
+    local bCopy = c:addTestVirtualCopy(b, { pick = 1 })
+    local CullGlue, CullApply, CullPlan = require "CullGlue", require "CullApply", require "CullPlan"
+    local function run(actions)
+        return inTask(world, function()
+            return CullApply.run { catalog = c, actions = actions, plugin = _PLUGIN, settings = {} }
+        end)
+    end
+    local plan = CullGlue.plan(c, { rows = rows }, {})
+    T.eq(plan.counts.clearedViaCopy, 2, "both flags to take off"); T.eq(#plan.actions, 2, "actions")
+    b.pick = 0 -- the user unflagged this master by hand between the preview and the write
+    local result = run(plan.actions)
+    T.eq(result.done, 1, "done"); T.eq(result.changed, 1, "the master changed by hand is left alone")
+    T.eq(a.pick, 0, "cull's flag off"); T.eq(a.props.verdict, nil, "receipt cleared"); T.eq(a.props.score, nil, "score")
+    T.eq(aCopy.rating, 2, "the copy keeps its stars"); T.eq(bCopy.pick, 1, "and its flag")
+    T.eq(b.props.verdict, "reject", "nothing written to the master left alone")
+    T.eq(#writesTo(world, { [aCopy] = true, [bCopy] = true, [b] = true }), 0, "no write to the copies or to b")
+    local writes = #world.writes
+    local again = CullGlue.plan(c, { rows = rows }, {})
+    T.eq(#again.actions, 0, "re-applying plans nothing"); T.eq(again.counts.clearedViaCopy, 0, "nothing to take off")
+    run(again.actions)
+    T.eq(#world.writes, writes, "nothing written")
+    local undo = CullPlan.buildUndo({ a }, function(photo) return CullApply.readState(photo, _PLUGIN) end)
+    T.eq(undo.counts.clearFlags, 0, "undo: no flag of cull's on it"); T.eq(undo.counts.changedSince, 0, "nor a receipt")
+    T.eq(#c:findPhotosWithProperty(_PLUGIN, "verdict"), 1, "undo finds only b, whose flag the user took back")
+end)
+
 T.test("apply: only a photo with virtual copies has its copies read", function()
     local world = newWorld()
     local reads = {}

@@ -409,7 +409,7 @@ T.test("apply command: an exact look-up that finds a virtual copy uses its maste
     T.eq(master.pick, -1, "master flagged"); T.eq(copy.pick, 0, "copy left alone")
 end)
 
-T.test("apply command: a master whose virtual copy you rated is never flagged; undo clears only cull's flag",
+T.test("apply command: a master whose virtual copy you rated is never flagged; cull's earlier flag comes off",
     function()
     local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
     local c = world.catalog
@@ -427,20 +427,34 @@ T.test("apply command: a master whose virtual copy you rated is never flagged; u
         T.ok(w.photo ~= kept and w.photo ~= keptCopy, "nothing written to the master or its copy")
     end
     T.eq(early.pick, -1, "the other master is flagged")
-    -- a copy made and starred after the apply: re-applying leaves cull's flag, the preview warns; undo clears it
-    local earlyCopy = c:addTestVirtualCopy(early, { rating = 5 })
+    -- a copy made and starred after the apply: re-applying takes cull's flag (and receipt) off the master
+    local earlyCopy = c:addTestVirtualCopy(early, { rating = 5, label = "red" })
     local before = #world.writes
     local again = applyText(world, report)
-    T.eq(again.plan.counts.handSet, 2, "both hand-set now"); T.eq(#world.writes, before, "nothing written")
-    T.contains(dialogText(world.dialogs[#world.dialogs]), "Still Rejected from an earlier apply", "warned")
-    world.answers.confirm = { "ok" }
-    local undo = runMenu(world, "UndoMenu.lua")
-    T.eq(undo.plan.counts.photos, 1, "only the photo cull flagged"); T.eq(undo.plan.counts.clearFlags, 1, "its flag")
+    T.eq(again.plan.counts.handSet, 1, "the kept master"); T.eq(again.plan.counts.clearedViaCopy, 1, "one flag off")
+    T.eq(again.plan.counts.toClear, 0, "not a changed verdict")
+    T.contains(dialogText(world.dialogs[#world.dialogs]), "Will take cull's earlier flag or label off 1 master photo",
+        "the preview says so")
+    T.eq(again.result.done, 1, "written")
     T.eq(early.pick, 0, "cull's flag cleared"); T.eq(early.props.verdict, nil, "receipt cleared")
-    T.eq(earlyCopy.rating, 5, "copy untouched"); T.eq(kept.pick, 0, "kept master untouched")
-    for _, w in ipairs(world.writes) do
-        T.ok(w.photo ~= earlyCopy and w.photo ~= keptCopy and w.photo ~= kept, "undo wrote only to the flagged master")
+    T.eq(early.props.setPick, nil, "no setPick left"); T.eq(early.props.score, nil, "no score left")
+    T.eq(earlyCopy.rating, 5, "copy keeps its stars"); T.eq(earlyCopy.label, "red", "and its label")
+    T.eq(earlyCopy.pick, 0, "and is not flagged"); T.eq(earlyCopy.props.verdict, nil, "no receipt on the copy")
+    for i = before + 1, #world.writes do
+        local w = world.writes[i]
+        T.eq(w.photo, early, "written to that master only")
+        T.ok(w.key ~= "rating" and w.key ~= "colorNameForLabel", "only its flag and receipt: " .. w.key)
     end
+    -- re-applying changes nothing more; undo finds nothing of cull's left
+    local after = #world.writes
+    local third = applyText(world, report)
+    T.eq(#third.plan.actions, 0, "nothing planned"); T.eq(#world.writes, after, "nothing written")
+    T.eq(third.plan.counts.handSet, 2, "both masters hand-set now")
+    T.ok(not dialogText(world.dialogs[#world.dialogs]):find("Will take cull's", 1, true), "no flag to take off")
+    local undo = runMenu(world, "UndoMenu.lua")
+    T.eq(undo.status, "nothing", "no receipt left to undo"); T.eq(#world.writes, after, "undo wrote nothing")
+    T.eq(early.pick, 0, "master stays unflagged"); T.eq(earlyCopy.rating, 5, "copy untouched")
+    T.eq(kept.pick, 0, "kept master untouched"); T.eq(keptCopy.rating, 4, "its copy untouched")
 end)
 
 T.test("apply command: a setting changed in the preview, then Apply: matched again and shown before writing",

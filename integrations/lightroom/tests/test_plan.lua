@@ -243,6 +243,49 @@ T.test("plan: a virtual copy flagged, rated or labelled by hand keeps its master
     T.eq(#CullPlan.copyReasons(nil), 0, "a photo without copies")
 end)
 
+T.test("plan: a master cull flagged or labelled before its virtual copy was marked loses only cull's values",
+    function()
+    local function master(copy, extra)
+        local state = { pick = 0, label = "none", receipt = {}, copies = { copyState {}, copyState(copy) } }
+        for k, v in pairs(extra or {}) do state[k] = v end
+        return state
+    end
+    local flagged = { pick = -1, receipt = { verdict = "reject", setPick = "-1" } }
+    for _, verdict in ipairs({ "reject", "uncertain", "keep" }) do
+        local d = CullPlan.evaluate(verdict, master({ rating = 3 }, flagged), {})
+        T.eq(d.status, "apply", "cull's flag comes off: " .. verdict); T.ok(d.viaCopy, "via a copy")
+        T.ok(d.ops.clearPick, "clearPick"); T.eq(d.ops.setPick, nil, "never flagged")
+        T.eq(d.ops.setLabel, nil, "never labelled"); T.eq(d.ops.clearLabel, nil, "no label of cull's")
+        T.eq(d.receipt.verdict, nil, "receipt cleared"); T.eq(d.receipt.setPick, nil, "no setPick left")
+        T.eq(d.reasons[1], "a virtual copy is rated", "reason")
+    end
+    local labelled = CullPlan.evaluate("uncertain", master({ pick = 1 },
+        { label = "yellow", receipt = { verdict = "uncertain", setLabel = "yellow" } }), {})
+    T.ok(labelled.ops.clearLabel and not labelled.ops.clearPick, "cull's label comes off")
+    T.eq(labelled.receipt.setLabel, nil, "receipt cleared")
+    -- what the user set on the master stays: only cull's flag comes off a master the user also rated
+    local rated = CullPlan.evaluate("reject", master({ label = "red" }, { pick = -1, rating = 2,
+        receipt = { verdict = "reject", setPick = "-1" } }), {})
+    T.ok(rated.ops.clearPick, "cull's flag off"); T.eq(table.concat(rated.reasons, "; "),
+        "rated; a virtual copy is labelled", "reasons")
+    local green = CullPlan.evaluate("reject", master({ rating = 1 }, { pick = -1, label = "green",
+        receipt = { verdict = "reject", setPick = "-1" } }), {})
+    T.ok(green.ops.clearPick and not green.ops.clearLabel, "the user's green label stays")
+    -- no value of cull's left: left alone as before
+    local taken = CullPlan.evaluate("reject", master({ rating = 1 }, { receipt = { verdict = "reject", setPick = "-1" } }),
+        {})
+    T.eq(taken.status, "handSet", "cull's flag taken back by hand: nothing to clear"); T.eq(next(taken.ops), nil, "no ops")
+    local userFlag = CullPlan.evaluate("keep", master({ rating = 1 }, { pick = -1 }), {})
+    T.eq(userFlag.status, "keep", "a Rejected flag the user set stays")
+    -- after the write: nothing of cull's left, so re-applying changes nothing, and undo has no receipt to read
+    local after = master({ rating = 3 }, { receipt = {} })
+    local again = CullPlan.evaluate("reject", after, {})
+    T.eq(again.status, "handSet", "re-apply: left alone"); T.eq(next(again.ops), nil, "no ops")
+    T.eq(again.receipt, nil, "no receipt written")
+    local undo = CullPlan.undoDecision(after)
+    T.ok(not undo.ops.clearPick and not undo.ops.clearLabel and not undo.changedSince, "undo: nothing to clear")
+end)
+
 T.test("plan: masters kept through a virtual copy count as hand-set; the preview says why", function()
     local lookup, read = fakeCatalog {
         { path = "/p/rated_copy.jpg", copies = { copyState { rating = 3 } } },
@@ -257,13 +300,17 @@ T.test("plan: masters kept through a virtual copy count as hand-set; the preview
     } }, {}, lookup, read)
     local c = plan.counts
     T.eq(c.toReject, 1, "only the master with an unmarked copy"); T.eq(c.toLabel, 0, "no label")
-    T.eq(c.handSet, 3, "hand-set"); T.eq(c.handSetViaCopy, 3, "through a copy"); T.eq(c.rejectedViaCopy, 1, "still ours")
-    T.eq(#plan.actions, 1, "one action"); T.eq(plan.actions[1].row.absPath, "/p/plain_copy.jpg", "that one")
+    T.eq(c.handSet, 2, "hand-set"); T.eq(c.handSetViaCopy, 2, "through a copy")
+    T.eq(c.clearedViaCopy, 1, "cull's earlier flag comes off"); T.eq(c.toClear, 0, "not counted as a changed verdict")
+    T.eq(#plan.actions, 2, "two actions"); T.eq(plan.actions[1].row.absPath, "/p/plain_copy.jpg", "the flag")
+    T.eq(plan.actions[2].row.absPath, "/p/applied.jpg", "the flag that comes off")
+    T.ok(plan.actions[2].ops.clearPick and not plan.actions[2].ops.setPick, "only cleared")
     T.eq(plan.handSet[1].reasons[1], "a virtual copy is rated", "reason kept for the record")
     local text = table.concat(CullPlan.summary(plan, {}), "\n")
-    T.contains(text, "never changed: 3", "counted as hand-set")
-    T.contains(text, "a virtual copy is flagged/rated/labelled by hand: 3", "why")
-    T.contains(text, "Still Rejected from an earlier apply although a virtual copy is yours: 1 photo", "warning")
+    T.contains(text, "never changed: 2", "counted as hand-set")
+    T.contains(text, "a virtual copy is flagged/rated/labelled by hand: 2", "why")
+    T.contains(text, "Will take cull's earlier flag or label off 1 master photo whose virtual copy", "count")
+    T.ok(not text:find("Verdict changed", 1, true), "not a changed verdict")
     local quiet = table.concat(CullPlan.summary(CullPlan.build({ rows = { row("/p/plain_copy.jpg", "reject") } }, {},
         lookup, read), {}), "\n")
     T.ok(not quiet:find("virtual copy", 1, true), "no copy lines when no copy is marked")
