@@ -16,9 +16,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_SERIAL_TAGS = ("EXIF BodySerialNumber", "MakerNote SerialNumber", "Image CameraSerialNumber", "MakerNote InternalSerialNumber")
+_SERIAL_TAGS = ("EXIF BodySerialNumber", "MakerNote SerialNumber", "Image CameraSerialNumber", "MakerNote InternalSerialNumber",
+                "MakerNote InternalSerialNumber ")  # exifread names Canon's with a trailing space
 # What a cached capture reading is worth: 2 reads maker notes (exifread's details), where Nikon, Fuji,
-# Olympus and Sony bodies keep their serial number; readings of version 1 are read again.
+# Olympus and Canon bodies keep their serial number; readings of version 1 are read again.
 CAPTURE_VERSION = 2
 _MAX_EXIF_READ = 64 * 1024 * 1024  # never read EXIF from a file larger than this (a RAW is well below)
 
@@ -47,7 +48,7 @@ def parse_exif_time(value: str, subsec: str | None = None) -> float | None:
 
 def _maker_note_tags(handle: Any, path: Path) -> dict[str, object]:
     """The maker notes' tags (exifread's details), read apart: two bodies of one model are told apart by
-    the serial that many Nikon, Fuji, Olympus and Sony bodies keep only there, and a maker note exifread
+    the serial that many Nikon, Fuji, Olympus and Canon bodies keep only there (where exifread knows the tag), and a maker note exifread
     cannot parse must not cost the capture time read without it."""
     import exifread
 

@@ -118,7 +118,7 @@ def scan(
     ray_address: Annotated[str | None, typer.Option("--ray", metavar="local|auto|ADDRESS", help="analyse on a Ray cluster: a local runtime (-j CPUs), the one RAY_ADDRESS names, or HOST:PORT (the ray extra: pip install 'cull-focus\\[ray]'; see docs/cluster.md)")] = None,
     bursts: Annotated[bool, typer.Option("--bursts", help="group the frames of a burst (same camera, seconds apart, same scene) and rank them, 1 = sharpest")] = False,
     burst_gap: Annotated[float, typer.Option(help="largest gap in seconds between frames of one burst")] = 2.0,
-    keep_best: Annotated[bool, typer.Option("--keep-best", help="with --bursts: frames clearly softer than their burst's best become uncertain")] = False,
+    keep_best: Annotated[bool, typer.Option("--keep-best", help="with --bursts: a kept frame clearly softer than its burst's best kept frame, and of the same scene, becomes uncertain")] = False,
 ) -> None:
     """Score every photo's focus and decide keep / uncertain / reject.
 
@@ -230,7 +230,7 @@ def scan(
 
 @app.command("eval")
 def eval_command(
-    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="labelled folder: sharp/ and *blur*/ sub-folders")],
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="labelled folder: sharp/ and *blur*/ sub-folders (not unblurred/ and the like; a RAW+JPEG pair is one photo)")],
     strictness: StrictnessOption = Strictness.LENIENT,
     workers: WorkersOption = default_workers(),
     model: ModelOption = None,
@@ -279,7 +279,7 @@ def eval_command(
 
 @app.command()
 def calibrate(
-    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="labelled folder: sharp/ and *blur*/ sub-folders (10 or more photos each recommended, at least 5)")],
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="labelled folder: sharp/ and *blur*/ sub-folders (not unblurred/ and the like; a RAW+JPEG pair is one photo; 10 or more each recommended, at least 5)")],
     out: Annotated[Path, typer.Option("--out", help="the calibrated card to write (.json)")],
     model: ModelOption = None,
     workers: WorkersOption = default_workers(),
@@ -388,7 +388,7 @@ def move(
     strictness: StrictnessOption = Strictness.LENIENT,
     workers: WorkersOption = default_workers(),
     model: ModelOption = None,
-    keep_best: Annotated[bool, typer.Option("--keep-best", help="judge bursts as `scan --bursts --keep-best` does: with --uncertain, the frames clearly softer than their burst's best move too")] = False,
+    keep_best: Annotated[bool, typer.Option("--keep-best", help="judge bursts as `scan --bursts --keep-best` does: with --uncertain, kept frames clearly softer than their burst's best kept frame (same scene) move too")] = False,
     burst_gap: Annotated[float, typer.Option(help="with --keep-best: largest gap in seconds between frames of one burst")] = 2.0,
 ) -> None:
     """Move rejected shots (RAW + JPEG + sidecars) aside. Undo with `cull undo PATH`.

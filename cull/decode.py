@@ -160,7 +160,9 @@ def check_pixels(image: Image.Image) -> None:
     fp = getattr(image, "fp", None)
     layout = jpeg_layout(fp) if image.format in JPEG_FORMATS and fp is not None else None
     if layout is None and image.format in JPEG_FORMATS and (image.info.get("progressive") or image.info.get("progression")):
-        layout = JpegLayout(True, True, _count_scans(fp, 0) if fp is not None else 0)  # unparsed here: Pillow's word
+        # unparsed here: Pillow's word, and every scan marker in the file (an EXIF thumbnail's end marker
+        # would stop _count_scans early)
+        layout = JpegLayout(True, True, _scans_anywhere(fp) if fp is not None else 0)
     buffered = layout is not None and layout.buffered
     limit = pixel_limit(image.format, buffered)
     if width * height > limit:
@@ -231,14 +233,26 @@ def jpeg_layout(fh: IO[bytes], chunk: int = 1 << 20) -> JpegLayout | None:
         fh.seek(saved)
 
 
-def _count_scans(fh: IO[bytes], start: int, chunk: int = 1 << 20) -> int:
+def _scans_anywhere(fh: IO[bytes]) -> int:
+    """Every scan marker in the file, the file position restored (0 where it cannot be read)."""
+    try:
+        saved = fh.tell()
+        try:
+            return _count_scans(fh, 0, stop_at_end=False)
+        finally:
+            fh.seek(saved)
+    except (OSError, ValueError):
+        return 0
+
+
+def _count_scans(fh: IO[bytes], start: int, chunk: int = 1 << 20, stop_at_end: bool = True) -> int:
     """SOS markers from ``start`` (the first scan, past the APP segments) up to the first EOI: data
     after the image (a motion photo's video, an MPF preview) and APP payloads are not counted."""
     fh.seek(max(0, start))
     scans, tail = 0, b""
     while block := fh.read(chunk):
         data = tail + block
-        end = data.find(b"\xff\xd9")
+        end = data.find(b"\xff\xd9") if stop_at_end else -1
         scans += data[: end if end >= 0 else len(data)].count(b"\xff\xda")
         if end >= 0:
             break

@@ -464,6 +464,9 @@ def test_the_jpeg_limits_hold_where_cull_cannot_parse_the_markers_and_count_only
     junk.write_bytes(header[:2] + app0 + b"\x00" + header[2:])
     with pytest.raises(UnreadableImage, match=r"the limit for progressive JPEG is 100 MP"):
         decode_gray(junk, LONG)
+    small = save(sharp_image(0), tmp_path / "small.jpg", progressive=True).read_bytes()
+    (tmp_path / "junk_ok.jpg").write_bytes(small[:20] + b"\x00" + small[20:])  # after APP0: decodes as before
+    np.testing.assert_array_equal(decode_gray(tmp_path / "junk_ok.jpg", LONG), decode_gray(tmp_path / "small.jpg", LONG))
     photo = save(sharp_image(0), tmp_path / "motion.jpg", progressive=True)
     rng = np.random.default_rng(0)
     video = rng.integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()

@@ -600,6 +600,16 @@ def test_keep_best_keeps_the_sharpest_frame_flags_the_rest_and_undo_restores_all
     assert all(i.user is None for i in session.items)
 
 
+def test_keep_best_keeps_the_best_frame_cull_kept_not_an_uncertain_rank_1(bursts, card):
+    """As `scan --keep-best`: rank 1 can be a frame soft everywhere that cull left uncertain, beside a
+    kept frame with a sharp subject; B keeps the kept one."""
+    session = burst_session(bursts, card)
+    frames = sorted((i for i in session.items if i.burst is not None), key=lambda i: i.rank)
+    frames[0].verdict, frames[1].verdict = "uncertain", "keep"
+    done = session.keep_best(frames[2].id)
+    assert [(f.rank, f.user) for f in done] == [(1, "uncertain"), (2, "keep"), (3, "uncertain")]
+
+
 def test_keep_best_that_fails_part_way_writes_nothing(bursts, card):
     session = burst_session(bursts, card)
     sidecar = bursts / "burst_2.jpg.xmp"

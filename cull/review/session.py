@@ -117,19 +117,23 @@ class ReviewSession:
         return item
 
     def keep_best(self, item_id: int) -> list[Item]:
-        """"Keep best, flag the rest" on the burst of ``item_id``: its sharpest frame (rank 1) gets the
-        user's keep, every other frame uncertain (never reject: in-focus priority), as one undo step.
-        Returns the frames, sharpest first. Raises KeyError, ValueError (not a burst) or DecisionError."""
+        """"Keep best, flag the rest" on the burst of ``item_id``: its best frame gets the user's keep,
+        every other frame uncertain (never reject: in-focus priority), as one undo step.  The best frame
+        is the best-ranked one cull kept, as for `scan --keep-best` (rank 1 can be a frame soft
+        everywhere that cull left uncertain, beside a kept one with a sharp subject); rank 1 where cull
+        kept none.  Returns the frames, sharpest first. Raises KeyError, ValueError (not a burst) or
+        DecisionError."""
         frames = [self.servable(f.id) for f in self.neighbours(item_id)]
         if len(frames) < 2 or frames[0].rank != 1:
             raise ValueError("not a burst: B works on the frames of a burst (cull review --bursts)")
-        plan = [([p for p in (f.path, f.partner) if p is not None], "keep" if f.rank == 1 else "uncertain") for f in frames]
+        best = next((f for f in frames if f.verdict == "keep"), frames[0])
+        plan = [([p for p in (f.path, f.partner) if p is not None], "keep" if f is best else "uncertain") for f in frames]
         with self._lock:
             done = write_decisions(plan, self.options.xmp)
             self._history.append([Change(f.id, f.user, decision, writes) for f, (_, decision), writes in zip(frames, plan, done)])
             for f, (_, decision) in zip(frames, plan):
                 f.user = decision
-        log.info("%s: kept %s, the other %d frames uncertain", frames[0].burst, frames[0].path, len(frames) - 1)
+        log.info("%s: kept %s, the other %d frames uncertain", best.burst, best.path, len(frames) - 1)
         return frames
 
     def undo(self) -> tuple[list[Item], list[str]]:
