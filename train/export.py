@@ -30,7 +30,12 @@ def export_onnx(model: Any, path: Path, patch_size: int) -> None:
     function = tf.function(lambda x: model(x, training=False), autograph=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".onnx.tmp")
-    tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET, output_path=str(tmp))
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
+    # tf2onnx names the traced function in the graph's doc string with a counter of the functions this
+    # process traced before ("__inference_<lambda>_405"): the same network gave another file (and sha256)
+    # in a build that trained in the same process.  The file holds the network only.
+    proto.graph.doc_string = "converted by tf2onnx from the Keras focus model"
+    tmp.write_bytes(proto.SerializeToString())
     os.replace(tmp, path)
 
 
