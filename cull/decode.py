@@ -117,14 +117,7 @@ def open_reduced(path: Path, long_side: int) -> Image.Image:
         raw_content = sniff(fh.read(16)) == "tiff" and tiff_holds_raw(path)
     if raw_content:  # a DNG, NEF ... under a raster name: its first image is only a preview
         log.info("%s holds camera RAW data despite its name; decoding it as RAW", path)
-        try:
-            return _open_raw(path, long_side)
-        except DamagedRaw:
-            raise
-        except UnreadableImage:
-            if tiff_holds_raw(path, samples_only=True):
-                raise
-            return _open_raster(path, long_side)  # only a DNG version tag (copied metadata): a plain TIFF
+        return _open_raw(path, long_side)  # LibRaw's refusal stands: the first image is only a preview
     return _open_raster(path, long_side)
 
 
@@ -181,8 +174,7 @@ def check_pixels(image: Image.Image) -> None:
 class JpegLayout:
     """How a JPEG stream's scans are laid out: ``buffered`` when libjpeg must hold every coefficient
     (progressive, or a sequential frame whose first scan carries fewer components than the frame);
-    ``scans`` counted over the whole file for a progressive one (else the SOS markers before the
-    first scan's data, 1)."""
+    ``scans`` of a progressive one counted from its first scan to its end marker (else 1)."""
 
     progressive: bool
     buffered: bool

@@ -83,16 +83,14 @@ def tiff_ifds(fh: BinaryIO, name: str) -> Iterator[list[Any] | None]:
 
 
 RAW_PHOTOMETRICS = frozenset({32803, 34892})  # CFA, LinearRaw: sensor data, not a picture
-DNG_VERSION = 50706
 
 
-def tiff_holds_raw(path: Path, samples_only: bool = False) -> bool:
-    """Whether a TIFF container holds camera RAW data (a DNG version tag, or an IFD or SubIFD of CFA or
-    linear raw samples): its first image is then a preview, never the photo."""
+def tiff_holds_raw(path: Path) -> bool:
+    """Whether a TIFF container holds camera RAW data (an IFD or SubIFD of CFA or linear raw samples, as
+    DNG, NEF, ARW, PEF, KDC ... keep them): its first image is then a preview, never the photo.  A DNG
+    version tag alone is not enough (tools that copy every tag leave it on plain TIFFs)."""
     try:
         with open(path, "rb") as fh, tiff_ifds(fh, str(path)) as ifds:
-            if not ifds:
-                return False
-            return (not samples_only and DNG_VERSION in ifds[0].tags) or any(int(getattr(p, "photometric", 0) or 0) in RAW_PHOTOMETRICS for p in ifds)
+            return bool(ifds) and any(int(getattr(p, "photometric", 0) or 0) in RAW_PHOTOMETRICS for p in ifds or ())
     except (OSError, ValueError, TypeError):
         return False
