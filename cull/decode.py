@@ -197,8 +197,11 @@ def jpeg_layout(fh: IO[bytes], chunk: int = 1 << 20) -> JpegLayout | None:
         progressive = False
         for _ in range(10_000):  # marker segments before the first scan
             head = fh.read(4)
-            if len(head) < 4 or head[0] != 0xFF:
+            if len(head) < 4:
                 return None
+            if head[0] != 0xFF:  # stray bytes between segments: libjpeg skips them to the next marker
+                fh.seek(-3, os.SEEK_CUR)
+                continue
             marker, length = head[1], int.from_bytes(head[2:4], "big")
             if marker == 0xFF:  # fill byte before a marker
                 fh.seek(-3, os.SEEK_CUR)

@@ -473,6 +473,14 @@ def test_the_jpeg_limits_hold_where_cull_cannot_parse_the_markers_and_count_only
     assert video.count(b"\xff\xda") > 50  # as many "scans" as the limit allows, and more
     photo.write_bytes(photo.read_bytes() + video * 2)
     assert decode_gray(photo, LONG).size
+    junk_motion = tmp_path / "junk_motion.jpg"  # both: stray bytes are skipped as libjpeg skips them
+    junk_motion.write_bytes(small[:20] + b"\x00" + small[20:] + video * 2)
+    assert decode_gray(junk_motion, LONG).size
+    multiscan = tmp_path / "junk_multiscan.jpg"  # the 100 MP limit holds with a stray byte too
+    separate = _jpeg_header(0xC0, 20000, 20000, 4, [1, 1, 1, 1])
+    multiscan.write_bytes(separate[:2] + app0 + b"\x00" + separate[2:])
+    with pytest.raises(UnreadableImage, match=r"the limit for JPEG with colours in separate scans is 100 MP"):
+        decode_gray(multiscan, LONG)
 
 
 def test_a_tiff_page_pillow_cannot_read_is_passed_over(tmp_path):

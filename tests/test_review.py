@@ -608,6 +608,11 @@ def test_keep_best_keeps_the_best_frame_cull_kept_not_an_uncertain_rank_1(bursts
     frames[0].verdict, frames[1].verdict = "uncertain", "keep"
     done = session.keep_best(frames[2].id)
     assert [(f.rank, f.user) for f in done] == [(1, "uncertain"), (2, "keep"), (3, "uncertain")]
+    session.undo()
+    # the user's own decisions come first: rank 1 kept by hand, rank 2 rejected by hand
+    frames[0].user, frames[1].user = "keep", "reject"
+    done = session.keep_best(frames[2].id)
+    assert [(f.rank, f.user) for f in done] == [(1, "keep"), (2, "uncertain"), (3, "uncertain")]
 
 
 def test_keep_best_that_fails_part_way_writes_nothing(bursts, card):

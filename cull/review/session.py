@@ -119,14 +119,14 @@ class ReviewSession:
     def keep_best(self, item_id: int) -> list[Item]:
         """"Keep best, flag the rest" on the burst of ``item_id``: its best frame gets the user's keep,
         every other frame uncertain (never reject: in-focus priority), as one undo step.  The best frame
-        is the best-ranked one cull kept, as for `scan --keep-best` (rank 1 can be a frame soft
-        everywhere that cull left uncertain, beside a kept one with a sharp subject); rank 1 where cull
-        kept none.  Returns the frames, sharpest first. Raises KeyError, ValueError (not a burst) or
+        is the best-ranked one kept (by the user's own decision where there is one, else cull's), as for
+        `scan --keep-best` (rank 1 can be a frame soft everywhere that cull left uncertain, beside a kept
+        one with a sharp subject); rank 1 where none is kept.  Returns the frames, sharpest first. Raises KeyError, ValueError (not a burst) or
         DecisionError."""
         frames = [self.servable(f.id) for f in self.neighbours(item_id)]
         if len(frames) < 2 or frames[0].rank != 1:
             raise ValueError("not a burst: B works on the frames of a burst (cull review --bursts)")
-        best = next((f for f in frames if f.verdict == "keep"), frames[0])
+        best = next((f for f in frames if f.effective == "keep"), frames[0])
         plan = [([p for p in (f.path, f.partner) if p is not None], "keep" if f is best else "uncertain") for f in frames]
         with self._lock:
             done = write_decisions(plan, self.options.xmp)

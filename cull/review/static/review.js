@@ -167,7 +167,8 @@
     try {
       const answer = await post("/api/keep-best", { id: item.id });
       for (const frame of answer.items) replace(frame);
-      say("burst: kept " + answer.items[0].name + ", " + (answer.items.length - 1) + " other frames uncertain (Z undoes)");
+      const kept = answer.items.find((frame) => frame.user === "keep") || answer.items[0];
+      say("burst: kept " + kept.name + ", " + (answer.items.length - 1) + " other frames uncertain (Z undoes)");
       if (range[1] < items.length - 1) select(range[1] + 1); else if (!detail.hidden) openDetail(); else select(current);
     } catch (error) {
       say(item.name + ": burst not saved: " + error.message, true);
