@@ -88,8 +88,12 @@ RAW_PHOTOMETRICS = frozenset({32803, 34892})  # CFA, LinearRaw: sensor data, not
 def tiff_holds_raw(path: Path) -> bool:
     """Whether a TIFF container holds camera RAW data (an IFD or SubIFD of CFA or linear raw samples, as
     DNG, NEF, ARW, PEF, KDC ... keep them): its first image is then a preview, never the photo.  A DNG
-    version tag alone is not enough (tools that copy every tag leave it on plain TIFFs)."""
+    version tag alone is not enough (tools that copy every tag leave it on plain TIFFs).  A Canon CR2
+    says so in its header ("CR", version 2, at byte 8): its raw IFD names no CFA layout."""
     try:
+        with open(path, "rb") as fh:
+            if fh.read(11)[8:] == b"CR\x02":
+                return True
         with open(path, "rb") as fh, tiff_ifds(fh, str(path)) as ifds:
             return bool(ifds) and any(int(getattr(p, "photometric", 0) or 0) in RAW_PHOTOMETRICS for p in ifds or ())
     except (OSError, ValueError, TypeError):

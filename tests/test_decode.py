@@ -502,3 +502,14 @@ def test_a_plain_tiff_carrying_a_copied_dng_version_tag_still_decodes(tmp_path):
     path = tmp_path / "exported.tif"
     tifffile.imwrite(path, photo, photometric="rgb", extratags=[(50706, 1, 4, (1, 4, 0, 0), True)])
     assert decode_gray(path, LONG).shape == (768, 1024)
+
+
+def test_a_cr2_is_raw_by_its_header(tmp_path):
+    """A CR2's raw IFD names no CFA layout; LibRaw refusing one (not as damaged) left its full-size JPEG
+    preview to be judged silently."""
+    from cull.formats import tiff_holds_raw
+
+    cr2 = tmp_path / "a.CR2"
+    cr2.write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00\x00\x00\x00\x00" + b"\x00" * 64)
+    plain = save(sharp_image(0), tmp_path / "plain.tif")
+    assert tiff_holds_raw(cr2) and not tiff_holds_raw(plain)
