@@ -159,8 +159,9 @@ def check_pixels(image: Image.Image) -> None:
     buffered = layout is not None and layout.buffered
     limit = pixel_limit(image.format, buffered)
     if width * height > limit:
-        kind = "this format" if not image.format else image.format if not buffered else \
-            f"progressive {image.format}" if layout and layout.progressive else f"{image.format} with colours in separate scans"
+        kind = image.format or "this format"
+        if buffered and layout is not None:
+            kind = f"progressive {kind}" if layout.progressive else f"{kind} with colours in separate scans"
         raise UnreadableImage(
             f"image too large to analyse safely ({width}x{height} = {width * height / 1e6:.0f} MP; "
             f"the limit for {kind} is {limit // 1_000_000} MP)"

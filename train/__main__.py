@@ -846,12 +846,10 @@ def cpu_paths() -> dict[str, Any]:
     dispatch targets numpy actually used."""
     import numpy as np
 
-    try:
-        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__  # type: ignore[no-redef]
+    from train.data import numpy_dispatch
+
     return {"environment": {k: os.environ.get(k) for k in PORTABLE_CPU},
-            "numpy_dispatch": [t for t in __cpu_dispatch__ if __cpu_features__.get(t)], "numpy": np.__version__}
+            "numpy_dispatch": numpy_dispatch(), "numpy": np.__version__}
 
 
 if __name__ == "__main__":

@@ -304,13 +304,18 @@ def spec_key(spec: AnalysisSpec, seed: int, per_variant: int, sources: list[Sour
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def numpy_paths() -> str:
-    """Which of numpy's instruction paths the degradations take here: its AVX-512 kernels round
-    differently from its AVX2 ones (python -m train holds it to AVX2), so data made on either is
-    cached apart.  Also numpy's version, which changes the data too."""
+def numpy_dispatch() -> list[str]:
+    """The instruction-set targets numpy dispatches to on this machine (as NPY_DISABLE_CPU_FEATURES left them)."""
     try:
         from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
     except ImportError:  # numpy < 2
         from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__  # type: ignore[no-redef]
-    wide = any(__cpu_features__.get(t) for t in __cpu_dispatch__ if t == "X86_V4" or t.startswith("AVX512"))
+    return [t for t in __cpu_dispatch__ if __cpu_features__.get(t)]
+
+
+def numpy_paths() -> str:
+    """Which of numpy's instruction paths the degradations take here: its AVX-512 kernels round
+    differently from its AVX2 ones (python -m train holds it to AVX2), so data made on either is
+    cached apart.  Also numpy's version, which changes the data too."""
+    wide = any(t == "X86_V4" or t.startswith("AVX512") for t in numpy_dispatch())
     return f"numpy {np.__version__} {'avx512' if wide else 'avx2'}"
