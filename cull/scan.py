@@ -22,7 +22,7 @@ from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
 from cull.report import file_row
-from cull.protect import Places, apply_user_verdicts
+from cull.protect import Places, apply_user_verdicts, shot_protection
 from cull.runner import analyse_paths
 from cull.score import PhotoScore, Scorer
 
@@ -200,7 +200,9 @@ def scan(
         if cache is not None:
             cache.close()
     if options.bursts:
-        outcome.results = place_in_bursts(outcome.results, prints, options.burst_gap, options.keep_best)
+        places = Places()
+        outcome.results = place_in_bursts(outcome.results, prints, options.burst_gap, options.keep_best,
+                                          lambda r: shot_protection(r.path, r.partner, places))
     outcome.results = _user_verdicts(outcome.results, options)  # a decision made in `cull review` stands
     outcome.results.sort(key=lambda r: str(r.path))
     outcome.seconds = time.monotonic() - started
@@ -238,13 +240,15 @@ def _current_capture(path: Path, print_: Footprint, cache: ScoreCache, key: File
 
 
 def place_in_bursts(
-    results: list[PhotoResult], prints: dict[Path, Footprint], gap: float, keep_best: bool
+    results: list[PhotoResult], prints: dict[Path, Footprint], gap: float, keep_best: bool,
+    protection: Callable[[PhotoResult], str | None] = lambda result: None,
 ) -> list[PhotoResult]:
     """Results with their burst places; with ``keep_best``, a kept frame clearly softer than its
     burst's best *kept* frame, and of the same scene (same_scene), becomes uncertain (never reject:
-    in-focus priority).  The best kept frame is never demoted, so a burst with a kept frame keeps one,
+    in-focus priority), unless ``protection`` names why the user keeps it (a rating, a pick: their own
+    judgement of the frame stands).  The best kept frame is never demoted, so a burst with a kept frame keeps one,
     even where rank 1 went to a frame that is only uncertain (evenly soft beats a sharp subject on the
-    mean of the shared regions). Pure."""
+    mean of the shared regions). Pure but for what ``protection`` reads."""
     keyed = {str(r.path): r for r in results if r.path in prints and r.decision is not None}
     frames = {key: frame(key, prints[r.path]) for key, r in keyed.items()}
     ranked = find_bursts(list(frames.values()), gap)
@@ -259,7 +263,7 @@ def place_in_bursts(
             result = replace(result, burst=row)
             top = best.get(row.burst)
             if (keep_best and result.verdict is Verdict.KEEP and top is not None and clearly_softer(row, top)
-                    and same_scene(frames[row.key], frames[top.key])):
+                    and same_scene(frames[row.key], frames[top.key]) and not protection(result)):
                 result = replace(result, decision=Decision(Verdict.UNCERTAIN, SOFTER_REASON))
         placed.append(result)
     return placed

@@ -263,6 +263,31 @@ def test_keep_best_flags_softer_frames_uncertain_never_reject_and_move_leaves_th
     assert not any(p.suffix == ".xmp" for p in work.rglob("*") if "_culled" not in p.parts)
 
 
+def test_keep_best_never_demotes_a_frame_the_user_rated(library, tmp_path):
+    """The user's own rating of a frame is their judgement of it: --keep-best left it kept but labelled
+    a 5-star frame uncertain (Yellow in Lightroom) because a sharper frame of the burst exists."""
+    work = tmp_path / "shoot"
+    shutil.copytree(library, work)
+    first = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--no-xmp", "--report", tmp_path / "a.jsonl")
+    assert first.exit_code == 0, first.output
+    softer = [Path(r["path"]) for r in map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines())
+              if r["reason"] == "a sharper frame exists in this burst"]
+    assert softer
+    rated = softer[0]
+    sidecar = rated.with_suffix(".xmp")
+    sidecar.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                       '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="5"/>'
+                       '</rdf:RDF></x:xmpmeta>')
+    again = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--report", tmp_path / "b.jsonl")
+    assert again.exit_code == 0, again.output
+    rows = {Path(r["path"]): r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
+    assert rows[rated]["verdict"] == "keep" and rows[rated]["burst_rank"] > 1
+    assert all(rows[p]["verdict"] == "uncertain" for p in softer[1:])  # the unrated ones are still demoted
+    text = sidecar.read_text()
+    assert 'Rating="5"' in text or "<xmp:Rating>5</xmp:Rating>" in text
+    assert "Yellow" not in text
+
+
 def test_raw_jpeg_pair_is_one_frame_and_photos_without_exif_use_mtime(tmp_path):
     rng = np.random.default_rng(2)
     base = sharp_image(0)
