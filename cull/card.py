@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -52,7 +53,9 @@ class Thresholds:
     least ``steady_keep`` keeps a photo whose patches show little sign of shake, i.e. whose kind
     head's mean P(motion) is at most ``max_motion`` (a shaken photo is what scores high while blurred).
     A third (with the card's PhotoHead): a photo head value of at least ``head_keep`` keeps a photo
-    that ``reject`` does not reject.
+    that ``reject`` does not reject.  And a second way to reject (with the photo head too): a photo
+    scoring under ``head_reject_below`` (a stricter setting's reject) whose head value is under
+    ``head_reject`` (below every sharp validation photo's, by a margin): two signs of blur, not one.
     """
 
     keep: float
@@ -60,6 +63,8 @@ class Thresholds:
     steady_keep: float | None = None
     max_motion: float | None = None
     head_keep: float | None = None
+    head_reject: float | None = None
+    head_reject_below: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("keep", "reject", "steady_keep", "max_motion"):
@@ -74,8 +79,17 @@ class Thresholds:
             self.reject <= self.steady_keep <= self.keep and 0.0 <= self.max_motion <= 1.0
         ):
             raise ModelError(f"thresholds must satisfy reject <= steady_keep <= keep and 0 <= max_motion <= 1, got {self}")
-        if self.head_keep is not None and (isinstance(self.head_keep, bool) or not isinstance(self.head_keep, (int, float))):
-            raise ModelError(f"head_keep must be a number, got {self.head_keep!r}")
+        for name in ("head_keep", "head_reject"):  # log-odds: any finite number
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise ModelError(f"{name} must be a finite number, got {value!r}")
+        if (self.head_reject is None) != (self.head_reject_below is None):
+            raise ModelError(f"head_reject and head_reject_below go together, got {self}")
+        if self.head_reject_below is not None and (
+            isinstance(self.head_reject_below, bool) or not isinstance(self.head_reject_below, (int, float))
+            or not self.reject <= self.head_reject_below <= self.keep
+        ):
+            raise ModelError(f"thresholds must satisfy reject <= head_reject_below <= keep, got {self}")
 
     def as_dict(self) -> dict[str, float]:
         """The card's JSON form (the steady path only where set)."""
@@ -216,8 +230,9 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     missing = [s for s in STRICTNESS_LEVELS if s not in card.thresholds]
     if missing:
         raise ModelError(f"{path}: thresholds missing for {', '.join(missing)}")
-    if card.head is None and any(t.head_keep is not None for t in card.thresholds.values()):
-        raise ModelError(f"{path}: thresholds name head_keep but the card has no photo_head")
+    for name in ("head_keep", "head_reject"):
+        if card.head is None and any(getattr(t, name) is not None for t in card.thresholds.values()):
+            raise ModelError(f"{path}: thresholds name {name} but the card has no photo_head")
     if not model_path.is_file():
         raise ModelError(f"model file {model_path} named by {path} does not exist")
     if verify and file_sha256(model_path) != card.sha256:

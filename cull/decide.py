@@ -29,6 +29,7 @@ class Decision:
 
 STEADY_REASON = "sharp region found, no sign of shake"  # kept through the card's steady path
 HEAD_REASON = "sharp region found by the photo head"  # kept through the card's photo head
+HEAD_REJECT_REASON = "no sharp region, and the photo head agrees"  # rejected through the card's photo head
 
 
 def decide(photo: PhotoScore, thresholds: Thresholds, min_patches: int) -> Decision:
@@ -41,6 +42,8 @@ def decide(photo: PhotoScore, thresholds: Thresholds, min_patches: int) -> Decis
             return Decision(verdict, "sharp region found")
         return Decision(verdict, STEADY_REASON if _steady(photo.score, photo.motion, thresholds) else HEAD_REASON)
     if verdict is Verdict.REJECT:
+        if photo.score >= thresholds.reject:
+            return Decision(verdict, f"{HEAD_REJECT_REASON} ({photo.kind or 'blur'})")
         return Decision(verdict, f"no sharp region ({photo.kind or 'blur'})")
     return Decision(verdict, "focus evidence is weak")
 
@@ -50,12 +53,20 @@ def verdict_for(score: float, motion: float | None, thresholds: Thresholds, head
     without them). Pure.
 
     Keep at ``keep``; with the card's steady path, also at ``steady_keep`` when ``motion`` is at most
-    ``max_motion``; with its photo head, also when ``head`` reaches ``head_keep``.  Only keeps are
-    added: what is rejected depends on the score alone, and a photo under ``reject`` is never kept."""
+    ``max_motion``; with its photo head, also when ``head`` reaches ``head_keep``.  A photo under
+    ``reject`` is never kept.  Reject under ``reject``; with the photo head, also under
+    ``head_reject_below`` when ``head`` is under ``head_reject`` too (and no way to keep applies)."""
     headed = thresholds.head_keep is not None and head is not None and head >= thresholds.head_keep
     if score >= thresholds.keep or _steady(score, motion, thresholds) or (headed and score >= thresholds.reject):
         return Verdict.KEEP
-    return Verdict.REJECT if score < thresholds.reject else Verdict.UNCERTAIN
+    if score < thresholds.reject or _head_rejects(score, head, thresholds):
+        return Verdict.REJECT
+    return Verdict.UNCERTAIN
+
+
+def _head_rejects(score: float, head: float | None, thresholds: Thresholds) -> bool:
+    return (thresholds.head_reject is not None and thresholds.head_reject_below is not None and head is not None
+            and head < thresholds.head_reject and score < thresholds.head_reject_below)
 
 
 def _steady(score: float, motion: float | None, thresholds: Thresholds) -> bool:

@@ -13,11 +13,11 @@ import pytest
 from cull.analyse import analyse_chunk
 from cull.cache import ScoreCache
 from cull.card import PhotoHead, Thresholds, load_card
-from cull.decide import HEAD_REASON, Verdict, decide, verdict_for
+from cull.decide import HEAD_REASON, HEAD_REJECT_REASON, Verdict, decide, verdict_for
 from cull.errors import ModelError
 from cull.score import OnnxScorer, PatchScores, PhotoScore, aggregate, head_value, photo_features
 from train.head import choose_l2, fit_head
-from train.thresholds import HEAD_MARGIN, fit_head_keep
+from train.thresholds import HEAD_MARGIN, HEAD_REJECT_MARGIN, fit_head_keep, fit_head_reject
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = ("sharp", "defocus", "motion")
@@ -62,12 +62,53 @@ def test_the_head_path_keeps_only_what_is_not_rejected():
     assert verdict_for(0.6, None, t, head=1.5) is Verdict.KEEP
     assert verdict_for(0.6, None, t, head=1.49) is Verdict.UNCERTAIN
     assert verdict_for(0.6, None, t, head=None) is Verdict.UNCERTAIN  # a cached score from before the head
-    assert verdict_for(0.29, None, t, head=9.0) is Verdict.REJECT  # rejects depend on the score alone
+    assert verdict_for(0.29, None, t, head=9.0) is Verdict.REJECT  # the head keeps nothing under reject
     assert verdict_for(0.6, None, Thresholds(keep=0.9, reject=0.3), head=9.0) is Verdict.UNCERTAIN  # no head path
     decision = decide(PhotoScore(0.6, 64, head=2.0), t, 4)
     assert decision.verdict is Verdict.KEEP and decision.reason == HEAD_REASON
     assert decide(PhotoScore(0.95, 64, head=2.0), t, 4).reason == "sharp region found"
     assert decide(PhotoScore(0.6, 2, head=9.0), t, 4).verdict is Verdict.UNCERTAIN  # too few patches
+
+
+def test_the_head_reject_path_needs_both_signs_of_blur_and_never_beats_a_keep():
+    """A photo scoring under a stricter setting's reject is rejected at lenient only when the photo head,
+    too, rates it as blurred as no sharp validation photo was: one sign of blur leaves it uncertain."""
+    t = Thresholds(keep=0.9, reject=0.2, head_keep=2.0, head_reject=-4.0, head_reject_below=0.5)
+    assert verdict_for(0.45, None, t, head=-4.5) is Verdict.REJECT
+    assert verdict_for(0.45, None, t, head=-4.0) is Verdict.UNCERTAIN  # the head not sure enough
+    assert verdict_for(0.5, None, t, head=-9.0) is Verdict.UNCERTAIN  # the score not low enough
+    assert verdict_for(0.45, None, t, head=None) is Verdict.UNCERTAIN  # a cached score from before the head
+    assert verdict_for(0.95, None, t, head=-9.0) is Verdict.KEEP  # a sharp region keeps, whatever the head says
+    steady = replace(t, steady_keep=0.4, max_motion=0.2)
+    assert verdict_for(0.45, 0.1, steady, head=-9.0) is Verdict.KEEP  # so does the steady path
+    assert verdict_for(0.1, None, t, head=5.0) is Verdict.REJECT
+    decision = decide(PhotoScore(0.45, 64, kind="defocus", head=-6.0), t, 4)
+    assert decision.verdict is Verdict.REJECT and decision.reason == f"{HEAD_REJECT_REASON} (defocus)"
+    assert decide(PhotoScore(0.1, 64, kind="defocus", head=-6.0), t, 4).reason == "no sharp region (defocus)"
+    assert decide(PhotoScore(0.45, 2, head=-9.0), t, 4).verdict is Verdict.UNCERTAIN  # too few patches
+    for bad, match in (({"head_reject": -4.0}, "go together"), ({"head_reject": -4.0, "head_reject_below": 0.95}, "reject <= head_reject_below <= keep"),
+                       ({"head_reject": float("nan"), "head_reject_below": 0.5}, "head_reject must be a finite number"),
+                       ({"head_keep": float("inf")}, "head_keep must be a finite number")):
+        with pytest.raises(ModelError, match=match):
+            Thresholds(keep=0.9, reject=0.2, **bad)
+
+
+def test_head_reject_sits_a_margin_under_every_sharp_photo_and_only_where_it_gains():
+    fitted = {"lenient": {"keep": 0.9, "reject": 0.2, "head_keep": 2.0}, "normal": {"keep": 0.9, "reject": 0.45},
+              "strict": {"keep": 0.9, "reject": 0.7}}
+    sharp = [(0.95, 0.1, 5.0), (0.6, 0.1, -3.0), (0.44, 0.1, -2.5)]  # (score, motion, head value)
+    blurred = [(0.3, 0.5, -6.0), (0.6, 0.5, -7.0), (0.1, 0.5, -1.0)]
+    paths = fit_head_reject(sharp, blurred, fitted)
+    head_reject = -3.0 - HEAD_REJECT_MARGIN
+    assert paths == {"lenient": {"head_reject": head_reject, "head_reject_below": 0.45},
+                     "normal": {"head_reject": head_reject, "head_reject_below": 0.7}}  # strict: nothing stricter
+    for name, path in paths.items():  # no sharp photo is rejected by it, at any strictness
+        t = Thresholds(**fitted[name], **path)
+        assert all(verdict_for(s, m, t, h) is not Verdict.REJECT for s, m, h in sharp if s >= fitted[name]["reject"])
+    assert fit_head_reject(sharp, blurred[:1], fitted).keys() == {"lenient"}  # normal rejects it already
+    assert fit_head_reject(sharp, [(0.3, 0.5, -3.5)], fitted) == {}  # above head_reject: gains no photo
+    assert fit_head_reject(sharp, [(0.6, 0.5, -7.0)], fitted).keys() == {"normal"}  # over lenient's cap
+    assert fit_head_reject([], blurred, fitted) == {}
 
 
 def test_cards_hold_the_head_and_refuse_a_head_path_without_one(tmp_path):
@@ -88,7 +129,7 @@ def test_cards_hold_the_head_and_refuse_a_head_path_without_one(tmp_path):
         load_card(write({"photo_head": None}))
     with pytest.raises(ModelError, match="one length"):
         load_card(write({"photo_head": {**raw["photo_head"], "weights": raw["photo_head"]["weights"][:-1]}}))
-    with pytest.raises(ModelError, match="head_keep must be a number"):
+    with pytest.raises(ModelError, match="head_keep must be a finite number"):
         load_card(write({"thresholds": {s: {**t, "head_keep": "high"} for s, t in raw["thresholds"].items()}}))
     other = load_card(write({"photo_head": {**raw["photo_head"], "bias": raw["photo_head"]["bias"] + 1}}))
     assert other.fingerprint != card.fingerprint  # cached head values belong to the head that computed them
@@ -180,3 +221,16 @@ def test_the_embedding_becomes_an_output_and_the_scores_stay_the_same(tmp_path):
     again = tmp_path / "again.onnx"
     add_embedding_output(dst, again)
     assert again.read_bytes() == dst.read_bytes()  # already there: the file as it is
+
+
+def test_a_second_refit_on_one_day_gets_a_version_of_its_own():
+    """Two refits of one network on one day made two different cards with one version name."""
+    import datetime as dt
+
+    from train.__main__ import refit_version
+
+    day = dt.date(2026, 11, 27)
+    assert refit_version("net", day, "net", head=True) == "net+refit-20261127+head"
+    assert refit_version("net", day, "net+refit-20261126+head", head=True) == "net+refit-20261127+head"
+    assert refit_version("net", day, "net+refit-20261127+head", head=True) == "net+refit-20261127-2+head"
+    assert refit_version("net", day, "net+refit-20261127-2+head", head=False) == "net+refit-20261127-3"

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -381,7 +382,7 @@ def fit_on_production_scores(
     from cull.decide import decide
     from cull.evaluate import score_folder
     from train.export import write_card
-    from train.thresholds import fit_head_keep, fit_steady, fit_thresholds
+    from train.thresholds import fit_head_keep, fit_head_reject, fit_steady, fit_thresholds
 
     spec = data["analysis"]
     folder = data["folders"]["val"]
@@ -391,7 +392,8 @@ def fit_on_production_scores(
     full = score_folder(folder, load_card(onnx), workers=workers)
 
     def fit(scored: list[Any]) -> dict[str, dict[str, float]]:
-        """keep / reject per strictness, and the steady path where the kind head gives P(motion)."""
+        """keep / reject per strictness, the steady path where the kind head gives P(motion), and the
+        photo head's keep and reject paths where there is a head."""
         ok = [s for s in scored if s.analysis.photo is not None and s.analysis.photo.score is not None]
         sharp = [s.analysis.photo for s in ok if s.photo.sharp]
         blurred = [s.analysis.photo for s in ok if not s.photo.sharp]
@@ -406,6 +408,10 @@ def fit_on_production_scores(
                                       fitted["lenient"])
             for t in fitted.values():
                 t.update({} if head_keep is None else {"head_keep": head_keep})
+            rejects = fit_head_reject([(p.score, p.motion, p.head) for p in sharp], [(p.score, p.motion, p.head) for p in blurred],
+                                      fitted)
+            for name, path in rejects.items():
+                fitted[name].update(path)
         return fitted
 
     thresholds = fit(full)
@@ -791,11 +797,21 @@ def stage_refit(args: argparse.Namespace, data: dict[str, Any], staging: Path) -
                          "photo head fitted on the training photos, its thresholds, steady path and head path fitted again "
                          "on the validation photos with this recipe's photo analysis; patch-level metrics are the network's own"},
     }
-    version = f"{base_version}+refit-{dt.date.today():%Y%m%d}" + ("+head" if common["photo_head"] else "")
+    version = refit_version(base_version, dt.date.today(), shipped.version, bool(common["photo_head"]))
     card = write_card(out, version=version, thresholds=thresholds, spec=data["analysis"], extra=extra, **common)
     load_card(card)
     write_card_markdown(card, staging / "CARD.md")
     logging.info("refitted %s (%s)", version, card)
+
+
+def refit_version(network: str, day: dt.date, shipped: str, head: bool) -> str:
+    """``NETWORK+refit-YYYYMMDD[+head]``, with ``-2``, ``-3`` ... after the date when the shipped card is
+    already a refit of that network on that day (two cards must not share a version).  Pure."""
+    stem = f"{network}+refit-{day:%Y%m%d}"
+    found = re.fullmatch(re.escape(stem) + r"(?:-(\d+))?(?:\+head)?", shipped)
+    if found:
+        stem += f"-{int(found.group(1) or 1) + 1}"
+    return stem + ("+head" if head else "")
 
 
 def run_sweep(args: argparse.Namespace, data: dict[str, Any]) -> None:

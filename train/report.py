@@ -55,6 +55,13 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
                   f"ridge {head.get('l2')}, fitted on {head.get('fitted_on', 'the training photos')}; reads "
                   f"{head.get('features', 'cull.score.photo_features')} (train/head.py; head_keep fitted on the validation "
                   "photos: no blurred one more is kept, see train/thresholds.py fit_head_keep)."]
+    rejecting = {name: t for name, t in card["thresholds"].items() if "head_reject" in t}
+    if head and rejecting:
+        below = ", ".join(f"{t['head_reject_below']:.4f} at {name}" for name, t in rejecting.items())
+        lines += ["", f"Photo head, reject path: a photo scoring under the next stricter setting's reject threshold ({below}) "
+                  f"is rejected when the head also rates it under {next(iter(rejecting.values()))['head_reject']:.3f} log-odds, "
+                  f"{'' if 'strict' in rejecting else 'not at strict, '}and no way to keep applies (head_reject fitted on the "
+                  "validation photos: below every sharp one by a margin of 1.0, see train/thresholds.py fit_head_reject)."]
     lines += ["", "## Photo-level results", "",
               "Sharp false-reject = sharp photos rejected; flagged = blurred photos marked reject or uncertain.",
               "", "| set | strictness | method | sharp falsely rejected | sharp kept | blurred flagged | blurred rejected | acc. sharp | acc. blurred |",

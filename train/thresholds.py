@@ -97,3 +97,42 @@ def fit_head_keep(
     if head_keep == float("-inf") or not any(undecided(s, m) and h >= head_keep for s, m, h in sharp):
         return None
     return head_keep
+
+
+# The photo head's reject path (Thresholds.head_reject / head_reject_below): a photo that the next stricter
+# setting rejects on its score is rejected already when the photo head, too, rates it as blurred as no sharp
+# validation photo is, by a margin.  A wrongly rejected sharp photo is lost, so the margin is twice head_keep's.
+HEAD_REJECT_MARGIN = 1.0  # head_reject: this far (log-odds) below the lowest sharp validation photo's head value
+STRICTER = {"lenient": "normal", "normal": "strict"}  # strict has no stricter setting: no head reject path
+
+
+def fit_head_reject(
+    sharp: Sequence[tuple[float, float | None, float]], blurred: Sequence[tuple[float, float | None, float]],
+    fitted: dict[str, dict[str, float]],
+) -> dict[str, dict[str, float]]:
+    """Per strictness (of ``fitted``, the thresholds with any steady and head keep paths), the head reject
+    path ``{"head_reject": h, "head_reject_below": the stricter setting's reject}`` from validation
+    (score, mean P(motion), head value) triples: ``h`` is HEAD_REJECT_MARGIN under the lowest head value of
+    any sharp photo, so the path rejects no sharp validation photo; a strictness it would reject no blurred
+    photo more at is left out.  Pure."""
+    from cull.card import Thresholds
+    from cull.decide import Verdict, verdict_for
+
+    if not sharp:
+        return {}
+    head_reject = round(min(head for _, _, head in sharp) - HEAD_REJECT_MARGIN, 6)
+    paths = {}
+    for name, stricter in STRICTER.items():
+        if name not in fitted or stricter not in fitted:
+            continue
+        below = fitted[stricter]["reject"]
+        if not fitted[name]["reject"] < below <= fitted[name]["keep"]:
+            continue
+        path = {"head_reject": head_reject, "head_reject_below": below}
+        before, after = Thresholds(**fitted[name]), Thresholds(**fitted[name], **path)
+        gained = sum(1 for score, motion, head in blurred
+                     if verdict_for(score, motion, after, head) is Verdict.REJECT
+                     and verdict_for(score, motion, before, head) is not Verdict.REJECT)
+        if gained:
+            paths[name] = path
+    return paths

@@ -75,7 +75,8 @@ def score_frame(frame: Frame, card: ModelCard, scorer: Scorer, thresholds: Thres
     model_seconds = time.perf_counter() - started
     photo = PhotoScore(None, 0) if scores is None else aggregate(scores, card.aggregate_k, scorer.kind_labels, card.head)
     if len(patches) > budget:
-        thresholds = replace(thresholds, steady_keep=None, max_motion=None, head_keep=None)
+        thresholds = replace(thresholds, steady_keep=None, max_motion=None, head_keep=None, head_reject=None,
+                             head_reject_below=None)
     verdict = decide(photo, thresholds, card.analysis.min_patches).verdict
     boxes = []
     if scores is not None:
