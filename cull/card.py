@@ -85,10 +85,10 @@ class Thresholds:
                 raise ModelError(f"{name} must be a finite number, got {value!r}")
         if (self.head_reject is None) != (self.head_reject_below is None):
             raise ModelError(f"head_reject and head_reject_below go together, got {self}")
-        if self.head_reject_below is not None and (
-            isinstance(self.head_reject_below, bool) or not isinstance(self.head_reject_below, (int, float))
-            or not self.reject <= self.head_reject_below <= self.keep
-        ):
+        below = self.head_reject_below
+        if below is not None and (isinstance(below, bool) or not isinstance(below, (int, float))):
+            raise ModelError(f"head_reject_below must be a number, got {below!r}")
+        if below is not None and not self.reject <= below <= self.keep:
             raise ModelError(f"thresholds must satisfy reject <= head_reject_below <= keep, got {self}")
 
     def as_dict(self) -> dict[str, float]:
@@ -180,6 +180,22 @@ def default_card_path() -> Path:
     return Path(str(resources.files("cull._models").joinpath("focus.json")))
 
 
+def check_strictness_order(thresholds: dict[str, Thresholds], path: Path) -> None:
+    """A photo head reject path rejects only what the next stricter setting rejects too: its score bound
+    at most that setting's reject, or within that setting's own head path (it stands for "rejected one
+    setting early when the head agrees").  Raises ModelError naming the card: a hand-edited one could make
+    lenient reject what normal leaves uncertain.  (Plain reject thresholds are the editor's own choice.)"""
+    for lower, higher in zip(STRICTNESS_LEVELS, STRICTNESS_LEVELS[1:]):
+        a, b = thresholds[lower], thresholds[higher]
+        if a.head_reject is None or a.head_reject_below is None or a.head_reject_below <= b.reject:
+            continue
+        if b.head_reject is None or b.head_reject_below is None or not (
+            a.head_reject <= b.head_reject and a.head_reject_below <= b.head_reject_below
+        ):
+            raise ModelError(f"{path}: {lower}'s photo head reject path (under {a.head_reject_below}, head under "
+                             f"{a.head_reject}) rejects photos {higher} does not")
+
+
 def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     """Read a model card. ``path`` may be the .json card or the .onnx beside it.
 
@@ -233,6 +249,7 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     for name in ("head_keep", "head_reject"):
         if card.head is None and any(getattr(t, name) is not None for t in card.thresholds.values()):
             raise ModelError(f"{path}: thresholds name {name} but the card has no photo_head")
+    check_strictness_order(card.thresholds, path)
     if not model_path.is_file():
         raise ModelError(f"model file {model_path} named by {path} does not exist")
     if verify and file_sha256(model_path) != card.sha256:

@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -199,23 +200,25 @@ def scan(
     finally:
         if cache is not None:
             cache.close()
-    if options.bursts:
-        places = Places()
-        outcome.results = place_in_bursts(outcome.results, prints, options.burst_gap, options.keep_best,
-                                          lambda r: shot_protection(r.path, r.partner, places))
-    outcome.results = _user_verdicts(outcome.results, options)  # a decision made in `cull review` stands
+    with _places(options) as places:
+        outcome.results = apply_user_verdicts(outcome.results, places)  # a decision made in `cull review` stands
+        if options.bursts:  # after them: --keep-best measures frames against the best frame *the user* keeps
+            outcome.results = place_in_bursts(outcome.results, prints, options.burst_gap, options.keep_best,
+                                              lambda r: shot_protection(r.path, r.partner, places))
     outcome.results.sort(key=lambda r: str(r.path))
     outcome.seconds = time.monotonic() - started
     return outcome
 
 
-def _user_verdicts(results: list[PhotoResult], options: ScanOptions) -> list[PhotoResult]:
-    """apply_user_verdicts, each folder listed once; a sidecar unchanged since it was last read
-    (fact cache, beside the scores) is not opened again."""
+@contextmanager
+def _places(options: ScanOptions) -> Iterator[Places]:
+    """Where the user's decisions and ratings are read: each folder listed once; a sidecar unchanged
+    since it was last read (fact cache, beside the scores) is not opened again."""
     if not options.use_cache:
-        return apply_user_verdicts(results, Places())
+        yield Places()
+        return
     with FactCache(options.cache_path or default_cache_path(), readonly=options.dry_run) as facts:
-        return apply_user_verdicts(results, Places(facts))
+        yield Places(facts)
 
 
 def _ctime_ns(path: Path) -> int | None:
@@ -263,8 +266,10 @@ def place_in_bursts(
             result = replace(result, burst=row)
             top = best.get(row.burst)
             if (keep_best and result.verdict is Verdict.KEEP and top is not None and clearly_softer(row, top)
-                    and same_scene(frames[row.key], frames[top.key]) and not protection(result)):
-                result = replace(result, decision=Decision(Verdict.UNCERTAIN, SOFTER_REASON))
+                    and same_scene(frames[row.key], frames[top.key]) and result.decision is not None):
+                why = protection(result)
+                reason = f"{result.decision.reason} ({SOFTER_REASON}, but {why})" if why else SOFTER_REASON
+                result = replace(result, decision=Decision(Verdict.KEEP if why else Verdict.UNCERTAIN, reason))
         placed.append(result)
     return placed
 

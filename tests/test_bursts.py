@@ -282,10 +282,37 @@ def test_keep_best_never_demotes_a_frame_the_user_rated(library, tmp_path):
     assert again.exit_code == 0, again.output
     rows = {Path(r["path"]): r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
     assert rows[rated]["verdict"] == "keep" and rows[rated]["burst_rank"] > 1
+    assert rows[rated]["reason"].endswith("(a sharper frame exists in this burst, but user rated it 5 stars)")
     assert all(rows[p]["verdict"] == "uncertain" for p in softer[1:])  # the unrated ones are still demoted
     text = sidecar.read_text()
     assert 'Rating="5"' in text or "<xmp:Rating>5</xmp:Rating>" in text
     assert "Yellow" not in text
+
+
+def test_keep_best_measures_frames_against_the_best_frame_the_user_keeps(library, tmp_path):
+    """A frame the user rejected in `cull review` was still the burst's best kept frame, so the others were
+    demoted against it and `move --rejects --uncertain --keep-best` took the whole burst aside."""
+    from cull.review.decisions import write_decision
+    from cull.sidecars import XmpOptions
+
+    work = tmp_path / "shoot"
+    shutil.copytree(library, work)
+    first = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--no-xmp", "--report", tmp_path / "a.jsonl")
+    assert first.exit_code == 0, first.output
+    rows = list(map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines()))
+    demoted = next(r for r in rows if r["reason"] == "a sharper frame exists in this burst")
+    frames = sorted((r for r in rows if r["burst"] == demoted["burst"]), key=lambda r: r["burst_rank"])
+    best = next(r for r in frames if r["verdict"] == "keep")
+    write_decision([Path(best["path"])], "reject", XmpOptions())  # the user's X in cull review
+    again = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--no-xmp", "--report", tmp_path / "b.jsonl")
+    assert again.exit_code == 0, again.output
+    after = {r["path"]: r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
+    assert after[best["path"]]["verdict"] == "reject"
+    assert any(after[r["path"]]["verdict"] == "keep" for r in frames)  # the burst keeps a frame: the next best
+    moved = run("move", work, "--rejects", "--uncertain", "--keep-best", "--workers", "1", "--dry-run")
+    assert moved.exit_code == 0, moved.output
+    staying = [r["path"] for r in frames if after[r["path"]]["verdict"] == "keep"]
+    assert staying and not any(p in moved.output for p in staying)
 
 
 def test_raw_jpeg_pair_is_one_frame_and_photos_without_exif_use_mtime(tmp_path):

@@ -88,9 +88,28 @@ def test_the_head_reject_path_needs_both_signs_of_blur_and_never_beats_a_keep():
     assert decide(PhotoScore(0.45, 2, head=-9.0), t, 4).verdict is Verdict.UNCERTAIN  # too few patches
     for bad, match in (({"head_reject": -4.0}, "go together"), ({"head_reject": -4.0, "head_reject_below": 0.95}, "reject <= head_reject_below <= keep"),
                        ({"head_reject": float("nan"), "head_reject_below": 0.5}, "head_reject must be a finite number"),
-                       ({"head_keep": float("inf")}, "head_keep must be a finite number")):
+                       ({"head_keep": float("inf")}, "head_keep must be a finite number"),
+                       ({"head_reject": -4.0, "head_reject_below": "0.4"}, "head_reject_below must be a number")):
         with pytest.raises(ModelError, match=match):
             Thresholds(keep=0.9, reject=0.2, **bad)
+
+
+def test_a_card_whose_lenient_head_path_rejects_what_normal_does_not_is_refused(tmp_path):
+    """Thresholds are checked one strictness at a time; a hand-edited card could make lenient reject a photo
+    that normal leaves uncertain through a head reject path reaching above normal's reject."""
+    raw = json.loads((REPO / "models" / "focus.json").read_text())
+    (tmp_path / "focus.onnx").write_bytes((REPO / "models" / "focus.onnx").read_bytes())
+    path = tmp_path / "focus.json"
+
+    def load(lenient: dict) -> None:
+        path.write_text(json.dumps({**raw, "thresholds": {**raw["thresholds"], "lenient": {**raw["thresholds"]["lenient"], **lenient}}}))
+        load_card(path)
+
+    load({})  # the shipped card is in order
+    normal = raw["thresholds"]["normal"]
+    with pytest.raises(ModelError, match="lenient's photo head reject path .* rejects photos normal does not"):
+        load({"head_reject": -3.0, "head_reject_below": 0.9})
+    load({"head_reject": normal["head_reject"], "head_reject_below": normal["head_reject_below"]})  # within normal's own path
 
 
 def test_head_reject_sits_a_margin_under_every_sharp_photo_and_only_where_it_gains():
@@ -109,6 +128,8 @@ def test_head_reject_sits_a_margin_under_every_sharp_photo_and_only_where_it_gai
     assert fit_head_reject(sharp, [(0.3, 0.5, -3.5)], fitted) == {}  # above head_reject: gains no photo
     assert fit_head_reject(sharp, [(0.6, 0.5, -7.0)], fitted).keys() == {"normal"}  # over lenient's cap
     assert fit_head_reject([], blurred, fitted) == {}
+    kept_anyway = sharp + [(0.95, 0.1, -9.0)]  # at the highest keep: kept at every strictness, scored early
+    assert fit_head_reject(kept_anyway, blurred, fitted) == paths
 
 
 def test_cards_hold_the_head_and_refuse_a_head_path_without_one(tmp_path):

@@ -113,14 +113,17 @@ def fit_head_reject(
     """Per strictness (of ``fitted``, the thresholds with any steady and head keep paths), the head reject
     path ``{"head_reject": h, "head_reject_below": the stricter setting's reject}`` from validation
     (score, mean P(motion), head value) triples: ``h`` is HEAD_REJECT_MARGIN under the lowest head value of
-    any sharp photo, so the path rejects no sharp validation photo; a strictness it would reject no blurred
-    photo more at is left out.  Pure."""
+    a sharp photo scoring under the highest keep threshold (one at or above it is kept at every strictness,
+    and a scan stops scoring it early, so its head value is not the one fitted on), so the path rejects no
+    sharp validation photo; a strictness it would reject no blurred photo more at is left out.  Pure."""
     from cull.card import Thresholds
     from cull.decide import Verdict, verdict_for
 
-    if not sharp:
+    sure_keep = max(t["keep"] for t in fitted.values())
+    heads = [head for score, _, head in sharp if score < sure_keep]
+    if not heads:
         return {}
-    head_reject = round(min(head for _, _, head in sharp) - HEAD_REJECT_MARGIN, 6)
+    head_reject = round(min(heads) - HEAD_REJECT_MARGIN, 6)
     paths = {}
     for name, stricter in STRICTER.items():
         if name not in fitted or stricter not in fitted:
