@@ -1,15 +1,20 @@
 --[[ CullCsv: an RFC 4180 CSV reader in plain Lua 5.1 (what Python's csv module writes).
 
-parse(text) returns an array of records (arrays of strings), or nil and a message.
+parse(text, tick) returns an array of records (arrays of strings), or nil and a message.
 Quoted fields may hold commas, doubled quotes and line breaks; records end with LF or CRLF;
 a UTF-8 byte-order mark at the start is dropped. No SDK use.
+tick (optional) is called every TICK_RECORDS records with (records so far, bytes read, bytes in
+all); when it returns true, parsing stops and parse returns nil, CullCsv.STOPPED.
 ]]
 
 local CullCsv = {}
 
+CullCsv.TICK_RECORDS = 500
+CullCsv.STOPPED = "stopped by the caller"
+
 local sub, find = string.sub, string.find
 
-function CullCsv.parse(text)
+function CullCsv.parse(text, tick)
     if type(text) ~= "string" then
         return nil, "not a string"
     end
@@ -68,6 +73,9 @@ function CullCsv.parse(text)
         else
             records[#records + 1] = record
             record = {}
+            if tick and #records % CullCsv.TICK_RECORDS == 0 and tick(#records, pos - 1, len) then
+                return nil, CullCsv.STOPPED
+            end
             if c == "" then
                 break
             end

@@ -2,9 +2,11 @@
 
 The logic lives in CullReport (read), CullPlan (decide) and CullApply (write); this file only
 asks, looks up, shows and reports. Order of work (what the SDK requires):
-  async task -> choose the report -> find every photo with catalog:findPhotoByPath (no write
-  access yet) -> preview dialog with counts and the path settings -> chunks of withWriteAccessDo
-  under a cancellable progress scope -> optional smart collections -> summary.
+  async task -> choose the report -> read it and find every photo with catalog:findPhotoByPath (no
+  write access yet) under a cancellable progress scope -> preview dialog with counts and the path
+  settings -> chunks of withWriteAccessDo under a cancellable progress scope -> optional smart
+  collections -> summary. A cancel before the preview ends the command quietly, as the preview's
+  Cancel does: nothing was written, so there is nothing to report.
 Yielding calls (dialogs, withWriteAccessDo) run only in the task, never inside write access,
 and are protected with LrTasks.pcall, not pcall. cull itself is never run from here.
 ]]
@@ -30,6 +32,11 @@ CullGlue.UNDO_STEP = "Undo cull verdicts"
 CullGlue.COLLECTIONS_STEP = "Create cull smart collections"
 CullGlue.REJECTS_COLLECTION = "cull: Rejects"
 CullGlue.UNCERTAIN_COLLECTION = "cull: Uncertain"
+CullGlue.PREPARE_TITLE = "Preparing cull verdicts"
+CullGlue.READ_CAPTION = "Reading the cull report"
+-- The read's share of the first progress bar; the rest is the match: one catalog look-up per row
+-- costs more than parsing the row.
+CullGlue.READ_SHARE = 0.25
 
 local SETTING_KEYS = { "remapFrom", "remapTo", "ignoreCase", "uncertainLabel", "makeCollections" }
 local DEFAULTS = { remapFrom = "", remapTo = "", ignoreCase = false, uncertainLabel = "yellow", makeCollections = true }
@@ -97,18 +104,62 @@ local function breathe()
     end
 end
 
---- Look every row up and decide (no write access is taken here). cache: see makeLookup.
-function CullGlue.plan(catalog, report, settings, cache)
-    local lookup = CullGlue.makeLookup(catalog, settings, cache)
-    local rows = 0
-    local function breathingLookup(path)
-        rows = rows + 1
-        if rows % CullReport.TICK_LINES == 0 then
-            breathe()
+--- A progress scope the user can cancel, ended with context at the latest (an error included).
+function CullGlue.progressScope(context, title)
+    local scope = LrProgressScope { title = title, functionContext = context }
+    scope:setCancelable(true) -- the reference does not say what a new scope allows: ask for it
+    return scope
+end
+
+--- The tick CullReport.parse and CullPlan.build call as they go (count, fraction 0..1): moves the
+-- bar of progress (a scope, or nil) to from + (to - from) * fraction, lets Lightroom run (a click on
+-- the scope's cancel button lands only then) and returns true, which stops them, once cancelled.
+function CullGlue.ticker(progress, from, to)
+    return function(_, fraction)
+        if progress then
+            progress:setPortionComplete(from + (to - from) * fraction, 1)
         end
-        return lookup(path)
+        breathe()
+        return progress ~= nil and progress:isCanceled()
     end
-    return CullPlan.build(report, settings, breathingLookup, readState)
+end
+
+--- The caption while the report's rows are looked up.
+function CullGlue.matchCaption(rows)
+    return string.format("Matching %d photo%s", rows, rows == 1 and "" or "s")
+end
+
+--- Look every row up and decide (no write access is taken here). cache: see makeLookup. tick: see
+-- CullGlue.ticker (nil: only lets Lightroom run). Returns nil when tick stopped it.
+function CullGlue.plan(catalog, report, settings, cache, tick)
+    local lookup = CullGlue.makeLookup(catalog, settings, cache)
+    return CullPlan.build(report, settings, lookup, readState, tick or CullGlue.ticker(nil, 0, 1))
+end
+
+--- Read the report under progress, its bar from 0 to READ_SHARE. Returns the report, or nil and
+-- why it cannot be used, or nil and CullReport.CANCELED.
+local function readWithProgress(progress, reportPath)
+    progress:setCaption(CullGlue.READ_CAPTION)
+    local report, err = CullReport.readFile(reportPath, CullGlue.ticker(progress, 0, CullGlue.READ_SHARE))
+    if progress:isCanceled() then -- also a click after the last tick: nothing is shown after a cancel
+        return nil, CullReport.CANCELED
+    end
+    return report, err
+end
+
+--- Match the report under progress (made here when nil), its bar from `from` to 1; the scope is
+-- done before this returns, so no bar stays behind the preview. Returns the plan, nil if cancelled.
+local function matchWithProgress(context, progress, from, catalog, report, settings, cache)
+    progress = progress or CullGlue.progressScope(context, CullGlue.PREPARE_TITLE)
+    progress:setCaption(CullGlue.matchCaption(#report.rows))
+    local plan = CullGlue.plan(catalog, report, settings, cache, CullGlue.ticker(progress, from, 1))
+    if plan and not progress:isCanceled() then
+        progress:setPortionComplete(1, 1)
+    else
+        plan = nil
+    end
+    progress:done()
+    return plan
 end
 
 --- The settings that change what the preview shows (the smart-collections box changes no count).
@@ -235,8 +286,14 @@ function CullGlue.runApply(context, reportPath)
         return { status = "noReport" }
     end
     prefs.lastReportFolder = reportPath:match("^(.*)[\\/][^\\/]*$")
-    local report, err = CullReport.readFile(reportPath, breathe)
+    local progress = CullGlue.progressScope(context, CullGlue.PREPARE_TITLE)
+    local report, err = readWithProgress(progress, reportPath)
     if not report then
+        progress:done()
+    end
+    if err == CullReport.CANCELED then
+        return { status = "canceled", during = "read" }
+    elseif not report then
         LrDialogs.message("cull: cannot use this report", err, "critical")
         return { status = "badReport", message = err }
     end
@@ -249,9 +306,14 @@ function CullGlue.runApply(context, reportPath)
     -- matches again and shows the new preview instead of writing counts nobody saw.
     local plan, settings, note
     local cache = {}
+    local from = CullGlue.READ_SHARE -- the first match goes on in the read's scope; "Match again" gets its own
     while true do
         local planned = CullGlue.settingsFrom(props)
-        plan = CullGlue.plan(catalog, report, planned, cache)
+        plan = matchWithProgress(context, progress, from, catalog, report, planned, cache)
+        progress, from = nil, 0
+        if not plan then
+            return { status = "canceled", during = "match" }
+        end
         local choice = previewDialog(props, plan, reportPath, note)
         if choice == "cancel" then
             return { status = "canceled", plan = plan }
@@ -268,7 +330,7 @@ function CullGlue.runApply(context, reportPath)
     end
     local result = { done = 0, changed = 0, failed = 0, notReached = 0, chunks = 0, failures = {} }
     if #plan.actions > 0 then
-        local progress = LrProgressScope { title = "Applying cull verdicts", functionContext = context }
+        progress = CullGlue.progressScope(context, "Applying cull verdicts")
         result = CullApply.run {
             catalog = catalog, actions = plan.actions, plugin = _PLUGIN, settings = settings,
             progress = progress, actionName = CullGlue.APPLY_STEP,
@@ -309,7 +371,7 @@ function CullGlue.runUndo(context)
     if LrDialogs.confirm("Undo cull verdicts?", question, "Undo", "Cancel") ~= "ok" then
         return { status = "canceled", plan = plan }
     end
-    local progress = LrProgressScope { title = "Undoing cull verdicts", functionContext = context }
+    local progress = CullGlue.progressScope(context, "Undoing cull verdicts")
     local result = CullApply.run {
         catalog = catalog, actions = plan.actions, plugin = _PLUGIN, progress = progress,
         actionName = CullGlue.UNDO_STEP,

@@ -29,6 +29,7 @@ local CullPaths = require "CullPaths"
 local CullPlan = {}
 
 CullPlan.LABELS = { red = true, yellow = true, green = true, blue = true, purple = true }
+CullPlan.TICK_ROWS = 500 -- build calls tick(rowsDone, fraction) this often
 
 --- True when a colour label is present (Lightroom reports no label as "none", "grey" or nil).
 function CullPlan.hasLabel(label)
@@ -190,7 +191,9 @@ end
 --- Build the apply plan.
 -- report: from CullReport.parse; settings: { remapFrom, remapTo, ignoreCase, uncertainLabel };
 -- lookup(path) -> photo or nil; readState(photo) -> state.
-function CullPlan.build(report, settings, lookup, readState)
+-- tick (optional) is called every TICK_ROWS rows with (rows done, fraction done); when it returns
+-- true (the user cancelled), the build stops and returns nil: no plan, so nothing can be written.
+function CullPlan.build(report, settings, lookup, readState, tick)
     local rule = CullPaths.rule(settings)
     local plan = {
         counts = newCounts(), actions = {}, handSet = {}, notFoundExamples = {}, unmatchableExamples = {},
@@ -199,7 +202,8 @@ function CullPlan.build(report, settings, lookup, readState)
     local counts = plan.counts
     counts.unreadable = #(report.problems or {})
     local seen = {}
-    for _, row in ipairs(report.rows) do
+    local total = #report.rows
+    for rowNo, row in ipairs(report.rows) do
         counts.rows = counts.rows + 1
         if row.unmatchable then
             counts.unmatchable = counts.unmatchable + 1
@@ -272,6 +276,9 @@ function CullPlan.build(report, settings, lookup, readState)
                     end
                 end
             end
+        end
+        if tick and rowNo % CullPlan.TICK_ROWS == 0 and tick(rowNo, rowNo / total) then
+            return nil
         end
     end
     return plan

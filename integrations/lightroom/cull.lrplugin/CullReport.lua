@@ -7,7 +7,8 @@ parse(text, name) -> report = {
 }
 row = { line, version, path, absPath, partner, partnerAbs, verdict, score, kind, size, mtime,
         error, unmatchable }      -- unmatchable: nil, or why no catalog lookup is possible
-Returns nil, message when the whole file is unusable (empty, newer major version, no path column).
+Returns nil, message when the whole file is unusable (empty, newer major version, no path column),
+and nil, CullReport.CANCELED when the caller's tick asked to stop.
 No SDK use.
 ]]
 
@@ -17,7 +18,10 @@ local CullCsv = require "CullCsv"
 local CullReport = {}
 
 CullReport.SUPPORTED_VERSION = 1
-CullReport.TICK_LINES = 500 -- parse(text, name, tick) calls tick(lineNo) this often (JSON Lines)
+CullReport.TICK_LINES = 500 -- parse(text, name, tick) calls tick(lineNo, fraction) this often
+CullReport.CANCELED = "The read was cancelled."
+-- A CSV report is split into records first, then made into rows: each half of the read's progress.
+local CSV_SPLIT = 0.5
 
 local VERDICTS = { keep = true, uncertain = true, reject = true }
 local INTEGER_FIELDS = { report_version = true, size = true }
@@ -160,15 +164,28 @@ local function parseJsonl(text, tick)
                 addRow(report, value, lineNo, "line")
             end
         end
-        if tick and lineNo % CullReport.TICK_LINES == 0 then
-            tick(lineNo)
+        if tick and lineNo % CullReport.TICK_LINES == 0 and tick(lineNo, math.min(pos - 1, size) / size) then
+            return nil, CullReport.CANCELED
         end
     end
     return report
 end
 
-local function parseCsv(text)
-    local records, err = CullCsv.parse(text)
+--- The CSV reader's tick (records, bytes read, bytes in all) as the first half of the read's tick.
+local function splitTick(tick)
+    if tick == nil then
+        return nil
+    end
+    return function(records, done, total)
+        return tick(records, CSV_SPLIT * done / total)
+    end
+end
+
+local function parseCsv(text, tick)
+    local records, err = CullCsv.parse(text, splitTick(tick))
+    if err == CullCsv.STOPPED then
+        return nil, CullReport.CANCELED
+    end
     if not records then
         return nil, "The CSV report cannot be read: " .. err
     end
@@ -199,13 +216,18 @@ local function parseCsv(text)
                 addRow(report, record, r, "record")
             end
         end
+        if tick and r % CullReport.TICK_LINES == 0 and tick(r, CSV_SPLIT + (1 - CSV_SPLIT) * r / #records) then
+            return nil, CullReport.CANCELED
+        end
     end
     return report
 end
 
 --- Parse a report's text; name (the file name) picks the format by suffix, else the content does.
--- tick (optional) is called every TICK_LINES lines of a JSON Lines report: inside Lightroom it
--- yields, so a long read does not freeze the user interface.
+-- tick (optional) is called every TICK_LINES lines (records of a CSV report) with the line number and
+-- the fraction of the read done (0..1, never decreasing): inside Lightroom it moves a progress bar
+-- and yields, so a long read does not freeze the user interface. When tick returns true (the user
+-- cancelled), the read stops and parse returns nil, CullReport.CANCELED.
 function CullReport.parse(text, name, tick)
     if type(text) ~= "string" or not text:match("%S") then
         return nil, "The report is empty."
@@ -213,11 +235,11 @@ function CullReport.parse(text, name, tick)
     local lower = (name or ""):lower()
     local report, err
     if lower:match("%.csv$") then
-        report, err = parseCsv(text)
+        report, err = parseCsv(text, tick)
     elseif lower:match("%.jsonl$") or lower:match("%.json$") or text:match("^[\239\187\191%s]*{") then
         report, err = parseJsonl(text, tick)
     else
-        report, err = parseCsv(text)
+        report, err = parseCsv(text, tick)
     end
     if not report then
         return nil, err

@@ -24,6 +24,13 @@ against real Lightroom) say the real one is strict:
 - findPhotoByPath is an exact (case-sensitive) match and returns nil for unknown paths;
 - withWriteAccessDo with timeoutParams returns "executed", or "aborted" when the catalog is busy;
   without timeoutParams a busy catalog raises.
+- progress scopes (LrProgressScope) as the API reference documents them: title and caption (the
+  constructor's, then setCaption), setPortionComplete(amountDone, totalAmount) with totalAmount nil
+  meaning [0..1], isCanceled true once cancel() was called, done() / isDone(), getParentScope();
+  with functionContext the scope is done when that function context ends, however it ends. The
+  reference does not say whether a new scope lets the user cancel it: here it does only after
+  setCancelable(true). The user's click on the cancel button (world.cancelWhen, world.cancelAtPortion)
+  lands only on a scope that allows it and is not done.
 Each world records write-access steps, metadata writes, dialogs and messages for assertions.
 ]]
 
@@ -57,8 +64,9 @@ function sdk.new(opts)
     world.dialogs = {}        -- presentModalDialog / confirm / runOpenPanel calls
     world.answers = { presentModalDialog = {}, confirm = {}, runOpenPanel = {} }
     world.errors = {}         -- errors shown through attachErrorDialogToFunctionContext
-    world.progressScopes = {}
-    world.cancelAtPortion = nil
+    world.progressScopes = {}  -- every LrProgressScope made, in order (see Scope below for what each records)
+    world.cancelAtPortion = nil  -- the user cancels a scope as soon as its amountDone reaches this
+    world.cancelWhen = nil    -- function(scope, world): true when the user cancels scope, asked whenever the task yields
     world.yields = 0
     world.taskYields = 0      -- LrTasks.yield calls (the plug-in letting Lightroom breathe)
     world.events = {}         -- order of look-ups, dialogs and write steps: { kind, detail }
@@ -104,6 +112,20 @@ function World:yieldPoint(what)
     end
     self.yields = self.yields + 1
     coroutine.yield("sdk-yield")
+    self:userMayCancel() -- the user interface ran while the task waited
+end
+
+--- The user's click on a progress scope's cancel button (test hook world.cancelWhen): it can only
+-- land while the task yields, on a scope that is shown (not done) and lets the user cancel it.
+function World:userMayCancel()
+    if not self.cancelWhen then
+        return
+    end
+    for _, scope in ipairs(self.progressScopes) do
+        if scope.cancelable and not scope.finished and not scope.canceled and self.cancelWhen(scope, self) then
+            scope.canceled, scope.canceledByUser = true, true
+        end
+    end
 end
 
 function World:startTask(fn, name)
@@ -258,22 +280,59 @@ function World:makeModules()
         share = function(key) return { share = key } end,
     }
 
+    -- A scope records: title, caption (the current one) and captions (each in turn), portions
+    -- ({ amountDone, totalAmount } per call) and fractions (amountDone / totalAmount, for assertions),
+    -- cancelable, canceled (canceledByUser when the test's user did it), finished (done() was called)
+    -- and touchedAfterDone (caption or portion set after done()).
     local Scope = {}
     Scope.__index = Scope
-    Scope.setPortionComplete = function(scope, done, total)
-        scope.portions[#scope.portions + 1] = { done, total }
-        if world.cancelAtPortion and done >= world.cancelAtPortion then
-            scope.canceled = true
+    local function touch(scope)
+        if scope.finished then
+            scope.touchedAfterDone = scope.touchedAfterDone + 1
         end
     end
-    Scope.setCaption = function(scope, caption) scope.caption = caption end
+    Scope.setPortionComplete = function(scope, done, total)
+        if type(done) ~= "number" or (total ~= nil and type(total) ~= "number") then
+            error("LrProgressScope:setPortionComplete: amountDone and totalAmount must be numbers", 2)
+        end
+        touch(scope)
+        scope.portions[#scope.portions + 1] = { done, total }
+        scope.fractions[#scope.fractions + 1] = done / (total or 1)
+        if world.cancelAtPortion and done >= world.cancelAtPortion and scope.cancelable then
+            scope.canceled, scope.canceledByUser = true, true
+        end
+    end
+    Scope.getPortionComplete = function(scope)
+        local last = scope.portions[#scope.portions]
+        return last and last[1] or 0
+    end
+    Scope.setCaption = function(scope, caption)
+        touch(scope)
+        scope.caption = caption
+        scope.captions[#scope.captions + 1] = caption
+    end
+    Scope.setCancelable = function(scope, cancelable) scope.cancelable = cancelable and true or false end
+    Scope.isCancelable = function(scope) return scope.cancelable end
     Scope.isCanceled = function(scope) return scope.canceled end
     Scope.cancel = function(scope) scope.canceled = true end
     Scope.done = function(scope) scope.finished = true end
     Scope.isDone = function(scope) return scope.finished end
+    Scope.getParentScope = function(scope) return scope.args.parent end
+    Scope.attachToFunctionContext = function(scope, context)
+        context:addCleanupHandler(function() scope:done() end)
+    end
+    --- Test helper (not SDK): the last fraction set, 0 before any.
+    Scope.fraction = function(scope) return scope.fractions[#scope.fractions] or 0 end
     m.LrProgressScope = setmetatable({}, {
         __call = function(_, args)
-            local scope = setmetatable({ args = args, portions = {}, canceled = false, finished = false }, Scope)
+            local scope = setmetatable({
+                args = args, title = args.title, caption = args.caption, captions = { args.caption },
+                portions = {}, fractions = {}, cancelable = false, canceled = false, finished = false,
+                touchedAfterDone = 0,
+            }, Scope)
+            if args.functionContext then
+                scope:attachToFunctionContext(args.functionContext)
+            end
             world.progressScopes[#world.progressScopes + 1] = scope
             return scope
         end,

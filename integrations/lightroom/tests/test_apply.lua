@@ -150,12 +150,39 @@ T.test("apply: 450 photos -> 3 write-access steps of at most 200, one per undo s
     end
 end)
 
+T.test("sdk stand-in: progress scopes record captions and portions; a user's cancel lands on a yield", function()
+    local world = newWorld()
+    local LrProgressScope = world.modules.LrProgressScope
+    local plain = LrProgressScope { title = "t", caption = "first" }
+    plain:setCaption("second"); plain:setPortionComplete(3, 4); plain:setPortionComplete(0.5)
+    T.eq(plain.captions[2], "second", "captions in turn"); T.eq(plain.fractions[1], 0.75, "3 of 4")
+    T.eq(plain.fractions[2], 0.5, "nil total: 0..1"); T.eq(plain:getPortionComplete(), 0.5, "last amount")
+    T.raises(function() plain:setPortionComplete("1") end, "numbers", "a string portion")
+    plain:cancel(); T.ok(plain:isCanceled(), "cancel() is seen by isCanceled")
+    local shown = LrProgressScope { title = "u" }
+    local allowed = LrProgressScope { title = "v" }
+    allowed:setCancelable(true)
+    world.cancelWhen = function() return true end
+    T.ok(not allowed:isCanceled(), "no click lands while the plug-in does not yield")
+    inTask(world, function()
+        world.modules.LrFunctionContext.callWithContext("c", function(context)
+            local attached = LrProgressScope { title = "w", functionContext = context }
+            world.modules.LrTasks.yield()
+            T.ok(not attached.finished, "shown while its context runs")
+        end)
+    end)
+    T.ok(allowed:isCanceled() and allowed.canceledByUser, "the click landed while the task yielded")
+    T.ok(not shown:isCanceled(), "not on a scope that did not allow it")
+    T.ok(world.progressScopes[4].finished, "a scope with a functionContext ends with it")
+end)
+
 T.test("apply: cancel between chunks stops, what was written stays, rest not reached", function()
     local world, plan = plannedWorld(450)
     world.cancelAtPortion = 200
     local CullApply = require "CullApply"
     local result = inTask(world, function()
         local progress = world.modules.LrProgressScope { title = "t" }
+        progress:setCancelable(true) -- the user's cancel lands only on a scope that allows it
         return CullApply.run { catalog = world.catalog, actions = plan.actions, plugin = _PLUGIN, settings = {},
             progress = progress, actionName = "Apply cull verdicts" }
     end)

@@ -265,6 +265,7 @@ T.test("apply command: errors surface through Lightroom's error dialog, not a de
     loadfile(T.pluginDir .. "/ApplyMenu.lua")()
     T.eq(world:runTasks()[1], nil, "task ends")
     T.contains(world.errors[1], "catalog exploded", "shown to the user")
+    T.ok(world.progressScopes[1].finished, "its progress scope ended with the task (functionContext)")
 end)
 
 T.test("apply command: non-UTF-8 and relative rows are listed as unmatchable in the preview, others applied", function()
@@ -504,4 +505,123 @@ T.test("apply command: a long report is read and matched in steps that let Light
     local outcome = applyText(world, table.concat(lines, "\n") .. "\n")
     T.eq(outcome.plan.counts.matched, 1500, "matched")
     T.ok(world.taskYields >= 6, "yielded while reading and matching: " .. world.taskYields)
+end)
+
+--- A world with n photos /p/IMG_0001.JPG... and the JSON Lines report giving each the verdict.
+local function bigWorld(n, verdict)
+    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
+    local lines = {}
+    for i = 1, n do
+        local path = string.format("/p/IMG_%04d.JPG", i)
+        world.catalog:addTestPhoto { path = path }
+        lines[i] = jsonRow(path, verdict or "reject")
+    end
+    return world, table.concat(lines, "\n") .. "\n"
+end
+
+--- The scope's fractions stay within 0..1 and never go down; returns how many are up to split and above it.
+local function risingFractions(scope, split)
+    local last, below, above = 0, 0, 0
+    for i, f in ipairs(scope.fractions) do
+        T.ok(f >= last and f <= 1, string.format("fraction %d is %s after %s", i, tostring(f), tostring(last)))
+        if f <= split then below = below + 1 else above = above + 1 end
+        last = f
+    end
+    return below, above
+end
+
+--- Nothing in the catalog changed and nothing was said: what a cancel before the preview leaves.
+local function untouched(world)
+    T.eq(#world.steps, 0, "no write access taken"); T.eq(#world.writes, 0, "nothing written")
+    T.eq(#world.messages, 0, "no message"); T.eq(world.errors[1], nil, "no error dialog")
+    for _, d in ipairs(world.dialogs) do T.ok(d.kind ~= "presentModalDialog", "no preview") end
+    for _, photo in ipairs(world.catalog.photos) do T.eq(photo.pick, 0, "not flagged") end
+end
+
+T.test("apply command: reading and matching a long report show a progress bar the user can cancel", function()
+    local CullGlue = require "CullGlue"
+    for _, suffix in ipairs({ ".jsonl", ".csv" }) do
+        local world, text = bigWorld(1500)
+        if suffix == ".csv" then
+            local lines = { "report_version,path,abs_path,verdict" }
+            for i = 1, 1500 do lines[#lines + 1] = string.format("1,x,/p/IMG_%04d.JPG,reject", i) end
+            text = table.concat(lines, "\n") .. "\n"
+        end
+        local doneAtPreview
+        local outcome = applyText(world, text, { function(_, w)
+            doneAtPreview = w.progressScopes[1].finished
+            return "ok"
+        end }, suffix)
+        T.eq(outcome.status, "applied", suffix .. ": applied as before"); T.eq(outcome.result.done, 1500, "all written")
+        local scope = world.progressScopes[1]
+        T.eq(scope.title, CullGlue.PREPARE_TITLE, "title"); T.ok(scope.cancelable, "the user can cancel it")
+        T.eq(scope.captions[1], "Reading the cull report", "first caption")
+        T.eq(scope.captions[2], "Matching 1500 photos", "then"); T.eq(#scope.captions, 2, "two captions")
+        local reading, matching = risingFractions(scope, CullGlue.READ_SHARE)
+        T.ok(reading >= 3 and matching >= 3, suffix .. ": moves while reading and while matching: "
+            .. reading .. ", " .. matching)
+        T.eq(scope:fraction(), 1, "ends at 1"); T.ok(doneAtPreview, "done before the preview shows")
+        T.eq(scope.touchedAfterDone, 0, "left alone after done()")
+        local writing = world.progressScopes[2]
+        T.eq(writing.title, "Applying cull verdicts", "the write's own scope"); T.ok(writing.cancelable, "cancelable")
+        T.eq(#world.progressScopes, 2, "no other scope")
+    end
+end)
+
+T.test("apply command: cancelling while the report is read changes nothing and says nothing", function()
+    local CullGlue = require "CullGlue"
+    local world, text = bigWorld(1500)
+    world.cancelWhen = function(scope)
+        return scope.caption == CullGlue.READ_CAPTION and scope:fraction() > 0
+    end
+    local outcome = applyText(world, text)
+    T.eq(outcome.status, "canceled", "canceled"); T.eq(outcome.during, "read", "while reading")
+    local scope = world.progressScopes[1]
+    T.ok(scope.canceledByUser, "the user cancelled"); T.ok(scope.finished, "the bar is gone")
+    T.ok(scope:fraction() < CullGlue.READ_SHARE, "stopped in the read")
+    for _, e in ipairs(world.events) do T.ok(e[1] ~= "find", "no photo looked up") end
+    untouched(world)
+end)
+
+T.test("apply command: cancelling while matching (first match or Match again) changes nothing", function()
+    local CullGlue = require "CullGlue"
+    local world, text = bigWorld(1500)
+    world.cancelWhen = function(scope)
+        return scope.caption == CullGlue.matchCaption(1500) and scope:fraction() > CullGlue.READ_SHARE
+    end
+    local outcome = applyText(world, text)
+    T.eq(outcome.status, "canceled", "canceled"); T.eq(outcome.during, "match", "while matching")
+    local finds = 0
+    for _, e in ipairs(world.events) do if e[1] == "find" then finds = finds + 1 end end
+    T.ok(finds > 0 and finds < 1500, "stopped part way: " .. finds .. " look-ups")
+    T.ok(world.progressScopes[1].finished, "the bar is gone"); T.eq(#world.progressScopes, 1, "no write scope")
+    untouched(world)
+    -- "Match again" from the preview gets its own scope, from 0, and can be cancelled the same way
+    local again, againText = bigWorld(1500)
+    again.cancelWhen = function(scope, w)
+        return scope ~= w.progressScopes[1] and scope:fraction() > 0.5
+    end
+    local second = applyText(again, againText, { function(args)
+        sdk.dialogProps(args).ignoreCase = true
+        return "other" -- "Match again"
+    end })
+    T.eq(second.status, "canceled", "canceled"); T.eq(second.during, "match", "in the second match")
+    local rematch = again.progressScopes[2]
+    T.eq(rematch.title, CullGlue.PREPARE_TITLE, "title"); T.eq(rematch.captions[1], "Matching 1500 photos", "caption")
+    T.ok(rematch.fractions[1] < 0.5 and rematch.canceledByUser and rematch.finished, "from 0, cancelled, gone")
+    T.eq(#again.steps, 0, "nothing written"); T.eq(#again.writes, 0, "no write")
+    T.eq(#again.messages, 0, "no message"); T.eq(#again.dialogs, 2, "the chooser and the first preview only")
+end)
+
+T.test("CullGlue.plan and the report read take a progress ticker outside a task too (no yield)", function()
+    local CullGlue = require "CullGlue"
+    local CullReport = require "CullReport"
+    local world, text = bigWorld(1200)
+    local report = assert(CullReport.parse(text, "r.jsonl", CullGlue.ticker(nil, 0, 1)))
+    local scope = world.modules.LrProgressScope { title = "t" }
+    local plan = CullGlue.plan(world.catalog, report, {}, nil, CullGlue.ticker(scope, 0.5, 1))
+    T.eq(plan.counts.matched, 1200, "matched"); T.eq(world.yields, 0, "never yielded")
+    T.eq(#scope.fractions, 2, "two ticks"); T.ok(scope.fractions[1] > 0.5, "within its range")
+    scope:cancel()
+    T.eq(CullGlue.plan(world.catalog, report, {}, nil, CullGlue.ticker(scope, 0, 1)), nil, "a cancelled scope stops it")
 end)

@@ -332,3 +332,25 @@ T.test("plan: rows from a real-looking CSV report flow into the plan", function(
     local plan = CullPlan.build(report, {}, lookup, read)
     T.eq(plan.counts.toReject, 1, "reject"); T.eq(plan.counts.toLabel, 1, "label")
 end)
+
+T.test("plan: the build ticks per TICK_ROWS rows with a rising fraction; a tick returning true stops it", function()
+    local specs, rows = {}, {}
+    for i = 1, 1200 do
+        local path = string.format("/p/%04d.jpg", i)
+        specs[i] = { path = path }
+        rows[i] = row(path, "reject")
+    end
+    local lookup, read = fakeCatalog(specs)
+    local seen = {}
+    local plan = CullPlan.build({ rows = rows }, {}, lookup, read, function(done, fraction)
+        seen[#seen + 1] = { done, fraction }
+    end)
+    T.eq(#plan.actions, 1200, "whole plan")
+    T.eq(#seen, 2, "ticks"); T.eq(seen[1][1], CullPlan.TICK_ROWS, "rows done"); T.eq(seen[2][2], 1000 / 1200, "fraction")
+    local looked = 0
+    local stopped = CullPlan.build({ rows = rows }, {}, function(path)
+        looked = looked + 1
+        return lookup(path)
+    end, read, function(done) return done >= CullPlan.TICK_ROWS end)
+    T.eq(stopped, nil, "no plan after a stop"); T.eq(looked, CullPlan.TICK_ROWS, "no look-up after it")
+end)

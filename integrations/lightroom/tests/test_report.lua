@@ -200,3 +200,54 @@ T.test("report: a 100 000-line JSON Lines report is read whole, in place, with p
     T.eq(report.rows[broken].line, broken + 1, "rows after it keep their line numbers")
     T.eq(#ticks, n / CullReport.TICK_LINES, "a tick every " .. CullReport.TICK_LINES .. " lines")
 end)
+
+--- A CSV report of n rows (a header, then one record per photo).
+local function csvReport(n)
+    local lines = { "report_version,path,abs_path,verdict,score,kind,partner,partner_abs,size,mtime,error" }
+    for i = 1, n do
+        lines[#lines + 1] = string.format("1,IMG_%05d.JPG,/p/IMG_%05d.JPG,reject,0.02,motion,,,1,1,", i, i)
+    end
+    return table.concat(lines, "\r\n") .. "\r\n"
+end
+
+--- Parse text with a tick that records each fraction and asks to stop once stopWhen(fraction) is true.
+local function parseTicking(text, name, stopWhen)
+    local fractions = {}
+    local report, err = CullReport.parse(text, name, function(_, fraction)
+        fractions[#fractions + 1] = fraction
+        return stopWhen ~= nil and stopWhen(fraction)
+    end)
+    return report, err, fractions
+end
+
+local function assertRising(fractions, what)
+    local last = 0
+    for i, f in ipairs(fractions) do
+        T.ok(f >= last and f <= 1, string.format("%s: fraction %d is %s after %s", what, i, tostring(f), tostring(last)))
+        last = f
+    end
+end
+
+T.test("report: the read's tick gets a fraction that only rises, to the end (JSON Lines and CSV)", function()
+    local report, err, fractions = parseTicking(bigReport(2000), "big.jsonl")
+    T.eq(err, nil, "read"); T.eq(#report.rows, 2000, "rows")
+    T.eq(#fractions, 2000 / CullReport.TICK_LINES, "ticks"); assertRising(fractions, "jsonl")
+    T.eq(fractions[#fractions], 1, "the last line is the whole file")
+    local csv, csvErr, csvFractions = parseTicking(csvReport(1500), "big.csv")
+    T.eq(csvErr, nil, "csv read"); T.eq(#csv.rows, 1500, "csv rows")
+    T.ok(#csvFractions >= 4, "ticks while splitting records and while making rows: " .. #csvFractions)
+    assertRising(csvFractions, "csv")
+    T.ok(csvFractions[1] <= 0.5 and csvFractions[#csvFractions] > 0.5, "both halves of the read")
+end)
+
+T.test("report: a tick that returns true stops the read: nil and CullReport.CANCELED, never a message", function()
+    local report, err, fractions = parseTicking(bigReport(2000), "big.jsonl", function(f) return f > 0.4 end)
+    T.eq(report, nil, "no report"); T.eq(err, CullReport.CANCELED, "cancelled")
+    T.ok(#fractions < 2000 / CullReport.TICK_LINES, "stopped early: " .. #fractions .. " ticks")
+    for _, stopAt in ipairs({ 0, 0.6 }) do -- while splitting records, then while making rows
+        local csv, csvErr = parseTicking(csvReport(1500), "big.csv", function(f) return f > stopAt end)
+        T.eq(csv, nil, "no csv report"); T.eq(csvErr, CullReport.CANCELED, "csv cancelled past " .. stopAt)
+    end
+    local records, why = CullCsv.parse(csvReport(600), function() return true end)
+    T.eq(records, nil, "CSV reader stops"); T.eq(why, CullCsv.STOPPED, "says why")
+end)
