@@ -6,6 +6,7 @@ RAW uses the embedded preview, falling back to a half-size demosaic when the pre
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import io
 import logging
@@ -610,10 +611,53 @@ def to_gray_array(image: Image.Image) -> GrayImage:
 
 def gray_levels(image: Image.Image) -> GrayLevels:
     """8-bit ('L') gray -> its uint8 levels as they are; float ('F', 0-255) -> float32 in [0, 1]."""
-    pixels = np.asarray(image)
+    pixels = gray_pixels(image)
     if pixels.ndim != 2:
         raise UnreadableImage(f"unexpected image layout {pixels.shape}")
     return pixels if pixels.dtype == np.uint8 else np.multiply(pixels, UNIT, dtype=np.float32)
+
+
+class _ArrowSchema(ctypes.Structure):
+    _fields_ = [("format", ctypes.c_char_p), ("name", ctypes.c_char_p), ("metadata", ctypes.c_char_p),
+                ("flags", ctypes.c_int64), ("n_children", ctypes.c_int64)]  # the rest is not read
+
+
+class _ArrowArray(ctypes.Structure):
+    _fields_ = [("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+                ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64), ("buffers", ctypes.POINTER(ctypes.c_void_p))]
+
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_ARROW_GRAY = {"L": (b"C", np.uint8), "F": (b"f", np.float32)}  # mode -> Arrow format, dtype
+
+
+def gray_pixels(image: Image.Image) -> NDArray[Any]:
+    """np.asarray(image) for an 'L' or 'F' image, copied straight from the image's memory through the
+    Arrow C data interface Pillow exports (11.2+): np.asarray goes through tobytes, which packs line by
+    line (1.7 ms for a 1500x1000 photo, against 0.05 ms).  The same array, bit for bit; np.asarray
+    where the export is missing or not one plain block (other modes, older Pillow, a huge image)."""
+    wanted = _ARROW_GRAY.get(image.mode)
+    export = getattr(image, "__arrow_c_array__", None)
+    if wanted is None or export is None:
+        return np.asarray(image)
+    try:
+        schema_capsule, array_capsule = export()
+    except ValueError:  # "Image rows are not contiguous in memory": several blocks
+        return np.asarray(image)
+    schema = _ArrowSchema.from_address(_capsule_pointer(schema_capsule, b"arrow_schema"))
+    array = _ArrowArray.from_address(_capsule_pointer(array_capsule, b"arrow_array"))
+    width, height = image.size
+    fmt, dtype = wanted
+    if (schema.format != fmt or schema.n_children or array.n_children or array.n_buffers != 2 or array.offset
+            or array.null_count or array.length != width * height or not array.buffers[1]):
+        return np.asarray(image)
+    size = width * height * np.dtype(dtype).itemsize
+    data = (ctypes.c_char * size).from_address(array.buffers[1])
+    pixels = np.frombuffer(data, dtype).reshape(height, width).copy()  # the capsules (and memory) live to here
+    del schema_capsule, array_capsule  # their destructors release the export
+    return pixels
 
 
 def to_unit(levels: NDArray[Any], out: NDArray[np.floating] | None = None) -> GrayImage:

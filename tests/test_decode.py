@@ -321,6 +321,31 @@ def test_gray_conversion_gives_the_same_floats_as_converting_then_scaling():
         assert np.array_equal(gray, expected)
 
 
+def test_gray_pixels_are_numpy_s_own_array_bit_for_bit(monkeypatch):
+    """gray_pixels copies an L/F image straight from Pillow's memory (its Arrow export) instead of
+    np.asarray's line-by-line tobytes: the same values, shape and dtype, a writeable copy that outlives
+    the image; np.asarray where the export is missing or the image is not one block of memory."""
+    from cull.decode import gray_pixels
+
+    rng = np.random.default_rng(4)
+    images = []
+    for width, height in ((1, 1), (3, 7), (1501, 999), (64, 64)):
+        levels = rng.integers(0, 256, (height, width), dtype=np.uint8)
+        images += [Image.fromarray(levels), Image.fromarray(levels.astype(np.float32) * 0.37)]
+    images += [Image.new("L", (9000, 9000), 7), Image.new("RGB", (30, 20), (1, 2, 3)), Image.new("I;16", (5, 4), 300)]
+    for image in images:
+        expected = np.asarray(image)
+        pixels = gray_pixels(image)
+        assert pixels.dtype == expected.dtype and np.array_equal(pixels, expected), (image.mode, image.size)
+    small = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    pixels = gray_pixels(small)
+    del small
+    pixels[0, 0] = 99  # its own memory
+    assert pixels.flags.writeable and pixels.tolist()[1] == [4, 5, 6, 7]
+    monkeypatch.delattr(Image.Image, "__arrow_c_array__")  # a Pillow before 11.2
+    assert np.array_equal(gray_pixels(Image.fromarray(np.eye(3, dtype=np.uint8))), np.eye(3, dtype=np.uint8))
+
+
 # --- hostile and unusual files (probe of session 14) ---
 
 
