@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from train.thresholds import HEAD_REJECT_MARGIN
+
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
@@ -61,7 +63,8 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
         lines += ["", f"Photo head, reject path: a photo scoring under the next stricter setting's reject threshold ({below}) "
                   f"is rejected when the head also rates it under {next(iter(rejecting.values()))['head_reject']:.3f} log-odds, "
                   f"{'' if 'strict' in rejecting else 'not at strict, '}and no way to keep applies (head_reject fitted on the "
-                  "validation photos: below every sharp one by a margin of 1.0, see train/thresholds.py fit_head_reject)."]
+                  f"validation photos: below every sharp one by a margin of {HEAD_REJECT_MARGIN}, see train/thresholds.py "
+                  "fit_head_reject)."]
     lines += ["", "## Photo-level results", "",
               "Sharp false-reject = sharp photos rejected; flagged = blurred photos marked reject or uncertain.",
               "", "| set | strictness | method | sharp falsely rejected | sharp kept | blurred flagged | blurred rejected | acc. sharp | acc. blurred |",
