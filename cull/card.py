@@ -188,9 +188,12 @@ def check_strictness_order(thresholds: dict[str, Thresholds], path: Path) -> Non
     for lower, higher in zip(STRICTNESS_LEVELS, STRICTNESS_LEVELS[1:]):
         a, b = thresholds[lower], thresholds[higher]
         if a.head_reject is None or a.head_reject_below is None or a.head_reject_below <= b.reject:
-            continue
+            continue  # every way to keep needs a score of at least b.reject: b rejects all of it
         if b.head_reject is None or b.head_reject_below is None or not (
             a.head_reject <= b.head_reject and a.head_reject_below <= b.head_reject_below
+            and a.head_reject_below <= b.keep  # nor may b keep any of it some other way
+            and (b.steady_keep is None or a.head_reject_below <= b.steady_keep)
+            and (b.head_keep is None or a.head_reject <= b.head_keep)
         ):
             raise ModelError(f"{path}: {lower}'s photo head reject path (under {a.head_reject_below}, head under "
                              f"{a.head_reject}) rejects photos {higher} does not")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, __version__ as PILLOW_VERSION
 
 from cull.errors import UnreadableImage
 from cull.formats import HEIF_EXTENSIONS, is_raw, sniff, tiff_holds_raw, tiff_ifds
@@ -630,17 +630,23 @@ class _ArrowArray(ctypes.Structure):
 _capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
 _capsule_pointer.restype = ctypes.c_void_p
 _capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-_ARROW_GRAY = {"L": (b"C", np.uint8), "F": (b"f", np.float32)}  # mode -> Arrow format, dtype
+_ARROW_GRAY: dict[str, tuple[bytes, np.dtype[Any]]] = {  # mode -> Arrow format, dtype
+    "L": (b"C", np.dtype(np.uint8)), "F": (b"f", np.dtype(np.float32))}
+# Pillow 11.2-12.x export an image mapped over a buffer (Image.fromarray, an uncompressed TIFF or BMP it
+# maps from disk) or an empty one through a NULL block pointer (a crash), and the unaligned block start
+# where PILLOW_ALIGNMENT pads rows (wrong pixels); 13 exports the aligned rows or refuses.
+ARROW_EXPORT_SAFE = int(PILLOW_VERSION.split(".")[0]) >= 13
 
 
 def gray_pixels(image: Image.Image) -> NDArray[Any]:
     """np.asarray(image) for an 'L' or 'F' image, copied straight from the image's memory through the
     Arrow C data interface Pillow exports (11.2+): np.asarray goes through tobytes, which packs line by
     line (1.7 ms for a 1500x1000 photo, against 0.05 ms).  The same array, bit for bit; np.asarray
-    where the export is missing or not one plain block (other modes, older Pillow, a huge image)."""
+    where the export is missing, unsafe (Pillow before 13: ARROW_EXPORT_SAFE) or not one plain block
+    (other modes, a huge image), and for an empty image."""
     wanted = _ARROW_GRAY.get(image.mode)
     export = getattr(image, "__arrow_c_array__", None)
-    if wanted is None or export is None:
+    if wanted is None or export is None or not ARROW_EXPORT_SAFE or 0 in image.size:
         return np.asarray(image)
     try:
         schema_capsule, array_capsule = export()
@@ -653,9 +659,8 @@ def gray_pixels(image: Image.Image) -> NDArray[Any]:
     if (schema.format != fmt or schema.n_children or array.n_children or array.n_buffers != 2 or array.offset
             or array.null_count or array.length != width * height or not array.buffers[1]):
         return np.asarray(image)
-    size = width * height * np.dtype(dtype).itemsize
-    data = (ctypes.c_char * size).from_address(array.buffers[1])
-    pixels = np.frombuffer(data, dtype).reshape(height, width).copy()  # the capsules (and memory) live to here
+    data = (ctypes.c_char * (width * height * dtype.itemsize)).from_address(array.buffers[1])
+    pixels = np.frombuffer(memoryview(data), dtype).reshape(height, width).copy()  # the capsules (and memory) live to here
     del schema_capsule, array_capsule  # their destructors release the export
     return pixels
 

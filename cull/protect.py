@@ -513,6 +513,11 @@ def read_user_verdict(photo: Path, partner: Path | None = None, places: Places |
     return _from_sidecars(photo, partner, places, USER_VERDICT_FACT, sidecar_user_verdict)
 
 
+def shot_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
+    """The shot's decision from `cull review`: ``photo``'s, else its RAW/JPEG ``partner``'s, or None."""
+    return read_user_verdict(photo, partner, places) or (read_user_verdict(partner, photo, places) if partner else None)
+
+
 def _from_sidecars(
     photo: Path, partner: Path | None, places: Places | None, fact: str, read: Callable[[bytes], str | None],
     unreadable_protects: bool = False,
@@ -576,10 +581,7 @@ def apply_user_verdicts(results: Sequence[PhotoResult], places: Places | None = 
 
     out = []
     for result in results:
-        user = None
-        if result.decision is not None:
-            user = read_user_verdict(result.path, result.partner, places) or (
-                read_user_verdict(result.partner, result.path, places) if result.partner else None)
+        user = shot_user_verdict(result.path, result.partner, places) if result.decision is not None else None
         if user is not None and result.decision is not None and user != result.decision.verdict.value:
             result = replace(result, decision=Decision(Verdict(user), f"your decision in cull review (cull said {result.decision.verdict.value})"))
         out.append(result)

@@ -23,7 +23,7 @@ from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
 from cull.report import file_row
-from cull.protect import Places, apply_user_verdicts, shot_protection
+from cull.protect import Places, apply_user_verdicts, shot_protection, shot_user_verdict
 from cull.runner import analyse_paths
 from cull.score import PhotoScore, Scorer
 
@@ -191,8 +191,8 @@ def scan(
                     cache.put(analysis.path.absolute(), key, analysis.photo)
                     if analysis.footprint is not None:
                         cache.put_footprint(analysis.path.absolute(), key, replace(analysis.footprint, ctime_ns=_ctime_ns(analysis.path)))
-                if analysis.footprint is not None:
-                    prints[retry[analysis.path][0] if analysis.path in retry else analysis.path] = analysis.footprint
+                if analysis.footprint is not None:  # keyed by the result's path: the partner, when it was scored instead
+                    prints[analysis.path] = analysis.footprint
                 finish(_decided(analysis.path, partner, analysis.photo, card, thresholds))
             todo = list(retry)
             if not todo:
@@ -201,10 +201,12 @@ def scan(
         if cache is not None:
             cache.close()
     with _places(options) as places:
+        if options.bursts:
+            outcome.results = place_in_bursts(
+                outcome.results, prints, options.burst_gap, options.keep_best,
+                protection=lambda r: shot_protection(r.path, r.partner, places),
+                user_verdict=lambda r: shot_user_verdict(r.path, r.partner, places))
         outcome.results = apply_user_verdicts(outcome.results, places)  # a decision made in `cull review` stands
-        if options.bursts:  # after them: --keep-best measures frames against the best frame *the user* keeps
-            outcome.results = place_in_bursts(outcome.results, prints, options.burst_gap, options.keep_best,
-                                              lambda r: shot_protection(r.path, r.partner, places))
     outcome.results.sort(key=lambda r: str(r.path))
     outcome.seconds = time.monotonic() - started
     return outcome
@@ -245,20 +247,26 @@ def _current_capture(path: Path, print_: Footprint, cache: ScoreCache, key: File
 def place_in_bursts(
     results: list[PhotoResult], prints: dict[Path, Footprint], gap: float, keep_best: bool,
     protection: Callable[[PhotoResult], str | None] = lambda result: None,
+    user_verdict: Callable[[PhotoResult], str | None] = lambda result: None,
 ) -> list[PhotoResult]:
     """Results with their burst places; with ``keep_best``, a kept frame clearly softer than its
     burst's best *kept* frame, and of the same scene (same_scene), becomes uncertain (never reject:
-    in-focus priority), unless ``protection`` names why the user keeps it (a rating, a pick: their own
-    judgement of the frame stands).  The best kept frame is never demoted, so a burst with a kept frame keeps one,
-    even where rank 1 went to a frame that is only uncertain (evenly soft beats a sharp subject on the
-    mean of the shared regions). Pure but for what ``protection`` reads."""
+    in-focus priority), unless ``protection`` names why the user keeps it (a rating, a pick, a keep in
+    `cull review`: their own judgement of the frame stands).  The best kept frame is the best-ranked
+    frame cull kept that the user's own decision (``user_verdict``: `cull review`'s, applied after this)
+    did not reject or leave uncertain: a user's keep protects its frame but sets no bar for the others.
+    It is never demoted, so a burst with a kept frame keeps one, even where rank 1 went to a frame that
+    is only uncertain (evenly soft beats a sharp subject on the mean of the shared regions). Pure but for
+    what ``protection`` and ``user_verdict`` read."""
     keyed = {str(r.path): r for r in results if r.path in prints and r.decision is not None}
     frames = {key: frame(key, prints[r.path]) for key, r in keyed.items()}
     ranked = find_bursts(list(frames.values()), gap)
     best: dict[str, Ranked] = {}  # burst -> its best-ranked kept frame
     for ranked_row in sorted(ranked.values(), key=lambda r: r.rank):
-        if keyed[ranked_row.key].verdict is Verdict.KEEP:
-            best.setdefault(ranked_row.burst, ranked_row)
+        candidate = keyed[ranked_row.key]
+        if (ranked_row.burst not in best and candidate.verdict is Verdict.KEEP
+                and user_verdict(candidate) in (None, Verdict.KEEP.value)):
+            best[ranked_row.burst] = ranked_row
     placed = []
     for result in results:
         row = ranked.get(str(result.path)) if str(result.path) in keyed else None

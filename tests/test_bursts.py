@@ -523,6 +523,30 @@ def test_keep_best_never_demotes_the_burst_s_best_kept_frame(tmp_path):
     assert [r.verdict for r in placed] == [Verdict.UNCERTAIN, Verdict.KEEP, Verdict.UNCERTAIN]
 
 
+def test_keep_best_s_bar_is_a_frame_cull_kept_that_the_user_did_not_take_back(tmp_path):
+    """The user's decisions only take frames out of the bar: a keep in `cull review` on an evenly soft
+    rank-1 frame cull left uncertain made it the bar, and the frame cull found sharp was demoted (and moved
+    by `move --uncertain --keep-best`); a reject on the best kept frame hands the bar to the next one."""
+    from cull.decide import Verdict
+    from cull.scan import place_in_bursts
+
+    sig, _ = signature(np.asarray(sharp_image(0).convert("L"), np.float32) / 255)
+    even, subject, softer = [0.9] * 16, [0.99] * 2 + [0.3] * 14, [0.99] + [0.1] * 15
+    prints = {tmp_path / f"IMG_{i}.JPG": _print(sig, 100 + 0.1 * i, s) for i, s in enumerate((even, subject, softer))}
+    results = [_result(p, v) for p, v in zip(prints, (Verdict.UNCERTAIN, Verdict.KEEP, Verdict.KEEP))]
+
+    def placed_with(user: dict[str, str], protected: tuple[str, ...] = ()) -> list[str]:
+        placed = place_in_bursts(results, prints, gap=2.0, keep_best=True,
+                                 protection=lambda r: "user kept it (cull review)" if r.path.name in protected else None,
+                                 user_verdict=lambda r: user.get(r.path.name))
+        return [r.verdict.value for r in placed]
+
+    assert placed_with({}) == ["uncertain", "keep", "uncertain"]
+    assert placed_with({"IMG_0.JPG": "keep"}, protected=("IMG_0.JPG",)) == ["uncertain", "keep", "uncertain"]
+    assert placed_with({"IMG_1.JPG": "reject"}) == ["uncertain", "keep", "keep"]  # the next kept frame is the bar
+    assert placed_with({"IMG_1.JPG": "uncertain", "IMG_2.JPG": "reject"}) == ["uncertain", "keep", "keep"]  # no bar left
+
+
 def test_keep_best_leaves_frames_of_another_scene_alone(tmp_path):
     """Unrelated photos of one size pass the grouping's similarity in 1-8 % of pairs (a street burst and
     a waterfall shot within the gap became one burst, the waterfall's sharp frame demoted)."""

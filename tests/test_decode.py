@@ -323,8 +323,8 @@ def test_gray_conversion_gives_the_same_floats_as_converting_then_scaling():
 
 def test_gray_pixels_are_numpy_s_own_array_bit_for_bit(monkeypatch):
     """gray_pixels copies an L/F image straight from Pillow's memory (its Arrow export) instead of
-    np.asarray's line-by-line tobytes: the same values, shape and dtype, a writeable copy that outlives
-    the image; np.asarray where the export is missing or the image is not one block of memory."""
+    np.asarray's line-by-line tobytes: the same values, shape and dtype, a copy that outlives the image; np.asarray where the export is missing or the image is not one block of memory.  (Run
+    with an older Pillow on PYTHONPATH too: np.asarray's array throughout.)"""
     from cull.decode import gray_pixels
 
     rng = np.random.default_rng(4)
@@ -340,10 +340,29 @@ def test_gray_pixels_are_numpy_s_own_array_bit_for_bit(monkeypatch):
     small = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4))
     pixels = gray_pixels(small)
     del small
-    pixels[0, 0] = 99  # its own memory
-    assert pixels.flags.writeable and pixels.tolist()[1] == [4, 5, 6, 7]
+    assert pixels.tolist()[1] == [4, 5, 6, 7]  # its own memory, not the image's
+    assert gray_pixels(Image.new("L", (0, 5))).shape == (5, 0)  # empty: np.asarray's (Pillow 12 crashed on it)
     monkeypatch.delattr(Image.Image, "__arrow_c_array__")  # a Pillow before 11.2
     assert np.array_equal(gray_pixels(Image.fromarray(np.eye(3, dtype=np.uint8))), np.eye(3, dtype=np.uint8))
+
+
+def test_gray_pixels_leave_pillow_12_s_export_alone(tmp_path, monkeypatch):
+    """Pillow 11.2-12.x export an image mapped over a buffer (fromarray, an uncompressed grey TIFF or BMP
+    opened from disk) through a NULL pointer: the process crashed.  Only Pillow 13's export is used."""
+    import cull.decode
+    from cull.decode import decode_levels, gray_pixels
+
+    levels = np.random.default_rng(5).integers(0, 256, (600, 801), dtype=np.uint8)
+    for ext in ("tif", "bmp"):  # Pillow maps both from disk
+        Image.fromarray(levels).save(tmp_path / f"gray.{ext}")
+        assert np.array_equal(decode_levels(tmp_path / f"gray.{ext}", 1440), levels)
+
+    def crash(self, requested_schema=None):
+        raise AssertionError("the export of a Pillow before 13 was called")
+
+    monkeypatch.setattr(cull.decode, "ARROW_EXPORT_SAFE", False)
+    monkeypatch.setattr(Image.Image, "__arrow_c_array__", crash)
+    assert np.array_equal(gray_pixels(Image.fromarray(levels)), levels)
 
 
 # --- hostile and unusual files (probe of session 14) ---

@@ -110,6 +110,11 @@ def test_a_card_whose_lenient_head_path_rejects_what_normal_does_not_is_refused(
     with pytest.raises(ModelError, match="lenient's photo head reject path .* rejects photos normal does not"):
         load({"head_reject": -3.0, "head_reject_below": 0.9})
     load({"head_reject": normal["head_reject"], "head_reject_below": normal["head_reject_below"]})  # within normal's own path
+    path.write_text(json.dumps({**raw, "thresholds": {  # inside normal's head path, but normal's steady path keeps some of it
+        **raw["thresholds"], "lenient": {**raw["thresholds"]["lenient"], "head_reject": -4.5, "head_reject_below": 0.7},
+        "normal": {**normal, "steady_keep": 0.55}}}))
+    with pytest.raises(ModelError, match="rejects photos normal does not"):
+        load_card(path)
 
 
 def test_head_reject_sits_a_margin_under_every_sharp_photo_and_only_where_it_gains():

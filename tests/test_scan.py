@@ -207,6 +207,11 @@ def test_a_corrupt_jpeg_is_judged_by_its_raw_partner(tmp_path, card, shared_raw)
     # the shot has its verdict, and the damaged JPEG is still reported, once, in the failures (exit code 1)
     damaged = [(p.name, why) for p, why in result.failures if p.name == "DC50.jpg"]
     assert len(damaged) == 1 and "judged by its partner DC50.KDC" in damaged[0][1]
+    # with --bursts the shot judged by its RAW has its burst place too (its footprint was filed under the JPEG)
+    shutil.copy(shared_raw / "RAW_KODAK_DC50.KDC", photos / "DC51.KDC")  # a second frame of the same moment
+    bursts = {r.path.name: r for r in scan([photos], card, ScanOptions(workers=1, use_cache=False, bursts=True)).results}
+    placed, other = bursts["DC50.KDC"].burst, bursts["DC51.KDC"].burst
+    assert placed is not None and other is not None and placed.burst == other.burst and {placed.rank, other.rank} == {1, 2}
 
 
 def test_first_pass_gives_the_same_verdicts_as_scoring_every_patch(tmp_path, card):
