@@ -55,7 +55,8 @@ class Thresholds:
     A third (with the card's PhotoHead): a photo head value of at least ``head_keep`` keeps a photo
     that ``reject`` does not reject.  And a second way to reject (with the photo head too): a photo
     scoring under ``head_reject_below`` (a stricter setting's reject) whose head value is under
-    ``head_reject`` (below every sharp validation photo's, by a margin): two signs of blur, not one.
+    ``head_reject`` (below every sharp validation photo's that the score alone does not keep, by a
+    margin): two signs of blur, not one.
     """
 
     keep: float
@@ -99,7 +100,8 @@ class Thresholds:
 @dataclass(frozen=True)
 class PhotoHead:
     """A logistic model over a photo's patch outputs (cull.score.photo_features), fitted on training
-    photos: its value (log-odds that the photo is in focus) is a third way to keep (Thresholds.head_keep).
+    photos: its value (log-odds that the photo is in focus) is a third way to keep (Thresholds.head_keep)
+    and a second way to reject (Thresholds.head_reject).
 
     ``output`` names the network's patch embedding; ``top``: how many best-scoring patches' embeddings
     are averaged (besides all patches'); features are standardised by ``mean`` and ``scale``."""

@@ -118,7 +118,7 @@ def scan(
     ray_address: Annotated[str | None, typer.Option("--ray", metavar="local|auto|ADDRESS", help="analyse on a Ray cluster: a local runtime (-j CPUs), the one RAY_ADDRESS names, or HOST:PORT (the ray extra: pip install 'cull-focus\\[ray]'; see docs/cluster.md)")] = None,
     bursts: Annotated[bool, typer.Option("--bursts", help="group the frames of a burst (same camera, seconds apart, same scene) and rank them, 1 = sharpest")] = False,
     burst_gap: Annotated[float, typer.Option(help="largest gap in seconds between frames of one burst")] = 2.0,
-    keep_best: Annotated[bool, typer.Option("--keep-best", help="with --bursts: a kept frame clearly softer than its burst's best kept frame, and of the same scene, becomes uncertain")] = False,
+    keep_best: Annotated[bool, typer.Option("--keep-best", help="with --bursts: a kept frame clearly softer than its burst's best kept frame, and of the same scene, becomes uncertain (not one you rated, picked or kept in cull review)")] = False,
 ) -> None:
     """Score every photo's focus and decide keep / uncertain / reject.
 

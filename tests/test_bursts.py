@@ -289,7 +289,7 @@ def test_keep_best_never_demotes_a_frame_the_user_rated(library, tmp_path):
     assert "Yellow" not in text
 
 
-def test_keep_best_measures_frames_against_the_best_frame_the_user_keeps(library, tmp_path):
+def test_keep_best_measures_frames_against_the_best_kept_frame_the_user_did_not_take_back(library, tmp_path):
     """A frame the user rejected in `cull review` was still the burst's best kept frame, so the others were
     demoted against it and `move --rejects --uncertain --keep-best` took the whole burst aside."""
     from cull.review.decisions import write_decision

@@ -1,4 +1,5 @@
-"""The photo head: a logistic model over a photo's patch outputs that adds a third way to keep."""
+"""The photo head: a logistic model over a photo's patch outputs that adds a third way to keep and a
+second way to reject."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The photo head (cull.card.PhotoHead): a logistic model over a photo's patch outputs, fitted on the
-training photos, that adds a third way to keep (cull.decide.verdict_for, Thresholds.head_keep).
+training photos, that adds a third way to keep and a second way to reject (cull.decide.verdict_for,
+Thresholds.head_keep / head_reject).
 
 The network's patch embedding (the dense layer both heads read) becomes a model output
 (add_embedding_output); every training photo is scored the way a scan scores a doubtful photo (every

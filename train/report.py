@@ -84,7 +84,8 @@ def write_card_markdown(card_path: Path, out: Path) -> None:
     lines += targets_table(card["metrics"]["photos"])
     previous = card.get("previous_model")
     if previous:
-        lines += ["", f"The model this one replaced ({previous['version']}) on the same photos:"]
+        lines += ["", f"The model this one replaced ({previous['version']}) on the same photos, scored again by this "
+                  "build (its own card's figures come from the photos and machine it was built with):"]
         lines += targets_table(previous["photos"], heading=False, per_folder=False)
     patch = card["metrics"]["patch_level_test"]
     lines += ["", "## Patch-level test accuracy (at 0.5)", "",

@@ -119,8 +119,9 @@ class ReviewSession:
     def keep_best(self, item_id: int) -> list[Item]:
         """"Keep best, flag the rest" on the burst of ``item_id``: its best frame gets the user's keep,
         every other frame uncertain (never reject: in-focus priority), as one undo step.  The best frame
-        is the best-ranked one kept (by the user's own decision where there is one, else cull's), as for
-        `scan --keep-best` (rank 1 can be a frame soft everywhere that cull left uncertain, beside a kept
+        is the best-ranked one kept (by the user's own decision where there is one, else cull's: B is the
+        user's own call, where `scan --keep-best` measures against the best frame cull kept and the user
+        did not take back; rank 1 can be a frame soft everywhere that cull left uncertain, beside a kept
         one with a sharp subject); rank 1 where none is kept.  Returns the frames, sharpest first. Raises KeyError, ValueError (not a burst) or
         DecisionError."""
         frames = [self.servable(f.id) for f in self.neighbours(item_id)]
