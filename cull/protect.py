@@ -421,9 +421,12 @@ def sidecar_protection(data: bytes) -> str | None:
     return user_protection(Packet(data))
 
 
+_USER_VERDICT_WORDS = tuple("UserVerdict".encode(encoding) for encoding in ("utf-8", "utf-16-le", "utf-16-be"))
+
+
 def sidecar_user_verdict(data: bytes) -> str | None:
     """The decision of `cull review` in one sidecar's bytes, or None. Raises XmpError."""
-    if b"UserVerdict" not in data:
+    if not any(word in data for word in _USER_VERDICT_WORDS):  # a quick no; Packet reads UTF-16 sidecars too
         return None
     value = Packet(data).get(USER_VERDICT)
     return value if value in DECISIONS else None
@@ -508,14 +511,20 @@ def read_cull_verdict(photo: Path, partner: Path | None = None, places: Places |
     return _from_sidecars(photo, partner, places, CULL_VERDICT_FACT, sidecar_cull_verdict)
 
 
-def read_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
-    """The decision recorded in ``photo``'s sidecars by an earlier review, or None."""
-    return _from_sidecars(photo, partner, places, USER_VERDICT_FACT, sidecar_user_verdict)
+def read_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None,
+                      unreadable_counts: bool = False) -> str | None:
+    """The decision recorded in ``photo``'s sidecars by an earlier review, or None.  With
+    ``unreadable_counts``, a sidecar cull cannot parse that may hold a decision or rating answers with why
+    it cannot be read (not a decision: what the user decided is unknown)."""
+    return _from_sidecars(photo, partner, places, USER_VERDICT_FACT, sidecar_user_verdict, unreadable_protects=unreadable_counts)
 
 
-def shot_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None) -> str | None:
-    """The shot's decision from `cull review`: ``photo``'s, else its RAW/JPEG ``partner``'s, or None."""
-    return read_user_verdict(photo, partner, places) or (read_user_verdict(partner, photo, places) if partner else None)
+def shot_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None,
+                      unreadable_counts: bool = False) -> str | None:
+    """The shot's decision from `cull review`: ``photo``'s, else its RAW/JPEG ``partner``'s, or None
+    (``unreadable_counts``: see read_user_verdict)."""
+    return read_user_verdict(photo, partner, places, unreadable_counts) or (
+        read_user_verdict(partner, photo, places, unreadable_counts) if partner else None)
 
 
 def _from_sidecars(

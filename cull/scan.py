@@ -205,7 +205,8 @@ def scan(
             outcome.results = place_in_bursts(
                 outcome.results, prints, options.burst_gap, options.keep_best,
                 protection=lambda r: shot_protection(r.path, r.partner, places),
-                user_verdict=lambda r: shot_user_verdict(r.path, r.partner, places))
+                # a sidecar that may hold a decision but cannot be read keeps its frame out of the bar
+                user_verdict=lambda r: shot_user_verdict(r.path, r.partner, places, unreadable_counts=True))
         outcome.results = apply_user_verdicts(outcome.results, places)  # a decision made in `cull review` stands
     outcome.results.sort(key=lambda r: str(r.path))
     outcome.seconds = time.monotonic() - started
@@ -254,7 +255,8 @@ def place_in_bursts(
     in-focus priority), unless ``protection`` names why the user keeps it (a rating, a pick, a keep in
     `cull review`: their own judgement of the frame stands).  The best kept frame is the best-ranked
     frame cull kept that the user's own decision (``user_verdict``: `cull review`'s, applied after this)
-    did not reject or leave uncertain: a user's keep protects its frame but sets no bar for the others.
+    did not reject or leave uncertain (nor one whose decision cannot be read): a user's keep on a frame cull
+    did not keep protects it but sets no bar for the others.
     It is never demoted, so a burst with a kept frame keeps one, even where rank 1 went to a frame that
     is only uncertain (evenly soft beats a sharp subject on the mean of the shared regions). Pure but for
     what ``protection`` and ``user_verdict`` read."""

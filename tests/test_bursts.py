@@ -315,6 +315,34 @@ def test_keep_best_measures_frames_against_the_best_kept_frame_the_user_did_not_
     assert staying and not any(p in moved.output for p in staying)
 
 
+def test_a_frame_whose_decision_cannot_be_read_sets_no_bar(library, tmp_path):
+    """A best frame whose sidecar cull cannot parse, though it names the user's reject (another program
+    may read it), set the bar: cull's sharp frame was demoted and `move --uncertain --keep-best` took it."""
+    work = tmp_path / "shoot"
+    shutil.copytree(library, work)
+    first = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--no-xmp", "--report", tmp_path / "a.jsonl")
+    assert first.exit_code == 0, first.output
+    rows = list(map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines()))
+    demoted = next(r for r in rows if r["reason"] == "a sharper frame exists in this burst")
+    frames = sorted((r for r in rows if r["burst"] == demoted["burst"]), key=lambda r: r["burst_rank"])
+    best = next(r for r in frames if r["verdict"] == "keep")
+    Path(best["path"] + ".xmp").write_text(  # an unclosed rdf:Description: malformed
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:cull="https://github.com/cull-photo/cull/ns/1.0/" cull:UserVerdict="reject"></rdf:RDF></x:xmpmeta>')
+    again = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--no-xmp", "--report", tmp_path / "b.jsonl")
+    after = {r["path"]: r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
+    assert after[demoted["path"]]["verdict"] == "keep", again.output
+
+
+def test_a_review_decision_in_a_utf16_sidecar_is_read():
+    from cull.protect import sidecar_user_verdict
+    from cull.review.decisions import user_packet
+
+    packet = user_packet(None, "reject")
+    for encoding in ("utf-16-le", "utf-16-be"):
+        assert sidecar_user_verdict(packet.decode("utf-8").encode(encoding)) == "reject"
+
+
 def test_raw_jpeg_pair_is_one_frame_and_photos_without_exif_use_mtime(tmp_path):
     rng = np.random.default_rng(2)
     base = sharp_image(0)

@@ -446,6 +446,24 @@ def test_a_verdict_embedded_by_scan_is_overruled_inside_the_photo_too(library, c
     assert exif_rating(photo) == "-1" and not (library / "blur.jpg.xmp").exists()
 
 
+def test_a_decision_on_a_shot_judged_by_its_raw_goes_to_the_sidecars(tmp_path):
+    """A damaged JPEG judged by its RAW partner: exiv2 cannot read the JPEG, so every decision on the shot
+    (and B on any burst holding it) failed with "cannot read embedded XMP".  cull never wrote into it, so
+    the decision goes to the sidecars; a damaged file cull had embedded a verdict in is still refused."""
+    pytest.importorskip("pyexiv2")
+    from cull.review.decisions import DecisionError, read_user_verdict, user_packet, write_decision
+    from cull.sidecars import XmpOptions
+
+    jpeg, raw = tmp_path / "DC50.jpg", tmp_path / "DC50.KDC"
+    jpeg.write_bytes(b"\xff\xd8\xff broken")
+    raw.write_bytes(b"a raw file")
+    write_decision([raw, jpeg], "reject", XmpOptions())
+    assert read_user_verdict(jpeg) == "reject" and read_user_verdict(raw) == "reject"
+    jpeg.write_bytes(b"\xff\xd8\xff broken " + user_packet(None, "keep"))  # cull's fields inside it
+    with pytest.raises(DecisionError, match="DC50.jpg: cannot read embedded XMP"):
+        write_decision([jpeg], "uncertain", XmpOptions())
+
+
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_stops_the_server(library, stop):
     import signal

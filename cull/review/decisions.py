@@ -29,8 +29,8 @@ from pathlib import Path
 from cull.errors import CullError
 from cull.fsutil import atomic_write_bytes, unlink_quietly
 from cull.protect import (  # noqa: F401 - read_user_verdict / apply_user_verdicts re-exported for callers
-    DECISIONS, EMBEDDABLE, USER_VERDICT, apply_user_verdicts, load_pyexiv2, read_embedded, read_sidecar,
-    read_user_verdict,
+    DECISIONS, EMBEDDABLE, USER_VERDICT, apply_user_verdicts, embedded_packets, load_pyexiv2, read_embedded,
+    read_sidecar, read_user_verdict,
 )
 from cull.sidecars import XmpOptions, check_writable, targets_for, write_embedded
 from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear, has_cull_fields
@@ -192,6 +192,11 @@ def _embedded_plan(photo: Path, decision: str, label: str) -> list[Write]:
         return []
     try:
         before = read_embedded(photo)
+    except CullError as exc:  # exiv2 cannot read the file (a damaged JPEG judged by its RAW partner)
+        if any(has_cull_fields(packet) for packet in embedded_packets(photo)):
+            raise DecisionError(f"{photo.name}: {exc}") from None  # cull wrote into it, and cannot again
+        return []  # cull never wrote into it: the decision goes to the sidecars
+    try:
         if not has_cull_fields(before):
             return []
         check_writable(photo)
