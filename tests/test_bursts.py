@@ -263,6 +263,23 @@ def test_keep_best_flags_softer_frames_uncertain_never_reject_and_move_leaves_th
     assert not any(p.suffix == ".xmp" for p in work.rglob("*") if "_culled" not in p.parts)
 
 
+def _keep_best_scan(work: Path, report: Path, *options: str) -> dict[str, dict]:
+    """`cull scan --bursts --keep-best` of ``work``: its report rows by path."""
+    result = run("scan", work, "--bursts", "--keep-best", "--workers", "1", *options, "--report", report)
+    assert result.exit_code == 0, result.output
+    return {r["path"]: r for r in map(json.loads, report.read_text().splitlines())}
+
+
+def _demoted_burst(library: Path, tmp_path: Path) -> tuple[Path, dict, list[dict]]:
+    """A copy of ``library`` scanned with --keep-best: (the copy, a demoted frame's row, its burst's rows by rank)."""
+    work = tmp_path / "shoot"
+    shutil.copytree(library, work)
+    rows = _keep_best_scan(work, tmp_path / "a.jsonl", "--no-xmp")
+    demoted = next(r for r in rows.values() if r["reason"] == "a sharper frame exists in this burst")
+    frames = sorted((r for r in rows.values() if r["burst"] == demoted["burst"]), key=lambda r: r["burst_rank"])
+    return work, demoted, frames
+
+
 def test_keep_best_never_demotes_a_frame_the_user_rated(library, tmp_path):
     """The user's own rating of a frame is their judgement of it: --keep-best left it kept but labelled
     a 5-star frame uncertain (Yellow in Lightroom) because a sharper frame of the burst exists."""
@@ -295,18 +312,10 @@ def test_keep_best_measures_frames_against_the_best_kept_frame_the_user_did_not_
     from cull.review.decisions import write_decision
     from cull.sidecars import XmpOptions
 
-    work = tmp_path / "shoot"
-    shutil.copytree(library, work)
-    first = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--no-xmp", "--report", tmp_path / "a.jsonl")
-    assert first.exit_code == 0, first.output
-    rows = list(map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines()))
-    demoted = next(r for r in rows if r["reason"] == "a sharper frame exists in this burst")
-    frames = sorted((r for r in rows if r["burst"] == demoted["burst"]), key=lambda r: r["burst_rank"])
+    work, _, frames = _demoted_burst(library, tmp_path)
     best = next(r for r in frames if r["verdict"] == "keep")
     write_decision([Path(best["path"])], "reject", XmpOptions())  # the user's X in cull review
-    again = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--no-xmp", "--report", tmp_path / "b.jsonl")
-    assert again.exit_code == 0, again.output
-    after = {r["path"]: r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
+    after = _keep_best_scan(work, tmp_path / "b.jsonl", "--no-xmp")
     assert after[best["path"]]["verdict"] == "reject"
     assert any(after[r["path"]]["verdict"] == "keep" for r in frames)  # the burst keeps a frame: the next best
     moved = run("move", work, "--rejects", "--uncertain", "--keep-best", "--workers", "1", "--dry-run")
@@ -318,20 +327,13 @@ def test_keep_best_measures_frames_against_the_best_kept_frame_the_user_did_not_
 def test_a_frame_whose_decision_cannot_be_read_sets_no_bar(library, tmp_path):
     """A best frame whose sidecar cull cannot parse, though it names the user's reject (another program
     may read it), set the bar: cull's sharp frame was demoted and `move --uncertain --keep-best` took it."""
-    work = tmp_path / "shoot"
-    shutil.copytree(library, work)
-    first = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--no-xmp", "--report", tmp_path / "a.jsonl")
-    assert first.exit_code == 0, first.output
-    rows = list(map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines()))
-    demoted = next(r for r in rows if r["reason"] == "a sharper frame exists in this burst")
-    frames = sorted((r for r in rows if r["burst"] == demoted["burst"]), key=lambda r: r["burst_rank"])
+    work, demoted, frames = _demoted_burst(library, tmp_path)
     best = next(r for r in frames if r["verdict"] == "keep")
     Path(best["path"] + ".xmp").write_text(  # an unclosed rdf:Description: malformed
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         '<rdf:Description xmlns:cull="https://github.com/cull-photo/cull/ns/1.0/" cull:UserVerdict="reject"></rdf:RDF></x:xmpmeta>')
-    again = run("scan", work, "--bursts", "--keep-best", "--workers", "1", "--no-xmp", "--report", tmp_path / "b.jsonl")
-    after = {r["path"]: r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
-    assert after[demoted["path"]]["verdict"] == "keep", again.output
+    after = _keep_best_scan(work, tmp_path / "b.jsonl", "--no-xmp")
+    assert after[demoted["path"]]["verdict"] == "keep"
 
 
 def test_a_review_decision_in_a_utf16_sidecar_is_read():
