@@ -35,7 +35,8 @@ HEAD_REJECT_REASON = "no sharp region, and the photo head agrees"  # rejected th
 def decide(photo: PhotoScore, thresholds: Thresholds, min_patches: int) -> Decision:
     """Keep when a sharp region is found; reject only on clear, sufficient evidence of blur."""
     if photo.score is None or photo.patches < min_patches:
-        return Decision(Verdict.UNCERTAIN, f"too little texture to judge ({photo.patches} usable patches)")
+        hint = "; the image is flat, too dark or bright, or smaller than one patch" if photo.patches == 0 else ""
+        return Decision(Verdict.UNCERTAIN, f"too little texture to judge ({photo.patches} usable patches{hint})")
     verdict = verdict_for(photo.score, photo.motion, thresholds, photo.head)
     if verdict is Verdict.KEEP:
         if photo.score >= thresholds.keep:

@@ -22,6 +22,14 @@ def test_too_little_evidence_is_uncertain_never_reject():
     assert decide(PhotoScore(None, 0), T, 4).verdict is Verdict.UNCERTAIN
 
 
+def test_a_photo_without_a_usable_patch_says_what_it_may_be():
+    """A 60x50 image has no 64 px patch at all: "too little texture" alone read as if the photo were flat."""
+    none = decide(PhotoScore(None, 0), T, 4)
+    assert none.verdict is Verdict.UNCERTAIN and none.reason == (
+        "too little texture to judge (0 usable patches; the image is flat, too dark or bright, or smaller than one patch)")
+    assert decide(PhotoScore(0.1, 2), T, 4).reason == "too little texture to judge (2 usable patches)"
+
+
 def test_any_sharp_region_keeps_the_photo():
     # 60 blurred patches and 3 sharp ones (a small sharp subject): the photo is in focus
     sharp = np.array([0.02] * 60 + [0.97, 0.95, 0.99], np.float32)
