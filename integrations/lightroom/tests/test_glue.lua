@@ -202,15 +202,21 @@ T.test("apply command: an unreadable report gives a message, no writes", functio
     T.eq(#world.steps, 0, "nothing written")
 end)
 
-T.test("apply command: cancel in the progress scope mid-way (450 photos)", function()
+--- A world with n photos /p/IMG_0001.JPG... and the JSON Lines report giving each the verdict.
+local function bigWorld(n, verdict)
     local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
     local lines = {}
-    for i = 1, 450 do
+    for i = 1, n do
         local path = string.format("/p/IMG_%04d.JPG", i)
         world.catalog:addTestPhoto { path = path }
-        lines[i] = jsonRow(path, "reject")
+        lines[i] = jsonRow(path, verdict or "reject")
     end
-    world.answers.runOpenPanel = { { writeTemp(table.concat(lines, "\n")) } }
+    return world, table.concat(lines, "\n") .. "\n"
+end
+
+T.test("apply command: cancel in the progress scope mid-way (450 photos)", function()
+    local world, text = bigWorld(450, "reject")
+    world.answers.runOpenPanel = { { writeTemp(text) } }
     world.answers.presentModalDialog = { "ok" }
     world.cancelAtPortion = 400
     local outcome = runMenu(world, "ApplyMenu.lua")
@@ -495,29 +501,11 @@ end)
 
 T.test("apply command: a long report is read and matched in steps that let Lightroom run (LrTasks.yield)",
     function()
-    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
-    local lines = {}
-    for i = 1, 1500 do
-        local path = string.format("/p/IMG_%04d.JPG", i)
-        world.catalog:addTestPhoto { path = path }
-        lines[i] = jsonRow(path, "keep")
-    end
-    local outcome = applyText(world, table.concat(lines, "\n") .. "\n")
+    local world, text = bigWorld(1500, "keep")
+    local outcome = applyText(world, text)
     T.eq(outcome.plan.counts.matched, 1500, "matched")
     T.ok(world.taskYields >= 6, "yielded while reading and matching: " .. world.taskYields)
 end)
-
---- A world with n photos /p/IMG_0001.JPG... and the JSON Lines report giving each the verdict.
-local function bigWorld(n, verdict)
-    local world = sdk.new { pluginDir = T.pluginDir, prefs = { makeCollections = false } }
-    local lines = {}
-    for i = 1, n do
-        local path = string.format("/p/IMG_%04d.JPG", i)
-        world.catalog:addTestPhoto { path = path }
-        lines[i] = jsonRow(path, verdict or "reject")
-    end
-    return world, table.concat(lines, "\n") .. "\n"
-end
 
 --- The scope's fractions stay within 0..1 and never go down; returns how many are up to split and above it.
 local function risingFractions(scope, split)
