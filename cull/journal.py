@@ -141,9 +141,11 @@ class Journal:
                 steps[dst].undo_failed = r.get("reason")
         return list(steps.values())
 
-    def shot_plans(self) -> dict[str, list[tuple[Path, Path]]]:
-        """Every shot's full plan (src, dst), journalled before its first file moved."""
-        return {r["shot"]: [(self._path(a), self._path(b)) for a, b in r["moves"]]
+    def shot_plans(self) -> dict[str, list[tuple[Path, Path, tuple[int, int] | None]]]:
+        """Every shot's full plan (src, dst, (size, mtime_ns) of src when planned; None in journals
+        older than that), journalled before its first file moved."""
+        return {r["shot"]: [(self._path(move[0]), self._path(move[1]), (move[2], move[3]) if len(move) == 4 else None)
+                            for move in r["moves"]]
                 for r in self.records() if r.get("op") == "shot"}
 
     def finished(self) -> bool:

@@ -9,6 +9,7 @@ at the target get a per-shot suffix (IMG_0001_1.CR2 with IMG_0001_1.xmp ...), ne
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ from cull.discover import CULLED_DIR, Shot, is_hidden_or_system
 from cull.errors import MoveError
 from cull.formats import is_raw
 from cull.fsutil import file_sha256 as sha256_of
-from cull.fsutil import fsync_dir
+from cull.fsutil import NAME_MAX, fsync_dir
 from cull.journal import JOURNAL_DIR, Journal, Step, journals, same_folder, target_lock
 from cull.protect import Places, has_twin, read_cull_verdict, read_user_verdict, shot_protection
 
@@ -137,13 +138,25 @@ def shot_files(shot: Shot, places: Places | None = None) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def _suffixed(name: str, stem: str, n: int) -> str:
+def _suffixed(names: list[str], stem: str, n: int) -> list[str]:
+    """A shot's file names with the collision suffix ``_n`` after the photo's ``stem`` (n = 0: as they
+    are).  Where a suffixed name would pass NAME_MAX, the stem is shortened alike in every name, so the
+    shot's files still share one stem in the target."""
     if n == 0:
-        return name
+        return names
+    cut = 0
+    out = [_with_suffix(name, stem, n, cut) for name in names]
+    while cut < len(stem) - 1 and any(len(os.fsencode(name)) > NAME_MAX for name in out):
+        cut += 1
+        out = [_with_suffix(name, stem, n, cut) for name in names]
+    return out
+
+
+def _with_suffix(name: str, stem: str, n: int, cut: int) -> str:
     if name.lower().startswith(stem.lower()):
-        return f"{name[:len(stem)]}_{n}{name[len(stem):]}"
+        return f"{name[:len(stem) - cut]}_{n}{name[len(stem):]}"
     base, dot, ext = name.partition(".")
-    return f"{base}_{n}{dot}{ext}"
+    return f"{base[:max(1, len(base) - cut)]}_{n}{dot}{ext}"
 
 
 def _absolute(path: Path) -> Path:
@@ -175,7 +188,7 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
         folder = target / shot.path.parent.relative_to(root)
         n = 0
         while True:
-            dsts = [folder / _suffixed(f.name, shot.path.stem, n) for f in files]
+            dsts = [folder / name for name in _suffixed([f.name for f in files], shot.path.stem, n)]
             if not any(d in claimed or os.path.lexists(d) for d in dsts):
                 break
             n += 1
@@ -240,8 +253,36 @@ def _move_on_device(src: Path, dst: Path) -> bool:
     return True
 
 
+def partial_path(dst: Path) -> Path:
+    """Where ``dst``'s copy is built across devices: ``.NAME.cull-partial``, or, where that would pass
+    NAME_MAX, NAME shortened and marked with a hash of the whole name (names differing only at the end
+    keep apart); a move or undo of a name close to the limit must not fail on its own temp file."""
+    name = f".{dst.name}{PARTIAL}"
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return dst.with_name(name)
+    mark = "~" + hashlib.sha256(os.fsencode(dst.name)).hexdigest()[:12]
+    room = NAME_MAX - 1 - len(mark) - len(PARTIAL)
+    return dst.with_name(f".{os.fsdecode(os.fsencode(dst.name)[:room])}{mark}{PARTIAL}")
+
+
+def _link_or_rename(src: Path, dst: Path) -> None:
+    """Give ``src`` the name ``dst`` without overwriting: a hard link (raises if the name is taken) then an
+    unlink, or, on file systems without hard links (FAT, exFAT: EPERM/ENOTSUP), a rename after checking
+    that the name is free (the target's lock keeps other cull runs out meanwhile)."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "destination already exists", str(dst)) from exc
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
 def _copy_across(src: Path, dst: Path, sha256: str, size: int, mtime_ns: int) -> None:
-    partial = dst.with_name(f".{dst.name}{PARTIAL}")
+    partial = partial_path(dst)
     try:
         shutil.copy2(src, partial)
         with open(partial, "rb+") as fh:
@@ -249,8 +290,7 @@ def _copy_across(src: Path, dst: Path, sha256: str, size: int, mtime_ns: int) ->
         if partial.stat().st_size != size or sha256_of(partial) != sha256:
             raise OSError(errno.EIO, "copy does not match the original (size or sha256)", str(dst))
         os.utime(partial, ns=(time.time_ns(), mtime_ns))
-        os.link(partial, dst)  # no-clobber: raises if something took the name meanwhile
-        os.unlink(partial)
+        _link_or_rename(partial, dst)  # no-clobber: raises if something took the name meanwhile
     except BaseException:
         if partial.exists():
             partial.unlink()
@@ -293,7 +333,7 @@ def _execute_shot(journal: Journal, shot: str, moves: list[PlannedMove], result:
                   on_file: Callable[[PlannedMove], None] | None) -> None:
     done: list[tuple[PlannedMove, Step]] = []
     # the whole shot's plan first: after a crash, recovery can finish (or undo) the shot as a whole
-    journal.append({"op": "shot", "shot": shot, "moves": [[str(m.src), str(m.dst)] for m in moves]})
+    journal.append({"op": "shot", "shot": shot, "moves": [[str(m.src), str(m.dst), *_stamp(m.src)] for m in moves]})
     try:
         for move in moves:
             step = _move_one(journal, move.src, move.dst, shot)
@@ -313,6 +353,15 @@ def _execute_shot(journal: Journal, shot: str, moves: list[PlannedMove], result:
         return
     result.moved += [m for m, _ in done]
     result.bytes += sum(s.size for _, s in done)
+
+
+def _stamp(path: Path) -> list[int]:
+    """(size, mtime_ns) of ``path``: whether it is still the file a plan was made for; [] when it cannot be read."""
+    try:
+        info = path.stat()
+    except OSError:
+        return []
+    return [info.st_size, info.st_mtime_ns]
 
 
 def _move_one(journal: Journal, src: Path, dst: Path, shot: str) -> Step:
@@ -351,10 +400,12 @@ def _blocked_folder(exc: OSError) -> str | None:
 
 @dataclass
 class Recovery:
-    """What ``finish_interrupted`` did: file moves completed, and journalled files found nowhere."""
+    """What ``finish_interrupted`` did: file moves completed, journalled files found nowhere, and planned
+    files that changed since (left in place)."""
 
     completed: int = 0
     missing: list[Path] = field(default_factory=list)
+    changed: list[Path] = field(default_factory=list)  # planned files that are not the planned ones now: left in place
 
 
 @dataclass
@@ -374,7 +425,7 @@ class UndoResult:
 def _settle(step: Step) -> str:
     """Where an interrupted step's file really is: 'src', 'dst', 'both' (copy not yet removed) or
     'neither' (moved or deleted by someone else, or an old journal's relative path)."""
-    partial = step.dst.with_name(f".{step.dst.name}{PARTIAL}")
+    partial = partial_path(step.dst)
     if partial.exists():
         partial.unlink()  # our own incomplete copy; the source is intact
     at_src, at_dst = step.src.exists(), step.dst.exists()
@@ -423,10 +474,14 @@ def _roll_forward(journal: Journal, recovery: Recovery) -> None:
         recovery.completed += 1
     journalled = {step.dst for step in journal.steps()}
     for shot, moves in journal.shot_plans().items():  # files of a cut-off shot not yet started
-        for src, dst in moves:
-            if dst not in journalled and src.is_file() and not os.path.lexists(dst):
-                _move_one(journal, src, dst, shot)
-                recovery.completed += 1
+        for src, dst, planned in moves:
+            if dst in journalled or not src.is_file() or os.path.lexists(dst):
+                continue
+            if planned is not None and tuple(_stamp(src)) != planned:  # another file by that name now (a new card?)
+                recovery.changed.append(src)
+                continue
+            _move_one(journal, src, dst, shot)
+            recovery.completed += 1
     journal.append({"op": "end", "time": time.time(), "recovered": True})
 
 
@@ -547,34 +602,70 @@ def _undo_journal(journal: Journal, target: Path, result: UndoResult) -> None:
     for step in reversed(journal.steps()):
         if not step.undone:
             shots.setdefault(step.shot, []).append(step)
+    moved_to = {step.dst for step in journal.steps()}
     for steps in shots.values():
-        _undo_shot(journal, [(step, _settle(step)) for step in steps], result)
+        try:
+            settled = [_settle_for_undo(step, moved_to, result) for step in steps]
+        except OSError as exc:  # the places cannot even be looked at (a folder without permission)
+            for step in steps:
+                _leave(journal, step, describe_os_error(exc), result.left)
+            continue
+        _undo_shot(journal, settled, result)
     _prune_empty(target, journal)
     if len(result.left) + len(result.missing) == problems:  # everything of this move is back (or had never left)
         journal.append({"op": "undo-end", "time": time.time()})
 
 
+def _settle_for_undo(step: Step, moved_to: set[Path], result: UndoResult) -> tuple[Step, str]:
+    """The step and where its file is (_settle); a file found in neither place but renamed in the
+    target folder (the same size and sha256 under another name, not one this move placed) is taken from
+    there, and said."""
+    where = _settle(step)
+    if where == "neither" and (renamed := _renamed_in_target(step, moved_to)) is not None:
+        result.notes.append(f"{renamed}: renamed in the target since the move; put back as {step.src}")
+        return replace(step, dst=renamed), "dst"
+    return step, where
+
+
+def _renamed_in_target(step: Step, moved_to: set[Path]) -> Path | None:
+    try:
+        entries = list(os.scandir(step.dst.parent))
+    except OSError:
+        return None
+    for entry in entries:
+        path = Path(entry.path)
+        if (path not in moved_to and not entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_size == step.size and sha256_of(path) == step.sha256):
+            return path
+    return None
+
+
+def _leave(journal: Journal, step: Step, reason: str, into: list[tuple[Path, str]]) -> None:
+    into.append((step.dst, reason))
+    journal.append({"op": "undo-failed", "dst": step.key, "reason": reason})
+
+
 def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoResult) -> None:
     """Put one shot's files back, or leave the whole shot in the target when a place is taken."""
-
-    def leave(step: Step, reason: str, into: list[tuple[Path, str]]) -> None:
-        into.append((step.dst, reason))
-        journal.append({"op": "undo-failed", "dst": step.key, "reason": reason})
-
     in_target = any(where in ("dst", "both") for _, where in settled)
-    taken = [step for step, where in settled
-             if (where == "both" and not (sha256_of(step.dst) == step.sha256 == sha256_of(step.src)))
-             or (where == "src" and step.done and in_target and not _is_moved_file(step))]  # another photo's
+    try:
+        taken = [step for step, where in settled
+                 if (where == "both" and not (sha256_of(step.dst) == step.sha256 == sha256_of(step.src)))
+                 or (where == "src" and step.done and in_target and not _is_moved_file(step))]  # another photo's
+    except OSError as exc:  # a file that cannot be read to compare: the shot stays where it is
+        for step, _ in settled:
+            _leave(journal, step, describe_os_error(exc), result.left)
+        return
     for step, where in settled:
         if where == "neither":
-            leave(step, _nowhere(step) + " (deleted from the target?)", result.missing)
+            _leave(journal, step, _nowhere(step) + " (deleted from the target?)", result.missing)
         elif step in taken and where == "src":  # gone from the target, and its name taken by another file
-            leave(step, f"no longer in {step.dst.parent} (deleted from the target?), and {step.src} is another file now",
-                  result.missing)
+            _leave(journal, step, f"no longer in {step.dst.parent} (deleted from the target?), and {step.src} is another "
+                   "file now", result.missing)
         elif taken and where in ("both", "dst"):
             reason = (f"{step.src} is taken by another file" if step in taken
                       else f"left with its shot: {', '.join(str(t.src) for t in taken)} is taken by another file")
-            leave(step, reason, result.left)
+            _leave(journal, step, reason, result.left)
         elif where == "src":  # it arrived once and is back in its place now (someone moved it back), or never left
             if step.done and not _is_moved_file(step):  # put back by hand and changed, or deleted and its name taken
                 result.notes.append(f"{step.src}: not in the target; the file at its place is not the one moved "
@@ -582,6 +673,7 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
             journal.append({"op": "undo-done", "dst": step.key, "note": "already back in place" if step.done else "had not moved"})
         elif where == "both":
             step.dst.unlink()  # an identical verified copy of a source that never left
+            result.notes.append(f"{step.src}: already in place, byte for byte; its identical copy in the target was removed")
             journal.append({"op": "undo-done", "dst": step.key})
         else:
             if not step.src.parent.is_dir() and step.src.parent not in result.recreated:
@@ -589,7 +681,7 @@ def _undo_shot(journal: Journal, settled: list[tuple[Step, str]], result: UndoRe
             try:
                 edited = _put_back(step)
             except OSError as exc:
-                leave(step, describe_os_error(exc), result.left)
+                _leave(journal, step, describe_os_error(exc), result.left)
                 continue
             if edited:
                 result.edited.append(step.src)
@@ -649,7 +741,7 @@ class MoveOutcome:
     def failed(self) -> bool:
         """True when something was not done (exit 1): unjudged photos, refusals, failed moves."""
         moved_failed = bool(self.result and self.result.failed)
-        return bool(self.not_judged or self.plan.refused or self.recovery.missing or moved_failed)
+        return bool(self.not_judged or self.plan.refused or self.recovery.missing or self.recovery.changed or moved_failed)
 
 
 def move_rejects(

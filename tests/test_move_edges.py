@@ -1,0 +1,174 @@
+"""`cull move` / `cull undo` at the edges a review found: names near the file system's limit, targets
+without hard links (FAT, exFAT), files renamed in the target, a shot whose files changed after an
+interrupted move planned it, and a place that cannot be looked at during undo."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import cull.move
+from cull.discover import Shot
+from cull.fsutil import NAME_MAX
+from cull.move import execute, finish_interrupted, partial_path, plan_moves, undo
+from tests.test_move import make_shot, snapshot
+from tests.test_move_faults import Crash, crash_after, shots_under
+
+LONG_STEM = "写真" * 40  # 240 bytes of UTF-8: IMG.CR2 fits NAME_MAX, its partial copy's name would not
+
+
+def test_partial_copy_names_fit_the_limit_and_keep_apart():
+    near = Path("/x") / (LONG_STEM + ".CR2")
+    partial = partial_path(near)
+    assert len(os.fsencode(partial.name)) <= NAME_MAX and partial.name.startswith(".写真")
+    other = partial_path(Path("/x") / (LONG_STEM + ".CR3"))
+    assert other != partial  # names that differ only at the end get different partial names
+    assert partial_path(Path("/x/IMG_1.CR2")).name == ".IMG_1.CR2.cull-partial"  # as before for every usual name
+
+
+@pytest.mark.parametrize("cross_device", [False, True])
+def test_long_names_move_and_come_back(tmp_path, monkeypatch, cross_device):
+    monkeypatch.setattr(cull.move, "same_device", lambda a, b: not cross_device)
+    root = tmp_path / "lib"
+    make_shot(root, LONG_STEM, True, True, [], 1)
+    make_shot(root, "IMG_0002", True, False, [], 2)
+    before = snapshot(root)
+    target = root / "_culled"
+    moved = execute(plan_moves(shots_under(root), root, target), root, target)
+    assert not moved.failed and len(list(target.glob("*.CR2"))) == 2
+    back = undo(target)
+    assert back.restored == 3 and not back.left and not back.missing
+    assert snapshot(root) == before
+
+
+def test_a_collision_suffix_shortens_the_stem_alike_in_every_file_of_the_shot(tmp_path):
+    stem = "p" * 246  # NAME.jpg.xmp is 254 bytes, 256 with "_1": over the limit
+    root = tmp_path / "lib"
+    root.mkdir()
+    (root / f"{stem}.jpg").write_bytes(b"\xff\xd8photo")
+    (root / f"{stem}.jpg.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    target = root / "_culled"
+    target.mkdir()
+    (target / f"{stem}.jpg").write_bytes(b"an earlier reject of that name")
+    plan = plan_moves([Shot(root / f"{stem}.jpg")], root, target)
+    names = sorted(m.dst.name for m in plan.moves)
+    assert all(len(os.fsencode(name)) <= NAME_MAX for name in names)
+    shortened = names[0].split("_1")[0]
+    assert names == [f"{shortened}_1.jpg", f"{shortened}_1.jpg.xmp"] and stem.startswith(shortened)
+    moved = execute(plan, root, target)
+    assert not moved.failed
+    assert undo(target).restored == 2 and (root / f"{stem}.jpg.xmp").is_file()
+
+
+def test_a_target_without_hard_links_takes_copies_by_rename(tmp_path, monkeypatch):
+    """FAT and exFAT answer link() with EPERM: the verified copy gets its name by a rename instead."""
+    monkeypatch.setattr(cull.move, "same_device", lambda a, b: False)
+    real_link = os.link
+
+    def fat_link(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(src).endswith(cull.move.PARTIAL):
+            raise OSError(errno.EPERM, "Operation not permitted", str(src))
+        return real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(cull.move.os, "link", fat_link)
+    root = tmp_path / "card"
+    make_shot(root, "IMG_0001", True, True, ["adobe"], 1)
+    before = snapshot(root)
+    target = tmp_path / "culled"
+    moved = execute(plan_moves(shots_under(root), root, target), root, target)
+    assert not moved.failed and sorted(p.name for p in target.iterdir() if p.is_file()) == [
+        "IMG_0001.CR2", "IMG_0001.JPG", "IMG_0001.xmp"]
+    back = undo(target)
+    assert back.restored == 3 and not back.left
+    assert snapshot(root) == before
+    assert not list(root.glob(".*cull-partial")) and not list(target.glob(".*cull-partial"))
+
+
+def test_a_taken_name_is_never_overwritten_when_renaming_instead_of_linking(tmp_path, monkeypatch):
+    monkeypatch.setattr(cull.move.os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOTSUP, "no links")))
+    src, dst = tmp_path / "a", tmp_path / "b"
+    src.write_bytes(b"new")
+    dst.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        cull.move._link_or_rename(src, dst)
+    assert dst.read_bytes() == b"someone else's" and src.read_bytes() == b"new"
+
+
+def test_undo_finds_a_file_the_user_renamed_in_the_target(tmp_path):
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0001", True, True, ["adobe"], 1)
+    before = snapshot(root)
+    target = root / "_culled"
+    execute(plan_moves(shots_under(root), root, target), root, target)
+    os.rename(target / "IMG_0001.JPG", target / "IMG_0001_maybe.JPG")
+    back = undo(target)
+    assert back.restored == 3 and not back.missing and not back.left
+    assert any("IMG_0001_maybe.JPG: renamed in the target" in note for note in back.notes)
+    assert snapshot(root) == before
+
+
+def test_a_renamed_look_alike_that_this_move_placed_is_not_taken(tmp_path):
+    """Two identical files moved (one card imported twice): the one deleted from the target is missing,
+    the other is not taken for it."""
+    root = tmp_path / "lib"
+    for folder in ("a", "b"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "IMG_1.JPG").write_bytes(b"\xff\xd8same")
+    target = tmp_path / "culled"
+    execute(plan_moves(shots_under(root), root, target), root, target)
+    (target / "a" / "IMG_1.JPG").unlink()
+    os.rename(target / "b" / "IMG_1.JPG", target / "a" / "IMG_1_moved_by_hand.JPG")
+    back = undo(target)
+    assert back.restored == 1 and len(back.missing) == 1  # the renamed file went back to one place, not two
+
+
+def test_recovery_leaves_in_place_a_planned_file_that_changed_since(tmp_path):
+    """After a crash part-way through a shot, a file of the shot's plan that is another file now (a new
+    card with the same numbers) is not moved by the next run's recovery."""
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0001", True, True, ["adobe"], 1)
+    target = root / "_culled"
+    plan = plan_moves(shots_under(root), root, target)
+    with pytest.raises(Crash):
+        execute(plan, root, target, on_file=crash_after(1))
+    waiting = [m.src for m in plan.moves if m.src.exists()]
+    assert len(waiting) == 2
+    waiting[0].write_bytes(b"a new photo with the old name")
+    recovery = finish_interrupted(target)
+    assert recovery.changed == [waiting[0]] and recovery.completed == 1
+    assert waiting[0].read_bytes() == b"a new photo with the old name"
+
+
+def test_undo_goes_on_past_a_shot_it_cannot_look_at(tmp_path, monkeypatch):
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0001", True, False, [], 1)
+    make_shot(root, "IMG_0002", True, False, [], 2)
+    target = root / "_culled"
+    execute(plan_moves(shots_under(root), root, target), root, target)
+    real_settle = cull.move._settle
+
+    def settle(step):  # type: ignore[no-untyped-def]
+        if step.dst.name == "IMG_0001.CR2":
+            raise OSError(errno.ENAMETOOLONG, "File name too long", str(step.dst))
+        return real_settle(step)
+
+    monkeypatch.setattr(cull.move, "_settle", settle)
+    back = undo(target)
+    assert back.restored == 1 and (root / "IMG_0002.CR2").is_file()
+    assert [p.name for p, _ in back.left] == ["IMG_0001.CR2"] and "File name too long" in back.left[0][1]
+    monkeypatch.setattr(cull.move, "_settle", real_settle)
+    assert undo(target).restored == 1 and (root / "IMG_0001.CR2").is_file()  # the move stayed open
+
+
+def test_undo_says_when_it_removes_an_identical_copy(tmp_path):
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0001", True, False, [], 1)
+    target = root / "_culled"
+    execute(plan_moves(shots_under(root), root, target), root, target)
+    os.link(target / "IMG_0001.CR2", root / "IMG_0001.CR2")  # the same bytes are back at the source
+    back = undo(target)
+    assert any("identical copy in the target was removed" in note for note in back.notes)
+    assert (root / "IMG_0001.CR2").is_file() and not (target / "IMG_0001.CR2").exists()
