@@ -76,6 +76,7 @@ class PhotoResult:
     error: str | None = None
     cached: bool = False
     burst: Ranked | None = None  # its place in a burst (scan --bursts), None for a photo on its own
+    judged: FileKey | None = None  # (size, mtime_ns) of ``path`` when it was judged
 
     @property
     def verdict(self) -> Verdict | None:
@@ -164,7 +165,7 @@ def scan(
                 else:
                     prints[shot.path] = _current_capture(shot.path, print_, cache, key)
             if hit is not None:
-                finish(_decided(shot.path, shot.partner, hit, card, thresholds, cached=True))
+                finish(_decided(shot.path, shot.partner, hit, card, thresholds, key, cached=True))
             else:
                 keys[shot.path] = key
                 todo.append(shot.path)
@@ -193,13 +194,14 @@ def scan(
                         cache.put_footprint(analysis.path.absolute(), key, replace(analysis.footprint, ctime_ns=_ctime_ns(analysis.path)))
                 if analysis.footprint is not None:  # keyed by the result's path: the partner, when it was scored instead
                     prints[analysis.path] = analysis.footprint
-                finish(_decided(analysis.path, partner, analysis.photo, card, thresholds))
+                finish(_decided(analysis.path, partner, analysis.photo, card, thresholds, key or file_key(analysis.path)))
             todo = list(retry)
             if not todo:
                 break
     finally:
         if cache is not None:
             cache.close()
+    outcome.results = [_unless_changed(result) for result in outcome.results]
     with _places(options) as places:
         if options.bursts:
             outcome.results = place_in_bursts(
@@ -317,5 +319,19 @@ def refresh_cache(result: ScanResult, photos: list[Path], card: ModelCard, optio
                 cache.put(photo.absolute(), key, scores[photo])  # type: ignore[arg-type]
 
 
-def _decided(path: Path, partner: Path | None, photo: PhotoScore, card: ModelCard, thresholds: Any, cached: bool = False) -> PhotoResult:
-    return PhotoResult(path, partner, photo, decide(photo, thresholds, card.analysis.min_patches), cached=cached)
+def _decided(path: Path, partner: Path | None, photo: PhotoScore, card: ModelCard, thresholds: Any,
+             judged: FileKey | None, cached: bool = False) -> PhotoResult:
+    return PhotoResult(path, partner, photo, decide(photo, thresholds, card.analysis.min_patches), cached=cached,
+                       judged=judged)
+
+
+def _unless_changed(result: PhotoResult) -> PhotoResult:
+    """``result``, or an error in its place when its file is not the one judged any more (replaced, edited or
+    gone while the scan ran, which can take hours): its verdict must not reach the XMP, the report or a move."""
+    if result.decision is None or result.judged is None:
+        return result
+    now = file_key(result.path)
+    if now == result.judged:
+        return result
+    what = "gone" if now is None else "changed"
+    return PhotoResult(result.path, result.partner, error=f"{what} since it was judged, while the scan ran: not marked; scan it again")
