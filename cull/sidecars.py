@@ -53,6 +53,7 @@ from cull.protect import (
     load_pyexiv2,
     read_embedded,
     read_sidecar,
+    scan_packets,
     shot_protection,
     sidecar_places,
     sidecar_protection,
@@ -96,6 +97,7 @@ class XmpOptions:
 class Target:
     path: Path  # the sidecar, or the photo itself when embedded
     embedded: bool = False
+    ours_only: bool = False  # the other place of an earlier run with or without --embed: updated only if it holds cull's fields
 
 
 @dataclass(frozen=True)
@@ -134,13 +136,30 @@ def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None, p
         if style == SidecarStyle.DARKTABLE and _exists(adobe, places):
             paths.append(adobe)  # an existing Lightroom sidecar is kept in step
         return [Target(p) for p in dict.fromkeys(paths)]
-    if options.embed and suffix in EMBEDDABLE:
-        return [Target(photo, embedded=True)]
-    if places is not None and not places.any_sidecar(photo):
-        return [Target(darktable_sidecar(photo))]
-    existing = [p for p in (existing_name(place, photo, places) for place in sidecar_places(photo, partner, places))
-                if (places is None or places.may_exist(p)) and os.path.lexists(p)]
-    return [Target(p) for p in existing] or [Target(darktable_sidecar(photo))]
+    existing = [] if places is not None and not places.any_sidecar(photo) else [
+        p for p in (existing_name(place, photo, places) for place in sidecar_places(photo, partner, places))
+        if (places is None or places.may_exist(p)) and os.path.lexists(p)]
+    if options.embed and suffix in EMBEDDABLE:  # and sidecars an earlier scan without --embed marked, kept in step
+        return [Target(photo, embedded=True), *(Target(p, ours_only=True) for p in existing)]
+    sidecars = [Target(p) for p in existing] or [Target(darktable_sidecar(photo))]
+    if suffix in EMBEDDABLE and embedding_available() and _embeds_cull_fields(photo, places):
+        sidecars.append(Target(photo, embedded=True, ours_only=True))  # an earlier scan's --embed, kept in step
+    return sidecars
+
+
+def _embeds_cull_fields(photo: Path, places: Places | None) -> bool:
+    """Whether the XMP inside ``photo`` holds cull's fields (an earlier scan with --embed): a walk of its
+    metadata segments (cull.protect.scan_packets), remembered per version of the file in the fact cache."""
+    info = places.regular(photo) if places is not None else None
+    stamp = stamp_of(info) if info is not None else None
+    if places is not None and places.facts is not None and stamp is not None:
+        known = places.facts.get(photo, stamp).get(EMBEDS_CULL_FACT)
+        if isinstance(known, bool):
+            return known
+    found = any(has_cull_fields(packet) for packet in scan_packets(photo))
+    if places is not None and places.facts is not None and stamp is not None:
+        places.facts.put(photo, stamp, **{EMBEDS_CULL_FACT: found})
+    return found
 
 
 def existing_targets(photo: Path, places: Places | None = None) -> list[Target]:
@@ -328,6 +347,7 @@ class _Read(Enum):
 
 READ_SHOT = _Read.SHOT
 MERGED_FACT = "merged"
+EMBEDS_CULL_FACT = f"embeds_cull@{__version__}"
 
 
 def payload_hash(verdict: Verdict, reason: str | None, embedded: bool) -> str:
@@ -392,7 +412,8 @@ def write_verdict(
     conflict = reason
     # a kept photo with no sidecar name in its folder's listing: nothing to create or update
     quiet = places is not None and verdict.verdict == "keep" and verdict.burst is None and not places.any_sidecar(photo)
-    for target in targets_for(photo, options, partner, places):
+    targets = targets_for(photo, options, partner, places)
+    for target in targets:
         if quiet and not target.embedded:
             outcomes.append(WriteOutcome(target.path, "unchanged"))
             continue
@@ -404,6 +425,10 @@ def write_verdict(
                 outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
             existing = _read(target, places)
+            if target.ours_only and not has_cull_fields(existing):
+                _remember(target, payload, None, places, stamp)
+                outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
+                continue
             if existing is None and ((verdict.verdict == "keep" and verdict.burst is None) or reason):
                 # no new sidecar for a kept or protected photo (no clutter, nothing that could shadow the user's);
                 # a kept frame of a burst gets one: its rank is what --bursts was asked for
@@ -439,7 +464,8 @@ def write_verdict(
             outcomes.append(WriteOutcome(target.path, "error", f"existing XMP left untouched: {exc}", target.embedded))
         except (OSError, CullError) as exc:
             outcomes.append(WriteOutcome(target.path, "error", _describe(exc), target.embedded))
-    return outcomes, conflict
+    other_places = {target.path for target in targets if target.ours_only}  # counted only when they change
+    return [o for o in outcomes if not (o.action == "unchanged" and o.target in other_places)], conflict
 
 
 def clear_photo(photo: Path, places: Places | None = None) -> list[WriteOutcome]:

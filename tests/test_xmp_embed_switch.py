@@ -1,0 +1,67 @@
+"""A scan with --embed after one without (or the other way round) keeps cull's verdict in step in both
+places: an earlier reject left in the other place would still show in darktable, digiKam or Lightroom
+after cull no longer judges the photo so."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cull.cli import app
+from cull.protect import load_pyexiv2
+from cull.sidecars import read_embedded
+from cull.xmp import read_fields
+
+pytestmark = pytest.mark.skipif(load_pyexiv2() is None, reason="--embed needs pyexiv2")
+PHOTO = Path(__file__).resolve().parent.parent / "examples" / "photos" / "kodim13_defocus.jpg"  # reject at strict only
+
+
+def scan(folder: Path, *options: str) -> None:
+    result = CliRunner().invoke(app, ["scan", str(folder), "--workers", "1", *options])
+    assert result.exit_code == 0, result.output
+
+
+def embedded_rating(photo: Path) -> str | None:
+    data = read_embedded(photo)
+    return None if data is None else read_fields(data).get("xmp:Rating")
+
+
+def test_a_scan_without_embed_updates_the_reject_an_embed_scan_left_in_the_photo(tmp_path):
+    photo = tmp_path / "lib" / PHOTO.name
+    photo.parent.mkdir()
+    shutil.copyfile(PHOTO, photo)
+    scan(photo.parent, "--embed", "--strictness", "strict")
+    assert embedded_rating(photo) == "-1"
+    scan(photo.parent)  # lenient: uncertain
+    assert embedded_rating(photo) != "-1"
+    sidecar = photo.with_name(photo.name + ".xmp")
+    assert read_fields(sidecar.read_bytes())["xmp:Label"] == "Yellow"
+    assert read_fields(read_embedded(photo) or b"").get("xmp:Label") == "Yellow"  # both places say uncertain
+
+
+def test_an_embed_scan_updates_the_reject_a_sidecar_scan_left(tmp_path):
+    photo = tmp_path / "lib" / PHOTO.name
+    photo.parent.mkdir()
+    shutil.copyfile(PHOTO, photo)
+    scan(photo.parent, "--strictness", "strict")
+    sidecar = photo.with_name(photo.name + ".xmp")
+    assert read_fields(sidecar.read_bytes())["xmp:Rating"] == "-1"
+    scan(photo.parent, "--embed")
+    assert read_fields(sidecar.read_bytes()).get("xmp:Rating") != "-1"
+    assert embedded_rating(photo) != "-1"
+
+
+def test_an_embed_scan_leaves_a_sidecar_without_cull_fields_alone(tmp_path):
+    photo = tmp_path / "lib" / PHOTO.name
+    photo.parent.mkdir()
+    shutil.copyfile(PHOTO, photo)
+    sidecar = photo.with_name(photo.name + ".xmp")
+    users = (b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>"
+             b"<rdf:Description xmlns:dc='http://purl.org/dc/elements/1.1/'><dc:title>mine</dc:title></rdf:Description>"
+             b"</rdf:RDF></x:xmpmeta>")
+    sidecar.write_bytes(users)
+    scan(photo.parent, "--embed", "--strictness", "strict")
+    assert sidecar.read_bytes() == users and embedded_rating(photo) == "-1"
