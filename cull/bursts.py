@@ -44,6 +44,7 @@ MIN_SIMILARITY_MTIME = 0.8
 MAX_OPEN_BURSTS = 8  # a frame is compared with the bursts most recently extended (interleaved scenes)
 TIE = 0.02  # common-region scores closer than this are a tie (broken by the share in focus)
 CLEARLY_SOFTER = 0.15  # --keep-best: this much below the best frame's common score means "softer"
+SHARP_REGION = 0.9  # --keep-best: a shared region where a frame scores this and the best frame clearly less
 # --keep-best demotes a frame only when it and the best kept frame look alike at least this much: the
 # grouping's 0.5 lets unrelated photos of one size through (1-8 % of pairs on four photo sets, a horizon
 # landscape against another up to 0.86); shifted and blurred frames of one scene reach 0.85 and more.
@@ -142,6 +143,7 @@ class Ranked:
     common_score: float  # mean patch score on the regions every frame of the burst shows
     in_focus_share: float  # share of its scored patches at P(in focus) >= 0.5
     common_patches: int
+    common_cells: tuple[float, ...] = ()  # its score on each of those regions, in one order for the whole burst
 
 
 def signature(gray: NDArray[np.float32], side: int = SIGNATURE_SIDE) -> tuple[NDArray[np.float32], float]:
@@ -262,18 +264,19 @@ def rank_burst(frames: Sequence[Frame], burst_id: str) -> list[Ranked]:
             cell = (int(round((y - shift[0]) / frame.patch_size)), int(round((x - shift[1]) / frame.patch_size)))
             cells[cell] = max(score, cells.get(cell, 0.0))
         maps.append(cells)
-    common = set.intersection(*(set(m) for m in maps)) if maps else set()
+    common = sorted(set.intersection(*(set(m) for m in maps))) if maps else []
     rows = []
     for frame, cells in zip(frames, maps):
-        if len(common) >= 3:
-            value = float(np.mean([cells[c] for c in common]))
+        shared = tuple(float(cells[c]) for c in common) if len(common) >= 3 else ()
+        if shared:
+            value = float(np.mean(shared))
         else:  # too little shared texture to compare regions: fall back to each frame's best patches
             value = float(np.mean(np.sort(frame.scores)[-3:])) if len(frame.scores) else 0.0
         share = float(np.mean(frame.scores >= 0.5)) if len(frame.scores) else 0.0
-        rows.append((frame.key, value, share))
-    order = _order_with_ties([(value, share, key) for key, value, share in rows])
+        rows.append((frame.key, value, share, shared))
+    order = _order_with_ties([(value, share, key) for key, value, share, _ in rows])
     return [
-        Ranked(rows[i][0], burst_id, rank + 1, len(frames), rows[i][1], rows[i][2], len(common))
+        Ranked(rows[i][0], burst_id, rank + 1, len(frames), rows[i][1], rows[i][2], len(common), rows[i][3])
         for rank, i in enumerate(order)
     ]
 
@@ -308,8 +311,13 @@ def burst_id(first_frame: str) -> str:
 
 
 def clearly_softer(row: Ranked, best: Ranked) -> bool:
-    """True when ``row`` is clearly softer than ``best``, a better-ranked frame of its burst (for --keep-best)."""
-    return row.key != best.key and row.rank > best.rank and best.common_score - row.common_score >= CLEARLY_SOFTER
+    """True when ``row`` is clearly softer than ``best``, a better-ranked frame of its burst (for --keep-best),
+    and nowhere sharp where ``best`` is clearly soft: a frame focused on another plane (the subject rather
+    than the background, which has more regions) holds something the best frame lacks, and stays."""
+    if row.key == best.key or row.rank <= best.rank or best.common_score - row.common_score < CLEARLY_SOFTER:
+        return False
+    return not any(own >= SHARP_REGION and own - other >= CLEARLY_SOFTER
+                   for own, other in zip(row.common_cells, best.common_cells))
 
 
 def same_scene(a: Frame, b: Frame) -> bool:

@@ -16,17 +16,17 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, TextIO
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError, __version__ as PILLOW_VERSION
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, __version__ as PILLOW_VERSION
 
 from cull.errors import UnreadableImage
-from cull.formats import HEIF_EXTENSIONS, is_raw, sniff, tiff_holds_raw, tiff_ifds
+from cull.formats import SNIFF_BYTES, is_raw, sniff, tiff_holds_raw, tiff_ifds
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,9 @@ def decode_levels(path: Path, long_side: int) -> GrayLevels:
     selection reads it as it is: no full-size float copy of the photo (6 MB at the analysis scale)."""
     path = Path(path)
     try:
-        image = open_reduced(path, long_side)
-        return gray_levels(reduce_long_side(image, long_side, SCALE_TOLERANCE))
+        with _content_warnings_logged(path):
+            image = open_reduced(path, long_side)
+            return gray_levels(reduce_long_side(image, long_side, SCALE_TOLERANCE))
     except UnreadableImage:
         raise
     except MemoryError:
@@ -90,16 +91,39 @@ def decode_levels(path: Path, long_side: int) -> GrayLevels:
         raise UnreadableImage(describe_decode_error(exc)) from exc
 
 
+@contextmanager
+def _content_warnings_logged(path: Path) -> Iterator[None]:
+    """Pillow's warnings about a file's content ("Corrupt EXIF data ...") go to the debug log with the
+    file's name instead of raw to the terminal (cull has no per-file warning channel; the photo is
+    still judged).  Other warnings are shown as before."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", category=UserWarning, module=r"PIL\.")  # each file's own, not once
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+            if issubclass(category, UserWarning):
+                log.debug("%s: %s", path, message)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
+HEIF_NEEDED = "HEIC/HEIF needs pillow-heif: pip install 'cull-focus[heic]'"
+
+
 def open_reduced(path: Path, long_side: int) -> Image.Image:
     """Open any supported photo as a PIL image, decoded no larger than needed (not yet gray)."""
     if path.stat().st_size == 0:
         raise UnreadableImage("empty file (0 bytes)")
+    with open(path, "rb") as fh:
+        kind = sniff(fh.read(SNIFF_BYTES))
     if is_raw(path):
-        with open(path, "rb") as fh:
-            kind = sniff(fh.read(16))
         if kind in ("jpeg", "png", "webp"):  # named like a RAW, but it is not one
             log.info("%s is a %s file despite its name; decoding it as such", path, kind.upper())
-            return _open_raster(path, long_side)
+            return _open_raster(path, long_side, kind)
         try:
             return _open_raw(path, long_side)
         except DamagedRaw:
@@ -108,18 +132,16 @@ def open_reduced(path: Path, long_side: int) -> Image.Image:
             if kind is None or (kind == "tiff" and tiff_holds_raw(path)):
                 raise  # a RAW's TIFF container: its first image is a preview, not the photo
             try:  # a TIFF/BMP/GIF container that LibRaw refuses may still be a plain image
-                return _open_raster(path, long_side)
+                return _open_raster(path, long_side, kind)
             except Exception:  # noqa: BLE001 - report LibRaw's reason, the file claims to be RAW
                 log.debug("not a plain %s either", kind, exc_info=True)
             raise
-    if path.suffix.lower() in HEIF_EXTENSIONS and not HEIF_AVAILABLE:
-        raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull-focus[heic]'")
-    with open(path, "rb") as fh:
-        raw_content = sniff(fh.read(16)) == "tiff" and tiff_holds_raw(path)
-    if raw_content:  # a DNG, NEF ... under a raster name: its first image is only a preview
+    if kind == "heif" and not HEIF_AVAILABLE:  # by content: a JPEG named .heic is read as a JPEG
+        raise UnreadableImage(HEIF_NEEDED)
+    if kind == "tiff" and tiff_holds_raw(path):  # a DNG, NEF ... under a raster name: its first image is only a preview
         log.info("%s holds camera RAW data despite its name; decoding it as RAW", path)
         return _open_raw(path, long_side)  # LibRaw's refusal stands: the first image is only a preview
-    return _open_raster(path, long_side)
+    return _open_raster(path, long_side, kind)
 
 
 def describe_decode_error(exc: BaseException) -> str:
@@ -147,9 +169,10 @@ def pixel_limit(image_format: str | None, progressive: bool = False) -> int:
     return MAX_PIXELS_SCALED if image_format in JPEG_FORMATS and not progressive else MAX_PIXELS_FULL
 
 
-def check_pixels(image: Image.Image) -> None:
+def check_pixels(image: Image.Image) -> JpegLayout | None:
     """Refuse an image whose declared size is over its format's limit, or a JPEG with more scans than
-    MAX_JPEG_SCANS, before any pixel is decoded."""
+    MAX_JPEG_SCANS, before any pixel is decoded.  A JPEG's layout is returned (None: not a JPEG, or
+    not parseable here)."""
     width, height = image.size
     fp = getattr(image, "fp", None)
     layout = jpeg_layout(fp) if image.format in JPEG_FORMATS and fp is not None else None
@@ -158,29 +181,38 @@ def check_pixels(image: Image.Image) -> None:
         # would stop _count_scans early)
         layout = JpegLayout(True, True, _scans_anywhere(fp) if fp is not None else 0)
     buffered = layout is not None and layout.buffered
-    limit = pixel_limit(image.format, buffered)
+    kind = image.format or "this format"
+    if buffered and layout is not None:
+        kind = f"progressive {kind}" if layout.progressive else f"{kind} with colours in separate scans"
+    check_size(width, height, pixel_limit(image.format, buffered), kind)
+    if layout is not None and layout.scans > MAX_JPEG_SCANS:
+        raise UnreadableImage(f"JPEG with {layout.scans} scans refused (each is decoded over the whole image; "
+                              f"cameras and editors write about 10, cull accepts up to {MAX_JPEG_SCANS})")
+    return layout
+
+
+def check_size(width: int, height: int, limit: int, kind: str) -> None:
+    """Refuse a picture of more than ``limit`` pixels, naming the ``kind`` of image the limit is for."""
     if width * height > limit:
-        kind = image.format or "this format"
-        if buffered and layout is not None:
-            kind = f"progressive {kind}" if layout.progressive else f"{kind} with colours in separate scans"
         raise UnreadableImage(
             f"image too large to analyse safely ({width}x{height} = {width * height / 1e6:.0f} MP; "
             f"the limit for {kind} is {limit // 1_000_000} MP)"
         )
-    if layout is not None and layout.scans > MAX_JPEG_SCANS:
-        raise UnreadableImage(f"JPEG with {layout.scans} scans refused (each is decoded over the whole image; "
-                              f"cameras and editors write about 10, cull accepts up to {MAX_JPEG_SCANS})")
 
 
 @dataclass(frozen=True)
 class JpegLayout:
     """How a JPEG stream's scans are laid out: ``buffered`` when libjpeg must hold every coefficient
     (progressive, or a sequential frame whose first scan carries fewer components than the frame);
-    ``scans`` of a progressive one counted from its first scan to its end marker (else 1)."""
+    ``scans`` of a progressive one counted from its first scan to its end marker (else 1);
+    ``arithmetic`` for arithmetic-coded frames (SOF9-11, SOF13-15); ``data_start``: where the first
+    scan's marker is (0 where unknown)."""
 
     progressive: bool
     buffered: bool
     scans: int
+    arithmetic: bool = False
+    data_start: int = 0
 
 
 def jpeg_layout(fh: IO[bytes], chunk: int = 1 << 20) -> JpegLayout | None:
@@ -196,7 +228,7 @@ def jpeg_layout(fh: IO[bytes], chunk: int = 1 << 20) -> JpegLayout | None:
         if fh.read(2) != b"\xff\xd8":
             return None
         components = 0
-        progressive = False
+        progressive = arithmetic = False
         for _ in range(10_000):  # marker segments before the first scan
             head = fh.read(4)
             if len(head) < 4:
@@ -215,13 +247,15 @@ def jpeg_layout(fh: IO[bytes], chunk: int = 1 << 20) -> JpegLayout | None:
                 if len(frame) < 6:
                     return None
                 components, progressive = frame[5], marker in (0xC2, 0xC6, 0xCA, 0xCE)
+                arithmetic = marker in _ARITHMETIC_SOF
                 continue
             if marker == 0xDA:
                 first = fh.read(1)
                 in_scan = first[0] if first else 0
+                start = fh.tell() - 5
                 if not progressive:
-                    return JpegLayout(False, 0 < in_scan < components, 1)
-                return JpegLayout(True, True, _count_scans(fh, fh.tell() - 5, chunk))
+                    return JpegLayout(False, 0 < in_scan < components, 1, arithmetic, start)
+                return JpegLayout(True, True, _count_scans(fh, start, chunk), arithmetic, start)
             fh.seek(length - 2, os.SEEK_CUR)
         return None
     except (OSError, ValueError):
@@ -279,7 +313,11 @@ def open_checked(source: Path | IO[bytes], long_side: int | None, draft_mode: st
         try:
             if image.format == "TIFF":
                 _seek_main_page(image)
-            check_pixels(image)
+            layout = check_pixels(image)
+            if layout is not None and image.fp is not None:
+                refuse_unfinished_jpeg(image.fp, layout.data_start)
+                if layout.arithmetic:
+                    _decode_in_one_piece(image)
             if image.format in JPEG_FORMATS and long_side is not None:
                 image.draft(draft_mode, draft_request(image.size, long_side))
             image.load()
@@ -287,6 +325,64 @@ def open_checked(source: Path | IO[bytes], long_side: int | None, draft_mode: st
             image.close()
             raise
     return image
+
+
+def _decode_in_one_piece(image: ImageFile.ImageFile) -> None:
+    """Hand libjpeg an arithmetic-coded JPEG in one block: its arithmetic decoder cannot suspend for more
+    data, and Pillow feeds the decoder 64 KB at a time (a longer file read as a "broken data stream")."""
+    fp = image.fp
+    assert fp is not None
+    saved = fp.tell()
+    size = fp.seek(0, os.SEEK_END)
+    fp.seek(saved)
+    image.decodermaxblock = max(image.decodermaxblock, size)
+
+
+ZERO_TAIL = 1024  # a JPEG ending in this many zero bytes is looked at for an end marker
+
+
+def refuse_unfinished_jpeg(fh: IO[bytes], data_start: int) -> None:
+    """Refuse a JPEG whose image data gives way to zero bytes before its end marker: a preallocated copy
+    or download that stopped part-way.  libjpeg decodes the zeros as image data without a word (grey
+    blocks, judged as the photo).  Only the file's last ZERO_TAIL bytes are read, unless all are zero;
+    zeros after an end marker (padding) are fine.  The file position is restored."""
+    saved = fh.tell()
+    try:
+        size = fh.seek(0, os.SEEK_END)
+        zeros_from = _zero_run_start(fh, size)
+        if size - zeros_from < ZERO_TAIL or _has_end_marker(fh, data_start, zeros_from):
+            return
+    finally:
+        fh.seek(saved)
+    raise UnreadableImage(f"incomplete file (its image data turns into zero bytes after {round(100 * zeros_from / size)} % "
+                          "of the file: an unfinished copy or download)")
+
+
+def _zero_run_start(fh: IO[bytes], end: int) -> int:
+    """Where the run of zero bytes that ends the file at ``end`` begins (``end``: no such run)."""
+    chunk = ZERO_TAIL
+    while end > 0:
+        start = max(0, end - chunk)
+        fh.seek(start)
+        kept = len(fh.read(end - start).rstrip(b"\0"))
+        if kept:
+            return start + kept
+        end, chunk = start, 1 << 20
+    return 0
+
+
+def _has_end_marker(fh: IO[bytes], start: int, end: int, chunk: int = 1 << 20) -> bool:
+    """Whether an end-of-image marker lies between ``start`` and ``end``, searched from the end (the
+    entropy-coded data never holds one, so the first found is real)."""
+    while end - start >= 2:
+        low = max(start, end - chunk)
+        fh.seek(low)
+        if fh.read(end - low).rfind(b"\xff\xd9") >= 0:
+            return True
+        end = low + 1  # a marker split across the two reads
+        if low == start:
+            break
+    return False
 
 
 MAX_TIFF_PAGES = 64  # pages of a multi-page TIFF looked at for the photo
@@ -307,17 +403,149 @@ def _seek_main_page(image: Image.Image) -> None:
             if index == 0:
                 raise
             continue
-        kind = int(image.tag_v2.get(254, 0) or 0)  # type: ignore[attr-defined]  # NewSubfileType
-        if kind & 4 and index:  # a transparency mask: never the photo
-            continue
-        area = image.size[0] * image.size[1] * (not kind & 1)  # bit 0: a reduced-resolution version
+        area = page_rank(index, int(image.tag_v2.get(254, 0) or 0), image.size)  # type: ignore[attr-defined]
         if area > best_area:
             best, best_area = index, area
     image.seek(best)
 
 
-def _open_raster(path: Path, long_side: int) -> Image.Image:
-    return _orient(open_checked(path, long_side))
+def page_rank(index: int, subfile_type: int, size: tuple[int, int]) -> int:
+    """How a TIFF page ranks as the photo (the largest wins, the first of equals): its area; 0 for a
+    reduced-resolution version (NewSubfileType bit 0), -1 for a transparency mask (bit 2) after page 0."""
+    if subfile_type & 4 and index:
+        return -1
+    return size[0] * size[1] * (not subfile_type & 1)
+
+
+def _open_raster(path: Path, long_side: int, kind: str | None) -> Image.Image:
+    try:
+        return _orient(open_checked(path, long_side))
+    except (UnidentifiedImageError, ValueError):  # Pillow knows no mode for the layout, or no raw mode
+        image = _open_tiff_layout(path) if kind == "tiff" else None
+        if image is None:
+            raise
+    return image
+
+
+# TIFF layouts Pillow has no mode for (float RGB as darktable and Photoshop export at 32 bits, float16,
+# gray + alpha beyond 8 bits, 32-bit and signed RGB) are read with tifffile: gray and RGB, any sample type.
+_TIFF_COLOURS = {0: "gray (white is zero)", 1: "gray", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr",
+                 8: "CIELab", 32803: "CFA", 32844: "LogL", 32845: "LogLuv", 34892: "linear raw"}
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 weights, as Pillow's convert("L")
+_TIFF_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                     8: Image.Transpose.ROTATE_90}  # as ImageOps.exif_transpose turns what Pillow reads
+
+
+def _open_tiff_layout(path: Path) -> Image.Image | None:
+    """A TIFF whose layout Pillow cannot read, through tifffile: its photo page (page_rank) as float
+    gray in [0, 1] ('F'), upright, within cull's full-decode limit; None where tifffile cannot parse the
+    file either.  UnreadableImage naming the layout where cull cannot read it."""
+    import tifffile
+
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # its complaints about odd tags
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception:  # noqa: BLE001 - not a TIFF tifffile reads either: Pillow's reason stands
+        log.debug("tifffile cannot parse %s", path, exc_info=True)
+        return None
+    with tif:
+        page = _tiff_photo_page(tif)
+        if page is None:
+            return None
+        layout = tiff_layout(page)
+        readable = page.photometric in (1, 2) and page.axes in ("YX", "YXS", "SYX") and _sample_kind(page) in ("u", "i", "f")
+        if not readable:  # gray and RGB only (Pillow reads CMYK, YCbCr, palette ... where it can)
+            raise UnreadableImage(f"TIFF layout cull cannot read ({layout})")
+        check_size(page.imagewidth, page.imagelength, MAX_PIXELS_FULL, f"{layout} TIFF")
+        turn = _TIFF_ORIENTATION.get(int(page.tags.valueof(274, 1) or 1))
+        gray = tiff_gray(_tiff_planes(page, layout), page.photometric == 2, tuple(int(e) for e in page.extrasamples))
+    image = Image.fromarray(gray, mode="F")
+    return image.transpose(turn) if turn is not None else image
+
+
+def _tiff_photo_page(tif: Any) -> Any:
+    """The page of a TiffFile that is the photo, by page_rank among the first MAX_TIFF_PAGES."""
+    best, best_rank = None, -1
+    try:
+        for index, page in enumerate(tif.pages):
+            if index >= MAX_TIFF_PAGES:
+                break
+            rank = page_rank(index, int(page.subfiletype), (page.imagewidth, page.imagelength))
+            if rank > best_rank:
+                best, best_rank = page, rank
+    except Exception:  # noqa: BLE001 - a broken IFD chain: the pages before it
+        log.debug("TIFF pages after a broken one skipped", exc_info=True)
+    return best
+
+
+def tiff_layout(page: Any) -> str:
+    """A TIFF page's layout in words: "32-bit float RGB", "16-bit gray + alpha" ..."""
+    kind = {"f": " float", "i": " signed"}.get(_sample_kind(page), "")
+    colour = _TIFF_COLOURS.get(int(page.photometric), f"photometric {int(page.photometric)}")
+    extras = tuple(int(e) for e in page.extrasamples)
+    extra = " + alpha" if extras[:1] in ((1,), (2,)) else f" + {len(extras)} extra samples" if extras else ""
+    return f"{page.bitspersample}-bit{kind} {colour}{extra}"
+
+
+def _sample_kind(page: Any) -> str:
+    """A TIFF page's sample type as numpy's kind ("u", "i", "f" ...; "" where tifffile has no dtype for it)."""
+    return page.dtype.kind if page.dtype is not None else ""
+
+
+def _tiff_planes(page: Any, layout: str) -> list[NDArray[Any]]:
+    """A TIFF page's sample planes (gray or R, G, B, then any extra samples), decoded by tifffile;
+    UnreadableImage where it cannot."""
+    try:
+        samples = page.asarray()
+        if page.axes == "YX":
+            return [samples]
+        return list(samples if page.axes == "SYX" else np.moveaxis(samples, -1, 0))
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for odd or broken data
+        if "imagecodecs" in str(exc):  # LZW, JPEG, floating-point predictor ...: not in tifffile itself
+            coding = f"{page.compression.name} compression"
+            if page.predictor > 1:
+                coding += f", {page.predictor.name} predictor"
+            raise UnreadableImage(f"cannot decode this {layout} TIFF ({coding}) without the imagecodecs package: "
+                                  "pip install imagecodecs") from None
+        raise UnreadableImage(f"cannot decode this {layout} TIFF: {exc}") from None
+
+
+def tiff_gray(planes: list[NDArray[Any]], rgb: bool, extra_samples: tuple[int, ...]) -> NDArray[np.float32]:
+    """Sample planes (gray or R, G, B, then any extra samples) -> float32 gray in [0, 1], scaled as
+    flatten scales float and integer gray; an alpha plane lays the picture over mid-gray as Pillow's
+    RGBA and LA are (associated alpha: already multiplied in).  ``planes`` is emptied once read, so
+    that the samples are freed before the gray is scaled."""
+    colours = 3 if rgb else 1
+    floating = planes[0].dtype.kind == "f"
+    gray = _luminance(planes[:colours])
+    alpha = _opacity(planes[colours]) if extra_samples[:1] in ((1,), (2,)) else None
+    planes.clear()
+    levels = float_levels(gray) if floating else int_levels(gray)
+    if alpha is not None:
+        if extra_samples[0] == 2:
+            levels *= alpha
+        levels += np.float32(128.0) * (1 - alpha)
+    return np.multiply(levels, UNIT, dtype=np.float32)
+
+
+def _luminance(colours: list[NDArray[Any]], strip: int = 1024) -> NDArray[np.float32]:
+    """Gray, or R, G and B weighted as Pillow's convert("L") weighs them, in float32 and in the samples'
+    own units; in strips of rows, with no full-size temporary per colour."""
+    weights: tuple[float, ...] = _LUMA if len(colours) == 3 else (1.0,)
+    gray = np.zeros(colours[0].shape, np.float32)
+    for top in range(0, len(gray), strip):
+        for plane, weight in zip(colours, weights):
+            gray[top:top + strip] += np.multiply(plane[top:top + strip], np.float32(weight), dtype=np.float32)
+    return gray
+
+
+def _opacity(plane: NDArray[Any]) -> NDArray[np.float32]:
+    """An alpha plane as opacity in [0, 1] (integer: its type's maximum is opaque; float: 1.0)."""
+    opaque = 1.0 if plane.dtype.kind == "f" else float(np.iinfo(plane.dtype).max)
+    return np.clip(np.multiply(plane, np.float32(1.0 / opaque), dtype=np.float32), 0, 1)
 
 
 def draft_request(size: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -433,6 +661,7 @@ def describe_libraw_error(exc: BaseException, path: Path) -> str:
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _DECODABLE_SOF = {0xC0, 0xC1, 0xC2}  # baseline, extended and progressive Huffman: what libjpeg decodes
+_ARITHMETIC_SOF = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # SOF9-11, SOF13-15: arithmetic-coded frames
 
 
 def jpeg_frame(data: bytes, start: int = 0) -> tuple[int, int, int] | None:
@@ -581,27 +810,36 @@ def flatten(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "L":
         return image
-    if mode == "F":  # 32-bit float: usually 0..1 (scientific / HDR TIFF); 0..255 or 0..65535 also seen
-        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        top = float(values.max(initial=0.0))
-        peak = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top
-        return Image.fromarray(np.clip(values * np.float32(255.0 / peak), 0, 255).astype(np.float32), mode="F")
+    if mode == "F":
+        return Image.fromarray(float_levels(np.asarray(image, dtype=np.float32)), mode="F")
     if mode.startswith("I"):  # I, I;16, I;16B, I;16L ...
-        # The sensor's bit depth, not the container's: 10-, 12- and 14-bit data (microscopy, astronomy,
-        # machine vision) stored in 16-bit files came out nearly black, every tile under dark_mean.
-        # Signed data is shifted to start at 0; beyond 16 bits the image's own maximum is white.
-        values = np.asarray(image, dtype=np.float32)
-        low = float(values.min(initial=0.0))
-        if low < 0:
-            values = values - np.float32(low)
-        top = float(values.max(initial=0.0))
-        peak = next((2.0**bits - 1 for bits in (8, 10, 12, 14, 16) if top <= 2.0**bits - 1), top)
-        return Image.fromarray(np.clip(values * np.float32(255.0 / peak), 0, 255).astype(np.float32), mode="F")
+        return Image.fromarray(int_levels(np.asarray(image, dtype=np.float32)), mode="F")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
         return Image.alpha_composite(background, rgba).convert("L")
     return image.convert("L")
+
+
+def float_levels(values: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Float gray -> 0..255 (float32).  Usually 0..1 (scientific / HDR TIFF); 0..255 or 0..65535 also seen."""
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(values.max(initial=0.0))
+    peak = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top
+    return np.clip(values * np.float32(255.0 / peak), 0, 255).astype(np.float32)
+
+
+def int_levels(values: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Integer gray (as float32) -> 0..255 (float32), by the sensor's bit depth, not the container's:
+    10-, 12- and 14-bit data (microscopy, astronomy, machine vision) stored in 16-bit files came out nearly
+    black, every tile under dark_mean.  Signed data is shifted to start at 0; beyond 16 bits the image's
+    own maximum is white."""
+    low = float(values.min(initial=0.0))
+    if low < 0:
+        values = values - np.float32(low)
+    top = float(values.max(initial=0.0))
+    peak = next((2.0**bits - 1 for bits in (8, 10, 12, 14, 16) if top <= 2.0**bits - 1), top)
+    return np.clip(values * np.float32(255.0 / peak), 0, 255).astype(np.float32)
 
 
 def to_gray_array(image: Image.Image) -> GrayImage:

@@ -25,8 +25,15 @@ def is_raw(path: Path) -> bool:
     return path.suffix.lower() in RAW_EXTENSIONS
 
 
+SNIFF_BYTES = 64  # enough for every signature below, an ISO-BMFF ftyp box's brands included
+# ISO-BMFF brands (ftyp box) of HEIF stills and sequences (HEVC or generic), and of AVIF (AV1)
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1", b"mif2"})
+AVIF_BRANDS = frozenset({b"avif", b"avis"})
+
+
 def sniff(head: bytes) -> str | None:
-    """The container a file's first bytes announce: "jpeg", "png", "webp", "gif", "bmp", "tiff" or None.
+    """The container a file's first bytes (SNIFF_BYTES of them) announce: "jpeg", "png", "webp", "gif",
+    "bmp", "tiff", "heif", "avif" or None.
 
     TIFF is ambiguous: most camera RAW formats (CR2, NEF, ARW, DNG, PEF ...) are TIFF containers too.
     """
@@ -42,7 +49,22 @@ def sniff(head: bytes) -> str | None:
         return "bmp"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
+    brands = ftyp_brands(head)
+    if brands & AVIF_BRANDS:  # AVIF is HEIF with AV1 pictures: its files name mif1 too
+        return "avif"
+    if brands & HEIF_BRANDS:
+        return "heif"
     return None
+
+
+def ftyp_brands(head: bytes) -> frozenset[bytes]:
+    """The major and compatible brands of an ISO-BMFF file's leading ftyp box, as far as ``head`` holds
+    them (empty for anything else)."""
+    if head[4:8] != b"ftyp":
+        return frozenset()
+    size = int.from_bytes(head[:4], "big")
+    end = min(len(head), size) if size >= 16 else len(head)
+    return frozenset({head[8:12]} | {head[i:i + 4] for i in range(16, end - 3, 4)})
 
 
 def is_photo(path: Path) -> bool:

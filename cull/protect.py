@@ -43,7 +43,7 @@ from cull.cache import FactCache, stamp_of
 from cull.errors import CullError, SidecarRefused
 from cull.formats import is_photo, is_raw, tiff_ifds
 from cull.fsutil import file_type
-from cull.xmp import MAX_PACKET_BYTES, Packet, XmpError, has_cull_fields, user_protection
+from cull.xmp import MAX_PACKET_BYTES, Packet, XmpError, has_cull_fields, user_protection, user_rejection
 
 if TYPE_CHECKING:
     from cull.scan import PhotoResult
@@ -63,6 +63,7 @@ EMBEDDABLE = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".dng", ".png"
 PROTECTION_FACT = f"protection@{__version__}"
 USER_VERDICT_FACT = f"user_verdict@{__version__}"
 CULL_VERDICT_FACT = f"cull_verdict@{__version__}"
+USER_REJECT_FACT = f"user_reject@{__version__}"
 
 
 def name_key(name: str) -> str:
@@ -498,6 +499,29 @@ def protected_shots(results: Sequence[PhotoResult]) -> dict[Path, str]:
             if why:
                 found[result.path] = why
     return found
+
+
+def sidecar_user_rejection(data: bytes) -> str | None:
+    """The user's own reject (user_rejection) in one sidecar's bytes, or None. Raises XmpError."""
+    return user_rejection(Packet(data))
+
+
+def shot_user_rejection(photo: Path, partner: Path | None, places: Places | None = None) -> str | None:
+    """Whether the user rejected the shot in another program (a reject value in any of its sidecars or
+    its embedded XMP that cull did not write), or None: such a frame sets no bar for --keep-best."""
+    for member, other in ((photo, partner), (partner, photo)):
+        if member is None:
+            continue
+        found = _from_sidecars(member, other, places, USER_REJECT_FACT, sidecar_user_rejection)
+        if found:
+            return found
+        for packet in embedded_packets(member) if member.suffix.lower() in EMBEDDABLE else []:
+            try:
+                if reason := user_rejection(Packet(packet)):
+                    return reason
+            except XmpError:
+                continue
+    return None
 
 
 def sidecar_cull_verdict(data: bytes) -> str | None:

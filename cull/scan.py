@@ -23,7 +23,7 @@ from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
 from cull.report import file_row
-from cull.protect import Places, apply_user_verdicts, shot_protection, shot_user_verdict
+from cull.protect import Places, apply_user_verdicts, shot_protection, shot_user_rejection, shot_user_verdict
 from cull.runner import analyse_paths
 from cull.score import PhotoScore, Scorer
 
@@ -207,8 +207,10 @@ def scan(
             outcome.results = place_in_bursts(
                 outcome.results, prints, options.burst_gap, options.keep_best,
                 protection=lambda r: shot_protection(r.path, r.partner, places),
-                # a sidecar that may hold a decision but cannot be read keeps its frame out of the bar
-                user_verdict=lambda r: shot_user_verdict(r.path, r.partner, places, unreadable_counts=True))
+                # a sidecar that may hold a decision but cannot be read keeps its frame out of the bar, and so
+                # does a reject the user gave in darktable or Lightroom
+                user_verdict=lambda r: shot_user_verdict(r.path, r.partner, places, unreadable_counts=True)
+                or ("reject" if shot_user_rejection(r.path, r.partner, places) else None))
         outcome.results = apply_user_verdicts(outcome.results, places)  # a decision made in `cull review` stands
     outcome.results.sort(key=lambda r: str(r.path))
     outcome.seconds = time.monotonic() - started

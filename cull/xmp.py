@@ -366,6 +366,15 @@ def user_protection(packet: Packet) -> str | None:
     return None
 
 
+def user_rejection(packet: Packet) -> str | None:
+    """Whether the user rejected the photo in another program (darktable's or Lightroom's reject: a
+    reject value cull did not write), as "user rejected it (xmp:Rating)", or None."""
+    wrote = _record(packet, "Changed")
+    mine = [_key(prop) for prop, value in REJECT_FIELDS.items()
+            if value in packet.values(prop) and wrote.get(_key(prop)) != value]
+    return f"user rejected it ({', '.join(mine)})" if mine else None
+
+
 def _own_colour_label(packet: Packet) -> bool:
     """Whether the user gave the photo a colour label where digiKam (``digiKam:ColorLabel``, 0 = none)
     or darktable (``darktable:colorlabels``, a list) keep theirs: cull's xmp:Label would then show

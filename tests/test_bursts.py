@@ -655,3 +655,38 @@ def test_a_cached_capture_of_the_earlier_reading_is_read_once_more_and_stored_as
     fresh = _current_capture(path, old, Cache(), "key")  # type: ignore[arg-type]
     assert fresh.camera == "Canon EOS R6" and fresh.capture_version == CAPTURE_VERSION and stored == [fresh]
     assert _current_capture(path, fresh, Cache(), "key") is fresh and len(stored) == 1  # type: ignore[arg-type]
+
+
+def test_a_best_frame_the_user_rejected_in_darktable_sets_no_bar(library, tmp_path):
+    """A reject the user gave in darktable (xmp:Rating -1 in the sidecar, not written by cull) counts like
+    one in `cull review`: the frame sets no bar, so the user's remaining kept frame is not demoted."""
+    work, demoted, frames = _demoted_burst(library, tmp_path)
+    best = next(r for r in frames if r["verdict"] == "keep")
+    Path(best["path"] + ".xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="-1"/></rdf:RDF></x:xmpmeta>')
+    after = _keep_best_scan(work, tmp_path / "b.jsonl", "--no-xmp")
+    assert any(after[r["path"]]["verdict"] == "keep" for r in frames if r["path"] != best["path"])
+
+
+def test_a_cull_reject_is_not_taken_for_the_users():
+    from cull.xmp import Packet, Verdict, merge, user_rejection
+
+    ours = merge(None, Verdict("reject", 0.1, "defocus", "m")).packet
+    assert user_rejection(Packet(ours)) is None  # cull's own reject, recorded in cull:Changed
+    theirs = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="-1"/></rdf:RDF></x:xmpmeta>')
+    assert user_rejection(Packet(theirs)) == "user rejected it (xmp:Rating)"
+
+
+def test_keep_best_does_not_demote_a_frame_sharp_where_the_best_frame_is_soft():
+    """Focus on another plane: the subject sharp in one frame, the (larger) background in the other. The
+    background frame wins on the mean of the shared regions, but the subject frame holds sharp regions the
+    best frame lacks, so it is not demoted."""
+    from cull.bursts import Ranked, clearly_softer
+
+    best = Ranked("back.jpg", "b", 1, 2, 0.80, 0.8, 5, (0.95, 0.95, 0.95, 0.95, 0.20))
+    subject = Ranked("subject.jpg", "b", 2, 2, 0.60, 0.4, 5, (0.40, 0.40, 0.40, 0.40, 0.98))
+    evenly_soft = Ranked("soft.jpg", "b", 3, 3, 0.45, 0.2, 5, (0.45, 0.45, 0.45, 0.45, 0.45))
+    assert not clearly_softer(subject, best)
+    assert clearly_softer(evenly_soft, best)
