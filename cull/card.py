@@ -201,6 +201,9 @@ def check_strictness_order(thresholds: dict[str, Thresholds], path: Path) -> Non
                              f"{a.head_reject}) rejects photos {higher} does not")
 
 
+MAX_VERSION_CHARS = 200  # a card's version is written into every photo's XMP (cull:Model)
+
+
 def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     """Read a model card. ``path`` may be the .json card or the .onnx beside it.
 
@@ -218,8 +221,8 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
         raise ModelError(
             f"no model card at {path}; build the model with `python -m train` (needs the [train] extra)"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read model card {path}: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than the parser goes
+        raise ModelError(f"cannot read model card {path}: {exc or type(exc).__name__}") from None
     if not isinstance(raw, dict):
         raise ModelError(f"{path}: malformed model card (a JSON {type(raw).__name__}, not an object)")
     try:
@@ -243,10 +246,13 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
             head=PhotoHead.from_dict(raw["photo_head"]) if raw.get("photo_head") else None,
             extra={k: v for k, v in raw.items() if k not in _PARSED_KEYS},
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: a list or string where an object belongs
+    # AttributeError: a list or string where an object belongs; OverflowError: Infinity where a count belongs
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         if isinstance(exc, ModelError):
             raise
         raise ModelError(f"{path}: malformed model card ({type(exc).__name__}: {exc})") from None
+    if not isinstance(card.version, str) or not card.version or len(card.version) > MAX_VERSION_CHARS:
+        raise ModelError(f"{path}: malformed model card (version must be a name of 1-{MAX_VERSION_CHARS} characters)")
     validate_analysis(card.analysis, card.aggregate_k, path)
     missing = [s for s in STRICTNESS_LEVELS if s not in card.thresholds]
     if missing:

@@ -151,7 +151,7 @@ def calibration_note(root: Path, card: ModelCard) -> str | None:
         return None
     try:
         same = Path(root).resolve() == Path(folder).resolve()
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # ValueError: a NUL byte in a hand-edited folder
         return None
     if not same:
         return None
