@@ -47,6 +47,8 @@ MIN_PER_CLASS = 5  # fewer usable photos in a class than this: refuse
 RECOMMENDED_PER_CLASS = 10  # fewer than this: warn
 REJECT_FRACTIONS = {"lenient": 0.5, "normal": 0.7, "strict": 0.85}  # of the lowest sharp score
 TEXTURE_FACTORS = (1.0, 0.6, 0.36, 1.6)  # candidate min_std, as multiples of the base card's
+MIN_TEXTURE = 0.009  # the lowest min_std tried (0.36 x the shipped card's): below it, JPEG noise passes for texture
+REJECT_EVIDENCE_PATCHES = 16  # usable patches a card with a lowered texture threshold needs to reject a photo
 CONFIDENCE = 0.95
 BLURRED_Z = 2.326  # keep sits at least at the blurred scores' 99th percentile (logit-normal fit)
 _EPS = 1e-6
@@ -77,6 +79,7 @@ class Scored:
     error: str | None = None
     motion: float | None = None  # the kind head's mean P(motion): the base card's steady path needs it
     head: float | None = None  # the photo head's value: the base card's head path needs it
+    patches: int = 0  # usable patches (a card with a lowered texture threshold rejects only on enough of them)
 
 
 @dataclass
@@ -191,7 +194,29 @@ def _floor6(value: float) -> float:
 
 
 def _verdict(photo: Scored, thresholds: Thresholds) -> str:
-    return "uncertain" if photo.score is None else verdict_for(photo.score, photo.motion, thresholds, photo.head).value
+    if photo.score is None:
+        return "uncertain"
+    verdict = verdict_for(photo.score, photo.motion, thresholds, photo.head).value
+    least = thresholds.reject_min_patches
+    return "uncertain" if verdict == "reject" and least is not None and photo.patches < least else verdict
+
+
+Fit = Callable[[Sequence[float], Sequence[float]], dict[str, Thresholds]]
+
+
+def card_fit(base: ModelCard, min_std: float) -> Fit:
+    """fit_thresholds for a card made from ``base`` with texture threshold ``min_std``, with two limits of
+    in-focus priority on what the labelled photos cannot show: no strictness rejects more readily than the
+    base card's (reject at most its reject), and where ``min_std`` is below the base card's, a photo is
+    rejected only on REJECT_EVIDENCE_PATCHES usable patches (a flatter sharp photo than any labelled one,
+    which the base card left *uncertain* for want of texture, is not rejected on a few weak patches)."""
+    least = REJECT_EVIDENCE_PATCHES if round(min_std, 6) < round(base.analysis.min_std, 6) else None
+
+    def fit(sharp: Sequence[float], blurred: Sequence[float]) -> dict[str, Thresholds]:
+        return {name: dataclasses.replace(t, reject=min(t.reject, base.thresholds_for(name).reject), reject_min_patches=least)
+                for name, t in fit_thresholds(sharp, blurred).items()}
+
+    return fit
 
 
 def rates_for(labels: Sequence[bool], verdicts: Sequence[str]) -> dict[str, Rate]:
@@ -210,8 +235,8 @@ def rates_for(labels: Sequence[bool], verdicts: Sequence[str]) -> dict[str, Rate
     }
 
 
-def leave_one_out(scored: Sequence[Scored]) -> dict[str, list[str]]:
-    """Per strictness, each usable photo's verdict under thresholds fitted without it. Pure.
+def leave_one_out(scored: Sequence[Scored], fit: Fit = fit_thresholds) -> dict[str, list[str]]:
+    """Per strictness, each usable photo's verdict under thresholds fitted (by ``fit``) without it. Pure.
 
     Photos without a score (too little texture) are *uncertain*, as in production.
     """
@@ -227,7 +252,7 @@ def leave_one_out(scored: Sequence[Scored]) -> dict[str, list[str]]:
         if key not in fits:
             s_rest = [v for v, j in sharp if j != i]
             b_rest = [v for v, j in blurred if j != i]
-            fits[key] = fit_thresholds(s_rest, b_rest) if s_rest and b_rest else None
+            fits[key] = fit(s_rest, b_rest) if s_rest and b_rest else None
         fitted = fits[key]
         for name in STRICTNESS_LEVELS:
             verdicts[name].append("uncertain" if fitted is None else _verdict(photo, fitted[name]))
@@ -246,7 +271,8 @@ def _score_photos(photos: list[LabelledPhoto], card: ModelCard, workers: int, pr
         else:
             enough = analysis.photo.patches >= card.analysis.min_patches
             found[photo.path] = Scored(photo.path, photo.sharp, analysis.photo.score if enough else None,
-                                       motion=analysis.photo.motion, head=analysis.photo.head)
+                                       motion=analysis.photo.motion, head=analysis.photo.head,
+                                       patches=analysis.photo.patches)
         if progress is not None:
             progress.update(1)
     return [found[p.path] for p in photos]
@@ -256,9 +282,9 @@ def _with_texture(card: ModelCard, min_std: float) -> ModelCard:
     return dataclasses.replace(card, analysis=dataclasses.replace(card.analysis, min_std=round(min_std, 6)))
 
 
-def _right(scored: Sequence[Scored]) -> int:
+def _right(scored: Sequence[Scored], fit: Fit = fit_thresholds) -> int:
     """Leave-one-out right decisions at lenient (sharp kept + blurred rejected); a rejected sharp photo costs 10."""
-    verdicts = leave_one_out(scored)["lenient"]
+    verdicts = leave_one_out(scored, fit)["lenient"]
     usable = [s for s in scored if s.error is None]
     right = sum((v == "keep") if s.sharp else (v == "reject") for s, v in zip(usable, verdicts))
     return right - 10 * sum(s.sharp and v == "reject" for s, v in zip(usable, verdicts))
@@ -270,7 +296,7 @@ def _scored_per_class(scored: Sequence[Scored]) -> tuple[int, int]:
     return sum(s.sharp for s in usable), sum(not s.sharp for s in usable)
 
 
-def choose_texture(tried: dict[float, list[Scored]], base_std: float) -> float:
+def choose_texture(tried: dict[float, list[Scored]], base_std: float, fits: dict[float, Fit] | None = None) -> float:
     """Among the min_std values under which at least MIN_PER_CLASS photos of each class score, the one
     whose scores give the most right leave-one-out decisions; on a tie the base value, then the one
     scoring more photos, then the one closest to the base value.  When none scores enough, the one
@@ -284,7 +310,7 @@ def choose_texture(tried: dict[float, list[Scored]], base_std: float) -> float:
 
     if not enough:
         return max(tried, key=lambda m: (min(counts[m]), sum(counts[m]), m == base_std, closeness(m)))
-    rights = {m: _right(tried[m]) for m in enough}
+    rights = {m: _right(tried[m], (fits or {}).get(m, fit_thresholds)) for m in enough}
     return max(enough, key=lambda m: (rights[m], m == base_std, sum(counts[m]), closeness(m)))
 
 
@@ -313,15 +339,17 @@ def calibrate(
     than MIN_PER_CLASS usable photos (shots: a RAW+JPEG pair counts once).
     """
     photos, unreadable, n_sharp, n_blurred = count_photos(folder)
-    candidates = [base.analysis.min_std * f for f in (TEXTURE_FACTORS if fit_texture else (1.0,))]
+    candidates = sorted({max(base.analysis.min_std * f, min(MIN_TEXTURE, base.analysis.min_std))
+                         for f in (TEXTURE_FACTORS if fit_texture else (1.0,))})
     if progress is not None:
         progress.total = len(photos) * len(candidates)
         progress.refresh()
     tried: dict[float, list[Scored]] = {}
     for min_std in candidates:
         tried[round(min_std, 6)] = _score_photos(photos, _with_texture(base, min_std), workers, progress)
-    best = choose_texture(tried, base.analysis.min_std)
-    rights = {m: _right(s) for m, s in tried.items()}
+    fits = {m: card_fit(base, m) for m in tried}
+    best = choose_texture(tried, base.analysis.min_std, fits)
+    rights = {m: _right(s, fits[m]) for m, s in tried.items()}
     scored = tried[best] + unreadable
 
     warnings = label_warnings(folder, [s.error or "" for s in unreadable])
@@ -342,17 +370,26 @@ def calibrate(
                         f"the rates below are rough; {RECOMMENDED_PER_CLASS} or more of each are recommended")
     if min(sharp) <= max(blurred):
         overlap = sum(s <= max(blurred) for s in sharp)
+        suspects = sorted((s for s in usable if not s.sharp and s.score is not None and s.score >= min(sharp)),
+                          key=lambda s: -(s.score or 0.0))
+        named = ", ".join(f"{display_path(s.path)} ({s.score:.3f})" for s in suspects[:5])
         warnings.append(f"the classes overlap: the lowest sharp score {min(sharp):.3f} is not above the highest blurred "
-                        f"score {max(blurred):.3f}; {overlap} sharp photo(s) will be uncertain, not kept")
+                        f"score {max(blurred):.3f}; {overlap} sharp photo(s) will be uncertain, not kept. Blurred photos "
+                        f"scoring like sharp ones (mislabelled?): {named}")
     unscored = [s for s in usable if s.score is None]
     if unscored:
         warnings.append(f"{len(unscored)} photo(s) had too little texture to score: they stay uncertain")
 
-    thresholds = fit_thresholds(sharp, blurred)
+    thresholds = fits[best](sharp, blurred)
     card = dataclasses.replace(_with_texture(base, best), thresholds=thresholds)
     labels = [s.sharp for s in usable]
-    loo = leave_one_out(scored)
+    loo = leave_one_out(scored, fits[best])
     rates = {name: rates_for(labels, loo[name]) for name in STRICTNESS_LEVELS}
+    lost = sorted({s.path for name in STRICTNESS_LEVELS for s, v in zip(usable, loo[name]) if s.sharp and v == "reject"})
+    if lost:
+        warnings.append(f"left out of the fit, {len(lost)} sharp photo(s) would be rejected: "
+                        f"{', '.join(display_path(p) for p in lost[:5])}; a sharp photo like them would be lost: "
+                        "add more sharp photos like them, or use a more lenient strictness")
     base_scored = [s for s in tried[round(base.analysis.min_std, 6)] if s.error is None]
     base_rates = {
         name: rates_for([s.sharp for s in base_scored], [_verdict(s, base.thresholds_for(name)) for s in base_scored])

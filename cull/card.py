@@ -66,6 +66,7 @@ class Thresholds:
     head_keep: float | None = None
     head_reject: float | None = None
     head_reject_below: float | None = None
+    reject_min_patches: int | None = None  # fewer usable patches than this: never rejected (a calibrated card's lowered texture threshold)
 
     def __post_init__(self) -> None:
         for name in ("keep", "reject", "steady_keep", "max_motion"):
@@ -86,6 +87,9 @@ class Thresholds:
                 raise ModelError(f"{name} must be a finite number, got {value!r}")
         if (self.head_reject is None) != (self.head_reject_below is None):
             raise ModelError(f"head_reject and head_reject_below go together, got {self}")
+        least = self.reject_min_patches
+        if least is not None and (isinstance(least, bool) or not isinstance(least, int) or least < 1):
+            raise ModelError(f"reject_min_patches must be a whole number of at least 1, got {least!r}")
         below = self.head_reject_below
         if below is not None and (isinstance(below, bool) or not isinstance(below, (int, float))):
             raise ModelError(f"head_reject_below must be a number, got {below!r}")
@@ -93,7 +97,7 @@ class Thresholds:
             raise ModelError(f"thresholds must satisfy reject <= head_reject_below <= keep, got {self}")
 
     def as_dict(self) -> dict[str, float]:
-        """The card's JSON form (the steady path only where set)."""
+        """The card's JSON form (the optional paths only where set)."""
         return {name: value for name, value in asdict(self).items() if value is not None}
 
 

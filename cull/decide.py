@@ -43,6 +43,9 @@ def decide(photo: PhotoScore, thresholds: Thresholds, min_patches: int) -> Decis
             return Decision(verdict, "sharp region found")
         return Decision(verdict, STEADY_REASON if _steady(photo.score, photo.motion, thresholds) else HEAD_REASON)
     if verdict is Verdict.REJECT:
+        if thresholds.reject_min_patches is not None and photo.patches < thresholds.reject_min_patches:
+            return Decision(Verdict.UNCERTAIN, f"too few textured patches to reject ({photo.patches}; this card's lowered "
+                                               f"texture threshold asks for {thresholds.reject_min_patches})")
         if photo.score >= thresholds.reject:
             return Decision(verdict, f"{HEAD_REJECT_REASON} ({photo.kind or 'blur'})")
         return Decision(verdict, f"no sharp region ({photo.kind or 'blur'})")

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 from cull.analyse import Analysis
 from cull.card import ModelCard
+from cull.fsutil import file_sha256
 from cull.decide import Verdict, decide
 from cull.discover import Skipped, discover, is_hidden_or_system
 from cull.errors import DatasetError
@@ -104,9 +105,10 @@ def labelled_tree(root: Path) -> tuple[list[LabelledPhoto], list[tuple[LabelledP
 
 
 def _without_both_labels(photos: list[LabelledPhoto]) -> tuple[list[LabelledPhoto], list[tuple[LabelledPhoto, str]]]:
-    """The photos less those whose file (device and inode, or its partner's) is also labelled the other
-    way, and those, each with why."""
-    by_file: dict[tuple[int, int], list[LabelledPhoto]] = {}
+    """The photos less those whose file (device and inode, or its partner's), or a byte-identical copy of
+    it, is also labelled the other way, and those, each with why."""
+    by_file: dict[tuple[object, ...], list[LabelledPhoto]] = {}
+    by_size: dict[int, list[tuple[Path, LabelledPhoto]]] = {}
     for photo in photos:
         for path in filter(None, (photo.path, photo.partner)):
             try:
@@ -114,13 +116,21 @@ def _without_both_labels(photos: list[LabelledPhoto]) -> tuple[list[LabelledPhot
             except OSError:
                 continue
             by_file.setdefault((info.st_dev, info.st_ino), []).append(photo)
+            by_size.setdefault(info.st_size, []).append((path, photo))
+    for same_size in by_size.values():  # only files of one size under both labels are read, to compare content
+        if len({photo.sharp for _, photo in same_size}) > 1:
+            for path, photo in same_size:
+                try:
+                    by_file.setdefault(("sha256", file_sha256(path)), []).append(photo)
+                except OSError:
+                    continue
     clash: dict[Path, set[Path]] = {}
     for group in by_file.values():
         if len({p.sharp for p in group}) > 1:
             for photo in group:
                 clash.setdefault(photo.path, set()).update(p.path for p in group if p.path != photo.path)
     return ([p for p in photos if p.path not in clash],
-            [(p, f"{BOTH_LABELS} (the same file as {', '.join(display_path(q) for q in sorted(clash[p.path]))})")
+            [(p, f"{BOTH_LABELS} (the same file or content as {', '.join(display_path(q) for q in sorted(clash[p.path]))})")
              for p in photos if p.path in clash])
 
 

@@ -33,7 +33,7 @@ from cull.cli import app
 from cull.decide import verdict_for
 from cull.errors import DatasetError
 from cull.evaluate import BOTH_LABELS
-from tests.conftest import REPO, save, sharp_image
+from tests.conftest import REPO, blurred_image, save, sharp_image
 
 
 def micrograph(seed: int, sharp: bool, size: tuple[int, int] = (512, 384)) -> Image.Image:
@@ -213,7 +213,7 @@ def fake_folder(root: Path, n_sharp: int, n_blurred: int) -> Path:
     """Labelled files that are never decoded (scoring is faked)."""
     for cls, n in (("sharp", n_sharp), ("blurred", n_blurred)):
         for i in range(n):
-            (save_dir(root / cls) / f"{cls[0]}{i}.jpg").write_bytes(b"\xff\xd8 not decoded")
+            (save_dir(root / cls) / f"{cls[0]}{i}.jpg").write_bytes(f"\xff\xd8 {cls} {i}, not decoded".encode())  # distinct photos
     return root
 
 
@@ -272,7 +272,8 @@ def test_the_summary_shows_thresholds_to_the_decimal_the_card_stores(tmp_path, m
     fake_scoring(monkeypatch, lambda p, m: (sharp if p.sharp else blurred)[int(p.path.stem[1:])])
     result = calibrate(folder, load_card(), fit_texture=False)
     assert result.card.thresholds["lenient"].keep == 0.78000001
-    assert "keep at or above 0.78000001; reject below: lenient 0.390000, normal 0.546000, strict 0.663000" in (
+    # fitted 0.39 / 0.546 / 0.663; lenient and normal capped at the shipped card's rejects (card_fit)
+    assert "keep at or above 0.78000001; reject below: lenient 0.232982, normal 0.479841, strict 0.663000" in (
         format_calibration(result))
 
 
@@ -282,7 +283,8 @@ def test_raw_jpeg_pairs_count_as_one_shot_each(tmp_path):
 
     for cls in ("sharp", "blurred"):
         for i in range(3):
-            jpg = save(sharp_image(i, 0.1), tmp_path / cls / f"IMG_{i}.JPG")
+            image = sharp_image(i, 0.1) if cls == "sharp" else blurred_image(i, 3).resize(sharp_image(i, 0.1).size)
+            jpg = save(image, tmp_path / cls / f"IMG_{i}.JPG")  # other photos per class
             write_dng(jpg, tmp_path / cls / f"IMG_{i}.DNG")
     with pytest.raises(DatasetError, match=f"3 sharp and 3 blurred photos; calibration needs at least {MIN_PER_CLASS}"):
         cull.calibrate.count_photos(tmp_path)
@@ -374,7 +376,8 @@ def test_calibrate_warns_on_overlap_and_few_examples_and_points_beside_the_card(
     for i in range(6):
         save(sharp_image(i % 4, 0.3).rotate(90 * (i // 4)), data / "sharp" / f"s{i}.jpg")
         blurred = sharp_image(i % 4, 0.3).rotate(90 * (i // 4)).filter(ImageFilter.GaussianBlur(4))
-        save(sharp_image(i % 4, 0.3) if i == 0 else blurred, data / "motion_blurred" / f"b{i}.jpg")  # b0 is sharp
+        # b0 is sharp: s0 saved again at another quality (a byte-identical copy is left out of both classes)
+        save(sharp_image(i % 4, 0.3) if i == 0 else blurred, data / "motion_blurred" / f"b{i}.jpg", **({"quality": 90} if i == 0 else {}))
     out = models / "mine.json"
     result = CliRunner().invoke(app, ["calibrate", str(data), "--out", str(out), "--model", str(models / "focus.json"),
                                       "--keep-texture", "-j1"])
