@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +36,16 @@ class Analysis:
     error: str | None = None
     laplacian_var: float | None = None  # the baseline's statistic, when asked for
     footprint: Footprint | None = None  # for grouping bursts, when asked for (cull.bursts)
+    judged: tuple[int, int] | None = None  # (size, mtime_ns) of the file as the analysis read it
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of the file this process is about to read (None: decode says why it cannot)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 def laplacian_variance(gray: NDArray[np.float32]) -> float:
@@ -70,8 +81,11 @@ def analyse_chunk(
     prints: dict[int, Footprint] = {}  # scores filled in after the network ran
     grid_scores: dict[int, NDArray[np.intp]] = {}  # bursts: where each footprint tile's score is among the scored
     selected: dict[int, int] = {}  # bursts: how many of the scored patches are the photo's own selection
+    judged: dict[int, tuple[int, int]] = {}
     for index, path in enumerate(paths):
         try:
+            if (stamp := _stamp(path)) is not None:
+                judged[index] = stamp
             levels = decode_levels(path, spec.long_side)  # 8-bit as decoded: selection converts only what it reads
             if with_laplacian:
                 laplacians[index] = laplacian_variance(to_unit(levels))
@@ -108,7 +122,7 @@ def analyse_chunk(
             print_ = replace(print_, scores=np.asarray(scores.sharp[grid_scores[index]], np.float32))
             scores = _split(scores, [selected[index]])[0]
         photo = aggregate(scores, card.aggregate_k, scorer.kind_labels, card.head)
-        results.append(Analysis(path, photo, laplacian_var=laplacians.get(index), footprint=print_))
+        results.append(Analysis(path, photo, laplacian_var=laplacians.get(index), footprint=print_, judged=judged.get(index)))
     return results
 
 

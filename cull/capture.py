@@ -1,8 +1,8 @@
 """When and with which camera a photo was taken (EXIF via exifread), for grouping bursts.
 
 exifread reads EXIF from JPEG, TIFF, HEIC/WebP/PNG and the TIFF-based RAW formats (CR2, NEF, ARW,
-DNG, ORF, RW2, PEF…). Where no capture time can be read the file's modification time stands in,
-and the result says so (``time_source == "mtime"``).
+DNG, ORF, RW2, PEF…). Where no capture time can be read, EXIF ModifyDate (``"modified"``) or the
+file's modification time (``"mtime"``) stands in, and the result says so.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 _SERIAL_TAGS = ("EXIF BodySerialNumber", "MakerNote SerialNumber", "Image CameraSerialNumber", "MakerNote InternalSerialNumber",
                 "MakerNote InternalSerialNumber ")  # exifread names Canon's with a trailing space
 # What a cached capture reading is worth: 2 reads maker notes (exifread's details), where Nikon, Fuji,
-# Olympus and Canon bodies keep their serial number; readings of version 1 are read again.
-CAPTURE_VERSION = 2
+# Olympus and Canon bodies keep their serial number; 3 tells a ModifyDate from a capture time; older
+# readings are read again.
+CAPTURE_VERSION = 3
 _MAX_EXIF_READ = 64 * 1024 * 1024  # never read EXIF from a file larger than this (a RAW is well below)
 
 
@@ -30,7 +31,7 @@ class Capture:
 
     camera: str | None
     time: float | None
-    time_source: str  # "exif" or "mtime" (or "none" when even stat failed)
+    time_source: str  # "exif", "modified" (EXIF ModifyDate only) or "mtime" (or "none" when even stat failed)
 
 
 def parse_exif_time(value: str, subsec: str | None = None) -> float | None:
@@ -86,11 +87,14 @@ def read_capture(path: Path) -> Capture:
     if serial:
         camera_parts.append(serial)
     camera = " ".join(p for p in camera_parts if p) or None
-    original = tags.get("EXIF DateTimeOriginal") or tags.get("Image DateTime")
-    subsec = tags.get("EXIF SubSecTimeOriginal") or tags.get("EXIF SubSecTime")
-    when = parse_exif_time(str(original), str(subsec) if subsec is not None else None) if original else None
-    if when is not None:
-        return Capture(camera, when, "exif")
+    # DateTimeOriginal is when the shutter fired; Image DateTime (ModifyDate) only when the file was last
+    # written (an export, a film scan): such frames are grouped as cautiously as those timed by the file
+    for tag, sub, source in (("EXIF DateTimeOriginal", "EXIF SubSecTimeOriginal", "exif"),
+                             ("Image DateTime", "EXIF SubSecTime", "modified")):
+        original, subsec = tags.get(tag), tags.get(sub)
+        when = parse_exif_time(str(original), str(subsec) if subsec is not None else None) if original else None
+        if when is not None:
+            return Capture(camera, when, source)
     try:
         return Capture(camera, os.stat(path).st_mtime, "mtime")
     except OSError:

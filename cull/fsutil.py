@@ -67,6 +67,17 @@ def host_tag() -> str:
     return f"{re.sub(r'[^A-Za-z0-9-]', '-', name)[:20] or 'host'}-{digest}"
 
 
+def absolute(path: Path | str) -> Path:
+    """``path`` made absolute the way the kernel reads it: a ``..`` steps out of where a symbolic link
+    before it leads (os.path.abspath drops ``link/..`` as text, naming another file), while the last
+    component stays as it is (a link there is still a link)."""
+    parts = Path(path).parts
+    if ".." not in parts:
+        return Path(os.path.abspath(path))
+    last = len(parts) - 1 - parts[::-1].index("..")
+    return Path(os.path.realpath(Path(*parts[: last + 1])), *parts[last + 1 :])
+
+
 def temp_prefix(path: Path) -> str:
     """The prefix of cull's temporary files beside ``path``: ``.NAME@HOST.PID-`` (mkstemp adds 8
     random characters and the suffix). The host and process id let a later run tell a temp file left

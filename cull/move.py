@@ -23,7 +23,7 @@ from cull.discover import CULLED_DIR, Shot, is_hidden_or_system
 from cull.errors import MoveError
 from cull.formats import is_raw
 from cull.fsutil import file_sha256 as sha256_of
-from cull.fsutil import NAME_MAX, fsync_dir
+from cull.fsutil import NAME_MAX, absolute, fsync_dir
 from cull.journal import JOURNAL_DIR, Journal, Step, journals, same_folder, target_lock
 from cull.protect import Places, has_twin, read_cull_verdict, read_user_verdict, shot_protection
 
@@ -159,22 +159,18 @@ def _with_suffix(name: str, stem: str, n: int, cut: int) -> str:
     return f"{base[:max(1, len(base) - cut)]}_{n}{dot}{ext}"
 
 
-def _absolute(path: Path) -> Path:
-    return Path(os.path.abspath(path))
-
-
 def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
     """Where each file of each shot goes; collisions get the smallest free per-shot suffix.
 
     Planned paths are absolute, so the journal (and ``undo``) does not depend on the working folder.
     """
     plan = MovePlan()
-    root, target = _absolute(root), _absolute(target)
+    root, target = absolute(root), absolute(target)
     root_real = root.resolve()
     claimed: set[Path] = set()
     places = Places()  # each folder listed once
     for given in shots:
-        shot = Shot(_absolute(given.path), _absolute(given.partner) if given.partner else None)
+        shot = Shot(absolute(given.path), absolute(given.partner) if given.partner else None)
         # In-focus priority: a shot the user rated, picked or accepted (anywhere: sidecars, embedded XMP,
         # its partner) is never moved as a reject; it stays in place and is reported (cull.protect).
         if (why := shot_protection(shot.path, shot.partner, places)) is not None:
@@ -316,7 +312,7 @@ def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[Planned
     result = MoveResult()
     if not plan.moves:
         return result
-    root, target = _absolute(root), _absolute(target)
+    root, target = absolute(root), absolute(target)
     with target_lock(target, wait):
         journal = Journal.create(target, root)
         result.journal = journal.path
@@ -499,7 +495,7 @@ def undo(target: Path, everything: bool = False, root: Path | None = None, moved
     if moved_from is not None and root is not None:
         made = [j for j in pending if isinstance(old := j.header().get("root"), str)
                 and os.path.realpath(old) == os.path.realpath(moved_from)]
-        if made and not any(_renamed_from(moved_from, _absolute(root), same_folder(j.header().get("root_id"), _absolute(root)))
+        if made and not any(_renamed_from(moved_from, absolute(root), same_folder(j.header().get("root_id"), absolute(root)))
                             for j in made):
             raise MoveError(f"--from {moved_from}: a folder with files in it, or {root} itself, inside it or around it; "
                             f"it cannot be the folder {root} was renamed from")
@@ -518,13 +514,13 @@ def undo(target: Path, everything: bool = False, root: Path | None = None, moved
             if moved is not None:
                 candidate.rebase(moved)
                 owned.append((candidate, moved))
-                if root is not None and same_folder(candidate.header().get("root_id"), _absolute(root)) is False and not moved:
+                if root is not None and same_folder(candidate.header().get("root_id"), absolute(root)) is False and not moved:
                     result.notes.append(f"{root} is not the folder the move {candidate.path.name} was made from (a copy, a "
                                         "folder made again, or a drive mounted again?): its files go back to their journalled paths")
         chosen = owned if everything else owned[-1:]
         for journal, _ in reversed(chosen):
             result.journals.append(journal.path)
-            _undo_journal(journal, _absolute(target), result)
+            _undo_journal(journal, absolute(target), result)
         older = [] if everything else owned[:-1]
         result.earlier = sum(1 for earlier, _ in older for step in earlier.steps() if not step.undone and step.dst.exists())
     return result
@@ -549,7 +545,7 @@ def _belongs(journal: Journal, root: Path | None, target: Path, moved_from: Path
     old_root = Path(recorded_root) if os.path.isabs(recorded_root) or journal.base is None else journal.base / recorded_root
     if root is None:
         return {}
-    new_root, here = _absolute(root), _absolute(target)
+    new_root, here = absolute(root), absolute(target)
     named = moved_from is not None and os.path.realpath(old_root) == os.path.realpath(moved_from)
     if moved_from is not None and named and not _renamed_from(moved_from, new_root, same_folder(header.get("root_id"), new_root)):
         return None

@@ -188,13 +188,17 @@ def scan(
                     # the shot has a verdict, but the damaged file is still reported (and counts in the exit code)
                     outcome.skipped.append(Skipped(partner, f"{why}; the shot is judged by its partner {analysis.path.name}"))
                 key = keys.get(analysis.path)  # a partner scored instead is not cached: lookups go by the shot's path
+                if key is not None and analysis.judged is not None and analysis.judged != key:
+                    finish(PhotoResult(analysis.path, partner, error=_NOT_THE_LISTED_FILE))
+                    continue
                 if cache is not None and key is not None and file_key(analysis.path) == key:
                     cache.put(analysis.path.absolute(), key, analysis.photo)
                     if analysis.footprint is not None:
                         cache.put_footprint(analysis.path.absolute(), key, replace(analysis.footprint, ctime_ns=_ctime_ns(analysis.path)))
                 if analysis.footprint is not None:  # keyed by the result's path: the partner, when it was scored instead
                     prints[analysis.path] = analysis.footprint
-                finish(_decided(analysis.path, partner, analysis.photo, card, thresholds, key or file_key(analysis.path)))
+                finish(_decided(analysis.path, partner, analysis.photo, card, thresholds,
+                                analysis.judged or key or file_key(analysis.path)))
             todo = list(retry)
             if not todo:
                 break
@@ -325,6 +329,10 @@ def _decided(path: Path, partner: Path | None, photo: PhotoScore, card: ModelCar
              judged: FileKey | None, cached: bool = False) -> PhotoResult:
     return PhotoResult(path, partner, photo, decide(photo, thresholds, card.analysis.min_patches), cached=cached,
                        judged=judged)
+
+
+_NOT_THE_LISTED_FILE = ("the file read to judge it is not the one listed here (other size or time): it changed during "
+                        "the scan, or a --ray worker sees another file at this path (a stale mount?): not marked")
 
 
 def _unless_changed(result: PhotoResult) -> PhotoResult:

@@ -53,7 +53,8 @@ def test_exif_time_with_subseconds():
 
 def test_capture_reads_raw_exif(shared_raw):
     capture = read_capture(shared_raw / "RAW_KODAK_DC50.KDC")  # exiftool: ModifyDate 1997:04:23 08:00:47 (no DateTimeOriginal)
-    assert capture.time_source == "exif" and capture.camera is not None and capture.camera.startswith("Eastman Kodak")
+    # ModifyDate alone may be an export's or a scan's time: grouped with the stricter gate (WEAK_TIMES)
+    assert capture.time_source == "modified" and capture.camera is not None and capture.camera.startswith("Eastman Kodak")
     assert capture.time == pytest.approx(parse_exif_time("1997:04:23 08:00:47"))
 
 
@@ -690,3 +691,16 @@ def test_keep_best_does_not_demote_a_frame_sharp_where_the_best_frame_is_soft():
     evenly_soft = Ranked("soft.jpg", "b", 3, 3, 0.45, 0.2, 5, (0.45, 0.45, 0.45, 0.45, 0.45))
     assert not clearly_softer(subject, best)
     assert clearly_softer(evenly_soft, best)
+
+
+def test_frames_timed_only_by_modify_date_need_the_stricter_look_alike_gate(tmp_path):
+    """Batch exports and film scans carry only EXIF ModifyDate, the same second for unrelated photos:
+    they are grouped as cautiously as frames timed by the file (two unrelated photos 0.6 alike used to
+    form a burst)."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0132] = "Scanner", "S1", "2024:05:01 10:11:12"  # ModifyDate only
+    sharp_image(0, 0.3).save(tmp_path / "a.jpg", exif=exif)
+    assert read_capture(tmp_path / "a.jpg").time_source == "modified"
+    loose = _look_alike_frames(6, "exif", 0.65)
+    assert group_bursts(loose) != []
+    assert group_bursts([replace(f, time_source="modified") for f in loose]) == []

@@ -172,3 +172,25 @@ def test_undo_says_when_it_removes_an_identical_copy(tmp_path):
     back = undo(target)
     assert any("identical copy in the target was removed" in note for note in back.notes)
     assert (root / "IMG_0001.CR2").is_file() and not (target / "IMG_0001.CR2").exists()
+
+
+def test_a_path_through_a_link_and_dotdot_moves_the_file_it_judged(tmp_path):
+    """`cull move sym/cur/../y2025` with cur a link into store/: the kernel reads store/y2025, and so
+    must the move (os.path.abspath made it sym/y2025, another folder: a sharp photo was moved)."""
+    from typer.testing import CliRunner
+
+    from cull.cli import app
+    from tests.conftest import blurred_image, save, sharp_image
+
+    (tmp_path / "sym" / "store" / "y2026").mkdir(parents=True)
+    save(blurred_image(0, 9), tmp_path / "sym" / "store" / "y2025" / "P.jpg")  # what the path names
+    save(sharp_image(0), tmp_path / "sym" / "y2025" / "P.jpg")  # what the path names as text
+    (tmp_path / "sym" / "cur").symlink_to("store/y2026")
+    given = tmp_path / "sym" / "cur" / ".." / "y2025"
+    moved = CliRunner().invoke(app, ["move", str(given), "--rejects", "--workers", "1"])
+    assert moved.exit_code == 0, moved.output
+    assert (tmp_path / "sym" / "y2025" / "P.jpg").is_file()  # the sharp photo stayed
+    assert (tmp_path / "sym" / "store" / "y2025" / "_culled" / "P.jpg").is_file()
+    back = CliRunner().invoke(app, ["undo", str(given)])
+    assert back.exit_code == 0, back.output
+    assert (tmp_path / "sym" / "store" / "y2025" / "P.jpg").is_file()

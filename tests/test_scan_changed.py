@@ -98,3 +98,26 @@ def test_unchanged_photos_keep_their_verdicts_on_a_cached_rescan(tmp_path):
     second = scan([tmp_path / "lib"], load_card(), options)
     assert all(r.cached and r.verdict is not None for r in second.results)
     assert [r.verdict for r in first.results] == [r.verdict for r in second.results]
+
+
+
+def test_a_worker_that_read_another_file_than_the_one_listed_gives_no_verdict(tmp_path, monkeypatch):
+    """A --ray worker whose mount shows another file at the driver's path: its reading is not recorded
+    as the driver's photo (a sharp photo got the reject of the file the worker saw, and it was cached)."""
+    import cull.analyse
+
+    blurred, other, _ = library(tmp_path / "lib")
+    original = cull.analyse._stamp
+
+    def stamp_of_another_version(path: Path):  # type: ignore[no-untyped-def]
+        found = original(path)
+        return (found[0] + 1, found[1]) if found is not None and Path(path).name == "blurred.jpg" else found
+
+    monkeypatch.setattr(cull.analyse, "_stamp", stamp_of_another_version)  # workers=1 analyses in this process
+    options = ScanOptions(workers=1, cache_path=tmp_path / "cache.db")
+    found = {r.path: r for r in scan([tmp_path / "lib"], load_card(), options).results}
+    assert found[blurred].verdict is None and "not the one listed here" in (found[blurred].error or "")
+    assert found[other].verdict is not None
+    monkeypatch.setattr(cull.analyse, "_stamp", original)
+    again = {r.path: r for r in scan([tmp_path / "lib"], load_card(), options).results}
+    assert not again[blurred].cached and again[blurred].verdict is not None  # nothing was cached for it
