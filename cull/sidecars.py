@@ -31,7 +31,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -463,6 +463,15 @@ def write_verdict(
         except XmpError as exc:
             outcomes.append(WriteOutcome(target.path, "error", f"existing XMP left untouched: {exc}", target.embedded))
         except (OSError, CullError) as exc:
+            if target.embedded and options.embed and not isinstance(exc, OSError):  # a file exiv2 cannot write into
+                sidecar, _ = write_verdict(photo, verdict, replace(options, embed=False), partner=partner,
+                                           protection=reason, places=places)
+                written = [o.target.name for o in sidecar if o.action in ("written", "removed", "restored")]
+                instead = f"the verdict went to its sidecar instead ({', '.join(written)})" if written else "nothing else written"
+                outcomes.append(WriteOutcome(target.path, "error", f"cannot embed XMP in this file ({_describe(exc)}); "
+                                             f"{instead}", True))
+                outcomes += sidecar
+                continue
             outcomes.append(WriteOutcome(target.path, "error", _describe(exc), target.embedded))
     other_places = {target.path for target in targets if target.ours_only}  # counted only when they change
     return [o for o in outcomes if not (o.action == "unchanged" and o.target in other_places)], conflict

@@ -65,3 +65,17 @@ def test_an_embed_scan_leaves_a_sidecar_without_cull_fields_alone(tmp_path):
     sidecar.write_bytes(users)
     scan(photo.parent, "--embed", "--strictness", "strict")
     assert sidecar.read_bytes() == users and embedded_rating(photo) == "-1"
+
+
+def test_a_file_exiv2_cannot_write_into_gets_the_verdict_in_its_sidecar(tmp_path):
+    """--embed on a GIF named .jpg (exiv2: "Writing to GIF images is not supported"): the reject goes to the
+    sidecar, and the error says so (it was recorded nowhere)."""
+    from tests.conftest import blurred_image
+
+    photo = tmp_path / "lib" / "gif_named.jpg"
+    photo.parent.mkdir()
+    blurred_image(0, 9).convert("P").save(photo, format="GIF")
+    result = CliRunner().invoke(app, ["scan", str(photo.parent), "--workers", "1", "--embed", "--strictness", "strict"])
+    assert result.exit_code == 1, result.output
+    assert "cannot embed XMP in this file" in result.output and "went to its sidecar instead" in result.output
+    assert read_fields(photo.with_name(photo.name + ".xmp").read_bytes())["xmp:Rating"] == "-1"
