@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -232,7 +233,7 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     try:
         if raw.get("format") != CARD_FORMAT:
             raise ModelError(f"{path}: unsupported card format {raw.get('format')!r}")
-        model_path = path.parent / raw["model_file"]
+        model_path = Path(os.path.realpath(path)).parent / raw["model_file"]  # a card reached through a link: beside the card itself
         analysis = AnalysisSpec(**raw["analysis"])
         thresholds = {name: _thresholds(path, name, t) for name, t in raw["thresholds"].items()}
         kind = raw.get("kind") or {}
@@ -241,7 +242,7 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
             sha256=raw["sha256"],
             version=raw["version"],
             analysis=analysis,
-            aggregate_k=int(raw["aggregate"]["k"]),
+            aggregate_k=_whole(raw["aggregate"]["k"], "aggregate.k"),
             thresholds=thresholds,
             input_name=raw["input"]["name"],
             score_output=raw["outputs"]["score"],
@@ -268,8 +269,20 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     if not model_path.is_file():
         raise ModelError(f"model file {model_path} named by {path} does not exist")
     if verify and file_sha256(model_path) != card.sha256:
+        calibration = card.extra.get("calibration")
+        folder = calibration.get("folder") if isinstance(calibration, dict) else None
+        if isinstance(folder, str):  # a calibrated card, and cull's model changed since (an upgrade)
+            raise ModelError(f"{path} was calibrated for another model than {model_path} (an upgrade of cull?): "
+                             f"run `cull calibrate {folder} --out {path}` again")
         raise ModelError(f"{model_path} does not match the sha256 in its card {path}; rebuild or re-export")
     return card
+
+
+def _whole(value: Any, name: str) -> int:
+    """A whole number of the card (``"3"`` or 2.9 would be taken as another number than meant)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return value
 
 
 def _thresholds(path: Path, strictness: str, raw: Any) -> Thresholds:

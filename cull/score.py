@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -56,6 +56,7 @@ class OnnxScorer:
         wanted = [card.score_output] + ([card.kind_output] if card.kind_output else []) + ([embedding] if embedding else [])
         if not set(wanted) <= names:
             raise ModelError(f"{card.model_path} lacks outputs {sorted(set(wanted) - names)} named by its card")
+        _check_input(self.session, card)
         self._outputs = wanted
         self._kind = bool(card.kind_output)
         self._input = card.input_name
@@ -69,6 +70,18 @@ class OnnxScorer:
         kind = results[1] if self._kind else None
         embedding = results[-1].reshape(len(sharp), -1) if len(results) > 1 + self._kind else None
         return PatchScores(sharp, kind, embedding)
+
+
+def _check_input(session: Any, card: ModelCard) -> None:
+    """Raise ModelError when the card's input name or patch size is not the model's (every photo would
+    fail in inference, each with onnxruntime's message)."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    if card.input_name not in inputs:
+        raise ModelError(f"{card.model_path} has no input {card.input_name!r} named by its card (it has {sorted(inputs)})")
+    shape = inputs[card.input_name]
+    size = card.analysis.patch_size
+    if len(shape) == 4 and any(isinstance(side, int) and side != size for side in shape[1:3]):
+        raise ModelError(f"{card.model_path} takes {shape[1]}x{shape[2]} patches, its card says patch_size {size}")
 
 
 @dataclass(frozen=True)
