@@ -378,7 +378,9 @@ def calibrate(
                         f"scoring like sharp ones (mislabelled?): {named}")
     unscored = [s for s in usable if s.score is None]
     if unscored:
-        warnings.append(f"{len(unscored)} photo(s) had too little texture to score: they stay uncertain")
+        named = ", ".join(f"{display_path(s.path)} ({'sharp' if s.sharp else 'blurred'})" for s in unscored[:5])
+        warnings.append(f"{len(unscored)} photo(s) had too little texture to score: they stay uncertain ({named}"
+                        + (", ..." if len(unscored) > 5 else "") + ")")
 
     thresholds = fits[best](sharp, blurred)
     card = dataclasses.replace(_with_texture(base, best), thresholds=thresholds)
@@ -415,7 +417,8 @@ def card_json(calibration: Calibration, base_path: Path, out: Path) -> dict[str,
     model_file = os.path.relpath(model, folder) if relative else str(model)
     sharp = [s.score for s in calibration.scored if s.sharp and s.score is not None]
     blurred = [s.score for s in calibration.scored if not s.sharp and s.score is not None]
-    raw.pop("metrics", None)  # the base card's figures belong to its thresholds, not these
+    for key in ("metrics", "threshold_fit", "threshold_fit_steady", "refit", "previous_model"):
+        raw.pop(key, None)  # the base card's figures and fits belong to its thresholds, not these
     raw.pop("photo_head", None)  # fitted on the base card's training photos, not this domain: no head path
     raw.update(
         model_file=model_file,

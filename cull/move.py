@@ -373,7 +373,7 @@ def _move_one(journal: Journal, src: Path, dst: Path, shot: str) -> Step:
 
 def describe_os_error(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
-        return "no space left on the target device"
+        return "no space left on the device" + (f" ({exc.filename})" if exc.filename else "")
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
         return f"permission denied or read-only ({_blocked_folder(exc) or exc.filename or 'target'})"
     if isinstance(exc, FileExistsError):

@@ -84,3 +84,24 @@ def test_a_byte_identical_copy_under_both_labels_is_left_out(tmp_path):
     assert sorted(p.path.name for p in photos) == ["b.jpg", "c.jpg"]
     assert sorted(p.path.name for p, _ in skipped) == ["a.jpg", "copy_of_a.jpg"]
     assert all("same file or content" in why for _, why in skipped)
+
+
+def test_the_texture_warning_names_the_photos_and_the_card_drops_the_base_cards_fits(tmp_path, monkeypatch):
+    from cull.calibrate import card_json
+    from cull.card import default_card_path
+
+    folder = fake_folder(tmp_path / "set", 10, 10)
+    fake_scoring(monkeypatch, lambda p, m: None if p.path.name == "s9.jpg" else (0.95 if p.sharp else 0.05))
+    result = calibrate(folder, load_card(), fit_texture=False)
+    assert any("too little texture" in w and "s9.jpg (sharp)" in w for w in result.warnings)
+    raw = card_json(result, default_card_path(), tmp_path / "mine.json")
+    assert not {"metrics", "threshold_fit", "threshold_fit_steady", "refit", "previous_model", "photo_head"} & set(raw)
+
+
+def test_a_full_disk_is_named_by_the_file_that_did_not_fit():
+    import errno
+
+    from cull.move import describe_os_error
+
+    assert describe_os_error(OSError(errno.ENOSPC, "No space left", "/photos/IMG_1.CR2")) == (
+        "no space left on the device (/photos/IMG_1.CR2)")
