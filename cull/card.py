@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from cull.errors import ModelError
@@ -96,6 +97,11 @@ class Thresholds:
             raise ModelError(f"head_reject_below must be a number, got {below!r}")
         if below is not None and not self.reject <= below <= self.keep:
             raise ModelError(f"thresholds must satisfy reject <= head_reject_below <= keep, got {self}")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Thresholds:
+        """From the card's JSON form (as_dict); raises ModelError on a bad value."""
+        return cls(**raw)
 
     def as_dict(self) -> dict[str, float]:
         """The card's JSON form (the optional paths only where set)."""
@@ -288,7 +294,7 @@ def _whole(value: Any, name: str) -> int:
 def _thresholds(path: Path, strictness: str, raw: Any) -> Thresholds:
     """One strictness's thresholds; a mistake in them names the card and the strictness."""
     try:
-        return Thresholds(**raw)
+        return Thresholds.from_dict(raw)
     except ModelError as exc:
         raise ModelError(f"{path}: {strictness} thresholds: {exc}") from None
 

@@ -297,7 +297,7 @@ def verdicts(scored: list[Any], thresholds: dict[str, dict[str, float]], min_pat
     from cull.card import Thresholds
     from cull.decide import decide
 
-    return {name: [decide(s.analysis.photo, Thresholds(**t), min_patches).verdict.value if s.analysis.photo else "error"
+    return {name: [decide(s.analysis.photo, Thresholds.from_dict(t), min_patches).verdict.value if s.analysis.photo else "error"
                    for s in scored] for name, t in thresholds.items()}
 
 
@@ -429,7 +429,7 @@ def fit_on_production_scores(
         if fitted_photo is None or production_photo is None:
             continue
         for name in STRICTNESS_LEVELS:
-            t = Thresholds(**thresholds[name])
+            t = Thresholds.from_dict(thresholds[name])
             va = decide(fitted_photo, t, spec.min_patches).verdict
             vb = decide(production_photo, t, spec.min_patches).verdict
             if va != vb:

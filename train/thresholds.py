@@ -87,7 +87,7 @@ def fit_head_keep(
     from cull.card import Thresholds
     from cull.decide import Verdict, verdict_for
 
-    thresholds = Thresholds(**lenient)
+    thresholds = Thresholds.from_dict(lenient)
 
     def undecided(score: float, motion: float | None) -> bool:
         return verdict_for(score, motion, thresholds) is Verdict.UNCERTAIN
@@ -132,7 +132,7 @@ def fit_head_reject(
         if not fitted[name]["reject"] < below <= fitted[name]["keep"]:
             continue
         path = {"head_reject": head_reject, "head_reject_below": below}
-        before, after = Thresholds(**fitted[name]), Thresholds(**fitted[name], **path)
+        before, after = Thresholds.from_dict(fitted[name]), Thresholds.from_dict({**fitted[name], **path})
         gained = sum(1 for score, motion, head in blurred
                      if verdict_for(score, motion, after, head) is Verdict.REJECT
                      and verdict_for(score, motion, before, head) is not Verdict.REJECT)
