@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EMBEDDABLE", "SidecarStyle", "Target", "WriteOutcome", "XmpOptions", "XmpSummary", "adobe_sidecar",
     "clear_photo", "darktable_sidecar", "embedding_available", "existing_targets", "read_embedded",
-    "link_target_folders", "remove_stale_temps", "targets_for", "write_embedded", "write_results", "write_verdict",
+    "link_target_folders", "remove_stale_temps", "targets_for", "write_embedded", "write_results", "write_target", "write_verdict",
 ]
 
 log = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ def _restore_owner(path: Path, before: os.stat_result) -> None:
         log.warning("%s: could not keep its owner/group: %s", path, exc.strerror or exc)
 
 
-def _put(target: Target, data: bytes | None, ours: bool = False) -> str:
+def write_target(target: Target, data: bytes | None, ours: bool = False) -> str:
     """Write ``data`` to ``target`` (None: remove the sidecar, or the photo's XMP block), after
     ``check_writable``. Returns the action: written, restored or removed.
     A sidecar that is a symbolic link is never removed: the link is the user's, and removing it
@@ -442,7 +442,7 @@ def write_verdict(
                 # an earlier verdict (or burst place) of cull's is here: undone as `cull xmp clear` would, so a
                 # kept photo ends with no sidecar of cull's, or the user's sidecar as it was
                 kept = clear(existing)  # type: ignore[arg-type]  # has_cull_fields: not None
-                action = _put(target, kept, ours=created_by_cull(existing))
+                action = write_target(target, kept, ours=created_by_cull(existing))
                 if places is not None:
                     places.noted(target.path, exists=kept is not None)
                     if kept is not None:
@@ -455,7 +455,7 @@ def write_verdict(
                 _remember(target, payload, result.conflict, places, stamp)
                 outcomes.append(WriteOutcome(target.path, "unchanged", embedded=target.embedded))
                 continue
-            action = _put(target, result.packet, ours=not target.embedded and created_by_cull(existing))
+            action = write_target(target, result.packet, ours=not target.embedded and created_by_cull(existing))
             if places is not None:
                 places.noted(target.path, exists=True)
                 _remember(target, payload, result.conflict, places, None, written=result.packet)
@@ -489,7 +489,7 @@ def clear_photo(photo: Path, places: Places | None = None) -> list[WriteOutcome]
             kept = clear(existing)
             if kept is existing or kept == existing:
                 continue
-            _put(target, kept, ours=not target.embedded and created_by_cull(existing))
+            write_target(target, kept, ours=not target.embedded and created_by_cull(existing))
             if target.embedded:
                 _verify_cleared(target)
             outcomes.append(WriteOutcome(target.path, "removed" if kept is None else "restored", embedded=target.embedded))

@@ -59,9 +59,19 @@ def session_for(root: Path, card, show: Show = Show.ALL):  # type: ignore[no-unt
     return session
 
 
+def open_page(app) -> tuple[TestClient, str]:  # type: ignore[no-untyped-def]
+    """A client that opened the page by the printed address (so it holds the cookie), and the session
+    secret that page got."""
+    client = TestClient(app, base_url="http://127.0.0.1:8765")
+    page = client.get(f"/?token={TOKEN}")
+    assert page.status_code == 200, page.text
+    return client, re.search(r'name="cull-token" content="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+
+
 def client_for(session) -> TestClient:  # type: ignore[no-untyped-def]
-    client = TestClient(create_app(session, TOKEN), base_url="http://127.0.0.1:8765")
-    client.cookies.set(COOKIE, TOKEN)
+    """A client as the page is: the cookie, and the session secret in the X-Cull-Token header."""
+    client, secret = open_page(create_app(session, TOKEN))
+    client.headers["X-Cull-Token"] = secret
     return client
 
 
@@ -70,7 +80,7 @@ def by_name(session, name: str):  # type: ignore[no-untyped-def]
 
 
 def post(client: TestClient, url: str, body: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
-    return client.post(url, json=body or {}, headers={"X-Cull-Token": TOKEN})
+    return client.post(url, json=body or {})
 
 
 # --- security ------------------------------------------------------------------------------------
@@ -82,20 +92,53 @@ def test_every_request_needs_the_token(library, card):
         assert bare.get(url).status_code == 401, url
     assert bare.get("/?token=wrong").status_code == 403
     bare.cookies.set(COOKIE, "wrong")
-    assert bare.get("/api/items").status_code == 403
+    assert bare.get("/").status_code == 403
     bare.cookies.clear()
     first = bare.get(f"/?token={TOKEN}", follow_redirects=False)
-    assert first.status_code == 303 and first.headers["location"] == "/"
+    assert first.status_code == 200
     cookie = first.headers["set-cookie"]
-    assert f"{COOKIE}={TOKEN}" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
-    bare.cookies.set(COOKIE, TOKEN)
-    page = bare.get("/")
-    assert page.status_code == 200 and TOKEN in page.text
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and TOKEN not in cookie
+    secret = re.search(r'name="cull-token" content="([^"]+)"', first.text).group(1)  # type: ignore[union-attr]
+    assert secret != TOKEN and secret not in cookie
+    page = bare.get("/")  # by the cookie: the page, without the secret
+    assert page.status_code == 200 and secret not in page.text and TOKEN not in page.text
     csp = page.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert "<script>" not in page.text and "onclick" not in page.text  # no inline script anywhere
     assert page.headers["x-frame-options"] == "DENY"
-    assert bare.get("/api/items").headers["content-security-policy"] == csp
+    assert bare.get("/static/review.js").status_code == 200
+    assert bare.get("/api/items", headers={"X-Cull-Token": secret}).headers["content-security-policy"] == csp
+
+
+def test_the_cookie_other_local_servers_see_opens_no_photo_and_no_decision(library, card):
+    """Cookies are not kept apart by port: every web server on 127.0.0.1 the browser visits gets this
+    one's cookie.  It must not be the token, nor open the API (reading pictures, deciding) from curl;
+    the printed address opens the page once."""
+    session = session_for(library, card)
+    app = create_app(session, TOKEN)
+    page, secret = open_page(app)
+    stolen = page.cookies[COOKIE]
+    assert stolen not in (TOKEN, secret)
+    curl = TestClient(app, base_url="http://127.0.0.1:8765")
+    curl.cookies.set(COOKIE, stolen)
+    assert curl.get("/").status_code == 200 and secret not in curl.get("/").text
+    item = by_name(session, "blur.jpg")
+    for url in ("/api/items", f"/api/thumb/{item.id}", f"/api/view/{item.id}", f"/api/detail/{item.id}",
+                f"/api/crop/{item.id}/sharpest", f"/api/thumb/{item.id}?token={TOKEN}"):
+        assert curl.get(url).status_code in (401, 403), url
+    for header in ({}, {"X-Cull-Token": stolen}, {"X-Cull-Token": TOKEN}):
+        assert curl.post("/api/decide", json={"id": item.id, "decision": "reject"}, headers=header).status_code in (401, 403)
+    assert item.user is None
+    assert curl.get(f"/?token={TOKEN}").status_code == 403  # the address was used: it opens nothing again
+    # the page's own picture addresses are signed: they need neither header nor cookie, and fit no other picture
+    listed = page.get("/api/items", headers={"X-Cull-Token": secret}).json()["items"]
+    thumb = next(row["thumb"] for row in listed if row["id"] == item.id)
+    nobody = TestClient(app, base_url="http://127.0.0.1:8765")
+    assert nobody.get(thumb).status_code == 200
+    other = next(row["id"] for row in listed if row["id"] != item.id)
+    assert nobody.get(thumb.replace(f"/thumb/{item.id}?", f"/thumb/{other}?")).status_code == 403
+    assert nobody.get(thumb.replace("/thumb/", "/view/")).status_code == 403
+    assert nobody.post(thumb.replace(f"/thumb/{item.id}", "/decide"), json={"id": item.id, "decision": "reject"}).status_code == 401
 
 
 def test_foreign_host_names_are_refused(library, card):
@@ -142,7 +185,7 @@ def test_symlink_escaping_the_roots_is_not_served(tmp_path, card):
 def test_odd_or_huge_request_bodies_are_refused_not_a_server_error(library, card):
     session = session_for(library, card)
     client = client_for(session)
-    headers = {"X-Cull-Token": TOKEN, "Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json"}
     for body in ('{"id": true, "decision": "reject"}', '{"id": 0.9, "decision": "reject"}',
                  '{"id": "0", "decision": "reject"}', '{"id": 1e400, "decision": "reject"}',
                  '{"id": Infinity, "decision": "reject"}', "[" * 100_000 + "]" * 100_000, "[1, 2]", "nonsense"):
@@ -165,9 +208,10 @@ def test_only_the_pages_own_requests_keep_the_server_from_idling_out(library, ca
     now[0] = 200.0
     assert stranger.get("/api/items").status_code == 401
     assert app.last_seen == 100.0
-    friend = TestClient(app, base_url="http://127.0.0.1:8765")
-    friend.cookies.set(COOKIE, TOKEN)
-    assert friend.get("/api/items").status_code == 200 and app.last_seen == 200.0
+    friend, secret = open_page(app)
+    now[0] = 300.0
+    assert friend.get("/").status_code == 200 and app.last_seen == 200.0  # the cookie alone: other local servers have it
+    assert friend.get("/api/items", headers={"X-Cull-Token": secret}).status_code == 200 and app.last_seen == 300.0
 
 
 def test_state_changes_need_post_with_the_token_header(library, card):
@@ -175,10 +219,11 @@ def test_state_changes_need_post_with_the_token_header(library, card):
     client = client_for(session)
     item = by_name(session, "blur.jpg")
     assert client.get("/api/decide").status_code == 405
-    assert client.post("/api/decide", json={"id": item.id, "decision": "reject"}).status_code == 403
+    secret = client.headers.pop("X-Cull-Token")
+    assert client.post("/api/decide", json={"id": item.id, "decision": "reject"}).status_code == 401
     assert client.post("/api/decide", json={"id": item.id, "decision": "reject"}, headers={"X-Cull-Token": "x"}).status_code == 403
-    cross = client.post("/api/decide", json={"id": item.id, "decision": "reject"},
-                        headers={"X-Cull-Token": TOKEN, "Origin": "http://evil.example"})
+    client.headers["X-Cull-Token"] = secret
+    cross = client.post("/api/decide", json={"id": item.id, "decision": "reject"}, headers={"Origin": "http://evil.example"})
     assert cross.status_code == 403
     assert not (library / "blur.jpg.xmp").exists() or read_user_verdict(library / "blur.jpg") is None
     assert post(client, "/api/decide", {"id": item.id, "decision": "delete"}).status_code == 400
@@ -516,9 +561,11 @@ def test_the_browser_is_opened_without_the_token_on_its_command_line(tmp_path, m
 
 
 def test_a_cookie_for_another_port_is_not_accepted(library, card):
-    client = TestClient(create_app(session_for(library, card), TOKEN), base_url="http://127.0.0.1:8765")
-    client.cookies.set(cookie_name(9999), TOKEN)
-    assert client.get("/api/items").status_code == 401
+    client, _ = open_page(create_app(session_for(library, card), TOKEN))
+    value = client.cookies[COOKIE]
+    client.cookies.clear()
+    client.cookies.set(cookie_name(9999), value)
+    assert client.get("/").status_code == 401
 
 
 # --- bursts (cull review --bursts) -----------------------------------------------------------------
@@ -610,7 +657,9 @@ def test_keep_best_keeps_the_sharpest_frame_flags_the_rest_and_undo_restores_all
     assert answer.json()["undo"] == 1  # one step
     assert post(client, "/api/keep-best", {"id": by_name(session, "lone_blur.jpg").id}).status_code == 400
     assert post(client, "/api/keep-best", {"id": 999}).status_code == 404
-    assert client.post("/api/keep-best", json={"id": worst.id}).status_code == 403  # token header needed
+    client.headers.pop("X-Cull-Token")
+    assert client.post("/api/keep-best", json={"id": worst.id}).status_code == 401  # token header needed
+    client = client_for(session)
 
     undone = post(client, "/api/undo").json()
     assert sorted(r["name"] for r in undone["items"]) == BURST and undone["problems"] == [] and undone["undo"] == 0
@@ -680,3 +729,282 @@ def test_overlapping_patches_show_the_sharper_one_on_top():
         sharper = int(np.argmax(scores[:2]))
         assert tuple(layer[48, 48, :3]) == heat_colour(scores[sharper])  # inside both of the first two
         assert tuple(layer[5, 5, :3]) == heat_colour(scores[0]) and tuple(layer[90, 90, :3]) == heat_colour(scores[1])
+
+
+# --- what an attack review found --------------------------------------------------------------------
+
+def _sidecar_with(**fields: str) -> bytes:
+    from cull.xmp import Packet
+
+    packet = Packet(None)
+    for name, value in fields.items():
+        prefix, _, local = name.partition("_")
+        packet.set((prefix, local), value)
+    return packet.serialize()
+
+
+def _set(data: bytes, prop: tuple[str, str], value: str) -> bytes:
+    from cull.xmp import Packet
+
+    packet = Packet(data)
+    packet.set(prop, value)
+    return packet.serialize()
+
+
+def test_a_decision_never_puts_back_an_old_rating_over_one_the_user_set_since():
+    """X on a photo rated 1 star, the user re-rates it 4 stars in darktable, then P: the 4 stars stay
+    (the prior 1 star used to be put back, lowering the user's rating)."""
+    from cull.xmp import LABEL, RATING
+
+    rejected = user_packet(_sidecar_with(xmp_Rating="1"), "reject")
+    rerated = _set(rejected, RATING, "4")
+    for decision in ("keep", "uncertain", "reject"):
+        fields = read_fields(user_packet(rerated, decision))
+        assert fields["xmp:Rating"] == ("-1" if decision == "reject" else "4"), decision
+    assert read_fields(user_packet(user_packet(rerated, "reject"), "keep"))["xmp:Rating"] == "4"  # the user's 4 is the prior now
+    relabelled = _set(user_packet(None, "uncertain"), LABEL, "Green")  # U's Yellow, then the user's own Green
+    assert read_fields(user_packet(relabelled, "keep"))["xmp:Label"] == "Green"
+
+
+def test_u_then_p_or_x_takes_cull_s_uncertain_label_away_again():
+    for decision in ("keep", "reject"):
+        fields = read_fields(user_packet(user_packet(None, "uncertain"), decision))
+        assert fields["xmp:Label"] is None and fields["digiKam:PickLabel"] == {"keep": "3", "reject": "1"}[decision]
+    red = _sidecar_with(xmp_Label="Red")
+    assert read_fields(user_packet(user_packet(red, "uncertain"), "keep"))["xmp:Label"] == "Red"  # the user's own label stays
+    fields = read_fields(user_packet(user_packet(user_packet(None, "uncertain"), "keep"), "uncertain"))
+    assert fields["xmp:Label"] == "Yellow" and fields["xmpDM:pick"] is None
+
+
+@needs_exiftool
+def test_a_rating_the_user_changed_between_two_decisions_survives_them(library, card):
+    sidecar = library / "blur.jpg.xmp"
+    sidecar.write_bytes(_sidecar_with(xmp_Rating="1"))
+    session = session_for(library, card)
+    client = client_for(session)
+    blur = by_name(session, "blur.jpg")
+    post(client, "/api/decide", {"id": blur.id, "decision": "reject"})
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-xmp:Rating=4", str(sidecar)], check=True)
+    post(client, "/api/decide", {"id": blur.id, "decision": "keep"})
+    assert exif_rating(sidecar) == "4" and exif_tag(sidecar, "XMP-xmpDM:Pick") == "1"
+
+
+def test_a_decision_on_a_photo_moved_or_deleted_since_is_refused_and_writes_nothing(library, card):
+    session = session_for(library, card)
+    client = client_for(session)
+    blur = by_name(session, "blur.jpg")
+    (library / "_culled").mkdir()
+    (library / "blur.jpg").rename(library / "_culled" / "blur.jpg")  # cull move --rejects, while the page is open
+    answer = post(client, "/api/decide", {"id": blur.id, "decision": "keep"})
+    assert answer.status_code == 409
+    assert answer.json()["error"] == "blur.jpg is no longer at photos/ (moved or deleted?); not saved"
+    assert not (library / "blur.jpg.xmp").exists() and not list(library.glob("blur*.xmp"))  # no sidecar beside nothing
+    assert blur.user is None and session.undo_depth == 0
+    soft = by_name(session, "soft.png")
+    (library / "sub" / "soft.png").unlink()
+    assert "soft.png is no longer at photos/sub/" in post(client, "/api/decide", {"id": soft.id, "decision": "reject"}).json()["error"]
+
+
+def test_a_decision_on_a_shot_whose_raw_partner_was_deleted_is_refused(tmp_path, card):
+    root = tmp_path / "photos"
+    save(blurred_image(0, 8.0), root / "IMG_0001.JPG", quality=92)
+    (root / "IMG_0001.CR2").write_bytes(b"raw stand-in: the shot is scored through its JPEG")
+    session = session_for(root, card)
+    (root / "IMG_0001.CR2").unlink()
+    answer = post(client_for(session), "/api/decide", {"id": session.all_items[0].id, "decision": "reject"})
+    assert answer.status_code == 409 and "IMG_0001.CR2 is no longer at photos/" in answer.json()["error"]
+    assert not list(root.glob("*.xmp"))
+
+
+def test_keep_best_on_a_burst_with_a_frame_moved_since_writes_nothing(bursts, card):
+    session = burst_session(bursts, card)
+    (bursts / "burst_2.jpg").unlink()
+    answer = post(client_for(session), "/api/keep-best", {"id": by_name(session, "burst_1.jpg").id})
+    assert answer.status_code == 409 and "burst_2.jpg is no longer at bursts/" in answer.json()["error"]
+    assert not list(bursts.glob("*.xmp")) and session.undo_depth == 0
+
+
+def test_a_failed_undo_shows_what_the_files_hold_and_is_not_dropped_silently(library, card):
+    session = session_for(library, card)
+    client = client_for(session)
+    sharp, blur = by_name(session, "sharp.jpg"), by_name(session, "blur.jpg")
+    post(client, "/api/decide", {"id": sharp.id, "decision": "keep"})
+    post(client, "/api/decide", {"id": blur.id, "decision": "reject"})
+    sidecar = library / "blur.jpg.xmp"
+    sidecar.write_bytes(_set(sidecar.read_bytes(), ("xmp", "CreatorTool"), "digiKam"))  # still says reject
+    first = post(client, "/api/undo").json()
+    assert first["problems"] == ["blur.jpg.xmp changed since; left as it is"]
+    assert first["kept"] is True and first["undo"] == 2  # the step stays: Z again tries it once more
+    assert first["item"]["id"] == blur.id and first["item"]["user"] == "reject" and blur.user == "reject"  # as its XMP says
+    second = post(client, "/api/undo").json()
+    assert second["problems"] and second["kept"] is False and second["undo"] == 1  # given up, and the page says so
+    assert second["item"]["user"] == "reject"
+    third = post(client, "/api/undo").json()
+    assert third["item"]["id"] == sharp.id and third["problems"] == [] and sharp.user is None
+    assert read_user_verdict(library / "blur.jpg") == "reject"
+
+
+def test_a_raw_jpeg_shot_half_undone_shows_the_decision_its_other_sidecar_keeps(tmp_path, card):
+    root = tmp_path / "photos"
+    save(blurred_image(0, 8.0), root / "IMG_0001.JPG", quality=92)
+    (root / "IMG_0001.CR2").write_bytes(b"raw stand-in")
+    session = session_for(root, card)
+    client = client_for(session)
+    item = session.all_items[0]
+    post(client, "/api/decide", {"id": item.id, "decision": "reject"})
+    raw_sidecar = root / "IMG_0001.xmp"
+    raw_sidecar.write_bytes(raw_sidecar.read_bytes() + b"\n")
+    answer = post(client, "/api/undo").json()
+    assert answer["kept"] is True and answer["item"]["user"] == "reject" and answer["problems"] == ["IMG_0001.xmp changed since; left as it is"]
+    assert not (root / "IMG_0001.JPG.xmp").exists()  # the JPEG's sidecar went back
+    raw_sidecar.write_bytes(raw_sidecar.read_bytes()[:-1])  # the user takes the edit back: Z again finishes the step
+    done = post(client, "/api/undo").json()
+    assert done["problems"] == [] and done["item"]["user"] is None and done["undo"] == 0 and not raw_sidecar.exists()
+
+
+def _another_group() -> int:
+    if os.geteuid() == 0:
+        return 4242
+    others = [gid for gid in os.getgroups() if gid != os.getegid()]
+    if not others:
+        pytest.skip("needs a second group to chgrp to")
+    return others[0]
+
+
+def test_decisions_and_undo_keep_the_sidecar_s_group_and_mode(library, card, caplog):
+    """On a group-shared folder the other members must keep write access: the rename of an atomic
+    write would give the sidecar this user's group."""
+    group = _another_group()
+    sidecar = library / "blur.jpg.xmp"
+    sidecar.write_bytes(_sidecar_with(xmp_CreatorTool="darktable"))
+    os.chown(sidecar, -1, group)
+    sidecar.chmod(0o664)
+    session = session_for(library, card)
+    client = client_for(session)
+    blur = by_name(session, "blur.jpg")
+    for step in ("reject", "keep", None):
+        answer = post(client, "/api/undo") if step is None else post(client, "/api/decide", {"id": blur.id, "decision": step})
+        assert answer.status_code == 200, answer.text
+        info = sidecar.stat()
+        assert (info.st_gid, info.st_mode & 0o777) == (group, 0o664), step
+    os.link(sidecar, library / "shared-copy.xmp")
+    with caplog.at_level("WARNING"):
+        post(client, "/api/decide", {"id": blur.id, "decision": "uncertain"})
+    assert "hard links" in caplog.text  # as scan's writer warns
+
+
+def test_a_decision_inside_an_embedded_photo_keeps_its_owner_and_group(library, card):
+    pytest.importorskip("pyexiv2")
+    result = CliRunner().invoke(cli_app, ["scan", str(library), "--workers", "1", "--embed"])
+    assert result.exit_code == 0, result.output
+    group = _another_group()
+    photo = library / "blur.jpg"
+    os.chown(photo, -1, group)
+    session = session_for(library, card)
+    client = client_for(session)
+    assert post(client, "/api/decide", {"id": by_name(session, "blur.jpg").id, "decision": "keep"}).status_code == 200
+    assert photo.stat().st_gid == group
+    assert post(client, "/api/undo").json()["problems"] == []
+    assert photo.stat().st_gid == group
+
+
+def test_detail_work_runs_on_two_threads_however_many_requests_come(library, card, monkeypatch):
+    """A held J in the detail view asks for many details: at most two are computed at once."""
+    import threading
+    import time
+
+    session = session_for(library, card)
+    client = client_for(session)
+    running, most, lock = [0], [0], threading.Lock()
+
+    def slow(item_id: int) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        raise KeyError(item_id)
+
+    monkeypatch.setattr(session, "detail", slow)
+    asks = [threading.Thread(target=client.get, args=(f"/api/detail/{session.items[0].id}",)) for _ in range(6)]
+    for ask in asks:
+        ask.start()
+    for ask in asks:
+        ask.join()
+    assert most[0] == 2
+
+
+def test_detail_work_whose_page_went_away_never_starts():
+    import asyncio
+    import threading
+
+    from cull.review.server import Abandoned, HeavyWork
+
+    heavy = HeavyWork(workers=1)
+    started: list[str] = []
+    gate = threading.Event()
+
+    class Page:
+        def __init__(self, gone: bool) -> None:
+            self.gone = gone
+
+        async def is_disconnected(self) -> bool:
+            return self.gone
+
+    async def main() -> None:
+        first = asyncio.create_task(heavy.run(Page(False), lambda: (started.append("first"), gate.wait(5))))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        with pytest.raises(Abandoned):  # the page aborted it (a newer photo): it waited, and now never starts
+            await heavy.run(Page(True), lambda: started.append("superseded"))  # type: ignore[arg-type]
+        gate.set()
+        await first
+
+    asyncio.run(main())
+    heavy.stop()
+    assert started == ["first"]
+
+
+def test_stopping_while_details_are_computed_is_quick_and_quiet(library, card, monkeypatch, capfd):
+    """Ctrl-C (or the idle stop) with detail requests waiting used to take the 2 s graceful timeout, then
+    print "Cancel N running task(s)" and a traceback per request."""
+    import http.client
+    import threading
+    import time
+
+    from cull.review.server import bind, serve
+
+    session = session_for(library, card)
+    gate = threading.Event()
+    monkeypatch.setattr(session, "detail", lambda item_id: gate.wait(20))
+    app = create_app(session, TOKEN)
+    sock = bind(0)
+    port = sock.getsockname()[1]
+    stopped: list[float] = []
+    server = threading.Thread(target=lambda: (serve(app, sock, 1.0), stopped.append(time.monotonic())))
+    server.start()
+    asks = []
+    for _ in range(4):
+        ask = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        ask.request("GET", f"/api/detail/{session.items[0].id}", headers={"X-Cull-Token": app.access.secret})
+        asks.append(ask)
+    try:
+        for ask in asks:
+            assert ask.getresponse().status == 503  # given up when the server stopped, not cancelled
+        idle_at = app.last_seen + 1.0
+        server.join(10)
+        assert stopped and stopped[0] - idle_at < 1.5
+        assert "Cancel" not in capfd.readouterr().err and "Traceback" not in capfd.readouterr().err
+    finally:
+        gate.set()
+        sock.close()
+
+
+def test_photos_that_could_not_be_read_are_listed_on_the_page(library, card):
+    (library / "broken.jpg").write_bytes(b"\xff\xd8\xff not a photo")
+    session, failures = load_session([library], card, ScanOptions(), ReviewOptions(show=Show.ALL))
+    assert [path.name for path, _ in failures] == ["broken.jpg"]
+    listing = client_for(session).get("/api/items").json()
+    assert listing["total"] == 4 and len(listing["items"]) == 3
+    assert [(row["name"], row["where"]) for row in listing["unreadable"]] == [("broken.jpg", "")]
+    assert listing["unreadable"][0]["why"] and str(library) not in str(listing)

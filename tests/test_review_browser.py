@@ -25,7 +25,7 @@ from conftest import blurred_image, save, sharp_image
 
 CHROMIUM = next((p for p in (os.environ.get("CULL_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).exists()), None)
 try:
-    from playwright.sync_api import Browser, Page, sync_playwright
+    from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 except ImportError:  # pragma: no cover - depends on the environment
     sync_playwright = None  # type: ignore[assignment]
 
@@ -95,16 +95,31 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@pytest.fixture()
-def page(browser: Browser, server: str) -> Iterator[Page]:
+@pytest.fixture(scope="module")
+def opened(browser: Browser, server: str) -> Iterator[Page]:
+    """The tab that opened the printed address: it opens the page once, and this tab keeps the session."""
     context = browser.new_context(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(server)
-    page.wait_for_selector("body[data-ready='1']")
-    yield page
+    tab = context.new_page()
+    tab.goto(server)
+    tab.wait_for_selector("body[data-ready='1']")
+    yield tab
     context.close()
+
+
+@pytest.fixture()
+def page(opened: Page, server: str) -> Iterator[Page]:
+    """The review, reloaded in the tab that opened it (a fresh page, the same session)."""
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    opened.on("console", on_console)
+    opened.goto(server.split("?", 1)[0])
+    opened.wait_for_selector("body[data-ready='1']")
+    yield opened
+    opened.remove_listener("console", on_console)
     assert not [e for e in errors if "Content Security Policy" in e], errors
 
 
@@ -153,6 +168,84 @@ def test_keyboard_decisions_land_in_xmp_and_undo(page: Page, library: Path) -> N
     assert not page.locator("#help").is_visible()
 
 
+PLAIN_XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+             '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="darktable"/></rdf:RDF></x:xmpmeta>')
+
+
+def saved(page: Page) -> None:
+    page.wait_for_function("() => ![...document.querySelectorAll('.card')].some(c => c.dataset.saving)")
+
+
+def test_fast_keys_each_decide_the_photo_selected_when_pressed(page: Page, library: Path) -> None:
+    """One key per photo, faster than the saves: each key decides the photo selected when it was pressed,
+    the selection moves on at once, and a save that fails is shown on its own photo."""
+    names = card_names(page)
+    locked = library / f"{names[2]}.xmp"
+    locked.write_text(PLAIN_XMP)
+    locked.chmod(0o444)
+    try:
+        page.keyboard.press("x")
+        page.keyboard.press("p")
+        assert current_name(page) == names[2]  # before any answer came
+        page.keyboard.press("u")
+        saved(page)
+        assert exif(library / f"{names[0]}.xmp", "XMP-xmpDM:Pick") == "-1"
+        assert exif(library / f"{names[1]}.xmp", "XMP-xmpDM:Pick") == "1"
+        users = page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.user)")
+        assert users == ["reject", "keep", ""]
+        failed = page.locator(".card[data-error]")
+        assert failed.count() == 1 and failed.locator(".name").inner_text().endswith(names[2])
+        assert "read-only" in failed.get_attribute("data-error")  # type: ignore[operator]
+        assert page.locator("#status.error").inner_text().startswith(names[2] + ": not saved")
+    finally:
+        locked.chmod(0o644)
+        locked.unlink()
+    page.keyboard.press("z")
+    page.keyboard.press("z")
+    assert current_name(page) == names[0]  # Z goes back at once too
+    page.wait_for_function("() => [...document.querySelectorAll('.card')].every(c => !c.dataset.user)")
+    assert exif(library / f"{names[0]}.xmp", "XMP-xmpDM:Pick") == ""
+
+
+def test_superseded_detail_requests_are_aborted(page: Page) -> None:
+    """Holding J in the detail view: the page aborts the detail it no longer shows, so the server drops
+    work that has not started."""
+    held: list[object] = []
+    aborted: list[str] = []
+    page.route("**/api/detail/**", lambda route: held.append(route))
+    page.on("requestfailed", lambda request: aborted.append(request.url) if "/api/detail/" in request.url else None)
+    page.keyboard.press("Enter")
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    for _ in range(100):
+        if len(held) == 3 and len(aborted) == 2:
+            break
+        page.wait_for_timeout(50)
+    assert (len(held), len(aborted)) == (3, 2)
+    held[-1].continue_()  # type: ignore[attr-defined]
+    page.unroute("**/api/detail/**")
+    page.wait_for_selector("#detail[data-ready]")
+    assert page.locator("#detail-name").inner_text().endswith(current_name(page))
+    page.keyboard.press("Escape")
+
+
+def test_a_failed_undo_shows_the_decision_the_files_still_hold(page: Page, library: Path) -> None:
+    first = current_name(page)
+    page.keyboard.press("x")
+    saved(page)
+    sidecar = library / f"{first}.xmp"
+    sidecar.write_bytes(sidecar.read_bytes() + b"\n")  # edited by another program since
+    page.keyboard.press("z")
+    page.wait_for_selector("#status.error")
+    assert "not undone" in page.locator("#status").inner_text()
+    card = page.locator(f".card[data-id='{page.eval_on_selector('.card.current', 'c => c.dataset.id')}']")
+    assert card.get_attribute("data-user") == "reject" and exif(sidecar, "XMP-xmpDM:Pick") == "-1"
+    sidecar.write_bytes(sidecar.read_bytes()[:-1])  # edit taken back: Z again finishes the step
+    page.keyboard.press("z")
+    page.wait_for_function("() => [...document.querySelectorAll('.card')].every(c => !c.dataset.user)")
+    assert not sidecar.exists()
+
+
 def _screenshot(page: Page, selector: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB"), dtype=np.float32)
 
@@ -194,13 +287,38 @@ def test_detail_view_shows_heat_map_and_crops_at_100_percent(page: Page, library
     assert not page.locator("#detail").is_visible()
 
 
-def test_the_page_needs_the_token(browser: Browser, server: str) -> None:
+def test_the_page_needs_the_token(browser: Browser, server: str, opened: Page) -> None:
     context = browser.new_context()
     page = context.new_page()
     bare = server.split("?", 1)[0]
     assert page.goto(bare).status == 401  # type: ignore[union-attr]
     assert page.goto(bare + "?token=guess").status == 403  # type: ignore[union-attr]
+    used = page.goto(server)  # the printed address opened the page already (the `opened` tab)
+    assert used.status == 403 and "used already" in used.text()  # type: ignore[union-attr]
     context.close()
+
+
+def test_the_cookie_other_local_servers_get_opens_no_photo_and_no_decision(opened: Page, server: str) -> None:
+    """Every web server on 127.0.0.1 the browser visits gets this server's cookie (cookies ignore the
+    port): it is not the token, and the API refuses it without the page's header."""
+    token = server.split("token=", 1)[1]
+    (cookie,) = opened.context.cookies()
+    assert cookie["value"] != token and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    origin = server.split("/?", 1)[0]
+    for url in ("/api/items", "/api/thumb/0", "/api/view/0", "/api/detail/0"):
+        assert opened.context.request.get(origin + url).status in (401, 403), url  # the cookie goes with these
+    answer = opened.context.request.post(origin + "/api/decide", data={"id": 0, "decision": "reject"})
+    assert answer.status in (401, 403)
+    other_tab = opened.context.new_page()  # the cookie, but not this tab's session: nothing loads
+    other_tab.goto(origin + "/")
+    other_tab.wait_for_selector("#status.error")
+    assert "no access" in other_tab.locator("#status").inner_text() and other_tab.locator(".card").count() == 0
+    other_tab.close()
+    assert not [url for url in _picture_urls(opened) if token in url]
+
+
+def _picture_urls(page: Page) -> list[str]:
+    return page.eval_on_selector_all("img[src]", "images => images.map(i => i.src)")
 
 
 def test_static_sheet_renders(browser: Browser, library: Path, tmp_path: Path, cache_env: dict[str, str]) -> None:
@@ -236,11 +354,25 @@ def burst_server(burst_library: Path, cache_env: dict[str, str]) -> Iterator[str
         yield url
 
 
-def test_b_on_a_burst_keeps_the_best_frame_and_flags_the_rest(browser: Browser, burst_server: str, burst_library: Path) -> None:
+@pytest.fixture(scope="module")
+def burst_tab(browser: Browser, burst_server: str) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
-    page = context.new_page()
-    page.goto(burst_server)
-    page.wait_for_selector("body[data-ready='1']")
+    tab = context.new_page()
+    tab.goto(burst_server)
+    tab.wait_for_selector("body[data-ready='1']")
+    yield tab
+    context.close()
+
+
+@pytest.fixture()
+def burst_page(burst_tab: Page, burst_server: str) -> Page:
+    burst_tab.goto(burst_server.split("?", 1)[0])
+    burst_tab.wait_for_selector("body[data-ready='1']")
+    return burst_tab
+
+
+def test_b_on_a_burst_keeps_the_best_frame_and_flags_the_rest(burst_page: Page, burst_library: Path) -> None:
+    page = burst_page
     box = page.locator(".burst")
     assert box.count() == 1
     ranks = box.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.rank)")
@@ -271,7 +403,23 @@ def test_b_on_a_burst_keeps_the_best_frame_and_flags_the_rest(browser: Browser, 
     page.keyboard.press("z")  # one step undoes the whole burst
     page.wait_for_function("() => [...document.querySelectorAll('.burst .card')].every(c => !c.dataset.user)")
     assert not any((burst_library / f"{name}.xmp").exists() for name in [best, *others])
-    context.close()
+
+
+def test_b_then_x_at_once_decides_the_burst_then_the_photo_after_it(burst_page: Page, burst_library: Path) -> None:
+    page = burst_page
+    names = card_names(page)
+    assert page.locator(".card.current").get_attribute("data-rank") == "1"
+    after = names[page.locator(".burst .card").count()]  # the photo after the burst
+    page.keyboard.press("b")
+    page.keyboard.press("x")
+    saved(page)
+    assert exif(burst_library / f"{names[0]}.xmp", "XMP-xmpDM:Pick") == "1"  # the burst: best kept
+    assert exif(burst_library / f"{after}.xmp", "XMP-xmpDM:Pick") == "-1"  # X: the photo after it
+    assert page.locator(".burst .card[data-user='uncertain']").count() == 2
+    page.keyboard.press("z")
+    page.keyboard.press("z")
+    page.wait_for_function("() => [...document.querySelectorAll('.card')].every(c => !c.dataset.user)")
+    assert not list(burst_library.glob("*.xmp"))
 
 
 def test_a_reject_the_user_rated_is_marked_in_the_grid_and_the_detail(browser: Browser, tmp_path: Path,
@@ -290,4 +438,33 @@ def test_a_reject_the_user_rated_is_marked_in_the_grid_and_the_detail(browser: B
         assert page.locator(".card .badge.protected").all_inner_texts() == [note]
         page.keyboard.press("Enter")
         assert page.locator("#detail-facts .badge.protected").inner_text() == note
+        context.close()
+
+
+def redirect_file(url: str, folder: Path) -> str:
+    """The private file:// page `cull review` opens the browser on, leading to ``url``."""
+    from unittest import mock
+
+    from cull.review import run
+
+    opened: list[str] = []
+    with mock.patch.object(run.webbrowser, "open", opened.append):
+        run._open(url, folder)
+    return opened[0]
+
+
+def test_photos_that_could_not_be_read_are_listed_on_the_page(browser: Browser, tmp_path: Path, cache_env: dict[str, str]) -> None:
+    root = tmp_path / "photos"
+    save(blurred_image(1, 8.0), root / "soft.jpg", quality=92)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff not a photo")
+    with review_server(root, cache_env) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.goto(redirect_file(url, tmp_path))  # as cull review opens the browser: a file:// page leading there
+        page.wait_for_selector("body[data-ready='1']")
+        assert "token" not in page.url
+        assert page.locator("#summary").inner_text().startswith("1 of 2 photos")
+        assert page.locator("#unreadable-count").inner_text() == "1 not readable"
+        page.locator("#unreadable-count").click()
+        assert page.locator("#unreadable-list li").inner_text().startswith("broken.jpg: ")
         context.close()

@@ -11,8 +11,9 @@ recorded as ``cull:UserVerdict``.  They are not listed in ``cull:Changed``, so a
   goes.  cull's merge never marks a picked or accepted photo rejected.
 - uncertain (U): ``digiKam:PickLabel`` 2 (pending) and the colour label; reject / pick marks go.
 
-Writes are atomic (``cull.fsutil``), keep permissions, never replace a read-only file, and every
-foreign field of an existing sidecar is kept.  Where ``cull scan --embed`` wrote its verdict inside
+Writes go through ``cull scan``'s writer (``cull.sidecars``): atomic, keeping the file's mode, owner
+and group, warning of hard links, never replacing a read-only file; every foreign field of an
+existing sidecar is kept.  Where ``cull scan --embed`` wrote its verdict inside
 the photo, the decision is written there too.  Each decision remembers the bytes it replaced, so
 Z (undo) puts them back exactly, unless the file was changed in between.
 """
@@ -21,18 +22,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cull.errors import CullError
-from cull.fsutil import atomic_write_bytes, unlink_quietly
 from cull.protect import (  # noqa: F401 - read_user_verdict / apply_user_verdicts re-exported for callers
     DECISIONS, EMBEDDABLE, USER_VERDICT, apply_user_verdicts, embedded_packets, load_pyexiv2, read_embedded,
     read_sidecar, read_user_verdict,
 )
-from cull.sidecars import XmpOptions, check_writable, targets_for, write_embedded
+from cull.sidecars import Target, XmpOptions, check_writable, targets_for, write_target
 from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear, has_cull_fields
 
 log = logging.getLogger(__name__)
@@ -53,60 +52,74 @@ def _int(value: str | None) -> int | None:
 def user_packet(existing: bytes | None, decision: str, label: str = "Yellow") -> bytes:
     """``existing`` (or a new packet) with cull's fields removed and the user's ``decision`` set.
 
-    The values a decision replaces (a star rating, a pick flag, labels) are kept in ``cull:UserPrior``
-    and put back before the next decision is applied, so X on a photo rated 5 stars, then P or U,
-    ends with the 5 stars again: a rating the user set is never lost to a decision made here.
+    What the decision changes (a star rating, a pick flag, labels) is recorded in ``cull:UserPrior``,
+    each field's value before and the value written, and undone before the next decision is applied
+    where the field still holds what was written: X on a photo rated 5 stars, then P or U, ends with
+    the 5 stars again, and U's colour label goes again with P or X.  A field the user changed since
+    (re-rated 4 stars in Lightroom) keeps the user's value.
     Pure. Raises XmpError for a malformed packet, ValueError for an unknown decision.
     """
     if decision not in DECISIONS:
         raise ValueError(f"unknown decision {decision!r}")
     packet = Packet(clear(existing) if existing is not None and existing.strip() else None)
     _put_back_prior(packet)
-    changes: list[tuple[tuple[str, str], str | None]]
-    if decision == "reject":
-        changes = [(RATING, "-1"), (PICK, "-1"), (GOOD, "False"), (PICK_LABEL, "1")]
-    elif decision == "keep":
-        changes = [(PICK, "1"), (GOOD, "True"), (PICK_LABEL, "3")]
-        if _int(packet.get(RATING)) == -1:
-            changes.append((RATING, None))
-    else:
-        changes = [(PICK, None), (GOOD, None), (PICK_LABEL, "2")]
-        if _int(packet.get(RATING)) == -1:
-            changes.append((RATING, None))
-        if not packet.get(LABEL):
-            changes.append((LABEL, label))
-    before = {prop: packet.get(prop) for prop, _ in changes}
-    prior = {f"{p[0]}:{p[1]}": old for p, value in changes if (old := before[p]) is not None and old != value}
-    for prop, value in changes:
+    record: dict[str, dict[str, str | None]] = {}
+    for prop, value in _changes(packet, decision, label):
+        before = packet.get(prop)
+        if before == value:
+            continue
+        record[f"{prop[0]}:{prop[1]}"] = {"was": before, "set": value}
         if value is None:
             packet.remove(prop)
         else:
             packet.set(prop, value)
-    if prior:
-        packet.set(USER_PRIOR, json.dumps(prior, sort_keys=True))
+    if record:
+        packet.set(USER_PRIOR, json.dumps(record, sort_keys=True))
     packet.set(USER_VERDICT, decision)
     return packet.serialize()
 
 
-USER_PRIOR = ("cull", "UserPrior")  # the user's own values a decision made in `cull review` replaced (JSON)
+def _changes(packet: Packet, decision: str, label: str) -> list[tuple[tuple[str, str], str | None]]:
+    """The fields ``decision`` sets (None: removes) on ``packet``."""
+    if decision == "reject":
+        return [(RATING, "-1"), (PICK, "-1"), (GOOD, "False"), (PICK_LABEL, "1")]
+    unrejected = [(RATING, None)] if _int(packet.get(RATING)) == -1 else []
+    if decision == "keep":
+        return [(PICK, "1"), (GOOD, "True"), (PICK_LABEL, "3"), *unrejected]
+    return [(PICK, None), (GOOD, None), (PICK_LABEL, "2"), *unrejected, *([] if packet.get(LABEL) else [(LABEL, label)])]
+
+
+USER_PRIOR = ("cull", "UserPrior")  # what the last decision made in `cull review` changed: {field: {was, set}} (JSON)
 
 
 def _put_back_prior(packet: Packet) -> None:
-    """Restore what an earlier decision made here replaced (``cull:UserPrior``), then forget it."""
+    """Undo what the last decision made here changed (``cull:UserPrior``), then forget it: a field
+    goes back to its value before only where it still holds what that decision wrote; one the user
+    set since keeps the user's value."""
     raw = packet.get(USER_PRIOR)
     if raw is None:
         return
     packet.remove(USER_PRIOR)
     try:
-        prior = json.loads(raw)
+        record = json.loads(raw)
     except ValueError:
         return
-    if not isinstance(prior, dict):
+    if not isinstance(record, dict):
         return
-    for name, value in prior.items():
+    for name, entry in record.items():
         prefix, _, local = str(name).partition(":")
-        if (prefix, local) in _DECIDED_PROPS and isinstance(value, str):
-            packet.set((prefix, local), value)
+        prop = (prefix, local)
+        if prop not in _DECIDED_PROPS or not _valid_entry(entry) or packet.get(prop) != entry["set"]:
+            continue
+        if entry["was"] is None:
+            packet.remove(prop)
+        else:
+            packet.set(prop, entry["was"])
+
+
+def _valid_entry(entry: object) -> bool:
+    return (isinstance(entry, dict) and set(entry) == {"was", "set"}
+            and all(value is None or isinstance(value, str) for value in entry.values()))
 
 
 _DECIDED_PROPS = {RATING, PICK, GOOD, PICK_LABEL, LABEL}
@@ -140,8 +153,7 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
     sidecar_options = XmpOptions(False, options.sidecar_style, options.label)
     for photo in photos:
         partner = next((p for p in photos if p != photo), None)
-        for target in targets_for(photo, sidecar_options, partner):
-            path = target.path
+        for path in _sidecars(photo, sidecar_options, partner):
             try:
                 before = read_sidecar(path)
                 check_writable(path)
@@ -158,17 +170,20 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
     done: list[Write] = []
     try:
         for write in planned:
+            write_target(Target(write.target, embedded=write.embedded), write.after)
             if write.embedded:
-                write_embedded(write.target, write.after)
                 write = Write(write.target, write.before, read_embedded(write.target) or b"", embedded=True)  # as exiv2 stored it
-            else:
-                _write(write.target, write.after, new=write.before is None)
             done.append(write)
     except (OSError, CullError) as exc:
         restore(done)
         what = getattr(exc, "filename", None) or "XMP"
         raise DecisionError(f"cannot write {what}: {getattr(exc, 'strerror', None) or exc}") from None
     return done
+
+
+def _sidecars(photo: Path, options: XmpOptions, partner: Path | None) -> list[Path]:
+    """The sidecars a decision on ``photo`` goes to (the photo's own XMP block: ``_embedded_plan``)."""
+    return [target.path for target in targets_for(photo, options, partner) if not target.embedded]
 
 
 def write_decisions(plan: Sequence[tuple[list[Path], str]], options: XmpOptions) -> list[list[Write]]:
@@ -207,33 +222,18 @@ def _embedded_plan(photo: Path, decision: str, label: str) -> list[Write]:
         raise DecisionError(f"{photo.name}: {exc}") from None
 
 
-def _write(path: Path, data: bytes, new: bool) -> None:
-    atomic_write_bytes(path, data)
-    if new:  # a new sidecar gets the ordinary mode for new files (not the temp file's 0600)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(path, 0o666 & ~mask)
-
-
-def restore(writes: list[Write]) -> list[str]:
+def restore(writes: list[Write]) -> list[tuple[Write, str]]:
     """Put back what ``writes`` replaced, newest first; a file changed since is left as it is.
 
-    Returns one message per file that could not be restored."""
-    problems = []
+    Returns the writes that could not be put back, each with why."""
+    failed = []
     for write in reversed(writes):
         try:
             current = read_embedded(write.target) if write.embedded else read_sidecar(write.target)
             if (current or b"") != write.after:
-                problems.append(f"{write.target.name} changed since; left as it is")
+                failed.append((write, f"{write.target.name} changed since; left as it is"))
                 continue
-            if write.embedded:
-                check_writable(write.target)
-                write_embedded(write.target, write.before)
-            elif write.before is None:
-                unlink_quietly(write.target)
-            else:
-                check_writable(write.target, ours=True)
-                atomic_write_bytes(write.target, write.before)
+            write_target(Target(write.target, embedded=write.embedded), write.before, ours=write.before is None)
         except (OSError, CullError) as exc:
-            problems.append(f"{write.target.name}: {getattr(exc, 'strerror', None) or exc}")
-    return problems
+            failed.append((write, f"{write.target.name}: {getattr(exc, 'strerror', None) or exc}"))
+    return failed

@@ -67,6 +67,11 @@ class Item:
             return None
         return f"not marked rejected: {self.protected.replace('user ', 'you ', 1)}"
 
+    @property
+    def folder(self) -> str:
+        """Where the photo is, for messages: the scanned folder's name and the folders below it, no absolute path."""
+        return _shown_folder(self.path, self.root)
+
     def public(self) -> dict[str, Any]:
         """What the page may know: names relative to the scanned root, never an absolute path."""
         return {
@@ -94,6 +99,24 @@ def _relative(folder: Path, root: Path) -> str:
     return "" if str(rel) == "." else str(rel)
 
 
+def _shown_folder(path: Path, root: Path) -> str:
+    base = Path(os.path.abspath(root if root.is_dir() else root.parent))
+    return "/".join(part for part in (base.name, _relative(path.parent, root)) if part) + "/"
+
+
+def unreadable_rows(failures: Iterable[tuple[Path, str]], roots: Sequence[Path]) -> list[dict[str, str]]:
+    """The files the scan could not judge, as the page lists them: name, folder below the scanned root, why."""
+    rows = []
+    for path, why in failures:
+        root = _root_of(path, roots)
+        rows.append({"name": path.name, "where": _relative(path.parent, root), "why": why.replace(str(path), path.name)})
+    return rows
+
+
+def _root_of(path: Path, roots: Sequence[Path]) -> Path:
+    return next((Path(r) for r in roots if _under(path, Path(r))), Path(path).parent)
+
+
 def real_roots(roots: Iterable[Path]) -> list[Path]:
     """The scanned roots with every link resolved (a single photo stands for its folder)."""
     out = []
@@ -119,7 +142,7 @@ def build_items(results: Iterable[PhotoResult], roots: Sequence[Path]) -> list[I
         if not inside(result.path, real) or (result.partner is not None and not inside(result.partner, real)):
             log.warning("%s leads outside the scanned folders; not shown", result.path)
             continue
-        root = next((Path(r) for r in roots if _under(result.path, Path(r))), Path(result.path).parent)
+        root = _root_of(result.path, roots)
         items.append(Item(
             id=len(items), path=result.path, root=root, partner=result.partner,
             verdict=result.decision.verdict.value, score=result.photo.score, kind=result.photo.kind,

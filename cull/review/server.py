@@ -1,18 +1,29 @@
-"""The local review server (Starlette + uvicorn): 127.0.0.1 only, a random token on every request.
+"""The local review server (Starlette + uvicorn): 127.0.0.1 only, a random secret on every request.
 
-- The token comes once in the URL (``/?token=...``); the answer sets it as an HttpOnly,
-  SameSite=Strict cookie and redirects to ``/`` so it leaves the address bar.  Any request without
-  a valid token gets 401 (none) or 403 (wrong); a Host other than 127.0.0.1 / localhost gets 403
-  (DNS rebinding).
-- State changes are POST only, and carry the token again in the ``X-Cull-Token`` header (the page
-  reads it from a meta tag), so another site cannot forge them (CSRF).
-- Pictures are served by item number from the scanned set only; no route takes a path.
-- Every answer carries a strict Content-Security-Policy (no inline script, nothing from elsewhere).
+Cookies are not kept apart by port: every other web server on 127.0.0.1 the browser visits gets
+this one's cookie.  So the cookie opens nothing that matters, and three secrets do three jobs:
+
+- The printed address's token (``/?token=...``) opens the page once: that answer carries the
+  session secret in a meta tag (the page keeps it in its tab's sessionStorage and drops the token
+  from the address bar) and sets the cookie.  The token is refused after that.
+- The session secret goes in the ``X-Cull-Token`` header of every API request, GET and POST; the
+  page sends it, another site cannot (CORS), and the cookie does not carry it.
+- The cookie (HttpOnly, SameSite=Strict, its own random value) opens the page without the secret
+  and its static files only.  Pictures go by signed addresses the API hands out (an HMAC of the
+  path), so an ``<img>`` needs neither header nor cookie.
+
+Any request without what it needs gets 401, with a wrong one 403; a Host other than 127.0.0.1 /
+localhost gets 403 (DNS rebinding), a POST with a foreign Origin 403.  Pictures are served by item
+number from the scanned set only; no route takes a path.  Every answer carries a strict
+Content-Security-Policy (no inline script, nothing from elsewhere).  Detail pictures (full decodes)
+run on two threads of their own, and a request whose page went away before its turn is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import html
 import json
 import logging
@@ -22,8 +33,9 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +46,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cull.errors import UnreadableImage
 from cull.review.decisions import DECISIONS, DecisionError
+from cull.review.items import Item
 from cull.review.session import ReviewSession
 
 log = logging.getLogger(__name__)
@@ -53,10 +66,38 @@ SECURITY_HEADERS = {
 }
 ALLOWED_HOSTS = frozenset({"127.0.0.1", "localhost"})
 STATIC = {"review.js": "text/javascript", "review.css": "text/css"}
+DETAIL_WORKERS = 2  # full decodes at once: a 60 MP photo takes several hundred MB
+T = TypeVar("T")
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return given is not None and secrets.compare_digest(given.encode(), expected.encode())
+
+
+class Access:
+    """The secrets of one review (see the module docstring): the address's token (good once), the
+    page's session secret, the cookie's value, and the key that signs picture addresses."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.opened = False
+        self.secret = new_token()
+        self.cookie = new_token()
+        self._key = secrets.token_bytes(32)
+
+    def sign(self, path: str) -> str:
+        """``path`` with its signature: a picture address that needs no header."""
+        return f"{path}?k={self._mac(path)}"
+
+    def signed(self, path: str, mac: str | None) -> bool:
+        return _same(mac, self._mac(path))
+
+    def _mac(self, path: str) -> str:
+        return hmac.new(self._key, path.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def static_text(name: str) -> str:
@@ -64,25 +105,26 @@ def static_text(name: str) -> str:
 
 
 class Guard:
-    """ASGI middleware: host check, token check, security headers, and the idle clock."""
+    """ASGI middleware: host check, token checks, security headers, and the idle clock."""
 
-    def __init__(self, app: ASGIApp, token: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, app: ASGIApp, access: Access, heavy: HeavyWork, clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
-        self.token = token
+        self.access = access
+        self.heavy = heavy
         self.clock = clock
         self.last_seen = clock()
 
-    def _valid(self, value: str | None) -> bool:
-        return value is not None and secrets.compare_digest(value.encode(), self.token.encode())
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # no route takes one, and none may skip the checks below
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope)
         response = self._check(request)
-        if response is None:  # only the page's own requests keep it alive: a stranger knocking does not
-            self.last_seen = self.clock()
+        if response is None and (request.url.path.startswith("/api/") or "token" in request.query_params):
+            self.last_seen = self.clock()  # only the page's own requests keep it alive: a stranger knocking, or holding the cookie, does not
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -96,35 +138,95 @@ class Guard:
         else:
             await self.app(scope, receive, send_with_headers)
 
+    def stop(self) -> None:
+        """The server is stopping: drop detail work that has not started."""
+        self.heavy.stop()
+
     def _check(self, request: Request) -> Response | None:
-        host, _, port = (request.headers.get("host") or "").partition(":")
+        host = (request.headers.get("host") or "").partition(":")[0]
         if host.lower() not in ALLOWED_HOSTS:
             return PlainTextResponse("forbidden host", 403)
-        name = cookie_name(port)
-        query = request.query_params.get("token")
-        if query is not None:
-            if not self._valid(query):
-                return PlainTextResponse("wrong token", 403)
-            if request.method == "GET" and request.url.path == "/":
-                answer = RedirectResponse("/", 303)
-                answer.set_cookie(name, self.token, httponly=True, samesite="strict", path="/")
-                return answer
-        cookie = request.cookies.get(name)
-        if query is None and cookie is None:
+        if "token" in request.query_params:
+            return self._open(request)
+        if request.url.path.startswith("/api/"):
+            return self._check_api(request)
+        cookie = request.cookies.get(cookie_name(_port(request)))
+        if cookie is None:
             return PlainTextResponse("token required: open the address cull review printed", 401)
-        if query is None and not self._valid(cookie):
+        return None if _same(cookie, self.access.cookie) else PlainTextResponse("wrong token", 403)
+
+    def _open(self, request: Request) -> Response | None:
+        """The printed address: it opens the page, once."""
+        if request.method != "GET" or request.url.path != "/":
+            return PlainTextResponse("the address's token only opens the page", 403)
+        if not _same(request.query_params["token"], self.access.token):
             return PlainTextResponse("wrong token", 403)
-        if request.method not in ("GET", "HEAD"):
-            if not self._valid(request.headers.get(HEADER)):
-                return PlainTextResponse("state changes need the token in the X-Cull-Token header", 403)
-            origin = request.headers.get("origin")
-            if origin is not None and origin.split("://", 1)[-1].rsplit(":", 1)[0] not in ALLOWED_HOSTS:
-                return PlainTextResponse("cross-origin request refused", 403)
+        if self.access.opened:
+            return PlainTextResponse(
+                "this address was used already: the review is open in another tab or browser (reloading that tab "
+                "keeps it). To open it here, stop cull review (Ctrl-C) and start it again.", 403)
+        self.access.opened = True
         return None
+
+    def _check_api(self, request: Request) -> Response | None:
+        mac = request.query_params.get("k")
+        if request.method in ("GET", "HEAD") and mac is not None:  # a picture address the API handed out
+            return None if self.access.signed(request.url.path, mac) else PlainTextResponse("wrong signature", 403)
+        given = request.headers.get(HEADER)
+        if given is None:
+            return PlainTextResponse("the page's X-Cull-Token header is required: open the address cull review printed", 401)
+        if not _same(given, self.access.secret):
+            return PlainTextResponse("wrong token", 403)
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD") and origin is not None \
+                and origin.split("://", 1)[-1].rsplit(":", 1)[0] not in ALLOWED_HOSTS:
+            return PlainTextResponse("cross-origin request refused", 403)
+        return None
+
+
+class Abandoned(Exception):
+    """A detail request given up before its work started: its page went away, or the server stops."""
+
+
+class HeavyWork:
+    """Detail pictures (full decodes, the model on every patch) on a few threads of their own, so a
+    held J key cannot start dozens at once.  A request whose page went away (it aborts a superseded
+    one) or that is still waiting when the server stops gives up its place: queued work never starts."""
+
+    POLL = 0.2  # seconds between looks at the connection while waiting
+
+    def __init__(self, workers: int = DETAIL_WORKERS) -> None:
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="cull-detail")
+        self.stopping = False
+
+    async def run(self, request: Request, work: Callable[[], T]) -> T:
+        """``work()`` on the pool. Raises Abandoned, or what ``work`` raises."""
+        if self.stopping:
+            raise Abandoned
+        job = self.pool.submit(work)
+        future = asyncio.wrap_future(job)
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=self.POLL)
+                if done and not future.cancelled():  # cancelled: dropped unstarted by stop()
+                    return future.result()
+                if done or self.stopping or await request.is_disconnected():
+                    raise Abandoned
+        finally:
+            job.cancel()  # not started yet: it never will (at once, not on the loop's next turn)
+            future.cancel()  # running: its result or error goes nowhere
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def cookie_name(port: int | str) -> str:
     return f"{COOKIE}_{port or 80}"
+
+
+def _port(request: Request) -> str:
+    return (request.headers.get("host") or "").partition(":")[2]
 
 
 def _image(data: bytes, media: str) -> Response:
@@ -157,11 +259,20 @@ def _whole(value: object) -> int | None:
 
 
 def create_app(session: ReviewSession, token: str) -> Guard:
-    """The ASGI app for ``session``, guarded by ``token``."""
+    """The ASGI app for ``session``, opened by ``token`` (once)."""
+    access = Access(token)
+    heavy = HeavyWork()
+
+    def shown(item: Item) -> dict[str, Any]:
+        return {**item.public(), "thumb": access.sign(f"/api/thumb/{item.id}")}
 
     async def index(request: Request) -> Response:
-        page = static_text("index.html").replace("{{TOKEN}}", html.escape(token, quote=True))
-        return Response(page, media_type="text/html; charset=utf-8")
+        opening = "token" in request.query_params  # the Guard let it through: the address's first use
+        page = static_text("index.html").replace("{{SECRET}}", html.escape(access.secret if opening else "", quote=True))
+        answer = Response(page, media_type="text/html; charset=utf-8")
+        if opening:
+            answer.set_cookie(cookie_name(_port(request)), access.cookie, httponly=True, samesite="strict", path="/")
+        return answer
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
@@ -170,7 +281,7 @@ def create_app(session: ReviewSession, token: str) -> Guard:
         return Response(static_text(name), media_type=STATIC[name] + "; charset=utf-8")
 
     async def items(request: Request) -> Response:
-        return JSONResponse(session.listing())
+        return JSONResponse({**session.listing(), "items": [shown(item) for item in session.items]})
 
     def _id(request: Request) -> int:
         item_id = request.path_params["item"]
@@ -180,27 +291,29 @@ def create_app(session: ReviewSession, token: str) -> Guard:
     async def thumb(request: Request) -> Response:
         return _image(await run_in_threadpool(session.thumbnail, _id(request)), "image/jpeg")
 
-    async def detail(request: Request) -> Response:
+    async def _detail(request: Request) -> Any:
         item_id = _id(request)
-        found = await run_in_threadpool(session.detail, item_id)
+        return await heavy.run(request, lambda: session.detail(item_id))
+
+    async def detail(request: Request) -> Response:
+        item_id, found = _id(request), await _detail(request)
         return JSONResponse({
             "id": item_id, "width": found.width, "height": found.height, "full": list(found.full_size),
             "patch": found.patch, "patches": len(found.scores),
-            "crops": [{"which": c.which, "score": round(c.score, 3), "box": list(c.box), "url": f"/api/crop/{item_id}/{c.which}"}
+            "crops": [{"which": c.which, "score": round(c.score, 3), "box": list(c.box), "url": access.sign(f"/api/crop/{item_id}/{c.which}")}
                       for c in found.crops],
-            "view": f"/api/view/{item_id}", "overlay": f"/api/overlay/{item_id}",
-            "burst": [{**frame.public(), "thumb": f"/api/thumb/{frame.id}"} for frame in session.neighbours(item_id)],
+            "view": access.sign(f"/api/view/{item_id}"), "overlay": access.sign(f"/api/overlay/{item_id}"),
+            "burst": [shown(frame) for frame in session.neighbours(item_id)],
         })
 
     async def view(request: Request) -> Response:
-        return _image((await run_in_threadpool(session.detail, _id(request))).view_jpeg, "image/jpeg")
+        return _image((await _detail(request)).view_jpeg, "image/jpeg")
 
     async def overlay(request: Request) -> Response:
-        return _image((await run_in_threadpool(session.detail, _id(request))).overlay_png, "image/png")
+        return _image((await _detail(request)).overlay_png, "image/png")
 
     async def crop(request: Request) -> Response:
-        found = await run_in_threadpool(session.detail, _id(request))
-        for c in found.crops:
+        for c in (await _detail(request)).crops:
             if c.which == request.path_params["which"]:
                 return _image(c.png, "image/png")
         return PlainTextResponse("not found", 404)
@@ -218,7 +331,7 @@ def create_app(session: ReviewSession, token: str) -> Guard:
             item = await run_in_threadpool(session.decide, item_id, decision)
         except DecisionError as exc:
             return JSONResponse({"error": str(exc)}, 409)
-        return JSONResponse({"item": item.public(), "undo": session.undo_depth})
+        return JSONResponse({"item": shown(item), "undo": session.undo_depth})
 
     async def keep_best(request: Request) -> Response:
         body = await _json_body(request)
@@ -233,18 +346,21 @@ def create_app(session: ReviewSession, token: str) -> Guard:
             return JSONResponse({"error": str(exc)}, 400)
         except DecisionError as exc:
             return JSONResponse({"error": str(exc)}, 409)
-        return JSONResponse({"items": [f.public() for f in frames], "undo": session.undo_depth})
+        return JSONResponse({"items": [shown(f) for f in frames], "undo": session.undo_depth})
 
     async def undo(request: Request) -> Response:
-        items, problems = await run_in_threadpool(session.undo)
-        return JSONResponse({"item": items[0].public() if items else None, "items": [i.public() for i in items],
-                             "problems": problems, "undo": session.undo_depth})
+        done = await run_in_threadpool(session.undo)
+        return JSONResponse({"item": shown(done.items[0]) if done.items else None, "items": [shown(i) for i in done.items],
+                             "problems": done.problems, "kept": done.kept, "undo": session.undo_depth})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return PlainTextResponse("not found", 404)
 
     async def unreadable(request: Request, exc: Exception) -> Response:
         return PlainTextResponse(f"cannot show this photo: {exc}", 422)
+
+    async def abandoned(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("given up: the page went away, or the review is stopping", 503)
 
     routes = [
         Route("/", index),
@@ -259,8 +375,8 @@ def create_app(session: ReviewSession, token: str) -> Guard:
         Route("/api/keep-best", keep_best, methods=["POST"]),
         Route("/api/undo", undo, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={KeyError: not_found, UnreadableImage: unreadable})
-    return Guard(app, token)
+    handlers = {KeyError: not_found, UnreadableImage: unreadable, Abandoned: abandoned}
+    return Guard(Starlette(routes=routes, exception_handlers=handlers), access, heavy)
 
 
 def bind(port: int) -> socket.socket:
@@ -281,19 +397,21 @@ def serve(app: Guard, sock: socket.socket, idle_timeout: float | None,
     server = uvicorn.Server(config)
     reason = ["interrupted"]
 
-    async def watch_idle() -> None:
+    async def watch() -> None:
         while not server.should_exit:
-            await asyncio.sleep(0.5 if idle_timeout is None else min(1.0, max(0.05, idle_timeout / 10)))
+            await asyncio.sleep(0.2 if idle_timeout is None else min(0.2, max(0.05, idle_timeout / 10)))
             if idle_timeout is not None and time.monotonic() - app.last_seen > idle_timeout:
                 reason[0] = "idle"
                 server.should_exit = True
+        app.stop()  # detail requests still waiting answer at once: no cancelled tasks, no tracebacks
 
     async def main() -> None:
-        watcher = asyncio.create_task(watch_idle())
+        watcher = asyncio.create_task(watch())
         try:
             await server.serve(sockets=[sock])
         finally:
             watcher.cancel()
+            app.stop()
 
     previous = None
     if threading.current_thread() is threading.main_thread():  # SIGTERM ends as cleanly as Ctrl-C

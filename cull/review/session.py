@@ -11,10 +11,10 @@ from typing import Any
 
 from cull.card import ModelCard
 from cull.errors import CullError
-from cull.protect import Places, shot_protection
-from cull.review.decisions import Change, DecisionError, read_user_verdict, restore, write_decision, write_decisions
+from cull.protect import Places, shot_protection, shot_user_verdict
+from cull.review.decisions import Change, DecisionError, Write, restore, write_decision, write_decisions
 from cull.review.imaging import Detail, LruCache, compute_detail, thumbnail
-from cull.review.items import Item, Show, build_items, burst_of, inside, real_roots, shown
+from cull.review.items import Item, Show, build_items, burst_of, inside, real_roots, shown, unreadable_rows
 from cull.scan import PhotoResult, ScanOptions, scan
 from cull.score import Scorer
 from cull.sidecars import XmpOptions
@@ -30,14 +30,35 @@ class ReviewOptions:
     detail_cache: int = 48
 
 
+@dataclass
+class Step:
+    """One key press (one decision, or a whole burst's), as Z undoes it. ``refused``: an undo of it
+    failed once already (a file changed since); Z again tries once more, then gives it up."""
+
+    changes: list[Change]
+    refused: bool = False
+
+
+@dataclass
+class Undone:
+    """What Z did: the items it covered, the files it could not put back, and whether the step is
+    still on the undo list (it failed, and Z again tries it once more)."""
+
+    items: list[Item]
+    problems: list[str]
+    kept: bool = False
+
+
 class ReviewSession:
     """The state behind the page. Thread-safe: the server calls it from its worker threads."""
 
     def __init__(self, roots: Sequence[Path], items: list[Item], card: ModelCard, options: ReviewOptions,
-                 scorer_factory: Callable[[ModelCard], Scorer] | None = None) -> None:
+                 scorer_factory: Callable[[ModelCard], Scorer] | None = None,
+                 unreadable: Sequence[tuple[Path, str]] = ()) -> None:
         self.roots = [Path(r) for r in roots]
         self.real_roots = real_roots(self.roots)
         self.all_items = items
+        self.unreadable = unreadable_rows(unreadable, self.roots)
         self.items = shown(items, options.show)
         self.by_id = {item.id: item for item in self.items}
         self.card = card
@@ -45,7 +66,7 @@ class ReviewSession:
         self._scorer_factory = scorer_factory
         self._scorer: Scorer | None = None
         self._lock = threading.Lock()
-        self._history: list[list[Change]] = []  # one step: one key press
+        self._history: list[Step] = []
         self._thumbs = LruCache(options.thumb_cache)
         self._details = LruCache(options.detail_cache)
 
@@ -72,7 +93,8 @@ class ReviewSession:
             "items": [item.public() for item in self.items],
             "show": self.options.show.value,
             "model": self.card.version,
-            "total": len(self.all_items),
+            "total": len(self.all_items) + len(self.unreadable),
+            "unreadable": self.unreadable,
             "undo": self.undo_depth,
             "bursts": len({item.burst for item in self.items if item.burst is not None}),
         }
@@ -109,9 +131,9 @@ class ReviewSession:
         for reading it (KeyError): a decision must not write into a file elsewhere."""
         item = self.servable(item_id)
         with self._lock:
-            photos = [p for p in (item.path, item.partner) if p is not None]
-            writes = write_decision(photos, decision, self.options.xmp)
-            self._history.append([Change(item.id, item.user, decision, writes)])
+            _check_present(item)
+            writes = write_decision(_files(item), decision, self.options.xmp)
+            self._history.append(Step([Change(item.id, item.user, decision, writes)]))
             item.user = decision
         log.info("%s: %s", item.path, decision)
         return item
@@ -128,29 +150,55 @@ class ReviewSession:
         if len(frames) < 2 or frames[0].rank != 1:
             raise ValueError("not a burst: B works on the frames of a burst (cull review --bursts)")
         best = next((f for f in frames if f.effective == "keep"), frames[0])
-        plan = [([p for p in (f.path, f.partner) if p is not None], "keep" if f is best else "uncertain") for f in frames]
+        plan = [(_files(f), "keep" if f is best else "uncertain") for f in frames]
         with self._lock:
+            for frame in frames:
+                _check_present(frame)
             done = write_decisions(plan, self.options.xmp)
-            self._history.append([Change(f.id, f.user, decision, writes) for f, (_, decision), writes in zip(frames, plan, done)])
+            self._history.append(Step([Change(f.id, f.user, decision, writes)
+                                       for f, (_, decision), writes in zip(frames, plan, done)]))
             for f, (_, decision) in zip(frames, plan):
                 f.user = decision
         log.info("%s: kept %s, the other %d frames uncertain", best.burst, best.path, len(frames) - 1)
         return frames
 
-    def undo(self) -> tuple[list[Item], list[str]]:
-        """Undo the last step (one decision, or a whole burst's): the sidecars as they were before it.
-        Returns the items it covered ([] when there was nothing to undo) and the problems."""
+    def undo(self) -> Undone:
+        """Undo the last step: the files as they were before it.  A file changed since (by another
+        program) is left as it is; the step then stays on the undo list with what is left to put back
+        (tried once more by the next undo, then given up), and its items say what their files hold."""
         with self._lock:
             if not self._history:
-                return [], []
-            step = self._history.pop()
-            problems = restore([write for change in step for write in change.writes])
-            items = []
-            for change in step:
-                item = self.by_id[change.item]
-                item.user = change.previous
-                items.append(item)
-        return items, problems
+                return Undone([], [])
+            step = self._history[-1]
+            failed = restore([write for change in step.changes for write in change.writes])
+            left = [write for write, _ in failed]
+            kept = bool(failed) and not step.refused
+            items = [self._undone(change, left) for change in step.changes]
+            step.changes = [change for change in step.changes if change.writes]
+            step.refused = True
+            if not kept:
+                self._history.pop()
+        return Undone(items, [problem for _, problem in failed], kept)
+
+    def _undone(self, change: Change, left: list[Write]) -> Item:
+        """The change's item after an undo: its earlier decision where every file went back, else
+        what its files now hold; ``change`` keeps the writes still to put back."""
+        item = self.by_id[change.item]
+        change.writes = [write for write in change.writes if any(write is other for other in left)]
+        item.user = shot_user_verdict(item.path, item.partner) if change.writes else change.previous
+        return item
+
+
+def _files(item: Item) -> list[Path]:
+    return [p for p in (item.path, item.partner) if p is not None]
+
+
+def _check_present(item: Item) -> None:
+    """Refuse a decision on a shot whose photo or RAW/JPEG partner is gone since the page was loaded
+    (moved by `cull move`, deleted): its XMP would be a sidecar beside nothing."""
+    for path in _files(item):
+        if not path.exists():
+            raise DecisionError(f"{path.name} is no longer at {item.folder} (moved or deleted?); not saved")
 
 
 def load_session(
@@ -169,11 +217,11 @@ def load_session(
     items = build_items(result.results, roots)
     places = Places()  # each folder listed once
     for item in items:
-        item.user = read_user_verdict(item.path, item.partner, places) or (
-            read_user_verdict(item.partner, item.path, places) if item.partner else None)
+        item.user = shot_user_verdict(item.path, item.partner, places)
         if item.verdict == "reject":  # as the scan's conflict line says: the XMP does not mark it rejected
             item.protected = shot_protection(item.path, item.partner, places)
-    return ReviewSession(roots, items, card, options, scorer_factory), list(result.failures)
+    failures = list(result.failures)
+    return ReviewSession(roots, items, card, options, scorer_factory, failures), failures
 
 
 __all__ = ["CullError", "DecisionError", "ReviewOptions", "ReviewSession", "load_session"]

@@ -1,7 +1,7 @@
 // cull review: keyboard-first grid and detail view. No inline script (strict CSP), no dependencies.
 "use strict";
 (function () {
-  const token = document.querySelector('meta[name="cull-token"]').content;
+  const token = sessionSecret();
   const grid = document.getElementById("grid");
   const detail = document.getElementById("detail");
   const help = document.getElementById("help");
@@ -11,23 +11,42 @@
   let cards = [];  // cards[i] shows items[i]; the frames of a burst sit together in one .burst box
   let current = 0;
   let detailFor = null;
+  let detailRequest = null;  // the AbortController of the detail being fetched: a newer one aborts it
+  let saving = Promise.resolve();  // decisions are sent one at a time, in the order the keys were pressed
+  const mine = [];  // the ids this page decided, newest last: Z selects the newest at once
+
+  function sessionSecret() {
+    // the page opened by the printed address carries the session secret once; this tab keeps it
+    // (a reload still works), and the address bar loses the token
+    const given = document.querySelector('meta[name="cull-token"]').content;
+    if (given) {
+      sessionStorage.setItem("cull-review", given);
+      history.replaceState(null, "", "/");
+    }
+    return sessionStorage.getItem("cull-review");
+  }
 
   function say(text, error) {
     status.textContent = text;
     status.classList.toggle("error", !!error);
   }
 
-  async function post(url, body) {
-    const answer = await fetch(url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-Cull-Token": token },
-      body: JSON.stringify(body || {}),
-      credentials: "same-origin",
-    });
+  async function api(url, options) {
+    const headers = { "X-Cull-Token": token };
+    if (options && options.body) headers["Content-Type"] = "application/json";
+    const answer = await fetch(url, { ...options, headers: headers, credentials: "same-origin" });
     const data = answer.headers.get("content-type") && answer.headers.get("content-type").includes("json")
       ? await answer.json() : { error: await answer.text() };
     if (!answer.ok) throw new Error(data.error || answer.statusText);
     return data;
+  }
+
+  function post(url, body) {
+    return api(url, { method: "POST", body: JSON.stringify(body || {}) });
+  }
+
+  function queue(job) {
+    saving = saving.then(job);  // each job catches its own errors, so one failure does not stop the rest
   }
 
   function el(tag, cls, text) {
@@ -49,13 +68,15 @@
     card.dataset.id = item.id;
     card.dataset.verdict = item.verdict;
     card.dataset.user = item.user || "";
+    card.dataset.saving = item.saving || "";
+    if (item.error) card.dataset.error = item.error; else delete card.dataset.error;
     if (item.burst) { card.dataset.burst = item.burst; card.dataset.rank = item.burst_rank; }
     card.setAttribute("role", "option");
     card.setAttribute("aria-selected", items[current] === item ? "true" : "false");
     const img = el("img", "thumb");
     img.loading = "lazy";
     img.alt = item.name;
-    img.src = "/api/thumb/" + item.id;
+    img.src = item.thumb;
     const meta = el("div", "meta");
     meta.append(el("span", "name", (item.where ? item.where + "/" : "") + item.name));
     if (item.burst) {
@@ -64,6 +85,12 @@
     }
     meta.append(badge(item.verdict, false));
     if (item.user) meta.append(badge(item.user, true));
+    if (item.saving) meta.append(el("span", "badge saving", "saving: " + item.saving + "…"));
+    if (item.error) {
+      const failed = el("span", "badge failed", item.error);
+      failed.title = item.error;
+      meta.append(failed);
+    }
     if (item.protected) meta.append(el("span", "badge protected", item.protected));
     meta.append(el("span", "dim", item.score === null ? "no score" : "score " + item.score.toFixed(3)));
     if (item.kind) meta.append(el("span", "dim", item.kind));
@@ -111,32 +138,40 @@
     return [first, last];
   }
 
+  function highlight(index, on) {
+    // only the class and the aria state change: no card is rebuilt, so nothing is laid out again
+    const card = cardOf(index);
+    if (!card) return;
+    card.classList.toggle("current", on);
+    card.setAttribute("aria-selected", on ? "true" : "false");
+  }
+
   function select(index) {
     if (!items.length) return;
-    const before = current;
+    highlight(current, false);
     current = Math.max(0, Math.min(items.length - 1, index));
-    if (cardOf(before)) renderCard(cardOf(before), items[before]);
-    renderCard(cardOf(current), items[current]);
+    highlight(current, true);
     cardOf(current).scrollIntoView({ block: "nearest" });
     if (!detail.hidden) openDetail();
   }
 
   function vertical(step) {
-    // the card in the next row up (step -1) or down (+1) nearest to the current card's column
+    // the card in the next row up (step -1) or down (+1) nearest to the current card's column; cards
+    // are listed row by row, so only the cards up to the end of that row are measured, never all of them
     const here = cardOf(current);
     if (!here) return current;
     const from = here.getBoundingClientRect();
-    let best = -1, bestKey = null;
-    cards.forEach((card, index) => {
-      const r = card.getBoundingClientRect();
+    let best = current, bestX = Infinity, rowDy = null;
+    for (let index = current + step; index >= 0 && index < cards.length; index += step) {
+      const r = cards[index].getBoundingClientRect();
       const dy = (r.top - from.top) * step;
-      if (dy < 4) return;
-      const key = [dy, Math.abs(r.left - from.left)];
-      if (bestKey === null || key[0] < bestKey[0] - 4 || (Math.abs(key[0] - bestKey[0]) <= 4 && key[1] < bestKey[1])) {
-        best = index; bestKey = key;
-      }
-    });
-    return best < 0 ? current : best;
+      if (dy < 4) continue;
+      if (rowDy === null) rowDy = dy;
+      else if (dy > rowDy + 4) break;
+      const dx = Math.abs(r.left - from.left);
+      if (dx < bestX) { best = index; bestX = dx; }
+    }
+    return best;
   }
 
   function replace(updated) {
@@ -144,57 +179,100 @@
     if (index < 0) return -1;
     items[index] = updated;
     renderCard(cardOf(index), updated);
+    if (detailFor === updated.id) renderFacts(updated);
     return index;
   }
 
-  async function decide(decision) {
-    const item = items[current];
-    if (!item) return;
-    try {
-      const answer = await post("/api/decide", { id: item.id, decision: decision });
-      replace(answer.item);
-      say(item.name + ": " + decision + " (Z undoes)");
-      if (current < items.length - 1) select(current + 1); else if (!detail.hidden) openDetail();
-    } catch (error) {
-      say(item.name + ": not saved: " + error.message, true);
-    }
+  function mark(id, what) {
+    // show on the photo's card that a decision is on its way (saving) or was refused (error)
+    const index = items.findIndex((item) => item.id === id);
+    if (index < 0) return;
+    Object.assign(items[index], what);
+    renderCard(cardOf(index), items[index]);
   }
 
-  async function keepBest() {
+  function forget(id) {
+    const at = mine.lastIndexOf(id);
+    if (at >= 0) mine.splice(at, 1);
+  }
+
+  function next(index) {
+    // after a decision: on to the photo after ``index`` at once, before the answer comes
+    if (index < items.length - 1) select(index + 1); else if (!detail.hidden) openDetail(); else select(current);
+  }
+
+  function decide(decision) {
+    // the photo selected when the key was pressed gets the decision, whatever is selected when it is sent
+    const item = items[current];
+    if (!item) return;
+    mark(item.id, { saving: decision, error: null });
+    mine.push(item.id);
+    next(current);
+    queue(async () => {
+      try {
+        const answer = await post("/api/decide", { id: item.id, decision: decision });
+        replace(answer.item);
+        say(item.name + ": " + decision + " (Z undoes)");
+      } catch (error) {
+        forget(item.id);
+        mark(item.id, { saving: null, error: "not saved: " + error.message });
+        say(item.name + ": not saved: " + error.message, true);
+      }
+    });
+  }
+
+  function keepBest() {
     const range = burstRange(current);
     if (!range) { say("not a burst: B keeps the best frame of a burst (cull review --bursts)"); return; }
     const item = items[current];
-    try {
-      const answer = await post("/api/keep-best", { id: item.id });
-      for (const frame of answer.items) replace(frame);
-      const kept = answer.items.find((frame) => frame.user === "keep") || answer.items[0];
-      say("burst: kept " + kept.name + ", " + (answer.items.length - 1) + " other frames uncertain (Z undoes)");
-      if (range[1] < items.length - 1) select(range[1] + 1); else if (!detail.hidden) openDetail(); else select(current);
-    } catch (error) {
-      say(item.name + ": burst not saved: " + error.message, true);
-    }
+    const frames = items.slice(range[0], range[1] + 1);
+    for (const frame of frames) mark(frame.id, { saving: "B", error: null });
+    mine.push(frames[0].id);
+    next(range[1]);
+    queue(async () => {
+      try {
+        const answer = await post("/api/keep-best", { id: item.id });
+        for (const frame of answer.items) replace(frame);
+        const kept = answer.items.find((frame) => frame.user === "keep") || answer.items[0];
+        say("burst: kept " + kept.name + ", " + (answer.items.length - 1) + " other frames uncertain (Z undoes)");
+      } catch (error) {
+        forget(frames[0].id);
+        for (const frame of frames) mark(frame.id, { saving: null, error: "burst not saved: " + error.message });
+        say(item.name + ": burst not saved: " + error.message, true);
+      }
+    });
   }
 
-  async function undo() {
-    try {
-      const answer = await post("/api/undo", {});
-      if (!answer.item) { say("nothing to undo"); return; }
-      for (const other of answer.items || []) replace(other);
-      const index = replace(answer.item);
-      const what = answer.items && answer.items.length > 1 ? "burst of " + answer.items.length + " frames" : answer.item.name;
-      say("undone: " + what + (answer.problems.length ? " (" + answer.problems.join("; ") + ")" : ""),
-          answer.problems.length > 0);
-      if (index >= 0) select(index);
-    } catch (error) {
-      say("undo failed: " + error.message, true);
-    }
+  function undo() {
+    // Z selects the photo of this page's last decision at once; the answer corrects that where
+    // another tab decided since
+    const guess = mine.pop();
+    const at = items.findIndex((item) => item.id === guess);
+    if (at >= 0) select(at);
+    queue(async () => {
+      try {
+        const answer = await post("/api/undo", {});
+        if (!answer.item) { say("nothing to undo"); return; }
+        for (const other of answer.items) replace(other);
+        const index = replace(answer.item);
+        const what = answer.items.length > 1 ? "burst of " + answer.items.length + " frames" : answer.item.name;
+        if (answer.kept) {
+          mine.push(answer.item.id);
+          say("not undone: " + what + " (" + answer.problems.join("; ") + "); its cards show what its files hold. " +
+              "Z again tries once more, then gives this step up", true);
+        } else if (answer.problems.length) {
+          say("gave up undoing " + what + " (" + answer.problems.join("; ") + "); its cards show what its files hold", true);
+        } else {
+          say("undone: " + what);
+        }
+        if (index >= 0 && answer.item.id !== guess) select(index);
+      } catch (error) {
+        say("undo failed: " + error.message, true);
+      }
+    });
   }
 
-  async function openDetail() {
-    const item = items[current];
-    if (!item) return;
-    detail.hidden = false;
-    detailFor = item.id;
+  function renderFacts(item) {
     document.getElementById("detail-name").textContent = (item.where ? item.where + "/" : "") + item.name;
     const facts = document.getElementById("detail-facts");
     facts.replaceChildren(badge(item.verdict, false));
@@ -203,12 +281,21 @@
     if (item.burst) facts.append(" burst #" + item.burst_rank + "/" + item.burst_size + (item.burst_rank === 1 ? " ★ best" : "") + " ·");
     facts.append(" " + (item.score === null ? "no score" : "score " + item.score.toFixed(3)) +
       (item.kind ? " · " + item.kind : "") + (item.partner ? " · + " + item.partner : "") + " · " + item.reason);
+  }
+
+  async function openDetail() {
+    const item = items[current];
+    if (!item) return;
+    detail.hidden = false;
+    detailFor = item.id;
+    delete detail.dataset.ready;
+    renderFacts(item);
     const crops = document.getElementById("crops");
     crops.replaceChildren(el("p", "dim", "scoring patches…"));
+    if (detailRequest) detailRequest.abort();  // the server drops work it has not started for it
+    const request = detailRequest = new AbortController();
     try {
-      const answer = await fetch("/api/detail/" + item.id, { credentials: "same-origin" });
-      if (!answer.ok) throw new Error(await answer.text());
-      const info = await answer.json();
+      const info = await api("/api/detail/" + item.id, { signal: request.signal });
       if (detailFor !== item.id) return;
       document.getElementById("view").src = info.view;
       document.getElementById("overlay").src = info.overlay;
@@ -230,7 +317,10 @@
       renderStrip(info.burst || [], item.id);
       detail.dataset.ready = String(item.id);
     } catch (error) {
-      crops.replaceChildren(el("p", "dim", "cannot show this photo: " + error.message));
+      if (request.signal.aborted) return;
+      crops.replaceChildren(el("p", "dim", error.message.startsWith("cannot show") ? error.message : "cannot show this photo: " + error.message));
+    } finally {
+      if (detailRequest === request) detailRequest = null;
     }
   }
 
@@ -261,6 +351,7 @@
   }
 
   function closeDetail() {
+    if (detailRequest) detailRequest.abort();
     detail.hidden = true;
     detailFor = null;
     delete detail.dataset.ready;
@@ -304,13 +395,27 @@
     button.addEventListener("click", () => decide(button.dataset.decision));
   }
 
-  fetch("/api/items", { credentials: "same-origin" })
-    .then((answer) => answer.json())
+  function listUnreadable(rows) {
+    const box = document.getElementById("unreadable");
+    box.hidden = !rows.length;
+    if (!rows.length) return;
+    document.getElementById("unreadable-count").textContent = rows.length + " not readable";
+    const list = document.getElementById("unreadable-list");
+    list.replaceChildren(...rows.map((row) => el("li", null, (row.where ? row.where + "/" : "") + row.name + ": " + row.why)));
+  }
+
+  if (!token) {
+    say("this tab has no access to the review: open the address cull review printed " +
+        "(it opens the page once; to open it again, start cull review again)", true);
+    return;
+  }
+  api("/api/items")
     .then((data) => {
       items = data.items;
       document.getElementById("summary").textContent =
         items.length + " of " + data.total + " photos (" + data.show + ")" +
         (data.bursts ? ", " + data.bursts + " bursts side by side" : "") + ", worst first · model " + data.model;
+      listUnreadable(data.unreadable || []);
       render();
       if (items.length) select(0);
       document.body.dataset.ready = "1";
