@@ -209,8 +209,11 @@ def card_fit(base: ModelCard, min_std: float) -> Fit:
     in-focus priority on what the labelled photos cannot show: no strictness rejects more readily than the
     base card's (reject at most its reject), and where ``min_std`` is below the base card's, a photo is
     rejected only on REJECT_EVIDENCE_PATCHES usable patches (a flatter sharp photo than any labelled one,
-    which the base card left *uncertain* for want of texture, is not rejected on a few weak patches)."""
-    least = REJECT_EVIDENCE_PATCHES if round(min_std, 6) < round(base.analysis.min_std, 6) else None
+    which the base card left *uncertain* for want of texture, is not rejected on a few weak patches; a base
+    card calibrated so keeps its rule)."""
+    inherited = [t.reject_min_patches for t in base.thresholds.values() if t.reject_min_patches is not None]
+    lowered = round(min_std, 6) < round(base.analysis.min_std, 6)
+    least = max([*inherited, *([REJECT_EVIDENCE_PATCHES] if lowered else [])], default=None)  # a calibrated base's stays
 
     def fit(sharp: Sequence[float], blurred: Sequence[float]) -> dict[str, Thresholds]:
         return {name: dataclasses.replace(t, reject=min(t.reject, base.thresholds_for(name).reject), reject_min_patches=least)

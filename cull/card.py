@@ -239,7 +239,7 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     try:
         if raw.get("format") != CARD_FORMAT:
             raise ModelError(f"{path}: unsupported card format {raw.get('format')!r}")
-        model_path = Path(os.path.realpath(path)).parent / raw["model_file"]  # a card reached through a link: beside the card itself
+        model_path = _model_beside(path, raw["model_file"])
         analysis = AnalysisSpec(**raw["analysis"])
         thresholds = {name: _thresholds(path, name, t) for name, t in raw["thresholds"].items()}
         kind = raw.get("kind") or {}
@@ -282,6 +282,16 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
                              f"run `cull calibrate {folder} --out {path}` again")
         raise ModelError(f"{model_path} does not match the sha256 in its card {path}; rebuild or re-export")
     return card
+
+
+def _model_beside(card: Path, model_file: str) -> Path:
+    """The model a card names: beside the card as given, else (a card reached through a link whose folder
+    lacks it) beside the file the link leads to; a content-addressed store links each file on its own."""
+    given = card.parent / model_file
+    if given.is_file():
+        return given
+    real = Path(os.path.realpath(card)).parent / model_file
+    return real if real.is_file() else given
 
 
 def _whole(value: Any, name: str) -> int:

@@ -434,7 +434,7 @@ def move(
         typer.echo(f"error: an interrupted earlier move lost track of {_shown(missing)} (in neither place)", err=True)
     for changed in outcome.recovery.changed:
         typer.echo(f"error: an interrupted earlier move had planned to move {_shown(changed)} with its shot, but it is "
-                   "another file now (size or time changed): left in place, its shot's other files are in the target", err=True)
+                   "another file now (size or time changed): the shot was put back whole, not moved", err=True)
     for failed_path, reason in outcome.not_judged:
         typer.echo(f"not judged (left in place): {_shown(failed_path)}: {_shown(reason)}", err=True)
     for src, reason in outcome.plan.refused:

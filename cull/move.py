@@ -258,7 +258,8 @@ def partial_path(dst: Path) -> Path:
         return dst.with_name(name)
     mark = "~" + hashlib.sha256(os.fsencode(dst.name)).hexdigest()[:12]
     room = NAME_MAX - 1 - len(mark) - len(PARTIAL)
-    return dst.with_name(f".{os.fsdecode(os.fsencode(dst.name)[:room])}{mark}{PARTIAL}")
+    short = os.fsencode(dst.name)[:room].decode("utf-8", "ignore")  # whole characters: exFAT refuses a cut one
+    return dst.with_name(f".{short}{mark}{PARTIAL}")
 
 
 def _link_or_rename(src: Path, dst: Path) -> None:
@@ -401,7 +402,8 @@ class Recovery:
 
     completed: int = 0
     missing: list[Path] = field(default_factory=list)
-    changed: list[Path] = field(default_factory=list)  # planned files that are not the planned ones now: left in place
+    changed: list[Path] = field(default_factory=list)  # planned files that are other files now: their shot put back
+    rolled_back: int = 0  # files of such shots put back from the target
 
 
 @dataclass
@@ -453,8 +455,17 @@ def finish_interrupted(target: Path) -> Recovery:
 
 
 def _roll_forward(journal: Journal, recovery: Recovery) -> None:
+    """Finish the cut-off move's shots; a shot whose files not yet moved are other files now (a new card
+    with the same numbers) is put back whole instead: it was judged as it was, and must not stay split."""
+    changed = _changed_since_planned(journal)
+    recovery.changed += [src for files in changed.values() for src in files]
     for step in journal.steps():
-        if step.done or step.undone:
+        if step.undone:
+            continue
+        if step.shot in changed:
+            _roll_back(journal, step, recovery)
+            continue
+        if step.done:
             continue
         where = _settle(step)
         if where == "neither":
@@ -470,15 +481,42 @@ def _roll_forward(journal: Journal, recovery: Recovery) -> None:
         recovery.completed += 1
     journalled = {step.dst for step in journal.steps()}
     for shot, moves in journal.shot_plans().items():  # files of a cut-off shot not yet started
-        for src, dst, planned in moves:
-            if dst in journalled or not src.is_file() or os.path.lexists(dst):
-                continue
-            if planned is not None and tuple(_stamp(src)) != planned:  # another file by that name now (a new card?)
-                recovery.changed.append(src)
-                continue
-            _move_one(journal, src, dst, shot)
-            recovery.completed += 1
+        if shot in changed:
+            continue
+        for src, dst, _ in moves:
+            if dst not in journalled and src.is_file() and not os.path.lexists(dst):
+                _move_one(journal, src, dst, shot)
+                recovery.completed += 1
     journal.append({"op": "end", "time": time.time(), "recovered": True})
+
+
+def _changed_since_planned(journal: Journal) -> dict[str, list[Path]]:
+    """Per cut-off shot, its files not yet moved whose size or time changed since the plan."""
+    journalled = {step.dst for step in journal.steps()}
+    changed: dict[str, list[Path]] = {}
+    for shot, moves in journal.shot_plans().items():
+        files = [src for src, dst, planned in moves if dst not in journalled and planned is not None
+                 and src.is_file() and not os.path.lexists(dst) and tuple(_stamp(src)) != planned]
+        if files:
+            changed[shot] = files
+    return changed
+
+
+def _roll_back(journal: Journal, step: Step, recovery: Recovery) -> None:
+    """Put one file of a shot that recovery does not finish back where it was."""
+    where = _settle(step)
+    if where == "neither":
+        recovery.missing.append(step.dst)
+        journal.append({"op": "missing", "dst": str(step.dst)})
+        return
+    if where == "dst":
+        _put_back(step)
+        recovery.rolled_back += 1
+    elif where == "both":
+        if not sha256_of(step.dst) == step.sha256 == sha256_of(step.src):
+            return  # another file holds one of the names: left for `cull undo` to report
+        step.dst.unlink()  # a verified copy of a source that never left
+    journal.append({"op": "undo-done", "dst": step.key, "recovered": True})
 
 
 def undo(target: Path, everything: bool = False, root: Path | None = None, moved_from: Path | None = None) -> UndoResult:
@@ -518,9 +556,11 @@ def undo(target: Path, everything: bool = False, root: Path | None = None, moved
                     result.notes.append(f"{root} is not the folder the move {candidate.path.name} was made from (a copy, a "
                                         "folder made again, or a drive mounted again?): its files go back to their journalled paths")
         chosen = owned if everything else owned[-1:]
+        renamed = RenamedFiles({step.dst for journal in journals(target) for step in journal.steps()} |
+                               {step.dst for journal, _ in owned for step in journal.steps()})
         for journal, _ in reversed(chosen):
             result.journals.append(journal.path)
-            _undo_journal(journal, absolute(target), result)
+            _undo_journal(journal, absolute(target), result, renamed)
         older = [] if everything else owned[:-1]
         result.earlier = sum(1 for earlier, _ in older for step in earlier.steps() if not step.undone and step.dst.exists())
     return result
@@ -592,16 +632,15 @@ def _other_moves_hint(others: list[Journal], root: Path | None, target: Path) ->
     return hint
 
 
-def _undo_journal(journal: Journal, target: Path, result: UndoResult) -> None:
+def _undo_journal(journal: Journal, target: Path, result: UndoResult, renamed: RenamedFiles) -> None:
     problems = len(result.left) + len(result.missing)
     shots: dict[str, list[Step]] = {}
     for step in reversed(journal.steps()):
         if not step.undone:
             shots.setdefault(step.shot, []).append(step)
-    moved_to = {step.dst for step in journal.steps()}
     for steps in shots.values():
         try:
-            settled = [_settle_for_undo(step, moved_to, result) for step in steps]
+            settled = [_settle_for_undo(step, renamed, result) for step in steps]
         except OSError as exc:  # the places cannot even be looked at (a folder without permission)
             for step in steps:
                 _leave(journal, step, describe_os_error(exc), result.left)
@@ -612,28 +651,52 @@ def _undo_journal(journal: Journal, target: Path, result: UndoResult) -> None:
         journal.append({"op": "undo-end", "time": time.time()})
 
 
-def _settle_for_undo(step: Step, moved_to: set[Path], result: UndoResult) -> tuple[Step, str]:
+def _settle_for_undo(step: Step, renamed: RenamedFiles, result: UndoResult) -> tuple[Step, str]:
     """The step and where its file is (_settle); a file found in neither place but renamed in the
-    target folder (the same size and sha256 under another name, not one this move placed) is taken from
-    there, and said."""
+    target folder is taken from there (RenamedFiles), and said."""
     where = _settle(step)
-    if where == "neither" and (renamed := _renamed_in_target(step, moved_to)) is not None:
-        result.notes.append(f"{renamed}: renamed in the target since the move; put back as {step.src}")
-        return replace(step, dst=renamed), "dst"
+    if where == "neither" and (found := renamed.find(step)) is not None:
+        result.notes.append(f"{found}: renamed in the target since the move; put back as {step.src}")
+        return replace(step, dst=found), "dst"
     return step, where
 
 
-def _renamed_in_target(step: Step, moved_to: set[Path]) -> Path | None:
-    try:
-        entries = list(os.scandir(step.dst.parent))
-    except OSError:
+class RenamedFiles:
+    """Files a user renamed in the target: same size and sha256 as a journalled file, under a name no
+    move placed (``placed``: every journalled destination in the target, of any move). Each folder is
+    listed once and each candidate hashed once per undo, and only files of a missing step's size are read."""
+
+    def __init__(self, placed: set[Path]) -> None:
+        self.placed = placed
+        self.taken: set[Path] = set()
+        self._listed: dict[Path, list[tuple[Path, int]]] = {}
+        self._hashes: dict[Path, str | None] = {}
+
+    def find(self, step: Step) -> Path | None:
+        for path, size in self._unplaced(step.dst.parent):
+            if size == step.size and path not in self.taken and self._sha256(path) == step.sha256:
+                self.taken.add(path)
+                return path
         return None
-    for entry in entries:
-        path = Path(entry.path)
-        if (path not in moved_to and not entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
-                and entry.stat(follow_symlinks=False).st_size == step.size and sha256_of(path) == step.sha256):
-            return path
-    return None
+
+    def _unplaced(self, folder: Path) -> list[tuple[Path, int]]:
+        if folder not in self._listed:
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                entries = []
+            self._listed[folder] = [(Path(e.path), e.stat(follow_symlinks=False).st_size) for e in entries
+                                    if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+                                    and Path(e.path) not in self.placed]
+        return self._listed[folder]
+
+    def _sha256(self, path: Path) -> str | None:
+        if path not in self._hashes:
+            try:
+                self._hashes[path] = sha256_of(path)
+            except OSError:
+                self._hashes[path] = None
+        return self._hashes[path]
 
 
 def _leave(journal: Journal, step: Step, reason: str, into: list[tuple[Path, str]]) -> None:

@@ -188,7 +188,7 @@ def scan(
                     # the shot has a verdict, but the damaged file is still reported (and counts in the exit code)
                     outcome.skipped.append(Skipped(partner, f"{why}; the shot is judged by its partner {analysis.path.name}"))
                 key = keys.get(analysis.path)  # a partner scored instead is not cached: lookups go by the shot's path
-                if key is not None and analysis.judged is not None and analysis.judged != key:
+                if key is not None and analysis.judged is not None and not _same_version(analysis.judged, key):
                     finish(PhotoResult(analysis.path, partner, error=_NOT_THE_LISTED_FILE))
                     continue
                 if cache is not None and key is not None and file_key(analysis.path) == key:
@@ -198,7 +198,7 @@ def scan(
                 if analysis.footprint is not None:  # keyed by the result's path: the partner, when it was scored instead
                     prints[analysis.path] = analysis.footprint
                 finish(_decided(analysis.path, partner, analysis.photo, card, thresholds,
-                                analysis.judged or key or file_key(analysis.path)))
+                                key or analysis.judged or file_key(analysis.path)))
             todo = list(retry)
             if not todo:
                 break
@@ -333,6 +333,12 @@ def _decided(path: Path, partner: Path | None, photo: PhotoScore, card: ModelCar
 
 _NOT_THE_LISTED_FILE = ("the file read to judge it is not the one listed here (other size or time): it changed during "
                         "the scan, or a --ray worker sees another file at this path (a stale mount?): not marked")
+
+
+def _same_version(read: FileKey, listed: FileKey) -> bool:
+    """Whether the file a worker read is the one listed here: the same size, and modification times within
+    2 s (a worker's mount may keep them coarser: SMB 100 ns, FAT 2 s, sshfs 1 s)."""
+    return read[0] == listed[0] and abs(read[1] - listed[1]) <= 2_000_000_000
 
 
 def _unless_changed(result: PhotoResult) -> PhotoResult:

@@ -105,3 +105,12 @@ def test_a_full_disk_is_named_by_the_file_that_did_not_fit():
 
     assert describe_os_error(OSError(errno.ENOSPC, "No space left", "/photos/IMG_1.CR2")) == (
         "no space left on the device (/photos/IMG_1.CR2)")
+
+
+def test_a_card_calibrated_from_a_calibrated_card_keeps_its_reject_evidence_rule():
+    base = load_card()
+    lowered = dataclasses.replace(base, analysis=dataclasses.replace(base.analysis, min_std=MIN_TEXTURE))
+    calibrated = dataclasses.replace(lowered, thresholds={
+        name: dataclasses.replace(t, reject_min_patches=REJECT_EVIDENCE_PATCHES) for name, t in base.thresholds.items()})
+    again = card_fit(calibrated, MIN_TEXTURE)([0.5, 0.6, 0.7], [0.01, 0.02, 0.03])
+    assert all(t.reject_min_patches == REJECT_EVIDENCE_PATCHES for t in again.values())

@@ -93,3 +93,20 @@ def test_a_card_reached_through_a_link_finds_the_model_beside_the_card(tmp_path)
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "mine.json").symlink_to(home / "focus.json")
     assert load_card(tmp_path / "elsewhere" / "mine.json").model_path == home / "focus.onnx"
+
+
+def test_a_card_linked_from_a_content_addressed_store_finds_the_model_beside_the_link(tmp_path):
+    """git-annex and DVC link every file to its own folder: the model sits beside the link, not beside
+    the file the link leads to."""
+    import shutil
+
+    from cull.card import default_card_path
+
+    store = tmp_path / "store" / "ab12"
+    store.mkdir(parents=True)
+    shutil.copy(default_card_path(), store / "focus.json")
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(default_card_path().with_suffix(".onnx"), work / "focus.onnx")
+    (work / "focus.json").symlink_to(store / "focus.json")
+    assert load_card(work / "focus.json").model_path == work / "focus.onnx"

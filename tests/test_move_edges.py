@@ -13,6 +13,7 @@ import pytest
 import cull.move
 from cull.discover import Shot
 from cull.fsutil import NAME_MAX
+from cull.journal import JOURNAL_DIR
 from cull.move import execute, finish_interrupted, partial_path, plan_moves, undo
 from tests.test_move import make_shot, snapshot
 from tests.test_move_faults import Crash, crash_after, shots_under
@@ -27,6 +28,8 @@ def test_partial_copy_names_fit_the_limit_and_keep_apart():
     other = partial_path(Path("/x") / (LONG_STEM + ".CR3"))
     assert other != partial  # names that differ only at the end get different partial names
     assert partial_path(Path("/x/IMG_1.CR2")).name == ".IMG_1.CR2.cull-partial"  # as before for every usual name
+    for stem in ("IMG_" + "長" * 80, "a" + "長" * 80, "ab" + "長" * 80):  # cut where a character would split
+        os.fsencode(partial_path(Path("/x") / (stem + ".JPG")).name).decode("utf-8")  # whole characters: exFAT takes it
 
 
 @pytest.mark.parametrize("cross_device", [False, True])
@@ -127,7 +130,7 @@ def test_a_renamed_look_alike_that_this_move_placed_is_not_taken(tmp_path):
 
 def test_recovery_leaves_in_place_a_planned_file_that_changed_since(tmp_path):
     """After a crash part-way through a shot, a file of the shot's plan that is another file now (a new
-    card with the same numbers) is not moved by the next run's recovery."""
+    card with the same numbers) is not moved by the next run's recovery, and the shot is put back whole."""
     root = tmp_path / "lib"
     make_shot(root, "IMG_0001", True, True, ["adobe"], 1)
     target = root / "_culled"
@@ -136,10 +139,13 @@ def test_recovery_leaves_in_place_a_planned_file_that_changed_since(tmp_path):
         execute(plan, root, target, on_file=crash_after(1))
     waiting = [m.src for m in plan.moves if m.src.exists()]
     assert len(waiting) == 2
+    moved = [m.src for m in plan.moves if not m.src.exists()]
     waiting[0].write_bytes(b"a new photo with the old name")
     recovery = finish_interrupted(target)
-    assert recovery.changed == [waiting[0]] and recovery.completed == 1
+    assert recovery.changed == [waiting[0]] and recovery.completed == 0 and recovery.rolled_back == 1
     assert waiting[0].read_bytes() == b"a new photo with the old name"
+    assert all(src.is_file() for src in moved + waiting)  # the shot is put back whole, not left split
+    assert not [p for p in target.rglob("*") if p.is_file() and JOURNAL_DIR not in p.parts]
 
 
 def test_undo_goes_on_past_a_shot_it_cannot_look_at(tmp_path, monkeypatch):
@@ -194,3 +200,20 @@ def test_a_path_through_a_link_and_dotdot_moves_the_file_it_judged(tmp_path):
     back = CliRunner().invoke(app, ["undo", str(given)])
     assert back.exit_code == 0, back.output
     assert (tmp_path / "sym" / "store" / "y2025" / "P.jpg").is_file()
+
+
+def test_undo_does_not_take_an_identical_file_another_move_placed(tmp_path):
+    """Two shots with byte-identical companions moved by two moves: undoing the second, whose copy the user
+    deleted, must not take the first move's file for a rename of its own."""
+    root = tmp_path / "lib"
+    for stem in ("IMG_1", "IMG_2"):
+        make_shot(root, stem, True, False, [], 1)
+        (root / f"{stem}.CR2.pp3").write_bytes(b"[Version]\nAppVersion=5.9\n")  # the same profile, byte for byte
+    target = root / "_culled"
+    first, second = shots_under(root)
+    execute(plan_moves([first], root, target), root, target)
+    execute(plan_moves([second], root, target), root, target)
+    (target / "IMG_2.CR2.pp3").unlink()
+    back = undo(target)
+    assert [p.name for p, _ in back.missing] == ["IMG_2.CR2.pp3"] and not any("renamed" in n for n in back.notes)
+    assert (target / "IMG_1.CR2.pp3").is_file()

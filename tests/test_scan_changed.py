@@ -121,3 +121,20 @@ def test_a_worker_that_read_another_file_than_the_one_listed_gives_no_verdict(tm
     monkeypatch.setattr(cull.analyse, "_stamp", original)
     again = {r.path: r for r in scan([tmp_path / "lib"], load_card(), options).results}
     assert not again[blurred].cached and again[blurred].verdict is not None  # nothing was cached for it
+
+
+def test_a_worker_mount_with_coarser_file_times_is_the_same_file(tmp_path, monkeypatch):
+    """An SMB or sshfs worker keeps modification times coarser (100 ns, 1 s) than the driver's disk: the
+    same size and a time within 2 s is the same file, judged as usual."""
+    import cull.analyse
+
+    blurred, other, _ = library(tmp_path / "lib")
+    original = cull.analyse._stamp
+
+    def coarse(path: Path):  # type: ignore[no-untyped-def]
+        found = original(path)
+        return None if found is None else (found[0], found[1] // 1_000_000_000 * 1_000_000_000)
+
+    monkeypatch.setattr(cull.analyse, "_stamp", coarse)
+    found = scan([tmp_path / "lib"], load_card(), ScanOptions(workers=1, use_cache=False)).results
+    assert all(r.verdict is not None and r.error is None for r in found)
