@@ -281,7 +281,12 @@ def _link_or_rename(src: Path, dst: Path) -> None:
 def _copy_across(src: Path, dst: Path, sha256: str, size: int, mtime_ns: int) -> None:
     partial = partial_path(dst)
     try:
-        shutil.copy2(src, partial)
+        try:
+            shutil.copy2(src, partial)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # the copy's device is full: name it, not the file being copied
+                raise OSError(errno.ENOSPC, exc.strerror, str(dst.parent)) from exc
+            raise
         with open(partial, "rb+") as fh:
             os.fsync(fh.fileno())
         if partial.stat().st_size != size or sha256_of(partial) != sha256:

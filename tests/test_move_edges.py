@@ -217,3 +217,20 @@ def test_undo_does_not_take_an_identical_file_another_move_placed(tmp_path):
     back = undo(target)
     assert [p.name for p, _ in back.missing] == ["IMG_2.CR2.pp3"] and not any("renamed" in n for n in back.notes)
     assert (target / "IMG_1.CR2.pp3").is_file()
+
+
+def test_a_full_target_disk_is_named_in_the_error(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    monkeypatch.setattr(cull.move, "same_device", lambda a, b: False)
+
+    def full(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", str(src))
+
+    monkeypatch.setattr(shutil, "copy2", full)
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0001", True, False, [], 1)
+    target = tmp_path / "usb"
+    moved = execute(plan_moves(shots_under(root), root, target), root, target)
+    assert moved.failed and any(f"no space left on the device ({target})" in why for _, why in moved.failed)
