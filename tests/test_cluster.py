@@ -10,6 +10,7 @@ import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before any ray import: 127.0.0.1 stays loopback
 
+import http.server
 import json
 import shutil
 import signal
@@ -17,7 +18,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -125,12 +129,90 @@ def test_a_file_that_kills_its_ray_worker_is_reported_and_the_rest_scored(tmp_pa
     assert {n: _key(r.row()) for n, r in by_name.items() if n != "crash_me.jpg"} == pool_rows
 
 
+def hide_unmounted_and_remove_removed() -> None:
+    """In a Ray worker: a file named unmounted* cannot be found there (as on a node without the library's
+    mount), and one named removed* is deleted just before it is read (removed during the scan)."""
+    import cull.decode
+
+    original = cull.decode.open_reduced
+
+    def open_reduced(path: Path, long_side: int):  # type: ignore[no-untyped-def]
+        if Path(path).name.startswith("unmounted"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        if Path(path).name.startswith("removed"):
+            Path(path).unlink()
+        return original(path, long_side)
+
+    cull.decode.open_reduced = open_reduced  # type: ignore[assignment]
+
+
+def test_a_file_a_ray_node_cannot_see_but_the_driver_can_is_reported_as_not_visible_there(tmp_path, card, local_ray):
+    for name in ("s0.jpg", "unmounted.jpg", "removed.jpg"):
+        save(sharp_image(0), tmp_path / name)
+    result = scan([tmp_path], card, ScanOptions(ray=True, use_cache=False), worker_setup=hide_unmounted_and_remove_removed)
+    errors = {r.path.name: r.error for r in result.results}
+    assert errors["s0.jpg"] is None and errors["removed.jpg"] == "file not found (broken link or removed during the scan)"
+    assert errors["unmounted.jpg"] == (f"not visible on Ray node {socket.gethostname()} (127.0.0.1), though this "
+                                       "machine sees it: mount the library there at the same path")
+
+
+def _no_cull() -> None:
+    raise ModuleNotFoundError("No module named 'cull'", name="cull")
+
+
+class CullMissingThere:
+    """A worker_setup that does not load where it is sent, as cull's task code does not on a node without cull."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _no_cull, ()
+
+    def __call__(self) -> None:
+        pass
+
+
+def test_a_ray_node_without_cull_ends_the_scan_with_one_line_naming_it(card, photos, local_ray):
+    from cull.cluster import ClusterError
+
+    with pytest.raises(ClusterError) as raised:
+        scan([photos], card, ScanOptions(ray=True, use_cache=False), worker_setup=CullMissingThere())
+    assert str(raised.value) == (
+        f"cull does not load on Ray node {socket.gethostname()} (127.0.0.1): No module named 'cull'; install "
+        "cull-focus[ray]==0.1.0 there, in the Python that runs Ray (every node needs the same version)")
+
+
+def test_a_ray_node_with_another_cull_version_exits_2_with_one_line(monkeypatch, photos, local_ray):
+    import cull
+    import cull.cluster
+
+    monkeypatch.setattr(cull.cluster, "connect", lambda address, local_cpus=None: local_ray)
+    monkeypatch.setattr(cull.cluster, "disconnect", lambda: None)
+    monkeypatch.setattr(cull, "__version__", "9.9.9")  # this machine's; the Ray workers import their own, 0.1.0
+    result = runner.invoke(app, ["scan", str(photos), "--ray", "local", "--no-xmp", "--no-cache"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"cull: Ray node {socket.gethostname()} (127.0.0.1) has cull 0.1.0, this machine 9.9.9: install "
+        "cull-focus[ray]==9.9.9 there (every node needs the same version)"]
+
+
 def test_analysing_without_a_connection_is_an_error_not_a_hang(card, photos):
     from cull.cluster import ClusterError, analyse_paths_ray, disconnect
 
     disconnect()
     with pytest.raises(ClusterError):
         next(analyse_paths_ray(sorted(photos.glob("*.jpg")), card))
+
+
+def test_cli_ray_with_a_broken_ray_install_exits_2_with_one_line(tmp_path):
+    broken = tmp_path / "broken" / "ray"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise RuntimeError("pydantic version mismatch\\nand more")\n')
+    save(sharp_image(0), tmp_path / "a.jpg")
+    done = subprocess.run([sys.executable, "-m", "cull", "scan", str(tmp_path / "a.jpg"), "--ray", "local", "--dry-run"],
+                          env=dict(os.environ, PYTHONPATH=str(tmp_path / "broken")), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["cull: Ray is installed but does not load (RuntimeError: pydantic version "
+                                        "mismatch); reinstall it: pip install --force-reinstall 'cull-focus[ray]'"]
 
 
 def test_cli_ray_without_the_extra_exits_2_naming_it(tmp_path, monkeypatch):
@@ -159,6 +241,90 @@ def test_cli_ray_unreachable_or_malformed_address_exits_2(tmp_path, monkeypatch,
     assert result.exit_code == 2
     assert message in result.stderr
     assert not (tmp_path / "a.xmp").exists()
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+@contextmanager
+def _listener(kind: str) -> Iterator[int]:
+    """A port on 127.0.0.1 where a web server, a silent listener (it never answers) or a stand-in for a
+    gRPC server (Ray's GCS and client servers: it answers the HTTP/2 greeting with SETTINGS) waits."""
+    if kind == "http":
+        web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+        thread = threading.Thread(target=web.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield web.server_address[1]
+        finally:
+            web.shutdown()
+            web.server_close()
+        return
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.1)
+        stop = threading.Event()
+
+        def grpc() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    continue
+                with conn:
+                    conn.recv(64)
+                    conn.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # an empty SETTINGS frame
+
+        thread = threading.Thread(target=grpc, daemon=True)
+        if kind == "grpc":
+            thread.start()
+        try:
+            yield server.getsockname()[1]
+        finally:
+            stop.set()
+            if thread.is_alive():
+                thread.join()
+
+
+def _never(*args: object, **kwargs: object) -> None:
+    raise AssertionError("ray.init was asked to join something that is not Ray")
+
+
+@pytest.mark.parametrize(("kind", "answer"), [("http", "a web server answers there"),
+                                              ("silent", "no answer within 0.5 s")])
+def test_cli_ray_where_something_else_listens_exits_2_at_once(tmp_path, monkeypatch, kind, answer):
+    """Ray would retry for many minutes against a port that is not Ray's: the probe says so in seconds."""
+    import cull.cluster
+
+    monkeypatch.setattr(cull.cluster, "PROBE_TIMEOUT", 0.5)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # leave the module's runtime alone
+    monkeypatch.setattr(ray, "init", _never)
+    save(sharp_image(0), tmp_path / "a.jpg")
+    with _listener(kind) as port:
+        result = runner.invoke(app, ["scan", str(tmp_path), "--ray", f"127.0.0.1:{port}", "--no-xmp"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"cull: not a Ray cluster at 127.0.0.1:{port}: {answer}; give the port "
+                                          "`ray start --head` printed (6379 unless --port chose another), or "
+                                          "ray://HOST:10001 for Ray Client"]
+
+
+def test_the_probe_goes_where_ray_will_connect(monkeypatch):
+    """Ray rewrites 127.0.0.1 to this machine's network address (unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0):
+    the probe checks that address, not the one typed."""
+    import ray._private.services
+
+    from cull.cluster import ClusterError, connect
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", _never)
+    monkeypatch.setattr(ray._private.services, "get_node_ip_address", lambda *args: "127.0.0.2")
+    with _listener("grpc") as port:  # on 127.0.0.1 only
+        with pytest.raises(ClusterError, match=rf"^cannot reach the Ray cluster at 127\.0\.0\.1:{port} "
+                                               rf"\(Ray connects to 127\.0\.0\.2:{port}\): Connection refused$"):
+            connect(f"127.0.0.1:{port}")
 
 
 def _alive(pids: list[int]) -> list[int]:
@@ -303,29 +469,35 @@ def test_bursts_on_ray_match_bursts_on_the_local_pool(tmp_path, card, local_ray)
     assert on_ray["f0.jpg"][:2] == (1, 3) and on_ray["lone.png"][:2] == (None, None)
 
 
-def test_chunks_lost_beyond_rays_retries_are_rerun_per_file_and_a_lost_file_is_reported(tmp_path, card, photos, pool_rows, local_ray, monkeypatch):
-    """When Ray gives up on a chunk (its node died more often than max_retries covers), the chunk is
-    re-run one file at a time; a file whose own task is lost too gets a per-file error, the rest their scores."""
-    from ray.exceptions import NodeDiedError
+@pytest.mark.parametrize("loss", ["NodeDiedError", "TaskCancelledError"])
+def test_chunks_lost_beyond_rays_retries_are_rerun_per_file_and_a_lost_file_is_reported(tmp_path, card, photos, pool_rows, local_ray, monkeypatch, loss):
+    """When Ray gives up on a chunk (its node died more often than max_retries covers, or something
+    cancelled its task), the chunk is re-run one file at a time; a file whose own task is lost too gets a
+    per-file error, the rest their scores: no photo goes missing from the report."""
+    import ray.exceptions
+
+    def lose() -> Exception:
+        return ray.exceptions.NodeDiedError("node 127.0.0.1 died") if loss == "NodeDiedError" else ray.exceptions.TaskCancelledError()
 
     real_get = ray.get
     lost: dict[str, object] = {"chunks": 0, "file": None}
 
     def get(ref, *args, **kwargs):  # type: ignore[no-untyped-def]
-        analyses = real_get(ref, *args, **kwargs)
-        if len(analyses) > 1 and lost["chunks"] == 0:  # the first whole chunk is lost
+        result = real_get(ref, *args, **kwargs)
+        names = [analysis.path.name for analysis in result.analyses]
+        if len(names) > 1 and lost["chunks"] == 0:  # the first whole chunk is lost
             lost["chunks"] = 1
-            raise NodeDiedError("node 127.0.0.1 died")
-        if len(analyses) == 1 and lost["file"] in (None, analyses[0].path.name):  # and so is its first file on its own
-            lost["file"] = analyses[0].path.name
-            raise NodeDiedError("node 127.0.0.1 died")
-        return analyses
+            raise lose()
+        if len(names) == 1 and lost["file"] in (None, names[0]):  # and so is its first file on its own
+            lost["file"] = names[0]
+            raise lose()
+        return result
 
     monkeypatch.setattr(ray, "get", get)
     result = scan([photos], card, ScanOptions(ray=True, use_cache=False))
     by_name = {r.path.name: r for r in result.results}
     assert lost["chunks"] == 1 and lost["file"] and set(by_name) == set(pool_rows)
-    assert by_name[str(lost["file"])].error == "the cluster lost this file's analysis: NodeDiedError"
+    assert by_name[str(lost["file"])].error == f"the cluster lost this file's analysis: {loss}"
     assert {n: _key(r.row()) for n, r in by_name.items() if n != lost["file"]} == {n: k for n, k in pool_rows.items() if n != lost["file"]}
 
 
@@ -359,10 +531,8 @@ def test_a_ray_client_timeout_is_one_line_without_rays_own_warning(monkeypatch):
     def joining(*args: object, **kwargs: object) -> None:
         warnings.warn("a version note worth reading", UserWarning, stacklevel=1)
 
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()  # something listens, as a head's client port does: the fast probe passes
-        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+    with _listener("grpc") as port:  # something answers as a head's client port does: the fast probe passes
+        address = f"ray://127.0.0.1:{port}"
         monkeypatch.setattr(ray, "is_initialized", lambda: False)
         monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
         monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4})
@@ -375,3 +545,18 @@ def test_a_ray_client_timeout_is_one_line_without_rays_own_warning(monkeypatch):
             monkeypatch.setattr(ray, "init", joining)
             assert connect(address).cpus == 4
             assert [str(w.message) for w in shown] == ["a version note worth reading"]
+
+
+def test_a_path_through_a_link_and_dotdot_is_read_on_ray_as_the_kernel_reads_it(tmp_path, card, local_ray):
+    """`cull scan sym/cur/../y2025 --ray`: the workers read store/y2025 as the local pool does (the path
+    was collapsed as text to sym/y2025, another folder, and its photo's verdict written for this one)."""
+    (tmp_path / "sym" / "store" / "y2026").mkdir(parents=True)
+    save(blurred_image(0, 9), tmp_path / "sym" / "store" / "y2025" / "P.jpg")
+    save(sharp_image(0), tmp_path / "sym" / "y2025" / "P.jpg")
+    (tmp_path / "sym" / "cur").symlink_to("store/y2026")
+    given = tmp_path / "sym" / "cur" / ".." / "y2025"
+    on_ray = scan([given], card, ScanOptions(ray=True, use_cache=False)).results
+    locally = scan([given], card, ScanOptions(workers=1, use_cache=False)).results
+    assert [(r.verdict, r.photo.score if r.photo else None) for r in on_ray] == [
+        (r.verdict, r.photo.score if r.photo else None) for r in locally]
+    assert on_ray[0].verdict is not None and on_ray[0].verdict.value != "keep"
