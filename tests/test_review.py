@@ -21,12 +21,12 @@ from cull.cli import app as cli_app
 from cull.review import ReviewOptions, Show, load_session
 from cull.review.decisions import read_user_verdict, user_packet
 from cull.review.items import build_items
-from cull.review.server import create_app, cookie_name
+from cull.review.server import RESTARTED, create_app
 from cull.scan import ScanOptions
 from cull.xmp import read_fields
 
 TOKEN = "test-token-123"
-COOKIE = cookie_name(8765)  # the test client talks to 127.0.0.1:8765
+ORIGIN = "http://127.0.0.1:8765"  # the test client talks to it
 needs_exiftool = pytest.mark.skipif(
     shutil.which("exiftool") is None and os.environ.get("CI") != "true",
     reason="exiftool not installed (.ci/run installs it)",
@@ -60,16 +60,15 @@ def session_for(root: Path, card, show: Show = Show.ALL):  # type: ignore[no-unt
 
 
 def open_page(app) -> tuple[TestClient, str]:  # type: ignore[no-untyped-def]
-    """A client that opened the page by the printed address (so it holds the cookie), and the session
-    secret that page got."""
-    client = TestClient(app, base_url="http://127.0.0.1:8765")
+    """A client that opened the page by the printed address, and the session secret that page got."""
+    client = TestClient(app, base_url=ORIGIN)
     page = client.get(f"/?token={TOKEN}")
     assert page.status_code == 200, page.text
     return client, re.search(r'name="cull-token" content="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
 
 
 def client_for(session) -> TestClient:  # type: ignore[no-untyped-def]
-    """A client as the page is: the cookie, and the session secret in the X-Cull-Token header."""
+    """A client as the page is: the session secret in the X-Cull-Token header."""
     client, secret = open_page(create_app(session, TOKEN))
     client.headers["X-Cull-Token"] = secret
     return client
@@ -85,60 +84,89 @@ def post(client: TestClient, url: str, body: dict | None = None):  # type: ignor
 
 # --- security ------------------------------------------------------------------------------------
 
-def test_every_request_needs_the_token(library, card):
+def secret_in(page: str) -> str:
+    return re.search(r'name="cull-token" content="([^"]*)"', page).group(1)  # type: ignore[union-attr]
+
+
+def test_the_api_needs_the_secret_and_the_page_without_it_holds_none(library, card):
+    """No cookie: the page without the secret and its static files hold nothing secret, so anyone past
+    the Host check gets them (the page then says this tab has no access); every API request needs the
+    secret the printed address handed to the page."""
     session = session_for(library, card)
-    bare = TestClient(create_app(session, TOKEN), base_url="http://127.0.0.1:8765")
-    for url in ("/", "/api/items", "/api/thumb/0", "/static/review.js"):
+    bare = TestClient(create_app(session, TOKEN), base_url=ORIGIN)
+    for url in ("/api/items", "/api/thumb/0", "/api/detail/0"):
         assert bare.get(url).status_code == 401, url
     assert bare.get("/?token=wrong").status_code == 403
-    bare.cookies.set(COOKIE, "wrong")
-    assert bare.get("/").status_code == 403
-    bare.cookies.clear()
+    assert secret_in(bare.get("/").text) == ""
     first = bare.get(f"/?token={TOKEN}", follow_redirects=False)
-    assert first.status_code == 200
-    cookie = first.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and TOKEN not in cookie
-    secret = re.search(r'name="cull-token" content="([^"]+)"', first.text).group(1)  # type: ignore[union-attr]
-    assert secret != TOKEN and secret not in cookie
-    page = bare.get("/")  # by the cookie: the page, without the secret
-    assert page.status_code == 200 and secret not in page.text and TOKEN not in page.text
+    assert first.status_code == 200 and "set-cookie" not in first.headers
+    secret = secret_in(first.text)
+    assert secret and secret != TOKEN
+    for url in ("/", "/static/review.js", "/static/review.css"):
+        answer = bare.get(url)
+        assert answer.status_code == 200 and "set-cookie" not in answer.headers, url
+        assert secret not in answer.text and TOKEN not in answer.text, url
+    page = bare.get("/")
+    assert secret_in(page.text) == ""
     csp = page.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert "<script>" not in page.text and "onclick" not in page.text  # no inline script anywhere
     assert page.headers["x-frame-options"] == "DENY"
-    assert bare.get("/static/review.js").status_code == 200
     assert bare.get("/api/items", headers={"X-Cull-Token": secret}).headers["content-security-policy"] == csp
 
 
-def test_the_cookie_other_local_servers_see_opens_no_photo_and_no_decision(library, card):
-    """Cookies are not kept apart by port: every web server on 127.0.0.1 the browser visits gets this
-    one's cookie.  It must not be the token, nor open the API (reading pictures, deciding) from curl;
-    the printed address opens the page once."""
+def test_a_cookie_set_taken_or_absent_changes_nothing(library, card):
+    """Cookies are not kept apart by port: any web server on 127.0.0.1 the browser visits could read,
+    replace or delete one.  The review sets none and reads none: the tab holding the secret keeps
+    working whatever its cookies are, and no cookie opens the API."""
     session = session_for(library, card)
     app = create_app(session, TOKEN)
     page, secret = open_page(app)
-    stolen = page.cookies[COOKIE]
-    assert stolen not in (TOKEN, secret)
-    curl = TestClient(app, base_url="http://127.0.0.1:8765")
-    curl.cookies.set(COOKIE, stolen)
-    assert curl.get("/").status_code == 200 and secret not in curl.get("/").text
+    for cookies in ({"cull_review_8765": "x"}, {"cull_review": secret}, {}):
+        page.cookies.clear()
+        for name, value in cookies.items():
+            page.cookies.set(name, value)
+        assert page.get("/").status_code == 200 and page.get("/static/review.js").status_code == 200
+        assert page.get("/api/items", headers={"X-Cull-Token": secret}).status_code == 200
+        assert page.get("/api/items").status_code == 401
+
+
+def test_nothing_but_the_header_opens_the_api(library, card):
+    """A local process or page without the secret reads no picture and makes no decision; the printed
+    address opens the page once; the page's picture addresses are signed for their own path."""
+    session = session_for(library, card)
+    app = create_app(session, TOKEN)
+    page, secret = open_page(app)
+    curl = TestClient(app, base_url=ORIGIN)
     item = by_name(session, "blur.jpg")
     for url in ("/api/items", f"/api/thumb/{item.id}", f"/api/view/{item.id}", f"/api/detail/{item.id}",
                 f"/api/crop/{item.id}/sharpest", f"/api/thumb/{item.id}?token={TOKEN}"):
         assert curl.get(url).status_code in (401, 403), url
-    for header in ({}, {"X-Cull-Token": stolen}, {"X-Cull-Token": TOKEN}):
+    for header in ({}, {"X-Cull-Token": TOKEN}, {"X-Cull-Token": ""}):
         assert curl.post("/api/decide", json={"id": item.id, "decision": "reject"}, headers=header).status_code in (401, 403)
     assert item.user is None
     assert curl.get(f"/?token={TOKEN}").status_code == 403  # the address was used: it opens nothing again
-    # the page's own picture addresses are signed: they need neither header nor cookie, and fit no other picture
+    # the page's own picture addresses are signed: they need no header, and fit no other picture
     listed = page.get("/api/items", headers={"X-Cull-Token": secret}).json()["items"]
     thumb = next(row["thumb"] for row in listed if row["id"] == item.id)
-    nobody = TestClient(app, base_url="http://127.0.0.1:8765")
-    assert nobody.get(thumb).status_code == 200
+    assert curl.get(thumb).status_code == 200
     other = next(row["id"] for row in listed if row["id"] != item.id)
-    assert nobody.get(thumb.replace(f"/thumb/{item.id}?", f"/thumb/{other}?")).status_code == 403
-    assert nobody.get(thumb.replace("/thumb/", "/view/")).status_code == 403
-    assert nobody.post(thumb.replace(f"/thumb/{item.id}", "/decide"), json={"id": item.id, "decision": "reject"}).status_code == 401
+    assert curl.get(thumb.replace(f"/thumb/{item.id}?", f"/thumb/{other}?")).status_code == 403
+    assert curl.get(thumb.replace("/thumb/", "/view/")).status_code == 403
+    assert curl.post(thumb.replace(f"/thumb/{item.id}", "/decide"), json={"id": item.id, "decision": "reject"}).status_code == 401
+
+
+def test_a_tab_of_an_earlier_run_is_told_the_review_was_restarted(library, card):
+    """cull review started again (the same --port): the old tab's secret is refused with a message the
+    page shows as it is, and the earlier run's address is refused as not this run's."""
+    session = session_for(library, card)
+    _, old_secret = open_page(create_app(session, TOKEN))
+    restarted = TestClient(create_app(session, "a-new-token"), base_url=ORIGIN)
+    answer = restarted.get("/api/items", headers={"X-Cull-Token": old_secret})
+    assert answer.status_code == 403 and answer.text == RESTARTED
+    assert secret_in(restarted.get("/").text) == ""  # a reload still gets the page, which says so
+    old_address = restarted.get(f"/?token={TOKEN}")
+    assert old_address.status_code == 403 and "earlier run" in old_address.text
 
 
 def test_foreign_host_names_are_refused(library, card):
@@ -204,13 +232,14 @@ def test_only_the_pages_own_requests_keep_the_server_from_idling_out(library, ca
     now = [100.0]
     app.clock = lambda: now[0]
     app.last_seen = now[0]
-    stranger = TestClient(app, base_url="http://127.0.0.1:8765")
+    stranger = TestClient(app, base_url=ORIGIN)
     now[0] = 200.0
     assert stranger.get("/api/items").status_code == 401
+    assert stranger.get("/").status_code == 200 and stranger.get("/static/review.js").status_code == 200  # no secret in them
     assert app.last_seen == 100.0
     friend, secret = open_page(app)
     now[0] = 300.0
-    assert friend.get("/").status_code == 200 and app.last_seen == 200.0  # the cookie alone: other local servers have it
+    assert friend.get("/").status_code == 200 and app.last_seen == 200.0  # the page without the secret: anyone gets it
     assert friend.get("/api/items", headers={"X-Cull-Token": secret}).status_code == 200 and app.last_seen == 300.0
 
 
@@ -225,10 +254,31 @@ def test_state_changes_need_post_with_the_token_header(library, card):
     client.headers["X-Cull-Token"] = secret
     cross = client.post("/api/decide", json={"id": item.id, "decision": "reject"}, headers={"Origin": "http://evil.example"})
     assert cross.status_code == 403
+    assert client.post("/api/decide", json={"id": item.id, "decision": "reject"}, headers={"X-Cull-Token": "x"}).text == RESTARTED
     assert not (library / "blur.jpg.xmp").exists() or read_user_verdict(library / "blur.jpg") is None
     assert post(client, "/api/decide", {"id": item.id, "decision": "delete"}).status_code == 400
     assert post(client, "/api/decide", {"id": 999, "decision": "keep"}).status_code == 404
     assert post(client, "/api/decide", {"id": item.id, "decision": "reject"}).status_code == 200
+
+
+def test_only_the_page_s_own_origin_may_call_the_api(library, card):
+    """The Origin must be the page's own, scheme, host and port, as the request's Host names it:
+    another server on 127.0.0.1 (another port) is another origin."""
+    session = session_for(library, card)
+    client = client_for(session)
+    item = by_name(session, "blur.jpg")
+    decide = {"id": item.id, "decision": "reject"}
+    for origin in ("http://evil.example", "http://localhost:9999", "http://127.0.0.1:1", "https://127.0.0.1:8765",
+                   "evil://localhost:0", "null", "http://127.0.0.1", "http://localhost:8765", "http://127.0.0.1:8765.evil.example"):
+        for method, url in (("POST", "/api/decide"), ("POST", "/api/undo"), ("GET", "/api/items")):
+            answer = client.request(method, url, json=decide if url == "/api/decide" else None, headers={"Origin": origin})
+            assert answer.status_code == 403, (origin, url)
+    assert item.user is None
+    localhost = {"host": "localhost:8765"}
+    assert client.post("/api/decide", json=decide, headers={**localhost, "Origin": "http://127.0.0.1:8765"}).status_code == 403
+    assert client.post("/api/decide", json=decide, headers={**localhost, "Origin": "http://localhost:8765"}).status_code == 200
+    assert client.post("/api/undo", headers={"Origin": ORIGIN}).status_code == 200
+    assert client.post("/api/decide", json=decide).status_code == 200  # no Origin (not a browser): the secret suffices
 
 
 # --- decisions -----------------------------------------------------------------------------------
@@ -521,9 +571,8 @@ def test_ctrl_c_stops_the_server(library, stop):
         assert url.startswith("http://127.0.0.1:")
         for _ in range(100):  # wait until it answers (the address is printed just before it listens)
             try:
-                urllib.request.urlopen(url.split("?")[0], timeout=5)
-            except urllib.error.HTTPError as exc:
-                assert exc.code == 401
+                with urllib.request.urlopen(url.split("?")[0], timeout=5) as answer:  # the page without the secret
+                    assert answer.status == 200
                 break
             except OSError:
                 import time
@@ -558,14 +607,6 @@ def test_the_browser_is_opened_without_the_token_on_its_command_line(tmp_path, m
     assert opened and opened[0].startswith("file://") and "SECRET" not in opened[0]
     page = Path(opened[0][len("file://"):])
     assert "SECRET" in page.read_text() and folder.stat().st_mode & 0o077 == 0
-
-
-def test_a_cookie_for_another_port_is_not_accepted(library, card):
-    client, _ = open_page(create_app(session_for(library, card), TOKEN))
-    value = client.cookies[COOKIE]
-    client.cookies.clear()
-    client.cookies.set(cookie_name(9999), value)
-    assert client.get("/").status_code == 401
 
 
 # --- bursts (cull review --bursts) -----------------------------------------------------------------

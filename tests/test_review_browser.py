@@ -7,12 +7,16 @@ and fails them under CI=true (.ci/run installs Chromium).
 
 from __future__ import annotations
 
+import http.server
 import io
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,10 +69,10 @@ def cache_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @contextmanager
-def review_server(library: Path, env: dict[str, str], *options: str) -> Iterator[str]:
-    """`cull review LIBRARY --no-browser --port 0` in a subprocess: its address while it runs."""
+def review_server(library: Path, env: dict[str, str], *options: str, port: int = 0) -> Iterator[str]:
+    """`cull review LIBRARY --no-browser --port PORT` in a subprocess: its address while it runs."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cull", "review", str(library), *options, "--no-browser", "--port", "0",
+        [sys.executable, "-m", "cull", "review", str(library), *options, "--no-browser", "--port", str(port),
          "--idle-timeout", "10", "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
@@ -136,7 +140,7 @@ def test_grid_lists_the_flagged_photos_worst_first(page: Page) -> None:
     assert sorted(names) == sorted(BLURRED)
     verdicts = page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.verdict)")
     assert verdicts == sorted(verdicts, key=["reject", "uncertain"].index)
-    assert page.evaluate("document.cookie") == ""  # the token cookie is HttpOnly
+    assert page.context.cookies() == []  # the review sets no cookie
     assert "token" not in page.url  # and gone from the address bar
     page.wait_for_function("() => [...document.querySelectorAll('.card img')].every(i => i.getBoundingClientRect().top > innerHeight || (i.complete && i.naturalWidth > 0))")
 
@@ -291,30 +295,140 @@ def test_the_page_needs_the_token(browser: Browser, server: str, opened: Page) -
     context = browser.new_context()
     page = context.new_page()
     bare = server.split("?", 1)[0]
-    assert page.goto(bare).status == 401  # type: ignore[union-attr]
+    assert page.goto(bare).status == 200  # type: ignore[union-attr]  # the page without the secret: it says so
+    page.wait_for_selector("#status.error")
+    assert "no access" in page.locator("#status").inner_text() and page.locator(".card").count() == 0
     assert page.goto(bare + "?token=guess").status == 403  # type: ignore[union-attr]
     used = page.goto(server)  # the printed address opened the page already (the `opened` tab)
     assert used.status == 403 and "used already" in used.text()  # type: ignore[union-attr]
     context.close()
 
 
-def test_the_cookie_other_local_servers_get_opens_no_photo_and_no_decision(opened: Page, server: str) -> None:
-    """Every web server on 127.0.0.1 the browser visits gets this server's cookie (cookies ignore the
-    port): it is not the token, and the API refuses it without the page's header."""
+class _CookieTosser(http.server.BaseHTTPRequestHandler):
+    """Another web server on 127.0.0.1: it answers /?c=COOKIE with that Set-Cookie."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        self.send_response(200)
+        for cookie in urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("c", []):  # not on /favicon.ico
+            self.send_header("Set-Cookie", cookie)
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def other_local_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CookieTosser)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_cookie_another_local_server_sets_or_deletes_changes_nothing(opened: Page, server: str) -> None:
+    """Cookies ignore the port: a server on another 127.0.0.1 port can set or delete cookies the review
+    gets.  The review uses none, so the tab holding the secret keeps working on reload, and no cookie
+    opens the API."""
     token = server.split("token=", 1)[1]
-    (cookie,) = opened.context.cookies()
-    assert cookie["value"] != token and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     origin = server.split("/?", 1)[0]
+    port = origin.rsplit(":", 1)[1]
+    with other_local_server() as elsewhere:
+        for cookie in (f"cull_review_{port}=x; Path=/", "cull-review=x; Path=/; HttpOnly; SameSite=Strict",
+                       f"cull_review_{port}=x; Path=/; Max-Age=0"):
+            other_tab = opened.context.new_page()
+            other_tab.goto(elsewhere + "/?c=" + urllib.parse.quote(cookie))
+            other_tab.close()
+            if "Max-Age=0" not in cookie:
+                assert cookie.split(";")[0].split("=")[0] in [c["name"] for c in opened.context.cookies()]
+            opened.reload()
+            opened.wait_for_selector("body[data-ready='1']")
+    opened.context.clear_cookies()
+    opened.reload()
+    opened.wait_for_selector("body[data-ready='1']")
+    opened.context.add_cookies([{"name": "cull_review", "value": token, "url": origin}])
     for url in ("/api/items", "/api/thumb/0", "/api/view/0", "/api/detail/0"):
-        assert opened.context.request.get(origin + url).status in (401, 403), url  # the cookie goes with these
-    answer = opened.context.request.post(origin + "/api/decide", data={"id": 0, "decision": "reject"})
-    assert answer.status in (401, 403)
-    other_tab = opened.context.new_page()  # the cookie, but not this tab's session: nothing loads
+        assert opened.context.request.get(origin + url).status == 401, url  # cookies go with these, no header
+    assert opened.context.request.post(origin + "/api/decide", data={"id": 0, "decision": "reject"}).status == 401
+    other_tab = opened.context.new_page()  # the cookies, but not this tab's session: nothing loads
     other_tab.goto(origin + "/")
     other_tab.wait_for_selector("#status.error")
     assert "no access" in other_tab.locator("#status").inner_text() and other_tab.locator(".card").count() == 0
     other_tab.close()
+    opened.context.clear_cookies()
     assert not [url for url in _picture_urls(opened) if token in url]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _status(page: Page) -> str:
+    page.wait_for_selector("#status.error")
+    return page.locator("#status").inner_text()
+
+
+def test_a_tab_is_told_when_the_review_stopped_or_was_restarted(browser: Browser, tmp_path: Path,
+                                                                 cache_env: dict[str, str]) -> None:
+    from cull.review.server import RESTARTED
+
+    root = tmp_path / "photos"
+    save(blurred_image(1, 8.0), root / "soft.jpg", quality=92)
+    save(blurred_image(2, 6.0), root / "softer.jpg", quality=92)
+    port = _free_port()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    with review_server(root, cache_env, port=port) as url:
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']")
+    page.keyboard.press("x")  # the server stopped (Ctrl-C, or its idle timeout)
+    stopped = _status(page)
+    assert "cull review has stopped" in stopped and "Failed to fetch" not in stopped, stopped
+    assert "has stopped" in page.locator(".card[data-error]").get_attribute("data-error")  # type: ignore[operator]
+    with review_server(root, cache_env, port=port) as again:  # started again on the same --port
+        page.reload()
+        assert _status(page) == RESTARTED and page.locator(".card").count() == 0
+        page.goto(again)  # the new address, in the same tab: back at work
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.locator(".card").count() == 2
+    context.close()
+
+
+BLOCK_STORAGE = ("Object.defineProperty(window, 'sessionStorage', {get() {"
+                 " throw new DOMException('Access is denied for this document.', 'SecurityError'); }})")
+
+
+def test_a_browser_that_refuses_storage_gets_a_working_tab_and_a_clear_message(browser: Browser, tmp_path: Path,
+                                                                                cache_env: dict[str, str]) -> None:
+    """Site data blocked for 127.0.0.1 (Chrome's sessionStorage then throws): the tab keeps the secret in
+    its script, so it works until reloaded, and says so; after a reload it says why it has no access."""
+    root = tmp_path / "photos"
+    save(blurred_image(1, 8.0), root / "soft.jpg", quality=92)
+    with review_server(root, cache_env) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.add_init_script(BLOCK_STORAGE)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']")
+        assert "blocks site data" in _status(page) and "token" not in page.url
+        page.keyboard.press("x")
+        page.wait_for_selector(".card[data-user='reject']")
+        page.keyboard.press("z")
+        page.wait_for_selector(".card[data-user='reject']", state="detached")
+        page.reload()
+        message = _status(page)
+        assert "blocks site data" in message and "start cull review again" in message, message
+        assert page.locator(".card").count() == 0 and errors == []
+        context.close()
 
 
 def _picture_urls(page: Page) -> list[str]:

@@ -1,22 +1,22 @@
-"""The local review server (Starlette + uvicorn): 127.0.0.1 only, a random secret on every request.
+"""The local review server (Starlette + uvicorn): 127.0.0.1 only, a random secret on every API request.
 
-Cookies are not kept apart by port: every other web server on 127.0.0.1 the browser visits gets
-this one's cookie.  So the cookie opens nothing that matters, and three secrets do three jobs:
+Two secrets, and no cookie (cookies are not kept apart by port: any other web server on 127.0.0.1
+could read, replace or delete one, and lock the tab out):
 
 - The printed address's token (``/?token=...``) opens the page once: that answer carries the
   session secret in a meta tag (the page keeps it in its tab's sessionStorage and drops the token
-  from the address bar) and sets the cookie.  The token is refused after that.
+  from the address bar).  The token is refused after that.
 - The session secret goes in the ``X-Cull-Token`` header of every API request, GET and POST; the
-  page sends it, another site cannot (CORS), and the cookie does not carry it.
-- The cookie (HttpOnly, SameSite=Strict, its own random value) opens the page without the secret
-  and its static files only.  Pictures go by signed addresses the API hands out (an HMAC of the
-  path), so an ``<img>`` needs neither header nor cookie.
+  page sends it, another site cannot (CORS).  Pictures go by signed addresses the API hands out (an
+  HMAC of the path), so an ``<img>`` needs no header.
 
-Any request without what it needs gets 401, with a wrong one 403; a Host other than 127.0.0.1 /
-localhost gets 403 (DNS rebinding), a POST with a foreign Origin 403.  Pictures are served by item
-number from the scanned set only; no route takes a path.  Every answer carries a strict
-Content-Security-Policy (no inline script, nothing from elsewhere).  Detail pictures (full decodes)
-run on two threads of their own, and a request whose page went away before its turn is dropped.
+The page without the secret (its meta tag empty) and its static files hold nothing secret: they
+are served to anyone who passes the Host check, and the page then says that this tab has no access.
+An API request without the secret gets 401, with a wrong one 403; a Host other than 127.0.0.1 /
+localhost gets 403 (DNS rebinding), an API request whose Origin is not the page's own 403.  Pictures
+are served by item number from the scanned set only; no route takes a path.  Every answer carries a
+strict Content-Security-Policy (no inline script, nothing from elsewhere).  Detail pictures (full
+decodes) run on two threads of their own, and a request whose page went away before its turn is dropped.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -51,7 +51,6 @@ from cull.review.session import ReviewSession
 
 log = logging.getLogger(__name__)
 
-COOKIE = "cull_review"  # + "_PORT": cookies are not kept apart by port, two reviews must not collide
 HEADER = "x-cull-token"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -65,6 +64,7 @@ SECURITY_HEADERS = {
     "cache-control": "no-store",
 }
 ALLOWED_HOSTS = frozenset({"127.0.0.1", "localhost"})
+RESTARTED = "this review was restarted or stopped: open the new address cull review printed"  # the page shows it as is
 STATIC = {"review.js": "text/javascript", "review.css": "text/css"}
 DETAIL_WORKERS = 2  # full decodes at once: a 60 MP photo takes several hundred MB
 T = TypeVar("T")
@@ -80,13 +80,12 @@ def _same(given: str | None, expected: str) -> bool:
 
 class Access:
     """The secrets of one review (see the module docstring): the address's token (good once), the
-    page's session secret, the cookie's value, and the key that signs picture addresses."""
+    page's session secret, and the key that signs picture addresses."""
 
     def __init__(self, token: str) -> None:
         self.token = token
         self.opened = False
         self.secret = new_token()
-        self.cookie = new_token()
         self._key = secrets.token_bytes(32)
 
     def sign(self, path: str) -> str:
@@ -124,7 +123,7 @@ class Guard:
         request = Request(scope)
         response = self._check(request)
         if response is None and (request.url.path.startswith("/api/") or "token" in request.query_params):
-            self.last_seen = self.clock()  # only the page's own requests keep it alive: a stranger knocking, or holding the cookie, does not
+            self.last_seen = self.clock()  # only the page's own requests keep it alive: not a stranger knocking, nor the bare page
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -150,17 +149,15 @@ class Guard:
             return self._open(request)
         if request.url.path.startswith("/api/"):
             return self._check_api(request)
-        cookie = request.cookies.get(cookie_name(_port(request)))
-        if cookie is None:
-            return PlainTextResponse("token required: open the address cull review printed", 401)
-        return None if _same(cookie, self.access.cookie) else PlainTextResponse("wrong token", 403)
+        return None  # the page without the secret and its static files: nothing secret in them
 
     def _open(self, request: Request) -> Response | None:
         """The printed address: it opens the page, once."""
         if request.method != "GET" or request.url.path != "/":
             return PlainTextResponse("the address's token only opens the page", 403)
         if not _same(request.query_params["token"], self.access.token):
-            return PlainTextResponse("wrong token", 403)
+            return PlainTextResponse("wrong token: this is not the address this cull review printed "
+                                     "(one of an earlier run?): open the address it printed", 403)
         if self.access.opened:
             return PlainTextResponse(
                 "this address was used already: the review is open in another tab or browser (reloading that tab "
@@ -175,11 +172,10 @@ class Guard:
         given = request.headers.get(HEADER)
         if given is None:
             return PlainTextResponse("the page's X-Cull-Token header is required: open the address cull review printed", 401)
-        if not _same(given, self.access.secret):
-            return PlainTextResponse("wrong token", 403)
+        if not _same(given, self.access.secret):  # a tab of an earlier run (the same --port), or a guess
+            return PlainTextResponse(RESTARTED, 403)
         origin = request.headers.get("origin")
-        if request.method not in ("GET", "HEAD") and origin is not None \
-                and origin.split("://", 1)[-1].rsplit(":", 1)[0] not in ALLOWED_HOSTS:
+        if origin is not None and origin.lower() != own_origin(request):
             return PlainTextResponse("cross-origin request refused", 403)
         return None
 
@@ -221,12 +217,9 @@ class HeavyWork:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def cookie_name(port: int | str) -> str:
-    return f"{COOKIE}_{port or 80}"
-
-
-def _port(request: Request) -> str:
-    return (request.headers.get("host") or "").partition(":")[2]
+def own_origin(request: Request) -> str:
+    """The page's origin as the request's Host names it: ``http://127.0.0.1:PORT`` or ``http://localhost:PORT``."""
+    return "http://" + (request.headers.get("host") or "").lower()
 
 
 def _image(data: bytes, media: str) -> Response:
@@ -269,10 +262,7 @@ def create_app(session: ReviewSession, token: str) -> Guard:
     async def index(request: Request) -> Response:
         opening = "token" in request.query_params  # the Guard let it through: the address's first use
         page = static_text("index.html").replace("{{SECRET}}", html.escape(access.secret if opening else "", quote=True))
-        answer = Response(page, media_type="text/html; charset=utf-8")
-        if opening:
-            answer.set_cookie(cookie_name(_port(request)), access.cookie, httponly=True, samesite="strict", path="/")
-        return answer
+        return Response(page, media_type="text/html; charset=utf-8")
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]

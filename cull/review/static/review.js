@@ -1,7 +1,9 @@
 // cull review: keyboard-first grid and detail view. No inline script (strict CSP), no dependencies.
 "use strict";
 (function () {
-  const token = sessionSecret();
+  const STOPPED = "cull review has stopped (idle timeout or Ctrl-C): start it again to go on (decisions already saved are kept)";
+  const access = sessionSecret();
+  const token = access.secret;
   const grid = document.getElementById("grid");
   const detail = document.getElementById("detail");
   const help = document.getElementById("help");
@@ -16,14 +18,17 @@
   const mine = [];  // the ids this page decided, newest last: Z selects the newest at once
 
   function sessionSecret() {
-    // the page opened by the printed address carries the session secret once; this tab keeps it
-    // (a reload still works), and the address bar loses the token
+    // the page opened by the printed address carries the session secret once; this tab keeps it in
+    // sessionStorage (a reload still works) and in ``token`` (the page works while it stays open, even
+    // where the browser refuses storage), and the address bar loses the token
     const given = document.querySelector('meta[name="cull-token"]').content;
-    if (given) {
-      sessionStorage.setItem("cull-review", given);
-      history.replaceState(null, "", "/");
+    if (given) history.replaceState(null, "", "/");
+    try {
+      if (given) sessionStorage.setItem("cull-review", given);
+      return { secret: given || sessionStorage.getItem("cull-review"), stored: true };
+    } catch (error) {  // site data blocked for 127.0.0.1: reading sessionStorage throws SecurityError
+      return { secret: given, stored: false };
     }
-    return sessionStorage.getItem("cull-review");
   }
 
   function say(text, error) {
@@ -31,13 +36,26 @@
     status.classList.toggle("error", !!error);
   }
 
+  function failure(message, locked) {
+    // locked: the tab cannot go on (the server stopped, or restarted with new secrets); the message says why
+    const error = new Error(message);
+    error.locked = locked;
+    return error;
+  }
+
   async function api(url, options) {
     const headers = { "X-Cull-Token": token };
     if (options && options.body) headers["Content-Type"] = "application/json";
-    const answer = await fetch(url, { ...options, headers: headers, credentials: "same-origin" });
+    let answer;
+    try {
+      answer = await fetch(url, { ...options, headers: headers, credentials: "omit" });
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      throw failure(STOPPED, true);  // nothing answers on the page's own address
+    }
     const data = answer.headers.get("content-type") && answer.headers.get("content-type").includes("json")
       ? await answer.json() : { error: await answer.text() };
-    if (!answer.ok) throw new Error(data.error || answer.statusText);
+    if (!answer.ok) throw failure(data.error || answer.statusText, answer.status === 401 || answer.status === 403);
     return data;
   }
 
@@ -318,7 +336,8 @@
       detail.dataset.ready = String(item.id);
     } catch (error) {
       if (request.signal.aborted) return;
-      crops.replaceChildren(el("p", "dim", error.message.startsWith("cannot show") ? error.message : "cannot show this photo: " + error.message));
+      const plain = error.locked || error.message.startsWith("cannot show");
+      crops.replaceChildren(el("p", "dim", plain ? error.message : "cannot show this photo: " + error.message));
     } finally {
       if (detailRequest === request) detailRequest = null;
     }
@@ -404,9 +423,12 @@
     list.replaceChildren(...rows.map((row) => el("li", null, (row.where ? row.where + "/" : "") + row.name + ": " + row.why)));
   }
 
+  const BLOCKED = "the browser blocks site data (cookies and site data) for this page, so this tab cannot keep " +
+    "the review's access: ";
   if (!token) {
-    say("this tab has no access to the review: open the address cull review printed " +
-        "(it opens the page once; to open it again, start cull review again)", true);
+    say(access.stored ? "this tab has no access to the review: open the address cull review printed " +
+        "(it opens the page once; to open it again, start cull review again)"
+      : BLOCKED + "allow site data for 127.0.0.1, then start cull review again and open the address it prints", true);
     return;
   }
   api("/api/items")
@@ -419,6 +441,7 @@
       render();
       if (items.length) select(0);
       document.body.dataset.ready = "1";
+      if (!access.stored) say(BLOCKED + "it works until you reload or leave it (allow site data for 127.0.0.1 to keep it)", true);
     })
-    .catch((error) => say("cannot load the list: " + error.message, true));
+    .catch((error) => say(error.locked ? error.message : "cannot load the list: " + error.message, true));
 })();
