@@ -383,7 +383,10 @@ def serve(app: Guard, sock: socket.socket, idle_timeout: float | None,
     """Run until Ctrl-C / SIGTERM or ``idle_timeout`` seconds without a request. Returns why it stopped."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+    # log_config None: uvicorn's warnings go through the logging set up already, rather than handlers it would
+    # install again on each run (bound to whatever sys.stderr is at that moment)
+    config = uvicorn.Config(app, log_level="warning", log_config=None, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     reason = ["interrupted"]
 
