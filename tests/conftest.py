@@ -96,3 +96,18 @@ def drop_dac_override() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
         libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP: takes effect at exec
+
+
+def draft_requests(monkeypatch) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """The sizes JPEG decodes ask libjpeg's DCT scaling for (Pillow's draft), from now on in this test."""
+    from PIL import JpegImagePlugin
+
+    requested: list = []  # type: ignore[type-arg]
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):  # type: ignore[no-untyped-def]
+        requested.append(size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return requested

@@ -8,23 +8,14 @@ from PIL import Image
 
 from cull.decode import decode_gray, to_gray_array
 from cull.errors import UnreadableImage
-from tests.conftest import save, sharp_image
+from tests.conftest import draft_requests, save, sharp_image
 
 LONG = 1440
 
 
 def test_large_jpeg_uses_dct_scaling_not_a_full_decode(tmp_path, monkeypatch):
     path = save(sharp_image().resize((6000, 4000)), tmp_path / "big.jpg", quality=90)
-    requested = []
-    from PIL import JpegImagePlugin
-
-    original = JpegImagePlugin.JpegImageFile.draft
-
-    def spy(self, mode, size):
-        requested.append(size)
-        return original(self, mode, size)
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    requested = draft_requests(monkeypatch)
     gray = decode_gray(path, LONG)
     assert requested, "JPEG must be decoded with draft (DCT scaling)"
     assert gray.shape == (1000, 1500) and gray.dtype == np.float32  # 1/4 DCT scale, within 10 % of 1440

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cull.decode import decode_gray
 from cull.errors import UnreadableImage
-from tests.conftest import save, sharp_image
+from tests.conftest import draft_requests, save, sharp_image
 
 LONG = 1440
 
@@ -91,20 +91,11 @@ def test_an_arithmetic_coded_jpeg_over_64_kb_decodes_with_dct_scaling(tmp_path, 
                                                                        progressive, sof):
     """libjpeg's arithmetic decoder cannot suspend for more data, and Pillow feeds it 64 KB at a time:
     every such file over 64 KB was reported as "broken data stream" (a damaged file, to a photographer)."""
-    from PIL import JpegImagePlugin
-
     photo = sharp_image(0).resize((3000, 2000))
     path = arithmetic_jpeg(photo, tmp_path / "arith.jpg", progressive)
     data = path.read_bytes()
     assert len(data) > 65536 and _sof_marker(data) == sof
-    requested = []
-    original = JpegImagePlugin.JpegImageFile.draft
-
-    def spy(self, mode, size):
-        requested.append(size)
-        return original(self, mode, size)
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    requested = draft_requests(monkeypatch)
     gray = decode_gray(path, LONG)
     assert requested and gray.shape == (1000, 1500)  # 1/2 DCT scale, within 10 % of 1440: no full decode
     huffman = decode_gray(save(photo, tmp_path / "huffman.jpg", quality=92), LONG)
