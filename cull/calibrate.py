@@ -205,19 +205,18 @@ Fit = Callable[[Sequence[float], Sequence[float]], dict[str, Thresholds]]
 
 
 def card_fit(base: ModelCard, min_std: float) -> Fit:
-    """fit_thresholds for a card made from ``base`` with texture threshold ``min_std``, with two limits of
-    in-focus priority on what the labelled photos cannot show: no strictness rejects more readily than the
-    base card's (reject at most its reject), and where ``min_std`` is below the base card's, a photo is
-    rejected only on REJECT_EVIDENCE_PATCHES usable patches (a flatter sharp photo than any labelled one,
-    which the base card left *uncertain* for want of texture, is not rejected on a few weak patches; a base
-    card calibrated so keeps its rule)."""
+    """fit_thresholds for a card made from ``base`` with texture threshold ``min_std``: where ``min_std`` is
+    below the base card's, a photo is rejected only on REJECT_EVIDENCE_PATCHES usable patches (a flatter
+    sharp photo than any labelled one, which the base card left *uncertain* for want of texture, is not
+    rejected on a few weak patches; a base card calibrated so keeps its rule).  A reject above the base
+    card's is allowed (the labelled photos are the user's domain; the shipped card's own reject follows the
+    same rule on its validation photos) and calibrate() warns of it."""
     inherited = [t.reject_min_patches for t in base.thresholds.values() if t.reject_min_patches is not None]
     lowered = round(min_std, 6) < round(base.analysis.min_std, 6)
     least = max([*inherited, *([REJECT_EVIDENCE_PATCHES] if lowered else [])], default=None)  # a calibrated base's stays
 
     def fit(sharp: Sequence[float], blurred: Sequence[float]) -> dict[str, Thresholds]:
-        return {name: dataclasses.replace(t, reject=min(t.reject, base.thresholds_for(name).reject), reject_min_patches=least)
-                for name, t in fit_thresholds(sharp, blurred).items()}
+        return {name: dataclasses.replace(t, reject_min_patches=least) for name, t in fit_thresholds(sharp, blurred).items()}
 
     return fit
 
@@ -400,6 +399,14 @@ def calibrate(
         name: rates_for([s.sharp for s in base_scored], [_verdict(s, base.thresholds_for(name)) for s in base_scored])
         for name in STRICTNESS_LEVELS
     }
+    base_keeps_all = base_rates["lenient"]["sharp_kept"].k == base_rates["lenient"]["sharp_kept"].n
+    bolder = [f"{name} {thresholds[name].reject:.3f} (base {base.thresholds_for(name).reject:.3f})" for name in STRICTNESS_LEVELS
+              if thresholds[name].reject > base.thresholds_for(name).reject]
+    if bolder and base_keeps_all:  # not a shifted domain: the base card judges these sharp photos well already
+        warnings.append(f"the base card keeps all your sharp photos, and this card rejects more readily than it "
+                        f"({', '.join(bolder)}): a sharp photo scoring well below your lowest labelled sharp one "
+                        f"({min(sharp):.3f}) may be rejected; include your hardest sharp photos (shallow depth of field, "
+                        "low light, small subjects), or keep the base card")
     worse = [name for name in STRICTNESS_LEVELS
              if rates[name]["sharp_kept"].k < base_rates[name]["sharp_kept"].k
              and rates[name]["blurred_flagged"].k <= base_rates[name]["blurred_flagged"].k]

@@ -272,8 +272,7 @@ def test_the_summary_shows_thresholds_to_the_decimal_the_card_stores(tmp_path, m
     fake_scoring(monkeypatch, lambda p, m: (sharp if p.sharp else blurred)[int(p.path.stem[1:])])
     result = calibrate(folder, load_card(), fit_texture=False)
     assert result.card.thresholds["lenient"].keep == 0.78000001
-    # fitted 0.39 / 0.546 / 0.663; lenient and normal capped at the shipped card's rejects (card_fit)
-    assert "keep at or above 0.78000001; reject below: lenient 0.232982, normal 0.479841, strict 0.663000" in (
+    assert "keep at or above 0.78000001; reject below: lenient 0.390000, normal 0.546000, strict 0.663000" in (
         format_calibration(result))
 
 

@@ -19,12 +19,18 @@ from cull.score import PhotoScore
 from tests.test_calibrate import fake_folder, fake_scoring
 
 
-def test_a_calibrated_reject_never_sits_above_the_base_cards():
+def test_a_reject_above_the_base_cards_is_warned_of(tmp_path, monkeypatch):
+    """Labelled sharp photos that all score high (real-blur-dev's lowest: 0.97), which the base card keeps
+    already, give rejects well above the shipped card's: a sharp photo harder than all of them may be
+    rejected.  Allowed (the labelled photos are the user's domain), but said, with what to add; a shifted
+    domain, where the base card keeps few of them, is what calibration is for (no warning there)."""
+    folder = fake_folder(tmp_path / "set", 10, 10)
+    fake_scoring(monkeypatch, lambda p, m: 0.97 if p.sharp else 0.85)  # blurred close below: a gap high up
+    result = calibrate(folder, load_card(), fit_texture=False)
+    assert any(w.startswith("the base card keeps all your sharp photos, and this card rejects more readily than it "
+                            "(lenient 0.") and "hardest sharp photos" in w for w in result.warnings)
     base = load_card()
-    fitted = card_fit(base, base.analysis.min_std)([0.97, 0.98, 0.99], [0.01, 0.02, 0.03])
-    for name, thresholds in fitted.items():
-        assert thresholds.reject <= base.thresholds_for(name).reject
-        assert thresholds.reject_min_patches is None  # the base texture threshold: no extra rule
+    assert all(t.reject_min_patches is None for t in card_fit(base, base.analysis.min_std)([0.97], [0.02]).values())
 
 
 def test_a_lowered_texture_threshold_rejects_only_on_enough_patches():
