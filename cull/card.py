@@ -239,7 +239,7 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     try:
         if raw.get("format") != CARD_FORMAT:
             raise ModelError(f"{path}: unsupported card format {raw.get('format')!r}")
-        model_path = _model_beside(path, raw["model_file"])
+        model_path = _model_beside(path, raw["model_file"], raw.get("sha256") if verify else None)
         analysis = AnalysisSpec(**raw["analysis"])
         thresholds = {name: _thresholds(path, name, t) for name, t in raw["thresholds"].items()}
         kind = raw.get("kind") or {}
@@ -284,14 +284,16 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
     return card
 
 
-def _model_beside(card: Path, model_file: str) -> Path:
-    """The model a card names: beside the card as given, else (a card reached through a link whose folder
-    lacks it) beside the file the link leads to; a content-addressed store links each file on its own."""
+def _model_beside(card: Path, model_file: str, sha256: object = None) -> Path:
+    """The model a card names: beside the card as given, or beside the file a link to the card leads to
+    (a content-addressed store links each file on its own); where both hold a file, the one whose sha256
+    is the card's (``sha256``), else the one beside the card as given."""
     given = card.parent / model_file
-    if given.is_file():
-        return given
     real = Path(os.path.realpath(card)).parent / model_file
-    return real if real.is_file() else given
+    found = [path for path in dict.fromkeys((given, real)) if path.is_file()]
+    if len(found) > 1 and isinstance(sha256, str):
+        found.sort(key=lambda path: file_sha256(path) != sha256)
+    return found[0] if found else given
 
 
 def _whole(value: Any, name: str) -> int:

@@ -434,7 +434,9 @@ def move(
         typer.echo(f"error: an interrupted earlier move lost track of {_shown(missing)} (in neither place)", err=True)
     for changed in outcome.recovery.changed:
         typer.echo(f"error: an interrupted earlier move had planned to move {_shown(changed)} with its shot, but it is "
-                   "another file now (size or time changed): the shot was put back whole, not moved", err=True)
+                   "another file now (size or time changed): the shot is put back, not moved", err=True)
+    for stuck, why in outcome.recovery.stuck:
+        typer.echo(f"error: {_shown(stuck)} of that shot stays in the target: {_shown(why)} (`cull undo` takes it up)", err=True)
     for failed_path, reason in outcome.not_judged:
         typer.echo(f"not judged (left in place): {_shown(failed_path)}: {_shown(reason)}", err=True)
     for src, reason in outcome.plan.refused:

@@ -409,6 +409,7 @@ class Recovery:
     missing: list[Path] = field(default_factory=list)
     changed: list[Path] = field(default_factory=list)  # planned files that are other files now: their shot put back
     rolled_back: int = 0  # files of such shots put back from the target
+    stuck: list[tuple[Path, str]] = field(default_factory=list)  # files of such shots that could not go back, and why
 
 
 @dataclass
@@ -496,31 +497,44 @@ def _roll_forward(journal: Journal, recovery: Recovery) -> None:
 
 
 def _changed_since_planned(journal: Journal) -> dict[str, list[Path]]:
-    """Per cut-off shot, its files not yet moved whose size or time changed since the plan."""
-    journalled = {step.dst for step in journal.steps()}
+    """Per cut-off shot, its files not yet moved whose size or time changed since the plan, or since the
+    intent of the one in progress at the crash was journalled."""
+    steps = journal.steps()
+    journalled = {step.dst for step in steps}
     changed: dict[str, list[Path]] = {}
     for shot, moves in journal.shot_plans().items():
         files = [src for src, dst, planned in moves if dst not in journalled and planned is not None
                  and src.is_file() and not os.path.lexists(dst) and tuple(_stamp(src)) != planned]
         if files:
             changed[shot] = files
+    for step in steps:  # the file in progress: its intent holds its size and time
+        if (not step.done and not step.undone and step.src.is_file() and not os.path.lexists(step.dst)
+                and _stamp(step.src) != [step.size, step.mtime_ns]):
+            changed.setdefault(step.shot, []).append(step.src)
     return changed
 
 
 def _roll_back(journal: Journal, step: Step, recovery: Recovery) -> None:
-    """Put one file of a shot that recovery does not finish back where it was."""
-    where = _settle(step)
-    if where == "neither":
-        recovery.missing.append(step.dst)
-        journal.append({"op": "missing", "dst": str(step.dst)})
+    """Put one file of a shot that recovery does not finish back where it was; one that cannot go back
+    stays in the target, said (``recovery.stuck``), for `cull undo` to take up."""
+    try:
+        where = _settle(step)
+        if where == "neither":
+            recovery.missing.append(step.dst)
+            journal.append({"op": "missing", "dst": str(step.dst)})
+            return
+        if where == "dst":
+            if os.path.lexists(step.src):  # another file (a link, a folder) holds the name
+                raise FileExistsError(errno.EEXIST, "its place is taken", str(step.src))
+            _put_back(step)
+            recovery.rolled_back += 1
+        elif where == "both":
+            if not sha256_of(step.dst) == step.sha256 == sha256_of(step.src):
+                raise FileExistsError(errno.EEXIST, "its place is taken by another file", str(step.src))
+            step.dst.unlink()  # a verified copy of a source that never left
+    except OSError as exc:
+        recovery.stuck.append((step.dst, describe_os_error(exc)))
         return
-    if where == "dst":
-        _put_back(step)
-        recovery.rolled_back += 1
-    elif where == "both":
-        if not sha256_of(step.dst) == step.sha256 == sha256_of(step.src):
-            return  # another file holds one of the names: left for `cull undo` to report
-        step.dst.unlink()  # a verified copy of a source that never left
     journal.append({"op": "undo-done", "dst": step.key, "recovered": True})
 
 
@@ -805,7 +819,8 @@ class MoveOutcome:
     def failed(self) -> bool:
         """True when something was not done (exit 1): unjudged photos, refusals, failed moves."""
         moved_failed = bool(self.result and self.result.failed)
-        return bool(self.not_judged or self.plan.refused or self.recovery.missing or self.recovery.changed or moved_failed)
+        return bool(self.not_judged or self.plan.refused or self.recovery.missing or self.recovery.changed
+                    or self.recovery.stuck or moved_failed)
 
 
 def move_rejects(

@@ -110,3 +110,19 @@ def test_a_card_linked_from_a_content_addressed_store_finds_the_model_beside_the
     shutil.copy(default_card_path().with_suffix(".onnx"), work / "focus.onnx")
     (work / "focus.json").symlink_to(store / "focus.json")
     assert load_card(work / "focus.json").model_path == work / "focus.onnx"
+
+
+def test_with_a_model_beside_the_link_and_beside_the_card_the_one_matching_the_card_wins(tmp_path):
+    import shutil
+
+    from cull.card import default_card_path
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(default_card_path(), home / "focus.json")
+    shutil.copy(default_card_path().with_suffix(".onnx"), home / "focus.onnx")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "focus.onnx").write_bytes(b"another model of that name")
+    (work / "focus.json").symlink_to(home / "focus.json")
+    assert load_card(work / "focus.json").model_path == home / "focus.onnx"

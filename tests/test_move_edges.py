@@ -234,3 +234,45 @@ def test_a_full_target_disk_is_named_in_the_error(tmp_path, monkeypatch):
     target = tmp_path / "usb"
     moved = execute(plan_moves(shots_under(root), root, target), root, target)
     assert moved.failed and any(f"no space left on the device ({target})" in why for _, why in moved.failed)
+
+
+def test_recovery_checks_the_file_in_progress_at_the_crash_too(tmp_path, monkeypatch):
+    """Killed between a file's journalled intent and its move, then that file replaced: recovery used to
+    move the new, unjudged photo into `_culled` (its intent holds the size and time it was judged with)."""
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0001", True, True, ["adobe"], 1)
+    target = root / "_culled"
+    plan = plan_moves(shots_under(root), root, target)
+    real_place, calls = cull.move._place, []
+
+    def place_then_die(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args)
+        if len(calls) == 2:
+            raise Crash
+        return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(cull.move, "_place", place_then_die)
+    with pytest.raises(Crash):
+        execute(plan, root, target)
+    monkeypatch.setattr(cull.move, "_place", real_place)
+    in_progress = calls[1][0]
+    in_progress.write_bytes(b"a new photo under the old name")
+    recovery = finish_interrupted(target)
+    assert in_progress in recovery.changed and recovery.rolled_back == 1 and recovery.completed == 0
+    assert all(m.src.is_file() for m in plan.moves) and in_progress.read_bytes() == b"a new photo under the old name"
+
+
+def test_a_roll_back_that_cannot_put_a_file_back_leaves_it_in_the_target_and_goes_on(tmp_path, monkeypatch):
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0001", True, True, [], 1)
+    target = root / "_culled"
+    plan = plan_moves(shots_under(root), root, target)
+    with pytest.raises(Crash):
+        execute(plan, root, target, on_file=crash_after(1))
+    moved = next(m for m in plan.moves if not m.src.exists())
+    waiting = next(m for m in plan.moves if m.src.exists())
+    moved.src.mkdir()  # something else took the moved file's name
+    waiting.src.write_bytes(b"changed since the plan")
+    recovery = finish_interrupted(target)  # no exception: the next runs are not stopped for good
+    assert [p for p, _ in recovery.stuck] == [moved.dst] and moved.dst.is_file()
+    assert finish_interrupted(target).stuck == []  # the move is closed; `cull undo` takes the file up
