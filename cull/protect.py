@@ -123,6 +123,7 @@ class Places:
         self._duplicates: dict[str, dict[str, list[str]]] = {}
         self._raw_stems: dict[str, frozenset[str]] = {}
         self._photos_by_stem: dict[str, dict[str, list[str]]] = {}
+        self.embedders: dict[Path, frozenset[str]] = {}  # by folder: its photos whose own XMP holds cull's fields (cull.sidecars)
 
     def _listing(self, folder: str) -> tuple[list[str], dict[str, list[str]]] | None:
         if folder not in self._names:

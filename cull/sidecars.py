@@ -148,18 +148,37 @@ def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None, p
 
 
 def _embeds_cull_fields(photo: Path, places: Places | None) -> bool:
-    """Whether the XMP inside ``photo`` holds cull's fields (an earlier scan with --embed): a walk of its
-    metadata segments (cull.protect.scan_packets), remembered per version of the file in the fact cache."""
-    info = places.regular(photo) if places is not None else None
-    stamp = stamp_of(info) if info is not None else None
-    if places is not None and places.facts is not None and stamp is not None:
-        known = places.facts.get(photo, stamp).get(EMBEDS_CULL_FACT)
-        if isinstance(known, bool):
-            return known
-    found = any(has_cull_fields(packet) for packet in scan_packets(photo))
-    if places is not None and places.facts is not None and stamp is not None:
-        places.facts.put(photo, stamp, **{EMBEDS_CULL_FACT: found})
+    """Whether the XMP inside ``photo`` holds cull's fields (an earlier scan with --embed)."""
+    if places is None:
+        return _holds_cull_fields(photo)
+    return photo.name in _embedders(photo.parent, places)
+
+
+def _embedders(folder: Path, places: Places) -> frozenset[str]:
+    """The photos of ``folder`` whose own XMP holds cull's fields: a walk of each one's metadata segments
+    (cull.protect.scan_packets), remembered for the folder's version in the fact cache (cull embeds by a
+    rename in the folder, which changes it), so an unchanged folder costs one look-up, not one per photo."""
+    if folder in places.embedders:
+        return places.embedders[folder]
+    try:
+        stamp = stamp_of(os.lstat(folder)) if places.facts is not None else None
+    except OSError:
+        stamp = None
+    known = places.facts.get(folder, stamp).get(EMBEDS_CULL_FACT) if places.facts is not None and stamp else None
+    if isinstance(known, list):
+        found = frozenset(str(name) for name in known)
+    else:
+        names = places.names(folder) or []
+        found = frozenset(name for name in names if Path(name).suffix.lower() in EMBEDDABLE
+                          and _holds_cull_fields(folder / name))
+        if places.facts is not None and stamp:
+            places.facts.put(folder, stamp, **{EMBEDS_CULL_FACT: sorted(found)})
+    places.embedders[folder] = found
     return found
+
+
+def _holds_cull_fields(photo: Path) -> bool:
+    return any(has_cull_fields(packet) for packet in scan_packets(photo))
 
 
 def existing_targets(photo: Path, places: Places | None = None) -> list[Target]:
