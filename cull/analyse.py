@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +15,7 @@ from cull.capture import read_capture
 from cull.card import AnalysisSpec, ModelCard
 from cull.decode import decode_levels, to_unit
 from cull.errors import UnreadableImage
+from cull.fsutil import file_key
 from cull.patches import Patches, network_input, select_patches
 from cull.score import PatchScores, PhotoScore, Scorer, aggregate
 
@@ -37,15 +37,6 @@ class Analysis:
     laplacian_var: float | None = None  # the baseline's statistic, when asked for
     footprint: Footprint | None = None  # for grouping bursts, when asked for (cull.bursts)
     judged: tuple[int, int] | None = None  # (size, mtime_ns) of the file as the analysis read it
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    """(size, mtime_ns) of the file this process is about to read (None: decode says why it cannot)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns
 
 
 def laplacian_variance(gray: NDArray[np.float32]) -> float:
@@ -84,7 +75,7 @@ def analyse_chunk(
     judged: dict[int, tuple[int, int]] = {}
     for index, path in enumerate(paths):
         try:
-            if (stamp := _stamp(path)) is not None:
+            if (stamp := file_key(path)) is not None:  # the version read: the driver compares it
                 judged[index] = stamp
             levels = decode_levels(path, spec.long_side)  # 8-bit as decoded: selection converts only what it reads
             if with_laplacian:

@@ -21,6 +21,7 @@ from typing import TypeVar
 from platformdirs import user_cache_dir
 
 from cull.bursts import Footprint
+from cull.fsutil import FileKey, file_key  # noqa: F401 - also cull.cache.file_key for callers
 from cull.score import PhotoScore
 
 log = logging.getLogger(__name__)
@@ -82,15 +83,6 @@ def _warn_once(key: str, message: str, *args: object) -> None:
         _warned.add(key)
         log.warning(message, *args)
 
-FileKey = tuple[int, int]  # (size, mtime_ns)
-
-
-def file_key(path: Path) -> FileKey | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns
 
 
 class _SqliteFile:

@@ -67,6 +67,18 @@ def host_tag() -> str:
     return f"{re.sub(r'[^A-Za-z0-9-]', '-', name)[:20] or 'host'}-{digest}"
 
 
+FileKey = tuple[int, int]  # (size, mtime_ns): which version of a file a score or a plan was made for
+
+
+def file_key(path: Path) -> FileKey | None:
+    """(size, mtime_ns) of ``path``, or None when it cannot be read."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
 def absolute(path: Path | str) -> Path:
     """``path`` made absolute the way the kernel reads it: a ``..`` steps out of where a symbolic link
     before it leads (os.path.abspath drops ``link/..`` as text, naming another file), while the last

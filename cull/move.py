@@ -23,7 +23,7 @@ from cull.discover import CULLED_DIR, Shot, is_hidden_or_system
 from cull.errors import MoveError
 from cull.formats import is_raw
 from cull.fsutil import file_sha256 as sha256_of
-from cull.fsutil import NAME_MAX, absolute, fsync_dir
+from cull.fsutil import NAME_MAX, absolute, file_key, fsync_dir
 from cull.journal import JOURNAL_DIR, Journal, Step, journals, same_folder, target_lock
 from cull.protect import Places, has_twin, read_cull_verdict, read_user_verdict, shot_protection
 
@@ -335,7 +335,7 @@ def _execute_shot(journal: Journal, shot: str, moves: list[PlannedMove], result:
                   on_file: Callable[[PlannedMove], None] | None) -> None:
     done: list[tuple[PlannedMove, Step]] = []
     # the whole shot's plan first: after a crash, recovery can finish (or undo) the shot as a whole
-    journal.append({"op": "shot", "shot": shot, "moves": [[str(m.src), str(m.dst), *_stamp(m.src)] for m in moves]})
+    journal.append({"op": "shot", "shot": shot, "moves": [[str(m.src), str(m.dst), *(file_key(m.src) or ())] for m in moves]})
     try:
         for move in moves:
             step = _move_one(journal, move.src, move.dst, shot)
@@ -355,15 +355,6 @@ def _execute_shot(journal: Journal, shot: str, moves: list[PlannedMove], result:
         return
     result.moved += [m for m, _ in done]
     result.bytes += sum(s.size for _, s in done)
-
-
-def _stamp(path: Path) -> list[int]:
-    """(size, mtime_ns) of ``path``: whether it is still the file a plan was made for; [] when it cannot be read."""
-    try:
-        info = path.stat()
-    except OSError:
-        return []
-    return [info.st_size, info.st_mtime_ns]
 
 
 def _move_one(journal: Journal, src: Path, dst: Path, shot: str) -> Step:
@@ -504,12 +495,12 @@ def _changed_since_planned(journal: Journal) -> dict[str, list[Path]]:
     changed: dict[str, list[Path]] = {}
     for shot, moves in journal.shot_plans().items():
         files = [src for src, dst, planned in moves if dst not in journalled and planned is not None
-                 and src.is_file() and not os.path.lexists(dst) and tuple(_stamp(src)) != planned]
+                 and src.is_file() and not os.path.lexists(dst) and file_key(src) != planned]
         if files:
             changed[shot] = files
     for step in steps:  # the file in progress: its intent holds its size and time
         if (not step.done and not step.undone and step.src.is_file() and not os.path.lexists(step.dst)
-                and _stamp(step.src) != [step.size, step.mtime_ns]):
+                and file_key(step.src) != (step.size, step.mtime_ns)):
             changed.setdefault(step.shot, []).append(step.src)
     return changed
 

@@ -466,9 +466,14 @@ def file_protection(photo: Path, partner: Path | None = None, places: Places | N
 
 
 def _embedded_protection(photo: Path) -> str | None:
+    return _first_embedded(photo, user_protection)
+
+
+def _first_embedded(photo: Path, read: Callable[[Packet], str | None]) -> str | None:
+    """The first non-empty ``read`` of an XMP packet inside ``photo``; unreadable packets are skipped."""
     for packet in embedded_packets(photo):
         try:
-            reason = user_protection(Packet(packet))
+            reason = read(Packet(packet))
         except XmpError as exc:
             log.info("%s: an embedded XMP packet is unreadable (%s)", photo, exc)
             continue
@@ -513,15 +518,10 @@ def shot_user_rejection(photo: Path, partner: Path | None, places: Places | None
     for member, other in ((photo, partner), (partner, photo)):
         if member is None:
             continue
-        found = _from_sidecars(member, other, places, USER_REJECT_FACT, sidecar_user_rejection)
+        found = _from_sidecars(member, other, places, USER_REJECT_FACT, sidecar_user_rejection) or (
+            _first_embedded(member, user_rejection) if member.suffix.lower() in EMBEDDABLE else None)
         if found:
             return found
-        for packet in embedded_packets(member) if member.suffix.lower() in EMBEDDABLE else []:
-            try:
-                if reason := user_rejection(Packet(packet)):
-                    return reason
-            except XmpError:
-                continue
     return None
 
 

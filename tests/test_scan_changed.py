@@ -107,18 +107,18 @@ def test_a_worker_that_read_another_file_than_the_one_listed_gives_no_verdict(tm
     import cull.analyse
 
     blurred, other, _ = library(tmp_path / "lib")
-    original = cull.analyse._stamp
+    original = cull.analyse.file_key
 
     def stamp_of_another_version(path: Path):  # type: ignore[no-untyped-def]
         found = original(path)
         return (found[0] + 1, found[1]) if found is not None and Path(path).name == "blurred.jpg" else found
 
-    monkeypatch.setattr(cull.analyse, "_stamp", stamp_of_another_version)  # workers=1 analyses in this process
+    monkeypatch.setattr(cull.analyse, "file_key", stamp_of_another_version)  # workers=1 analyses in this process
     options = ScanOptions(workers=1, cache_path=tmp_path / "cache.db")
     found = {r.path: r for r in scan([tmp_path / "lib"], load_card(), options).results}
     assert found[blurred].verdict is None and "not the one listed here" in (found[blurred].error or "")
     assert found[other].verdict is not None
-    monkeypatch.setattr(cull.analyse, "_stamp", original)
+    monkeypatch.setattr(cull.analyse, "file_key", original)
     again = {r.path: r for r in scan([tmp_path / "lib"], load_card(), options).results}
     assert not again[blurred].cached and again[blurred].verdict is not None  # nothing was cached for it
 
@@ -129,12 +129,12 @@ def test_a_worker_mount_with_coarser_file_times_is_the_same_file(tmp_path, monke
     import cull.analyse
 
     blurred, other, _ = library(tmp_path / "lib")
-    original = cull.analyse._stamp
+    original = cull.analyse.file_key
 
     def coarse(path: Path):  # type: ignore[no-untyped-def]
         found = original(path)
         return None if found is None else (found[0], found[1] // 1_000_000_000 * 1_000_000_000)
 
-    monkeypatch.setattr(cull.analyse, "_stamp", coarse)
+    monkeypatch.setattr(cull.analyse, "file_key", coarse)
     found = scan([tmp_path / "lib"], load_card(), ScanOptions(workers=1, use_cache=False)).results
     assert all(r.verdict is not None and r.error is None for r in found)
