@@ -320,6 +320,7 @@ def count_photos(folder: Path) -> tuple[list[LabelledPhoto], list[Scored], int, 
     """The labelled photos, what could not be read under the labelled folders (as unscored errors) and
     how many photos are sharp / blurred. Raises DatasetError when too few."""
     photos, unreadable = labelled_tree(folder)
+    photos, copies = drop_copies(photos)
     n_sharp = sum(p.sharp for p in photos)
     n_blurred = len(photos) - n_sharp
     if min(n_sharp, n_blurred) < MIN_PER_CLASS:
@@ -327,7 +328,39 @@ def count_photos(folder: Path) -> tuple[list[LabelledPhoto], list[Scored], int, 
             f"{display_path(folder)}: {n_sharp} sharp and {n_blurred} blurred photos; calibration needs at least "
             f"{MIN_PER_CLASS} of each ({RECOMMENDED_PER_CLASS} or more recommended)"
         )
-    return photos, [Scored(p.path, p.sharp, None, why) for p, why in unreadable], n_sharp, n_blurred
+    return photos, [Scored(p.path, p.sharp, None, why) for p, why in unreadable], n_sharp, n_blurred, copies
+
+
+def drop_copies(photos: list[LabelledPhoto]) -> tuple[list[LabelledPhoto], list[tuple[LabelledPhoto, LabelledPhoto]]]:
+    """The photos less later copies of one file (hard link) or of its bytes within a class, and those,
+    each with the photo it copies: a copy is no new example, and counting it would let one photo pass
+    MIN_PER_CLASS and narrow the leave-one-out intervals."""
+    kept: list[LabelledPhoto] = []
+    copies: list[tuple[LabelledPhoto, LabelledPhoto]] = []
+    by_file: dict[tuple[bool, int, int], LabelledPhoto] = {}
+    by_size: dict[tuple[bool, int], list[LabelledPhoto]] = {}
+    digests: dict[Path, str] = {}
+
+    def digest(photo: LabelledPhoto) -> str:
+        if photo.path not in digests:
+            digests[photo.path] = file_sha256(photo.path)
+        return digests[photo.path]
+
+    for photo in photos:
+        try:
+            info = photo.path.stat()
+            twin = by_file.get((photo.sharp, info.st_dev, info.st_ino)) or next(
+                (q for q in by_size.get((photo.sharp, info.st_size), []) if digest(q) == digest(photo)), None)
+        except OSError:  # scored, and reported, as it is
+            kept.append(photo)
+            continue
+        if twin is not None:
+            copies.append((photo, twin))
+            continue
+        kept.append(photo)
+        by_file[(photo.sharp, info.st_dev, info.st_ino)] = photo
+        by_size.setdefault((photo.sharp, info.st_size), []).append(photo)
+    return kept, copies
 
 
 def calibrate(
@@ -340,7 +373,7 @@ def calibrate(
     leave-one-out decisions kept (see choose_texture).  Raises DatasetError when a class has fewer
     than MIN_PER_CLASS usable photos (shots: a RAW+JPEG pair counts once).
     """
-    photos, unreadable, n_sharp, n_blurred = count_photos(folder)
+    photos, unreadable, n_sharp, n_blurred, copies = count_photos(folder)
     candidates = sorted({max(base.analysis.min_std * f, min(MIN_TEXTURE, base.analysis.min_std))
                          for f in (TEXTURE_FACTORS if fit_texture else (1.0,))})
     if progress is not None:
@@ -355,6 +388,10 @@ def calibrate(
     scored = tried[best] + unreadable
 
     warnings = label_warnings(folder, [s.error or "" for s in unreadable])
+    if copies:
+        named = ", ".join(f"{display_path(c.path)} = {display_path(o.path)}" for c, o in copies[:3])
+        warnings.append(f"{len(copies)} photo(s) are copies (same file or same bytes) of another photo of their class, "
+                        f"counted once: {named}" + (", ..." if len(copies) > 3 else ""))
     usable = [s for s in scored if s.error is None]
     sharp = [s.score for s in usable if s.sharp and s.score is not None]
     blurred = [s.score for s in usable if not s.sharp and s.score is not None]

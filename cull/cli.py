@@ -617,7 +617,7 @@ def camera(
         raise _fail("--interval and --fps take numbers (not nan or inf)")
     if capture_on_keypress and not sys.stdin.isatty():
         raise _fail("--capture-on-keypress needs a terminal to read keys from (stdin is not one): use --interval or --auto")
-    if dng and source != "picamera2":
+    if dng and source.partition(":")[0] not in ("picamera2", "pi"):
         raise _fail("--dng needs the Raspberry Pi camera (--source picamera2): other sources give no raw frames")
     try:
         width, height = (int(v) for v in preview_size.lower().split("x"))

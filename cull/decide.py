@@ -46,10 +46,17 @@ def decide(photo: PhotoScore, thresholds: Thresholds, min_patches: int) -> Decis
         if thresholds.reject_min_patches is not None and photo.patches < thresholds.reject_min_patches:
             return Decision(Verdict.UNCERTAIN, f"too few textured patches to reject ({photo.patches}; this card's lowered "
                                                f"texture threshold asks for {thresholds.reject_min_patches})")
+        blur = _blur_kind(photo.kind)
         if photo.score >= thresholds.reject:
-            return Decision(verdict, f"{HEAD_REJECT_REASON} ({photo.kind or 'blur'})")
-        return Decision(verdict, f"no sharp region ({photo.kind or 'blur'})")
+            return Decision(verdict, f"{HEAD_REJECT_REASON} ({blur})" if blur else HEAD_REJECT_REASON)
+        return Decision(verdict, f"no sharp region ({blur or f'score {photo.score:.3f} under {thresholds.reject:.3f}'})")
     return Decision(verdict, "focus evidence is weak")
+
+
+def _blur_kind(kind: str | None) -> str | None:
+    """The kind head's label as a kind of blur: None when the head names none, or calls the patches sharp
+    (a calibrated card can reject what the head calls sharp: "no sharp region (sharp)" would read wrong)."""
+    return None if kind is None or kind == "sharp" else kind
 
 
 def verdict_for(score: float, motion: float | None, thresholds: Thresholds, head: float | None = None) -> Verdict:

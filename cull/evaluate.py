@@ -68,6 +68,17 @@ def labelled_photos(root: Path) -> list[LabelledPhoto]:
     return labelled_tree(root)[0]
 
 
+def _empty_classes(subfolders: list[Path], photos: list[LabelledPhoto]) -> str:
+    """"; sharp/ holds no photos" for a class whose folders are there but hold no usable photo ("" if none):
+    the folders exist, so "needs a sharp/ folder" alone would mislead."""
+    empty = []
+    for sharp in (True, False):
+        named = [f"{sub.name}/" for sub in subfolders if folder_label(sub.name) is sharp and not is_hidden_or_system(sub.name)]
+        if named and not any(p.sharp is sharp for p in photos):
+            empty.append(f"{', '.join(named)} {'hold' if len(named) > 1 else 'holds'} no photos")
+    return "".join(f"; {text}" for text in empty)
+
+
 def labelled_tree(root: Path) -> tuple[list[LabelledPhoto], list[tuple[LabelledPhoto, str]]]:
     """Every shot under ``root``'s labelled sub-folders (walked as ``cull scan`` walks a folder: hidden
     files and folders left out, folder links followed once, a RAW+JPEG pair one photo), and what could
@@ -97,10 +108,8 @@ def labelled_tree(root: Path) -> tuple[list[LabelledPhoto], list[tuple[LabelledP
     photos.sort(key=lambda p: p.path)
     if not any(p.sharp for p in photos) or all(p.sharp for p in photos):
         unread = "".join(f"; {display_path(p.path)}: {reason}" for p, reason in skipped[:3])
-        raise DatasetError(
-            f"{display_path(root)} needs a sharp/ folder and at least one *blur*/ folder of photos "
-            f"(e.g. sharp/, defocused_blurred/, motion_blurred/){unread}"
-        )
+        raise DatasetError(f"{display_path(root)} needs a sharp/ folder and at least one *blur*/ folder of photos "
+                           f"(e.g. sharp/, defocused_blurred/, motion_blurred/){_empty_classes(subfolders, photos)}{unread}")
     return photos, skipped
 
 

@@ -399,10 +399,40 @@ def test_a_calibration_that_does_worse_than_its_base_says_so(tmp_path, monkeypat
     from tests.conftest import blurred_image
 
     folder = tmp_path / "set"
-    for i in range(6):
-        save(sharp_image(i), folder / "sharp" / f"s{i}.jpg")
-        save(blurred_image(i, 8), folder / "blurred" / f"b{i}.jpg")
+    for i in range(6):  # six distinct photos per class (copies would count once): the examples, turned
+        save(sharp_image(i).rotate(180 * (i // 4)), folder / "sharp" / f"s{i}.jpg")
+        save(blurred_image(i, 8).rotate(180 * (i // 4)), folder / "blurred" / f"b{i}.jpg")
     monkeypatch.setattr(cull.calibrate, "fit_thresholds",
                         lambda sharp, blurred: {n: Thresholds(keep=1.0, reject=0.0) for n in ("lenient", "normal", "strict")})
     result = cull.calibrate.calibrate(folder, load_card(), workers=1, fit_texture=False)
     assert any("keeps fewer sharp photos than the base card" in w for w in result.warnings)
+
+
+def test_copies_within_a_class_count_once(tmp_path, monkeypatch):
+    """Five copies (or hard links) of one photo are one example: too few to calibrate.  With enough
+    distinct photos, the copies are left out and a warning names them."""
+    for cls in ("sharp", "blurred"):
+        first = save_dir(tmp_path / "one" / cls) / "c0.jpg"
+        first.write_bytes(f"\xff\xd8 one {cls} photo".encode())
+        for i in range(1, 5):
+            if i % 2:
+                shutil.copyfile(first, first.with_name(f"c{i}.jpg"))
+            else:
+                first.with_name(f"c{i}.jpg").hardlink_to(first)
+    with pytest.raises(DatasetError, match="1 sharp and 1 blurred photos; calibration needs at least"):
+        cull.calibrate.count_photos(tmp_path / "one")
+
+    folder = fake_folder(tmp_path / "set", 6, 6)
+    shutil.copyfile(folder / "sharp" / "s0.jpg", folder / "sharp" / "zz.jpg")
+    fake_scoring(monkeypatch, lambda photo, min_std: 0.9 if photo.sharp else 0.1)
+    result = calibrate(folder, load_card(), fit_texture=False)
+    assert "zz.jpg" not in {s.path.name for s in result.scored}
+    assert any("1 photo(s) are copies" in w and "zz.jpg = " in w and "s0.jpg" in w for w in result.warnings), result.warnings
+
+
+def test_empty_class_folders_are_named(tmp_path):
+    (tmp_path / "sharp").mkdir()
+    (tmp_path / "blurred").mkdir()
+    save(sharp_image(0, 0.25), tmp_path / "sharp" / "0.jpg")
+    with pytest.raises(DatasetError, match=r"; blurred/ holds no photos$"):
+        cull.calibrate.count_photos(tmp_path)

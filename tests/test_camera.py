@@ -618,3 +618,40 @@ def test_ctrl_c_during_a_slow_replay_stops_at_once_without_another_shot(tmp_path
     assert time.monotonic() - asked < 3, err  # it waited out the 5 s pause before
     assert proc.returncode == 0 and "stopped by SIGINT" in out, (out, err)
     assert len(list((tmp_path / "o").glob("cull_*.jpg"))) == 1  # and took one more shot
+
+
+@pytest.mark.parametrize("spec", ["opencv:-1", "opencv:2147483648"])
+def test_an_impossible_camera_number_is_a_usage_error(tmp_path, spec):
+    """OpenCV crashes (SIGSEGV) on a negative camera number and raises its own error past int32: both are
+    refused as a malformed --source before OpenCV is asked."""
+    with pytest.raises(CameraSetupError, match="takes a camera number from 0"):
+        open_source(spec, 1440)
+    result = CliRunner().invoke(app, ["camera", "--source", spec, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "takes a camera number from 0" in result.stderr
+
+
+def test_dng_is_allowed_with_the_pi_alias(tmp_path):
+    result = CliRunner().invoke(app, ["camera", "--source", "pi", "--dng", "--out", str(tmp_path / "o")])
+    assert "--dng needs the Raspberry Pi camera" not in result.output  # pi is the Pi camera (here: picamera2 missing)
+
+
+def test_a_log_gets_at_most_a_line_a_second_while_focus_wavers(monkeypatch):
+    """Off a terminal the live line is written on a change of state, at most once a second: a view
+    wavering at the threshold every frame does not write a line per frame."""
+    from cull.camera import ui
+    from cull.score import PhotoScore
+
+    clock = [100.0]
+    monkeypatch.setattr(ui.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    view = ui.TerminalView(stream)
+    for i in range(20):  # 10 fps for 2 s, keep and reject in turn
+        verdict = Verdict.KEEP if i % 2 == 0 else Verdict.REJECT
+        view.frame(None, FrameScore(PhotoScore(0.9 if i % 2 == 0 else 0.1, 64), verdict), 10.0)
+        clock[0] += 0.1
+    lines = stream.getvalue().splitlines()
+    assert 2 <= len(lines) <= 3, lines
+    for _ in range(30):  # steady for 3 s: nothing new to say
+        view.frame(None, FrameScore(PhotoScore(0.9, 64), Verdict.KEEP), 10.0)
+        clock[0] += 0.1
+    assert len(stream.getvalue().splitlines()) <= len(lines) + 1

@@ -93,3 +93,16 @@ def test_a_steady_path_must_be_complete_and_ordered(fields):
     with pytest.raises(ModelError):
         Thresholds(keep=0.9, reject=0.2, **fields)
     assert Thresholds(0.9, 0.2).as_dict() == {"keep": 0.9, "reject": 0.2}
+
+
+def test_a_reject_the_kind_head_calls_sharp_names_the_score_not_a_blur_kind():
+    """A calibrated card may reject a photo whose patches the kind head calls sharp: the reason gives
+    the score against the threshold, never "no sharp region (sharp)"."""
+    from cull.card import Thresholds
+    from cull.decide import decide
+    from cull.score import PhotoScore
+
+    t = Thresholds(keep=0.95, reject=0.82)
+    reason = decide(PhotoScore(0.808, 64, kind="sharp"), t, 4).reason
+    assert reason == "no sharp region (score 0.808 under 0.820)"
+    assert decide(PhotoScore(0.1, 64, kind="motion"), t, 4).reason == "no sharp region (motion)"

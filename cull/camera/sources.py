@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -144,7 +145,10 @@ class ReplaySource:
         if self._cv2 is None:
             for path in self._images:
                 try:
-                    with Image.open(path, formats=PHOTO_FORMATS) as image:
+                    with warnings.catch_warnings():  # a frame over 89 MP: no raw Python warning on the live line
+                        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                        image = Image.open(path, formats=PHOTO_FORMATS)
+                    with image:
                         yield replay_frame(image)
                 except (OSError, Image.DecompressionBombError) as exc:  # the second is no OSError
                     raise CameraError(f"replay frame {path.name} is unreadable: {exc}") from None
@@ -296,6 +300,8 @@ def open_source(spec: str, long_side: int, fps: float = 0.0) -> FrameSource:
             index = int(arg or 0)
         except ValueError:
             raise CameraSetupError(f"--source opencv:N takes a camera number, not {arg!r}") from None
+        if not 0 <= index < 10_000:  # OpenCV crashes (SIGSEGV) on a negative index, raises cv2.error past int32
+            raise CameraSetupError(f"--source opencv:N takes a camera number from 0 (the first camera), not {arg!r}")
         return OpenCVSource(index)
     if kind in ("folder", "file", "replay"):
         if not arg:

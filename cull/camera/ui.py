@@ -46,7 +46,8 @@ def render_shot(shot: ShotResult) -> str:
 
 class TerminalView:
     """The status line on ``stream`` (redrawn in place on a terminal; on a log, a line when the
-    state changes or once per ``log_every`` seconds) and, with ``keys``, single keys from stdin."""
+    state changes, at most once per ``log_every`` seconds: a view wavering at the threshold writes
+    the state it has when the time is up, not a line per frame) and, with ``keys``, single keys from stdin."""
 
     def __init__(self, stream: TextIO, keys: bool = False, log_every: float = 1.0) -> None:
         self.stream = stream
@@ -92,7 +93,7 @@ class TerminalView:
         if self.live:
             self.stream.write("\r" + line)
             self.stream.flush()
-        elif STATES.get(score.verdict) != self._last_state or now - self._last_time >= self.log_every:
+        elif STATES.get(score.verdict) != self._last_state and now - self._last_time >= self.log_every:
             self.stream.write(line + "\n")
             self.stream.flush()
             self._last_state, self._last_time = STATES.get(score.verdict), now
