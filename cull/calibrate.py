@@ -316,9 +316,12 @@ def choose_texture(tried: dict[float, list[Scored]], base_std: float, fits: dict
     return max(enough, key=lambda m: (rights[m], m == base_std, sum(counts[m]), closeness(m)))
 
 
-def count_photos(folder: Path) -> tuple[list[LabelledPhoto], list[Scored], int, int]:
-    """The labelled photos, what could not be read under the labelled folders (as unscored errors) and
-    how many photos are sharp / blurred. Raises DatasetError when too few."""
+Copies = list[tuple[LabelledPhoto, LabelledPhoto]]  # (a copy left out, the photo it copies)
+
+
+def count_photos(folder: Path) -> tuple[list[LabelledPhoto], list[Scored], int, int, Copies]:
+    """The labelled photos, what could not be read under the labelled folders (as unscored errors), how
+    many photos are sharp / blurred, and the copies left out. Raises DatasetError when too few."""
     photos, unreadable = labelled_tree(folder)
     photos, copies = drop_copies(photos)
     n_sharp = sum(p.sharp for p in photos)
@@ -331,12 +334,12 @@ def count_photos(folder: Path) -> tuple[list[LabelledPhoto], list[Scored], int, 
     return photos, [Scored(p.path, p.sharp, None, why) for p, why in unreadable], n_sharp, n_blurred, copies
 
 
-def drop_copies(photos: list[LabelledPhoto]) -> tuple[list[LabelledPhoto], list[tuple[LabelledPhoto, LabelledPhoto]]]:
+def drop_copies(photos: list[LabelledPhoto]) -> tuple[list[LabelledPhoto], Copies]:
     """The photos less later copies of one file (hard link) or of its bytes within a class, and those,
     each with the photo it copies: a copy is no new example, and counting it would let one photo pass
     MIN_PER_CLASS and narrow the leave-one-out intervals."""
     kept: list[LabelledPhoto] = []
-    copies: list[tuple[LabelledPhoto, LabelledPhoto]] = []
+    copies: Copies = []
     by_file: dict[tuple[bool, int, int], LabelledPhoto] = {}
     by_size: dict[tuple[bool, int], list[LabelledPhoto]] = {}
     digests: dict[Path, str] = {}
