@@ -197,6 +197,11 @@ def scan(
         xmp_note = f"; XMP: {written.written} written, {written.unchanged} unchanged" + (
             f", {len(written.errors)} failed" if written.errors else "")
         failures += written.errors or []
+    else:  # the same conflict lines a writing scan prints: a rated shot listed as reject is left alone
+        protected = protected_shots(result.results)
+        left = "would not be marked rejected" if dry_run else "not a reject for cull move"
+        for path, why in protected.items():
+            typer.echo(f"conflict: {display_path(path)}: {why}: {left}", err=True)
     for path, reason in failures:
         typer.echo(f"error: {display_path(path)}: {reason}", err=True)
     for skipped in result.skipped:

@@ -61,6 +61,7 @@ def discover(roots: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[Sh
         excluded.add((info.st_dev, info.st_ino))
     visited: set[tuple[int, int]] = set()
     seen_files: set[Path] = set()
+    listings: dict[Path, dict[str, list[Path]]] = {}  # folder -> its photos by lower-case stem (photos named as files)
     for root in roots:
         root = Path(root)
         try:
@@ -73,12 +74,38 @@ def discover(roots: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[Sh
             continue
         if stat.S_ISREG(info.st_mode):
             if _real(root) not in seen_files:
-                seen_files.add(_real(root))
-                yield Shot(root)
+                shot = _shot_of_file(root, listings)  # a photo named on the command line keeps its RAW/JPEG partner
+                members = [shot.path] + ([shot.partner] if shot.partner is not None else [])
+                if not any(_real(member) in seen_files for member in members):
+                    seen_files.update(_real(member) for member in members)
+                    yield shot
         elif stat.S_ISDIR(info.st_mode):
             yield from _walk(root, visited, excluded, seen_files)
         else:
             yield Skipped(root, f"not a regular file ({file_type(info.st_mode)})")
+
+
+def _shot_of_file(path: Path, listings: dict[Path, dict[str, list[Path]]]) -> Shot:
+    """The shot a photo given by name belongs to, paired as a scan of its folder pairs it (``cull scan
+    card/*`` names both files of a RAW+JPEG pair: one shot, one verdict, the partner's rating honoured).
+    ``listings``: each folder's photos by lower-case stem, listed once for many named files."""
+    if not is_photo(path):
+        return Shot(path)
+    folder = path.parent
+    if folder not in listings:
+        by_stem: dict[str, list[Path]] = {}
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not entry.name.startswith(".") and is_photo(Path(entry.name)) and entry.is_file():
+                        by_stem.setdefault(Path(entry.name).stem.lower(), []).append(Path(entry.path))
+        except OSError:
+            pass  # judged alone, as before
+        listings[folder] = by_stem
+    for shot in pair_shots(listings[folder].get(path.stem.lower(), [])):
+        if path.name in (shot.path.name, shot.partner.name if shot.partner else None):
+            return shot
+    return Shot(path)
 
 
 def _real(path: Path) -> Path:

@@ -34,6 +34,7 @@ import stat
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, BinaryIO
@@ -43,7 +44,7 @@ from cull.cache import FactCache, stamp_of
 from cull.errors import CullError, SidecarRefused
 from cull.formats import is_photo, is_raw, tiff_ifds
 from cull.fsutil import file_type
-from cull.xmp import MAX_PACKET_BYTES, Packet, XmpError, has_cull_fields, user_protection, user_rejection
+from cull.xmp import MAX_PACKET_BYTES, Packet, XmpError, has_cull_fields, user_labels, user_protection, user_rejection
 
 if TYPE_CHECKING:
     from cull.scan import PhotoResult
@@ -64,6 +65,7 @@ PROTECTION_FACT = f"protection@{__version__}"
 USER_VERDICT_FACT = f"user_verdict@{__version__}"
 CULL_VERDICT_FACT = f"cull_verdict@{__version__}"
 USER_REJECT_FACT = f"user_reject@{__version__}"
+USER_LABELS_FACT = f"user_labels@{__version__}"
 
 
 def name_key(name: str) -> str:
@@ -620,3 +622,51 @@ def apply_user_verdicts(results: Sequence[PhotoResult], places: Places | None = 
             result = replace(result, decision=Decision(Verdict(user), f"your decision in cull review (cull said {result.decision.verdict.value})"))
         out.append(result)
     return out
+
+
+def shot_user_labels(photo: Path, partner: Path | None, places: Places | None = None) -> frozenset[str]:
+    """The fields of an *uncertain* verdict ("xmp:Label", "digiKam:PickLabel") the user owns anywhere in
+    the shot: in any sidecar or embedded packet of the photo or its partner (xmp.user_labels).  cull
+    sets them in no place of the shot, so a shot never shows the user's colour in one place and cull's
+    yellow in another, nor the label the user took off.  With ``places``, files whose stamp is the one
+    recorded are not read again."""
+    owned: set[str] = set()
+    for member, other in ((photo, partner), (partner, photo)):
+        if member is None:
+            continue
+        if places is None or places.any_sidecar(member):
+            for place in sidecars_to_read(member, other, places):
+                if places is None or places.may_exist(place):
+                    owned |= _known_labels(places, place, USER_LABELS_FACT, partial(_sidecar_labels, place))
+        if member.suffix.lower() in EMBEDDABLE:
+            owned |= _known_labels(places, member, f"embedded-{USER_LABELS_FACT}-{load_pyexiv2() is not None}",
+                                   partial(_embedded_labels, member))
+    return frozenset(owned)
+
+
+def _known_labels(places: Places | None, path: Path, fact: str, read: Callable[[], set[str]]) -> set[str]:
+    known, value, stamp = _known(places, path, fact)
+    if known:
+        return set(str(value).split(",")) if value else set()
+    found = read()
+    _learn(places, path, stamp, fact, ",".join(sorted(found)) or None)
+    return found
+
+
+def _sidecar_labels(place: Path) -> set[str]:
+    try:
+        data = read_sidecar(place)
+        return user_labels(Packet(data)) if data is not None else set()
+    except (OSError, CullError) as exc:  # reported by the XMP writer when it is the target
+        log.info("%s: not read for the user's labels: %s", place, exc)
+        return set()
+
+
+def _embedded_labels(photo: Path) -> set[str]:
+    owned: set[str] = set()
+    for packet in embedded_packets(photo):
+        try:
+            owned |= user_labels(Packet(packet))
+        except XmpError as exc:
+            log.info("%s: an embedded XMP packet is unreadable (%s)", photo, exc)
+    return owned

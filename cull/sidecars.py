@@ -55,6 +55,7 @@ from cull.protect import (
     read_sidecar,
     scan_packets,
     shot_protection,
+    shot_user_labels,
     sidecar_places,
     sidecar_protection,
     sidecar_user_verdict,
@@ -369,11 +370,11 @@ MERGED_FACT = "merged"
 EMBEDS_CULL_FACT = f"embeds_cull@{__version__}"
 
 
-def payload_hash(verdict: Verdict, reason: str | None, embedded: bool) -> str:
+def payload_hash(verdict: Verdict, reason: str | None, embedded: bool, held: frozenset[str] = frozenset()) -> str:
     """What one merge depends on besides the file's bytes: the verdict's fields, the shot's
     protection, the target kind, and cull's version (its merge rules)."""
     fields = [__version__, verdict.verdict, verdict.score, verdict.kind, verdict.model, verdict.label,
-              list(verdict.burst) if verdict.burst is not None else None, reason, embedded]
+              list(verdict.burst) if verdict.burst is not None else None, reason, embedded, sorted(held)]
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
 
 
@@ -416,7 +417,7 @@ def _remember(target: Target, payload: str, conflict: str | None, places: Places
 
 def write_verdict(
     photo: Path, verdict: Verdict, options: XmpOptions, *, partner: Path | None = None,
-    protection: str | None | _Read = READ_SHOT, places: Places | None = None,
+    protection: str | None | _Read = READ_SHOT, places: Places | None = None, held: frozenset[str] = frozenset(),
 ) -> tuple[list[WriteOutcome], str | None]:
     """Merge ``verdict`` into every XMP target of ``photo``. Returns outcomes and the reason the
     shot was not marked rejected (the user's rating, pick or accept), if any.
@@ -436,7 +437,7 @@ def write_verdict(
         if quiet and not target.embedded:
             outcomes.append(WriteOutcome(target.path, "unchanged"))
             continue
-        payload = payload_hash(verdict, reason, target.embedded)
+        payload = payload_hash(verdict, reason, target.embedded, held)
         try:
             no_op, known_conflict, stamp = _no_op(target, payload, places)
             if no_op:
@@ -468,7 +469,7 @@ def write_verdict(
                         _remember(target, payload, None, places, None, written=kept)
                 outcomes.append(WriteOutcome(target.path, action))
                 continue
-            result = merge(existing, verdict, protected=reason)
+            result = merge(existing, verdict, protected=reason, held=held)
             conflict = conflict or result.conflict
             if existing is not None and same_content(existing, result.packet):
                 _remember(target, payload, result.conflict, places, stamp)
@@ -615,10 +616,12 @@ def _write_results(results: Sequence[PhotoResult], options: XmpOptions, model_ve
         if protection:
             summary.protected[result.path] = protection
             summary.conflicts.append((result.path, f"{protection}: not marked rejected"))
+        held = shot_user_labels(result.path, result.partner, places) if verdict.verdict == "uncertain" else frozenset()
         for photo, partner in ((result.path, result.partner), (result.partner, result.path)):
             if photo is None:
                 continue
-            outcomes, _conflict = write_verdict(photo, verdict, options, partner=partner, protection=protection, places=places)
+            outcomes, _conflict = write_verdict(photo, verdict, options, partner=partner, protection=protection,
+                                                places=places, held=held)
             for outcome in outcomes:
                 if outcome.action == "error":
                     summary.errors.append((outcome.target, outcome.detail or "error"))

@@ -390,11 +390,26 @@ def _own_colour_label(packet: Packet) -> bool:
                for desc in packet.descriptions())
 
 
-def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None) -> MergeResult:
+def user_labels(packet: Packet) -> set[str]:
+    """Which of cull's uncertain fields ("xmp:Label", "digiKam:PickLabel") the user owns in this packet:
+    a colour or pick of their own (not what cull:Changed says cull wrote), or one they took off (Overruled)."""
+    owned = set(overruled(packet)) & {_key(LABEL), _key(PICK_LABEL)}
+    wrote = _record(packet, "Changed")
+    if _own_colour_label(packet) or any(v.strip() and wrote.get(_key(LABEL)) != v for v in packet.values(LABEL)):
+        owned.add(_key(LABEL))
+    if any(v.strip() and _int(v) not in (0, None) and wrote.get(_key(PICK_LABEL)) != v for v in packet.values(PICK_LABEL)):
+        owned.add(_key(PICK_LABEL))
+    return owned
+
+
+def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None,
+          held: frozenset[str] = frozenset()) -> MergeResult:
     """Return the packet with ``verdict`` applied. Raises XmpError for a malformed packet.
 
     ``protected``: why the shot must not be marked rejected although this packet does not say so
-    (the user's value lives elsewhere: the partner, the other sidecar, the embedded XMP)."""
+    (the user's value lives elsewhere: the partner, the other sidecar, the embedded XMP).
+    ``held``: the uncertain fields ("xmp:Label", "digiKam:PickLabel") the user owns in another place of
+    the shot (user_labels there): not set here either, so one shot never shows two colours."""
     packet = Packet(existing)
     original = packet.get(("cull", "Original"))
     existed = packet.get(("cull", "Existed"))  # a packet of the user's too big to keep whole inside
@@ -416,7 +431,7 @@ def merge(existing: bytes | None, verdict: Verdict, protected: str | None = None
     changed: dict[str, str] = {}
     prior: dict[str, str | None] = {}
     for prop, value in wanted.items():
-        if _key(prop) in users:
+        if _key(prop) in users or _key(prop) in held:
             continue
         current = packet.get(prop)
         empty = all(v == "" or (prop in (RATING, PICK, PICK_LABEL) and _int(v) == 0) for v in packet.values(prop))

@@ -122,3 +122,18 @@ def test_a_special_file_given_as_argument_is_not_a_folder_error(tmp_path, name, 
         os.mkfifo(path)
     shots, skipped = shots_and_skips(path)
     assert not shots and [(s.path, s.reason) for s in skipped] == [(path, reason)]
+
+
+def test_photos_named_as_files_keep_their_raw_jpeg_partner(tmp_path):
+    """`cull scan card/*` names both files of a pair: one shot, as a scan of the folder makes it, in
+    whatever order the files, and their folder, are given; a file alone is still a shot."""
+    for name in ["IMG_1.JPG", "IMG_1.CR2", "IMG_2.jpg", "img_3.nef", "IMG_3.jpg"]:
+        touch(tmp_path / name)
+    for roots in ([tmp_path / "IMG_1.JPG", tmp_path / "IMG_1.CR2"], [tmp_path / "IMG_1.CR2", tmp_path / "IMG_1.JPG"],
+                  [tmp_path / "IMG_1.CR2", tmp_path], [tmp_path, tmp_path / "IMG_1.JPG"]):
+        shots, skipped = shots_and_skips(*roots)
+        pairs = [(s.path.name, s.partner.name if s.partner else None) for s in shots]
+        assert ("IMG_1.JPG", "IMG_1.CR2") in pairs and len([p for p in pairs if "IMG_1" in p[0]]) == 1, pairs
+        assert not [s for s in skipped if s.error]
+    shots, _ = shots_and_skips(tmp_path / "img_3.nef", tmp_path / "IMG_2.jpg")
+    assert [(s.path.name, s.partner.name if s.partner else None) for s in shots] == [("IMG_3.jpg", "img_3.nef"), ("IMG_2.jpg", None)]

@@ -498,3 +498,16 @@ def test_embed_says_when_a_format_gets_a_sidecar_instead(tmp_path):
     assert result.exit_code == 0, result.output
     assert (photos / "a.avif.xmp").exists()  # the reject is in a sidecar, and a note says so
     assert "note: --embed: 1 photos" in result.stderr and "HEIC, AVIF" in result.stderr
+
+
+@pytest.mark.parametrize("flag, words", [("--dry-run", "would not be marked rejected"), ("--no-xmp", "not a reject for cull move")])
+def test_a_preview_names_the_rated_shot_it_lists_as_reject(tmp_path, flag, words):
+    """--dry-run and --no-xmp print the conflict line a writing scan prints: the 5-star shot listed as
+    reject is one the user keeps (it read as a reject about to be marked)."""
+    photo = save(blurred_image(0, 8), tmp_path / "X.JPG")
+    (tmp_path / "X.JPG.xmp").write_bytes(user_xmp(Rating="5"))
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), flag, "-j1"])
+    assert result.exit_code == 0, result.output
+    assert "reject" in result.stdout
+    assert f"conflict: {photo}: user rated it 5 stars: {words}" in result.stderr
+    assert (tmp_path / "X.JPG.xmp").read_bytes() == user_xmp(Rating="5")
