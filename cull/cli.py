@@ -57,6 +57,16 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _out(line: str) -> None:
+    """A line on stdout. A reader that went away (`cull scan … | head`, `less` quit early) ends the listing,
+    not the command: what the command writes (XMP, the report, a clear) is still done, and the exit code
+    still says how it went (click would end the process at once, silently, with exit 1)."""
+    try:
+        typer.echo(line)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+
+
 def _shown(value: object) -> str:
     """A path (or message) safe to print on one line: bytes that are not UTF-8 and control characters
     shown as escapes (cull.report.display_path)."""
@@ -172,7 +182,7 @@ def scan(
             score = "  -  " if item.photo is None or item.photo.score is None else f"{item.photo.score:.3f}"
             place = f"  [{item.burst.burst} #{item.burst.rank}/{item.burst.size}]" if item.burst is not None else ""
             why = f"  ({item.decision.reason})" if item.decision else ""  # an error's reason: on stderr below
-            typer.echo(f"{item.verdict.value if item.verdict else 'error':9} {score}  {display_path(item.path)}{place}{why}")
+            _out(f"{item.verdict.value if item.verdict else 'error':9} {score}  {display_path(item.path)}{place}{why}")
     failures = list(result.failures)
     xmp_note = ""
     protected: dict[Path, str] | None = None  # rejected shots the user's rating (etc.) keeps; None: not looked up
@@ -225,7 +235,7 @@ def scan(
         framed = sum(1 for r in result.results if r.burst is not None)
         where += f"; {len(burst_ids)} bursts ({framed} frames)"
     files = counts["keep"] + counts["uncertain"] + counts["reject"] + len(result.failures)  # a judged shot once, an unreadable file once
-    typer.echo(
+    _out(
         f"{files} file{'' if files == 1 else 's'}: {counts['keep']} keep, {counts['uncertain']} uncertain, "
         f"{counts['reject']} reject, {len(result.failures)} unreadable ({counts['cached']} from cache) "
         f"in {seconds:.1f} s ({rate:.1f} files/s); {where}{xmp_note}; strictness {options.strictness.value}{cluster_note}"
@@ -372,14 +382,14 @@ def xmp_clear(
                 else:
                     changed += 1
                     rewritten.append(outcome.target)
-                    typer.echo(outcome.describe())
+                    _out(outcome.describe())
             if not can_embed and photo.suffix.lower() in EMBEDDABLE and any(map(has_cull_fields, embedded_packets(photo))):
                 inside.append(photo)
     remove_stale_temps(link_target_folders(rewritten), started)  # left by a killed write through a link
     if inside:
         typer.echo(f"note: {len(inside)} photos keep cull's XMP inside the file (e.g. {_shown(inside[0])}): "
                    "removing it needs the [embed] extra: pip install 'cull-focus[embed]'", err=True)
-    typer.echo(f"{changed} XMP files restored or removed, {errors} errors")
+    _out(f"{changed} XMP files restored or removed, {errors} errors")
     raise typer.Exit(1 if errors else 0)
 
 
@@ -450,8 +460,9 @@ def move(
         typer.echo(f"kept in place: {_shown(shot)}: {why}", err=True)
     if outcome.marked_elsewhere:
         typer.echo(f"note: {len(outcome.marked_elsewhere)} photos (e.g. {_shown(outcome.marked_elsewhere[0])}) are marked "
-                   "reject in their XMP by an earlier scan, but this move did not judge them so: give move the "
-                   "--model, --strictness (and --burst-gap) that scan had", err=True)
+                   "reject in their XMP by an earlier scan, but this move did not judge them so: the photo changed since "
+                   "(run `cull scan` again to update its XMP), or that scan had another --model, --strictness or "
+                   "--burst-gap (give move the same)", err=True)
     moved = outcome.result
     if moved is None:
         for planned in outcome.plan.moves:
@@ -683,22 +694,26 @@ def review(
     from cull.review import ReviewOptions, load_session
     from cull.review.run import serve_review
     from cull.review.sheet import write_sheet
-    from cull.scan import ScanOptions
+    from cull.scan import ScanOptions, validate_options
 
     if html is not None:
-        from cull.report import check_output
+        from cull.report import check_output, written_through
 
         try:  # a missing or read-only folder is found before the scan, as for scan --report
-            check_output(html, "--html", (".html", ".htm"))
+            written_through(check_output(html, "--html", (".html", ".htm")), html, "--html", (".html", ".htm"))
         except ValueError as exc:
             raise _fail(str(exc)) from None
-    if not 0 <= burst_gap <= 3600:
-        raise _fail("--burst-gap must be between 0 and 3600 seconds")
+    scan_options = ScanOptions(workers=workers, strictness=strictness, bursts=bursts, burst_gap=burst_gap)
+    try:
+        validate_options(scan_options)  # --burst-gap without --bursts, a gap out of range: one line, exit 2
+        label = validate_label(label)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     card = _card(model)
     bar = progress_bar("checking")
     try:
         session, failures = load_session(
-            paths, card, ScanOptions(workers=workers, strictness=strictness, bursts=bursts, burst_gap=burst_gap),
+            paths, card, scan_options,
             ReviewOptions(show=show, xmp=XmpOptions(False, sidecar_style, label)),
             on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1),
         )

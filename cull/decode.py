@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, __version__ as PILLOW_VERSION
 
 from cull.errors import UnreadableImage
-from cull.formats import SNIFF_BYTES, is_raw, sniff, tiff_holds_raw, tiff_ifds
+from cull.formats import SNIFF_BYTES, is_raw, sniff, tiff_data_beyond_end, tiff_holds_raw, tiff_ifds
 
 log = logging.getLogger(__name__)
 
@@ -629,6 +629,8 @@ def _read_raw(path: Path, long_side: int) -> Image.Image:
             if preview is None:
                 preview = _raw_preview(raw, long_side)
             if preview is not None and max(preview.size) >= need:
+                if tiff_data_beyond_end(path):  # the preview survived, the sensor data was cut off
+                    raise DamagedRaw("damaged or truncated RAW file (its image data ends early)")
                 transpose = _RAW_FLIP.get(raw.sizes.flip)
                 return preview.transpose(transpose) if transpose is not None else preview
             if raw.sizes.width * raw.sizes.height > MAX_PIXELS_SCALED * 4:  # half size: a quarter of it

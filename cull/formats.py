@@ -120,3 +120,19 @@ def tiff_holds_raw(path: Path) -> bool:
             return bool(ifds) and any(int(getattr(p, "photometric", 0) or 0) in RAW_PHOTOMETRICS for p in ifds or ())
     except (OSError, ValueError, TypeError):
         return False
+
+
+def tiff_data_beyond_end(path: Path) -> bool:
+    """Whether any IFD or SubIFD of a TIFF-based file (DNG, NEF, CR2, ARW ...) names strips or tiles
+    that lie past the file's end: a copy cut short, whose preview near the start still decodes while
+    the sensor data at the end is gone.  False where the container does not parse."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh, tiff_ifds(fh, str(path)) as ifds:
+            for ifd in ifds or ():
+                ends = [int(o) + int(n) for o, n in zip(ifd.dataoffsets, ifd.databytecounts) if int(n)]
+                if ends and max(ends) > size:
+                    return True
+    except (OSError, ValueError, TypeError):
+        return False
+    return False

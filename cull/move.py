@@ -48,6 +48,7 @@ class PlannedMove:
     src: Path
     dst: Path
     shot: str
+    key: tuple[int, int] | None = None  # (size, mtime_ns) of src when the shot was judged and planned
 
 
 @dataclass
@@ -189,7 +190,7 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
                 break
             n += 1
         claimed.update(dsts)
-        plan.moves += [PlannedMove(f, d, str(shot.path)) for f, d in zip(files, dsts)]
+        plan.moves += [PlannedMove(f, d, str(shot.path), file_key(f)) for f, d in zip(files, dsts)]
     return plan
 
 
@@ -334,8 +335,15 @@ def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[Planned
 def _execute_shot(journal: Journal, shot: str, moves: list[PlannedMove], result: MoveResult,
                   on_file: Callable[[PlannedMove], None] | None) -> None:
     done: list[tuple[PlannedMove, Step]] = []
+    # a file of the shot changed since it was planned (the user rated it in darktable, edited it): its
+    # protection was read from the old version, so the shot is not moved now (a re-run judges it again)
+    changed = [m.src for m in moves if m.key is not None and file_key(m.src) != m.key]
+    if changed:
+        result.failed += [(src, "changed since this move judged it (rated or edited?): not moved; run cull move again")
+                          for src in changed]
+        return
     # the whole shot's plan first: after a crash, recovery can finish (or undo) the shot as a whole
-    journal.append({"op": "shot", "shot": shot, "moves": [[str(m.src), str(m.dst), *(file_key(m.src) or ())] for m in moves]})
+    journal.append({"op": "shot", "shot": shot, "moves": [[str(m.src), str(m.dst), *(m.key or file_key(m.src) or ())] for m in moves]})
     try:
         for move in moves:
             step = _move_one(journal, move.src, move.dst, shot)
@@ -420,9 +428,11 @@ class UndoResult:
 def _settle(step: Step) -> str:
     """Where an interrupted step's file really is: 'src', 'dst', 'both' (copy not yet removed) or
     'neither' (moved or deleted by someone else, or an old journal's relative path)."""
-    partial = partial_path(step.dst)
-    if partial.exists():
-        partial.unlink()  # our own incomplete copy; the source is intact
+    # our own copies cut off by a crash: a move's beside the target's file, an undo's beside the photo's
+    # (there it may already be linked under the photo's name: then it is only a second name, and must go)
+    for partial in (partial_path(step.dst), partial_path(step.src)):
+        if partial.exists():
+            partial.unlink()
     at_src, at_dst = step.src.exists(), step.dst.exists()
     if at_src and at_dst:
         return "both"

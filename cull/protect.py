@@ -301,6 +301,7 @@ def load_pyexiv2() -> ModuleType | None:
         import pyexiv2
     except ImportError:
         return None
+    pyexiv2.set_log_level(4)  # exiv2's warnings ("[warn] Directory ...") would reach the terminal raw, without a file name
     return pyexiv2
 
 
@@ -543,7 +544,23 @@ def read_user_verdict(photo: Path, partner: Path | None = None, places: Places |
     """The decision recorded in ``photo``'s sidecars by an earlier review, or None.  With
     ``unreadable_counts``, a sidecar cull cannot parse that may hold a decision or rating answers with why
     it cannot be read (not a decision: what the user decided is unknown)."""
-    return _from_sidecars(photo, partner, places, USER_VERDICT_FACT, sidecar_user_verdict, unreadable_protects=unreadable_counts)
+    found = _from_sidecars(photo, partner, places, USER_VERDICT_FACT, sidecar_user_verdict, unreadable_protects=unreadable_counts)
+    if found or photo.suffix.lower() not in EMBEDDABLE:
+        return found
+    # where `scan --embed` put cull's fields, the review wrote the decision inside the photo too: it
+    # still holds it when the photo and its sidecar part (Lightroom renames or moves only the photo)
+    fact = f"embedded-{USER_VERDICT_FACT}-{load_pyexiv2() is not None}"
+    known, value, stamp = _known(places, photo, fact)
+    if known:
+        return str(value) if value else None
+    found = _first_embedded(photo, _packet_user_verdict)
+    _learn(places, photo, stamp, fact, found)
+    return found
+
+
+def _packet_user_verdict(packet: Packet) -> str | None:
+    value = packet.get(USER_VERDICT)
+    return value if value in DECISIONS else None
 
 
 def shot_user_verdict(photo: Path, partner: Path | None = None, places: Places | None = None,

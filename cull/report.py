@@ -47,7 +47,16 @@ def file_row(path: Path, partner: Path | None = None, **fields: Any) -> dict[str
 def check_target(out: Path) -> None:
     """Raise ValueError (a usage error) when a report could not be written to ``out``: checked
     before any work is done."""
-    check_output(out, "--report", SUFFIXES)
+    written_through(check_output(out, "--report", SUFFIXES), out, "--report", SUFFIXES)
+
+
+def written_through(target: Path, out: Path, option: str, suffixes: Iterable[str]) -> None:
+    """Raise ValueError when ``out`` is a link whose target (the file a write replaces) is not named like
+    the output: ``report.csv`` leading to ``IMG_1.JPG`` would put the report in the photo's place."""
+    suffixes = tuple(suffixes)
+    if target.suffix.lower() not in suffixes:
+        raise ValueError(f"{option}: {display_path(out)} is a link to {display_path(target)}, which is not a "
+                         f"{' or '.join(suffixes)} file; not replaced")
 
 
 def check_output(out: Path, option: str, suffixes: Iterable[str], replaceable: Callable[[Path], bool] | None = None,

@@ -40,7 +40,7 @@ from cull import __version__
 from cull.cache import FactCache, default_cache_path, stamp_of
 from cull.errors import CullError, NotWritable
 from cull.formats import is_raw
-from cull.fsutil import atomic_write_bytes, fsync_dir, host_tag, temp_prefix, unlink_quietly, write_through
+from cull.fsutil import atomic_write_bytes, file_key, fsync_dir, host_tag, temp_prefix, unlink_quietly, write_through
 from cull.protect import (
     EMBEDDABLE,
     PROTECTION_FACT,
@@ -60,7 +60,7 @@ from cull.protect import (
     sidecar_protection,
     sidecar_user_verdict,
 )
-from cull.xmp import Packet, Verdict, XmpError, clear, has_cull_fields, merge, same_content
+from cull.xmp import CULL_FIELDS, Packet, Verdict, XmpError, clear, has_cull_fields, merge, same_content
 
 if TYPE_CHECKING:
     from cull.scan import PhotoResult
@@ -357,7 +357,7 @@ def write_target(target: Target, data: bytes | None, ours: bool = False) -> str:
 def _verify_cleared(target: Target) -> None:
     """After removing cull's XMP: read it back, never claim a removal that did not happen."""
     left = _read(target)
-    if left is not None and has_cull_fields(left):
+    if left is not None and has_cull_fields(left) and any(Packet(left).get(("cull", f)) is not None for f in CULL_FIELDS):
         raise CullError("cull's XMP is still in the file after removing it (this format keeps it); left as is")
 
 
@@ -608,6 +608,12 @@ def _write_results(results: Sequence[PhotoResult], options: XmpOptions, model_ve
     written: list[Path] = []
     for result in results:
         if result.decision is None:
+            continue
+        if result.judged is not None and file_key(result.path) != result.judged:
+            # moved away (a `cull move` running beside this scan), replaced or edited since it was judged:
+            # writing now would leave a sidecar without its photo, or a copy of the user's sidecar that
+            # `cull undo` later finds in its way
+            summary.errors.append((result.path, "gone or changed since it was judged, while the scan ran: not marked; scan it again"))
             continue
         score, kind = (result.photo.score, result.photo.kind) if result.photo is not None else (None, None)
         burst = (result.burst.burst, result.burst.rank, result.burst.size) if result.burst is not None else None

@@ -405,3 +405,33 @@ def test_a_refused_link_names_the_folder_that_refused_it(tmp_path):
     refused = PermissionError(errno.EACCES, "Permission denied", str(readable / "IMG_1.jpg"), None,
                               str(tmp_path / "no-such-folder" / "IMG_1.jpg"))
     assert describe_os_error(refused) == f"permission denied or read-only (folder {tmp_path / 'no-such-folder'} is not writable)"
+
+
+def test_a_shot_changed_between_plan_and_move_stays(tmp_path):
+    """The user rates a shot in darktable while `cull move --rejects` runs: its protection was read from
+    the old sidecar, so the shot stays (reported, a rerun judges it again); the others move."""
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0001", True, True, ["adobe"], 1)
+    make_shot(root, "IMG_0002", True, True, ["adobe"], 2)
+    target = root / "_culled"
+    plan = plan_moves(shots_under(root), root, target)
+    (root / "IMG_0002.xmp").write_bytes(b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/> rated 5 stars meanwhile')
+    result = execute(plan, root, target)
+    assert sorted(p.name for p in root.iterdir() if p.is_file()) == ["IMG_0002.CR2", "IMG_0002.JPG", "IMG_0002.xmp"]
+    assert [(src.name, why.split(":")[0]) for src, why in result.failed] == [("IMG_0002.xmp", "changed since this move judged it (rated or edited?)")]
+    assert undo(target).restored == 3
+
+
+def test_recovery_removes_an_undo_s_copy_left_beside_the_photo(tmp_path):
+    """An undo from another device killed after linking its verified copy under the photo's name, before
+    removing the copy's temporary name: recovery removes `.NAME.cull-partial` beside the photo."""
+    from cull.journal import Step
+    from cull.move import _settle, partial_path
+
+    src, dst = tmp_path / "lib" / "IMG_1.JPG", tmp_path / "t" / "IMG_1.JPG"
+    src.parent.mkdir()
+    dst.parent.mkdir()
+    src.write_bytes(b"photo")
+    partial = partial_path(src)
+    os.link(src, partial)
+    assert _settle(Step(src, dst, 5, "", 0, "IMG_1.JPG")) == "src" and not partial.exists() and src.read_bytes() == b"photo"

@@ -196,3 +196,51 @@ def test_a_folder_that_cannot_be_searched_is_reported_not_a_traceback(tmp_path):
         assert result.exit_code == 1 and "Traceback" not in result.output and "locked" in result.stderr
     finally:
         locked.chmod(0o755)
+
+
+def test_a_report_or_sheet_through_a_link_never_replaces_a_photo(tmp_path):
+    """report.csv (or sheet.html) that is a link to a photo: refused before any work; the photo intact."""
+    photo = save(sharp_image(0, 0.25), tmp_path / "lib" / "kodim.jpg")
+    before = photo.read_bytes()
+    (tmp_path / "lib" / "report.csv").symlink_to(photo)
+    (tmp_path / "sheet.html").symlink_to(photo)
+    runner = CliRunner()
+    scan = runner.invoke(app, ["scan", str(tmp_path / "lib"), "--report", str(tmp_path / "lib" / "report.csv"), "-j1"])
+    assert scan.exit_code == 2 and "is a link to" in scan.stderr and "not replaced" in scan.stderr
+    review = runner.invoke(app, ["review", str(tmp_path / "lib"), "--html", str(tmp_path / "sheet.html"), "-j1"])
+    assert review.exit_code == 2 and "is a link to" in review.stderr
+    assert photo.read_bytes() == before
+
+
+def test_review_refuses_a_burst_gap_without_bursts_and_an_empty_label(tmp_path):
+    runner = CliRunner()
+    gap = runner.invoke(app, ["review", str(tmp_path), "--burst-gap", "5", "--html", str(tmp_path / "s.html")])
+    assert gap.exit_code == 2 and "Traceback" not in gap.output and "--bursts" in gap.stderr
+    label = runner.invoke(app, ["review", str(tmp_path), "--label", "", "--html", str(tmp_path / "s.html")])
+    assert label.exit_code == 2 and "Traceback" not in label.output
+
+
+def test_a_reader_that_goes_away_does_not_lose_the_scan(tmp_path):
+    """`cull scan DIR | head -1`: the listing stops, the scan's sidecars and report are still written."""
+    for i in range(40):
+        save(blurred_image(i % 4, 6).resize((200, 150)), tmp_path / "lib" / f"b{i:02d}.jpg")
+    report = tmp_path / "r.jsonl"
+    env = {**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "cull", "scan", str(tmp_path / "lib"), "-j1", "--show", "all",
+                             "--report", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` exits
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert len(list((tmp_path / "lib").glob("*.jpg.xmp"))) == 40 and len(report.read_text().splitlines()) == 40
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_contact_sheet_names_a_non_utf8_photo_escaped(tmp_path):
+    folder = tmp_path / "H"
+    folder.mkdir()
+    save(blurred_image(0, 6).resize((300, 200)), Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.jpg")))
+    result = CliRunner().invoke(app, ["review", str(folder), "--html", str(tmp_path / "sheet.html"), "-j1"])
+    assert result.exit_code == 0, result.output
+    assert "caf\\xe9.jpg" in (tmp_path / "sheet.html").read_text(encoding="utf-8")

@@ -55,3 +55,19 @@ def test_a_truncated_raw_is_reported_damaged_not_judged_by_its_thumbnail(tmp_pat
     assert "Unexpected end of file" not in capfd.readouterr().err  # LibRaw's own line stays off the terminal
     path.write_bytes(data)
     assert decode_gray(path, 1024).shape == (256, 384)
+
+
+def test_a_raw_cut_short_after_its_preview_is_reported_not_judged(tmp_path):
+    """A copy interrupted in the sensor data: the full-size preview near the start still decodes, but the
+    file is damaged: an error (exit 1), not a verdict on the preview; the whole file is judged as before."""
+    from tests.conftest import save
+    from tests.rawfiles import write_dng
+
+    preview = save(sharp_image(0).resize((640, 427)), tmp_path / "p.jpg", quality=90)
+    whole = tmp_path / "IMG_1.DNG"
+    write_dng(preview, whole)
+    assert decode_gray(whole, 640).shape == (427, 640)
+    cut = tmp_path / "IMG_2.DNG"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size - 640 * 427])  # half the 16-bit CFA is gone
+    with pytest.raises(UnreadableImage, match=r"^damaged or truncated RAW file \(its image data ends early\)$"):
+        decode_gray(cut, 640)

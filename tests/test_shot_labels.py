@@ -66,3 +66,30 @@ def test_a_colour_added_later_elsewhere_is_honoured_by_the_next_scan(tmp_path):
     (tmp_path / "P.xmp").write_bytes(user_xmp(Label="Green"))  # the user gives the RAW a colour in Lightroom
     write_results(results, XmpOptions(), "test-model")
     assert labels(tmp_path / "P.JPG.xmp")[0] is None  # cull's yellow taken back, the user's green stands
+
+
+def test_a_photo_moved_or_changed_since_it_was_judged_gets_no_sidecar(tmp_path):
+    """`cull move` ran beside the scan and moved the shot before its XMP was written: no sidecar is left
+    behind without its photo (and no copy of the user's sidecar in undo's way); reported as an error."""
+    photo = tmp_path / "N.JPG"
+    photo.write_bytes(FAKE_JPEG)
+    judged = (photo.stat().st_size, photo.stat().st_mtime_ns)
+    result = PhotoResult(photo, None, PhotoScore(0.6, 9, "motion"), Decision(Call.UNCERTAIN, "test"), judged=judged)
+    photo.rename(tmp_path / "elsewhere.jpg")
+    summary = write_results([result], XmpOptions(), "test-model")
+    assert [(p.name, why.split(",")[0]) for p, why in summary.errors] == [("N.JPG", "gone or changed since it was judged")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.jpg"]
+
+
+def test_u_in_cull_review_adds_no_yellow_where_the_shot_has_the_user_s_colour(tmp_path):
+    from cull.review.decisions import write_decision
+
+    (tmp_path / "P.JPG").write_bytes(FAKE_JPEG)
+    (tmp_path / "P.CR2").write_bytes(b"II*\x00 raw")
+    (tmp_path / "P.xmp").write_bytes(user_xmp(Label="Red"))  # Lightroom's colour on the RAW
+    (tmp_path / "N.JPG").write_bytes(FAKE_JPEG)
+    write_decision([tmp_path / "P.JPG", tmp_path / "P.CR2"], "uncertain", XmpOptions())
+    write_decision([tmp_path / "N.JPG"], "uncertain", XmpOptions())
+    assert read_fields((tmp_path / "P.xmp").read_bytes()).get("xmp:Label") == "Red"
+    assert all(labels(p)[0] in (None, "Red") for p in tmp_path.glob("P*.xmp"))
+    assert labels(tmp_path / "N.JPG.xmp")[0] == "Yellow"

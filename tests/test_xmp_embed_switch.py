@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cull.cli import app
 from cull.protect import load_pyexiv2
 from cull.sidecars import read_embedded
-from cull.xmp import read_fields
+from cull.xmp import Packet, read_fields
 
 pytestmark = pytest.mark.skipif(load_pyexiv2() is None, reason="--embed needs pyexiv2")
 PHOTO = Path(__file__).resolve().parent.parent / "examples" / "photos" / "kodim13_defocus.jpg"  # reject at strict only
@@ -104,3 +104,39 @@ def test_a_rescan_of_an_unchanged_folder_looks_into_no_photo_for_embedded_fields
     monkeypatch.setattr(cull.sidecars, "scan_packets", lambda photo: read.append(photo) or original(photo))
     scan(folder)
     assert read == []
+
+
+def test_a_review_decision_inside_the_photo_stands_when_its_sidecar_is_left_behind(tmp_path):
+    """`scan --embed`, U in cull review (the decision goes inside the JPEG too), then Lightroom renames
+    the JPEG and leaves `IMG.jpg.xmp` behind: the next scan and move still read the user's decision."""
+    from cull.review.decisions import write_decision
+    from cull.sidecars import XmpOptions
+
+    photo = tmp_path / "lib" / "IMG_1.jpg"
+    photo.parent.mkdir()
+    shutil.copyfile(PHOTO, photo)
+    scan(photo.parent, "--embed", "--strictness", "strict")
+    assert embedded_rating(photo) == "-1"
+    write_decision([photo], "uncertain", XmpOptions(True))
+    assert Packet(read_embedded(photo)).get(("cull", "UserVerdict")) == "uncertain"
+    renamed = photo.rename(photo.with_name("beach.jpg"))
+    scan(photo.parent, "--embed", "--strictness", "strict")
+    assert embedded_rating(renamed) != "-1"
+    moved = CliRunner().invoke(app, ["move", str(photo.parent), "--rejects", "--strictness", "strict", "-j1"])
+    assert moved.exit_code == 0 and renamed.exists()
+
+
+def test_xmp_clear_after_a_review_decision_inside_the_photo_succeeds(tmp_path):
+    """The user's decision fields left inside the photo are the user's, not cull's XMP left behind."""
+    from cull.review.decisions import write_decision
+    from cull.sidecars import XmpOptions
+
+    photo = tmp_path / "lib" / "blur.jpg"
+    photo.parent.mkdir()
+    shutil.copyfile(PHOTO, photo)
+    scan(photo.parent, "--embed", "--strictness", "strict")
+    write_decision([photo], "uncertain", XmpOptions(True))
+    scan(photo.parent, "--embed", "--strictness", "strict")
+    cleared = CliRunner().invoke(app, ["xmp", "clear", str(photo.parent)])
+    assert cleared.exit_code == 0, cleared.output
+    assert Packet(read_embedded(photo)).get(("cull", "UserVerdict")) == "uncertain"

@@ -32,7 +32,7 @@ from cull.protect import (  # noqa: F401 - read_user_verdict / apply_user_verdic
     read_sidecar, read_user_verdict,
 )
 from cull.sidecars import Target, XmpOptions, check_writable, targets_for, write_target
-from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear, has_cull_fields
+from cull.xmp import GOOD, LABEL, PICK, PICK_LABEL, RATING, Packet, XmpError, clear, has_cull_fields, user_labels
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def user_packet(existing: bytes | None, decision: str, label: str = "Yellow") -> bytes:
+def user_packet(existing: bytes | None, decision: str, label: str = "Yellow", held: frozenset[str] = frozenset()) -> bytes:
     """``existing`` (or a new packet) with cull's fields removed and the user's ``decision`` set.
 
     What the decision changes (a star rating, a pick flag, labels) is recorded in ``cull:UserPrior``,
@@ -64,7 +64,7 @@ def user_packet(existing: bytes | None, decision: str, label: str = "Yellow") ->
     packet = Packet(clear(existing) if existing is not None and existing.strip() else None)
     _put_back_prior(packet)
     record: dict[str, dict[str, str | None]] = {}
-    for prop, value in _changes(packet, decision, label):
+    for prop, value in _changes(packet, decision, label, held):
         before = packet.get(prop)
         if before == value:
             continue
@@ -79,16 +79,19 @@ def user_packet(existing: bytes | None, decision: str, label: str = "Yellow") ->
     return packet.serialize()
 
 
-def _changes(packet: Packet, decision: str, label: str) -> list[tuple[tuple[str, str], str | None]]:
-    """The fields ``decision`` sets (None: removes) on ``packet``."""
+def _changes(packet: Packet, decision: str, label: str, held: frozenset[str] = frozenset()) -> list[tuple[tuple[str, str], str | None]]:
+    """The fields ``decision`` sets (None: removes) on ``packet``. ``held``: the uncertain fields the
+    user owns elsewhere in the shot (as for ``cull scan``: one shot never shows two colours)."""
     if decision == "reject":
         return [(RATING, "-1"), (PICK, "-1"), (GOOD, "False"), (PICK_LABEL, "1")]
     unrejected = [(RATING, None)] if _int(packet.get(RATING)) == -1 else []
     if decision == "keep":
         return [(PICK, "1"), (GOOD, "True"), (PICK_LABEL, "3"), *unrejected]
-    return [(PICK, None), (GOOD, None), (PICK_LABEL, "2"), *unrejected, *([] if packet.get(LABEL) else [(LABEL, label)])]
+    coloured = packet.get(LABEL) or _LABEL_KEY in user_labels(packet) | held
+    return [(PICK, None), (GOOD, None), (PICK_LABEL, "2"), *unrejected, *([] if coloured else [(LABEL, label)])]
 
 
+_LABEL_KEY = f"{LABEL[0]}:{LABEL[1]}"
 USER_PRIOR = ("cull", "UserPrior")  # what the last decision made in `cull review` changed: {field: {was, set}} (JSON)
 
 
@@ -151,13 +154,14 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
     """
     planned: list[Write] = []
     sidecar_options = XmpOptions(False, options.sidecar_style, options.label)
+    held = _held_labels(photos, sidecar_options)
     for photo in photos:
         partner = next((p for p in photos if p != photo), None)
         for path in _sidecars(photo, sidecar_options, partner):
             try:
                 before = read_sidecar(path)
                 check_writable(path)
-                after = user_packet(before, decision, options.label)
+                after = user_packet(before, decision, options.label, held)
             except XmpError as exc:
                 raise DecisionError(f"{path.name}: existing XMP left untouched: {exc}") from None
             except CullError as exc:
@@ -166,7 +170,7 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
                 raise DecisionError(f"{path.name}: {exc.strerror or exc}") from None
             if before != after:
                 planned.append(Write(path, before, after))
-        planned += _embedded_plan(photo, decision, options.label)
+        planned += _embedded_plan(photo, decision, options.label, held)
     done: list[Write] = []
     try:
         for write in planned:
@@ -179,6 +183,32 @@ def write_decision(photos: list[Path], decision: str, options: XmpOptions) -> li
         what = getattr(exc, "filename", None) or "XMP"
         raise DecisionError(f"cannot write {what}: {getattr(exc, 'strerror', None) or exc}") from None
     return done
+
+
+def _held_labels(photos: list[Path], options: XmpOptions) -> frozenset[str]:
+    """The uncertain fields the user owns anywhere in the shot (its sidecars, darktable's or digiKam's own
+    colour, inside the photo), not counting what an earlier decision of the review wrote there."""
+    held: set[str] = set()
+    for photo in photos:
+        partner = next((p for p in photos if p != photo), None)
+        packets = []
+        for path in _sidecars(photo, options, partner):
+            try:
+                packets.append(read_sidecar(path))
+            except (OSError, CullError):
+                continue
+        if photo.suffix.lower() in EMBEDDABLE:
+            packets += embedded_packets(photo)
+        for data in packets:
+            if data is None:
+                continue
+            try:
+                packet = Packet(clear(data) if data.strip() else None)
+                _put_back_prior(packet)
+                held |= user_labels(packet)
+            except XmpError:
+                continue
+    return frozenset(held)
 
 
 def _sidecars(photo: Path, options: XmpOptions, partner: Path | None) -> list[Path]:
@@ -200,7 +230,7 @@ def write_decisions(plan: Sequence[tuple[list[Path], str]], options: XmpOptions)
     return done
 
 
-def _embedded_plan(photo: Path, decision: str, label: str) -> list[Write]:
+def _embedded_plan(photo: Path, decision: str, label: str, held: frozenset[str] = frozenset()) -> list[Write]:
     """Where `cull scan --embed` put its verdict inside the photo, the decision goes there too
     (Lightroom reads only that for JPEG/TIFF/DNG); never into a photo cull has not written into."""
     if photo.suffix.lower() not in EMBEDDABLE or load_pyexiv2() is None:
@@ -215,7 +245,7 @@ def _embedded_plan(photo: Path, decision: str, label: str) -> list[Write]:
         if not has_cull_fields(before):
             return []
         check_writable(photo)
-        return [Write(photo, before, user_packet(before, decision, label), embedded=True)]
+        return [Write(photo, before, user_packet(before, decision, label, held), embedded=True)]
     except XmpError as exc:
         raise DecisionError(f"{photo.name}: embedded XMP left untouched: {exc}") from None
     except CullError as exc:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from cull.errors import CullError
 from cull.fsutil import atomic_write_text
+from cull.report import display_path
 from cull.review.imaging import Detail, encode
 from cull.review.session import ReviewSession
 
@@ -69,8 +70,9 @@ def render_sheet(session: ReviewSession, progress: Callable[[], None] | None = N
         if item.protection_note:
             parts.append(f'<span class="badge protected">{esc(item.protection_note)}</span>')
         parts.append(f'<span class="dim">{esc(score)}{" · " + esc(item.kind) if item.kind else ""}'
-                     f'{" · + " + esc(item.partner.name) if item.partner else ""}</span>')
-        name = (facts["where"] + "/" if facts["where"] else "") + item.path.name
+                     f'{" · + " + esc(display_path(item.partner.name)) if item.partner else ""}</span>')
+        # a name that is not UTF-8 (caf\xe9.jpg) is shown escaped, as on the terminal: the page is UTF-8
+        name = display_path((facts["where"] + "/" if facts["where"] else "") + item.path.name)
         try:
             thumb = f'<img src="{data_uri(session.thumbnail(item.id), "image/jpeg")}" alt="{esc(name)}">'
             detail = session.detail(item.id)
