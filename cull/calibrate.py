@@ -36,7 +36,7 @@ from typing import Any
 from cull.card import CARD_FORMAT, STRICTNESS_LEVELS, ModelCard, Thresholds, default_card_path, file_sha256, load_card
 from cull.decide import verdict_for
 from cull.errors import DatasetError, ModelError
-from cull.evaluate import LabelledPhoto, label_warnings, labelled_tree
+from cull.evaluate import LabelledPhoto, label_warnings, labelled_tree, raw_judging_below
 from cull.fsutil import atomic_write_text
 from cull.report import display_path, json_object
 from cull.runner import analyse_paths
@@ -319,10 +319,10 @@ def choose_texture(tried: dict[float, list[Scored]], base_std: float, fits: dict
 Copies = list[tuple[LabelledPhoto, LabelledPhoto]]  # (a copy left out, the photo it copies)
 
 
-def count_photos(folder: Path) -> tuple[list[LabelledPhoto], list[Scored], int, int, Copies]:
+def count_photos(folder: Path, judge_raw_below: int = 0) -> tuple[list[LabelledPhoto], list[Scored], int, int, Copies]:
     """The labelled photos, what could not be read under the labelled folders (as unscored errors), how
     many photos are sharp / blurred, and the copies left out. Raises DatasetError when too few."""
-    photos, unreadable = labelled_tree(folder)
+    photos, unreadable = labelled_tree(folder, judge_raw_below)
     photos, copies = drop_copies(photos)
     n_sharp = sum(p.sharp for p in photos)
     n_blurred = len(photos) - n_sharp
@@ -376,7 +376,7 @@ def calibrate(
     leave-one-out decisions kept (see choose_texture).  Raises DatasetError when a class has fewer
     than MIN_PER_CLASS usable photos (shots: a RAW+JPEG pair counts once).
     """
-    photos, unreadable, n_sharp, n_blurred, copies = count_photos(folder)
+    photos, unreadable, n_sharp, n_blurred, copies = count_photos(folder, raw_judging_below(base))
     candidates = sorted({max(base.analysis.min_std * f, min(MIN_TEXTURE, base.analysis.min_std))
                          for f in (TEXTURE_FACTORS if fit_texture else (1.0,))})
     if progress is not None:

@@ -47,10 +47,12 @@ def is_hidden_or_system(name: str) -> bool:
     return name.startswith(".") or lowered in SYSTEM_DIRS or lowered.startswith(".trash")
 
 
-def discover(roots: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[Shot | Skipped]:
+def discover(roots: Iterable[Path], exclude: Iterable[Path] = (), judge_raw_below: int = 0) -> Iterator[Shot | Skipped]:
     """Yield every Shot (and every Skipped problem) under ``roots`` in a stable, sorted order.
 
     A root may also be a single photo file.  ``exclude`` folders (e.g. a move target) are not entered.
+    ``judge_raw_below``: a RAW+JPEG shot whose JPEG's long side is under this is judged by its RAW (see
+    pair_shots).
     """
     excluded = set()  # (st_dev, st_ino) of folders not to enter: no path resolving per folder
     for folder in exclude:
@@ -74,18 +76,18 @@ def discover(roots: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[Sh
             continue
         if stat.S_ISREG(info.st_mode):
             if _real(root) not in seen_files:
-                shot = _shot_of_file(root, listings)  # a photo named on the command line keeps its RAW/JPEG partner
+                shot = _shot_of_file(root, listings, judge_raw_below)  # a photo named on the command line keeps its RAW/JPEG partner
                 members = [shot.path] + ([shot.partner] if shot.partner is not None else [])
                 if not any(_real(member) in seen_files for member in members):
                     seen_files.update(_real(member) for member in members)
                     yield shot
         elif stat.S_ISDIR(info.st_mode):
-            yield from _walk(root, visited, excluded, seen_files)
+            yield from _walk(root, visited, excluded, seen_files, judge_raw_below)
         else:
             yield Skipped(root, f"not a regular file ({file_type(info.st_mode)})")
 
 
-def _shot_of_file(path: Path, listings: dict[Path, dict[str, list[Path]]]) -> Shot:
+def _shot_of_file(path: Path, listings: dict[Path, dict[str, list[Path]]], judge_raw_below: int = 0) -> Shot:
     """The shot a photo given by name belongs to, paired as a scan of its folder pairs it (``cull scan
     card/*`` names both files of a RAW+JPEG pair: one shot, one verdict, the partner's rating honoured).
     ``listings``: each folder's photos by lower-case stem, listed once for many named files."""
@@ -102,7 +104,7 @@ def _shot_of_file(path: Path, listings: dict[Path, dict[str, list[Path]]]) -> Sh
         except OSError:
             pass  # judged alone, as before
         listings[folder] = by_stem
-    for shot in pair_shots(listings[folder].get(path.stem.lower(), [])):
+    for shot in pair_shots(listings[folder].get(path.stem.lower(), []), judge_raw_below):
         if path.name in (shot.path.name, shot.partner.name if shot.partner else None):
             return shot
     return Shot(path)
@@ -116,7 +118,8 @@ def _real(path: Path) -> Path:
 
 
 def _walk(
-    top: Path, visited: set[tuple[int, int]], excluded: set[tuple[int, int]], seen_files: set[Path]
+    top: Path, visited: set[tuple[int, int]], excluded: set[tuple[int, int]], seen_files: set[Path],
+    judge_raw_below: int = 0,
 ) -> Iterator[Shot | Skipped]:
     """Depth first, a folder's own photos before its sub-folders, both sorted by name.  Iterative
     (an explicit stack), so no nesting depth can exhaust Python's recursion limit."""
@@ -124,12 +127,13 @@ def _walk(
     while stack:
         folder = stack.pop()
         subfolders: list[Path] = []
-        yield from _list_folder(folder, visited, excluded, seen_files, subfolders)
+        yield from _list_folder(folder, visited, excluded, seen_files, subfolders, judge_raw_below)
         stack.extend(reversed(subfolders))
 
 
 def _list_folder(
-    folder: Path, visited: set[tuple[int, int]], excluded: set[tuple[int, int]], seen_files: set[Path], subfolders: list[Path]
+    folder: Path, visited: set[tuple[int, int]], excluded: set[tuple[int, int]], seen_files: set[Path], subfolders: list[Path],
+    judge_raw_below: int = 0,
 ) -> Iterator[Shot | Skipped]:
     """The shots and problems of one folder; its sub-folders are appended to ``subfolders``."""
     try:
@@ -174,7 +178,7 @@ def _list_folder(
         elif is_photo(path) and not entry.name.startswith("."):
             yield Skipped(path, _not_a_file_reason(path))
     real_folder = _real(folder)  # once per folder: a file that is no link resolves to real_folder / name
-    for shot in pair_shots(photos):
+    for shot in pair_shots(photos, judge_raw_below):
         real = _real(shot.path) if shot.path.name in links else real_folder / shot.path.name
         if real in seen_files:
             continue
@@ -192,9 +196,11 @@ def _not_a_file_reason(path: Path) -> str:
     return f"not a regular file ({file_type(info.st_mode)})"
 
 
-def pair_shots(photos: list[Path]) -> list[Shot]:
+def pair_shots(photos: list[Path], judge_raw_below: int = 0) -> list[Shot]:
     """Group files of one folder into shots: a RAW and a JPEG (or other raster) sharing a stem are one
-    shot, scored through the raster (cheaper to decode, same moment)."""
+    shot, scored through the raster (cheaper to decode, same moment), unless the raster's long side is
+    under ``judge_raw_below`` px (a camera's small JPEG beside its RAW, RAW+S): then through the RAW,
+    whose full-size preview shows the blur at the analysis scale, where a small JPEG has shrunk it."""
     by_stem: dict[str, list[Path]] = {}
     for path in photos:
         by_stem.setdefault(path.stem.lower(), []).append(path)
@@ -203,13 +209,28 @@ def pair_shots(photos: list[Path]) -> list[Shot]:
         group = by_stem[stem]
         raws = [p for p in group if is_raw(p)]
         rasters = sorted((p for p in group if not is_raw(p)), key=lambda p: (p.suffix.lower() not in JPEG_EXTENSIONS, p.name))
-        if raws and rasters:
+        if raws and rasters and _long_side(rasters[0]) < judge_raw_below:
+            shots.append(Shot(raws[0], rasters[0]))
+            rest = raws[1:] + rasters[1:]
+        elif raws and rasters:
             shots.append(Shot(rasters[0], raws[0]))
             rest = raws[1:] + rasters[1:]
         else:
             rest = group
         shots.extend(Shot(p) for p in rest)
     return sorted(shots, key=lambda s: s.path.name)
+
+
+def _long_side(path: Path) -> int:
+    """The long side of a raster photo from its header (no decode); a large number when it cannot be read
+    (the raster stays the judged file, and its decode reports the problem)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return max(image.size)
+    except Exception:  # noqa: BLE001 - any unreadable header: judged (and reported) as before
+        return 1 << 30
 
 
 __all__ = ["CULLED_DIR", "RAW_EXTENSIONS", "Shot", "Skipped", "discover", "pair_shots"]

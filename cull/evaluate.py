@@ -3,7 +3,8 @@
 A labelled folder holds ``sharp*/`` sub-folders (in focus) and any ``*blur*/`` sub-folders
 (out of focus), e.g. the blur-dataset layout sharp/, defocused_blurred/, motion_blurred/; a name
 that says it is not blurred (unblurred/, deblurred/, not_blurry/, no-blur/...) labels no blurred class.
-A RAW+JPEG pair is one labelled photo (one shot, scored through the JPEG as `cull scan` does), and
+A RAW+JPEG pair is one labelled photo (one shot, scored as `cull scan` scores it: through the JPEG, or the RAW
+beside a small JPEG), and
 a file labelled both sharp and blurred (the same file reached through a link) is left out of both.
 """
 
@@ -21,6 +22,7 @@ from cull.analyse import Analysis
 from cull.card import ModelCard
 from cull.fsutil import file_sha256
 from cull.decide import Verdict, decide
+from cull.decode import SCALE_TOLERANCE
 from cull.discover import Skipped, discover, is_hidden_or_system
 from cull.errors import DatasetError
 from cull.report import display_path, json_object
@@ -63,6 +65,12 @@ def folder_label(name: str) -> bool | None:
     return None
 
 
+def raw_judging_below(card: ModelCard) -> int:
+    """The JPEG long side under which a RAW+JPEG shot is judged by its RAW (cull.discover.pair_shots):
+    a JPEG that DCT scaling cannot bring within SCALE_TOLERANCE of the card's analysis scale."""
+    return round(card.analysis.long_side / SCALE_TOLERANCE)
+
+
 def labelled_photos(root: Path) -> list[LabelledPhoto]:
     """Every photo under ``root``'s labelled sub-folders, sorted. Raises DatasetError if unusable."""
     return labelled_tree(root)[0]
@@ -79,11 +87,12 @@ def _empty_classes(subfolders: list[Path], photos: list[LabelledPhoto]) -> str:
     return "".join(f"; {text}" for text in empty)
 
 
-def labelled_tree(root: Path) -> tuple[list[LabelledPhoto], list[tuple[LabelledPhoto, str]]]:
+def labelled_tree(root: Path, judge_raw_below: int = 0) -> tuple[list[LabelledPhoto], list[tuple[LabelledPhoto, str]]]:
     """Every shot under ``root``'s labelled sub-folders (walked as ``cull scan`` walks a folder: hidden
     files and folders left out, folder links followed once, a RAW+JPEG pair one photo), and what could
     not be used there, with why (a dangling link, a folder that cannot be listed, a file labelled both
-    sharp and blurred...). Raises DatasetError if unusable."""
+    sharp and blurred...). ``judge_raw_below``: as for discover (RAW+S shots judged by the RAW, as a scan
+    judges them). Raises DatasetError if unusable."""
     root = Path(root)
     try:
         subfolders = sorted(p for p in root.iterdir() if _is_folder(p))
@@ -97,7 +106,7 @@ def labelled_tree(root: Path) -> tuple[list[LabelledPhoto], list[tuple[LabelledP
         label = folder_label(sub.name)
         if label is None or is_hidden_or_system(sub.name):
             continue
-        for found in discover([sub]):
+        for found in discover([sub], judge_raw_below=judge_raw_below):
             if isinstance(found, Skipped):
                 if found.error:
                     skipped.append((LabelledPhoto(found.path, label, sub.name), found.reason))
@@ -237,7 +246,7 @@ class ScoredPhoto:
 
 def score_folder(root: Path, card: ModelCard, *, workers: int = 1, progress: Any = None) -> list[ScoredPhoto]:
     """Analyse every labelled photo under ``root`` once (model score and Laplacian statistic)."""
-    photos, unreadable = labelled_tree(root)
+    photos, unreadable = labelled_tree(root, raw_judging_below(card))
     by_path = {p.path: p for p in photos}
     analyses: dict[Path, Analysis] = {}
     for analysis in analyse_paths(by_path, card, workers=workers, with_laplacian=True):

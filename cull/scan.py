@@ -22,6 +22,7 @@ from cull.capture import CAPTURE_VERSION, read_capture
 from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
+from cull.evaluate import raw_judging_below
 from cull.report import file_row
 from cull.protect import Places, apply_user_verdicts, shot_protection, shot_user_rejection, shot_user_verdict
 from cull.runner import analyse_paths
@@ -136,7 +137,8 @@ def scan(
     started = time.monotonic()
     outcome = ScanResult()
     shots: list[Shot] = []
-    for item in discover(roots, options.exclude):
+    # a RAW+JPEG shot whose JPEG is well under the analysis scale (RAW+S) is judged by the RAW's preview
+    for item in discover(roots, options.exclude, judge_raw_below=raw_judging_below(card)):
         (shots if isinstance(item, Shot) else outcome.skipped).append(item)  # type: ignore[arg-type]
     if on_total:
         on_total(len(shots))

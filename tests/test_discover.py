@@ -137,3 +137,21 @@ def test_photos_named_as_files_keep_their_raw_jpeg_partner(tmp_path):
         assert not [s for s in skipped if s.error]
     shots, _ = shots_and_skips(tmp_path / "img_3.nef", tmp_path / "IMG_2.jpg")
     assert [(s.path.name, s.partner.name if s.partner else None) for s in shots] == [("IMG_3.jpg", "img_3.nef"), ("IMG_2.jpg", None)]
+
+
+def test_a_raw_beside_a_small_jpeg_is_the_file_judged(tmp_path):
+    """RAW+S: a JPEG under the analysis scale shows blur shrunk with it, so the RAW (its full-size
+    preview) is judged; a JPEG large enough, or one whose header cannot be read, stays the judged file."""
+    from PIL import Image
+
+    Image.new("RGB", (720, 480)).save(tmp_path / "IMG_1.JPG")
+    Image.new("RGB", (1600, 1067)).save(tmp_path / "IMG_2.JPG")
+    (tmp_path / "IMG_3.JPG").write_bytes(b"\xff\xd8 broken")
+    for stem in ("IMG_1", "IMG_2", "IMG_3"):
+        touch(tmp_path / f"{stem}.CR2")
+    shots, _ = shots_and_skips(tmp_path, judge_raw_below=1309)
+    assert [(s.path.name, s.partner.name if s.partner else None) for s in shots] == [
+        ("IMG_1.CR2", "IMG_1.JPG"), ("IMG_2.JPG", "IMG_2.CR2"), ("IMG_3.JPG", "IMG_3.CR2")]
+    assert [s.path.name for s in shots_and_skips(tmp_path)[0]] == ["IMG_1.JPG", "IMG_2.JPG", "IMG_3.JPG"]
+    named, _ = shots_and_skips(tmp_path / "IMG_1.JPG", judge_raw_below=1309)
+    assert [(s.path.name, s.partner.name) for s in named] == [("IMG_1.CR2", "IMG_1.JPG")]

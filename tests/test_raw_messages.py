@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,37 @@ def test_a_raw_cut_short_after_its_preview_is_reported_not_judged(tmp_path):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size - 640 * 427])  # half the 16-bit CFA is gone
     with pytest.raises(UnreadableImage, match=r"^damaged or truncated RAW file \(its image data ends early\)$"):
         decode_gray(cut, 640)
+
+
+def test_raw_plus_small_jpeg_is_judged_by_the_raw_preview(tmp_path):
+    """A mildly blurred shot as RAW+S: its half-size JPEG hides the blur (kept outright), its RAW's
+    full-size preview shows it: the scan judges the RAW, and writes the verdict beside both files."""
+    import json
+
+    from PIL import ImageFilter
+    from typer.testing import CliRunner
+
+    from cull.cli import app
+    from tests.conftest import SHARED_DATA, save
+    from tests.rawfiles import write_dng
+
+    source = SHARED_DATA / "sharp" / "urban100" / "img_020_SRF_4_HR.jpg"  # 1280 px, native detail
+    if not source.exists():
+        pytest.skip("needs ../shared/data/sharp")
+    from PIL import Image
+
+    big = Image.open(source).convert("RGB").filter(ImageFilter.GaussianBlur(1.4))
+    small = big.resize((big.width // 2, big.height // 2), Image.Resampling.LANCZOS)
+    alone = save(small, tmp_path / "alone" / "IMG_1.JPG", quality=80)
+    judged_alone = CliRunner().invoke(app, ["scan", str(alone), "-j1", "--dry-run", "--show", "all"])
+    assert judged_alone.stdout.split()[0] == "keep"  # the small JPEG hides the blur
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_dng(save(big, tmp_path / "preview.jpg", quality=92), lib / "IMG_1.DNG")
+    save(small, lib / "IMG_1.JPG", quality=80)
+    report = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(app, ["scan", str(lib), "-j1", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(report.read_text())
+    assert (Path(row["path"]).name, Path(row["partner"]).name, row["verdict"]) == ("IMG_1.DNG", "IMG_1.JPG", "reject")
+    assert sorted(p.name for p in lib.glob("*.xmp")) == ["IMG_1.DNG.xmp", "IMG_1.JPG.xmp"]
