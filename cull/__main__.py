@@ -13,9 +13,11 @@ def main() -> None:
     from cull.forkserver import start_early
 
     _stop_cleanly_on_termination()
-    start_early(sys.argv[1:])  # the workers' fork server loads on another core while the command line does
-    from cull.cli import app
-
+    try:
+        start_early(sys.argv[1:])  # the workers' fork server loads on another core while the command line does
+        from cull.cli import app
+    except KeyboardInterrupt:  # Ctrl-C while the command is still loading: nothing done yet, no traceback
+        sys.exit(130)
     app(prog_name="cull")
 
 

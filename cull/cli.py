@@ -168,11 +168,25 @@ def scan(
             if callable(handler):
                 signal.signal(getattr(signal, name), handler)
     bar = progress_bar("scanning")
+    counted = {"done": 0, "total": 0}  # for the line after a Ctrl-C (a bar off a terminal counts nothing)
+
+    def on_total(n: int) -> None:
+        set_total(bar, n)
+        counted["total"] = n
+
+    def on_result(_result: object) -> None:
+        bar.update(1)
+        counted["done"] += 1
+
     try:
         began = time.monotonic()
-        result = run_scan(paths, card, options, on_total=lambda n: set_total(bar, n), on_result=lambda r: bar.update(1))
+        result = run_scan(paths, card, options, on_total=on_total, on_result=on_result)
     except CullError as exc:
         raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        bar.close()
+        raise _fail(f"interrupted after {counted['done']} of {counted['total'] or '?'} photos (their scores are kept in the cache: a "
+                     "rerun goes on from there); no XMP and no report written", 130) from None
     finally:  # Ctrl-C included: the tasks in flight are cancelled, a local runtime stops
         bar.close()
         if ray_address is not None:
@@ -191,6 +205,9 @@ def scan(
             written = write_results(result.results, XmpOptions(embed, sidecar_style, label), card.version, use_cache=not no_cache)
         except CullError as exc:
             raise _fail(str(exc)) from None
+        except KeyboardInterrupt:  # each XMP file is written whole (atomic): some are, the others are not yet
+            raise _fail("interrupted while writing XMP: some photos have their verdicts, the others not yet, and no "
+                        "report was written; run the same scan again to finish", 130) from None
         refresh_cache(result, written.embedded or [], card, options)
         protected = written.protected
         for path, conflict in written.conflicts or []:

@@ -42,10 +42,18 @@ def start_early(argv: Sequence[str]) -> bool:
     elsewhere and when it is already running).  Never raises: the pool starts it later otherwise."""
     if command_of(argv) not in ANALYSING_COMMANDS or worker_context().get_start_method() != "forkserver":
         return False
+    import signal
+
     try:
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        # started ignoring Ctrl-C, as it ignores it once loaded: a Ctrl-C while it imports would print its
+        # own traceback beside the command's (the command stops the pool and its workers itself)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
     except Exception:  # noqa: BLE001 - an optimisation only: the first pool starts the server as before
         return False
     return True

@@ -244,3 +244,23 @@ def test_a_contact_sheet_names_a_non_utf8_photo_escaped(tmp_path):
     result = CliRunner().invoke(app, ["review", str(folder), "--html", str(tmp_path / "sheet.html"), "-j1"])
     assert result.exit_code == 0, result.output
     assert "caf\\xe9.jpg" in (tmp_path / "sheet.html").read_text(encoding="utf-8")
+
+
+def test_ctrl_c_during_a_scan_says_how_far_it_got(tmp_path, monkeypatch):
+    """Ctrl-C while photos are scored: one line saying what was kept and what was not written, exit 130
+    (typer's own handling printed nothing: the user could not tell that no XMP was written)."""
+    import cull.scan
+
+    for i in range(3):
+        save(sharp_image(i, 0.25), tmp_path / "lib" / f"{i}.jpg")
+
+    def interrupted(paths, card, options, *, on_total=None, on_result=None, **_):  # type: ignore[no-untyped-def]
+        on_total(3)
+        on_result(None)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cull.scan, "scan", interrupted)
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "lib"), "-j1"])
+    assert result.exit_code == 130
+    assert "interrupted after 1 of 3 photos" in result.stderr and "no XMP and no report written" in result.stderr
+    assert not list((tmp_path / "lib").glob("*.xmp"))
