@@ -232,6 +232,8 @@ def load_card(path: Path | None = None, *, verify: bool = True) -> ModelCard:
         raise ModelError(
             f"no model card at {path}; build the model with `python -m train` (needs the [train] extra)"
         ) from None
+    except UnicodeDecodeError:  # a photo or another binary file given as --model
+        raise ModelError(f"{path} is not a model card (a JSON file written by `python -m train` or `cull calibrate`)") from None
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than the parser goes
         raise ModelError(f"cannot read model card {path}: {exc or type(exc).__name__}") from None
     if not isinstance(raw, dict):

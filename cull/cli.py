@@ -112,7 +112,7 @@ def main(
 
 @app.command()
 def scan(
-    paths: Annotated[list[Path], typer.Argument(exists=True, help="folders or photos to scan")],
+    paths: Annotated[list[Path], typer.Argument(exists=True, readable=False, metavar="PATH...", help="folders or photos to scan")],
     report: Annotated[Path | None, typer.Option(help="write one row per photo to FILE.jsonl or FILE.csv")] = None,
     workers: WorkersOption = default_workers(),
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="patches per inference batch")] = BATCH_SIZE,
@@ -246,7 +246,7 @@ def scan(
     counts = result.counts()
     seconds = time.monotonic() - began  # the whole job: scan, XMP and report (the scan alone overstated the rate)
     rate = len(result.results) / seconds if seconds > 0 else 0.0
-    where = f"report: {report}" if report is not None and not dry_run else "no files written" if dry_run else "no report"
+    where = f"report: {_shown(report)}" if report is not None and not dry_run else "no files written" if dry_run else "no report"
     if bursts:
         burst_ids = {r.burst.burst for r in result.results if r.burst is not None}
         framed = sum(1 for r in result.results if r.burst is not None)
@@ -288,6 +288,8 @@ def eval_command(
             raise _fail(str(exc)) from None
     if not 0 <= burst_gap <= 3600:
         raise _fail("--burst-gap must be between 0 and 3600 seconds")
+    if not math.isfinite(laplacian_threshold) or laplacian_threshold < 0:
+        raise _fail(f"--laplacian-threshold must be a number of 0 or more, not {laplacian_threshold}")
     card = _card(model)
     try:
         with tqdm(unit="photo", file=sys.stderr, disable=None, desc="evaluating") as bar:
@@ -363,7 +365,7 @@ app.add_typer(xmp_app, name="xmp")
 
 @xmp_app.command("clear")
 def xmp_clear(
-    paths: Annotated[list[Path], typer.Argument(exists=True, help="folders or photos")],
+    paths: Annotated[list[Path], typer.Argument(exists=True, readable=False, metavar="PATH...", help="folders or photos")],
 ) -> None:
     """Remove exactly what cull wrote to XMP and restore the values it replaced.
 
@@ -555,6 +557,8 @@ def cache_prune(
     from cull.cache_prune import prune_cache
 
     path = default_cache_path()
+    if model is not None and not other_models:
+        raise _fail("--model names the card whose scores --other-models keeps: add --other-models")
     keep = _card(model).fingerprint if other_models else None
     try:
         outcome = prune_cache(path, keep, dry_run)
@@ -686,7 +690,7 @@ def camera(
 
 @app.command()
 def review(
-    paths: Annotated[list[Path], typer.Argument(exists=True, help="folders or photos to review")],
+    paths: Annotated[list[Path], typer.Argument(exists=True, readable=False, metavar="PATH...", help="folders or photos to review")],
     show: Annotated[ReviewShow, typer.Option(help="which photos: flagged (rejects + uncertain), rejects, uncertain, all")] = ReviewShow.FLAGGED,
     port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 0,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="only print the address; do not open a browser")] = False,
@@ -739,7 +743,7 @@ def review(
     finally:
         bar.close()
     for path, reason in failures:
-        typer.echo(f"not judged: {path}: {reason}", err=True)
+        typer.echo(f"not judged: {_shown(path)}: {_shown(reason)}", err=True)
     if html is not None:
         sheet_bar = progress_bar("contact sheet")
         set_total(sheet_bar, len(session.items))

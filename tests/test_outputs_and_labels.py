@@ -264,3 +264,31 @@ def test_ctrl_c_during_a_scan_says_how_far_it_got(tmp_path, monkeypatch):
     assert result.exit_code == 130
     assert "interrupted after 1 of 3 photos" in result.stderr and "no XMP and no report written" in result.stderr
     assert not list((tmp_path / "lib").glob("*.xmp"))
+
+
+def test_small_command_line_mistakes_are_one_line(tmp_path):
+    runner = CliRunner()
+    photo = save(sharp_image(0, 0.25), tmp_path / "p.jpg")
+    card = runner.invoke(app, ["scan", str(tmp_path), "--model", str(photo)])
+    assert card.exit_code == 2 and "is not a model card" in card.stderr
+    nan = runner.invoke(app, ["eval", str(tmp_path), "--laplacian-threshold", "nan"])
+    assert nan.exit_code == 2 and "--laplacian-threshold" in nan.stderr
+    prune = runner.invoke(app, ["cache", "prune", "--model", str(tmp_path / "typo.json")])
+    assert prune.exit_code == 2 and "--other-models" in prune.stderr
+    helped = runner.invoke(app, ["scan", "--help"])
+    assert "PATH..." in helped.output and "{paths}" not in helped.output
+
+
+def test_an_unreadable_photo_named_on_the_command_line_is_a_per_file_error(tmp_path):
+    """Like the same photo one folder down: an error line and exit 1, the other photos scanned (it was a
+    usage error refusing the whole scan)."""
+    from tests.conftest import drop_dac_override
+
+    good = save(sharp_image(0, 0.25), tmp_path / "good.jpg")
+    bad = save(sharp_image(1, 0.25), tmp_path / "bad.jpg")
+    bad.chmod(0)
+    result = subprocess.run([sys.executable, "-m", "cull", "scan", str(good), str(bad), "-j1", "--dry-run"],
+                            capture_output=True, text=True, preexec_fn=drop_dac_override,
+                            env={**os.environ, "CULL_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 1, result.stderr
+    assert "bad.jpg" in result.stderr and "1 keep" in result.stdout
