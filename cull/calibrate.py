@@ -36,10 +36,9 @@ from typing import Any
 from cull.card import CARD_FORMAT, STRICTNESS_LEVELS, ModelCard, Thresholds, default_card_path, file_sha256, load_card
 from cull.decide import verdict_for
 from cull.errors import DatasetError, ModelError
-from cull.evaluate import LabelledPhoto, label_warnings, labelled_tree, raw_judging_below
+from cull.evaluate import LabelledPhoto, analyse_labelled, label_warnings, labelled_tree, raw_judging_below
 from cull.fsutil import atomic_write_text
 from cull.report import display_path, json_object
-from cull.runner import analyse_paths
 
 log = logging.getLogger(__name__)
 
@@ -264,10 +263,8 @@ def leave_one_out(scored: Sequence[Scored], fit: Fit = fit_thresholds) -> dict[s
 def _score_photos(photos: list[LabelledPhoto], card: ModelCard, workers: int, progress: Any) -> list[Scored]:
     """Full scoring (no early stop), so the fitted scores are those production computes for doubtful photos."""
     full = dataclasses.replace(card, analysis=dataclasses.replace(card.analysis, first_pass=card.analysis.max_patches))
-    by_path = {p.path: p for p in photos}
     found: dict[Path, Scored] = {}
-    for analysis in analyse_paths(list(by_path), full, workers=workers):
-        photo = by_path[analysis.path]
+    for photo, analysis in analyse_labelled(photos, full, workers=workers):
         if analysis.photo is None:
             found[photo.path] = Scored(photo.path, photo.sharp, None, analysis.error or "unreadable")
         else:

@@ -625,7 +625,7 @@ def _read_raw(path: Path, long_side: int) -> Image.Image:
         with rawpy.imread(str(path)) as raw:
             sensor_long = max(raw.sizes.width, raw.sizes.height)
             need = min(long_side, sensor_long // 2)
-            preview = _tiff_preview(path, long_side, need)
+            preview = tiff_preview(path, long_side, need)
             if preview is None:
                 preview = _raw_preview(raw, long_side)
             if preview is not None and max(preview.size) >= need:
@@ -703,7 +703,7 @@ def embedded_jpeg_size(path: Path, limit: int = 64 << 20) -> tuple[int, int] | N
     return best
 
 
-def _tiff_preview(path: Path, long_side: int, need: int = 0) -> Image.Image | None:
+def tiff_preview(path: Path, long_side: int | None, need: int = 0, draft_mode: str = "L") -> Image.Image | None:
     """The largest baseline JPEG preview that a TIFF-based RAW (DNG, NEF, CR2, ARW, PEF, ...) names
     in its IFDs or SubIFDs, read straight from the file (no copy through LibRaw, whose
     extract_thumb() costs about as much as decoding the preview at 1/4 scale).  None when the
@@ -721,7 +721,7 @@ def _tiff_preview(path: Path, long_side: int, need: int = 0) -> Image.Image | No
                     best = frame[1] * frame[2], offset, length, max(frame[1], frame[2])
             if best is None or best[3] < need:
                 return None
-            return open_checked(FileWindow(fh, best[1], best[2]), long_side)  # type: ignore[arg-type]
+            return open_checked(FileWindow(fh, best[1], best[2]), long_side, draft_mode)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - an odd container or a broken preview: LibRaw's way decides
         log.debug("no TIFF-named JPEG preview in %s", path, exc_info=True)
         return None

@@ -16,7 +16,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from cull.analyse import Analysis
 from cull.card import ModelCard
@@ -24,6 +24,7 @@ from cull.fsutil import file_sha256
 from cull.decide import Verdict, decide
 from cull.decode import SCALE_TOLERANCE
 from cull.discover import Skipped, discover, is_hidden_or_system
+from cull.formats import is_raw
 from cull.errors import DatasetError
 from cull.report import display_path, json_object
 from cull.runner import analyse_paths
@@ -244,13 +245,29 @@ class ScoredPhoto:
     analysis: Analysis
 
 
+def analyse_labelled(photos: Sequence[LabelledPhoto], card: ModelCard, *, workers: int = 1,
+                     with_laplacian: bool = False) -> Iterator[tuple[LabelledPhoto, Analysis]]:
+    """cull.runner.analyse_paths over labelled photos.  A RAW judged ahead of its small JPEG (RAW+S, see
+    raw_judging_below) that cannot be read is judged by the JPEG, as `cull scan` judges that shot."""
+    by_path = {p.path: p for p in photos}
+    instead: dict[Path, LabelledPhoto] = {}
+    for analysis in analyse_paths(list(by_path), card, workers=workers, with_laplacian=with_laplacian):
+        photo = by_path[analysis.path]
+        if analysis.photo is None and photo.partner is not None and is_raw(photo.path) and not is_raw(photo.partner):
+            instead[photo.partner] = photo
+            continue
+        yield photo, analysis
+    if instead:
+        for analysis in analyse_paths(list(instead), card, workers=workers, with_laplacian=with_laplacian):
+            yield instead[analysis.path], analysis
+
+
 def score_folder(root: Path, card: ModelCard, *, workers: int = 1, progress: Any = None) -> list[ScoredPhoto]:
     """Analyse every labelled photo under ``root`` once (model score and Laplacian statistic)."""
     photos, unreadable = labelled_tree(root, raw_judging_below(card))
-    by_path = {p.path: p for p in photos}
     analyses: dict[Path, Analysis] = {}
-    for analysis in analyse_paths(by_path, card, workers=workers, with_laplacian=True):
-        analyses[analysis.path] = analysis
+    for photo, analysis in analyse_labelled(photos, card, workers=workers, with_laplacian=True):
+        analyses[photo.path] = analysis
         if progress is not None:
             progress.update(1)
     return [ScoredPhoto(p, analyses[p.path]) for p in photos] + [ScoredPhoto(p, Analysis(p.path, error=why)) for p, why in unreadable]

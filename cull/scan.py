@@ -23,6 +23,7 @@ from cull.card import ModelCard
 from cull.decide import Decision, Strictness, Verdict, decide
 from cull.discover import Shot, Skipped, discover
 from cull.evaluate import raw_judging_below
+from cull.formats import is_raw
 from cull.report import file_row
 from cull.protect import Places, apply_user_verdicts, shot_protection, shot_user_rejection, shot_user_verdict
 from cull.runner import analyse_paths
@@ -188,7 +189,11 @@ def scan(
                 if analysis.path in retry:  # the partner was scored instead: it becomes the shot's path
                     partner, why = retry[analysis.path]
                     # the shot has a verdict, but the damaged file is still reported (and counts in the exit code)
-                    outcome.skipped.append(Skipped(partner, f"{why}; the shot is judged by its partner {analysis.path.name}"))
+                    # a RAW judged ahead of its small JPEG (RAW+S) that cannot be read (a camera LibRaw does not
+                    # know yet): the JPEG judges the shot as it always did, a note rather than an error
+                    ahead = is_raw(partner) and not is_raw(analysis.path)
+                    outcome.skipped.append(Skipped(partner, f"{why}; the shot is judged by its partner {analysis.path.name}"
+                                                   + (" (a small JPEG: less sure of blur)" if ahead else ""), error=not ahead))
                 key = keys.get(analysis.path)  # a partner scored instead is not cached: lookups go by the shot's path
                 if key is not None and analysis.judged is not None and not _same_version(analysis.judged, key):
                     finish(PhotoResult(analysis.path, partner, error=_NOT_THE_LISTED_FILE))

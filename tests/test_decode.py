@@ -277,27 +277,27 @@ def test_a_rotated_raw_preview_is_turned_as_libraw_says(tmp_path):
 def test_a_lossless_jpeg_strip_is_not_taken_for_the_preview(tmp_path):
     """DNG raw data is often lossless JPEG (SOF3), which no photo decoder reads: it is skipped, and
     LibRaw's own choice decides instead."""
-    from cull.decode import _tiff_preview
+    from cull.decode import tiff_preview
     from tests.rawfiles import write_dng
 
     preview = save(sharp_image(1).resize((1600, 1200)), tmp_path / "preview.jpg", quality=90)
     lossless = b"\xff\xd8\xff\xc3\x00\x0b\x10\x04\xb0\x06\x40\x01\x01\x11\x00" + b"\x00" * 64 + b"\xff\xd9"
     raw = tmp_path / "IMG_0003.DNG"
     write_dng(preview, raw, jpeg=lossless)
-    assert _tiff_preview(raw, 1440) is None
-    assert _tiff_preview(preview, 1440) is None  # a plain JPEG names no preview in TIFF IFDs
+    assert tiff_preview(raw, 1440) is None
+    assert tiff_preview(preview, 1440) is None  # a plain JPEG names no preview in TIFF IFDs
 
 
 def test_a_raw_preview_too_small_for_the_analysis_is_not_decoded_through_the_container(tmp_path):
     """A 640 px preview of a 1600 px sensor is judged from its frame header and left to LibRaw's way."""
-    from cull.decode import _tiff_preview
+    from cull.decode import tiff_preview
     from tests.rawfiles import write_dng
 
     preview = save(sharp_image(1).resize((640, 480)), tmp_path / "preview.jpg", quality=90)
     raw = tmp_path / "IMG_0004.DNG"
     write_dng(preview, raw)
-    assert _tiff_preview(raw, 1440, need=800) is None
-    assert _tiff_preview(raw, 1440, need=640).size == (640, 480)
+    assert tiff_preview(raw, 1440, need=800) is None
+    assert tiff_preview(raw, 1440, need=640).size == (640, 480)
 
 
 def test_gray_conversion_gives_the_same_floats_as_converting_then_scaling():

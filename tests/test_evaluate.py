@@ -122,3 +122,18 @@ def test_eval_leaves_out_a_file_labelled_both_ways_and_says_so(tmp_path):
     assert "note: 2 path(s) name a file that is labelled both sharp and blurred" in result.stdout
     assert "note: unblurred/ says it is not blurred" in result.stdout
     assert "these rates are on the calibration photos themselves and flatter the card" in result.stdout
+
+
+def test_a_raw_plus_s_shot_whose_raw_cannot_be_read_is_judged_by_its_jpeg(tmp_path):
+    """A small JPEG beside a RAW that LibRaw cannot read (a camera it does not know yet): eval scores the
+    shot through the JPEG, as scan does, instead of an error."""
+    from cull.card import load_card
+    from cull.evaluate import score_folder
+    from tests.conftest import blurred_image, save, sharp_image
+
+    for cls, image in (("sharp", sharp_image(0)), ("blurred", blurred_image(0, 8))):
+        save(image, tmp_path / cls / "IMG_1.JPG", quality=90)  # 768 px: RAW+S
+        (tmp_path / cls / "IMG_1.CR2").write_bytes(f"a {cls} raw of a camera LibRaw does not know".encode())
+    scored = score_folder(tmp_path, load_card())
+    assert [(s.photo.path.name, s.analysis.error, s.analysis.photo is not None) for s in scored] == [
+        ("IMG_1.CR2", None, True), ("IMG_1.CR2", None, True)]

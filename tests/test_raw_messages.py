@@ -106,3 +106,17 @@ def test_raw_plus_small_jpeg_is_judged_by_the_raw_preview(tmp_path):
     row = json.loads(report.read_text())
     assert (Path(row["path"]).name, Path(row["partner"]).name, row["verdict"]) == ("IMG_1.DNG", "IMG_1.JPG", "reject")
     assert sorted(p.name for p in lib.glob("*.xmp")) == ["IMG_1.DNG.xmp", "IMG_1.JPG.xmp"]
+
+
+def test_raw_plus_s_with_a_raw_libraw_cannot_read_is_judged_by_the_jpeg_without_an_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from cull.cli import app
+    from tests.conftest import save
+
+    save(sharp_image(0), tmp_path / "IMG_1.JPG", quality=90)  # 768 px
+    (tmp_path / "IMG_1.CR2").write_bytes(b"a raw of a camera LibRaw does not know")
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), "-j1", "--dry-run", "--show", "all"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("keep") and "IMG_1.JPG" in result.stdout
+    assert "note: " in result.stderr and "judged by its partner IMG_1.JPG (a small JPEG" in result.stderr

@@ -22,9 +22,9 @@ from PIL import Image, ImageOps
 
 from cull.analyse import score_every_patch
 from cull.card import ModelCard
-from cull.decode import HEIF_AVAILABLE, decode_gray, describe_decode_error, open_checked
+from cull.decode import HEIF_AVAILABLE, decode_gray, describe_decode_error, open_checked, tiff_preview
 from cull.errors import UnreadableImage
-from cull.formats import HEIF_EXTENSIONS, is_raw
+from cull.formats import HEIF_EXTENSIONS, SNIFF_BYTES, is_raw, sniff, tiff_holds_raw
 from cull.patches import select_patches
 from cull.score import Scorer
 
@@ -34,15 +34,17 @@ THUMB_SIDE = 360
 CROP_MIN = 256  # a crop shows at least this many pixels a side (more when the patch covers more)
 
 
-def open_color(path: Path, long_side: int | None) -> Image.Image:
+def open_color(path: Path, long_side: int | None, judged_side: int | None = None) -> Image.Image:
     """The photo in RGB, EXIF-oriented; reduced cheaply towards ``long_side`` (None: full size).
 
-    JPEG uses DCT scaling, RAW its embedded preview (a full demosaic when no preview is big
-    enough). The result may still be larger than ``long_side``. Raises UnreadableImage.
-    """
+    The decoder is chosen by content, as ``cull scan`` chooses it (a JPEG named .NEF is a JPEG, a DNG
+    named .tif a RAW).  JPEG uses DCT scaling, RAW its embedded preview where the scan judged that
+    preview: one of at least ``judged_side`` (the analysis scale; default ``long_side``) or half the
+    sensor, else a demosaic, so the detail shows the picture that was judged (a 1:1 preview is a crop
+    of the 4:3 sensor).  The result may still be larger than ``long_side``. Raises UnreadableImage."""
     try:
-        if is_raw(path):
-            image = _open_raw_color(path, long_side)
+        if _is_raw_content(path):
+            image = _open_raw_color(path, long_side, judged_side or long_side)
         else:
             if path.suffix.lower() in HEIF_EXTENSIONS and not HEIF_AVAILABLE:
                 raise UnreadableImage("HEIC/HEIF needs pillow-heif: pip install 'cull-focus[heic]'")
@@ -55,15 +57,29 @@ def open_color(path: Path, long_side: int | None) -> Image.Image:
         raise UnreadableImage(describe_decode_error(exc)) from exc
 
 
+def _is_raw_content(path: Path) -> bool:
+    """Whether a scan decodes ``path`` as camera RAW (cull.decode.open_reduced): a RAW name whose content
+    is no JPEG, PNG or WebP, or a TIFF holding RAW data under any name."""
+    with open(path, "rb") as fh:
+        kind = sniff(fh.read(SNIFF_BYTES))
+    if is_raw(path):
+        return kind not in ("jpeg", "png", "webp")
+    return kind == "tiff" and tiff_holds_raw(path)
+
+
 _RAW_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
 
 
-def _open_raw_color(path: Path, long_side: int | None) -> Image.Image:
+def _open_raw_color(path: Path, long_side: int | None, judged_side: int | None) -> Image.Image:
     import rawpy
 
     with rawpy.imread(str(path)) as raw:
         sensor_long = max(raw.sizes.width, raw.sizes.height)
-        need = sensor_long if long_side is None else min(long_side, sensor_long // 2)
+        need = sensor_long // 2 if judged_side is None else min(judged_side, sensor_long // 2)
+        preview = tiff_preview(path, long_side, need, draft_mode="RGB")  # the one a scan reads first
+        if preview is not None:
+            transpose = _RAW_FLIP.get(raw.sizes.flip)
+            return preview.transpose(transpose) if transpose is not None else preview
         try:
             thumb = raw.extract_thumb()
             if thumb.format == rawpy.ThumbFormat.JPEG:
@@ -157,7 +173,7 @@ def compute_detail(path: Path, card: ModelCard, scorer: Scorer) -> Detail:
     height, width = gray.shape
     patches = select_patches(gray, spec)
     sharp = score_every_patch(patches.pixels, scorer).sharp
-    full = open_color(path, None)
+    full = open_color(path, None, judged_side=spec.long_side)  # the picture the scan judged, at full size
     view = full.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
     scale = (full.width / width, full.height / height)
     crops: list[Crop] = []
