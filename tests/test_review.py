@@ -374,6 +374,15 @@ def test_a_reject_the_user_rated_says_so_on_the_page_and_the_sheet(library, card
     assert result.exit_code == 0, result.output
     assert sheet.read_text().count('class="badge protected">not marked rejected: you rated it 4 stars<') == 1
 
+    rejected = post(client, "/api/decide", {"id": by_name(session, "blur.jpg").id, "decision": "reject"})
+    assert rejected.json()["item"]["protected"] is None  # the user's own reject replaced the 4 stars
+    xmp = (library / "blur.xmp").read_text()
+    (library / "blur.xmp").write_text(xmp.replace('xmp:Rating="-1"', 'xmp:Rating="3"'))  # rated again in darktable
+    again = session_for(library, card, Show.FLAGGED)
+    listed = {i["name"]: i for i in client_for(again).get("/api/items").json()["items"]}
+    assert listed["blur.jpg"]["user"] == "reject"
+    assert listed["blur.jpg"]["protected"] == "not marked rejected: you rated it 3 stars"  # move leaves it
+
 def test_user_packet_keeps_foreign_fields_and_survives_clear():
     from cull.xmp import Verdict, clear, merge
 

@@ -62,8 +62,9 @@ class Item:
 
     @property
     def protection_note(self) -> str | None:
-        """What the page says of a reject the user's own rating, pick or accept keeps out of the XMP."""
-        if not self.protected or self.user:
+        """What the page says of a reject the user's own rating, pick or accept keeps out of the XMP (also a
+        reject of the user's own in this review, rated since in another program: move leaves it)."""
+        if not self.protected or self.user not in (None, "reject"):
             return None
         return f"not marked rejected: {self.protected.replace('user ', 'you ', 1)}"
 

@@ -135,6 +135,7 @@ class ReviewSession:
             writes = write_decision(_files(item), decision, self.options.xmp)
             self._history.append(Step([Change(item.id, item.user, decision, writes)]))
             item.user = decision
+            _refresh_protection(item)
         log.info("%s: %s", item.path, decision)
         return item
 
@@ -159,6 +160,7 @@ class ReviewSession:
                                        for f, (_, decision), writes in zip(frames, plan, done)]))
             for f, (_, decision) in zip(frames, plan):
                 f.user = decision
+                _refresh_protection(f)
         log.info("%s: kept %s, the other %d frames uncertain", best.burst, best.path, len(frames) - 1)
         return frames
 
@@ -186,7 +188,14 @@ class ReviewSession:
         item = self.by_id[change.item]
         change.writes = [write for write in change.writes if any(write is other for other in left)]
         item.user = shot_user_verdict(item.path, item.partner) if change.writes else change.previous
+        _refresh_protection(item)
         return item
+
+
+def _refresh_protection(item: Item) -> None:
+    """What keeps the item's reject out of the XMP, read again after a decision or an undo changed it (a
+    reject made here replaces the rating it finds; a rating given since in another program keeps the shot)."""
+    item.protected = shot_protection(item.path, item.partner) if item.effective == "reject" else None
 
 
 def _files(item: Item) -> list[Path]:
@@ -218,7 +227,7 @@ def load_session(
     places = Places()  # each folder listed once
     for item in items:
         item.user = shot_user_verdict(item.path, item.partner, places)
-        if item.verdict == "reject":  # as the scan's conflict line says: the XMP does not mark it rejected
+        if item.effective == "reject":  # as the scan's conflict line says: the XMP does not mark it rejected
             item.protected = shot_protection(item.path, item.partner, places)
     failures = list(result.failures)
     return ReviewSession(roots, items, card, options, scorer_factory, failures), failures
