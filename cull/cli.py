@@ -185,8 +185,10 @@ def scan(
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         bar.close()
-        raise _fail(f"interrupted after {counted['done']} of {counted['total'] or '?'} photos (their scores are kept in the cache: a "
-                     "rerun goes on from there); no XMP and no report written", 130) from None
+        kept = ("their scores are kept in the cache: a rerun goes on from there" if not (no_cache or dry_run)
+                else "nothing was kept: --no-cache or --dry-run leave the score cache as it was")
+        raise _fail(f"interrupted after {counted['done']} of {counted['total'] or '?'} photos ({kept}); "
+                    "no XMP and no report written", 130) from None
     finally:  # Ctrl-C included: the tasks in flight are cancelled, a local runtime stops
         bar.close()
         if ray_address is not None:

@@ -98,7 +98,7 @@ def _shot_of_file(path: Path, listings: dict[Path, dict[str, list[Path]]], judge
         by_stem: dict[str, list[Path]] = {}
         try:
             with os.scandir(folder) as entries:
-                for entry in entries:
+                for entry in sorted(entries, key=lambda e: e.name):  # as _list_folder lists it: the same pairs
                     if not entry.name.startswith(".") and is_photo(Path(entry.name)) and entry.is_file():
                         by_stem.setdefault(Path(entry.name).stem.lower(), []).append(Path(entry.path))
         except OSError:

@@ -84,7 +84,7 @@ def _empty_classes(subfolders: list[Path], photos: list[LabelledPhoto]) -> str:
     for sharp in (True, False):
         named = [f"{sub.name}/" for sub in subfolders if folder_label(sub.name) is sharp and not is_hidden_or_system(sub.name)]
         if named and not any(p.sharp is sharp for p in photos):
-            empty.append(f"{', '.join(named)} {'hold' if len(named) > 1 else 'holds'} no photos")
+            empty.append(f"{', '.join(named)} {'hold' if len(named) > 1 else 'holds'} no usable photos")
     return "".join(f"; {text}" for text in empty)
 
 

@@ -49,6 +49,7 @@ class PlannedMove:
     dst: Path
     shot: str
     key: tuple[int, int] | None = None  # (size, mtime_ns) of src when the shot was judged and planned
+    partner: Path | None = None  # the shot's partner: its files are listed again just before it moves
 
 
 @dataclass
@@ -190,7 +191,7 @@ def plan_moves(shots: Iterable[Shot], root: Path, target: Path) -> MovePlan:
                 break
             n += 1
         claimed.update(dsts)
-        plan.moves += [PlannedMove(f, d, str(shot.path), file_key(f)) for f, d in zip(files, dsts)]
+        plan.moves += [PlannedMove(f, d, str(shot.path), file_key(f), shot.partner) for f, d in zip(files, dsts)]
     return plan
 
 
@@ -338,6 +339,9 @@ def _execute_shot(journal: Journal, shot: str, moves: list[PlannedMove], result:
     # a file of the shot changed since it was planned (the user rated it in darktable, edited it): its
     # protection was read from the old version, so the shot is not moved now (a re-run judges it again)
     changed = [m.src for m in moves if m.key is not None and file_key(m.src) != m.key]
+    # a sidecar that appeared since (Lightroom writes P.xmp on a RAW's first rating) is a change too
+    planned = {m.src for m in moves}
+    changed += [f for f in shot_files(Shot(Path(shot), moves[0].partner)) if f not in planned]
     if changed:
         result.failed += [(src, "changed since this move judged it (rated or edited?): not moved; run cull move again")
                           for src in changed]

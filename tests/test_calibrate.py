@@ -434,5 +434,5 @@ def test_empty_class_folders_are_named(tmp_path):
     (tmp_path / "sharp").mkdir()
     (tmp_path / "blurred").mkdir()
     save(sharp_image(0, 0.25), tmp_path / "sharp" / "0.jpg")
-    with pytest.raises(DatasetError, match=r"; blurred/ holds no photos$"):
+    with pytest.raises(DatasetError, match=r"; blurred/ holds no usable photos$"):
         cull.calibrate.count_photos(tmp_path)

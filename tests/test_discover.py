@@ -155,3 +155,16 @@ def test_a_raw_beside_a_small_jpeg_is_the_file_judged(tmp_path):
     assert [s.path.name for s in shots_and_skips(tmp_path)[0]] == ["IMG_1.JPG", "IMG_2.JPG", "IMG_3.JPG"]
     named, _ = shots_and_skips(tmp_path / "IMG_1.JPG", judge_raw_below=1309)
     assert [(s.path.name, s.partner.name) for s in named] == [("IMG_1.CR2", "IMG_1.JPG")]
+
+
+def test_a_photo_named_as_a_file_pairs_as_its_folder_pairs_it(tmp_path):
+    """IMG_1.JPG beside IMG_1.CR2 and IMG_1.DNG: naming the files gives the pairs a folder scan gives,
+    whatever order the folder lists its entries in; naming the RAWs with the folder judges none twice."""
+    for name in ["IMG_1.JPG", "IMG_1.DNG", "IMG_1.CR2", "IMG_2.CR2", "IMG_2.NEF"]:
+        touch(tmp_path / name)
+    folder = {(s.path.name, s.partner.name if s.partner else None) for s in shots_and_skips(tmp_path)[0]}
+    named = {(s.path.name, s.partner.name if s.partner else None)
+             for s in shots_and_skips(*sorted(tmp_path.iterdir(), reverse=True))[0]}
+    assert named == folder
+    both, _ = shots_and_skips(tmp_path, tmp_path / "IMG_2.CR2", tmp_path / "IMG_2.NEF")
+    assert len(both) == len(folder)

@@ -435,3 +435,16 @@ def test_recovery_removes_an_undo_s_copy_left_beside_the_photo(tmp_path):
     partial = partial_path(src)
     os.link(src, partial)
     assert _settle(Step(src, dst, 5, "", 0, "IMG_1.JPG")) == "src" and not partial.exists() and src.read_bytes() == b"photo"
+
+
+def test_a_sidecar_that_appears_after_the_plan_keeps_its_shot_in_place(tmp_path):
+    """Lightroom writes IMG_0002.xmp when the RAW is first rated, after `cull move` planned the shot: the
+    shot stays (its new sidecar would be left behind, its rating unread)."""
+    root = tmp_path / "lib"
+    make_shot(root, "IMG_0002", True, True, [], 2)
+    target = root / "_culled"
+    plan = plan_moves(shots_under(root), root, target)
+    (root / "IMG_0002.xmp").write_bytes(b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/> rated 4 stars')
+    result = execute(plan, root, target)
+    assert sorted(p.name for p in root.iterdir() if p.is_file()) == ["IMG_0002.CR2", "IMG_0002.JPG", "IMG_0002.xmp"]
+    assert [src.name for src, _ in result.failed] == ["IMG_0002.xmp"]

@@ -116,7 +116,29 @@ def test_raw_plus_s_with_a_raw_libraw_cannot_read_is_judged_by_the_jpeg_without_
 
     save(sharp_image(0), tmp_path / "IMG_1.JPG", quality=90)  # 768 px
     (tmp_path / "IMG_1.CR2").write_bytes(b"a raw of a camera LibRaw does not know")
-    result = CliRunner().invoke(app, ["scan", str(tmp_path), "-j1", "--dry-run", "--show", "all"])
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), "-j1", "--show", "all"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("keep") and "IMG_1.JPG" in result.stdout
+    assert result.stdout.startswith("keep") and "IMG_1.CR2" in result.stdout  # the shot, judged through its JPEG
     assert "note: " in result.stderr and "judged by its partner IMG_1.JPG (a small JPEG" in result.stderr
+    again = CliRunner().invoke(app, ["scan", str(tmp_path), "-j1", "--show", "all"])
+    assert again.exit_code == 0 and "(1 from cache)" in again.stdout and again.stdout.startswith("keep")
+
+
+def test_raw_plus_s_whose_raw_is_cut_short_is_an_error(tmp_path):
+    """A small JPEG beside a DNG cut short (an interrupted copy): the shot is judged by the JPEG, and the
+    damaged RAW is an error (exit 1), not a note: the card's copy may be incomplete."""
+    from typer.testing import CliRunner
+
+    from cull.cli import app
+    from tests.conftest import save
+    from tests.rawfiles import write_dng
+
+    preview = save(sharp_image(0).resize((1600, 1067)), tmp_path / "p.jpg", quality=90)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_dng(preview, lib / "IMG_1.DNG")
+    data = (lib / "IMG_1.DNG").read_bytes()
+    (lib / "IMG_1.DNG").write_bytes(data[: len(data) - 1600 * 1067])
+    save(sharp_image(0), lib / "IMG_1.JPG", quality=90)  # 768 px
+    result = CliRunner().invoke(app, ["scan", str(lib), "-j1", "--dry-run"])
+    assert result.exit_code == 1 and "damaged or truncated RAW" in result.stderr, result.output
