@@ -186,7 +186,6 @@ def scan(
                     else:
                         finish(PhotoResult(analysis.path, partner, error=analysis.error))
                     continue
-                result_path = analysis.path
                 if analysis.path in retry:  # the partner was scored instead: it becomes the shot's path
                     partner, why = retry[analysis.path]
                     # the shot has a verdict, but the damaged file is still reported (and counts in the exit code)
@@ -196,20 +195,18 @@ def scan(
                     ahead = is_raw(partner) and not is_raw(analysis.path) and not why.startswith("damaged or truncated")
                     outcome.skipped.append(Skipped(partner, f"{why}; the shot is judged by its partner {analysis.path.name}"
                                                    + (" (a small JPEG: less sure of blur)" if ahead else ""), error=not ahead))
-                    if ahead:  # the shot stays the RAW's, so its score is cached where a rescan looks it up
-                        result_path, partner = partner, analysis.path
-                key = keys.get(result_path)  # a partner scored instead of a damaged file is not cached
-                if key is not None and result_path == analysis.path and analysis.judged is not None and not _same_version(analysis.judged, key):
+                key = keys.get(analysis.path)  # a partner scored instead is not cached: lookups go by the shot's path
+                if key is not None and analysis.judged is not None and not _same_version(analysis.judged, key):
                     finish(PhotoResult(analysis.path, partner, error=_NOT_THE_LISTED_FILE))
                     continue
-                if cache is not None and key is not None and file_key(result_path) == key:
-                    cache.put(result_path.absolute(), key, analysis.photo)
+                if cache is not None and key is not None and file_key(analysis.path) == key:
+                    cache.put(analysis.path.absolute(), key, analysis.photo)
                     if analysis.footprint is not None:
-                        cache.put_footprint(result_path.absolute(), key, replace(analysis.footprint, ctime_ns=_ctime_ns(result_path)))
+                        cache.put_footprint(analysis.path.absolute(), key, replace(analysis.footprint, ctime_ns=_ctime_ns(analysis.path)))
                 if analysis.footprint is not None:  # keyed by the result's path: the partner, when it was scored instead
-                    prints[result_path] = analysis.footprint
-                finish(_decided(result_path, partner, analysis.photo, card, thresholds,
-                                key or analysis.judged or file_key(result_path)))
+                    prints[analysis.path] = analysis.footprint
+                finish(_decided(analysis.path, partner, analysis.photo, card, thresholds,
+                                key or analysis.judged or file_key(analysis.path)))
             todo = list(retry)
             if not todo:
                 break
