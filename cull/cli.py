@@ -11,7 +11,8 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from tqdm import tqdm
@@ -26,6 +27,9 @@ from cull.sidecars import (
     SidecarStyle, XmpOptions, clear_photo, embedding_available, link_target_folders, remove_stale_temps, write_results,
 )
 from cull.xmp import validate_label
+
+if TYPE_CHECKING:
+    from cull.scan import PhotoResult
 
 app = typer.Typer(
     help="Find the out-of-focus photos in a photo library. Nothing is ever deleted.",
@@ -76,6 +80,18 @@ def _shown(value: object) -> str:
         return display_path(str(value))
     except UnicodeError:
         return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _protected_with_facts(results: Sequence[PhotoResult], use: bool, readonly: bool) -> dict[Path, str]:
+    """cull.protect.protected_shots, reading what the fact cache knows (a rescan with --no-xmp opens no
+    sidecar it has read before); ``readonly`` (--dry-run): nothing learnt is written back."""
+    from cull.cache import FactCache, default_cache_path
+    from cull.protect import protected_shots
+
+    if not use:
+        return protected_shots(results)
+    with FactCache(default_cache_path(), readonly=readonly) as facts:
+        return protected_shots(results, facts)
 
 
 def _card(model: Path | None) -> ModelCard:
@@ -227,7 +243,7 @@ def scan(
             f", {len(written.errors)} failed" if written.errors else "")
         failures += written.errors or []
     else:  # the same conflict lines a writing scan prints: a rated shot listed as reject is left alone
-        protected = protected_shots(result.results)
+        protected = _protected_with_facts(result.results, use=not no_cache, readonly=dry_run)
         left = "would not be marked rejected" if dry_run else "not a reject for cull move"
         for path, why in protected.items():
             typer.echo(f"conflict: {display_path(path)}: {why}: {left}", err=True)

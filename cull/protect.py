@@ -497,10 +497,11 @@ def shot_protection(photo: Path, partner: Path | None, places: Places | None = N
     return None
 
 
-def protected_shots(results: Sequence[PhotoResult]) -> dict[Path, str]:
+def protected_shots(results: Sequence[PhotoResult], facts: FactCache | None = None) -> dict[Path, str]:
     """The rejected shots among ``results`` that the user's rating, pick, accept or decision keeps
-    (path -> why), as the XMP writer and `cull move` judge them; each folder listed once."""
-    places = Places()
+    (path -> why), as the XMP writer and `cull move` judge them; each folder listed once.  With
+    ``facts``, a sidecar or photo unchanged since cull last read it is not read again."""
+    places = Places(facts)
     found = {}
     for result in results:
         if result.verdict is not None and result.verdict.value == "reject":
