@@ -66,6 +66,7 @@ USER_VERDICT_FACT = f"user_verdict@{__version__}"
 CULL_VERDICT_FACT = f"cull_verdict@{__version__}"
 USER_REJECT_FACT = f"user_reject@{__version__}"
 USER_LABELS_FACT = f"user_labels@{__version__}"
+EMBEDS_CULL_FACT = f"embeds_cull@{__version__}"
 
 
 def name_key(name: str) -> str:
@@ -546,8 +547,8 @@ def read_user_verdict(photo: Path, partner: Path | None = None, places: Places |
     ``unreadable_counts``, a sidecar cull cannot parse that may hold a decision or rating answers with why
     it cannot be read (not a decision: what the user decided is unknown)."""
     found = _from_sidecars(photo, partner, places, USER_VERDICT_FACT, sidecar_user_verdict, unreadable_protects=unreadable_counts)
-    if found or photo.suffix.lower() not in EMBEDDABLE:
-        return found
+    if found or photo.suffix.lower() not in EMBEDDABLE or not embeds_cull_fields(photo, places):
+        return found  # the review writes into a photo only where a scan with --embed put cull's fields
     # where `scan --embed` put cull's fields, the review wrote the decision inside the photo too: it
     # still holds it when the photo and its sidecar part (Lightroom renames or moves only the photo)
     fact = f"embedded-{USER_VERDICT_FACT}-{load_pyexiv2() is not None}"
@@ -688,3 +689,37 @@ def _embedded_labels(photo: Path) -> set[str]:
         except XmpError as exc:
             log.info("%s: an embedded XMP packet is unreadable (%s)", photo, exc)
     return owned
+
+
+def embeds_cull_fields(photo: Path, places: Places | None) -> bool:
+    """Whether the XMP inside ``photo`` holds cull's fields (an earlier scan with --embed)."""
+    if places is None:
+        return _holds_cull_fields(photo)
+    return photo.name in _embedders(photo.parent, places)
+
+
+def _embedders(folder: Path, places: Places) -> frozenset[str]:
+    """The photos of ``folder`` whose own XMP holds cull's fields: a walk of each one's metadata segments
+    (cull.protect.scan_packets), remembered for the folder's version in the fact cache (cull embeds by a
+    rename in the folder, which changes it), so an unchanged folder costs one look-up, not one per photo."""
+    if folder in places.embedders:
+        return places.embedders[folder]
+    try:
+        stamp = stamp_of(os.lstat(folder)) if places.facts is not None else None
+    except OSError:
+        stamp = None
+    known = places.facts.get(folder, stamp).get(EMBEDS_CULL_FACT) if places.facts is not None and stamp else None
+    if isinstance(known, list):
+        found = frozenset(str(name) for name in known)
+    else:
+        names = places.names(folder) or []
+        found = frozenset(name for name in names if Path(name).suffix.lower() in EMBEDDABLE
+                          and _holds_cull_fields(folder / name))
+        if places.facts is not None and stamp:
+            places.facts.put(folder, stamp, **{EMBEDS_CULL_FACT: sorted(found)})
+    places.embedders[folder] = found
+    return found
+
+
+def _holds_cull_fields(photo: Path) -> bool:
+    return any(has_cull_fields(packet) for packet in scan_packets(photo))

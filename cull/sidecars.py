@@ -49,6 +49,7 @@ from cull.protect import (
     _exists,
     adobe_sidecar,
     darktable_sidecar,
+    embeds_cull_fields,
     existing_name,
     load_pyexiv2,
     read_embedded,
@@ -143,43 +144,9 @@ def targets_for(photo: Path, options: XmpOptions, partner: Path | None = None, p
     if options.embed and suffix in EMBEDDABLE:  # and sidecars an earlier scan without --embed marked, kept in step
         return [Target(photo, embedded=True), *(Target(p, ours_only=True) for p in existing)]
     sidecars = [Target(p) for p in existing] or [Target(darktable_sidecar(photo))]
-    if suffix in EMBEDDABLE and embedding_available() and _embeds_cull_fields(photo, places):
+    if suffix in EMBEDDABLE and embedding_available() and embeds_cull_fields(photo, places):
         sidecars.append(Target(photo, embedded=True, ours_only=True))  # an earlier scan's --embed, kept in step
     return sidecars
-
-
-def _embeds_cull_fields(photo: Path, places: Places | None) -> bool:
-    """Whether the XMP inside ``photo`` holds cull's fields (an earlier scan with --embed)."""
-    if places is None:
-        return _holds_cull_fields(photo)
-    return photo.name in _embedders(photo.parent, places)
-
-
-def _embedders(folder: Path, places: Places) -> frozenset[str]:
-    """The photos of ``folder`` whose own XMP holds cull's fields: a walk of each one's metadata segments
-    (cull.protect.scan_packets), remembered for the folder's version in the fact cache (cull embeds by a
-    rename in the folder, which changes it), so an unchanged folder costs one look-up, not one per photo."""
-    if folder in places.embedders:
-        return places.embedders[folder]
-    try:
-        stamp = stamp_of(os.lstat(folder)) if places.facts is not None else None
-    except OSError:
-        stamp = None
-    known = places.facts.get(folder, stamp).get(EMBEDS_CULL_FACT) if places.facts is not None and stamp else None
-    if isinstance(known, list):
-        found = frozenset(str(name) for name in known)
-    else:
-        names = places.names(folder) or []
-        found = frozenset(name for name in names if Path(name).suffix.lower() in EMBEDDABLE
-                          and _holds_cull_fields(folder / name))
-        if places.facts is not None and stamp:
-            places.facts.put(folder, stamp, **{EMBEDS_CULL_FACT: sorted(found)})
-    places.embedders[folder] = found
-    return found
-
-
-def _holds_cull_fields(photo: Path) -> bool:
-    return any(has_cull_fields(packet) for packet in scan_packets(photo))
 
 
 def existing_targets(photo: Path, places: Places | None = None) -> list[Target]:
@@ -367,7 +334,6 @@ class _Read(Enum):
 
 READ_SHOT = _Read.SHOT
 MERGED_FACT = "merged"
-EMBEDS_CULL_FACT = f"embeds_cull@{__version__}"
 
 
 def payload_hash(verdict: Verdict, reason: str | None, embedded: bool, held: frozenset[str] = frozenset()) -> str:
