@@ -209,11 +209,9 @@ def pair_shots(photos: list[Path], judge_raw_below: int = 0) -> list[Shot]:
         group = by_stem[stem]
         raws = [p for p in group if is_raw(p)]
         rasters = sorted((p for p in group if not is_raw(p)), key=lambda p: (p.suffix.lower() not in JPEG_EXTENSIONS, p.name))
-        if raws and rasters and _long_side(rasters[0]) < judge_raw_below:
-            shots.append(Shot(raws[0], rasters[0]))
-            rest = raws[1:] + rasters[1:]
-        elif raws and rasters:
-            shots.append(Shot(rasters[0], raws[0]))
+        if raws and rasters:
+            small = judge_raw_below > 0 and _long_side(rasters[0]) < judge_raw_below
+            shots.append(Shot(raws[0], rasters[0]) if small else Shot(rasters[0], raws[0]))
             rest = raws[1:] + rasters[1:]
         else:
             rest = group

@@ -327,21 +327,22 @@ def execute(plan: MovePlan, root: Path, target: Path, on_file: Callable[[Planned
         by_shot: dict[str, list[PlannedMove]] = {}
         for move in plan.moves:
             by_shot.setdefault(move.shot, []).append(move)
+        places = Places()  # listed now, after the plan: a sidecar that appeared since is found
         for shot, moves in by_shot.items():
-            _execute_shot(journal, shot, moves, result, on_file)
+            _execute_shot(journal, shot, moves, result, on_file, places)
         journal.append({"op": "end", "time": time.time()})
     return result
 
 
 def _execute_shot(journal: Journal, shot: str, moves: list[PlannedMove], result: MoveResult,
-                  on_file: Callable[[PlannedMove], None] | None) -> None:
+                  on_file: Callable[[PlannedMove], None] | None, places: Places | None = None) -> None:
     done: list[tuple[PlannedMove, Step]] = []
     # a file of the shot changed since it was planned (the user rated it in darktable, edited it): its
     # protection was read from the old version, so the shot is not moved now (a re-run judges it again)
     changed = [m.src for m in moves if m.key is not None and file_key(m.src) != m.key]
     # a sidecar that appeared since (Lightroom writes P.xmp on a RAW's first rating) is a change too
     planned = {m.src for m in moves}
-    changed += [f for f in shot_files(Shot(Path(shot), moves[0].partner)) if f not in planned]
+    changed += [f for f in shot_files(Shot(Path(shot), moves[0].partner), places) if f not in planned]
     if changed:
         result.failed += [(src, "changed since this move judged it (rated or edited?): not moved; run cull move again")
                           for src in changed]
