@@ -329,10 +329,11 @@ def scan_packets(photo: Path) -> list[bytes]:
         fd = os.open(photo, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return []
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:  # a folder named like a photo, a FIFO ...
+        os.close(fd)
+        return []
     with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-            return []
         head = fh.read(4)
         fh.seek(0)
         placed: bytes | None = None

@@ -511,3 +511,12 @@ def test_a_preview_names_the_rated_shot_it_lists_as_reject(tmp_path, flag, words
     assert "reject" in result.stdout
     assert f"conflict: {photo}: user rated it 5 stars: {words}" in result.stderr
     assert (tmp_path / "X.JPG.xmp").read_bytes() == user_xmp(Rating="5")
+
+
+def test_scan_packets_passes_over_what_is_no_regular_file(tmp_path):
+    """A folder named like a photo (IMG.jpg/) in a folder cull looks through for its embedded XMP."""
+    from cull.protect import scan_packets
+
+    (tmp_path / "IMG.jpg").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")
+    assert scan_packets(tmp_path / "IMG.jpg") == [] and scan_packets(tmp_path / "pipe.jpg") == []
