@@ -435,8 +435,7 @@ def sidecar_user_verdict(data: bytes) -> str | None:
     """The decision of `cull review` in one sidecar's bytes, or None. Raises XmpError."""
     if not any(word in data for word in _USER_VERDICT_WORDS):  # a quick no; Packet reads UTF-16 sidecars too
         return None
-    value = Packet(data).get(USER_VERDICT)
-    return value if value in DECISIONS else None
+    return _packet_user_verdict(Packet(data))
 
 
 def _known(places: Places | None, path: Path, fact: str) -> tuple[bool, object, str | None]:

@@ -102,9 +102,14 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def opened(browser: Browser, server: str) -> Iterator[Page]:
     """The tab that opened the printed address: it opens the page once, and this tab keeps the session."""
+    yield from first_tab(browser, server)
+
+
+def first_tab(browser: Browser, address: str) -> Iterator[Page]:
+    """A tab of its own browser context that opened ``address`` (the one-time address) and is ready."""
     context = browser.new_context(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
     tab = context.new_page()
-    tab.goto(server)
+    tab.goto(address)
     tab.wait_for_selector("body[data-ready='1']")
     yield tab
     context.close()
@@ -470,12 +475,7 @@ def burst_server(burst_library: Path, cache_env: dict[str, str]) -> Iterator[str
 
 @pytest.fixture(scope="module")
 def burst_tab(browser: Browser, burst_server: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
-    tab = context.new_page()
-    tab.goto(burst_server)
-    tab.wait_for_selector("body[data-ready='1']")
-    yield tab
-    context.close()
+    yield from first_tab(browser, burst_server)
 
 
 @pytest.fixture()
